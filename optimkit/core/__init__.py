@@ -1,0 +1,18 @@
+from .optimizer import Optimizer, validate_hypers
+from .parts import Part, copy_of_param, full, stat, step_counter, stepper, zeros
+from .tensorlists import Bucket, norms, scalars
+
+__all__ = [
+    "Bucket",
+    "Optimizer",
+    "Part",
+    "copy_of_param",
+    "full",
+    "norms",
+    "scalars",
+    "stat",
+    "step_counter",
+    "stepper",
+    "validate_hypers",
+    "zeros",
+]

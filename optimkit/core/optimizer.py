@@ -1,0 +1,272 @@
+"""The optimizer that runs a recipe of stats and steppers."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .parts import Init, Part
+from .tensorlists import Bucket
+
+# torch.optim's state names, read as optimkit's when a torch checkpoint is loaded.
+TORCH_STATE_NAMES = {
+    "exp_avg": "grad_avg",
+    "exp_avg_sq": "sqr_avg",
+    "max_exp_avg_sq": "max_sqr_avg",
+    "square_avg": "sqr_avg",
+    "sum": "sqr_sum",
+}
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise TypeError("a tensor hyper-parameter must hold exactly one value")
+        return float(value.detach().cpu())
+    return float(value)
+
+
+def _nonnegative(name: str, value: Any) -> None:
+    if not _number(value) >= 0.0:  # also refuses NaN
+        raise ValueError(f"Invalid {name}: {value!r}; {name} must be >= 0")
+
+
+def _unit_interval(name: str, value: Any) -> None:
+    if not 0.0 <= _number(value) < 1.0:
+        raise ValueError(f"Invalid {name}: {value!r}; {name} must be in [0, 1)")
+
+
+def _betas(name: str, value: Any) -> None:
+    try:
+        items = list(value)
+    except TypeError:
+        raise ValueError(f"Invalid {name}: {value!r}; expected a tuple of betas") from None
+    for i, beta in enumerate(items):
+        _unit_interval(f"{name}[{i}]", beta)
+
+
+# One rule per hyper-parameter name, shared by every optimizer.
+HYPER_CHECKS: dict[str, Callable[[str, Any], None]] = {
+    "lr": _nonnegative,
+    "eps": _nonnegative,
+    "weight_decay": _nonnegative,
+    "momentum": _nonnegative,
+    "lr_decay": _nonnegative,
+    "initial_accumulator_value": _nonnegative,
+    "alpha": _nonnegative,
+    "betas": _betas,
+}
+
+
+def _nus(name: str, value: Any) -> None:
+    # QHAdam's immediate discount factors may be 1 (nu = 1 is plain Adam).
+    for i, nu in enumerate(value):
+        if not 0.0 <= _number(nu) <= 1.0:
+            raise ValueError(f"Invalid {name}[{i}]: {nu!r}; {name} must be in [0, 1]")
+
+
+HYPER_CHECKS["nus"] = _nus
+
+
+def validate_hypers(group: Mapping[str, Any], checks: Iterable[Callable[[Mapping], None]] = ()):
+    for name, value in group.items():
+        check = HYPER_CHECKS.get(name)
+        if check is not None:
+            check(name, value)
+    for extra in checks:
+        extra(group)
+
+
+def _as_param_list(params: Any) -> list:
+    if isinstance(params, Tensor):
+        raise TypeError(
+            "params must be an iterable of Tensors or dicts, got a single "
+            f"{torch.typename(params)}; pass [tensor] instead"
+        )
+    try:
+        params = list(params)
+    except TypeError:
+        raise TypeError(
+            f"params must be an iterable of Tensors or dicts, got {type(params).__name__}"
+        ) from None
+    if not params:
+        raise ValueError("params is empty: the optimizer got an empty parameter list")
+    return params
+
+
+class Optimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` whose update is a recipe of stats and steppers.
+
+    Subclasses (the recipes) set three class attributes:
+
+    * ``parts``: the stats and steppers, run in order on every bucket of every param group;
+    * ``hypers``: the default hyper-parameters (they override the parts' own defaults);
+    * ``reference``: the implementation or paper the recipe reproduces.
+
+    Hyper-parameters live in ``param_groups``, so ``torch.optim.lr_scheduler`` works unchanged.
+    State lives in ``self.state[p]`` under the names the parts declare, with a tensor ``step``;
+    ``state_dict()`` is torch's format. A param whose grad is None is skipped entirely (not
+    decayed, its state untouched), and ``p.grad`` is never modified.
+
+    NaN or inf gradients do not raise: like torch.optim, the step propagates them into the
+    params and the state. Use ``torch.amp.GradScaler`` (which skips such steps) or clip the
+    gradients. ``state_dict()`` warns when the state it returns holds NaN or inf.
+    """
+
+    parts: ClassVar[tuple[Part, ...]] = ()
+    hypers: ClassVar[dict[str, Any]] = {}
+    reference: ClassVar[str] = ""
+    checks: ClassVar[tuple[Callable[[Mapping[str, Any]], None], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "parts" not in cls.__dict__:
+            return
+        cls.state_inits = _collect_state(cls.parts, cls.__name__)
+        read = _collect_hypers(cls.parts, cls.__name__)
+        unused = set(cls.__dict__.get("hypers", {})) - set(read)
+        if unused:
+            raise TypeError(f"{cls.__name__}: hypers {sorted(unused)} are read by no part")
+        own = cls.__dict__.get("hypers", {})
+        cls.hypers = {**own, **{k: v for k, v in read.items() if k not in own}}
+        cls.__signature__ = inspect.Signature(
+            [inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+            + [
+                inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+                for k, v in cls.hypers.items()
+            ]
+        )
+
+    def __init__(self, params: Any, **hypers: Any) -> None:
+        cls = type(self)
+        if not cls.parts:
+            raise TypeError("optimkit.Optimizer is abstract: use a recipe such as optimkit.Adam")
+        for name in hypers:
+            if name not in cls.hypers:
+                raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
+        defaults = {**cls.hypers, **hypers}
+        validate_hypers(defaults, cls.checks)
+        super().__init__(_as_param_list(params), defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        try:
+            validate_hypers(self.param_groups[-1], type(self).checks)
+        except ValueError:
+            self.param_groups.pop()
+            raise
+
+    # ------------------------------------------------------------------ the step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Run the recipe once; ``closure`` (if given) is evaluated once, with grad enabled."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        # Collect first so that a bad gradient is refused before any param changes.
+        work = [(group, self._buckets(group)) for group in self.param_groups]
+        for group, buckets in work:
+            parts = [part for part in type(self).parts if part.active(group)]
+            for bucket_params in buckets.values():
+                bucket = self._bucket(bucket_params, group, parts)
+                for part in parts:
+                    part(bucket, group)
+        return loss
+
+    def _buckets(self, group: Mapping[str, Any]) -> dict[tuple, list[Tensor]]:
+        buckets: dict[tuple, list[Tensor]] = {}
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            if grad.is_sparse:
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support sparse gradients; "
+                    "no parameter was changed"
+                )
+            if p.is_complex():
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support complex parameters; "
+                    "optimise torch.view_as_real(p) instead"
+                )
+            buckets.setdefault((p.device, p.dtype), []).append(p)
+        return buckets
+
+    def _bucket(self, params: list[Tensor], group: Mapping[str, Any], parts: list[Part]) -> Bucket:
+        inits: dict[str, Init] = {}
+        for part in parts:
+            inits.update(part.state)
+        names = list(inits)
+        lists: dict[str, list[Tensor]] = {name: [] for name in names}
+        created: dict[str, list[int]] = {}
+        all_state = self.state
+        for i, p in enumerate(params):
+            state = all_state[p]
+            for name in names:
+                tensor = state.get(name)
+                if tensor is None:
+                    tensor = state[name] = inits[name](p, group)
+                    created.setdefault(name, []).append(i)
+                lists[name].append(tensor)
+        return Bucket(params, [p.grad for p in params], lists, created)
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        bad = [
+            (index, name)
+            for index, state in sd["state"].items()
+            for name, value in state.items()
+            if isinstance(value, Tensor) and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())
+        ]
+        if bad:
+            warnings.warn(
+                f"{type(self).__name__} state holds NaN or inf in {len(bad)} tensor(s), "
+                f"e.g. param {bad[0][0]} {bad[0][1]!r}; the checkpoint carries them",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load optimkit's or torch.optim's format (torch's state names are translated)."""
+        known = set(type(self).state_inits)
+        renamed = {}
+        for index, state in state_dict["state"].items():
+            renamed[index] = {
+                (TORCH_STATE_NAMES.get(k, k) if k not in known else k): v for k, v in state.items()
+            }
+        super().load_state_dict({**state_dict, "state": renamed})
+
+    def __repr__(self) -> str:
+        head = super().__repr__()
+        recipe = " -> ".join(part.name for part in type(self).parts)
+        return f"{head}\nRecipe: {recipe}"
+
+
+def _collect_state(parts: Iterable[Part], owner: str) -> dict[str, Init]:
+    inits: dict[str, Init] = {}
+    for part in parts:
+        for name, init in part.state.items():
+            if name in inits and inits[name] is not init:
+                raise TypeError(
+                    f"{owner}: parts disagree on how state {name!r} starts "
+                    f"({inits[name].__name__} vs {init.__name__})"
+                )
+            inits[name] = init
+    return inits
+
+
+def _collect_hypers(parts: Iterable[Part], owner: str) -> dict[str, Any]:
+    hypers: dict[str, Any] = {}
+    for part in parts:
+        for name, default in part.hypers.items():
+            hypers.setdefault(name, default)
+    return hypers

@@ -1,0 +1,25 @@
+"""Stats: parts that keep per-parameter state."""
+
+from .gradient import momentum, rms_normalize, weight_decay
+from .moments import (
+    average_grad,
+    average_sqr_grad,
+    average_sqr_grad_alpha,
+    centered_grad_avg,
+    max_sqr_avg,
+    step_stat,
+    sum_sqr_grad,
+)
+
+__all__ = [
+    "average_grad",
+    "average_sqr_grad",
+    "average_sqr_grad_alpha",
+    "centered_grad_avg",
+    "max_sqr_avg",
+    "momentum",
+    "rms_normalize",
+    "step_stat",
+    "sum_sqr_grad",
+    "weight_decay",
+]

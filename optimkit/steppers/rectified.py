@@ -1,0 +1,45 @@
+"""Rectified Adam's stepper."""
+
+from __future__ import annotations
+
+import torch
+
+from ..core.parts import stepper
+from ..core.tensorlists import scalars
+
+
+def rectification(t: torch.Tensor, beta2: float, threshold: float):
+    """RAdam's variance rectification ``r_t`` per tensor (0 where ``rho_t <= threshold``).
+
+    ``rho_inf = 2 / (1 - beta2) - 1``, ``rho_t = rho_inf - 2 t beta2**t / (1 - beta2**t)``,
+    ``r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))``.
+    """
+    rho_inf = 2 / (1 - beta2) - 1
+    beta2_t = beta2**t
+    rho_t = rho_inf - 2 * t * beta2_t / (1 - beta2_t)
+    ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+    return torch.where(rho_t > threshold, ratio.clamp(min=0) ** 0.5, 0.0)
+
+
+@stepper(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, n_sma_threshold=5.0, degenerated_to_sgd=True)
+def radam_step(b, lr, betas, eps, n_sma_threshold, degenerated_to_sgd):
+    """RAdam (Liu et al. 2019, arXiv:1908.03265, Alg. 2).
+
+    Where the variance is tractable (``rho_t > n_sma_threshold``):
+    ``p = p - lr * r_t / (1 - beta1**t) * m / (sqrt(v / (1 - beta2**t)) + eps)``;
+    elsewhere ``p = p - lr / (1 - beta1**t) * m`` (momentum SGD), or no update at all with
+    ``degenerated_to_sgd=False``.
+    """
+    t = b.steps
+    rect = rectification(t, betas[1], n_sma_threshold)
+    bias_correction1 = 1 - betas[0] ** t
+    unrectified = (rect <= 0).to(t.dtype) if degenerated_to_sgd else torch.zeros_like(t)
+    sgd_step_size = -(lr * unrectified / bias_correction1)
+    adaptive_step_size = -(((1 - betas[1] ** t) ** 0.5) * (lr * rect / bias_correction1))
+    # 1 / ((sqrt(v) + eps) / step) is 0 where the adaptive step is 0, so one addcmul serves both.
+    scale = torch._foreach_sqrt(b.state["sqr_avg"])
+    torch._foreach_add_(scale, eps)
+    torch._foreach_div_(scale, scalars(adaptive_step_size))
+    torch._foreach_reciprocal_(scale)
+    torch._foreach_add_(scale, scalars(sgd_step_size))
+    torch._foreach_addcmul_(b.params, b.state["grad_avg"], scale)

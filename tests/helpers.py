@@ -1,0 +1,59 @@
+"""Shared helpers of the test suite: deterministic params, gradients and runs."""
+
+from __future__ import annotations
+
+import torch
+
+import optimkit.registry as registry
+
+# A matrix, a vector, a 0-d scalar, a 3-d tensor and a zero-initialised bias.
+SHAPES = [(5, 3), (4,), (), (2, 3, 2), (3,)]
+
+
+def make_params(dtype=torch.float64, seed=0, zero_last=True):
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.randn(shape, generator=gen, dtype=dtype) for shape in SHAPES]
+    if zero_last:
+        params[-1].zero_()
+    return params
+
+
+def clone_params(params):
+    return [p.detach().clone().requires_grad_() for p in params]
+
+
+def fake_grads(params, step, seed=1):
+    """Deterministic gradients for ``step``: random, with a slowly drifting mean."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + step)
+    return [
+        (torch.randn(p.shape, generator=gen, dtype=torch.float64) + 0.3 * p.detach().double()).to(p.dtype)
+        for p in params
+    ]
+
+
+def run(optimizer, params, steps, start=0, seed=1, skip=None):
+    """Step ``optimizer`` ``steps`` times on fake gradients; ``skip(step, i)`` sets grad None."""
+    for step in range(start, start + steps):
+        grads = fake_grads(params, step, seed)
+        for i, (p, g) in enumerate(zip(params, grads)):
+            p.grad = None if skip is not None and skip(step, i) else g
+        optimizer.step()
+    return optimizer
+
+
+def as_tensor(value, like):
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(like.dtype) if value.is_floating_point() else value.to(like.dtype)
+    return torch.tensor(float(value), dtype=like.dtype)
+
+
+def entry_ids(entries):
+    return [e.name for e in entries]
+
+
+def parity_cases():
+    cases = []
+    for entry in registry.entries():
+        for i, setting in enumerate(entry.settings):
+            cases.append((entry, dict(setting), f"{entry.name}-{i}"))
+    return cases
