@@ -1,8 +1,9 @@
 """optimkit: deep-learning optimizers built from stats and steppers over tensor lists."""
 
 from . import stats, steppers
-from .core import Optimizer, Part, stat, stepper
+from .core import Optimizer, Part, copy_of_param, full, stat, stepper, zeros
 from .recipes import SGD, Adagrad, Adam, AdamW, AMSGrad, RAdam, RMSprop
+from .registry import available, create
 
 __version__ = "0.1.0"
 
@@ -14,10 +15,15 @@ __all__ = [
     "AdamW",
     "Optimizer",
     "Part",
+    "available",
+    "copy_of_param",
+    "create",
+    "full",
     "RAdam",
     "RMSprop",
     "stat",
     "stats",
     "stepper",
     "steppers",
+    "zeros",
 ]

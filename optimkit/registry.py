@@ -57,8 +57,9 @@ class Entry:
     rtol: Mapping[torch.dtype, float] = dataclasses.field(
         default_factory=lambda: {torch.float64: 1e-7, torch.float32: 1e-4}
     )
-    # Keywords that make it converge on the toy problems in the test suite.
-    converge: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"lr": 1e-2})
+    # Keywords that let it minimise the toy problems of the test suite; two more keys are read
+    # there: ``steps`` (default 3000) and ``anneal`` (cosine lr decay, default True).
+    converge: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"lr": 0.1})
     status: str = "stable"
     aliases: tuple[str, ...] = ()
 
@@ -129,7 +130,8 @@ register(Entry(
         {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.1},
         {"initial_accumulator_value": 0.1, "eps": 1e-6},
     ),
-    converge={"lr": 0.5},
+    # Adagrad's accumulator anneals the step already; a cosine decay on top stalls it.
+    converge={"lr": 0.3, "steps": 6000, "anneal": False},
 ))
 register(Entry(
     name="rmsprop",
@@ -146,7 +148,7 @@ register(Entry(
         {"momentum": 0.9, "alpha": 0.9},
         {"momentum": 0.5, "centered": True, "eps": 1e-4},
     ),
-    converge={"lr": 1e-3},
+    converge={"lr": 0.03},
 ))
 register(Entry(
     name="adam",
@@ -168,6 +170,7 @@ register(Entry(
     paper="https://arxiv.org/abs/1711.05101",
     reference=Reference("torch.optim:AdamW", "torch.optim.AdamW", state={**_TORCH_ADAM_STATE, "max_sqr_avg": "max_exp_avg_sq"}),
     settings=({}, {"lr": 1e-2, "weight_decay": 0.5}, {"amsgrad": True}),
+    converge={"lr": 0.1, "weight_decay": 0.0},  # decay would move the minimum
 ))
 register(Entry(
     name="amsgrad",
@@ -191,4 +194,6 @@ register(Entry(
         {"lr": 1e-2, "weight_decay": 0.1},
         {"weight_decay": 0.1, "decoupled_weight_decay": True, "betas": (0.9, 0.99)},
     ),
+    # Its first steps are momentum SGD, which a Rosenbrock gradient throws far off.
+    converge={"lr": 0.1, "degenerated_to_sgd": False},
 ))

@@ -26,7 +26,9 @@ def fake_grads(params, step, seed=1):
     """Deterministic gradients for ``step``: random, with a slowly drifting mean."""
     gen = torch.Generator().manual_seed(seed * 100_003 + step)
     return [
-        (torch.randn(p.shape, generator=gen, dtype=torch.float64) + 0.3 * p.detach().double()).to(p.dtype)
+        (torch.randn(p.shape, generator=gen, dtype=torch.float64) + 0.3 * p.detach().double()).to(
+            p.dtype
+        )
         for p in params
     ]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import as_tensor, clone_params, make_params, parity_cases, run
 
 STEPS = 120
@@ -42,9 +41,14 @@ def test_matches_reference(entry, setting, dtype):
         assert not unmapped, f"{entry.name}: state {unmapped} has no counterpart in the registry"
         for our_name, ref_name in names.items():
             if our_name not in mine:
-                assert theirs.get(ref_name) is None, f"param {i}: reference has {ref_name}, we lack it"
+                assert theirs.get(ref_name) is None, (
+                    f"param {i}: reference has {ref_name}, we lack it"
+                )
                 continue
             torch.testing.assert_close(
-                mine[our_name], as_tensor(theirs[ref_name], mine[our_name]), rtol=rtol, atol=atol,
+                mine[our_name],
+                as_tensor(theirs[ref_name], mine[our_name]),
+                rtol=rtol,
+                atol=atol,
                 msg=lambda m: f"param {i} state {our_name}: {m}",
             )
