@@ -2,7 +2,20 @@
 
 from . import stats, steppers
 from .core import Optimizer, Part, stat, stepper
-from .recipes import SGD, Adagrad, Adam, AdamW, AMSGrad, RAdam, RMSprop
+from .recipes import (
+    SGD,
+    AdaMod,
+    Adagrad,
+    Adam,
+    AdamW,
+    AMSGrad,
+    DeepMemory,
+    DiffGrad,
+    NovoGrad,
+    QHAdam,
+    RAdam,
+    RMSprop,
+)
 
 __version__ = "0.1.0"
 
@@ -20,4 +33,9 @@ __all__ = [
     "stats",
     "stepper",
     "steppers",
+    "AdaMod",
+    "DeepMemory",
+    "DiffGrad",
+    "NovoGrad",
+    "QHAdam",
 ]
