@@ -285,3 +285,35 @@ def test_friction_keeps_a_copy_of_the_gradient():
     bucket = Bucket([_tensor([0.0])], [grad], state, {})
     grad_friction(bucket, {"version": 0})
     torch.testing.assert_close(bucket.extras["grad_avg"][0], _tensor([2 * sigmoid(3.0)]))
+
+
+def test_adam_with_friction_is_a_recipe_of_a_few_lines():
+    from optimkit import Adam, Optimizer
+
+    class FrictionAdam(Optimizer):
+        parts = (*Adam.parts[:-1], grad_friction, adam_step)
+
+    p = torch.tensor([1.0, -1.0], dtype=torch.float64, requires_grad=True)
+    p.grad = torch.tensor([2.0, -0.5], dtype=torch.float64)
+    FrictionAdam([p], lr=0.1).step()
+    # step 1: m_hat = g, sqrt(v_hat) = |g|; the friction against prev_grad = 0 is sigmoid(|g|)
+    expected = [
+        1 - 0.1 * sigmoid(2.0) * 2.0 / (2.0 + EPS), -1 + 0.1 * sigmoid(0.5) * 0.5 / (0.5 + EPS)
+    ]
+    torch.testing.assert_close(p.detach(), _tensor(expected))
+
+
+@pytest.mark.parametrize("recipe,kwargs,name", [
+    ("QHAdam", {"nus": (0.7, 1.5)}, "nus"),
+    ("QHAdam", {"nus": (-0.1, 1.0)}, "nus"),
+    ("AdaMod", {"beta3": 1.0}, "beta3"),
+    ("DeepMemory", {"len_memory": 0.5}, "len_memory"),
+    ("DeepMemory", {"version": 2}, "version"),
+    ("DiffGrad", {"version": -1}, "version"),
+    ("NovoGrad", {"betas": (0.95, 1.0)}, "betas"),
+])
+def test_hyper_rules_of_the_new_parts(recipe, kwargs, name):
+    import optimkit
+
+    with pytest.raises(ValueError, match=name):
+        getattr(optimkit, recipe)([torch.zeros(1, requires_grad=True)], **kwargs)
