@@ -276,6 +276,8 @@ register(Entry(
         {"lr": 1e-2, "weight_decay": 0.1},
         {"betas": (0.8, 0.99), "eps": 1e-6},
     ),
+    # the friction (>= 0.5) shrinks the steps: a larger lr than Adam's
+    converge={"lr": 2e-2},
 ))
 register(Entry(
     name="adamod",
@@ -312,5 +314,5 @@ register(Entry(
         {"len_memory": 10, "betas": (0.8, 0.99), "eps": 1e-8},
     ),
     status="experimental",
-    converge={"lr": 1e-2, "len_memory": 20},
+    converge={"lr": 2e-2, "len_memory": 20},
 ))
