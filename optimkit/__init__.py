@@ -4,9 +4,9 @@ from . import stats, steppers
 from .core import Optimizer, Part, stat, stepper
 from .recipes import (
     SGD,
-    AdaMod,
     Adagrad,
     Adam,
+    AdaMod,
     AdamW,
     AMSGrad,
     DeepMemory,
