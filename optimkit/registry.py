@@ -198,8 +198,9 @@ register(Entry(
 ))
 
 
-# QHAdam's reference keeps the bias-corrected averages and w_t = sum_{i<t} beta**i (``beta1_weight``)
-# instead of the step; since 1 - beta**t = (1 - beta) * w_t, Adam's moments and the step follow.
+# QHAdam's reference keeps the bias-corrected averages and w_t = sum_{i<t} beta**i
+# (``beta1_weight``) instead of the step; since 1 - beta**t = (1 - beta) * w_t, Adam's moments
+# and the step follow from them exactly.
 def _qhadam_moment(name: str, index: int):
     def ours(state, group):
         beta = group["betas"][index]
