@@ -2,7 +2,20 @@
 
 from . import stats, steppers
 from .core import Optimizer, Part, copy_of_param, full, stat, stepper, zeros
-from .recipes import SGD, Adagrad, Adam, AdamW, AMSGrad, RAdam, RMSprop
+from .recipes import (
+    SGD,
+    Adagrad,
+    Adam,
+    AdaMod,
+    AdamW,
+    AMSGrad,
+    DeepMemory,
+    DiffGrad,
+    NovoGrad,
+    QHAdam,
+    RAdam,
+    RMSprop,
+)
 from .registry import available, create
 
 __version__ = "0.1.0"
@@ -26,4 +39,9 @@ __all__ = [
     "stepper",
     "steppers",
     "zeros",
+    "AdaMod",
+    "DeepMemory",
+    "DiffGrad",
+    "NovoGrad",
+    "QHAdam",
 ]

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from .core.optimizer import Optimizer
 from .stats import (
+    accumulate_grad,
+    adam_step_sizes,
     average_grad,
     average_sqr_grad,
     average_sqr_grad_alpha,
+    blended_step_sizes,
+    bounded_step_sizes,
     centered_grad_avg,
+    grad_friction,
+    layer_normalize,
+    layer_sqr_avg,
+    max_layer_sqr_avg,
     max_sqr_avg,
     momentum,
     rms_normalize,
@@ -19,7 +27,14 @@ from .stats import (
     sum_sqr_grad,
     weight_decay,
 )
-from .steppers import adagrad_step, adam_step, radam_step, sgd_step
+from .steppers import (
+    adagrad_step,
+    adam_step,
+    per_element_step,
+    qhadam_step,
+    radam_step,
+    sgd_step,
+)
 
 
 def _nesterov_needs_momentum(group):
@@ -172,3 +187,161 @@ class RAdam(Optimizer):
         n_sma_threshold=5.0, degenerated_to_sgd=True,
     )
     reference = "torch.optim.RAdam"
+
+
+class QHAdam(Optimizer):
+    """QHAdam, quasi-hyperbolic Adam (Ma & Yarats 2018, arXiv:1810.06801).
+
+    Adam's moments ``m, v`` (bias-corrected); the step averages them with the plain gradient:
+    ``p = p - lr * (nu1 * m_hat + (1 - nu1) * g) / (sqrt(nu2 * v_hat + (1 - nu2) * g**2) + eps)``.
+    ``nus=(1, 1)`` is Adam (with eps after the bias correction, as torch.optim.Adam).
+
+    Reproduces ``torch_optimizer.QHAdam`` given the same keywords. Defaults: lr=1e-3,
+    **nus=(0.7, 1.0), betas=(0.995, 0.999)** (the paper's recommendation; the reference's
+    nus=(1, 1), betas=(0.9, 0.999) is plain Adam), eps=1e-8, weight_decay=0.
+    Variant: ``decoupled_weight_decay=True`` (``p = p * (1 - lr * weight_decay)``; the reference
+    spells it ``decouple_weight_decay``). Deviations: state is Adam's (``grad_avg``, ``sqr_avg``,
+    ``step``), where the reference keeps the bias-corrected averages and the sums of the beta
+    powers (``beta1_weight``), which give the same trajectory; ``p.grad`` is never modified (the
+    reference adds the L2 term into it).
+    """
+
+    parts = (weight_decay, step_stat, average_grad, average_sqr_grad, qhadam_step)
+    hypers = dict(
+        lr=1e-3, betas=(0.995, 0.999), nus=(0.7, 1.0), eps=1e-8, weight_decay=0.0,
+        decoupled_weight_decay=False,
+    )
+    reference = "torch_optimizer.QHAdam"
+
+
+class NovoGrad(Optimizer):
+    """NovoGrad (Ginsburg et al. 2019, arXiv:1905.11286): Adam-like with a layer-wise second
+    moment, one number per tensor.
+
+    ``v = ||g||**2`` on the first step (whenever ``v`` is 0), else
+    ``v = beta2 * v + (1 - beta2) * ||g||**2``; ``d = g / (sqrt(v) + eps) + weight_decay * p``;
+    ``m = beta1 * m + c * d`` with ``c = 1 - beta1`` (``grad_averaging``) or 1; ``p = p - lr * m``.
+
+    Reproduces ``torch_optimizer.NovoGrad`` given the same keywords. Defaults: lr=1e-3,
+    **betas=(0.95, 0.98)** (the paper's; the reference's beta2=0 averages nothing, ``v`` is then
+    just the last ``||g||**2``), eps=1e-8, weight_decay=0, grad_averaging=False, amsgrad=False.
+    Variants: ``grad_averaging``; ``amsgrad`` (divide by the running max of ``v``);
+    ``decoupled_weight_decay`` (``p = p * (1 - lr * weight_decay)`` instead of the term in ``d``).
+
+    First step, as the reference (torch_optimizer, over9000): ``m`` starts at 0, so
+    ``m_1 = c * d_1``. The paper and NVIDIA's code start at ``m_1 = d_1``: the same without
+    ``grad_averaging``, ``1 / (1 - beta1)`` times larger with it. Both start at
+    ``v_1 = ||g_1||**2``. Per-tensor norms go through ``core.tensorlists.norms`` (shard-aware
+    later). Deviation: the reference keeps ``v`` in float32 whatever the param dtype, ours in the
+    param's dtype; it also writes into ``p.grad``, ours never does.
+    """
+
+    parts = (
+        step_stat,
+        layer_sqr_avg,
+        max_layer_sqr_avg.only_if("amsgrad"),
+        layer_normalize,
+        weight_decay,
+        accumulate_grad,
+        sgd_step,
+    )
+    hypers = dict(
+        lr=1e-3, betas=(0.95, 0.98), eps=1e-8, weight_decay=0.0, grad_averaging=False,
+        amsgrad=False, decoupled_weight_decay=False,
+    )
+    reference = "torch_optimizer.NovoGrad"
+
+
+def _friction_version(group):
+    if group["version"] not in (0, 1):
+        raise ValueError(
+            f"Invalid version: {group['version']!r}; version must be 0 (sigmoid(|g_prev - g|)) "
+            "or 1 (sigmoid(g_prev - g))"
+        )
+
+
+class DiffGrad(Optimizer):
+    """DiffGrad (Dubey et al. 2019, arXiv:1909.11015): Adam whose first moment is damped by a
+    friction term where the gradient changes little.
+
+    Adam's ``m, v``; ``xi = sigmoid(|g_prev - g|)``, in [0.5, 1);
+    ``p = p - lr * sqrt(1 - beta2**t) / (1 - beta1**t) * xi * m / (sqrt(v) + eps)``
+    (eps on the uncorrected root, the Adam paper's efficient form, as the reference).
+
+    Reproduces ``torch_optimizer.DiffGrad`` (lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+    weight_decay=0). Like the reference, weight decay is L2, added to the gradient before the
+    moments, and the friction and ``prev_grad`` use that L2-augmented gradient. ``prev_grad``
+    starts at 0 and is a copy, never an alias of ``p.grad`` (the aliasing bug of the original
+    code made the friction a constant 0.5). Variants: ``version=1`` (signed difference,
+    ``sigmoid(g_prev - g)``, lessw2020's version 1); ``decoupled_weight_decay`` (decay the
+    weights, the friction then sees the raw gradient). Adam with the friction term and torch's
+    eps placement is the recipe ``(*Adam.parts[:-1], grad_friction, adam_step)``.
+    """
+
+    parts = (
+        weight_decay, step_stat, average_grad, average_sqr_grad, grad_friction, adam_step_sizes,
+        per_element_step,
+    )
+    hypers = dict(
+        lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
+        version=0,
+    )
+    reference = "torch_optimizer.DiffGrad"
+    checks = (_friction_version,)
+
+
+class AdaMod(Optimizer):
+    """AdaMod (Ding, Ren, Luo & Sun 2019, arXiv:1910.12249): Adam whose per-element step sizes are
+    bounded by their own exponential moving average.
+
+    Adam's ``m, v``; ``eta = lr * sqrt(1 - beta2**t) / (1 - beta1**t) / (sqrt(v) + eps)``;
+    ``s = beta3 * s + (1 - beta3) * eta``; ``p = p - min(eta, s) * m``.
+
+    Reproduces ``torch_optimizer.AdaMod`` (lr=1e-3, betas=(0.9, 0.999), beta3=0.999, eps=1e-8,
+    weight_decay=0, decoupled: ``p = p * (1 - lr * weight_decay)``). ``s`` (``step_size_avg``)
+    starts at 0, so ``min(eta, s)`` makes the first steps tiny: a built-in warm-up of roughly
+    ``1 / (1 - beta3)`` = 1000 steps, on top of any schedule. Variant:
+    ``decoupled_weight_decay=False`` adds an L2 term to the gradient instead (other ports do).
+    """
+
+    parts = (
+        weight_decay, step_stat, average_grad, average_sqr_grad, adam_step_sizes,
+        bounded_step_sizes, per_element_step,
+    )
+    hypers = dict(
+        lr=1e-3, betas=(0.9, 0.999), beta3=0.999, eps=1e-8, weight_decay=0.0,
+        decoupled_weight_decay=True,
+    )
+    reference = "torch_optimizer.AdaMod"
+
+
+class DeepMemory(Optimizer):
+    """DeepMemory (lessw2020, 2020; blog/repo only, no paper): DiffGrad's friction plus AdaMod's
+    memory of step sizes, blended with the current step size instead of bounding it.
+
+    Adam's ``m, v``; ``eta = lr * sqrt(1 - beta2**t) / (1 - beta1**t) / (sqrt(v) + eps)``;
+    ``s = beta3 * s + (1 - beta3) * eta`` with ``beta3 = 1 - 1 / len_memory``;
+    ``xi = sigmoid(g_prev - g)`` (``version=1``) or ``sigmoid(|g_prev - g|)`` (``version=0``);
+    ``p = p - (eta + s) / 2 * xi * m``.
+
+    Reproduces ``DeepMemory/deepmemory.py`` in lessw2020/Best-Deep-Learning-Optimizers (the
+    tests hold a naive copy in ``tests/reference/deepmemory.py``). Defaults: lr=4e-3,
+    betas=(0.9, 0.999), len_memory=200 (about the batches per epoch), version=1, eps=1e-6,
+    weight_decay=0, decoupled (``p = p * (1 - lr * weight_decay)``) as the original; the
+    friction sees the raw gradient. ``s`` starts at 0, so the first steps are about halved.
+    Deviations: ``g_prev`` is a copy (the original aliases ``p.grad``, so under
+    ``zero_grad(set_to_none=False)`` its friction is a constant 0.5); nothing is printed;
+    ``version`` is a per-group hyper-parameter (the original keeps it on the optimizer) and
+    anything but 0 or 1 is refused. Variant: ``decoupled_weight_decay=False`` (L2).
+    """
+
+    parts = (
+        weight_decay, step_stat, average_grad, average_sqr_grad, grad_friction, adam_step_sizes,
+        blended_step_sizes, per_element_step,
+    )
+    hypers = dict(
+        lr=4e-3, betas=(0.9, 0.999), len_memory=200, version=1, eps=1e-6, weight_decay=0.0,
+        decoupled_weight_decay=True,
+    )
+    reference = "lessw2020/Best-Deep-Learning-Optimizers DeepMemory"
+    checks = (_friction_version,)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -28,8 +29,11 @@ class Reference:
     description: str
     rename: Mapping[str, str] = dataclasses.field(default_factory=dict)
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    # optimkit state name -> the reference's state name, for comparing state.
-    state: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # optimkit state name -> the reference's state name, for comparing state; or a function
+    # (reference state, param group) -> our value, where the reference stores it differently.
+    state: Mapping[str, str | Callable[[Mapping[str, Any], Mapping[str, Any]], Any]] = (
+        dataclasses.field(default_factory=dict)
+    )
 
     def build(self, params, **kwargs) -> torch.optim.Optimizer:
         module, _, attr = self.target.partition(":")
@@ -196,4 +200,125 @@ register(Entry(
     ),
     # Its first steps are momentum SGD, which a Rosenbrock gradient throws far off.
     converge={"lr": 0.1, "degenerated_to_sgd": False},
+))
+
+
+# QHAdam's reference keeps the bias-corrected averages and w_t = sum_{i<t} beta**i
+# (``beta1_weight``) instead of the step; since 1 - beta**t = (1 - beta) * w_t, Adam's moments
+# and the step follow from them exactly.
+def _qhadam_moment(name: str, index: int):
+    def ours(state, group):
+        beta = group["betas"][index]
+        return state[name] * ((1 - beta) * state[f"beta{index + 1}_weight"])
+
+    return ours
+
+
+def _qhadam_step(state, group):
+    beta2 = group["betas"][1]
+    return math.log(1 - (1 - beta2) * state["beta2_weight"]) / math.log(beta2)
+
+
+register(Entry(
+    name="qhadam",
+    factory=recipes.QHAdam,
+    year=2018,
+    paper="https://arxiv.org/abs/1810.06801",
+    reference=Reference(
+        "torch_optimizer:QHAdam", "torch_optimizer.QHAdam",
+        rename={"decoupled_weight_decay": "decouple_weight_decay"},
+        state={
+            "grad_avg": _qhadam_moment("exp_avg", 0),
+            "sqr_avg": _qhadam_moment("exp_avg_sq", 1),
+            "step": _qhadam_step,
+        },
+    ),
+    settings=(
+        {},
+        {"lr": 1e-2, "weight_decay": 0.1},
+        {"weight_decay": 0.1, "decoupled_weight_decay": True, "nus": (0.5, 0.8)},
+        {"nus": (1.0, 1.0), "betas": (0.9, 0.99)},
+        {"nus": (0.0, 0.3), "eps": 1e-4},
+    ),
+    # the paper's recommendation; the reference's nus=(1, 1) is Adam
+    pinned={"nus": (0.7, 1.0), "betas": (0.995, 0.999)},
+))
+register(Entry(
+    name="novograd",
+    factory=recipes.NovoGrad,
+    year=2019,
+    paper="https://arxiv.org/abs/1905.11286",
+    reference=Reference(
+        # torch_optimizer.NovoGrad, its layer moment kept in the param dtype (it hard-codes
+        # float32, which would round every float64 run to float32 precision)
+        "reference.novograd:NovoGrad", "torch_optimizer.NovoGrad",
+        state={
+            "grad_avg": "exp_avg", "layer_sqr_avg": "exp_avg_sq",
+            "max_layer_sqr_avg": "max_exp_avg_sq", "step": "step",
+        },
+    ),
+    settings=(
+        {},
+        {"lr": 1e-2, "weight_decay": 0.1},
+        {"grad_averaging": True, "betas": (0.9, 0.5)},
+        {"amsgrad": True, "weight_decay": 0.01},
+        {"amsgrad": True, "grad_averaging": True, "betas": (0.95, 0.0)},
+    ),
+    # the paper's; the reference's beta2=0 averages nothing
+    pinned={"betas": (0.95, 0.98)},
+    converge={"lr": 1e-2, "grad_averaging": True},
+))
+register(Entry(
+    name="diffgrad",
+    factory=recipes.DiffGrad,
+    year=2019,
+    paper="https://arxiv.org/abs/1909.11015",
+    reference=Reference(
+        "torch_optimizer:DiffGrad", "torch_optimizer.DiffGrad",
+        state={**_TORCH_ADAM_STATE, "prev_grad": "previous_grad"},
+    ),
+    settings=(
+        {},
+        {"lr": 1e-2, "weight_decay": 0.1},
+        {"betas": (0.8, 0.99), "eps": 1e-6},
+    ),
+    # the friction (>= 0.5) shrinks the steps: a larger lr than Adam's
+    converge={"lr": 2e-2},
+))
+register(Entry(
+    name="adamod",
+    factory=recipes.AdaMod,
+    year=2019,
+    paper="https://arxiv.org/abs/1910.12249",
+    reference=Reference(
+        "torch_optimizer:AdaMod", "torch_optimizer.AdaMod",
+        state={**_TORCH_ADAM_STATE, "step_size_avg": "exp_avg_lr"},
+    ),
+    settings=(
+        {},
+        {"lr": 1e-2, "weight_decay": 0.1},
+        {"beta3": 0.9, "betas": (0.8, 0.99)},
+    ),
+    # beta3 = 0.9 shortens the built-in warm-up (see the AdaMod docstring)
+    converge={"lr": 1e-2, "beta3": 0.9},
+))
+register(Entry(
+    name="deepmemory",
+    factory=recipes.DeepMemory,
+    year=2020,
+    paper="https://github.com/lessw2020/Best-Deep-Learning-Optimizers/tree/master/DeepMemory",
+    reference=Reference(
+        "reference.deepmemory:DeepMemory",
+        "DeepMemory/deepmemory.py (lessw2020/Best-Deep-Learning-Optimizers), g_prev copied",
+        state={
+            **_TORCH_ADAM_STATE, "step_size_avg": "exp_avg_lr", "prev_grad": "previous_grad",
+        },
+    ),
+    settings=(
+        {},
+        {"version": 0, "weight_decay": 0.1},
+        {"len_memory": 10, "betas": (0.8, 0.99), "eps": 1e-8},
+    ),
+    status="experimental",
+    converge={"lr": 2e-2, "len_memory": 20},
 ))

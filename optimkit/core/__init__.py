@@ -1,5 +1,5 @@
 from .optimizer import Optimizer, validate_hypers
-from .parts import Part, copy_of_param, full, stat, step_counter, stepper, zeros
+from .parts import Part, copy_of_param, full, stat, step_counter, stepper, zero_scalar, zeros
 from .tensorlists import Bucket, norms, scalars
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "step_counter",
     "stepper",
     "validate_hypers",
+    "zero_scalar",
     "zeros",
 ]

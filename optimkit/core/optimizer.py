@@ -73,6 +73,16 @@ def _nus(name: str, value: Any) -> None:
 HYPER_CHECKS["nus"] = _nus
 
 
+def _memory_length(name: str, value: Any) -> None:
+    # DeepMemory's beta3 = 1 - 1 / len_memory must lie in [0, 1).
+    if not _number(value) >= 1.0:
+        raise ValueError(f"Invalid {name}: {value!r}; {name} must be >= 1")
+
+
+HYPER_CHECKS["beta3"] = _unit_interval
+HYPER_CHECKS["len_memory"] = _memory_length
+
+
 def validate_hypers(group: Mapping[str, Any], checks: Iterable[Callable[[Mapping], None]] = ()):
     for name, value in group.items():
         check = HYPER_CHECKS.get(name)

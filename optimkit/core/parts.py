@@ -100,3 +100,8 @@ def stat(state: Mapping[str, Init] | None = None, **hypers: Any):
 def stepper(state: Mapping[str, Init] | None = None, **hypers: Any):
     """Declare a stepper: a part that writes the params."""
     return _declare("stepper", state, hypers)
+
+
+def zero_scalar(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
+    """A 0-d zero with the param's dtype and device: one number per tensor (a layer-wise stat)."""
+    return torch.zeros((), dtype=p.dtype, device=p.device)

@@ -1,6 +1,8 @@
 """Stats: parts that keep per-parameter state."""
 
-from .gradient import momentum, rms_normalize, weight_decay
+from .friction import grad_friction
+from .gradient import accumulate_grad, layer_normalize, momentum, rms_normalize, weight_decay
+from .layerwise import layer_sqr_avg, max_layer_sqr_avg
 from .moments import (
     average_grad,
     average_sqr_grad,
@@ -10,6 +12,7 @@ from .moments import (
     step_stat,
     sum_sqr_grad,
 )
+from .step_sizes import adam_step_sizes, blended_step_sizes, bounded_step_sizes
 
 __all__ = [
     "average_grad",
@@ -22,4 +25,12 @@ __all__ = [
     "step_stat",
     "sum_sqr_grad",
     "weight_decay",
+    "accumulate_grad",
+    "adam_step_sizes",
+    "blended_step_sizes",
+    "bounded_step_sizes",
+    "grad_friction",
+    "layer_normalize",
+    "layer_sqr_avg",
+    "max_layer_sqr_avg",
 ]

@@ -56,12 +56,31 @@ def momentum(b, momentum, dampening, nesterov):
 @stat(eps=1e-8, centered=False)
 def rms_normalize(b, eps, centered):
     """RMSprop's direction: ``grad / (sqrt(sqr_avg - centered * grad_avg**2) + eps)``."""
+    second = b.state["sqr_avg"]
     if centered:
-        avg = torch._foreach_addcmul(
-            b.state["sqr_avg"], b.state["grad_avg"], b.state["grad_avg"], value=-1
-        )
-        torch._foreach_sqrt_(avg)
-    else:
-        avg = torch._foreach_sqrt(b.state["sqr_avg"])
-    torch._foreach_add_(avg, eps)
-    b.grads = torch._foreach_div(b.grads, avg)
+        second = torch._foreach_addcmul(second, b.state["grad_avg"], b.state["grad_avg"], value=-1)
+    _divide_by_root(b, second, eps)
+
+
+@stat(eps=1e-8)
+def layer_normalize(b, eps):
+    """NovoGrad's direction: ``grad / (sqrt(v) + eps)`` with ``v`` the layer-wise second moment
+    (``max_layer_sqr_avg`` when AMSGrad's stat runs, else ``layer_sqr_avg``), one per tensor."""
+    _divide_by_root(b, b.state.get("max_layer_sqr_avg", b.state["layer_sqr_avg"]), eps)
+
+
+def _divide_by_root(b, second_moments, eps):
+    denom = torch._foreach_sqrt(second_moments)
+    torch._foreach_add_(denom, eps)
+    b.grads = torch._foreach_div(b.grads, denom)
+
+
+@stat(state={"grad_avg": zeros}, betas=(0.95, 0.98), grad_averaging=False)
+def accumulate_grad(b, betas, grad_averaging):
+    """NovoGrad's momentum, starting from zero: ``grad_avg = beta1 * grad_avg + c * grad`` with
+    ``c = 1 - beta1`` when ``grad_averaging``, else ``c = 1``. The direction becomes ``grad_avg``.
+    """
+    avgs = b.state["grad_avg"]
+    torch._foreach_mul_(avgs, betas[0])
+    torch._foreach_add_(avgs, b.grads, alpha=1 - betas[0] if grad_averaging else 1.0)
+    b.grads = avgs

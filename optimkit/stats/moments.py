@@ -45,7 +45,13 @@ def centered_grad_avg(b, alpha, centered):
 @stat(state={"max_sqr_avg": zeros}, amsgrad=False)
 def max_sqr_avg(b, amsgrad):
     """AMSGrad: ``max_sqr_avg = max(max_sqr_avg, sqr_avg)``; Adam's step then divides by it."""
-    torch._foreach_maximum_(b.state["max_sqr_avg"], b.state["sqr_avg"])
+    running_max(b, "sqr_avg", "max_sqr_avg")
+
+
+def running_max(b, source: str, target: str) -> None:
+    """``state[target] = max(state[target], state[source])``, AMSGrad's memory of the largest
+    second moment (shared by the element-wise and the layer-wise form)."""
+    torch._foreach_maximum_(b.state[target], b.state[source])
 
 
 @stat(state={"sqr_sum": full("initial_accumulator_value")}, initial_accumulator_value=0.0)

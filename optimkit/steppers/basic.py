@@ -28,7 +28,40 @@ def adam_step(b, lr, betas, eps):
     denom = torch._foreach_sqrt(second)
     torch._foreach_div_(denom, scalars(bias_correction2_sqrt))
     torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(b.params, b.state["grad_avg"], denom, scalars(step_size))
+    torch._foreach_addcdiv_(b.params, first_moment(b), denom, scalars(step_size))
+
+
+def first_moment(b):
+    """The first moment a stepper applies: ``grad_avg``, or what a stat left in
+    ``b.extras["grad_avg"]`` for this step only (DiffGrad's friction damps it there)."""
+    return b.extras.get("grad_avg", b.state["grad_avg"])
+
+
+@stepper()
+def per_element_step(b):
+    """``p = p - step_size * grad_avg``, with the per-element ``step_size`` that the stats left in
+    ``b.extras["step_size"]`` (``adam_step_sizes``, maybe bounded or blended by a memory)."""
+    torch._foreach_addcmul_(b.params, b.extras["step_size"], first_moment(b), value=-1)
+
+
+@stepper(lr=1e-3, betas=(0.995, 0.999), nus=(0.7, 1.0), eps=1e-8)
+def qhadam_step(b, lr, betas, nus, eps):
+    """Quasi-hyperbolic Adam (Ma & Yarats 2018, arXiv:1810.06801), with Adam's moments ``m, v``:
+
+    ``p = p - lr * (nu1 * m / (1 - beta1**t) + (1 - nu1) * g)
+    / (sqrt(nu2 * v / (1 - beta2**t) + (1 - nu2) * g**2) + eps)``.
+    """
+    t = b.steps
+    nu1, nu2 = nus
+    numerator = torch._foreach_mul(first_moment(b), scalars(nu1 / (1 - betas[0] ** t)))
+    if nu1 != 1:
+        torch._foreach_add_(numerator, b.grads, alpha=1 - nu1)
+    denom = torch._foreach_mul(b.state["sqr_avg"], scalars(nu2 / (1 - betas[1] ** t)))
+    if nu2 != 1:
+        torch._foreach_addcmul_(denom, b.grads, b.grads, value=1 - nu2)
+    torch._foreach_sqrt_(denom)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(b.params, numerator, denom, value=-lr)
 
 
 @stepper(lr=1e-2, lr_decay=0.0, eps=1e-10)

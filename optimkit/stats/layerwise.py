@@ -1,0 +1,32 @@
+"""Layer-wise stats: one number per tensor instead of one per element (NovoGrad)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..core.parts import stat, zero_scalar
+from ..core.tensorlists import norms
+from .moments import running_max
+
+
+@stat(state={"layer_sqr_avg": zero_scalar}, betas=(0.95, 0.98))
+def layer_sqr_avg(b, betas):
+    """NovoGrad's second moment, one 0-d tensor per param (Ginsburg et al. 2019, Alg. 1):
+
+    ``layer_sqr_avg = ||g||**2`` while it is 0 (the first step), else
+    ``layer_sqr_avg = beta2 * layer_sqr_avg + (1 - beta2) * ||g||**2``.
+    """
+    beta2 = betas[1]
+    avgs = b.state["layer_sqr_avg"]
+    sqr_norms = torch.stack(norms(b.grads)).square()
+    old = torch.stack(avgs)
+    # torch.where instead of a Python branch: no device sync, and exact for each tensor.
+    new = torch.where(old == 0, sqr_norms, old * beta2 + sqr_norms * (1 - beta2))
+    torch._foreach_copy_(avgs, new.unbind(0))
+
+
+@stat(state={"max_layer_sqr_avg": zero_scalar}, amsgrad=False)
+def max_layer_sqr_avg(b, amsgrad):
+    """AMSGrad for the layer-wise moment:
+    ``max_layer_sqr_avg = max(max_layer_sqr_avg, layer_sqr_avg)``."""
+    running_max(b, "layer_sqr_avg", "max_layer_sqr_avg")

@@ -1,0 +1,1 @@
+"""Naive per-parameter references, written from GitHub-only sources, for the parity tests."""
