@@ -29,7 +29,7 @@ def ill_conditioned_quadratic(x):
 
 
 PROBLEMS = {
-    "rosenbrock": (rosenbrock, (0.0, 0.0), (1.0, 1.0)),
+    "rosenbrock": (rosenbrock, (-0.5, 0.5), (1.0, 1.0)),
     "beale": (beale, (1.0, 1.5), (3.0, 0.5)),
     "quadratic": (ill_conditioned_quadratic, (3.0, -2.0), (0.0, 0.0)),
 }
