@@ -21,12 +21,15 @@ class Preset:
     moms: tuple[float, float, float]
     anneal: str
     three_phase: bool
+    # OneCycleLR ends a phase at pct * T - 1 (a fraction of a step early); the others at
+    # pct * (T - 1), so that the peak falls exactly on a step.
+    torch_ends: bool = False
 
 
 PRESETS = {
     # torch.optim.lr_scheduler.OneCycleLR defaults; its final_div_factor=1e4 is relative to the
     # initial lr (max_lr / 25), so relative to max_lr it is 25 * 1e4.
-    "torch": Preset(0.3, 25.0, 25.0 * 1e4, (0.95, 0.85, 0.95), "cos", False),
+    "torch": Preset(0.3, 25.0, 25.0 * 1e4, (0.95, 0.85, 0.95), "cos", False, torch_ends=True),
     # fastai's fit_one_cycle: pct_start=0.25, div=25, div_final=1e5, moms=(0.95, 0.85, 0.95).
     "fastai": Preset(0.25, 25.0, 1e5, (0.95, 0.85, 0.95), "cos", False),
     # Smith 2018: linear up over 45%, linear down over 45%, then annihilate to 1/100 of the
@@ -147,12 +150,14 @@ class OneCycle(HyperScheduler):
 
     def _ends(self, total_steps: int) -> list[float]:
         """Phase ends in steps, where OneCycleLR places them."""
-        p = self.preset
-        ends = [float(p.pct_start * total_steps) - 1]
-        if p.three_phase:
-            ends.append(float(2 * p.pct_start * total_steps) - 2)
-        ends.append(float(total_steps - 1))
-        return ends
+        p, last = self.preset, float(total_steps - 1)
+        if p.torch_ends:
+            ends = [float(p.pct_start * total_steps) - 1]
+            if p.three_phase:
+                ends.append(float(2 * p.pct_start * total_steps) - 2)
+        else:
+            ends = [p.pct_start * last] + ([2 * p.pct_start * last] if p.three_phase else [])
+        return ends + [last]
 
     def _lr_curve(self, max_lr: float, ends: list[float]) -> Piecewise:
         p, curve = self.preset, _CURVES[self.preset.anneal]
