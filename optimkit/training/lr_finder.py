@@ -37,7 +37,7 @@ class LRFindResult:
     Suggestions (all on the reference group's scale):
 
     * ``steepest``: where the loss falls fastest per unit of log-lr (a derivative that
-      honours the geometric spacing of the lrs);
+      honours the geometric spacing of the lrs), searched before the lowest loss;
     * ``valley``: the middle of the longest stretch over which the loss keeps falling
       (the longest decreasing subsequence), robust to a noisy or shallow curve;
     * ``minimum/10``: a tenth of the lr at the lowest loss.
@@ -163,11 +163,14 @@ def suggest(lrs: list[float], losses: list[float]) -> dict[str, float]:
     lo, hi = len(lr) // 10, len(lr) - max(len(lr) // 20, 1)
     if hi - lo < 3:
         lo, hi = 0, len(lr)
+    lowest = int(np.argmin(loss))
+    # Steepest descent on the way down to the minimum: after it the curve is divergence.
+    hi = min(hi, lowest + 1) if lowest - lo >= 2 else hi
     slope = np.gradient(loss[lo:hi], np.log(lr[lo:hi]))  # spacing-aware derivative
     return {
         "steepest": float(lr[lo + int(np.argmin(slope))]),
         "valley": float(lr[_valley(loss)]),
-        "minimum/10": float(lr[int(np.argmin(loss))] / 10.0),
+        "minimum/10": float(lr[lowest] / 10.0),
     }
 
 
