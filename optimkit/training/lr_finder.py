@@ -122,10 +122,11 @@ class LRFindResult:
             curve = centred_average(self.losses)
             ax.plot(self.lrs, curve, color="k", linewidth=1.2, label="centred average")
             finite = curve[np.isfinite(curve)]
-            if len(finite) > 1:  # keep the divergence from flattening the rest
-                low, high = finite.min(), finite[:-1].max()
-                pad = 0.05 * (high - low) or 0.05 * abs(high) or 1.0
-                ax.set_ylim(low - pad, high + pad)
+            if len(finite) > 1:  # show the descent; the divergence would flatten it
+                lowest = int(np.argmin(finite))
+                low, high = finite[lowest], finite[: lowest + 1].max()
+                pad = 0.1 * (high - low) or 0.1 * abs(high) or 1.0
+                ax.set_ylim(low - pad, high + 3 * pad)
         for i, (name, lr) in enumerate(self.suggestions.items()):
             ax.axvline(lr, color=f"C{i + 1}", linestyle="--", label=f"{name}: {lr:.2g}")
         ax.set_xscale("log")
@@ -325,6 +326,11 @@ def lr_find(
       ``optimizer.step()``, with any accumulation, AMP or batch format, and returns the loss;
     * ``lr_find(optimizer, model=model, loss_fn=loss_fn, batches=loader, accum_steps=1)``:
       the standard loop over ``(inputs, targets)`` batches, stepping every ``accum_steps``.
+
+    To sweep on a validation loss, let ``train_step`` step on a training batch and return
+    the validation loss. Under DDP run it on every rank with the same ``num_steps``: the
+    stop test reads each rank's own loss, so reduce the loss across ranks in ``train_step``
+    if the ranks must stop together.
 
     Steps are counted by a hook on ``optimizer.step``, so micro-batches of gradient
     accumulation are not steps, and a step that ``GradScaler`` skips (inf/NaN gradients) is
