@@ -380,3 +380,21 @@ def test_cli_reports_an_unknown_optimizer(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "optimkit.bench.tasks", fake)
     code = main(["lr-find", "--optimizer", "nope", "--task", "digits-mlp", "--plot", ""])
     assert code == 2 and "unknown optimizer" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_restore_is_exact_on_cuda_including_the_cuda_rng():
+    def run(with_finder):
+        torch.manual_seed(0)
+        model = _model().cuda()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        batches = [(x.cuda(), y.cuda()) for x, y in _data()]
+        if with_finder:
+            lr_find(optimizer, model=model, loss_fn=torch.nn.functional.cross_entropy,
+                    batches=batches, num_steps=8)
+        _train(model, optimizer, batches, 4)  # dropout draws from the CUDA generator
+        return [p.detach().cpu() for p in model.parameters()], torch.cuda.get_rng_state()
+
+    (a, rng_a), (b, rng_b) = run(False), run(True)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert torch.equal(rng_a, rng_b)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import optimkit
+import optimkit.registry as registry
 from optimkit import SelectiveBackprop
 
 
@@ -187,3 +188,20 @@ def test_digits_same_accuracy_with_clearly_fewer_backpropagated_examples():
     assert standard_accuracy > 0.93  # the task is learnt
     assert selective_accuracy >= standard_accuracy - 0.015
     assert selective_count <= 0.6 * standard_count
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda p, n=name: registry.create(n, p) for name in registry.available()]
+    + [lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), lambda p: torch.optim.Adam(p)],
+    ids=registry.available() + ["torch-sgd", "torch-adam"],
+)
+def test_works_with_every_optimizer(make):
+    model, x, y = _toy(n=96)
+    before = [p.detach().clone() for p in model.parameters()]
+    sb = SelectiveBackprop(model, LOSS, make(model.parameters()), 16, beta=1.0)
+    for i in range(0, 96, 32):
+        sb.step(x[i:i + 32], y[i:i + 32])
+    sb.flush()
+    assert sb.backward_passes >= 1 and 0 < sb.examples_backpropagated < 96
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
