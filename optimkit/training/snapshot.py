@@ -55,6 +55,9 @@ class Snapshot:
     whole ``model.state_dict()`` when a model is given (buffers such as BatchNorm's running
     statistics live only there), any ``extras`` with ``state_dict``/``load_state_dict``
     (schedulers, ``torch.amp.GradScaler``) and the RNG states.
+
+    The copies stay on the tensors' devices: taking a snapshot costs about one more model
+    plus one more optimizer state of memory.
     """
 
     optimizer: torch.optim.Optimizer
