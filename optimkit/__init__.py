@@ -45,3 +45,10 @@ __all__ = [
     "NovoGrad",
     "QHAdam",
 ]
+
+# Schedules, the LR range test and Selective-Backprop (issue 4).
+from . import schedules  # noqa: E402
+from .schedules import OneCycle  # noqa: E402
+from .training import SelectiveBackprop, lr_find  # noqa: E402
+
+__all__ += ["OneCycle", "SelectiveBackprop", "lr_find", "schedules"]
