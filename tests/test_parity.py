@@ -37,14 +37,15 @@ def test_matches_reference(entry, setting, dtype):
         torch.testing.assert_close(p, q, rtol=rtol, atol=atol, msg=lambda m: f"param {i}: {m}")
     names = entry.reference.state
     for i, (p, q) in enumerate(zip(ours_params, ref_params)):
-        mine, theirs = ours.state[p], ref.state[q]
+        mine, theirs = entry.state_of(ours, p), ref.state[q]
         unmapped = set(mine) - set(names)
         assert not unmapped, f"{entry.name}: state {unmapped} has no counterpart in the registry"
         for our_name, ref_name in names.items():
             if our_name not in mine:
                 assert theirs.get(ref_name) is None, f"param {i}: reference has {ref_name}, we lack it"
                 continue
+            value = as_tensor(mine[our_name], p)
             torch.testing.assert_close(
-                mine[our_name], as_tensor(theirs[ref_name], mine[our_name]), rtol=rtol, atol=atol,
+                value, as_tensor(theirs[ref_name], value), rtol=rtol, atol=atol,
                 msg=lambda m: f"param {i} state {our_name}: {m}",
             )
