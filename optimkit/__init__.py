@@ -3,6 +3,9 @@
 from . import stats, steppers
 from .core import Optimizer, Part, stat, stepper
 from .recipes import SGD, Adagrad, Adam, AdamW, AMSGrad, RAdam, RMSprop
+from .groups import param_groups
+from .lookahead import Lookahead
+from .recipes import LAMB, LARC, LARS, Over9000, Ralamb, Ranger, RangerLars
 
 __version__ = "0.1.0"
 
@@ -20,4 +23,13 @@ __all__ = [
     "stats",
     "stepper",
     "steppers",
+    "LAMB",
+    "LARC",
+    "LARS",
+    "Lookahead",
+    "Over9000",
+    "Ralamb",
+    "Ranger",
+    "RangerLars",
+    "param_groups",
 ]

@@ -10,6 +10,8 @@ from .moments import (
     step_stat,
     sum_sqr_grad,
 )
+from ..steppers.rectified import radam_direction  # a stat, next to radam_step's shared math
+from .trust import adam_direction, debias_direction, layer_norms, new_weights_norm, trust_ratio
 
 __all__ = [
     "average_grad",
@@ -22,4 +24,10 @@ __all__ = [
     "step_stat",
     "sum_sqr_grad",
     "weight_decay",
+    "adam_direction",
+    "debias_direction",
+    "layer_norms",
+    "new_weights_norm",
+    "radam_direction",
+    "trust_ratio",
 ]
