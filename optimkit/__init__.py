@@ -2,10 +2,24 @@
 
 from . import stats, steppers
 from .core import Optimizer, Part, stat, stepper
-from .recipes import SGD, Adagrad, Adam, AdamW, AMSGrad, RAdam, RMSprop
 from .groups import param_groups
 from .lookahead import Lookahead
-from .recipes import LAMB, LARC, LARS, Over9000, Ralamb, Ranger, RangerLars
+from .recipes import (
+    LAMB,
+    LARC,
+    LARS,
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    AMSGrad,
+    Over9000,
+    RAdam,
+    Ralamb,
+    Ranger,
+    RangerLars,
+    RMSprop,
+)
 
 __version__ = "0.1.0"
 

@@ -102,9 +102,9 @@ def _run(case: Case):
 def test_part_closed_form(case):
     b = _run(case)
     assert len(b.grads) == len(case.expected)
-    for got, want in zip(b.grads, case.expected):
+    for got, want in zip(b.grads, case.expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    for given, grad in zip(case.grads, b.grads):
+    for given, grad in zip(case.grads, b.grads, strict=True):
         assert given is not grad or case.parts == (), "a part must not hand back the input list"
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import torch
-
 from reference.larc import LARC
 from reference.ralamb import Ralamb
 from reference.rangerlars import RangerLars

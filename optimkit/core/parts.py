@@ -73,7 +73,9 @@ class Part:
     def active(self, group: Mapping[str, Any]) -> bool:
         return self.when is None or bool(self.when(group))
 
-    def only_if(self, hyper: str, test: Callable[[Any], bool] = bool, default: Any = _NO_DEFAULT) -> Part:
+    def only_if(
+        self, hyper: str, test: Callable[[Any], bool] = bool, default: Any = _NO_DEFAULT
+    ) -> Part:
         """The same part, run only for param groups where ``test(group[hyper])`` holds.
 
         This is how a recipe switches on a variant (``amsgrad``, ``centered``, ``momentum > 0``)

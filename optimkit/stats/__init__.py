@@ -1,5 +1,6 @@
 """Stats: parts that keep per-parameter state."""
 
+from ..steppers.rectified import radam_direction  # a stat, next to radam_step's shared math
 from .gradient import momentum, rms_normalize, weight_decay
 from .moments import (
     average_grad,
@@ -10,7 +11,6 @@ from .moments import (
     step_stat,
     sum_sqr_grad,
 )
-from ..steppers.rectified import radam_direction  # a stat, next to radam_step's shared math
 from .trust import adam_direction, debias_direction, layer_norms, new_weights_norm, trust_ratio
 
 __all__ = [

@@ -51,5 +51,5 @@ class LARC:
                         local = torch.clamp(local / group["lr"], max=1.0)
                     p.grad = (p.grad + decay * p) * local
         self.inner.step()
-        for group, decay in zip(self.inner.param_groups, saved_decay):
+        for group, decay in zip(self.inner.param_groups, saved_decay, strict=True):
             group["weight_decay"] = decay

@@ -4,8 +4,8 @@ Per param, with ``t`` its own step count:
 
 * ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g**2`` (no weight decay in the gradient);
 * ``rho_inf = 2 / (1 - b2) - 1``, ``rho_t = rho_inf - 2 t b2**t / (1 - b2**t)``;
-  when ``rho_t >= 5`` the step factor is
-  ``sqrt((1 - b2**t) (rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t)) / (1 - b1**t)``
+  when ``rho_t >= 5`` the step factor is ``sqrt((1 - b2**t) r_t) / (1 - b1**t)`` with
+  ``r_t = (rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t)``
   and the update ``u = lr * factor * m / (sqrt(v) + eps)``; otherwise ``u = lr * m / (1 - b1**t)``;
 * decoupled decay ``w' = w - wd * lr * w``;
 * ``ratio = clamp(||w||, 0, 10) / ||w' - u||`` (the norm of the would-be new weights), or 1 when
