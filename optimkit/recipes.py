@@ -193,6 +193,15 @@ _LARS_PARTS = (
     momentum.only_if("momentum", _positive("momentum")),
     sgd_step,
 )
+
+
+def _lars_hypers(trust_coefficient, clip):
+    return dict(
+        lr=1e-3, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False,
+        trust_coefficient=trust_coefficient, eps=1e-8, clip=clip, exclude_1d=False,
+    )
+
+
 # LAMB's and Ralamb's weight decay is not in the trust ratio's denominator.
 _UNIT_TRUST = trust_ratio.with_fixed(weight_decay=0.0, trust_coefficient=1.0, eps=0.0, clip=False)
 
@@ -216,10 +225,7 @@ class LARS(Optimizer):
     """
 
     parts = _LARS_PARTS
-    hypers = dict(
-        lr=1e-3, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False,
-        trust_coefficient=0.001, eps=1e-8, clip=False, exclude_1d=False,
-    )
+    hypers = _lars_hypers(trust_coefficient=0.001, clip=False)
     reference = "apex LARC(torch.optim.SGD, clip=False) (tests/reference/larc.py)"
     checks = (_nesterov_needs_momentum,)
 
@@ -239,10 +245,7 @@ class LARC(Optimizer):
     """
 
     parts = _LARS_PARTS
-    hypers = dict(
-        lr=1e-3, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False,
-        trust_coefficient=0.02, eps=1e-8, clip=True, exclude_1d=False,
-    )
+    hypers = _lars_hypers(trust_coefficient=0.02, clip=True)
     reference = "apex LARC(torch.optim.SGD, clip=True) (tests/reference/larc.py)"
     checks = (_nesterov_needs_momentum,)
 

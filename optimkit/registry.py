@@ -273,6 +273,7 @@ register(Entry(
         {"lr": 1e-2, "weight_decay": 0.1},
         {"betas": (0.8, 0.99), "eps": 1e-6},
     ),
+    converge={"lr": 0.1},
 ))
 register(Entry(
     name="ranger",
@@ -292,6 +293,7 @@ register(Entry(
     state_of=wrapped_state,
     # pytorch_ranger computes in float32 even for float64 params (p.data.float()).
     rtol={torch.float64: 1e-5, torch.float32: 1e-4},
+    converge={"lr": 0.3},
 ))
 register(Entry(
     name="rangerlars",
@@ -309,4 +311,5 @@ register(Entry(
     ),
     state_of=wrapped_state,
     aliases=("over9000",),
+    converge={"lr": 0.3},
 ))
