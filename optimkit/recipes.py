@@ -268,7 +268,10 @@ class LAMB(Optimizer):
     Variants: ``clamp_value`` bounds ``||w||`` in the ratio (paper v1's clamp of the weight
     norm; ``math.inf`` turns it off); ``debias=True`` multiplies the step by
     ``sqrt(1 - beta2**t) / (1 - beta1**t)`` after the trust ratio, as torch_optimizer does (the
-    moments themselves are not corrected, unlike paper v5); ``adam=True`` drops the trust ratio
+    moments themselves are not corrected); ``debias_moments=True`` is paper v5's Alg. 2,
+    ``d = m_hat / (sqrt(v_hat) + eps) + weight_decay * w`` with bias-corrected moments, which
+    changes the balance of eps and weight decay in ``d`` (use it with ``debias=False`` and
+    ``clamp_value=math.inf`` for the v5 algorithm); ``adam=True`` drops the trust ratio
     (plain Adam with L2 on the direction, for comparison); ``exclude_1d=True`` keeps tensors
     with ndim <= 1 out of the adaptation (SimCLR/BYOL convention).
     """
@@ -286,7 +289,7 @@ class LAMB(Optimizer):
     )
     hypers = dict(
         lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, clamp_value=10.0,
-        debias=False, adam=False, exclude_1d=False,
+        debias=False, adam=False, exclude_1d=False, debias_moments=False,
     )
     reference = "torch_optimizer.Lamb"
 
@@ -328,11 +331,34 @@ class Ralamb(Optimizer):
 
 
 # ------------------------------------------------------------- Lookahead compositions
+from .stats.centralize import centralize_gradient  # noqa: E402
+
+
+class CentralizedRAdam(Optimizer):
+    """RAdam on the centralised gradient (Yong et al. 2020): Ranger's inner optimizer.
+
+    ``optimkit.RAdam``'s parts after ``centralize_gradient``, which runs only with
+    ``use_gc=True`` (``gc_conv_only`` limits it to conv kernels, ndim > 3). Defaults as
+    Ranger's: betas=(0.95, 0.999), eps=1e-5, decoupled weight decay; with ``use_gc=False`` it
+    is ``RAdam(decoupled_weight_decay=True)``.
+    """
+
+    parts = (centralize_gradient.only_if("use_gc"), *RAdam.parts)
+    hypers = dict(
+        lr=1e-3, betas=(0.95, 0.999), eps=1e-5, weight_decay=0.0, decoupled_weight_decay=True,
+        n_sma_threshold=5.0, degenerated_to_sgd=True, use_gc=False, gc_conv_only=False,
+    )
+    reference = "pytorch_ranger.Ranger's RAdam (use_gc=False)"
+
+
 class Ranger(Lookahead):
     """Ranger (Wright 2019): ``Lookahead(RAdam(...), k=6, alpha=0.5)``, no new update math.
 
-    The inner optimizer is ``optimkit.RAdam`` with Ranger's variant of it: decoupled weight decay
-    ``p = p (1 - lr wd)``, rectification when ``rho_t > n_sma_threshold``, momentum SGD before.
+    The inner optimizer is ``CentralizedRAdam``, i.e. ``optimkit.RAdam`` with Ranger's variant
+    of it: decoupled weight decay ``p = p (1 - lr wd)``, rectification when
+    ``rho_t > n_sma_threshold``, momentum SGD before; ``use_gc=True`` adds gradient
+    centralization (Ranger 2020, off by default as in the reference package), without
+    writing ``p.grad``.
     Lookahead syncs after every k-th step of each param (see ``optimkit.Lookahead``).
 
     Reproduces ``pytorch_ranger.Ranger`` with its defaults: lr=1e-3, alpha=0.5, k=6,
@@ -347,8 +373,7 @@ class Ranger(Lookahead):
         self, params, lr=1e-3, alpha=0.5, k=6, n_sma_threshold=5.0, betas=(0.95, 0.999),
         eps=1e-5, weight_decay=0.0, **radam_kwargs,
     ):
-        radam_kwargs.setdefault("decoupled_weight_decay", True)
-        inner = RAdam(
+        inner = CentralizedRAdam(
             params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
             n_sma_threshold=n_sma_threshold, **radam_kwargs,
         )

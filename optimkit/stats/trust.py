@@ -25,12 +25,22 @@ from ..core.parts import stat
 from ..core.tensorlists import norms, scalars
 
 
-@stat(eps=1e-8)
-def adam_direction(b, eps):
-    """Adam's direction without bias correction (LAMB, paper v3): ``d = m / (sqrt(v) + eps)``."""
+@stat(eps=1e-8, betas=(0.9, 0.999), debias_moments=False)
+def adam_direction(b, eps, betas, debias_moments):
+    """Adam's direction ``d = m / (sqrt(v) + eps)``: LAMB's paper v3, torch_optimizer.Lamb.
+
+    With ``debias_moments`` (LAMB paper v5, Alg. 2) the moments are bias-corrected first:
+    ``d = m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m / (1 - beta1**t)``,
+    ``v_hat = v / (1 - beta2**t)``.
+    """
     denom = torch._foreach_sqrt(b.state["sqr_avg"])
+    if debias_moments:
+        t = b.steps
+        torch._foreach_div_(denom, scalars((1 - betas[1] ** t) ** 0.5))
     torch._foreach_add_(denom, eps)
     b.grads = torch._foreach_div(b.state["grad_avg"], denom)
+    if debias_moments:
+        torch._foreach_div_(b.grads, scalars(1 - betas[0] ** t))
 
 
 @stat(betas=(0.9, 0.999), debias=False)
