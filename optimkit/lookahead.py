@@ -108,6 +108,8 @@ class Lookahead(torch.optim.Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One inner step (the closure, if any, is evaluated once by the inner optimizer),
         then the sync of every param whose own step count reached a multiple of ``k``."""
+        for group in self.param_groups:  # params added to the inner optimizer directly
+            self._track(group["params"])
         loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
         fast, slow = [], []
         for group in self.param_groups:

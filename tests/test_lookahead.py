@@ -188,6 +188,27 @@ def test_add_param_group_gets_slow_weights():
     assert opt.state[params[4]]["lookahead_step"] == 2
 
 
+def test_params_added_to_the_inner_optimizer_are_tracked():
+    params = clone_params(make_params())
+    inner = torch.optim.SGD(params[:2], lr=0.1)
+    opt = optimkit.Lookahead(inner, k=2)
+    inner.add_param_group({"params": params[2:]})
+    start = params[4].detach().clone()
+    run(opt, params, 1)
+    torch.testing.assert_close(opt.state[params[4]]["slow_param"], start)
+
+
+def test_deepcopy_keeps_the_wrapper_working():
+    params = clone_params(make_params())
+    opt = optimkit.RangerLars(params, lr=0.1)
+    run(opt, params, 3)
+    twin = copy.deepcopy(opt)
+    assert twin.state_dict()["lookahead"]["lookahead_step"] == opt.state_dict()["lookahead"][
+        "lookahead_step"
+    ]
+    twin.step()
+
+
 def test_is_an_optimizer_for_schedulers():
     opt = optimkit.Ranger(clone_params(make_params()))
     assert isinstance(opt, torch.optim.Optimizer)
