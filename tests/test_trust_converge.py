@@ -11,6 +11,15 @@ from optimkit import registry
 NAMES = ["lars", "larc", "lamb", "ralamb", "ranger", "rangerlars"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The problem is tiny: more threads only contend (seconds per test on a loaded machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _least_squares():
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(8, 4, generator=gen, dtype=torch.float64, requires_grad=True)

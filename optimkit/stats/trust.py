@@ -100,13 +100,17 @@ def trust_ratio(b, lr, weight_decay, trust_coefficient, eps, clip, clamp_value, 
     if clip:
         ratio = (ratio / lr).clamp(max=1.0)
     adapted = (w > 0) & (u > 0)
-    if exclude_1d:
-        adapted &= torch.tensor([p.dim() > 1 for p in b.params], device=adapted.device)
     ratio = torch.where(adapted, ratio, 1.0)
     if weight_decay != 0:
         decay = torch.where(adapted, ratio * weight_decay, 0.0)
         direction = torch._foreach_mul(b.params, list(decay.unbind()))
         torch._foreach_addcmul_(direction, b.grads, list(ratio.unbind()))
-        b.grads = direction
     else:
-        b.grads = torch._foreach_mul(b.grads, list(ratio.unbind()))
+        direction = torch._foreach_mul(b.grads, list(ratio.unbind()))
+    if exclude_1d:
+        # Chosen by shape, so decided on the host; biases are small, so computing and
+        # dropping their scaled direction costs little and needs no mask on the device.
+        direction = [
+            g if p.dim() <= 1 else d for p, g, d in zip(b.params, b.grads, direction, strict=True)
+        ]
+    b.grads = direction
