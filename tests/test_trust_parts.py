@@ -180,3 +180,19 @@ def test_trust_ratio_never_reads_a_tensor_value():
     layer_norms(b, {})
     trust_ratio(b, {**trust_ratio.hypers, "weight_decay": 0.1, "clip": True})
     assert b.grads[0].device.type == "meta"
+
+
+@pytest.mark.parametrize(
+    "recipe,kwargs,word",
+    [
+        (optimkit.LARS, {"trust_coefficient": -0.1}, "trust_coefficient"),
+        (optimkit.LARC, {"eps": -1.0}, "eps"),
+        (optimkit.LARS, {"nesterov": True, "momentum": 0.0}, "nesterov"),
+        (optimkit.LAMB, {"clamp_value": -1.0}, "clamp_value"),
+        (optimkit.LAMB, {"betas": (0.9, 1.5)}, "betas"),
+        (optimkit.Ralamb, {"weight_decay": -0.1}, "weight_decay"),
+    ],
+)
+def test_bad_hypers_name_the_argument(recipe, kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        recipe([torch.zeros(2, requires_grad=True)], **kwargs)
