@@ -206,6 +206,7 @@ def wrapped_state(optimizer, p) -> dict[str, Any]:
 
 _SGD_MOMENTUM = {"momentum_buffer": "momentum_buffer"}
 _RALAMB_STATE = {"step": "step", "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq"}
+# Lookahead counts each param's own steps, as the references' per-param ``step`` does.
 _LOOKAHEAD_STATE = {"slow_param": "slow_buffer", "lookahead_step": "step"}
 
 register(Entry(

@@ -1,6 +1,7 @@
 """Stats: parts that keep per-parameter state."""
 
 from ..steppers.rectified import radam_direction  # a stat, next to radam_step's shared math
+from .centralize import centralize_gradient
 from .gradient import momentum, rms_normalize, weight_decay
 from .moments import (
     average_grad,
@@ -25,6 +26,7 @@ __all__ = [
     "sum_sqr_grad",
     "weight_decay",
     "adam_direction",
+    "centralize_gradient",
     "debias_direction",
     "layer_norms",
     "new_weights_norm",
