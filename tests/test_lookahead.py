@@ -116,9 +116,11 @@ def test_inner_state_has_no_lookahead_keys(name):
     params = clone_params(make_params())
     opt = WRAPPERS[name](params)
     run(opt, params, 7)
+    before = {k for g in opt.optimizer.param_groups for k in g}
     for p in params:
         assert not set(opt.optimizer.state[p]) & {"slow_param", "lookahead_step", "slow_buffer"}
         assert set(opt.state[p]) == {"slow_param", "lookahead_step"}
+    assert not before & {"k", "alpha", "slow_param", "lookahead_step"}
     sd = opt.state_dict()
     assert set(sd) == {"state", "param_groups", "lookahead"}
     assert set(sd["lookahead"]["slow_param"]) == set(range(len(params)))
