@@ -2,7 +2,12 @@
 
 from . import stats, steppers
 from .core import Optimizer, Part, copy_of_param, full, stat, stepper, zeros
+from .groups import param_groups
+from .lookahead import Lookahead
 from .recipes import (
+    LAMB,
+    LARC,
+    LARS,
     SGD,
     Adagrad,
     Adam,
@@ -12,8 +17,12 @@ from .recipes import (
     DeepMemory,
     DiffGrad,
     NovoGrad,
+    Over9000,
     QHAdam,
     RAdam,
+    Ralamb,
+    Ranger,
+    RangerLars,
     RMSprop,
 )
 from .registry import available, create
@@ -44,6 +53,15 @@ __all__ = [
     "DiffGrad",
     "NovoGrad",
     "QHAdam",
+    "LAMB",
+    "LARC",
+    "LARS",
+    "Lookahead",
+    "Over9000",
+    "Ralamb",
+    "Ranger",
+    "RangerLars",
+    "param_groups",
 ]
 
 # Schedules, the LR range test and Selective-Backprop (issue 4).

@@ -7,6 +7,7 @@ reference it reproduces and every variant flag. Keyword names follow torch.optim
 from __future__ import annotations
 
 from .core.optimizer import Optimizer
+from .lookahead import Lookahead
 from .stats import (
     accumulate_grad,
     adam_step_sizes,
@@ -27,6 +28,13 @@ from .stats import (
     sum_sqr_grad,
     weight_decay,
 )
+from .stats.trust import (
+    adam_direction,
+    debias_direction,
+    layer_norms,
+    new_weights_norm,
+    trust_ratio,
+)
 from .steppers import (
     adagrad_step,
     adam_step,
@@ -35,6 +43,7 @@ from .steppers import (
     radam_step,
     sgd_step,
 )
+from .steppers.rectified import radam_direction
 
 
 def _nesterov_needs_momentum(group):
@@ -345,3 +354,224 @@ class DeepMemory(Optimizer):
     )
     reference = "lessw2020/Best-Deep-Learning-Optimizers DeepMemory"
     checks = (_friction_version,)
+
+
+# ----------------------------------------------------------------- layer-wise trust ratios
+# LARS, LARC, LAMB and Ralamb share layer_norms and trust_ratio (optimkit/stats/trust.py);
+# they differ only in the direction handed to them and in which trust-ratio terms they pin.
+
+_LARS_PARTS = (
+    layer_norms,
+    trust_ratio.with_fixed(clamp_value=float("inf")),
+    momentum.only_if("momentum", _positive("momentum")),
+    sgd_step,
+)
+
+
+def _lars_hypers(trust_coefficient, clip):
+    return dict(
+        lr=1e-3, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False,
+        trust_coefficient=trust_coefficient, eps=1e-8, clip=clip, exclude_1d=False,
+    )
+
+
+# LAMB's and Ralamb's weight decay is not in the trust ratio's denominator.
+_UNIT_TRUST = trust_ratio.with_fixed(weight_decay=0.0, trust_coefficient=1.0, eps=0.0, clip=False)
+
+
+class LARS(Optimizer):
+    """LARS, layer-wise adaptive rate scaling (You, Gitman & Ginsburg 2017, arXiv:1708.03888,
+    Alg. 1): SGD with momentum whose gradient is rescaled per tensor by a trust ratio.
+
+    ``local_lr = trust_coefficient * ||w|| / (||g|| + weight_decay * ||w|| + eps)``;
+    ``g = local_lr * (g + weight_decay * w)``; then torch's SGD momentum and ``p = p - lr * buf``.
+    Where ``||w||`` or ``||g||`` is 0 the gradient passes unscaled and without weight decay.
+
+    Reproduces NVIDIA apex ``LARC(torch.optim.SGD(...), clip=False)`` (the scaling mode of
+    ``apex/parallel/LARC.py``), which is the paper's algorithm with ``lr`` as the global rate.
+    Defaults: lr=1e-3 (torch SGD's), momentum=0.9, dampening=0, weight_decay=0, nesterov=False,
+    trust_coefficient=0.001 (the paper's eta), eps=1e-8, clip=False.
+
+    Variants: ``clip=True`` is LARC (``optimkit.LARC``); ``exclude_1d=True`` leaves tensors with
+    ndim <= 1 (biases, norm weights) out of the adaptation and the weight decay, the SimCLR/BYOL
+    convention (off by default, as in apex).
+    """
+
+    parts = _LARS_PARTS
+    hypers = _lars_hypers(trust_coefficient=0.001, clip=False)
+    reference = "apex LARC(torch.optim.SGD, clip=False) (tests/reference/larc.py)"
+    checks = (_nesterov_needs_momentum,)
+
+
+class LARC(Optimizer):
+    """LARC, layer-wise adaptive rate *clipping* (NVIDIA apex ``apex/parallel/LARC.py``).
+
+    As LARS, but the local rate is clipped so that the effective rate ``lr * local`` never
+    exceeds ``lr``: ``local = min(trust_coefficient * ||w|| / (||g|| + wd * ||w|| + eps) / lr, 1)``;
+    ``g = local * (g + weight_decay * w)``; torch's SGD momentum; ``p = p - lr * buf``. Zero-norm
+    tensors pass unscaled and without weight decay.
+
+    Reproduces apex ``LARC(torch.optim.SGD(...), clip=True)`` (the file left apex's main
+    branch in 2025). Defaults: lr=1e-3, momentum=0.9, dampening=0, weight_decay=0,
+    nesterov=False, trust_coefficient=0.02 (apex's), eps=1e-8, clip=True. ``clip=False`` is
+    LARS; ``exclude_1d`` as in LARS.
+    """
+
+    parts = _LARS_PARTS
+    hypers = _lars_hypers(trust_coefficient=0.02, clip=True)
+    reference = "apex LARC(torch.optim.SGD, clip=True) (tests/reference/larc.py)"
+    checks = (_nesterov_needs_momentum,)
+
+
+def _not(value):
+    return not value
+
+
+class LAMB(Optimizer):
+    """LAMB (You et al. 2019, arXiv:1904.00962): Adam's direction rescaled by a layer-wise trust
+    ratio.
+
+    ``m``, ``v`` as Adam; ``d = m / (sqrt(v) + eps) + weight_decay * w`` (no bias correction:
+    paper v3); ``ratio = min(||w||, clamp_value) / ||d||`` (1 where either norm is 0);
+    ``p = p - lr * ratio * d``.
+
+    Reproduces ``torch_optimizer.Lamb`` with its defaults: lr=1e-3, betas=(0.9, 0.999),
+    eps=1e-6, weight_decay=0, clamp_value=10, debias=False, adam=False.
+
+    Variants: ``clamp_value`` bounds ``||w||`` in the ratio (paper v1's clamp of the weight
+    norm; ``math.inf`` turns it off); ``debias=True`` multiplies the step by
+    ``sqrt(1 - beta2**t) / (1 - beta1**t)`` after the trust ratio, as torch_optimizer does (the
+    moments themselves are not corrected); ``debias_moments=True`` is paper v5's Alg. 2,
+    ``d = m_hat / (sqrt(v_hat) + eps) + weight_decay * w`` with bias-corrected moments, which
+    changes the balance of eps and weight decay in ``d`` (use it with ``debias=False`` and
+    ``clamp_value=math.inf`` for the v5 algorithm); ``adam=True`` drops the trust ratio
+    (plain Adam with L2 on the direction, for comparison); ``exclude_1d=True`` keeps tensors
+    with ndim <= 1 out of the adaptation (SimCLR/BYOL convention).
+    """
+
+    parts = (
+        step_stat,
+        average_grad,
+        average_sqr_grad,
+        adam_direction,
+        weight_decay.with_fixed(decoupled_weight_decay=False),
+        layer_norms,
+        _UNIT_TRUST.only_if("adam", _not, default=False),
+        debias_direction.only_if("debias"),
+        sgd_step,
+    )
+    hypers = dict(
+        lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, clamp_value=10.0,
+        debias=False, adam=False, exclude_1d=False, debias_moments=False,
+    )
+    reference = "torch_optimizer.Lamb"
+
+
+class Ralamb(Optimizer):
+    """Ralamb: RAdam's step rescaled by a LAMB-like trust ratio (mgrankin/over9000, 2019).
+
+    ``m``, ``v`` and the rectified step ``d`` as RAdam (``radam_direction``: SGD with
+    momentum before rectification); weight decay is decoupled: ``w' = w (1 - lr wd)``. With
+    ``over9000_trust_ratio=True`` (default) the ratio is over9000's:
+    ``ratio = min(||w||, clamp_value) / ||w' - lr d||``, the norm of the would-be new weights, not
+    of the update, so it is about ``min(1, 10 / ||w||)``; ``over9000_trust_ratio=False`` is the
+    textbook ``min(||w||, clamp_value) / ||d||``. The ratio is 1 where a norm is 0. Then
+    ``p = w' - lr * ratio * d``.
+
+    Reproduces over9000's ``ralamb.py`` (naive copy in tests/reference/ralamb.py) with its
+    defaults: lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0; clamp_value=10 is its
+    hard-coded clamp. over9000 rectifies when rho_t >= 5, optimkit when rho_t >
+    ``n_sma_threshold`` (=5): rho_t is never exactly 5 in floating point. Also
+    ``degenerated_to_sgd`` (RAdam's) and ``exclude_1d`` (as LAMB's).
+    """
+
+    parts = (
+        step_stat,
+        average_grad,
+        average_sqr_grad,
+        radam_direction,
+        new_weights_norm.only_if("over9000_trust_ratio", default=True),
+        layer_norms,
+        _UNIT_TRUST,
+        weight_decay.with_fixed(decoupled_weight_decay=True),
+        sgd_step,
+    )
+    hypers = dict(
+        lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clamp_value=10.0,
+        over9000_trust_ratio=True, n_sma_threshold=5.0, degenerated_to_sgd=True, exclude_1d=False,
+    )
+    reference = "mgrankin/over9000 ralamb.py (tests/reference/ralamb.py)"
+
+
+# ------------------------------------------------------------- Lookahead compositions
+from .stats.centralize import centralize_gradient  # noqa: E402
+
+
+class CentralizedRAdam(Optimizer):
+    """RAdam on the centralised gradient (Yong et al. 2020): Ranger's inner optimizer.
+
+    ``optimkit.RAdam``'s parts after ``centralize_gradient``, which runs only with
+    ``use_gc=True`` (``gc_conv_only`` limits it to conv kernels, ndim > 3). Defaults as
+    Ranger's: betas=(0.95, 0.999), eps=1e-5, decoupled weight decay; with ``use_gc=False`` it
+    is ``RAdam(decoupled_weight_decay=True)``.
+    """
+
+    parts = (centralize_gradient.only_if("use_gc"), *RAdam.parts)
+    hypers = dict(
+        lr=1e-3, betas=(0.95, 0.999), eps=1e-5, weight_decay=0.0, decoupled_weight_decay=True,
+        n_sma_threshold=5.0, degenerated_to_sgd=True, use_gc=False, gc_conv_only=False,
+    )
+    reference = "pytorch_ranger.Ranger's RAdam (use_gc=False)"
+
+
+class Ranger(Lookahead):
+    """Ranger (Wright 2019): ``Lookahead(RAdam(...), k=6, alpha=0.5)``, no new update math.
+
+    The inner optimizer is ``CentralizedRAdam``, i.e. ``optimkit.RAdam`` with Ranger's variant
+    of it: decoupled weight decay ``p = p (1 - lr wd)``, rectification when
+    ``rho_t > n_sma_threshold``, momentum SGD before; ``use_gc=True`` adds gradient
+    centralization (Ranger 2020, off by default as in the reference package), without
+    writing ``p.grad``.
+    Lookahead syncs after every k-th step of each param (see ``optimkit.Lookahead``).
+
+    Reproduces ``pytorch_ranger.Ranger`` with its defaults: lr=1e-3, alpha=0.5, k=6,
+    n_sma_threshold=5, betas=(0.95, 0.999), eps=1e-5, weight_decay=0. Differences: the keyword
+    is ``n_sma_threshold`` (the reference spells it ``N_sma_threshhold``), the closure is
+    evaluated (the reference ignores it), hyper-parameters are validated, and alpha and k live
+    on the wrapper for every group (the reference reads alpha from the instance). Other RAdam
+    keywords (``degenerated_to_sgd``, ``decoupled_weight_decay``) pass through.
+    """
+
+    def __init__(
+        self, params, lr=1e-3, alpha=0.5, k=6, n_sma_threshold=5.0, betas=(0.95, 0.999),
+        eps=1e-5, weight_decay=0.0, **radam_kwargs,
+    ):
+        inner = CentralizedRAdam(
+            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+            n_sma_threshold=n_sma_threshold, **radam_kwargs,
+        )
+        super().__init__(inner, k=k, alpha=alpha)
+
+
+class RangerLars(Lookahead):
+    """RangerLars, alias Over9000 (mgrankin/over9000, 2019): ``Lookahead(Ralamb(...), k=6,
+    alpha=0.5)``, no new update math.
+
+    Lookahead has the paper's timing (slow weights = params when wrapped, a sync after every
+    k-th step of each param); over9000's own Lookahead skips its first interpolation, ours does
+    not. Defaults: Ralamb's (lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0) plus k=6,
+    alpha=0.5. Other Ralamb keywords (``clamp_value``, ``over9000_trust_ratio``, ...) pass
+    through.
+    """
+
+    def __init__(
+        self, params, lr=1e-3, alpha=0.5, k=6, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+        **ralamb_kwargs,
+    ):
+        inner = Ralamb(
+            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **ralamb_kwargs
+        )
+        super().__init__(inner, k=k, alpha=alpha)
+
+
+Over9000 = RangerLars

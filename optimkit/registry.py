@@ -68,6 +68,10 @@ class Entry:
     aliases: tuple[str, ...] = ()
     # Contract tests that do not apply, by test name, with the reason (torch's DecorateInfo).
     skips: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # How the tests read a param's state (a wrapper's state may live in two places).
+    state_of: Callable[[torch.optim.Optimizer, torch.Tensor], Mapping[str, Any]] = (
+        lambda optimizer, p: optimizer.state[p]
+    )
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -328,4 +332,122 @@ register(Entry(
             "its step blends in the remembered step sizes, so lr=0 still moves the params"
         ),
     },
+))
+
+
+# ------------------------------------------------- layer-wise trust ratios and Lookahead
+def wrapped_state(optimizer, p) -> dict[str, Any]:
+    """A Lookahead wrapper's view of a param: the inner state plus the slow weights."""
+    return {**optimizer.optimizer.state[p], **optimizer.state[p]}
+
+
+_SGD_MOMENTUM = {"momentum_buffer": "momentum_buffer"}
+_RALAMB_STATE = {"step": "step", "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq"}
+# Lookahead counts each param's own steps, as the references' per-param ``step`` does.
+_LOOKAHEAD_STATE = {"slow_param": "slow_buffer", "lookahead_step": "step"}
+
+register(Entry(
+    name="lars",
+    factory=recipes.LARS,
+    year=2017,
+    paper="https://arxiv.org/abs/1708.03888",
+    reference=Reference(
+        "reference.larc:LARC", "apex LARC(torch.optim.SGD, clip=False) = LARS paper Alg. 1",
+        fixed={"clip": False}, state=_SGD_MOMENTUM,
+    ),
+    pinned={"momentum": 0.9, "trust_coefficient": 0.001},
+    settings=(
+        {"lr": 1.0},
+        {"lr": 2.0, "weight_decay": 5e-3, "nesterov": True},
+        {"lr": 0.5, "momentum": 0.5, "dampening": 0.3, "weight_decay": 0.1, "eps": 1e-3},
+        {"lr": 1.0, "momentum": 0.0, "trust_coefficient": 0.01},
+    ),
+    converge={"lr": 5.0, "trust_coefficient": 0.01},
+))
+register(Entry(
+    name="larc",
+    factory=recipes.LARC,
+    year=2017,
+    paper="https://arxiv.org/abs/1708.03888",
+    reference=Reference(
+        "reference.larc:LARC", "apex LARC(torch.optim.SGD, clip=True)",
+        fixed={"clip": True}, state=_SGD_MOMENTUM,
+    ),
+    pinned={"momentum": 0.9},
+    # With lr around 0.01 the clip min(local / lr, 1) binds for some params and not others.
+    settings=(
+        {"lr": 0.01},
+        {"lr": 0.02, "weight_decay": 0.05, "nesterov": True},
+        {"lr": 0.1, "momentum": 0.5, "weight_decay": 1e-3, "trust_coefficient": 0.05},
+    ),
+    converge={"lr": 0.05},
+))
+register(Entry(
+    name="lamb",
+    factory=recipes.LAMB,
+    year=2019,
+    paper="https://arxiv.org/abs/1904.00962",
+    reference=Reference(
+        "torch_optimizer:Lamb", "torch_optimizer.Lamb", state=_RALAMB_STATE,
+    ),
+    settings=(
+        {},
+        {"lr": 1e-2, "weight_decay": 0.1, "debias": True},
+        # A clamp below ||w|| of the larger params, so it binds.
+        {"clamp_value": 1.5, "betas": (0.8, 0.99), "eps": 1e-4},
+        {"adam": True, "weight_decay": 0.01},
+    ),
+))
+register(Entry(
+    name="ralamb",
+    factory=recipes.Ralamb,
+    year=2019,
+    paper="https://github.com/mgrankin/over9000",
+    reference=Reference(
+        "reference.ralamb:Ralamb", "mgrankin/over9000 ralamb.py", state=_RALAMB_STATE,
+    ),
+    settings=(
+        {},
+        {"lr": 1e-2, "weight_decay": 0.1},
+        {"betas": (0.8, 0.99), "eps": 1e-6},
+    ),
+    converge={"lr": 0.1},
+))
+register(Entry(
+    name="ranger",
+    factory=recipes.Ranger,
+    year=2019,
+    paper="https://github.com/lessw2020/Ranger-Deep-Learning-Optimizer",
+    reference=Reference(
+        "pytorch_ranger:Ranger", "pytorch_ranger.Ranger (RAdam + Lookahead)",
+        rename={"n_sma_threshold": "N_sma_threshhold"},
+        state={**_RALAMB_STATE, **_LOOKAHEAD_STATE},
+    ),
+    settings=(
+        {},
+        {"lr": 1e-2, "weight_decay": 0.1},
+        {"k": 4, "alpha": 0.8, "betas": (0.9, 0.99), "n_sma_threshold": 4.0},
+    ),
+    state_of=wrapped_state,
+    # pytorch_ranger computes in float32 even for float64 params (p.data.float()).
+    rtol={torch.float64: 1e-5, torch.float32: 1e-4},
+    converge={"lr": 0.3},
+))
+register(Entry(
+    name="rangerlars",
+    factory=recipes.RangerLars,
+    year=2019,
+    paper="https://github.com/mgrankin/over9000",
+    reference=Reference(
+        "reference.rangerlars:RangerLars", "Lookahead(over9000 Ralamb, k=6, alpha=0.5)",
+        state={**_RALAMB_STATE, **_LOOKAHEAD_STATE},
+    ),
+    settings=(
+        {},
+        {"lr": 1e-2, "weight_decay": 0.1},
+        {"k": 3, "alpha": 0.3},
+    ),
+    state_of=wrapped_state,
+    aliases=("over9000",),
+    converge={"lr": 0.3},
 ))

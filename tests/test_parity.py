@@ -36,7 +36,7 @@ def test_matches_reference(entry, setting, dtype):
         torch.testing.assert_close(p, q, rtol=rtol, atol=atol, msg=lambda m: f"param {i}: {m}")
     names = entry.reference.state
     for i, (p, q) in enumerate(zip(ours_params, ref_params)):
-        mine, theirs = ours.state[p], ref.state[q]
+        mine, theirs = entry.state_of(ours, p), ref.state[q]
         unmapped = set(mine) - set(names)
         assert not unmapped, f"{entry.name}: state {unmapped} has no counterpart in the registry"
         group = next(g for g in ref.param_groups if any(x is q for x in g["params"]))
@@ -45,8 +45,9 @@ def test_matches_reference(entry, setting, dtype):
                 if not callable(ref_name):
                     assert theirs.get(ref_name) is None, f"param {i}: reference has {ref_name}"
                 continue
+            mine_value = as_tensor(mine[our_name], p)
             value = ref_name(theirs, group) if callable(ref_name) else theirs[ref_name]
             torch.testing.assert_close(
-                mine[our_name], as_tensor(value, mine[our_name]), rtol=rtol, atol=atol,
+                mine_value, as_tensor(value, mine_value), rtol=rtol, atol=atol,
                 msg=lambda m, i=i, name=our_name: f"param {i} state {name}: {m}",
             )

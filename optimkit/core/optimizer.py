@@ -280,3 +280,7 @@ def _collect_hypers(parts: Iterable[Part], owner: str) -> dict[str, Any]:
         for name, default in part.hypers.items():
             hypers.setdefault(name, default)
     return hypers
+
+# Layer-wise trust ratios (LARS, LARC, LAMB, Ralamb).
+HYPER_CHECKS["trust_coefficient"] = _nonnegative
+HYPER_CHECKS["clamp_value"] = _nonnegative

@@ -48,6 +48,9 @@ def step_counter(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
     return torch.tensor(0.0, dtype=torch.float32)
 
 
+_NO_DEFAULT = object()
+
+
 @dataclasses.dataclass(frozen=True)
 class Part:
     """A stat or a stepper, with the state and hyper-parameters it declares."""
@@ -58,6 +61,10 @@ class Part:
     hypers: Mapping[str, Any]
     when: Callable[[Mapping[str, Any]], bool] | None = None
     label: str = ""
+    # Hyper-parameters pinned by the recipe: passed as these constants, not read from the group.
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Hyper-parameters declared only to switch the part on or off (see ``only_if``).
+    gates: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -66,20 +73,42 @@ class Part:
     def active(self, group: Mapping[str, Any]) -> bool:
         return self.when is None or bool(self.when(group))
 
-    def only_if(self, hyper: str, test: Callable[[Any], bool] = bool) -> Part:
+    def only_if(
+        self, hyper: str, test: Callable[[Any], bool] = bool, default: Any = _NO_DEFAULT
+    ) -> Part:
         """The same part, run only for param groups where ``test(group[hyper])`` holds.
 
         This is how a recipe switches on a variant (``amsgrad``, ``centered``, ``momentum > 0``)
         without a flag inside the update math: the part and its state exist only when used.
+        A ``hyper`` the part does not read itself (e.g. LAMB's ``adam`` switching the trust ratio
+        off) needs a ``default``; it is then declared by the part but not passed to it.
         """
-        if hyper not in self.hypers:
-            raise ValueError(f"{self.name} does not read hyper-parameter {hyper!r}")
+        gates = self.gates
+        hypers = self.hypers
+        if hyper not in hypers:
+            if default is _NO_DEFAULT:
+                raise ValueError(f"{self.name} does not read hyper-parameter {hyper!r}")
+            hypers, gates = {**hypers, hyper: default}, (*gates, hyper)
         return dataclasses.replace(
-            self, when=lambda g: test(g[hyper]), label=f"{self.name}[{hyper}]"
+            self, when=lambda g: test(g[hyper]), label=f"{self.name}[{hyper}]",
+            hypers=hypers, gates=gates,
         )
 
+    def with_fixed(self, **values: Any) -> Part:
+        """The same part with some hyper-parameters pinned to constants.
+
+        A recipe uses it where a shared part must not read a group hyper of the same name,
+        e.g. LAMB's trust ratio takes ``eps=0`` while the group's ``eps`` belongs to Adam's
+        direction. Pinned names leave the part's ``hypers`` (and so the recipe's signature).
+        """
+        unknown = set(values) - set(self.hypers)
+        if unknown:
+            raise ValueError(f"{self.name} does not read hyper-parameters {sorted(unknown)}")
+        kept = {k: v for k, v in self.hypers.items() if k not in values}
+        return dataclasses.replace(self, hypers=kept, fixed={**self.fixed, **values})
+
     def __call__(self, bucket, group: Mapping[str, Any]) -> None:
-        self.fn(bucket, **{k: group[k] for k in self.hypers})
+        self.fn(bucket, **self.fixed, **{k: group[k] for k in self.hypers if k not in self.gates})
 
     def __repr__(self) -> str:
         return f"<{self.kind} {self.name}>"

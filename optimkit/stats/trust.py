@@ -1,0 +1,116 @@
+"""Layer-wise trust ratios: LARS, LARC, LAMB and Ralamb share these parts.
+
+The trust ratio of a tensor compares the norm of its weights with the norm of its update, so
+that every layer moves by a similar fraction of its size (You et al. 2017, arXiv:1708.03888).
+The parts are:
+
+* ``layer_norms`` computes ``||w||`` and ``||u||`` for the whole bucket in ONE call to
+  :func:`optimkit.core.tensorlists.norms` (weights and updates concatenated), so that a
+  shard-aware ``norms`` needs one reduction per step;
+* ``trust_ratio`` turns them into a per-tensor ratio, with its variants (LARS's weight decay
+  in the denominator, LARC's clip, LAMB's clamp of ``||w||``, the zero-norm rule), and
+  rescales the direction by it. Everything stays on the device: no ``.item()``, no branch on
+  a tensor's value;
+* ``adam_direction``, ``debias_direction`` and ``new_weights_norm`` build what LAMB and Ralamb
+  hand to them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..core.parts import stat
+from ..core.tensorlists import norms, scalars
+
+
+@stat(eps=1e-8, betas=(0.9, 0.999), debias_moments=False)
+def adam_direction(b, eps, betas, debias_moments):
+    """Adam's direction ``d = m / (sqrt(v) + eps)``: LAMB's paper v3, torch_optimizer.Lamb.
+
+    With ``debias_moments`` (LAMB paper v5, Alg. 2) the moments are bias-corrected first:
+    ``d = m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m / (1 - beta1**t)``,
+    ``v_hat = v / (1 - beta2**t)``.
+    """
+    denom = torch._foreach_sqrt(b.state["sqr_avg"])
+    if debias_moments:
+        t = b.steps
+        torch._foreach_div_(denom, scalars((1 - betas[1] ** t) ** 0.5))
+    torch._foreach_add_(denom, eps)
+    b.grads = torch._foreach_div(b.state["grad_avg"], denom)
+    if debias_moments:
+        torch._foreach_div_(b.grads, scalars(1 - betas[0] ** t))
+
+
+@stat(betas=(0.9, 0.999), debias=False)
+def debias_direction(b, betas, debias):
+    """Scale the direction by ``sqrt(1 - beta2**t) / (1 - beta1**t)``, per tensor.
+
+    Placed after the trust ratio it is ``torch_optimizer.Lamb(debias=True)``: the step size
+    is corrected, not the moments (so the trust ratio cannot cancel it).
+    """
+    t = b.steps
+    correction = (1 - betas[1] ** t) ** 0.5 / (1 - betas[0] ** t)
+    b.grads = torch._foreach_mul(b.grads, scalars(correction))
+
+
+@stat(lr=1e-3, weight_decay=0.0)
+def new_weights_norm(b, lr, weight_decay):
+    """over9000's Ralamb measures the would-be new weights, not the update.
+
+    Sets the tensors whose norm ``layer_norms`` takes as ``||u||`` to
+    ``p * (1 - lr * weight_decay) - lr * d``: the params after a full, untrusted step.
+    """
+    target = torch._foreach_mul(b.params, 1 - lr * weight_decay)
+    torch._foreach_add_(target, b.grads, alpha=-lr)
+    b.extras["trust_target"] = target
+
+
+@stat()
+def layer_norms(b):
+    """``||w||`` and ``||u||`` per tensor (1-D tensors on the bucket's device, in ``b.extras``).
+
+    ``u`` is the direction in ``b.grads`` (or what ``new_weights_norm`` left in
+    ``b.extras["trust_target"]``). Both lists go through one ``norms`` call.
+    """
+    target = b.extras.pop("trust_target", b.grads)
+    n = len(b.params)
+    both = torch.stack(norms([*b.params, *target]))
+    b.extras["weight_norm"], b.extras["update_norm"] = both[:n], both[n:]
+
+
+@stat(
+    lr=1e-3, weight_decay=0.0, trust_coefficient=1.0, eps=0.0, clip=False,
+    clamp_value=math.inf, exclude_1d=False,
+)
+def trust_ratio(b, lr, weight_decay, trust_coefficient, eps, clip, clamp_value, exclude_1d):
+    """Rescale the direction by the layer-wise trust ratio.
+
+    ``ratio = trust_coefficient * min(||w||, clamp_value) / (||u|| + weight_decay * ||w|| + eps)``,
+    clipped to ``min(ratio / lr, 1)`` with ``clip`` (LARC). Where ``||w||`` or ``||u||`` is 0
+    the ratio is 1 and weight decay is skipped (apex LARC, torch_optimizer.Lamb). Then
+    ``d = ratio * (d + weight_decay * w)``: LARS folds its weight decay in here; LAMB and
+    Ralamb pin ``weight_decay=0`` (their decay is part of the direction or decoupled).
+    With ``exclude_1d`` tensors with ndim <= 1 (biases, norm weights) keep ``d`` untouched: no
+    trust ratio and no weight decay, the SimCLR/BYOL convention.
+    """
+    w, u = b.extras["weight_norm"], b.extras["update_norm"]
+    ratio = trust_coefficient * w.clamp(max=clamp_value) / (u + weight_decay * w + eps)
+    if clip:
+        ratio = (ratio / lr).clamp(max=1.0)
+    adapted = (w > 0) & (u > 0)
+    ratio = torch.where(adapted, ratio, 1.0)
+    if weight_decay != 0:
+        decay = torch.where(adapted, ratio * weight_decay, 0.0)
+        direction = torch._foreach_mul(b.params, list(decay.unbind()))
+        torch._foreach_addcmul_(direction, b.grads, list(ratio.unbind()))
+    else:
+        direction = torch._foreach_mul(b.grads, list(ratio.unbind()))
+    if exclude_1d:
+        # Chosen by shape, so decided on the host; biases are small, so computing and
+        # dropping their scaled direction costs little and needs no mask on the device.
+        direction = [
+            g if p.dim() <= 1 else d for p, g, d in zip(b.params, b.grads, direction, strict=True)
+        ]
+    b.grads = direction
