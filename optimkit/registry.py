@@ -411,7 +411,8 @@ register(Entry(
         {"lr": 1e-2, "weight_decay": 0.1},
         {"betas": (0.8, 0.99), "eps": 1e-6},
     ),
-    converge={"lr": 0.1},
+    # As for RAdam: the momentum-SGD warm-up steps overshoot on these surfaces.
+    converge={"lr": 0.1, "degenerated_to_sgd": False},
 ))
 register(Entry(
     name="ranger",
@@ -431,7 +432,8 @@ register(Entry(
     state_of=wrapped_state,
     # pytorch_ranger computes in float32 even for float64 params (p.data.float()).
     rtol={torch.float64: 1e-5, torch.float32: 1e-4},
-    converge={"lr": 0.3},
+    # As for RAdam: the momentum-SGD warm-up steps overshoot on these surfaces.
+    converge={"lr": 0.1, "degenerated_to_sgd": False},
 ))
 register(Entry(
     name="rangerlars",
@@ -449,5 +451,6 @@ register(Entry(
     ),
     state_of=wrapped_state,
     aliases=("over9000",),
-    converge={"lr": 0.3},
+    # As for RAdam: the momentum-SGD warm-up steps overshoot on these surfaces.
+    converge={"lr": 0.3, "degenerated_to_sgd": False},
 ))
