@@ -1,4 +1,5 @@
-"""Every optimizer reaches the minimum of Rosenbrock, Beale and an ill-conditioned quadratic.
+"""Every optimizer reaches the minimum of Rosenbrock, Beale, an ill-conditioned quadratic and a
+least-squares fit with two layers (a matrix and a bias, so layer-wise rules see two tensors).
 
 Each runs with the keywords its registry entry gives under ``converge`` (an lr, sometimes a
 variant), a cosine-annealed lr unless the entry says ``anneal: False``, and a fixed budget.
@@ -36,21 +37,41 @@ PROBLEMS = {
 ENTRIES = registry.entries()
 
 
+def _minimise(entry, params, loss):
+    settings = dict(entry.converge)
+    steps = settings.pop("steps", 3000)
+    anneal = settings.pop("anneal", True)
+    opt = entry.factory(params, **{**entry.pinned, **settings})
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if anneal else None
+    for _ in range(steps):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+
+
 @pytest.mark.parametrize("problem", list(PROBLEMS))
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
 def test_reaches_the_minimum(entry, problem):
     fn, start, minimum = PROBLEMS[problem]
-    settings = dict(entry.converge)
-    steps = settings.pop("steps", 3000)
-    anneal = settings.pop("anneal", True)
     x = torch.tensor(start, dtype=torch.float64, requires_grad=True)
-    opt = entry.factory([x], **{**entry.pinned, **settings})
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if anneal else None
-    for _ in range(steps):
-        opt.zero_grad()
-        fn(x).backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
+    _minimise(entry, [x], lambda: fn(x))
     distance = (x.detach() - torch.tensor(minimum, dtype=torch.float64)).norm().item()
     assert distance < 0.05, f"{entry.name} ended {distance:.3g} from the minimum of {problem}"
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
+def test_fits_a_two_layer_least_squares_problem(entry):
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(64, 8, generator=gen, dtype=torch.float64)
+    y = x @ torch.randn(8, 4, generator=gen, dtype=torch.float64) + 1.0  # an exact fit exists
+
+    def loss():
+        return ((x @ w + b - y) ** 2).mean()
+
+    start = loss().item()
+    _minimise(entry, [w, b], loss)
+    assert loss().item() < 1e-3 * start, f"{entry.name}: loss {loss().item():.3g} from {start:.3g}"
