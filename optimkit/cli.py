@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load_commands() -> None:
     # Importing a module registers its sub-commands.
     from . import listing  # noqa: F401
+    from .bench import commands  # noqa: F401
 
 
 if __name__ == "__main__":
