@@ -60,7 +60,8 @@ def _configure_bench(parser: argparse.ArgumentParser):
     parser.add_argument("--budget", type=_positive,
                         help="learning rates tried per optimizer and task (default 5)")
     parser.add_argument("--device", help="torch device (default cpu)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default ./{DEFAULT_OUT})")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help=f"output folder (default ./{DEFAULT_OUT})")
     parser.add_argument("--workers", type=_positive, default=None,
                         help="parallel cells (default: the CPU count)")
     parser.add_argument("--executor", choices=["local", "ray"], default="local",

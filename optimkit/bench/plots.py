@@ -115,7 +115,7 @@ def lr_tuning(summary: Summary, out: Path) -> Path:
     rows = math.ceil(len(tasks) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
     colors = _colors(list(summary.config.optimizers))
-    for ax, task in zip(axes.flat, tasks):
+    for ax, task in zip(axes.flat, tasks, strict=False):
         meta = summary.tasks[task]
         for optimizer in summary.config.optimizers:
             cell = summary.cells.get((task, optimizer))

@@ -266,7 +266,8 @@ def page(summary: Summary, pictures: list[Path]) -> str:
             fmt(_avg([x.step_time_us for x in cells if x]), 1),
             fmt(_avg([x.state_bytes_per_param for x in cells if x]), 1),
         ])
-    head = ["optimizer", "score", "mean rank", *[f"{t}: {summary.tasks[t]['metric']}" for t in real],
+    head = ["optimizer", "score", "mean rank",
+            *[f"{t}: {summary.tasks[t]['metric']}" for t in real],
             *[f"{t}: to target" for t in real], "diverged", "µs/step", "state B/param"]
     tasks_body = [[html.escape(t), html.escape(m["description"]), html.escape(m["metric"]),
                    ("≥ " if m["higher_is_better"] else "≤ ") + f"{m['target']:g}",

@@ -127,7 +127,8 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
             value = float(loss.detach())
             first_loss = value if first_loss is None else first_loss
             losses.append((step, value))
-            if not math.isfinite(value) or abs(value) > DIVERGENCE_FACTOR * max(abs(first_loss), 1e-12):
+            limit = DIVERGENCE_FACTOR * max(abs(first_loss), 1e-12)
+            if not math.isfinite(value) or abs(value) > limit:
                 diverged = True
                 break
         metric = instance.evaluate(split) if not diverged else float("nan")

@@ -254,8 +254,14 @@ def rich_progress(total: int, enabled: bool):
     if not enabled or not sys.stderr.isatty():
         return None, None
     try:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
     except ImportError:
         return None, None
     bar = Progress(TextColumn("[bold]bench[/] {task.description}"), BarColumn(),

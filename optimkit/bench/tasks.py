@@ -314,7 +314,8 @@ def get(name: str) -> Task:
 
 
 def names(illustrative: bool | None = None) -> list[str]:
-    return [t.name for t in TASKS.values() if illustrative is None or t.illustrative == illustrative]
+    wanted = lambda t: illustrative is None or t.illustrative == illustrative
+    return [t.name for t in TASKS.values() if wanted(t)]
 
 
 register(Task(
