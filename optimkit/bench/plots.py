@@ -128,7 +128,7 @@ def lr_tuning(summary: Summary, out: Path) -> Path:
             ax.plot(bad, [_edge(ax, meta)] * len(bad), "x", color=colors[optimizer])
         ax.set_xscale("log")
         if meta["illustrative"]:
-            ax.set_yscale("symlog", linthresh=1e-3)
+            ax.set_yscale("log", nonpositive="clip")
         ax.set(title=task, xlabel="learning rate", ylabel=meta["metric"].replace("test", "val."))
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
