@@ -20,7 +20,8 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 def _missing() -> str | None:
     if CHROMIUM is None or CHROMEDRIVER is None:
-        return "chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+        return ("chromium and chromium-driver are not installed "
+                "(apt-get install chromium chromium-driver)")
     try:
         import selenium  # noqa: F401
     except ImportError:
