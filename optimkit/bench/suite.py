@@ -118,28 +118,38 @@ def final_specs(config: Config, task: str, optimizer: str, lr: float) -> list[Ce
 
 
 # ------------------------------------------------------------------ executors
+@dataclasses.dataclass(eq=False)
+class _Deferred:
+    """A cell queued in this process; it runs when the executor is waited on."""
+
+    order: int
+    spec: CellSpec
+    result: dict[str, Any] | None = None
+
+
 class InlineExecutor:
-    """Runs each cell in this process, one after the other (``workers=1``)."""
+    """Runs the cells in this process, one at a time, in the order given (``workers=1``)."""
+
+    def __init__(self) -> None:
+        self.queued = 0
 
     def submit(self, spec: CellSpec):
-        future: futures.Future = futures.Future()
-        try:
-            future.set_result(run_cell(spec))
-        except BaseException as err:  # noqa: BLE001  (handed to the caller like a pool would)
-            future.set_exception(err)
-        return future
+        self.queued += 1
+        return _Deferred(self.queued, spec)
 
     def wait(self, pending: set) -> tuple[set, set]:
-        return set(pending), set()
+        first = min(pending, key=lambda handle: handle.order)
+        first.result = run_cell(first.spec)
+        return {first}, set(pending) - {first}
 
     def result(self, handle) -> dict[str, Any]:
-        return handle.result()
+        return handle.result
 
     def shutdown(self) -> None:
         pass
 
 
-class PoolExecutor(InlineExecutor):
+class PoolExecutor:
     """A local process pool; 'spawn' keeps torch's threads out of forked children."""
 
     def __init__(self, workers: int):
@@ -153,11 +163,14 @@ class PoolExecutor(InlineExecutor):
         done, rest = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
         return done, rest
 
+    def result(self, handle) -> dict[str, Any]:
+        return handle.result()
+
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-class RayExecutor(InlineExecutor):
+class RayExecutor:
     """The same cells as Ray tasks (optional extra ``ray``); joins a running Ray or starts one."""
 
     def __init__(self, workers: int):
@@ -179,6 +192,9 @@ class RayExecutor(InlineExecutor):
 
     def result(self, handle) -> dict[str, Any]:
         return self.ray.get(handle)
+
+    def shutdown(self) -> None:
+        pass  # a Ray instance outlives the run: the caller (or its exit) shuts it down
 
 
 def make_executor(config: Config):
