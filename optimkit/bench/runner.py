@@ -91,7 +91,15 @@ def _thin(points: list, limit: int = CURVE_POINTS) -> list:
 
 def run_cell(spec: CellSpec) -> dict[str, Any]:
     """Train one cell and return its results (a flat dict of JSON-able values)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core per cell: deterministic and fair between workers
+    try:
+        return _train(spec)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(spec: CellSpec) -> dict[str, Any]:
     _seed_everything(spec.seed)
     task = task_registry.get(spec.task)
     instance = task.build(spec.seed, spec.device)

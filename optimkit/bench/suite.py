@@ -150,10 +150,18 @@ class InlineExecutor:
 
 
 class PoolExecutor:
-    """A local process pool; 'spawn' keeps torch's threads out of forked children."""
+    """A local process pool.
+
+    Workers fork from a fresh 'forkserver' that has imported the runner once: no worker
+    inherits this process's torch threads, and none pays for importing torch again.
+    """
 
     def __init__(self, workers: int):
-        ctx = multiprocessing.get_context("spawn")
+        methods = multiprocessing.get_all_start_methods()
+        method = "forkserver" if "forkserver" in methods else "spawn"
+        ctx = multiprocessing.get_context(method)
+        if method == "forkserver":
+            ctx.set_forkserver_preload(["optimkit.bench.runner", "sklearn.datasets"])
         self.pool = futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
 
     def submit(self, spec: CellSpec):
