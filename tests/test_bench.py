@@ -135,6 +135,38 @@ def test_end_to_end_outputs_match_the_database(tiny):
     assert page.count('src="data:image/png;base64,') == len(list(tiny.glob("*.png")))
 
 
+NOTES = """Some notes.
+
+|         | Description | Score |
+|:--------|:------------|-------|
+| **SGD** | Basic method | |
+| **Adam** | Momentum + RMSProp | ⭐ |
+| **Ranger** | RAdam + Lookahead | ⭐⭐⭐ |
+
+More text.
+"""
+
+
+def test_notes_table_gets_measured_scores(tiny, tmp_path):
+    summary = report.load(tiny)
+    filled = report.fill_notes(NOTES, summary).splitlines()
+    for name in ("adam", "sgd"):
+        row = next(line for line in filled if line.lower().startswith(f"| **{name}**"))
+        score = row.split("|")[3].strip()
+        assert score.startswith(report._stars(summary.stars[name]))
+        assert f"rank {report.fmt(summary.mean_rank[name], 2)}/2" in score
+    ranger = next(line for line in filled if line.startswith("| **Ranger**"))
+    assert ranger.split("|")[3].strip() == "–"  # not measured: its unmeasured stars are gone
+    assert any(scoring.STAR_FORMULA in line for line in filled)
+    assert filled[-1] == "More text."
+    with pytest.raises(ValueError, match="Score"):
+        report.fill_notes("no table here", summary)
+    notes = tmp_path / "notes-in.md"
+    notes.write_text(NOTES)
+    assert main(["report", "--out", str(tiny), "--notes", str(notes)]) == 0
+    assert (tiny / "notes.md").read_text() == report.fill_notes(NOTES, summary)
+
+
 def test_report_is_rebuilt_from_the_database_alone(tiny, tmp_path):
     copy = tmp_path / "copy"
     copy.mkdir()

@@ -69,7 +69,14 @@ def _configure_bench(parser: argparse.ArgumentParser):
     parser.add_argument("--resume", action="store_true",
                         help="finish the last run recorded in --out, with its settings")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--notes", help="a markdown file whose table's Score column to fill "
+                        "(written as notes.md in --out)")
     return run_bench
+
+
+def _check_notes(notes: str | None) -> None:
+    if notes is not None and not Path(notes).is_file():
+        raise ValueError(f"--notes {notes!r} is not a readable file")
 
 
 def _bench_config(args: argparse.Namespace, out: Path):
@@ -102,6 +109,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from .store import Store
 
     out = check_out(args.out)
+    _check_notes(args.notes)
     config = _bench_config(args, out)  # every check before the folder is created
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -113,7 +121,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 ran = suite.run(config, store, update)
         else:
             ran = suite.run(config, store)
-    files = report.build(out)
+    files = report.build(out, args.notes)
     took = time.perf_counter() - started
     print(f"optimkit bench: {ran} cells run, {suite.count_cells(config) - ran} already done, "
           f"{took:.1f} s; report in {out}/ ({len(files)} files: leaderboard.md, report.html, ...)")
@@ -123,12 +131,14 @@ def run_bench(args: argparse.Namespace) -> int:
 @add("report", "Rebuild the report (markdown, HTML, CSV, JSON, plots) from a bench database.")
 def _configure_report(parser: argparse.ArgumentParser):
     parser.add_argument("--out", default=DEFAULT_OUT, help="the folder holding results.sqlite")
+    parser.add_argument("--notes", help="a markdown file whose table's Score column to fill")
 
     def run(args: argparse.Namespace) -> int:
         from . import report
 
         out = check_out(args.out)
-        files = report.build(out)
+        _check_notes(args.notes)
+        files = report.build(out, args.notes)
         print(f"optimkit report: wrote {len(files)} files in {out}/")
         return 0
 

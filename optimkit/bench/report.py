@@ -10,6 +10,7 @@ import csv
 import html
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,20 @@ def load(out: Path | str) -> Summary:
                          store.task_meta(), store.cells())
 
 
-def build(out: Path | str) -> list[Path]:
-    """Rebuild every output in ``out`` from its database; returns the files written."""
+def build(out: Path | str, notes: Path | str | None = None) -> list[Path]:
+    """Rebuild every output in ``out`` from its database; returns the files written.
+
+    With ``notes`` (a markdown file holding a table with a Score column), also writes
+    ``notes.md``: that file with every Score cell replaced by the measured one.
+    """
     from .plots import all_plots
 
     out = Path(out)
     summary = load(out)
     pictures = all_plots(summary, out)
-    files = [
+    files = [] if notes is None else [
+        _write(out / "notes.md", fill_notes(Path(notes).read_text(encoding="utf-8"), summary))]
+    files += [
         _write(out / "leaderboard.md", leaderboard(summary)),
         _write(out / "results.csv", results_csv(summary)),
         _write(out / "results.json", json.dumps(results_json(summary), indent=2) + "\n"),
@@ -76,7 +83,7 @@ def mean_pm(mean: float, ci: float) -> str:
 
 
 def _stars(count: int) -> str:
-    return STAR * count if count else "–"
+    return STAR * count if count else "☆"  # zero stars, measured ("–" means not measured)
 
 
 def rows(summary: Summary) -> list[dict[str, Any]]:
@@ -221,6 +228,53 @@ def illustrative(summary: Summary) -> list[str]:
         lines.append(f"| **{optimizer}** | " + " | ".join(
             mean_pm(x.mean, x.ci) + f" (lr {x.lr:g})" if x else "–" for x in cells) + " |")
     return lines
+
+
+# ------------------------------------------------------------------ the notes' table
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def fill_notes(text: str, summary: Summary) -> str:
+    """Replace the Score cell of every row of the table whose first cell is ``**Name**``.
+
+    A row whose name is a benchmarked optimizer gets its stars and mean rank; any other row's
+    score is cleared to "–" (a star without a measurement behind it is not kept). The score
+    formula is added under the table.
+    """
+    by_key = {_key(o): o for o in summary.config.optimizers}
+    lines, score_col, in_table, done = text.splitlines(), None, False, False
+    out = []
+    for line in lines:
+        cells = line.split("|")
+        if line.lstrip().startswith("|") and any(c.strip() == "Score" for c in cells):
+            score_col = [c.strip() for c in cells].index("Score")
+            in_table = True
+        elif in_table and not line.lstrip().startswith("|"):
+            in_table = False
+            if not done:
+                out.append("")
+                out.append(f"Score measured by `optimkit bench` ({summary.config.seeds} seeds, "
+                           f"{summary.config.budget} lrs each, optimkit {summary.config.version})"
+                           f": {STAR_FORMULA}")
+                done = True
+        elif in_table and score_col is not None and len(cells) > score_col:
+            match = re.match(r"\s*\*\*(.+?)\*\*", cells[1])
+            if match:
+                name = by_key.get(_key(match.group(1)))
+                cells[score_col] = f" {_score_text(summary, name)} "
+                line = "|".join(cells)
+        out.append(line)
+    if score_col is None:
+        raise ValueError("notes: no markdown table with a 'Score' column found")
+    return "\n".join(out) + "\n"
+
+
+def _score_text(summary: Summary, name: str | None) -> str:
+    if name is None or math.isnan(summary.mean_rank[name]):
+        return "–"
+    return (f"{_stars(summary.stars[name])} (rank {fmt(summary.mean_rank[name], 2)}"
+            f"/{len(summary.config.optimizers)})")
 
 
 # ------------------------------------------------------------------ report.html
