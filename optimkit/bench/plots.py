@@ -113,7 +113,8 @@ def lr_tuning(summary: Summary, out: Path) -> Path:
     tasks = list(summary.tasks)
     cols = min(3, len(tasks))
     rows = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.6 * cols, 8), 3.4 * rows),
+                             squeeze=False)
     colors = _colors(list(summary.config.optimizers))
     for ax, task in zip(axes.flat, tasks, strict=False):
         meta = summary.tasks[task]

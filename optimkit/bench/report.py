@@ -86,6 +86,12 @@ def _stars(count: int) -> str:
     return STAR * count if count else "☆"  # zero stars, measured ("–" means not measured)
 
 
+def _html_stars(count: int) -> str:
+    # Text stars (in every font), not the emoji the markdown uses: headless browsers
+    # and many desktops have no colour-emoji font.
+    return "★" * count + "☆" * (3 - count)
+
+
 def rows(summary: Summary) -> list[dict[str, Any]]:
     """One row per (task, optimizer) with a result: the numbers of results.csv/json."""
     out = []
@@ -288,7 +294,7 @@ th{background:#f3f5f8}td:first-child,th:first-child{text-align:left}
 tr:nth-child(even) td{background:#fafbfc}.stars{color:#c98a00;letter-spacing:1px}
 .note{color:#5a6470;font-size:.9rem}figure{margin:1rem 0;display:inline-block}
 figure img{max-width:100%;border:1px solid #e3e6ea}figcaption{font-size:.85rem;color:#5a6470}
-code{background:#f3f5f8;padding:0 .25rem;border-radius:3px}
+code{background:#f3f5f8;padding:0 .25rem;border-radius:3px}#tasks td{text-align:left}
 """
 
 
@@ -310,8 +316,8 @@ def page(summary: Summary, pictures: list[Path]) -> str:
         cells = [summary.cells.get((t, optimizer)) for t in real]
         body.append([
             f"<b>{html.escape(optimizer)}</b>",
-            f'<span class="stars" title="{summary.stars[optimizer]} of 3">'
-            f"{_stars(summary.stars[optimizer])}</span>",
+            f'<span class="stars" title="{summary.stars[optimizer]} of 3 stars">'
+            f"{_html_stars(summary.stars[optimizer])}</span>",
             fmt(summary.mean_rank[optimizer], 2),
             *[html.escape(mean_pm(x.mean, x.ci)) + f"<br><small>lr {x.lr:g}</small>" if x
               else "–" for x in cells],
