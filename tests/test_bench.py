@@ -83,6 +83,9 @@ def test_ranks_share_ties_and_nan_is_last():
     ranks = scoring.average_ranks({"a": 0.9, "b": 0.9, "c": 0.5, "d": float("nan")}, True)
     assert ranks == {"a": 1.5, "b": 1.5, "c": 3.0, "d": 4.0}
     assert scoring.average_ranks({"a": 2.0, "b": 1.0}, False) == {"b": 1.0, "a": 2.0}
+    # Equal values: more divergence ranks lower.
+    ranks = scoring.average_ranks({"a": 0.5, "b": 0.5}, True, {"a": 0.5, "b": 0.0})
+    assert ranks == {"b": 1.0, "a": 2.0}
 
 
 def test_star_formula():
@@ -220,6 +223,25 @@ def test_kill_9_then_resume_gives_the_uninterrupted_database(tiny, tmp_path):
     assert set(killed) <= set(resumed)
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_an_optimizer_that_raises_is_recorded_not_fatal(tmp_path, monkeypatch, capsys):
+    from optimkit import registry
+
+    def broken(params, lr):
+        raise TypeError("this optimizer cannot be built")
+
+    entry = registry.Entry("broken", broken, registry.get("sgd").reference)
+    monkeypatch.setitem(registry.REGISTRY, "broken", entry)
+    out = tmp_path / "report"
+    assert main(["bench", "--tasks", "diabetes-mlp", "--optimizers", "sgd,broken", "--seeds",
+                 "1", "--budget", "1", "--out", str(out), "--workers", "1", "--quiet"]) == 0
+    assert "broken on diabetes-mlp failed: TypeError: this optimizer" in capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["scores"]["broken"]["mean_rank"] == 2.0
+    row = next(r for r in results["results"] if r["optimizer"] == "broken")
+    assert row["error"].startswith("TypeError") and row["mean"] is None
+    assert "| **broken** |" in (out / "leaderboard.md").read_text()
 
 
 # ------------------------------------------------------------------ bad input

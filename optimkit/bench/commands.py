@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -121,8 +122,13 @@ def run_bench(args: argparse.Namespace) -> int:
                 ran = suite.run(config, store, update)
         else:
             ran = suite.run(config, store)
+        failures = store.errors(config.version)
     files = report.build(out, args.notes)
     took = time.perf_counter() - started
+    for task, optimizer, error in failures[:5]:
+        print(f"optimkit bench: warning: {optimizer} on {task} failed: {error}", file=sys.stderr)
+    if len(failures) > 5:
+        print(f"optimkit bench: warning: {len(failures)} cells failed in all", file=sys.stderr)
     print(f"optimkit bench: {ran} cells run, {suite.count_cells(config) - ran} already done, "
           f"{took:.1f} s; report in {out}/ ({len(files)} files: leaderboard.md, report.html, ...)")
     return 0

@@ -23,7 +23,7 @@ STAR = "⭐"
 CSV_COLUMNS = (
     "task", "optimizer", "lr", "seeds", "metric", "mean", "ci95", "divergence_rate",
     "reached_rate", "steps_to_target", "seconds_to_target", "step_time_us",
-    "state_bytes_per_param", "rank",
+    "state_bytes_per_param", "rank", "error",
 )
 
 
@@ -76,7 +76,9 @@ def fmt(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def mean_pm(mean: float, ci: float) -> str:
+def mean_pm(mean: float, ci: float, error: str | None = None) -> str:
+    if error:
+        return "failed"
     if math.isnan(mean):
         return "diverged"
     return fmt(mean) if math.isnan(ci) else f"{fmt(mean)} ± {fmt(ci)}"
@@ -104,6 +106,7 @@ def rows(summary: Summary) -> list[dict[str, Any]]:
             "steps_to_target": cell.steps_to_target,
             "seconds_to_target": cell.seconds_to_target, "step_time_us": cell.step_time_us,
             "state_bytes_per_param": cell.state_bytes_per_param, "rank": rank,
+            "error": cell.error,
         })
     return out
 
@@ -179,7 +182,7 @@ def leaderboard(summary: Summary) -> str:
     for optimizer in order:
         cells = [summary.cells.get((t, optimizer)) for t in real]
         diverged = [x.divergence_rate for x in cells if x is not None]
-        values = [mean_pm(x.mean, x.ci) + f" (lr {x.lr:g})" if x else "–" for x in cells]
+        values = [mean_pm(x.mean, x.ci, x.error) + f" (lr {x.lr:g})" if x else "–" for x in cells]
         lines.append("| " + " | ".join([
             f"**{optimizer}**", _description(optimizer), _paper(optimizer),
             _stars(summary.stars[optimizer]), fmt(summary.mean_rank[optimizer], 2), *values,
@@ -232,7 +235,7 @@ def illustrative(summary: Summary) -> list[str]:
     for optimizer in summary.config.optimizers:
         cells = [summary.cells.get((t, optimizer)) for t in shown]
         lines.append(f"| **{optimizer}** | " + " | ".join(
-            mean_pm(x.mean, x.ci) + f" (lr {x.lr:g})" if x else "–" for x in cells) + " |")
+            mean_pm(x.mean, x.ci, x.error) + f" (lr {x.lr:g})" if x else "–" for x in cells) + " |")
     return lines
 
 
@@ -319,7 +322,7 @@ def page(summary: Summary, pictures: list[Path]) -> str:
             f'<span class="stars" title="{summary.stars[optimizer]} of 3 stars">'
             f"{_html_stars(summary.stars[optimizer])}</span>",
             fmt(summary.mean_rank[optimizer], 2),
-            *[html.escape(mean_pm(x.mean, x.ci)) + f"<br><small>lr {x.lr:g}</small>" if x
+            *[html.escape(mean_pm(x.mean, x.ci, x.error)) + f"<br><small>lr {x.lr:g}</small>" if x
               else "–" for x in cells],
             *[html.escape(_reach(x)) for x in cells],
             fmt(_avg([x.divergence_rate for x in cells if x]), 2),

@@ -95,8 +95,20 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
     torch.set_num_threads(1)  # one core per cell: deterministic and fair between workers
     try:
         return _train(spec)
+    except Exception as err:  # noqa: BLE001  (one broken optimizer must not end the run)
+        return failed(err)
     finally:
         torch.set_num_threads(threads)
+
+
+def failed(err: BaseException) -> dict[str, Any]:
+    """The result of a cell that raised: recorded (with the error) and ranked as diverged."""
+    return {
+        "final_metric": float("nan"), "diverged": 1, "steps": 0, "steps_to_target": None,
+        "seconds": 0.0, "seconds_to_target": None, "step_time": 0.0,
+        "state_bytes_per_param": 0.0, "n_params": 0, "losses": [], "evals": [], "path": None,
+        "error": f"{type(err).__name__}: {err}"[:500],
+    }
 
 
 def _train(spec: CellSpec) -> dict[str, Any]:
@@ -162,4 +174,5 @@ def _train(spec: CellSpec) -> dict[str, Any]:
         "losses": _thin(losses),
         "evals": evals,
         "path": path,
+        "error": None,
     }

@@ -18,7 +18,8 @@ STAR_FORMULA = (
     "stars = min(3, floor(4 * (K - r) / (K - 1))), where r is the optimizer's mean rank over the "
     "real (non-illustrative) tasks, K the number of optimizers compared, and each task ranks "
     "the optimizers by their mean final test metric over the seeds (1 = best, ties share the "
-    "mean rank; a diverged seed counts as the worst final value seen on that task). "
+    "mean rank; a diverged or failed seed counts as the worst final value seen on that task, "
+    "and of two equal values the one with more diverged seeds ranks lower). "
     "3 stars: r in the best quarter of the possible range; 0 stars: the worst quarter."
 )
 
@@ -41,13 +42,18 @@ def mean_ci(values: Iterable[float]) -> tuple[float, float]:
     return mean, t * statistics.stdev(values) / math.sqrt(len(values))
 
 
-def average_ranks(values: dict[str, float], higher_is_better: bool) -> dict[str, float]:
-    """Rank 1 = best; ties share the mean of their ranks; NaN ranks last (tied)."""
-    def key(name: str) -> float:
+def average_ranks(values: dict[str, float], higher_is_better: bool,
+                  penalty: dict[str, float] | None = None) -> dict[str, float]:
+    """Rank 1 = best; ties share the mean of their ranks; NaN ranks last (tied).
+
+    ``penalty`` (e.g. the divergence rate) breaks ties of value: lower penalty ranks first.
+    """
+    def key(name: str) -> tuple[float, float]:
         v = values[name]
+        extra = (penalty or {}).get(name, 0.0)
         if math.isnan(v):
-            return math.inf
-        return -v if higher_is_better else v
+            return math.inf, extra
+        return (-v if higher_is_better else v), extra
 
     ordered = sorted(values, key=key)
     ranks: dict[str, float] = {}
@@ -87,6 +93,7 @@ class Cell:
     seconds_to_target: float = float("nan")
     step_time_us: float = float("nan")
     state_bytes_per_param: float = float("nan")
+    error: str | None = None  # set when every final run raised
 
 
 @dataclasses.dataclass
@@ -131,6 +138,8 @@ def _cell(task: str, optimizer: str, lr: float, tuning, finals: list[dict]) -> C
     cell = Cell(task, optimizer, lr, tuning, finals)
     if not finals:
         return cell
+    if all(r.get("error") for r in finals):
+        cell.error = finals[0]["error"]
     cell.mean, cell.ci = mean_ci(r["final_metric"] for r in finals if not r["diverged"])
     cell.divergence_rate = sum(r["diverged"] for r in finals) / len(finals)
     reached = [r for r in finals if r["steps_to_target"] is not None]
@@ -162,8 +171,9 @@ def _rank(config: Config, task_meta: dict, cells: dict):
         if task_meta[task]["illustrative"]:
             continue
         values = {o: cells[(task, o)].rank_value for o in config.optimizers if (task, o) in cells}
+        diverged = {o: cells[(task, o)].divergence_rate for o in values}
         if values:
-            ranks[task] = average_ranks(values, task_meta[task]["higher_is_better"])
+            ranks[task] = average_ranks(values, task_meta[task]["higher_is_better"], diverged)
     mean_rank: dict[str, float] = {}
     for optimizer in config.optimizers:
         mine = [r[optimizer] for r in ranks.values() if optimizer in r]

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS cells (
     losses TEXT NOT NULL,
     evals TEXT NOT NULL,
     path TEXT,
+    error TEXT,
     PRIMARY KEY (task, optimizer, hypers, seed, role, device, version)
 );
 CREATE TABLE IF NOT EXISTS runs (
@@ -103,6 +104,7 @@ class Store:
             "losses": json.dumps(result["losses"]),
             "evals": json.dumps([[s, _nan_to_none(m), t] for s, m, t in result["evals"]]),
             "path": None if result["path"] is None else json.dumps(result["path"]),
+            "error": result.get("error"),
         }
         names = ", ".join(row)
         marks = ", ".join("?" for _ in row)
@@ -135,6 +137,11 @@ class Store:
             item["path"] = None if item["path"] is None else json.loads(item["path"])
             out.append(item)
         return out
+
+    def errors(self, version: str) -> list[tuple[str, str, str]]:
+        rows = self.conn.execute("SELECT task, optimizer, error FROM cells WHERE version=? AND "
+                                 "error IS NOT NULL ORDER BY task, optimizer", (version,))
+        return [tuple(r) for r in rows]
 
     def tuning_rows(self, task: str, optimizer: str, version: str, device: str) -> list[dict]:
         rows = self.conn.execute(
