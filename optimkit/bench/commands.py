@@ -23,6 +23,11 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
+def _canonical(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Registry names (case and aliases resolved, duplicates dropped); ValueError if unknown."""
+    return tuple(dict.fromkeys(registry.get(name).name for name in names))
+
+
 def check_out(out: str) -> Path:
     """The output folder, or ValueError if it cannot be written; creates nothing."""
     path = Path(out)
@@ -98,7 +103,8 @@ def _bench_config(args: argparse.Namespace, out: Path):
             raise ValueError(f"--resume: the database in {out} records no run")
         return Config.from_json(recorded, workers=workers, executor=args.executor)
     return Config(
-        optimizers=_names(args.optimizers) if args.optimizers else tuple(registry.available()),
+        optimizers=_canonical(_names(args.optimizers)) if args.optimizers
+        else tuple(registry.available()),
         tasks=_names(args.tasks) if args.tasks is not None else tuple(task_registry.TASKS),
         seeds=args.seeds or 3, budget=args.budget or 5, device=args.device or "cpu",
         workers=workers, executor=args.executor,
@@ -173,7 +179,7 @@ def run_plot(args: argparse.Namespace) -> int:
     names = _names(args.optimizers)
     if not names:
         raise ValueError("--optimizers: give at least one")
-    names = tuple(registry.get(n).name for n in names)  # ValueError naming an unknown one
+    names = _canonical(names)  # ValueError naming an unknown one
     if args.lr is not None and not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
     out = check_out(args.out)
