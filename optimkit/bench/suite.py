@@ -19,7 +19,10 @@ import dataclasses
 import json
 import math
 import multiprocessing
+import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from typing import Any
@@ -149,6 +152,20 @@ class InlineExecutor:
         pass
 
 
+def _watch_parent(pid: int, period: float = 0.5) -> None:
+    """In a pool worker: exit as soon as the bench process ``pid`` is gone (kill -9 included)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(period)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="optimkit-bench-watchdog").start()
+
+
 class PoolExecutor:
     """A local process pool.
 
@@ -162,7 +179,9 @@ class PoolExecutor:
         ctx = multiprocessing.get_context(method)
         if method == "forkserver":
             ctx.set_forkserver_preload(["optimkit.bench.runner", "sklearn.datasets"])
-        self.pool = futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        self.pool = futures.ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_watch_parent,
+            initargs=(os.getpid(),))
 
     def submit(self, spec: CellSpec):
         return self.pool.submit(run_cell, spec)
