@@ -178,8 +178,8 @@ def all_plots(summary: Summary, out: Path) -> list[Path]:
             paths, labels = {}, {}
             for optimizer in summary.config.optimizers:
                 cell = summary.cells.get((task, optimizer))
-                if cell is not None and cell.finals and cell.finals[0]["path"]:
-                    paths[optimizer] = cell.finals[0]["path"]
+                if cell is not None and cell.path:
+                    paths[optimizer] = cell.path
                     labels[optimizer] = f"{optimizer} (lr={cell.lr:g})"
             if paths:
                 made.append(trajectories(task, paths, out / f"trajectories-{task}.png", labels))

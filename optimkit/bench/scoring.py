@@ -94,6 +94,7 @@ class Cell:
     step_time_us: float = float("nan")
     state_bytes_per_param: float = float("nan")
     error: str | None = None  # set when every final run raised
+    path: list | None = None  # 2-D tasks: the tuning run at the chosen lr (seed 0, exact start)
 
 
 @dataclasses.dataclass
@@ -126,7 +127,9 @@ def summarise(config: Config, task_meta: dict[str, dict], rows: list[dict]) -> S
             finals = [r for r in mine if r["role"] == "final" and r["lr"] == lr
                       and r["seed"] in seeds]
             curve = [(r["lr"], r["final_metric"], bool(r["diverged"])) for r in tuning]
-            cells[(task, optimizer)] = _cell(task, optimizer, lr, sorted(curve), finals)
+            cell = _cell(task, optimizer, lr, sorted(curve), finals)
+            cell.path = next(r["path"] for r in tuning if r["lr"] == lr)
+            cells[(task, optimizer)] = cell
     _fill_rank_values(config, task_meta, cells)
     ranks, mean_rank, score = _rank(config, task_meta, cells)
     tasks = {t: task_meta[t] for t in config.tasks}
