@@ -20,6 +20,8 @@ from .store import Store
 from .suite import Config, lr_grid
 
 STAR = "⭐"
+CAVEAT = ("Ranks use the means only: where two optimizers' intervals overlap, their order is "
+          "within the noise of this small suite, so read their stars as a tie.")
 CSV_COLUMNS = (
     "task", "optimizer", "lr", "seeds", "metric", "mean", "ci95", "divergence_rate",
     "reached_rate", "steps_to_target", "seconds_to_target", "step_time_us",
@@ -175,6 +177,7 @@ def leaderboard(summary: Summary) -> str:
         f"({', '.join(f'{lr:g}' for lr in lr_grid(c.budget))}) for every optimizer on seed 0, "
         f"then {c.seeds} seeds at the best lr. Cells: mean ± 95 % CI over the seeds.", "",
         f"**Score**: {STAR_FORMULA}", "",
+        f"_{CAVEAT}_", "",
         "| " + " | ".join(head) + " |",
         "|:--|:--|:--|:--|--:|" + "--:|" * (len(real) + 3),
     ]
@@ -351,6 +354,7 @@ tuning budget {c.budget} learning rates ({grid}) for every optimizer</p>
 <h2>Leaderboard</h2>
 {_table(head, body, "leaderboard")}
 <p class="note"><b>Score.</b> {html.escape(STAR_FORMULA)}</p>
+<p class="note"><i>{html.escape(CAVEAT)}</i></p>
 <p class="note"><b>Protocol.</b> Every optimizer gets the same budget: the learning rates above,
 one run each on seed 0, scored on a validation split; every other hyper-parameter stays at
 its default. The best lr is then trained on seeds 1..{c.seeds} and scored on the test split;
