@@ -1,0 +1,178 @@
+"""One benchmark cell: train one task with one optimizer, one set of hypers and one seed.
+
+A cell is deterministic given its key (task, optimizer, hypers, seed, device, version): it seeds
+torch, runs on one thread, and its results hold no clock reading except the timing columns
+(``seconds``, ``seconds_to_target``, ``step_time``), which are measurements, not outcomes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from typing import Any
+
+import torch
+
+from .. import registry
+from . import tasks as task_registry
+
+# A loss above this many times the first one (or NaN/inf) counts as divergence.
+DIVERGENCE_FACTOR = 1e3
+CURVE_POINTS = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class CellSpec:
+    """The key of one cell. ``hypers`` is canonical JSON (sorted keys)."""
+
+    task: str
+    optimizer: str
+    hypers: str
+    seed: int
+    role: str  # "tune" (lr search, scored on the validation split) or "final" (test split)
+    device: str = "cpu"
+
+    @staticmethod
+    def make(task: str, optimizer: str, hypers: dict[str, Any], seed: int, role: str,
+             device: str = "cpu") -> CellSpec:
+        return CellSpec(task, optimizer, canonical(hypers), seed, role, device)
+
+
+def canonical(hypers: dict[str, Any]) -> str:
+    return json.dumps(hypers, sort_keys=True, separators=(",", ":"))
+
+
+def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held in the optimizer's state (every tensor in ``state_dict()['state']``)."""
+    total = 0
+
+    def walk(value: Any) -> None:
+        nonlocal total
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    walk(optimizer.state_dict().get("state", {}))
+    return total
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # numpy is a dependency, but a cell must not die for it
+        pass
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _thin(points: list, limit: int = CURVE_POINTS) -> list:
+    """At most ``limit`` evenly spaced points, always keeping the last one."""
+    if len(points) <= limit:
+        return points
+    stride = len(points) / limit
+    picked = [points[int(i * stride)] for i in range(limit - 1)]
+    return picked + [points[-1]]
+
+
+def run_cell(spec: CellSpec) -> dict[str, Any]:
+    """Train one cell and return its results (a flat dict of JSON-able values)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core per cell: deterministic and fair between workers
+    try:
+        return _train(spec)
+    except Exception as err:  # noqa: BLE001  (one broken optimizer must not end the run)
+        return failed(err)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def failed(err: BaseException) -> dict[str, Any]:
+    """The result of a cell that raised: recorded (with the error) and ranked as diverged."""
+    return {
+        "final_metric": float("nan"), "diverged": 1, "steps": 0, "steps_to_target": None,
+        "seconds": 0.0, "seconds_to_target": None, "step_time": 0.0,
+        "state_bytes_per_param": 0.0, "n_params": 0, "losses": [], "evals": [], "path": None,
+        "error": f"{type(err).__name__}: {err}"[:500],
+    }
+
+
+def _train(spec: CellSpec) -> dict[str, Any]:
+    _seed_everything(spec.seed)
+    task = task_registry.get(spec.task)
+    instance = task.build(spec.seed, spec.device)
+    model = instance.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = registry.create(spec.optimizer, params, **json.loads(spec.hypers))
+    n_params = sum(p.numel() for p in params)
+    split = "val" if spec.role == "tune" else "test"
+    path = [] if task.illustrative else None
+
+    losses: list[tuple[int, float]] = []
+    evals: list[tuple[int, float, float]] = []  # (step, metric, seconds)
+    step, seconds, step_seconds = 0, 0.0, 0.0
+    first_loss, diverged = None, False
+    steps_to_target = seconds_to_target = None
+    for _epoch in range(task.epochs):
+        for inputs, targets in instance.batches():
+            if path is not None:
+                path.append([float(v) for v in model.xy.detach()])
+            _sync(spec.device)
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss = instance.loss_fn(model(inputs), targets)
+            loss.backward()
+            _sync(spec.device)
+            mid = time.perf_counter()
+            optimizer.step()
+            _sync(spec.device)
+            end = time.perf_counter()
+            seconds += end - start
+            step_seconds += end - mid
+            step += 1
+            value = float(loss.detach())
+            first_loss = value if first_loss is None else first_loss
+            losses.append((step, value))
+            limit = DIVERGENCE_FACTOR * max(abs(first_loss), 1e-12)
+            if not math.isfinite(value) or abs(value) > limit:
+                diverged = True
+                break
+        metric = instance.evaluate(split) if not diverged else float("nan")
+        metric = metric if math.isfinite(metric) else float("nan")
+        evals.append((step, metric, seconds))
+        if steps_to_target is None and task.reached(metric):
+            steps_to_target, seconds_to_target = step, seconds
+        if diverged:
+            break
+    if path is not None:
+        path.append([float(v) for v in model.xy.detach()])
+
+    return {
+        "final_metric": evals[-1][1],
+        "diverged": int(diverged),
+        "steps": step,
+        "steps_to_target": steps_to_target,
+        "seconds": seconds,
+        "seconds_to_target": seconds_to_target,
+        "step_time": step_seconds / max(step, 1),
+        "state_bytes_per_param": state_bytes(optimizer) / max(n_params, 1),
+        "n_params": n_params,
+        "losses": _thin(losses),
+        "evals": evals,
+        "path": path,
+        "error": None,
+    }

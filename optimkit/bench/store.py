@@ -1,0 +1,162 @@
+"""The results database: one SQLite file (stdlib ``sqlite3``) in the output folder.
+
+Each finished cell is written in one transaction, keyed by (task, optimizer, hypers, seed,
+role, device, version); a process killed at any moment leaves whole rows or none (SQLite's
+journal rolls back a half-written transaction on the next open). The run's configuration and
+the tasks' descriptions are stored too, so ``optimkit report`` needs nothing but this file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .runner import CellSpec
+
+DB_NAME = "results.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cells (
+    task TEXT NOT NULL,
+    optimizer TEXT NOT NULL,
+    hypers TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    device TEXT NOT NULL,
+    version TEXT NOT NULL,
+    lr REAL NOT NULL,
+    final_metric REAL,
+    diverged INTEGER NOT NULL,
+    steps INTEGER NOT NULL,
+    steps_to_target INTEGER,
+    seconds REAL NOT NULL,
+    seconds_to_target REAL,
+    step_time REAL NOT NULL,
+    state_bytes_per_param REAL NOT NULL,
+    n_params INTEGER NOT NULL,
+    losses TEXT NOT NULL,
+    evals TEXT NOT NULL,
+    path TEXT,
+    error TEXT,
+    PRIMARY KEY (task, optimizer, hypers, seed, role, device, version)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    config TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    name TEXT PRIMARY KEY,
+    meta TEXT NOT NULL
+);
+"""
+
+# Columns that are measurements of the clock, not outcomes of the (deterministic) training.
+TIMING_COLUMNS = ("seconds", "seconds_to_target", "step_time")
+
+
+def _nan_to_none(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+class Store:
+    """A thin wrapper over the SQLite file; every write is its own transaction."""
+
+    def __init__(self, folder: Path | str, create: bool = True):
+        self.path = Path(folder) / DB_NAME
+        if not create and not self.path.exists():
+            raise ValueError(f"no results database at {self.path}")
+        self.conn = sqlite3.connect(self.path, timeout=30)
+        self.conn.row_factory = sqlite3.Row
+        with self.conn:
+            self.conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writes
+    def record_run(self, config: dict[str, Any], task_meta: Iterable[dict[str, Any]]) -> None:
+        with self.conn:
+            self.conn.execute("INSERT INTO runs (config) VALUES (?)", (json.dumps(config),))
+            for meta in task_meta:
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO tasks (name, meta) VALUES (?, ?)",
+                    (meta["name"], json.dumps(meta)),
+                )
+
+    def save(self, spec: CellSpec, version: str, result: dict[str, Any]) -> None:
+        row = {
+            "task": spec.task, "optimizer": spec.optimizer, "hypers": spec.hypers,
+            "seed": spec.seed, "role": spec.role, "device": spec.device, "version": version,
+            "lr": json.loads(spec.hypers)["lr"],
+            **{k: _nan_to_none(result[k]) for k in (
+                "final_metric", "diverged", "steps", "steps_to_target", "seconds",
+                "seconds_to_target", "step_time", "state_bytes_per_param", "n_params")},
+            "losses": json.dumps(result["losses"]),
+            "evals": json.dumps([[s, _nan_to_none(m), t] for s, m, t in result["evals"]]),
+            "path": None if result["path"] is None else json.dumps(result["path"]),
+            "error": result.get("error"),
+        }
+        names = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self.conn:  # one transaction per cell
+            self.conn.execute(f"INSERT OR REPLACE INTO cells ({names}) VALUES ({marks})",
+                              tuple(row.values()))
+
+    # ------------------------------------------------------------------ reads
+    def done(self, spec: CellSpec, version: str) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM cells WHERE task=? AND optimizer=? AND hypers=? AND seed=? AND role=?"
+            " AND device=? AND version=?",
+            (spec.task, spec.optimizer, spec.hypers, spec.seed, spec.role, spec.device, version),
+        ).fetchone()
+        return row is not None
+
+    def cells(self, version: str | None = None, device: str | None = None) -> list[dict]:
+        query, args = "SELECT * FROM cells WHERE 1=1", []
+        if version is not None:
+            query, args = query + " AND version=?", [*args, version]
+        if device is not None:
+            query, args = query + " AND device=?", [*args, device]
+        rows = self.conn.execute(query + " ORDER BY task, optimizer, role, lr, seed", args)
+        out = []
+        for row in rows:
+            item = dict(row)
+            item["final_metric"] = _none_to_nan(item["final_metric"])
+            item["losses"] = json.loads(item["losses"])
+            item["evals"] = json.loads(item["evals"])
+            item["path"] = None if item["path"] is None else json.loads(item["path"])
+            out.append(item)
+        return out
+
+    def errors(self, version: str) -> list[tuple[str, str, str]]:
+        rows = self.conn.execute("SELECT task, optimizer, error FROM cells WHERE version=? AND "
+                                 "error IS NOT NULL ORDER BY task, optimizer", (version,))
+        return [tuple(r) for r in rows]
+
+    def tuning_rows(self, task: str, optimizer: str, version: str, device: str) -> list[dict]:
+        rows = self.conn.execute(
+            "SELECT hypers, lr, final_metric, diverged FROM cells WHERE task=? AND optimizer=?"
+            " AND role='tune' AND version=? AND device=?", (task, optimizer, version, device))
+        return [{**dict(r), "final_metric": _none_to_nan(r["final_metric"])} for r in rows]
+
+    def last_config(self) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT config FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else json.loads(row["config"])
+
+    def task_meta(self) -> dict[str, dict[str, Any]]:
+        rows = self.conn.execute("SELECT name, meta FROM tasks")
+        return {row["name"]: json.loads(row["meta"]) for row in rows}
+
+
+def _none_to_nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)

@@ -1,0 +1,342 @@
+"""The benchmark's tasks: small real problems that ship with the dev extras, and three 2-D toys.
+
+Every task is local (no download). ``get(name)`` returns a :class:`Task`; ``task.build(seed)``
+returns an :class:`Instance` with ``.model``, ``.loss_fn(outputs, targets)``, ``.batches()`` (one
+seeded training epoch of ``(inputs, targets)``) and ``.evaluate()`` (the test metric).
+
+The data split is fixed (the same for every seed); the seed drives the initial weights, the
+batch order and, for the 2-D functions, a small jitter of the starting point. Each task states
+its metric, whether higher is better and the value that counts as reached. The 2-D functions
+are ``illustrative``: one point, no data, no generalisation; they draw pictures, they do not
+rank optimizers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+Batch = tuple[Tensor | None, Tensor | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One benchmark task: what is trained, how it is scored and what counts as reached."""
+
+    name: str
+    description: str
+    metric: str
+    target: float
+    higher_is_better: bool
+    epochs: int
+    builder: Callable[[int, str], Instance]
+    illustrative: bool = False
+
+    def build(self, seed: int, device: str = "cpu") -> Instance:
+        """A fresh, seeded instance of the task (model, data, loss) on ``device``."""
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        return self.builder(seed, device)
+
+    def reached(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        return value >= self.target if self.higher_is_better else value <= self.target
+
+    def worse(self, a: float, b: float) -> bool:
+        """Whether ``a`` is strictly worse than ``b`` (NaN is worse than anything)."""
+        if math.isnan(a):
+            return not math.isnan(b)
+        if math.isnan(b):
+            return False
+        return a < b if self.higher_is_better else a > b
+
+    def meta(self) -> dict:
+        return {
+            "name": self.name, "description": self.description, "metric": self.metric,
+            "target": self.target, "higher_is_better": self.higher_is_better,
+            "epochs": self.epochs, "illustrative": self.illustrative,
+        }
+
+
+@dataclasses.dataclass
+class Instance:
+    """A built task: the model to train and everything needed to train and score it."""
+
+    model: nn.Module
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    batches: Callable[[], Iterator[Batch]]
+    evaluate: Callable[..., float]
+
+
+# ------------------------------------------------------------------------- data helpers
+def _split(n: int, val: float = 0.15, test: float = 0.15) -> tuple[Tensor, Tensor, Tensor]:
+    # Fixed permutation: the split never depends on the run's seed.
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(12345))
+    n_val, n_test = int(n * val), int(n * test)
+    return order[n_val + n_test:], order[:n_val], order[n_val:n_val + n_test]
+
+
+def _standardise(x: Tensor, train: Tensor) -> Tensor:
+    mean, std = x[train].mean(0), x[train].std(0).clamp_min(1e-8)
+    return (x - mean) / std
+
+
+def _batcher(x: Tensor, y: Tensor, batch_size: int, seed: int):
+    """Seeded epochs: each call shuffles with the next draw of the seed's generator."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def batches() -> Iterator[Batch]:
+        order = torch.randperm(len(x), generator=gen).to(x.device)
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            yield x[idx], y[idx]
+
+    return batches
+
+
+def _supervised(model, loss_fn, score, x, y, split, batch_size, seed, device) -> Instance:
+    train, val, test = split
+    x, y = x.to(device), y.to(device)
+    model = model.to(device)
+    held_out = {"val": val.to(device), "test": test.to(device)}
+
+    @torch.no_grad()
+    def evaluate(split_name: str = "test") -> float:
+        if split_name not in held_out:
+            raise ValueError(f"split must be 'val' or 'test', got {split_name!r}")
+        idx = held_out[split_name]
+        was_training = model.training
+        model.eval()
+        value = float(score(model(x[idx]), y[idx]))
+        model.train(was_training)
+        return value
+
+    return Instance(model, loss_fn, _batcher(x[train.to(device)], y[train.to(device)],
+                                             batch_size, seed), evaluate)
+
+
+def _accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
+    return (outputs.argmax(-1) == targets).float().mean()
+
+
+def _r2(outputs: Tensor, targets: Tensor) -> Tensor:
+    residual = ((outputs.squeeze(-1) - targets) ** 2).sum()
+    total = ((targets - targets.mean()) ** 2).sum()
+    return 1 - residual / total
+
+
+# ------------------------------------------------------------------------- real tasks
+def _digits():
+    from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
+
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(data.target, dtype=torch.long)
+    return x, y, _split(len(x))
+
+
+def _digits_mlp(seed: int, device: str) -> Instance:
+    x, y, split = _digits()
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    return _supervised(model, nn.functional.cross_entropy, _accuracy, x, y, split, 64, seed, device)
+
+
+def _digits_cnn(seed: int, device: str) -> Instance:
+    x, y, split = _digits()
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 2 * 2, 10),
+    )
+    return _supervised(model, nn.functional.cross_entropy, _accuracy, x, y, split, 64, seed, device)
+
+
+def _diabetes_mlp(seed: int, device: str) -> Instance:
+    from sklearn.datasets import load_diabetes  # bundled with scikit-learn, no download
+
+    data = load_diabetes()
+    x = torch.tensor(data.data, dtype=torch.float32)
+    y = torch.tensor(data.target, dtype=torch.float32)
+    split = _split(len(x))
+    x = _standardise(x, split[0])
+    y = (y - y[split[0]].mean()) / y[split[0]].std()
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 1))
+    loss = lambda out, target: nn.functional.mse_loss(out.squeeze(-1), target)
+    return _supervised(model, loss, _r2, x, y, split, 32, seed, device)
+
+
+def zen_corpus() -> str:
+    """The Zen of Python (stdlib ``this``), then the docstrings of builtin types and their methods.
+
+    Both ship with every CPython; builtin docstrings live in C, so ``python -OO`` keeps them.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):  # importing ``this`` prints the Zen
+        import this
+    zen = "".join(this.d.get(c, c) for c in this.s)
+    docs = []
+    for kind in (str, list, dict, set, tuple, int, float, bytes):
+        docs.append(kind.__doc__ or "")
+        docs += [m.__doc__ or "" for n, m in sorted(vars(kind).items()) if not n.startswith("_")]
+    return "\n\n".join([zen, *docs])
+
+
+class CharGRU(nn.Module):
+    """Embedding -> one GRU layer -> linear read-out of the next character."""
+
+    def __init__(self, vocab: int, embed: int = 16, hidden: int = 32):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embed)
+        self.gru = nn.GRU(embed, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        out, _ = self.gru(self.embed(tokens))
+        return self.head(out)
+
+
+def _zen_char(seed: int, device: str, length: int = 16) -> Instance:
+    text = zen_corpus()
+    vocab = sorted(set(text))
+    codes = torch.tensor([vocab.index(c) for c in text], dtype=torch.long)
+    windows = codes[: len(codes) // (length + 1) * (length + 1)].view(-1, length + 1)
+    x, y = windows[:, :-1], windows[:, 1:]
+    n = len(windows)
+    # Contiguous blocks: the held-out text was never seen, not even as a neighbour window.
+    n_val = n_test = max(1, n // 10)
+    split = (torch.arange(0, n - n_val - n_test), torch.arange(n - n_val - n_test, n - n_test),
+             torch.arange(n - n_test, n))
+    torch.manual_seed(seed)
+    model = CharGRU(len(vocab))
+
+    def loss(out: Tensor, target: Tensor) -> Tensor:
+        return nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1))
+
+    bits = lambda out, target: loss(out, target) / math.log(2)
+    return _supervised(model, loss, bits, x, y, split, 64, seed, device)
+
+
+# ------------------------------------------------------------------------- 2-D functions
+def rosenbrock(xy: Tensor) -> Tensor:
+    x, y = xy[0], xy[1]
+    return (1 - x) ** 2 + 100 * (y - x**2) ** 2
+
+
+def beale(xy: Tensor) -> Tensor:
+    x, y = xy[0], xy[1]
+    return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2
+
+
+def rastrigin(xy: Tensor) -> Tensor:
+    return 20 + (xy**2 - 10 * torch.cos(2 * math.pi * xy)).sum(0)
+
+
+class Point(nn.Module):
+    """A 2-D point; its 'forward' is the function's value there."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], start: Tensor):
+        super().__init__()
+        self.fn = fn
+        self.xy = nn.Parameter(start.clone())
+
+    def forward(self, _inputs: object = None) -> Tensor:
+        return self.fn(self.xy)
+
+
+@dataclasses.dataclass(frozen=True)
+class Surface:
+    """A 2-D test function with its start, minimum and the window the pictures show."""
+
+    fn: Callable[[Tensor], Tensor]
+    start: tuple[float, float]
+    minimum: tuple[float, float]
+    window: tuple[float, float, float, float]  # xmin, xmax, ymin, ymax
+
+
+SURFACES = {
+    "rosenbrock": Surface(rosenbrock, (-1.5, 2.0), (1.0, 1.0), (-2.0, 2.0, -1.0, 3.0)),
+    "beale": Surface(beale, (1.0, 1.5), (3.0, 0.5), (-1.0, 4.0, -1.5, 2.0)),
+    "rastrigin": Surface(rastrigin, (-2.2, 2.4), (0.0, 0.0), (-3.0, 3.0, -3.0, 3.0)),
+}
+STEPS_PER_EPOCH_2D = 25
+
+
+def _surface_builder(name: str):
+    surface = SURFACES[name]
+
+    def build(seed: int, device: str) -> Instance:
+        # Seed 0 starts exactly at the classic point; other seeds jitter it by up to 0.1.
+        jitter = torch.rand(2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        start = torch.tensor(surface.start, dtype=torch.float64) + (0.2 * jitter - 0.1) * (seed > 0)
+        model = Point(surface.fn, start).to(device)
+
+        def batches() -> Iterator[Batch]:
+            for _ in range(STEPS_PER_EPOCH_2D):
+                yield None, None
+
+        @torch.no_grad()
+        def evaluate(split_name: str = "test") -> float:
+            if split_name not in ("val", "test"):
+                raise ValueError(f"split must be 'val' or 'test', got {split_name!r}")
+            return float(model())
+
+        return Instance(model, lambda outputs, _targets: outputs, batches, evaluate)
+
+    return build
+
+
+# ------------------------------------------------------------------------- the suite
+TASKS: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    if task.name in TASKS:
+        raise ValueError(f"task {task.name!r} is registered twice")
+    TASKS[task.name] = task
+    return task
+
+
+def get(name: str) -> Task:
+    """The task called ``name``; ValueError naming it (and the known ones) if unknown."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; available: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def names(illustrative: bool | None = None) -> list[str]:
+    wanted = lambda t: illustrative is None or t.illustrative == illustrative
+    return [t.name for t in TASKS.values() if wanted(t)]
+
+
+register(Task(
+    "digits-mlp", "MLP 64-64-10 on scikit-learn's 8x8 digits (1,797 images)",
+    "test accuracy", 0.95, True, 8, _digits_mlp,
+))
+register(Task(
+    "digits-cnn", "2-layer CNN on scikit-learn's 8x8 digits",
+    "test accuracy", 0.90, True, 6, _digits_cnn,
+))
+register(Task(
+    "diabetes-mlp", "MLP 10-32-1 regression on scikit-learn's diabetes data (442 patients)",
+    "test R²", 0.40, True, 20, _diabetes_mlp,
+))
+register(Task(
+    "zen-char-gru", "character-level GRU on the Zen of Python and builtin docstrings",
+    "test bits/char", 3.3, False, 5, _zen_char,
+))
+for _name, _target in (("rosenbrock", 1e-2), ("beale", 1e-2), ("rastrigin", 1e-2)):
+    register(Task(
+        _name, f"{_name.capitalize()} function in 2-D, from {SURFACES[_name].start} "
+        "(illustrative: one point, no data)",
+        "f(x, y)", _target, False, 16, _surface_builder(_name), illustrative=True,
+    ))
