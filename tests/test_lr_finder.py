@@ -363,7 +363,6 @@ def test_cli_lr_find_against_the_task_interface(monkeypatch, tmp_path, capsys):
 
 
 def test_cli_lr_find_on_the_builtin_digits_task(tmp_path, capsys):
-    pytest.importorskip("optimkit.bench.tasks", reason="the built-in tasks are not merged yet")
     from optimkit.cli import main
 
     plot = tmp_path / "lr.png"
