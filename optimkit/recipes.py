@@ -113,6 +113,19 @@ class RMSprop(Optimizer):
     checks = (_nesterov_needs_momentum,)
 
 
+class MomentumSGD(Optimizer):
+    """SGD with heavy-ball momentum, momentum=0.9 by default: the notes' "SGD with Momentum".
+
+    ``optimkit.SGD`` with another default (torch's SGD has momentum=0); every keyword and
+    variant of ``SGD`` applies. Reproduces ``torch.optim.SGD(momentum=0.9)``.
+    """
+
+    parts = SGD.parts
+    hypers = {**SGD.hypers, "momentum": 0.9}
+    reference = "torch.optim.SGD(momentum=0.9)"
+    checks = SGD.checks
+
+
 _ADAM_PARTS = (
     weight_decay,
     step_stat,
@@ -575,3 +588,17 @@ class RangerLars(Lookahead):
 
 
 Over9000 = RangerLars
+
+
+class LookaheadSGD(Lookahead):
+    """Lookahead around momentum SGD, ``Lookahead(SGD(momentum=0.9), k=5, alpha=0.5)``: the
+    notes' "Lookahead" row (fast.ai's ``Lookahead(SGD(...))``), no new update math.
+
+    Lookahead's paper defaults (k=5, alpha=0.5) with the paper's timing (see
+    ``optimkit.Lookahead``); the inner optimizer is ``optimkit.SGD`` with lr=1e-3 and
+    momentum=0.9, and takes every other ``SGD`` keyword. To wrap any other optimizer, use
+    ``optimkit.Lookahead(optimizer, k, alpha)`` directly.
+    """
+
+    def __init__(self, params, lr=1e-3, k=5, alpha=0.5, momentum=0.9, **sgd_kwargs):
+        super().__init__(SGD(params, lr=lr, momentum=momentum, **sgd_kwargs), k=k, alpha=alpha)

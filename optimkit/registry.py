@@ -130,6 +130,17 @@ register(Entry(
     converge={"lr": 1e-3, "momentum": 0.9},
 ))
 register(Entry(
+    name="sgd-momentum",
+    factory=recipes.MomentumSGD,
+    reference=Reference(
+        "torch.optim:SGD", "torch.optim.SGD(momentum=0.9)", fixed={"momentum": 0.9},
+        state={"momentum_buffer": "momentum_buffer"},
+    ),
+    settings=({}, {"lr": 0.05, "nesterov": True, "weight_decay": 0.01}),
+    converge={"lr": 1e-3},
+    aliases=("sgd-with-momentum",),
+))
+register(Entry(
     name="adagrad",
     factory=recipes.Adagrad,
     year=2011,
@@ -453,4 +464,17 @@ register(Entry(
     aliases=("over9000",),
     # As for RAdam: the momentum-SGD warm-up steps overshoot on these surfaces.
     converge={"lr": 0.3, "degenerated_to_sgd": False},
+))
+register(Entry(
+    name="lookahead",
+    factory=recipes.LookaheadSGD,
+    year=2019,
+    paper="https://arxiv.org/abs/1907.08610",
+    reference=Reference(
+        "reference.lookahead:LookaheadSGD", "Lookahead paper Alg. 1 around torch.optim.SGD",
+        state={**_SGD_MOMENTUM, "slow_param": "slow_buffer", "lookahead_step": "la_step"},
+    ),
+    settings=({}, {"lr": 0.05, "k": 3, "alpha": 0.8, "weight_decay": 0.01}),
+    state_of=wrapped_state,
+    converge={"lr": 3e-3},
 ))
