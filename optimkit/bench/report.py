@@ -178,6 +178,9 @@ def leaderboard(summary: Summary) -> str:
         f"then {c.seeds} seeds at the best lr. Cells: mean ± 95 % CI over the seeds.", "",
         f"**Score**: {STAR_FORMULA}", "",
         f"_{CAVEAT}_", "",
+        "## The notes' table, Score filled", "",
+        fill_notes(NOTES_TABLE.read_text(encoding="utf-8"), summary).rstrip("\n"), "",
+        "## Every optimizer, task by task", "",
         "| " + " | ".join(head) + " |",
         "|:--|:--|:--|:--|--:|" + "--:|" * (len(real) + 3),
     ]
@@ -243,6 +246,10 @@ def illustrative(summary: Summary) -> list[str]:
 
 
 # ------------------------------------------------------------------ the notes' table
+# The table of the project's founding notes, whose Score column the bench fills.
+NOTES_TABLE = Path(__file__).with_name("notes_table.md")
+
+
 def _key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
@@ -255,6 +262,9 @@ def fill_notes(text: str, summary: Summary) -> str:
     formula is added under the table.
     """
     by_key = {_key(o): o for o in summary.config.optimizers}
+    by_key.update(
+        {_key(alias): o for o in summary.config.optimizers for alias in _aliases(o)}
+    )
     lines, score_col, in_table, done = text.splitlines(), None, False, False
     out = []
     for line in lines:
@@ -280,6 +290,13 @@ def fill_notes(text: str, summary: Summary) -> str:
     if score_col is None:
         raise ValueError("notes: no markdown table with a 'Score' column found")
     return "\n".join(out) + "\n"
+
+
+def _aliases(name: str) -> tuple[str, ...]:
+    try:
+        return registry.get(name).aliases
+    except ValueError:  # a database from a build that registered other names
+        return ()
 
 
 def _score_text(summary: Summary, name: str | None) -> str:
