@@ -1,6 +1,6 @@
 """optimkit: deep-learning optimizers built from stats and steppers over tensor lists."""
 
-from . import stats, steppers
+from . import schedules, stats, steppers
 from .core import Optimizer, Part, copy_of_param, full, stat, stepper, zeros
 from .groups import param_groups
 from .lookahead import Lookahead
@@ -8,8 +8,6 @@ from .recipes import (
     LAMB,
     LARC,
     LARS,
-    LookaheadSGD,
-    MomentumSGD,
     SGD,
     Adagrad,
     Adam,
@@ -18,6 +16,8 @@ from .recipes import (
     AMSGrad,
     DeepMemory,
     DiffGrad,
+    LookaheadSGD,
+    MomentumSGD,
     NovoGrad,
     Over9000,
     QHAdam,
@@ -28,49 +28,48 @@ from .recipes import (
     RMSprop,
 )
 from .registry import available, create
+from .schedules import OneCycle
+from .training import SelectiveBackprop, lr_find
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SGD",
-    "AMSGrad",
     "Adagrad",
     "Adam",
+    "AdaMod",
     "AdamW",
+    "AMSGrad",
+    "DeepMemory",
+    "DiffGrad",
+    "LAMB",
+    "LARC",
+    "LARS",
+    "Lookahead",
+    "LookaheadSGD",
+    "MomentumSGD",
+    "NovoGrad",
+    "OneCycle",
     "Optimizer",
+    "Over9000",
     "Part",
+    "QHAdam",
+    "RAdam",
+    "Ralamb",
+    "Ranger",
+    "RangerLars",
+    "RMSprop",
+    "SGD",
+    "SelectiveBackprop",
     "available",
     "copy_of_param",
     "create",
     "full",
-    "RAdam",
-    "RMSprop",
+    "lr_find",
+    "param_groups",
+    "schedules",
     "stat",
     "stats",
     "stepper",
     "steppers",
     "zeros",
-    "AdaMod",
-    "DeepMemory",
-    "DiffGrad",
-    "NovoGrad",
-    "QHAdam",
-    "LAMB",
-    "LARC",
-    "LARS",
-    "LookaheadSGD",
-    "MomentumSGD",
-    "Lookahead",
-    "Over9000",
-    "Ralamb",
-    "Ranger",
-    "RangerLars",
-    "param_groups",
 ]
-
-# Schedules, the LR range test and Selective-Backprop (issue 4).
-from . import schedules  # noqa: E402
-from .schedules import OneCycle  # noqa: E402
-from .training import SelectiveBackprop, lr_find  # noqa: E402
-
-__all__ += ["OneCycle", "SelectiveBackprop", "lr_find", "schedules"]

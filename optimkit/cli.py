@@ -11,14 +11,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 Handler = Callable[[argparse.Namespace], int]
-_COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler]] = []
+_COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], Handler]]] = []
 
 
 def add(name: str, help: str):
     """Register a sub-command: decorate ``configure(parser)`` returning the handler."""
 
     def wrap(configure: Callable[[argparse.ArgumentParser], Handler]):
-        _COMMANDS.append((name, help, configure, None))
+        _COMMANDS.append((name, help, configure))
         return configure
 
     return wrap
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"optimkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, help_text, configure, _ in _COMMANDS:
+    for name, help_text, configure in _COMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(handler=configure(p))
     return parser
