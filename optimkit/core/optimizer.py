@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from . import compiled, tensorlists
+from .flat import FlatStore
 from .parts import Init, Part
 from .tensorlists import Bucket
 
@@ -116,6 +118,20 @@ class Optimizer(torch.optim.Optimizer):
     NaN or inf gradients do not raise: like torch.optim, the step propagates them into the
     params and the state. Use ``torch.amp.GradScaler`` (which skips such steps) or clip the
     gradients. ``state_dict()`` warns when the state it returns holds NaN or inf.
+
+    Two opt-in speed modes, for every recipe (they run the same parts):
+
+    * ``compile=True``: the composed step of each bucket runs under ``torch.compile``;
+      ``lr``, ``betas`` and ``momentum`` are graph inputs, so schedules do not recompile
+      (see ``core/compiled.py``). Without a C++ compiler it warns and runs eagerly.
+    * ``flat=True``: each (device, dtype) bucket of params, grads and state lives in one
+      contiguous buffer, ``p.data`` and ``p.grad`` being views into it; a step is then a few
+      kernels over one tensor whatever the number of params (see ``core/flat.py``). Params
+      become contiguous. ``zero_grad()`` zeroes the grad buffer and keeps the views (it never
+      sets grads to None), so a param that got no gradient steps with a zero grad; a param
+      whose grad was set to None otherwise (``model.zero_grad()``) is skipped, as usual, by a
+      slower per-tensor step. ``state_dict()`` holds per-param copies in torch's format, so
+      flat and non-flat checkpoints interchange.
     """
 
     parts: ClassVar[tuple[Part, ...]] = ()
@@ -140,9 +156,14 @@ class Optimizer(torch.optim.Optimizer):
                 inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
                 for k, v in cls.hypers.items()
             ]
+            + [
+                inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=False)
+                for k in ("compile", "flat")
+            ]
         )
 
-    def __init__(self, params: Any, **hypers: Any) -> None:
+    def __init__(self, params: Any, *, compile: bool = False, flat: bool = False,
+                 **hypers: Any) -> None:
         cls = type(self)
         if not cls.parts:
             raise TypeError("optimkit.Optimizer is abstract: use a recipe such as optimkit.Adam")
@@ -151,6 +172,9 @@ class Optimizer(torch.optim.Optimizer):
                 raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
         defaults = {**cls.hypers, **hypers}
         validate_hypers(defaults, cls.checks)
+        self._flat = bool(flat)
+        self._stores: list[list[FlatStore]] = []
+        self._compile = bool(compile)
         super().__init__(_as_param_list(params), defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -160,6 +184,16 @@ class Optimizer(torch.optim.Optimizer):
         except ValueError:
             self.param_groups.pop()
             raise
+        if self._flat:
+            self._stores.append(self._make_stores(self.param_groups[-1]))
+
+    def _make_stores(self, group: Mapping[str, Any]) -> list[FlatStore]:
+        by_kind: dict[tuple, list[Tensor]] = {}
+        for p in group["params"]:
+            if p.is_complex() or p.is_sparse:
+                raise ValueError("flat=True needs dense real params; got a complex or sparse one")
+            by_kind.setdefault((p.device, p.dtype), []).append(p)
+        return [FlatStore(params) for params in by_kind.values()]
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
@@ -170,14 +204,51 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         # Collect first so that a bad gradient is refused before any param changes.
-        work = [(group, self._buckets(group)) for group in self.param_groups]
+        if self._flat:
+            work = list(zip(self.param_groups, self._stores, strict=True))
+        else:
+            work = [(group, self._buckets(group).values()) for group in self.param_groups]
         for group, buckets in work:
             parts = [part for part in type(self).parts if part.active(group)]
-            for bucket_params in buckets.values():
-                bucket = self._bucket(bucket_params, group, parts)
-                for part in parts:
-                    part(bucket, group)
+            for item in buckets:
+                if isinstance(item, FlatStore):
+                    self._step_store(item, group, parts)
+                else:
+                    self._run(self._bucket(item, group, parts), group, parts)
         return loss
+
+    def _step_store(self, store: FlatStore, group: Mapping[str, Any], parts: list[Part]) -> None:
+        names = list({name: None for part in parts for name in part.state})
+        flat = store.bucket(names) if store.grads_in_place() else None
+        if flat is not None:
+            tensorlists.FLAT_LAYOUT = (store.total, store.lengths)
+            try:
+                self._run(flat, group, parts)
+            finally:
+                tensorlists.FLAT_LAYOUT = None
+            return
+        params = [p for p in store.params if p.grad is not None]
+        if params:
+            self._run(self._bucket(params, group, parts), group, parts)
+            store.absorb(self.state, names)
+
+    def _run(self, bucket: Bucket, group: Mapping[str, Any], parts: list[Part]) -> None:
+        if self._compile and not any(bucket.created.values()):
+            if compiled.can_compile(bucket.device):
+                compiled.run_compiled(bucket, group, parts)
+                return
+            compiled.warn_eager("no C++ compiler found for inductor")
+            self._compile = False
+        for part in parts:
+            part(bucket, group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the grads; in flat mode the grad buffer is zeroed and the views kept."""
+        if not self._flat:
+            return super().zero_grad(set_to_none)
+        for stores in self._stores:
+            for store in stores:
+                store.zero_grad()
 
     def _buckets(self, group: Mapping[str, Any]) -> dict[tuple, list[Tensor]]:
         buckets: dict[tuple, list[Tensor]] = {}
@@ -219,6 +290,11 @@ class Optimizer(torch.optim.Optimizer):
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
+        if self._flat:  # per-param copies, not views that would carry the whole flat buffer
+            sd["state"] = {
+                index: {k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()}
+                for index, state in sd["state"].items()
+            }
         bad = [
             (index, name)
             for index, state in sd["state"].items()
@@ -244,6 +320,9 @@ class Optimizer(torch.optim.Optimizer):
                 (TORCH_STATE_NAMES.get(k, k) if k not in known else k): v for k, v in state.items()
             }
         super().load_state_dict({**state_dict, "state": renamed})
+        for stores in self._stores:
+            for store in stores:
+                store.readopt(self.state)
 
     def __repr__(self) -> str:
         head = super().__repr__()
