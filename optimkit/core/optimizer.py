@@ -175,6 +175,8 @@ class Optimizer(torch.optim.Optimizer):
         self._flat = bool(flat)
         self._stores: list[list[FlatStore]] = []
         self._compile = bool(compile)
+        # param group index -> the last step's buckets, reused while nothing changed
+        self._layout: dict[int, _Layout] = {}
         super().__init__(_as_param_list(params), defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -186,6 +188,7 @@ class Optimizer(torch.optim.Optimizer):
             raise
         if self._flat:
             self._stores.append(self._make_stores(self.param_groups[-1]))
+        self._layout.clear()
 
     def _make_stores(self, group: Mapping[str, Any]) -> list[FlatStore]:
         by_kind: dict[tuple, list[Tensor]] = {}
@@ -205,17 +208,44 @@ class Optimizer(torch.optim.Optimizer):
                 loss = closure()
         # Collect first so that a bad gradient is refused before any param changes.
         if self._flat:
-            work = list(zip(self.param_groups, self._stores, strict=True))
-        else:
-            work = [(group, self._buckets(group).values()) for group in self.param_groups]
-        for group, buckets in work:
-            parts = [part for part in type(self).parts if part.active(group)]
-            for item in buckets:
-                if isinstance(item, FlatStore):
-                    self._step_store(item, group, parts)
-                else:
-                    self._run(self._bucket(item, group, parts), group, parts)
+            for group, stores in zip(self.param_groups, self._stores, strict=True):
+                parts = self._active_parts(group)
+                for store in stores:
+                    self._step_store(store, group, parts)
+            return loss
+        work = []
+        for index, group in enumerate(self.param_groups):
+            parts = self._active_parts(group)
+            work.append((group, parts, self._group_buckets(index, group, parts)))
+        for group, parts, buckets in work:
+            for bucket in buckets:
+                self._run(bucket, group, parts)
         return loss
+
+    def _active_parts(self, group: Mapping[str, Any]) -> list[Part]:
+        return [part for part in type(self).parts if part.active(group)]
+
+    def _group_buckets(self, index: int, group: Mapping[str, Any], parts: list[Part]) -> list:
+        """This step's buckets of ``group``; last step's lists are reused when the same params
+        have grads and the same state is in use (saves the per-tensor Python work)."""
+        params = group["params"]
+        grads = [p.grad for p in params]
+        mask = [g is not None for g in grads]
+        names = tuple({name: None for part in parts for name in part.state})
+        layout = self._layout.get(index)
+        if layout is not None and layout.matches(params, mask, names):
+            if any(g.is_sparse for g in grads if g is not None):
+                self._buckets(group)  # raises the usual error
+            return [
+                Bucket(b.params, [p.grad for p in b.params], dict(b.state), {})
+                for b in layout.buckets
+            ]
+        buckets = [self._bucket(ps, group, parts) for ps in self._buckets(group).values()]
+        if not any(created for b in buckets for created in b.created.values()):
+            self._layout[index] = _Layout(params, mask, names, buckets)
+        else:
+            self._layout.pop(index, None)
+        return buckets
 
     def _step_store(self, store: FlatStore, group: Mapping[str, Any], parts: list[Part]) -> None:
         names = list({name: None for part in parts for name in part.state})
@@ -320,6 +350,7 @@ class Optimizer(torch.optim.Optimizer):
                 (TORCH_STATE_NAMES.get(k, k) if k not in known else k): v for k, v in state.items()
             }
         super().load_state_dict({**state_dict, "state": renamed})
+        self._layout.clear()
         for stores in self._stores:
             for store in stores:
                 store.readopt(self.state)
@@ -328,6 +359,22 @@ class Optimizer(torch.optim.Optimizer):
         head = super().__repr__()
         recipe = " -> ".join(part.name for part in type(self).parts)
         return f"{head}\nRecipe: {recipe}"
+
+
+class _Layout:
+    """The buckets of one param group at one step, with what they depend on."""
+
+    __slots__ = ("params", "mask", "names", "buckets")
+
+    def __init__(self, params: list, mask: list[bool], names: tuple, buckets: list[Bucket]):
+        self.params = params
+        self.mask = mask
+        self.names = names
+        # copies of the lists: a part may rebind bucket.state[name] during its step
+        self.buckets = [Bucket(b.params, b.grads, dict(b.state), {}) for b in buckets]
+
+    def matches(self, params: list, mask: list[bool], names: tuple) -> bool:
+        return params is self.params and names == self.names and mask == self.mask
 
 
 def _collect_state(parts: Iterable[Part], owner: str) -> dict[str, Init]:
