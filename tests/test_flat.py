@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
@@ -133,3 +134,25 @@ def test_norms_are_segmented_on_the_flat_layout():
 def test_flat_refuses_complex_params():
     with pytest.raises(ValueError, match="flat=True"):
         optimkit.Adam([torch.zeros(2, dtype=torch.complex64, requires_grad=True)], flat=True)
+
+
+def test_eager_reuses_bucket_lists_only_while_valid():
+    # The eager step caches its bucket lists; load_state_dict and grad changes must refresh them.
+    start = make_params(torch.float64)
+    params, ref_params = clone_params(start), clone_params(start)
+    opt = optimkit.Adam(params, lr=0.1)
+    ref = optimkit.Adam(ref_params, lr=0.1)
+    run(opt, params, 3)
+    run(ref, ref_params, 3)
+    saved = copy.deepcopy(opt.state_dict())  # torch returns live tensors
+    saved_params = [p.detach().clone() for p in params]
+    run(opt, params, 3, start=3)  # moves on, with cached lists
+    opt.load_state_dict(saved)  # replaces every state tensor
+    with torch.no_grad():
+        for p, s in zip(params, saved_params, strict=True):
+            p.copy_(s)
+    skip = lambda step, i: i == 2 and step == 4
+    run(opt, params, 3, start=3, skip=skip)
+    run(ref, ref_params, 3, start=3, skip=skip)
+    for p, q in zip(params, ref_params, strict=True):
+        torch.testing.assert_close(p, q)
