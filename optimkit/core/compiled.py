@@ -74,8 +74,21 @@ def _traced_step(parts, flat, params, grads, state, tensors, constants):
 _compiled_step = torch.compile(_traced_step, dynamic=False)
 
 
+# Above this many tensors in a per-tensor bucket, compiling takes minutes: say so once.
+MANY_TENSORS = 256
+_warned_many = False
+
+
 def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence) -> None:
     """Run ``parts`` on ``bucket`` through the compiled step."""
+    global _warned_many
+    if len(bucket) > MANY_TENSORS and not _warned_many:
+        _warned_many = True
+        warnings.warn(
+            f"compile=True over {len(bucket)} separate tensors unrolls the step per tensor and "
+            "takes minutes to compile; pass flat=True as well to compile one flat step",
+            RuntimeWarning, stacklevel=3,
+        )
     names = [name for part in parts for name in part.hypers]
     tensors = hyper_tensors(group, names)
     constants = {name: group[name] for name in names if name not in tensors}
