@@ -2,6 +2,7 @@
 
 from . import stats, steppers
 from .core import Optimizer, Part, stat, stepper
+from .core.optimizer import accelerate
 from .recipes import SGD, Adagrad, Adam, AdamW, AMSGrad, RAdam, RMSprop
 
 __version__ = "0.1.0"
@@ -20,4 +21,5 @@ __all__ = [
     "stats",
     "stepper",
     "steppers",
+    "accelerate",
 ]

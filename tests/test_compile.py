@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import clone_params, entry_ids, make_params, run
+from helpers import build_fast, clone_params, entry_ids, make_params, run
 from torch._dynamo.utils import counters
 
 import optimkit
@@ -36,8 +36,8 @@ def test_compiled_matches_eager(entry):
     start = make_params(torch.float32)
     eager_params, compiled_params = clone_params(start), clone_params(start)
     kwargs = {**entry.pinned, **entry.converge}
-    eager = entry.factory(eager_params, flat=True, **kwargs)
-    fast = entry.factory(compiled_params, flat=True, compile=True, **kwargs)
+    eager = build_fast(entry, eager_params, flat=True, **kwargs)
+    fast = build_fast(entry, compiled_params, flat=True, compile=True, **kwargs)
     run(eager, eager_params, 6)
     run(fast, compiled_params, 6)
     assert _graphs() >= 1, "the step never went through torch.compile"

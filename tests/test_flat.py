@@ -7,7 +7,7 @@ import io
 
 import pytest
 import torch
-from helpers import clone_params, entry_ids, make_params, run
+from helpers import build_fast, clone_params, entry_ids, make_params, run
 
 import optimkit
 import optimkit.registry as registry
@@ -20,7 +20,7 @@ def _flat_pair(entry, **kwargs):
     start = make_params(torch.float64)
     plain, flat = clone_params(start), clone_params(start)
     kwargs = {**entry.pinned, **entry.converge, **kwargs}
-    return plain, entry.factory(plain, **kwargs), flat, entry.factory(flat, flat=True, **kwargs)
+    return plain, entry.factory(plain, **kwargs), flat, build_fast(entry, flat, flat=True, **kwargs)
 
 
 def _assert_same(entry, ours, theirs, opt_a, opt_b):
@@ -156,3 +156,27 @@ def test_eager_reuses_bucket_lists_only_while_valid():
     run(ref, ref_params, 3, start=3, skip=skip)
     for p, q in zip(params, ref_params, strict=True):
         torch.testing.assert_close(p, q)
+
+
+def test_accelerate_reaches_the_optimizer_inside_a_wrapper():
+    class Wrapper:  # the shape of Lookahead: the inner optimizer under .optimizer
+        def __init__(self, optimizer):
+            self.optimizer = optimizer
+
+    start = make_params(torch.float64)
+    plain, flat = clone_params(start), clone_params(start)
+    reference = optimkit.RAdam(plain, lr=0.1)
+    run(reference, plain, 3)
+    inner = optimkit.RAdam(flat, lr=0.1)
+    run(inner, flat, 3)  # turned on mid-training: the existing state moves into the buffers
+    assert optimkit.accelerate(Wrapper(inner), flat=True).optimizer is inner
+    run(reference, plain, 4, start=3)
+    run(inner, flat, 4, start=3)
+    (store,) = inner._stores[0]
+    assert set(store.state) == {"step", "grad_avg", "sqr_avg"}
+    for p, q in zip(plain, flat, strict=True):
+        torch.testing.assert_close(p, q)
+    with pytest.raises(ValueError, match="optimizer"):
+        optimkit.accelerate(Wrapper(torch.optim.SGD(plain)), flat=True)
+    with pytest.raises(ValueError, match="flat"):
+        inner.set_speed(flat=False)

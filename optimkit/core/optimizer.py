@@ -190,6 +190,23 @@ class Optimizer(torch.optim.Optimizer):
             self._stores.append(self._make_stores(self.param_groups[-1]))
         self._layout.clear()
 
+    def set_speed(self, *, compile: bool | None = None, flat: bool | None = None) -> None:
+        """Switch the speed modes after construction (``None`` leaves a mode as it is).
+
+        Flat mode, once on, stays on: its params already live in the flat buffers.
+        """
+        if flat is not None and bool(flat) != self._flat:
+            if not flat:
+                raise ValueError("flat: flat mode cannot be turned off once it is on")
+            self._flat = True
+            self._stores = [self._make_stores(group) for group in self.param_groups]
+            for stores in self._stores:
+                for store in stores:
+                    store.absorb(self.state, list(type(self).state_inits))
+        if compile is not None:
+            self._compile = bool(compile)
+        self._layout.clear()
+
     def _make_stores(self, group: Mapping[str, Any]) -> list[FlatStore]:
         by_kind: dict[tuple, list[Tensor]] = {}
         for p in group["params"]:
@@ -396,3 +413,38 @@ def _collect_hypers(parts: Iterable[Part], owner: str) -> dict[str, Any]:
         for name, default in part.hypers.items():
             hypers.setdefault(name, default)
     return hypers
+
+
+# Attributes under which wrappers (Lookahead and the like) keep the optimizer they wrap.
+INNER_OPTIMIZER_ATTRS = ("optimizer", "base_optimizer", "inner", "_optimizer")
+
+
+def accelerate(optimizer: Any, *, compile: bool | None = None, flat: bool | None = None) -> Any:
+    """Turn on ``compile`` / ``flat`` for an optimkit optimizer or the one a wrapper holds.
+
+    ``optimkit.accelerate(Lookahead(RAdam(params)), compile=True, flat=True)`` reaches the
+    inner RAdam through the wrapper's ``optimizer`` attribute (see ``INNER_OPTIMIZER_ATTRS``);
+    the wrapper's own work (Lookahead's interpolation every k steps) stays eager.
+    Returns ``optimizer``.
+    """
+    found = []
+    pending, seen = [optimizer], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, Optimizer):
+            current.set_speed(compile=compile, flat=flat)
+            found.append(current)
+            continue
+        for attr in INNER_OPTIMIZER_ATTRS:
+            inner = getattr(current, attr, None)
+            if isinstance(inner, torch.optim.Optimizer):
+                pending.append(inner)
+    if not found:
+        raise ValueError(
+            f"optimizer: no optimkit optimizer found in {type(optimizer).__name__} "
+            f"(looked under {', '.join(INNER_OPTIMIZER_ATTRS)})"
+        )
+    return optimizer
