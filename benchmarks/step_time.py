@@ -308,6 +308,9 @@ def parse(argv=None):
     parser.add_argument("--no-peers", action="store_true", help="skip the peer libraries")
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch.set_num_threads (0: torch's default); 1 is steadier on a "
+                        "loaded shared machine, where OpenMP threads wait on each other")
     parser.add_argument("--json", default="benchmarks/step_time.json")
     args = parser.parse_args(argv)
     if args.optimizers is None:
@@ -321,9 +324,12 @@ def parse(argv=None):
 
 def main(argv=None):
     args = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     results = run(args)
     print(markdown(results))
-    Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=1))
+    meta = {"argv": sys.argv[1:], "threads": torch.get_num_threads(), "torch": torch.__version__}
+    Path(args.json).write_text(json.dumps({**meta, "results": results}, indent=1))
 
 
 if __name__ == "__main__":
