@@ -92,7 +92,9 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence) -> N
     names = [name for part in parts for name in part.hypers]
     tensors = hyper_tensors(group, names)
     constants = {name: group[name] for name in names if name not in tensors}
-    with torch._dynamo.config.patch(capture_scalar_outputs=True):
+    # one cache entry per bucket shape and recipe: many optimizers in one process must not
+    # fall back to eager silently at dynamo's default limit of 8
+    with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=256):
         _compiled_step(
             tuple(parts), isinstance(bucket, FlatBucket), bucket.params, bucket.grads,
             bucket.state, tensors, constants,
