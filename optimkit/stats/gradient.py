@@ -64,4 +64,7 @@ def rms_normalize(b, eps, centered):
     else:
         avg = torch._foreach_sqrt(b.state["sqr_avg"])
     torch._foreach_add_(avg, eps)
-    b.grads = torch._foreach_div(b.grads, avg)
+    # grad / avg written into avg: one param-sized temporary per step, not two
+    torch._foreach_reciprocal_(avg)
+    torch._foreach_mul_(avg, b.grads)
+    b.grads = avg

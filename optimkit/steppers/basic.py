@@ -38,5 +38,5 @@ def adagrad_step(b, lr, lr_decay, eps):
     minus_lr = -lr / (1 + (b.steps - 1) * lr_decay)
     std = torch._foreach_sqrt(b.state["sqr_sum"])
     torch._foreach_add_(std, eps)
-    numerator = torch._foreach_mul(b.grads, scalars(minus_lr))
-    torch._foreach_addcdiv_(b.params, numerator, std)
+    # the per-tensor step size rides on addcdiv: no param-sized numerator is allocated
+    torch._foreach_addcdiv_(b.params, b.grads, std, scalars(minus_lr))
