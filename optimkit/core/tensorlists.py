@@ -84,6 +84,10 @@ def scalars(values: Tensor | float) -> list[float] | float:
     """
     if isinstance(values, Tensor) and values.dim() == 1:
         if torch.compiler.is_compiling():
+            if values.numel() == 1:
+                # one number (a flat bucket): the ops' Scalar overloads, which inductor fuses;
+                # it leaves ScalarList ops of traced values as separate, unfused kernels
+                return values[0].item()
             return [v.item() for v in values.unbind()]
         return values.tolist()
     return values
