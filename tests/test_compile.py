@@ -9,7 +9,8 @@ from torch._dynamo.utils import counters
 
 import optimkit
 import optimkit.registry as registry
-from optimkit.core import compiled
+from optimkit.core import compiled, stepper
+from optimkit.core.tensorlists import norms
 
 ENTRIES = registry.entries()
 needs_compiler = pytest.mark.skipif(
@@ -116,3 +117,34 @@ def test_options_are_in_the_signature():
     sig = inspect.signature(optimkit.Adam)
     assert sig.parameters["compile"].default is False
     assert sig.parameters["flat"].default is False
+
+
+@stepper(lr=1e-3, eps=1e-8)
+def _trust_ratio_sgd(b, lr, eps):
+    """A layer-wise step as the trust-ratio optimizers write it: per-tensor norms, torch.where."""
+    w_norms, g_norms = norms(b.params), norms(b.grads)
+    ratios = [
+        torch.where((w > 0) & (g > 0), w / (g + eps), torch.ones_like(w))
+        for w, g in zip(w_norms, g_norms, strict=True)
+    ]
+    torch._foreach_add_(b.params, torch._foreach_mul(b.grads, ratios), alpha=-lr)
+
+
+class _TrustSGD(optimkit.Optimizer):
+    parts = (_trust_ratio_sgd,)
+    hypers = dict(lr=0.05, eps=1e-8)
+    reference = "a layer-wise test recipe"
+
+
+@pytest.mark.parametrize("options", [
+    dict(flat=True),
+    pytest.param(dict(flat=True, compile=True), marks=needs_compiler),
+], ids=["flat", "flat+compile"])
+def test_layerwise_norms_work_on_the_flat_layout(options):
+    start = make_params(torch.float32, zero_last=False)
+    plain, fast = clone_params(start), clone_params(start)
+    reference, opt = _TrustSGD(plain), _TrustSGD(fast, **options)
+    run(reference, plain, 5)
+    run(opt, fast, 5)
+    for p, q in zip(plain, fast, strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
