@@ -53,7 +53,8 @@ def test_per_tensor_compiled_step_matches_eager():
     start = make_params(torch.float32)
     eager_params, compiled_params = clone_params(start), clone_params(start)
     eager = optimkit.RAdam(eager_params, lr=1e-2, weight_decay=0.1)
-    fast = optimkit.RAdam(compiled_params, lr=1e-2, weight_decay=0.1, compile=True)
+    fast = optimkit.RAdam(compiled_params, lr=1e-2, weight_decay=0.1, compile=True, flat=False)
+    assert not fast._stores
     skip = lambda step, i: i == 1 and step % 4 == 2
     run(eager, eager_params, 8, skip=skip)
     run(fast, compiled_params, 8, skip=skip)
@@ -75,7 +76,7 @@ def _lambda(opt):
     [
         (lambda p: optimkit.Adam(p, flat=True, compile=True), _one_cycle),  # lr and betas[0]
         (lambda p: optimkit.SGD(p, momentum=0.9, flat=True, compile=True), _one_cycle),
-        (lambda p: optimkit.Adam(p, compile=True), _lambda),  # per tensor, per-tensor steps
+        (lambda p: optimkit.Adam(p, compile=True, flat=False), _lambda),  # per-tensor steps
     ],
     ids=["adam-onecycle", "sgd-onecycle-momentum", "adam-lambda-per-tensor"],
 )
@@ -116,7 +117,10 @@ def test_options_are_in_the_signature():
 
     sig = inspect.signature(optimkit.Adam)
     assert sig.parameters["compile"].default is False
-    assert sig.parameters["flat"].default is False
+    assert sig.parameters["flat"].default is None  # None: on with compile, else off
+    params = clone_params(make_params(torch.float32))
+    assert len(optimkit.Adam(params, compile=True)._stores) == 1
+    assert not optimkit.Adam(clone_params(make_params(torch.float32)))._stores
 
 
 @stepper(lr=1e-3, eps=1e-8)

@@ -14,8 +14,9 @@ A step that creates state (a param's first step) runs eagerly, so the compiled g
 sees ``bucket.created``; the first compiled step is the second step.
 
 Without a C++ compiler (needed by inductor on the CPU) the optimizer warns and runs eagerly.
-Over a list of N tensors dynamo unrolls the step per tensor and compile time grows with N;
-with ``flat=True`` the bucket is one tensor and the step compiles once, in seconds.
+Over a list of N tensors (``flat=False``) dynamo unrolls the step per tensor, compile time grows
+with N and per-tensor scalars become unfused ScalarList ops; so ``compile=True`` turns flat mode
+on by default, where the bucket is one tensor and the step compiles once, in seconds.
 """
 
 from __future__ import annotations

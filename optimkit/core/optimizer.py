@@ -123,7 +123,9 @@ class Optimizer(torch.optim.Optimizer):
 
     * ``compile=True``: the composed step of each bucket runs under ``torch.compile``;
       ``lr``, ``betas`` and ``momentum`` are graph inputs, so schedules do not recompile
-      (see ``core/compiled.py``). Without a C++ compiler it warns and runs eagerly.
+      (see ``core/compiled.py``). Without a C++ compiler it warns and runs eagerly. It turns
+      flat mode on unless ``flat=False`` is given: over separate tensors the compiled step
+      unrolls per tensor, compiles for minutes and runs no faster than eager.
     * ``flat=True``: each (device, dtype) bucket of params, grads and state lives in one
       contiguous buffer, ``p.data`` and ``p.grad`` being views into it; a step is then a few
       kernels over one tensor whatever the number of params (see ``core/flat.py``). Params
@@ -157,12 +159,12 @@ class Optimizer(torch.optim.Optimizer):
                 for k, v in cls.hypers.items()
             ]
             + [
-                inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=False)
-                for k in ("compile", "flat")
+                inspect.Parameter("compile", inspect.Parameter.KEYWORD_ONLY, default=False),
+                inspect.Parameter("flat", inspect.Parameter.KEYWORD_ONLY, default=None),
             ]
         )
 
-    def __init__(self, params: Any, *, compile: bool = False, flat: bool = False,
+    def __init__(self, params: Any, *, compile: bool = False, flat: bool | None = None,
                  **hypers: Any) -> None:
         cls = type(self)
         if not cls.parts:
@@ -172,7 +174,9 @@ class Optimizer(torch.optim.Optimizer):
                 raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
         defaults = {**cls.hypers, **hypers}
         validate_hypers(defaults, cls.checks)
-        self._flat = bool(flat)
+        # compile=True implies flat unless flat=False: a compiled step over separate tensors
+        # unrolls per tensor (W1 Adam: 2 minutes to compile, and no faster than eager)
+        self._flat = bool(compile) if flat is None else bool(flat)
         self._stores: list[list[FlatStore]] = []
         self._compile = bool(compile)
         # param group index -> the last step's buckets, reused while nothing changed
@@ -194,7 +198,10 @@ class Optimizer(torch.optim.Optimizer):
         """Switch the speed modes after construction (``None`` leaves a mode as it is).
 
         Flat mode, once on, stays on: its params already live in the flat buffers.
+        ``compile=True`` with ``flat=None`` turns flat mode on too, as in the constructor.
         """
+        if compile and flat is None:
+            flat = True
         if flat is not None and bool(flat) != self._flat:
             if not flat:
                 raise ValueError("flat: flat mode cannot be turned off once it is on")
