@@ -30,6 +30,7 @@ from .recipes import (
 from .registry import available, create
 from .schedules import OneCycle
 from .training import SelectiveBackprop, lr_find
+from .core.optimizer import accelerate
 
 __version__ = "0.1.0"
 
@@ -72,4 +73,5 @@ __all__ = [
     "stepper",
     "steppers",
     "zeros",
+    "accelerate",
 ]

@@ -59,3 +59,24 @@ def parity_cases():
         for i, setting in enumerate(entry.settings):
             cases.append((entry, dict(setting), f"{entry.name}-{i}"))
     return cases
+
+
+def build_fast(entry, params, **options):
+    """Build ``entry``'s optimizer with speed options (``compile``, ``flat``) and ``kwargs``.
+
+    A factory that does not take the options (a wrapper such as Lookahead) gets them through
+    ``optimkit.accelerate``, which reaches the optimkit optimizer inside.
+    """
+    import inspect
+
+    import optimkit
+
+    kwargs = {k: v for k, v in options.items() if k not in ("compile", "flat")}
+    speed = {k: v for k, v in options.items() if k in ("compile", "flat")}
+    try:
+        takes = set(inspect.signature(entry.factory).parameters)
+    except (TypeError, ValueError):
+        takes = set()
+    if set(speed) <= takes:
+        return entry.factory(params, **kwargs, **speed)
+    return optimkit.accelerate(entry.factory(params, **kwargs), **speed)

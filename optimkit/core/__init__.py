@@ -1,4 +1,4 @@
-from .optimizer import Optimizer, validate_hypers
+from .optimizer import Optimizer, accelerate, validate_hypers
 from .parts import Part, copy_of_param, full, stat, step_counter, stepper, zero_scalar, zeros
 from .tensorlists import Bucket, norms, scalars
 
@@ -6,6 +6,7 @@ __all__ = [
     "Bucket",
     "Optimizer",
     "Part",
+    "accelerate",
     "copy_of_param",
     "full",
     "norms",

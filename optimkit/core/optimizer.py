@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from . import compiled, tensorlists
+from .flat import FlatStore
 from .parts import Init, Part
 from .tensorlists import Bucket
 
@@ -126,6 +128,22 @@ class Optimizer(torch.optim.Optimizer):
     NaN or inf gradients do not raise: like torch.optim, the step propagates them into the
     params and the state. Use ``torch.amp.GradScaler`` (which skips such steps) or clip the
     gradients. ``state_dict()`` warns when the state it returns holds NaN or inf.
+
+    Two opt-in speed modes, for every recipe (they run the same parts):
+
+    * ``compile=True``: the composed step of each bucket runs under ``torch.compile``;
+      ``lr``, ``betas`` and ``momentum`` are graph inputs, so schedules do not recompile
+      (see ``core/compiled.py``). Without a C++ compiler it warns and runs eagerly. It turns
+      flat mode on unless ``flat=False`` is given: over separate tensors the compiled step
+      unrolls per tensor, compiles for minutes and runs no faster than eager.
+    * ``flat=True``: each (device, dtype) bucket of params, grads and state lives in one
+      contiguous buffer, ``p.data`` and ``p.grad`` being views into it; a step is then a few
+      kernels over one tensor whatever the number of params (see ``core/flat.py``). Params
+      become contiguous. ``zero_grad()`` zeroes the grad buffer and keeps the views (it never
+      sets grads to None), so a param that got no gradient steps with a zero grad; a param
+      whose grad was set to None otherwise (``model.zero_grad()``) is skipped, as usual, by a
+      slower per-tensor step. ``state_dict()`` holds per-param copies in torch's format, so
+      flat and non-flat checkpoints interchange.
     """
 
     parts: ClassVar[tuple[Part, ...]] = ()
@@ -150,9 +168,14 @@ class Optimizer(torch.optim.Optimizer):
                 inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
                 for k, v in cls.hypers.items()
             ]
+            + [
+                inspect.Parameter("compile", inspect.Parameter.KEYWORD_ONLY, default=False),
+                inspect.Parameter("flat", inspect.Parameter.KEYWORD_ONLY, default=None),
+            ]
         )
 
-    def __init__(self, params: Any, **hypers: Any) -> None:
+    def __init__(self, params: Any, *, compile: bool = False, flat: bool | None = None,
+                 **hypers: Any) -> None:
         cls = type(self)
         if not cls.parts:
             raise TypeError("optimkit.Optimizer is abstract: use a recipe such as optimkit.Adam")
@@ -161,6 +184,13 @@ class Optimizer(torch.optim.Optimizer):
                 raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
         defaults = {**cls.hypers, **hypers}
         validate_hypers(defaults, cls.checks)
+        # compile=True implies flat unless flat=False: a compiled step over separate tensors
+        # unrolls per tensor (W1 Adam: 2 minutes to compile, and no faster than eager)
+        self._flat = bool(compile) if flat is None else bool(flat)
+        self._stores: list[list[FlatStore]] = []
+        self._compile = bool(compile)
+        # param group index -> the last step's buckets, reused while nothing changed
+        self._layout: dict[int, _Layout] = {}
         super().__init__(_as_param_list(params), defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -170,6 +200,37 @@ class Optimizer(torch.optim.Optimizer):
         except ValueError:
             self.param_groups.pop()
             raise
+        if self._flat:
+            self._stores.append(self._make_stores(self.param_groups[-1]))
+        self._layout.clear()
+
+    def set_speed(self, *, compile: bool | None = None, flat: bool | None = None) -> None:
+        """Switch the speed modes after construction (``None`` leaves a mode as it is).
+
+        Flat mode, once on, stays on: its params already live in the flat buffers.
+        ``compile=True`` with ``flat=None`` turns flat mode on too, as in the constructor.
+        """
+        if compile and flat is None:
+            flat = True
+        if flat is not None and bool(flat) != self._flat:
+            if not flat:
+                raise ValueError("flat: flat mode cannot be turned off once it is on")
+            self._flat = True
+            self._stores = [self._make_stores(group) for group in self.param_groups]
+            for stores in self._stores:
+                for store in stores:
+                    store.absorb(self.state, list(type(self).state_inits))
+        if compile is not None:
+            self._compile = bool(compile)
+        self._layout.clear()
+
+    def _make_stores(self, group: Mapping[str, Any]) -> list[FlatStore]:
+        by_kind: dict[tuple, list[Tensor]] = {}
+        for p in group["params"]:
+            if p.is_complex() or p.is_sparse:
+                raise ValueError("flat=True needs dense real params; got a complex or sparse one")
+            by_kind.setdefault((p.device, p.dtype), []).append(p)
+        return [FlatStore(params) for params in by_kind.values()]
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
@@ -180,14 +241,78 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         # Collect first so that a bad gradient is refused before any param changes.
-        work = [(group, self._buckets(group)) for group in self.param_groups]
-        for group, buckets in work:
-            parts = [part for part in type(self).parts if part.active(group)]
-            for bucket_params in buckets.values():
-                bucket = self._bucket(bucket_params, group, parts)
-                for part in parts:
-                    part(bucket, group)
+        if self._flat:
+            for group, stores in zip(self.param_groups, self._stores, strict=True):
+                parts = self._active_parts(group)
+                for store in stores:
+                    self._step_store(store, group, parts)
+            return loss
+        work = []
+        for index, group in enumerate(self.param_groups):
+            parts = self._active_parts(group)
+            work.append((group, parts, self._group_buckets(index, group, parts)))
+        for group, parts, buckets in work:
+            for bucket in buckets:
+                self._run(bucket, group, parts)
         return loss
+
+    def _active_parts(self, group: Mapping[str, Any]) -> list[Part]:
+        return [part for part in type(self).parts if part.active(group)]
+
+    def _group_buckets(self, index: int, group: Mapping[str, Any], parts: list[Part]) -> list:
+        """This step's buckets of ``group``; last step's lists are reused when the same params
+        have grads and the same state is in use (saves the per-tensor Python work)."""
+        params = group["params"]
+        grads = [p.grad for p in params]
+        mask = [g is not None for g in grads]
+        names = tuple({name: None for part in parts for name in part.state})
+        layout = self._layout.get(index)
+        if layout is not None and layout.matches(params, mask, names):
+            if any(g.is_sparse for g in grads if g is not None):
+                self._buckets(group)  # raises the usual error
+            return [
+                Bucket(b.params, [p.grad for p in b.params], dict(b.state), {})
+                for b in layout.buckets
+            ]
+        buckets = [self._bucket(ps, group, parts) for ps in self._buckets(group).values()]
+        if not any(created for b in buckets for created in b.created.values()):
+            self._layout[index] = _Layout(params, mask, names, buckets)
+        else:
+            self._layout.pop(index, None)
+        return buckets
+
+    def _step_store(self, store: FlatStore, group: Mapping[str, Any], parts: list[Part]) -> None:
+        names = list({name: None for part in parts for name in part.state})
+        flat = store.bucket(names) if store.grads_in_place() else None
+        if flat is not None:
+            tensorlists.FLAT_LAYOUT = (store.total, store.lengths)
+            try:
+                self._run(flat, group, parts)
+            finally:
+                tensorlists.FLAT_LAYOUT = None
+            return
+        params = [p for p in store.params if p.grad is not None]
+        if params:
+            self._run(self._bucket(params, group, parts), group, parts)
+            store.absorb(self.state, names)
+
+    def _run(self, bucket: Bucket, group: Mapping[str, Any], parts: list[Part]) -> None:
+        if self._compile and not any(bucket.created.values()):
+            if compiled.can_compile(bucket.device):
+                compiled.run_compiled(bucket, group, parts)
+                return
+            compiled.warn_eager("no C++ compiler found for inductor")
+            self._compile = False
+        for part in parts:
+            part(bucket, group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the grads; in flat mode the grad buffer is zeroed and the views kept."""
+        if not self._flat:
+            return super().zero_grad(set_to_none)
+        for stores in self._stores:
+            for store in stores:
+                store.zero_grad()
 
     def _buckets(self, group: Mapping[str, Any]) -> dict[tuple, list[Tensor]]:
         buckets: dict[tuple, list[Tensor]] = {}
@@ -229,6 +354,11 @@ class Optimizer(torch.optim.Optimizer):
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
+        if self._flat:  # per-param copies, not views that would carry the whole flat buffer
+            sd["state"] = {
+                index: {k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()}
+                for index, state in sd["state"].items()
+            }
         bad = [
             (index, name)
             for index, state in sd["state"].items()
@@ -254,11 +384,31 @@ class Optimizer(torch.optim.Optimizer):
                 (TORCH_STATE_NAMES.get(k, k) if k not in known else k): v for k, v in state.items()
             }
         super().load_state_dict({**state_dict, "state": renamed})
+        self._layout.clear()
+        for stores in self._stores:
+            for store in stores:
+                store.readopt(self.state)
 
     def __repr__(self) -> str:
         head = super().__repr__()
         recipe = " -> ".join(part.name for part in type(self).parts)
         return f"{head}\nRecipe: {recipe}"
+
+
+class _Layout:
+    """The buckets of one param group at one step, with what they depend on."""
+
+    __slots__ = ("params", "mask", "names", "buckets")
+
+    def __init__(self, params: list, mask: list[bool], names: tuple, buckets: list[Bucket]):
+        self.params = params
+        self.mask = mask
+        self.names = names
+        # copies of the lists: a part may rebind bucket.state[name] during its step
+        self.buckets = [Bucket(b.params, b.grads, dict(b.state), {}) for b in buckets]
+
+    def matches(self, params: list, mask: list[bool], names: tuple) -> bool:
+        return params is self.params and names == self.names and mask == self.mask
 
 
 def _collect_state(parts: Iterable[Part], owner: str) -> dict[str, Init]:
@@ -284,3 +434,37 @@ def _collect_hypers(parts: Iterable[Part], owner: str) -> dict[str, Any]:
 # Layer-wise trust ratios (LARS, LARC, LAMB, Ralamb).
 HYPER_CHECKS["trust_coefficient"] = _nonnegative
 HYPER_CHECKS["clamp_value"] = _nonnegative
+
+# Attributes under which wrappers (Lookahead and the like) keep the optimizer they wrap.
+INNER_OPTIMIZER_ATTRS = ("optimizer", "base_optimizer", "inner", "_optimizer")
+
+
+def accelerate(optimizer: Any, *, compile: bool | None = None, flat: bool | None = None) -> Any:
+    """Turn on ``compile`` / ``flat`` for an optimkit optimizer or the one a wrapper holds.
+
+    ``optimkit.accelerate(Lookahead(RAdam(params)), compile=True, flat=True)`` reaches the
+    inner RAdam through the wrapper's ``optimizer`` attribute (see ``INNER_OPTIMIZER_ATTRS``);
+    the wrapper's own work (Lookahead's interpolation every k steps) stays eager.
+    Returns ``optimizer``.
+    """
+    found = []
+    pending, seen = [optimizer], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, Optimizer):
+            current.set_speed(compile=compile, flat=flat)
+            found.append(current)
+            continue
+        for attr in INNER_OPTIMIZER_ATTRS:
+            inner = getattr(current, attr, None)
+            if isinstance(inner, torch.optim.Optimizer):
+                pending.append(inner)
+    if not found:
+        raise ValueError(
+            f"optimizer: no optimkit optimizer found in {type(optimizer).__name__} "
+            f"(looked under {', '.join(INNER_OPTIMIZER_ATTRS)})"
+        )
+    return optimizer

@@ -20,6 +20,9 @@ from torch import Tensor
 
 _ONE = torch.tensor(1.0)
 
+# (total size, per-param lengths) of the flat bucket being stepped, or None (see core/flat.py).
+FLAT_LAYOUT: tuple[int, Tensor] | None = None
+
 
 class Bucket:
     """The aligned tensor lists of one (param group, device, dtype) bucket.
@@ -74,8 +77,18 @@ class Bucket:
 
 
 def scalars(values: Tensor | float) -> list[float] | float:
-    """A per-tensor scalar vector as foreach ops take it (a plain number passes through)."""
+    """A per-tensor scalar vector as foreach ops take it (a plain number passes through).
+
+    Under ``torch.compile`` the values stay in the graph (no ``tolist`` sync, no recompile
+    when they change).
+    """
     if isinstance(values, Tensor) and values.dim() == 1:
+        if torch.compiler.is_compiling():
+            if values.numel() == 1:
+                # one number (a flat bucket): the ops' Scalar overloads, which inductor fuses;
+                # it leaves ScalarList ops of traced values as separate, unfused kernels
+                return values[0].item()
+            return [v.item() for v in values.unbind()]
         return values.tolist()
     return values
 
@@ -85,5 +98,17 @@ def norms(tensors: Sequence[Tensor]) -> list[Tensor]:
 
     Every per-tensor norm in optimkit goes through here, so that a sharded tensor can later
     sum its partial squares across shards in one place.
+
+    In flat mode (``core/flat.py``) a bucket is one flat tensor holding every param; there a
+    tensor of the flat size gets a segmented reduction, one norm per param, spread back over
+    that param's elements, so the elementwise math of the parts that follow is per param.
     """
+    layout = FLAT_LAYOUT
+    if layout is not None and len(tensors) == 1 and tensors[0].numel() == layout[0]:
+        return [_segment_norms(tensors[0], layout[1])]
     return list(torch._foreach_norm(tensors))
+
+
+def _segment_norms(flat: Tensor, lengths: Tensor) -> Tensor:
+    squares = torch.segment_reduce(flat * flat, "sum", lengths=lengths.to(flat.device))
+    return squares.sqrt().repeat_interleave(lengths.to(flat.device), output_size=flat.numel())

@@ -72,7 +72,10 @@ def layer_normalize(b, eps):
 def _divide_by_root(b, second_moments, eps):
     denom = torch._foreach_sqrt(second_moments)
     torch._foreach_add_(denom, eps)
-    b.grads = torch._foreach_div(b.grads, denom)
+    # grad / denom written into denom: one param-sized temporary per step, not two
+    torch._foreach_reciprocal_(denom)
+    torch._foreach_mul_(denom, b.grads)
+    b.grads = denom
 
 
 @stat(state={"grad_avg": zeros}, betas=(0.95, 0.98), grad_averaging=False)

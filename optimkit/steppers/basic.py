@@ -26,7 +26,8 @@ def adam_step(b, lr, betas, eps):
     bias_correction2_sqrt = (1 - betas[1] ** t) ** 0.5
     second = b.state.get("max_sqr_avg", b.state["sqr_avg"])
     denom = torch._foreach_sqrt(second)
-    torch._foreach_div_(denom, scalars(bias_correction2_sqrt))
+    # a multiply, not a divide: under torch.compile dividing by a per-tensor scalar blocks fusion
+    torch._foreach_mul_(denom, scalars(1 / bias_correction2_sqrt))
     torch._foreach_add_(denom, eps)
     torch._foreach_addcdiv_(b.params, first_moment(b), denom, scalars(step_size))
 
@@ -71,5 +72,5 @@ def adagrad_step(b, lr, lr_decay, eps):
     minus_lr = -lr / (1 + (b.steps - 1) * lr_decay)
     std = torch._foreach_sqrt(b.state["sqr_sum"])
     torch._foreach_add_(std, eps)
-    numerator = torch._foreach_mul(b.grads, scalars(minus_lr))
-    torch._foreach_addcdiv_(b.params, numerator, std)
+    # the per-tensor step size rides on addcdiv: no param-sized numerator is allocated
+    torch._foreach_addcdiv_(b.params, b.grads, std, scalars(minus_lr))

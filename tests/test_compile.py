@@ -1,0 +1,154 @@
+"""Compiled mode: every optimizer matches its eager self; schedules never recompile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import build_fast, clone_params, entry_ids, make_params, run
+from torch._dynamo.utils import counters
+
+import optimkit
+import optimkit.registry as registry
+from optimkit.core import compiled, stepper
+from optimkit.core.tensorlists import norms
+
+ENTRIES = registry.entries()
+needs_compiler = pytest.mark.skipif(
+    not compiled.has_cxx_compiler(), reason="inductor needs a C++ compiler on the CPU"
+)
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
+def _graphs() -> int:
+    return counters["stats"]["unique_graphs"]
+
+
+@needs_compiler
+@pytest.mark.parametrize("entry", ENTRIES, ids=entry_ids(ENTRIES))
+def test_compiled_matches_eager(entry):
+    # flat=True: one tensor per list, so each recipe compiles in seconds.
+    start = make_params(torch.float32)
+    eager_params, compiled_params = clone_params(start), clone_params(start)
+    kwargs = {**entry.pinned, **entry.converge}
+    eager = build_fast(entry, eager_params, flat=True, **kwargs)
+    fast = build_fast(entry, compiled_params, flat=True, compile=True, **kwargs)
+    run(eager, eager_params, 6)
+    run(fast, compiled_params, 6)
+    assert _graphs() >= 1, "the step never went through torch.compile"
+    for i, (p, q) in enumerate(zip(eager_params, compiled_params, strict=True)):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=lambda m, i=i: f"param {i}: {m}")
+        for name, value in eager.state[p].items():
+            torch.testing.assert_close(fast.state[q][name], value, rtol=1e-5, atol=1e-6)
+
+
+@needs_compiler
+def test_per_tensor_compiled_step_matches_eager():
+    start = make_params(torch.float32)
+    eager_params, compiled_params = clone_params(start), clone_params(start)
+    eager = optimkit.RAdam(eager_params, lr=1e-2, weight_decay=0.1)
+    fast = optimkit.RAdam(compiled_params, lr=1e-2, weight_decay=0.1, compile=True, flat=False)
+    assert not fast._stores
+    skip = lambda step, i: i == 1 and step % 4 == 2
+    run(eager, eager_params, 8, skip=skip)
+    run(fast, compiled_params, 8, skip=skip)
+    for p, q in zip(eager_params, compiled_params, strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+
+
+def _one_cycle(opt):
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=60, cycle_momentum=True)
+
+
+def _lambda(opt):
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 / (1 + step))
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    "factory,schedule",
+    [
+        (lambda p: optimkit.Adam(p, flat=True, compile=True), _one_cycle),  # lr and betas[0]
+        (lambda p: optimkit.SGD(p, momentum=0.9, flat=True, compile=True), _one_cycle),
+        (lambda p: optimkit.Adam(p, compile=True, flat=False), _lambda),  # per-tensor steps
+    ],
+    ids=["adam-onecycle", "sgd-onecycle-momentum", "adam-lambda-per-tensor"],
+)
+def test_a_schedule_compiles_once(factory, schedule):
+    params = clone_params(make_params(torch.float32))
+    opt = factory(params)
+    scheduler = schedule(opt)
+    seen = set()
+    for step in range(50):
+        run(opt, params, 1, start=step)
+        scheduler.step()
+        group = opt.param_groups[0]
+        seen.add((group["lr"], group.get("momentum"), group.get("betas")))
+    assert len(seen) > 40, "the schedule did not change the hypers"
+    assert _graphs() == 1
+    assert counters["stats"]["calls_captured"] > 0
+
+
+def test_without_a_compiler_it_warns_and_runs_eagerly(monkeypatch):
+    monkeypatch.setattr(compiled, "can_compile", lambda device: False)
+    start = make_params(torch.float64)
+    a, b = clone_params(start), clone_params(start)
+    eager, fast = optimkit.Adam(a), optimkit.Adam(b, compile=True)
+    run(eager, a, 1)
+    run(fast, b, 1)  # the first step creates state: eager anyway, no warning yet
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        run(fast, b, 1, start=1)
+    run(eager, a, 1, start=1)
+    run(fast, b, 2, start=2)
+    run(eager, a, 2, start=2)
+    assert _graphs() == 0
+    for p, q in zip(a, b, strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_options_are_in_the_signature():
+    import inspect
+
+    sig = inspect.signature(optimkit.Adam)
+    assert sig.parameters["compile"].default is False
+    assert sig.parameters["flat"].default is None  # None: on with compile, else off
+    params = clone_params(make_params(torch.float32))
+    assert len(optimkit.Adam(params, compile=True)._stores) == 1
+    assert not optimkit.Adam(clone_params(make_params(torch.float32)))._stores
+
+
+@stepper(lr=1e-3, eps=1e-8)
+def _trust_ratio_sgd(b, lr, eps):
+    """A layer-wise step as the trust-ratio optimizers write it: per-tensor norms, torch.where."""
+    w_norms, g_norms = norms(b.params), norms(b.grads)
+    ratios = [
+        torch.where((w > 0) & (g > 0), w / (g + eps), torch.ones_like(w))
+        for w, g in zip(w_norms, g_norms, strict=True)
+    ]
+    torch._foreach_add_(b.params, torch._foreach_mul(b.grads, ratios), alpha=-lr)
+
+
+class _TrustSGD(optimkit.Optimizer):
+    parts = (_trust_ratio_sgd,)
+    hypers = dict(lr=0.05, eps=1e-8)
+    reference = "a layer-wise test recipe"
+
+
+@pytest.mark.parametrize("options", [
+    dict(flat=True),
+    pytest.param(dict(flat=True, compile=True), marks=needs_compiler),
+], ids=["flat", "flat+compile"])
+def test_layerwise_norms_work_on_the_flat_layout(options):
+    start = make_params(torch.float32, zero_last=False)
+    plain, fast = clone_params(start), clone_params(start)
+    reference, opt = _TrustSGD(plain), _TrustSGD(fast, **options)
+    run(reference, plain, 5)
+    run(opt, fast, 5)
+    for p, q in zip(plain, fast, strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)

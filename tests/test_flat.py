@@ -1,0 +1,182 @@
+"""Flat mode: every registered optimizer gives the same trajectory with ``flat=True``."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+from helpers import build_fast, clone_params, entry_ids, make_params, run
+
+import optimkit
+import optimkit.registry as registry
+from optimkit.core.tensorlists import norms
+
+ENTRIES = registry.entries()
+
+
+def _flat_pair(entry, **kwargs):
+    start = make_params(torch.float64)
+    plain, flat = clone_params(start), clone_params(start)
+    kwargs = {**entry.pinned, **entry.converge, **kwargs}
+    return plain, entry.factory(plain, **kwargs), flat, build_fast(entry, flat, flat=True, **kwargs)
+
+
+def _assert_same(entry, ours, theirs, opt_a, opt_b):
+    for i, (p, q) in enumerate(zip(ours, theirs, strict=True)):
+        torch.testing.assert_close(
+            p, q, rtol=1e-9, atol=1e-12, msg=lambda m, i=i: f"param {i}: {m}"
+        )
+        for name, value in opt_a.state[p].items():
+            torch.testing.assert_close(opt_b.state[q][name], value, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=entry_ids(ENTRIES))
+def test_flat_matches_per_tensor(entry):
+    plain, opt_plain, flat, opt_flat = _flat_pair(entry)
+    run(opt_plain, plain, 30)
+    run(opt_flat, flat, 30)
+    _assert_same(entry, plain, flat, opt_plain, opt_flat)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=entry_ids(ENTRIES))
+def test_flat_matches_with_skipped_grads(entry):
+    # Param 1 sits out some steps: the flat step falls back to per tensor, then returns.
+    skip = lambda step, i: i == 1 and step % 5 == 2
+    plain, opt_plain, flat, opt_flat = _flat_pair(entry)
+    run(opt_plain, plain, 20, skip=skip)
+    run(opt_flat, flat, 20, skip=skip)
+    _assert_same(entry, plain, flat, opt_plain, opt_flat)
+
+
+def test_params_and_grads_are_views_of_one_buffer():
+    params = clone_params(make_params(torch.float32))
+    opt = optimkit.Adam(params, flat=True)
+    run(opt, params, 2)
+    (store,) = opt._stores[0]
+    base = store.param.untyped_storage().data_ptr()
+    assert all(p.untyped_storage().data_ptr() == base for p in params)
+    grad_base = store.grad.untyped_storage().data_ptr()
+    assert all(p.grad.untyped_storage().data_ptr() == grad_base for p in params)
+    for name in ("grad_avg", "sqr_avg", "step"):
+        flat_ptr = store.state[name].untyped_storage().data_ptr()
+        assert all(opt.state[p][name].untyped_storage().data_ptr() == flat_ptr for p in params)
+
+
+def test_zero_grad_keeps_the_views_and_backward_fills_them():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 1))
+    opt = optimkit.SGD(model.parameters(), lr=0.1, flat=True)
+    (store,) = opt._stores[0]
+    for _ in range(2):
+        opt.zero_grad()  # set_to_none=True by default: the views must survive
+        assert all(p.grad is v for p, v in zip(model.parameters(), store.grad_views, strict=True))
+        model(torch.randn(5, 4)).pow(2).sum().backward()
+        expected = [p.detach() - 0.1 * p.grad for p in model.parameters()]
+        assert all(p.grad is v for p, v in zip(model.parameters(), store.grad_views, strict=True))
+        opt.step()
+        for p, e in zip(model.parameters(), expected, strict=True):
+            torch.testing.assert_close(p.detach(), e)
+
+
+def test_grad_set_to_none_elsewhere_skips_that_param():
+    params = clone_params(make_params(torch.float64))
+    opt = optimkit.Adam(params, lr=0.1, flat=True)
+    run(opt, params, 2)
+    before = params[0].detach().clone()
+    for p in params:
+        p.grad = None if p is params[0] else torch.ones_like(p)
+    opt.step()
+    torch.testing.assert_close(params[0].detach(), before)
+    assert float(opt.state[params[0]]["step"]) == 2 and float(opt.state[params[1]]["step"]) == 3
+
+
+@pytest.mark.parametrize("direction", ["flat_to_plain", "plain_to_flat"])
+def test_checkpoints_interchange(direction):
+    start = make_params(torch.float64)
+    src_params, dst_params, ref_params = (clone_params(start) for _ in range(3))
+    src_flat = direction == "flat_to_plain"
+    src = optimkit.Adam(src_params, lr=0.1, flat=src_flat)
+    ref = optimkit.Adam(ref_params, lr=0.1)
+    run(src, src_params, 5)
+    run(ref, ref_params, 5)
+    buffer = io.BytesIO()
+    torch.save(src.state_dict(), buffer)
+    sd = torch.load(io.BytesIO(buffer.getvalue()))
+    assert set(sd["state"][0]) == {"step", "grad_avg", "sqr_avg"}
+    assert sd["state"][0]["grad_avg"].shape == start[0].shape
+    with torch.no_grad():
+        for d, s in zip(dst_params, src_params, strict=True):
+            d.copy_(s)
+    dst = optimkit.Adam(dst_params, lr=0.1, flat=not src_flat)
+    dst.load_state_dict(sd)
+    run(dst, dst_params, 5, start=5)
+    run(ref, ref_params, 5, start=5)
+    for p, q in zip(dst_params, ref_params, strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_norms_are_segmented_on_the_flat_layout():
+    from optimkit.core import tensorlists
+
+    tensors = [torch.randn(3), torch.randn(2, 2), torch.randn(())]
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    tensorlists.FLAT_LAYOUT = (flat.numel(), torch.tensor([3, 4, 1]))
+    try:
+        (spread,) = norms([flat])
+    finally:
+        tensorlists.FLAT_LAYOUT = None
+    expected = torch.cat([t.norm().expand(t.numel()) for t in tensors])
+    torch.testing.assert_close(spread, expected)
+    assert len(norms([flat])) == 1 and norms([flat])[0].dim() == 0
+
+
+def test_flat_refuses_complex_params():
+    with pytest.raises(ValueError, match="flat=True"):
+        optimkit.Adam([torch.zeros(2, dtype=torch.complex64, requires_grad=True)], flat=True)
+
+
+def test_eager_reuses_bucket_lists_only_while_valid():
+    # The eager step caches its bucket lists; load_state_dict and grad changes must refresh them.
+    start = make_params(torch.float64)
+    params, ref_params = clone_params(start), clone_params(start)
+    opt = optimkit.Adam(params, lr=0.1)
+    ref = optimkit.Adam(ref_params, lr=0.1)
+    run(opt, params, 3)
+    run(ref, ref_params, 3)
+    saved = copy.deepcopy(opt.state_dict())  # torch returns live tensors
+    saved_params = [p.detach().clone() for p in params]
+    run(opt, params, 3, start=3)  # moves on, with cached lists
+    opt.load_state_dict(saved)  # replaces every state tensor
+    with torch.no_grad():
+        for p, s in zip(params, saved_params, strict=True):
+            p.copy_(s)
+    skip = lambda step, i: i == 2 and step == 4
+    run(opt, params, 3, start=3, skip=skip)
+    run(ref, ref_params, 3, start=3, skip=skip)
+    for p, q in zip(params, ref_params, strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_accelerate_reaches_the_optimizer_inside_a_wrapper():
+    class Wrapper:  # the shape of Lookahead: the inner optimizer under .optimizer
+        def __init__(self, optimizer):
+            self.optimizer = optimizer
+
+    start = make_params(torch.float64)
+    plain, flat = clone_params(start), clone_params(start)
+    reference = optimkit.RAdam(plain, lr=0.1)
+    run(reference, plain, 3)
+    inner = optimkit.RAdam(flat, lr=0.1)
+    run(inner, flat, 3)  # turned on mid-training: the existing state moves into the buffers
+    assert optimkit.accelerate(Wrapper(inner), flat=True).optimizer is inner
+    run(reference, plain, 4, start=3)
+    run(inner, flat, 4, start=3)
+    (store,) = inner._stores[0]
+    assert set(store.state) == {"step", "grad_avg", "sqr_avg"}
+    for p, q in zip(plain, flat, strict=True):
+        torch.testing.assert_close(p, q)
+    with pytest.raises(ValueError, match="optimizer"):
+        optimkit.accelerate(Wrapper(torch.optim.SGD(plain)), flat=True)
+    with pytest.raises(ValueError, match="flat"):
+        inner.set_speed(flat=False)
