@@ -61,9 +61,11 @@ class Entry:
     rtol: Mapping[torch.dtype, float] = dataclasses.field(
         default_factory=lambda: {torch.float64: 1e-7, torch.float32: 1e-4}
     )
-    # Keywords that let it minimise the toy problems of the test suite; two more keys are read
-    # there: ``steps`` (default 3000) and ``anneal`` (cosine lr decay, default True).
+    # Keywords that let it minimise the toy problems of the test suite, in ``converge_steps``
+    # steps, with a cosine-annealed lr unless ``converge_anneal`` is False.
     converge: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"lr": 0.1})
+    converge_steps: int = 3000
+    converge_anneal: bool = True
     status: str = "stable"
     aliases: tuple[str, ...] = ()
     # Contract tests that do not apply, by test name, with the reason (torch's DecorateInfo).
@@ -152,7 +154,9 @@ register(Entry(
         {"initial_accumulator_value": 0.1, "eps": 1e-6},
     ),
     # Adagrad's accumulator anneals the step already; a cosine decay on top stalls it.
-    converge={"lr": 0.3, "steps": 6000, "anneal": False},
+    converge={"lr": 0.3},
+    converge_steps=6000,
+    converge_anneal=False,
 ))
 register(Entry(
     name="rmsprop",

@@ -292,3 +292,18 @@ def test_nan_gradients_do_not_crash_and_the_checkpoint_warns(entry):
         if issubclass(w.category, RuntimeWarning) and "NaN or inf" in str(w.message)
     ]
     assert len(warned) == (1 if holds_state else 0)
+
+
+@parametrize_entries
+@pytest.mark.parametrize("flat", [False, True], ids=["eager", "flat"])
+def test_deepcopy_continues_like_the_original(entry, flat):
+    import copy
+
+    params = clone_params(make_params())
+    opt = optimkit.accelerate(_build(entry, params), flat=True) if flat else _build(entry, params)
+    run(opt, params, 5)
+    twin_params_and_opt = copy.deepcopy((params, opt))
+    twin_params, twin = twin_params_and_opt
+    run(opt, params, 5, start=5)
+    run(twin, twin_params, 5, start=5)
+    _assert_same(twin_params, params)

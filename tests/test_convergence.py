@@ -2,7 +2,8 @@
 least-squares fit with two layers (a matrix and a bias, so layer-wise rules see two tensors).
 
 Each runs with the keywords its registry entry gives under ``converge`` (an lr, sometimes a
-variant), a cosine-annealed lr unless the entry says ``anneal: False``, and a fixed budget.
+variant) for ``converge_steps`` steps, with a cosine-annealed lr unless ``converge_anneal`` is
+False.
 """
 
 from __future__ import annotations
@@ -38,11 +39,9 @@ ENTRIES = registry.entries()
 
 
 def _minimise(entry, params, loss):
-    settings = dict(entry.converge)
-    steps = settings.pop("steps", 3000)
-    anneal = settings.pop("anneal", True)
-    opt = entry.factory(params, **{**entry.pinned, **settings})
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if anneal else None
+    steps = entry.converge_steps
+    opt = entry.factory(params, **{**entry.pinned, **entry.converge})
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if entry.converge_anneal else None
     for _ in range(steps):
         opt.zero_grad()
         loss().backward()

@@ -193,6 +193,20 @@ class Optimizer(torch.optim.Optimizer):
         self._layout: dict[int, _Layout] = {}
         super().__init__(_as_param_list(params), defaults)
 
+    # Pickling and deepcopy: torch.optim keeps only defaults, state and param_groups; the speed
+    # modes (and flat mode's buffers, which the params are views of) must travel too. The
+    # eager bucket cache is rebuilt on the next step.
+    _PICKLED = ("_flat", "_compile", "_stores")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.update({name: self.__dict__[name] for name in self._PICKLED if name in self.__dict__})
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__({"_flat": False, "_compile": False, "_stores": [], **state})
+        self._layout = {}
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         try:

@@ -104,8 +104,8 @@ def norms(tensors: Sequence[Tensor]) -> list[Tensor]:
     that param's elements, so the elementwise math of the parts that follow is per param.
     """
     layout = FLAT_LAYOUT
-    if layout is not None and len(tensors) == 1 and tensors[0].numel() == layout[0]:
-        return [_segment_norms(tensors[0], layout[1])]
+    if layout is not None and tensors and all(t.numel() == layout[0] for t in tensors):
+        return [_segment_norms(t, layout[1]) for t in tensors]
     return list(torch._foreach_norm(tensors))
 
 

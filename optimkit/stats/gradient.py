@@ -59,7 +59,7 @@ def rms_normalize(b, eps, centered):
     second = b.state["sqr_avg"]
     if centered:
         second = torch._foreach_addcmul(second, b.state["grad_avg"], b.state["grad_avg"], value=-1)
-    _divide_by_root(b, second, eps)
+    _divide_by_root(b, second, eps, elementwise=True)
 
 
 @stat(eps=1e-8)
@@ -69,13 +69,16 @@ def layer_normalize(b, eps):
     _divide_by_root(b, b.state.get("max_layer_sqr_avg", b.state["layer_sqr_avg"]), eps)
 
 
-def _divide_by_root(b, second_moments, eps):
+def _divide_by_root(b, second_moments, eps, elementwise=False):
     denom = torch._foreach_sqrt(second_moments)
     torch._foreach_add_(denom, eps)
-    # grad / denom written into denom: one param-sized temporary per step, not two
-    torch._foreach_reciprocal_(denom)
-    torch._foreach_mul_(denom, b.grads)
-    b.grads = denom
+    if elementwise:
+        # grad / denom written into denom: one param-sized temporary per step, not two
+        torch._foreach_reciprocal_(denom)
+        torch._foreach_mul_(denom, b.grads)
+        b.grads = denom
+    else:  # one moment per tensor: a per-layer scalar
+        b.grads = torch._foreach_div(b.grads, denom)
 
 
 @stat(state={"grad_avg": zeros}, betas=(0.95, 0.98), grad_averaging=False)

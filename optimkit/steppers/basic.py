@@ -26,8 +26,8 @@ def adam_step(b, lr, betas, eps):
     bias_correction2_sqrt = (1 - betas[1] ** t) ** 0.5
     second = b.state.get("max_sqr_avg", b.state["sqr_avg"])
     denom = torch._foreach_sqrt(second)
-    # a multiply, not a divide: under torch.compile dividing by a per-tensor scalar blocks fusion
-    torch._foreach_mul_(denom, scalars(1 / bias_correction2_sqrt))
+    # Divided, as torch.optim.Adam does, so that a torch checkpoint continues bit for bit.
+    torch._foreach_div_(denom, scalars(bias_correction2_sqrt))
     torch._foreach_add_(denom, eps)
     torch._foreach_addcdiv_(b.params, first_moment(b), denom, scalars(step_size))
 
