@@ -2,6 +2,7 @@
 
 from . import schedules, stats, steppers
 from .core import Optimizer, Part, copy_of_param, full, stat, stepper, zeros
+from .core.optimizer import accelerate
 from .groups import param_groups
 from .lookahead import Lookahead
 from .recipes import (
@@ -30,7 +31,6 @@ from .recipes import (
 from .registry import available, create
 from .schedules import OneCycle
 from .training import SelectiveBackprop, lr_find
-from .core.optimizer import accelerate
 
 __version__ = "0.1.0"
 

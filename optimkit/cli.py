@@ -52,8 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load_commands() -> None:
     # Importing a module registers its sub-commands.
     from . import listing  # noqa: F401
-    from .training import lr_find_cli  # noqa: F401
     from .bench import commands  # noqa: F401
+    from .training import lr_find_cli  # noqa: F401
 
 
 if __name__ == "__main__":

@@ -90,9 +90,10 @@ class Adagrad(Optimizer):
 class RMSprop(Optimizer):
     """RMSprop (Hinton 2012, lecture 6e), with the centred variant of Graves 2013.
 
-    ``sqr_avg = alpha * sqr_avg + (1 - alpha) * g**2``; ``d = g / (sqrt(sqr_avg - grad_avg**2) + eps)``
-    (``grad_avg`` only when ``centered``); with momentum ``buf = momentum * buf + d``, ``d = buf``;
-    ``p = p - lr * d``. eps is added outside the square root, as in torch.
+    ``sqr_avg = alpha * sqr_avg + (1 - alpha) * g**2``;
+    ``d = g / (sqrt(sqr_avg - grad_avg**2) + eps)`` (``grad_avg`` only when ``centered``);
+    with momentum ``buf = momentum * buf + d``, ``d = buf``; ``p = p - lr * d``. eps is added
+    outside the square root, as in torch.
 
     Reproduces ``torch.optim.RMSprop`` (lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0,
     momentum=0, centered=False). Variants: ``decoupled_weight_decay``, and the momentum

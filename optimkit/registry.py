@@ -113,16 +113,22 @@ def get(name: str) -> Entry:
 
 
 def create(name: str, params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
-    """Build an optimizer by its lower-case name: ``optimkit.create("radam", model.parameters())``."""
+    """Build an optimizer by its lower-case name.
+
+    ``optimkit.create("radam", model.parameters(), lr=1e-3)``; ``available()`` lists the names.
+    """
     return get(name).factory(params, **kwargs)
 
 
 _TORCH_ADAM_STATE = {"grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq", "step": "step"}
+_TORCH_AMSGRAD_STATE = {**_TORCH_ADAM_STATE, "max_sqr_avg": "max_exp_avg_sq"}
 
 register(Entry(
     name="sgd",
     factory=recipes.SGD,
-    reference=Reference("torch.optim:SGD", "torch.optim.SGD", state={"momentum_buffer": "momentum_buffer"}),
+    reference=Reference(
+        "torch.optim:SGD", "torch.optim.SGD", state={"momentum_buffer": "momentum_buffer"}
+    ),
     settings=(
         {"lr": 0.1},
         {"lr": 0.05, "momentum": 0.9},
@@ -147,7 +153,9 @@ register(Entry(
     factory=recipes.Adagrad,
     year=2011,
     paper="https://jmlr.org/papers/v12/duchi11a.html",
-    reference=Reference("torch.optim:Adagrad", "torch.optim.Adagrad", state={"sqr_sum": "sum", "step": "step"}),
+    reference=Reference(
+        "torch.optim:Adagrad", "torch.optim.Adagrad", state={"sqr_sum": "sum", "step": "step"}
+    ),
     settings=(
         {},
         {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.1},
@@ -165,7 +173,10 @@ register(Entry(
     paper="https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf",
     reference=Reference(
         "torch.optim:RMSprop", "torch.optim.RMSprop",
-        state={"sqr_avg": "square_avg", "grad_avg": "grad_avg", "momentum_buffer": "momentum_buffer", "step": "step"},
+        state={
+            "sqr_avg": "square_avg", "grad_avg": "grad_avg",
+            "momentum_buffer": "momentum_buffer", "step": "step",
+        },
     ),
     settings=(
         {},
@@ -180,7 +191,7 @@ register(Entry(
     factory=recipes.Adam,
     year=2014,
     paper="https://arxiv.org/abs/1412.6980",
-    reference=Reference("torch.optim:Adam", "torch.optim.Adam", state={**_TORCH_ADAM_STATE, "max_sqr_avg": "max_exp_avg_sq"}),
+    reference=Reference("torch.optim:Adam", "torch.optim.Adam", state=_TORCH_AMSGRAD_STATE),
     settings=(
         {},
         {"lr": 1e-2, "weight_decay": 0.1},
@@ -193,7 +204,7 @@ register(Entry(
     factory=recipes.AdamW,
     year=2017,
     paper="https://arxiv.org/abs/1711.05101",
-    reference=Reference("torch.optim:AdamW", "torch.optim.AdamW", state={**_TORCH_ADAM_STATE, "max_sqr_avg": "max_exp_avg_sq"}),
+    reference=Reference("torch.optim:AdamW", "torch.optim.AdamW", state=_TORCH_AMSGRAD_STATE),
     settings=({}, {"lr": 1e-2, "weight_decay": 0.5}, {"amsgrad": True}),
     converge={"lr": 0.1, "weight_decay": 0.0},  # decay would move the minimum
 ))
@@ -204,7 +215,7 @@ register(Entry(
     paper="https://arxiv.org/abs/1904.09237",
     reference=Reference(
         "torch.optim:Adam", "torch.optim.Adam(amsgrad=True)", fixed={"amsgrad": True},
-        state={**_TORCH_ADAM_STATE, "max_sqr_avg": "max_exp_avg_sq"},
+        state=_TORCH_AMSGRAD_STATE,
     ),
     settings=({}, {"lr": 1e-2, "weight_decay": 0.1}),
 ))

@@ -41,7 +41,8 @@ ENTRIES = registry.entries()
 def _minimise(entry, params, loss):
     steps = entry.converge_steps
     opt = entry.factory(params, **{**entry.pinned, **entry.converge})
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if entry.converge_anneal else None
+    anneal = entry.converge_anneal
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if anneal else None
     for _ in range(steps):
         opt.zero_grad()
         loss().backward()

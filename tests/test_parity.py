@@ -33,7 +33,7 @@ def test_matches_reference(entry, setting, dtype):
     rtol = entry.rtol[dtype]
     atol = rtol * 1e-2
     for i, (p, q) in enumerate(zip(ours_params, ref_params)):
-        torch.testing.assert_close(p, q, rtol=rtol, atol=atol, msg=lambda m: f"param {i}: {m}")
+        torch.testing.assert_close(p, q, rtol=rtol, atol=atol, msg=lambda m, i=i: f"param {i}: {m}")
     names = entry.reference.state
     for i, (p, q) in enumerate(zip(ours_params, ref_params)):
         mine, theirs = entry.state_of(ours, p), ref.state[q]
