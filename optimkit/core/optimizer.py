@@ -307,11 +307,15 @@ class Optimizer(torch.optim.Optimizer):
             return
         params = [p for p in store.params if p.grad is not None]
         if params:
-            self._run(self._bucket(params, group, parts), group, parts)
+            # Eager over the views: compiling this per-tensor step would unroll over every
+            # tensor (minutes to compile at thousands of tensors) for a step that is rare.
+            self._run(self._bucket(params, group, parts), group, parts, compile=False)
             store.absorb(self.state, names)
 
-    def _run(self, bucket: Bucket, group: Mapping[str, Any], parts: list[Part]) -> None:
-        if self._compile and not any(bucket.created.values()):
+    def _run(
+        self, bucket: Bucket, group: Mapping[str, Any], parts: list[Part], compile: bool = True
+    ) -> None:
+        if compile and self._compile and not any(bucket.created.values()):
             if compiled.can_compile(bucket.device):
                 compiled.run_compiled(bucket, group, parts)
                 return
