@@ -68,6 +68,9 @@ class Entry:
     converge_anneal: bool = True
     status: str = "stable"
     aliases: tuple[str, ...] = ()
+    # Whether flat mode runs its recipe as one tensor per bucket (and so compiles it as one);
+    # False for recipes with per-layer scalar state, which step per tensor over the views.
+    flat_step: bool = True
     # Contract tests that do not apply, by test name, with the reason (torch's DecorateInfo).
     skips: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # How the tests read a param's state (a wrapper's state may live in two places).
@@ -298,6 +301,8 @@ register(Entry(
     ),
     # the paper's; the reference's beta2=0 averages nothing
     pinned={"betas": (0.95, 0.98)},
+    # Its per-layer second moment is one scalar per tensor: flat mode steps it per tensor.
+    flat_step=False,
     converge={"lr": 1e-2, "grad_averaging": True},
 ))
 register(Entry(

@@ -33,12 +33,14 @@ def _graphs() -> int:
 @needs_compiler
 @pytest.mark.parametrize("entry", ENTRIES, ids=entry_ids(ENTRIES))
 def test_compiled_matches_eager(entry):
-    # flat=True: one tensor per list, so each recipe compiles in seconds.
+    # flat=True: one tensor per list, so each recipe compiles in seconds. A recipe that flat
+    # mode steps per tensor (entry.flat_step False) compiles per tensor, over these 5.
     start = make_params(torch.float32)
     eager_params, compiled_params = clone_params(start), clone_params(start)
     kwargs = {**entry.pinned, **entry.converge}
-    eager = build_fast(entry, eager_params, flat=True, **kwargs)
-    fast = build_fast(entry, compiled_params, flat=True, compile=True, **kwargs)
+    flat = entry.flat_step
+    eager = build_fast(entry, eager_params, flat=flat, **kwargs)
+    fast = build_fast(entry, compiled_params, flat=flat, compile=True, **kwargs)
     run(eager, eager_params, 6)
     run(fast, compiled_params, 6)
     assert _graphs() >= 1, "the step never went through torch.compile"

@@ -180,3 +180,21 @@ def test_accelerate_reaches_the_optimizer_inside_a_wrapper():
         optimkit.accelerate(Wrapper(torch.optim.SGD(plain)), flat=True)
     with pytest.raises(ValueError, match="flat"):
         inner.set_speed(flat=False)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=entry_ids(ENTRIES))
+def test_flat_mode_steps_as_one_tensor_when_the_registry_says_so(entry, monkeypatch):
+    from optimkit.core.flat import FlatStore
+
+    one_tensor = []
+    real = FlatStore.bucket
+    monkeypatch.setattr(
+        FlatStore,
+        "bucket",
+        lambda self, names: one_tensor.append(real(self, names)) or one_tensor[-1],
+    )
+    _, _, flat, opt = _flat_pair(entry)
+    run(opt, flat, 3)
+    assert one_tensor, "the flat step never ran"
+    # the first step creates the state per tensor; every later one is a single flat tensor
+    assert all((b is not None) == entry.flat_step for b in one_tensor[1:]), one_tensor
