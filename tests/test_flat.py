@@ -121,7 +121,7 @@ def test_norms_are_segmented_on_the_flat_layout():
 
     tensors = [torch.randn(3), torch.randn(2, 2), torch.randn(())]
     flat = torch.cat([t.reshape(-1) for t in tensors])
-    tensorlists.FLAT_LAYOUT = (flat.numel(), torch.tensor([3, 4, 1]))
+    tensorlists.FLAT_LAYOUT = (flat.numel(), torch.tensor([3, 4, 1]), (3, 4, 1))
     try:
         (spread,) = norms([flat])
     finally:

@@ -65,6 +65,9 @@ class Part:
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     # Hyper-parameters declared only to switch the part on or off (see ``only_if``).
     gates: tuple[str, ...] = ()
+    # Takes per-tensor norms (layer-wise): in flat mode its per-tensor numbers are spread over
+    # each param's elements, which pays only where tensors are small (see core/optimizer.py).
+    layerwise: bool = False
 
     @property
     def name(self) -> str:
@@ -114,16 +117,25 @@ class Part:
         return f"<{self.kind} {self.name}>"
 
 
-def _declare(kind: str, state: Mapping[str, Init] | None, hypers: Mapping[str, Any] | None):
+def _declare(
+    kind: str, state: Mapping[str, Init] | None, hypers: Mapping[str, Any] | None,
+    layerwise: bool = False,
+):
     def wrap(fn: Callable[..., None]) -> Part:
-        return Part(fn=fn, kind=kind, state=dict(state or {}), hypers=dict(hypers or {}))
+        return Part(
+            fn=fn, kind=kind, state=dict(state or {}), hypers=dict(hypers or {}),
+            layerwise=layerwise,
+        )
 
     return wrap
 
 
-def stat(state: Mapping[str, Init] | None = None, **hypers: Any):
-    """Declare a stat: ``@stat(state={"grad_avg": zeros}, betas=(0.9, 0.999))``."""
-    return _declare("stat", state, hypers)
+def stat(state: Mapping[str, Init] | None = None, *, layerwise: bool = False, **hypers: Any):
+    """Declare a stat: ``@stat(state={"grad_avg": zeros}, betas=(0.9, 0.999))``.
+
+    ``layerwise=True`` marks a stat that takes per-tensor norms (trust ratios).
+    """
+    return _declare("stat", state, hypers, layerwise)
 
 
 def stepper(state: Mapping[str, Init] | None = None, **hypers: Any):

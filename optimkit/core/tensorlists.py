@@ -20,8 +20,9 @@ from torch import Tensor
 
 _ONE = torch.tensor(1.0)
 
-# (total size, per-param lengths) of the flat bucket being stepped, or None (see core/flat.py).
-FLAT_LAYOUT: tuple[int, Tensor] | None = None
+# (total size, per-param lengths as a tensor and as ints) of the flat bucket being stepped, or
+# None (see core/flat.py).
+FLAT_LAYOUT: tuple[int, Tensor, tuple[int, ...]] | None = None
 
 
 class Bucket:
@@ -105,10 +106,12 @@ def norms(tensors: Sequence[Tensor]) -> list[Tensor]:
     """
     layout = FLAT_LAYOUT
     if layout is not None and tensors and all(t.numel() == layout[0] for t in tensors):
-        return [_segment_norms(t, layout[1]) for t in tensors]
+        return [_segment_norms(t, layout[1], layout[2]) for t in tensors]
     return list(torch._foreach_norm(tensors))
 
 
-def _segment_norms(flat: Tensor, lengths: Tensor) -> Tensor:
-    squares = torch.segment_reduce(flat * flat, "sum", lengths=lengths.to(flat.device))
-    return squares.sqrt().repeat_interleave(lengths.to(flat.device), output_size=flat.numel())
+def _segment_norms(flat: Tensor, lengths: Tensor, sizes: tuple[int, ...]) -> Tensor:
+    # One norm per param over its slice of the buffer (views, no squared copy), then spread
+    # back over the slice's elements.
+    per_param = torch.stack(torch._foreach_norm(list(flat.split(sizes))))
+    return per_param.repeat_interleave(lengths.to(flat.device), output_size=flat.numel())

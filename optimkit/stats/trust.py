@@ -67,7 +67,7 @@ def new_weights_norm(b, lr, weight_decay):
     b.extras["trust_target"] = target
 
 
-@stat()
+@stat(layerwise=True)
 def layer_norms(b):
     """``||w||`` and ``||u||`` per tensor (1-D tensors on the bucket's device, in ``b.extras``).
 
