@@ -69,7 +69,8 @@ class Entry:
     status: str = "stable"
     aliases: tuple[str, ...] = ()
     # Whether flat mode runs its recipe as one tensor per bucket (and so compiles it as one);
-    # False for recipes with per-layer scalar state, which step per tensor over the views.
+    # False for layer-wise recipes (per-layer norms or scalar state), which step per tensor
+    # over the views.
     flat_step: bool = True
     # Contract tests that do not apply, by test name, with the reason (torch's DecorateInfo).
     skips: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -380,6 +381,7 @@ _LOOKAHEAD_STATE = {"slow_param": "slow_buffer", "lookahead_step": "step"}
 register(Entry(
     name="lars",
     factory=recipes.LARS,
+    flat_step=False,  # layer-wise: flat mode steps it per tensor
     year=2017,
     paper="https://arxiv.org/abs/1708.03888",
     reference=Reference(
@@ -398,6 +400,7 @@ register(Entry(
 register(Entry(
     name="larc",
     factory=recipes.LARC,
+    flat_step=False,  # layer-wise: flat mode steps it per tensor
     year=2017,
     paper="https://arxiv.org/abs/1708.03888",
     reference=Reference(
@@ -416,6 +419,7 @@ register(Entry(
 register(Entry(
     name="lamb",
     factory=recipes.LAMB,
+    flat_step=False,  # layer-wise: flat mode steps it per tensor
     year=2019,
     paper="https://arxiv.org/abs/1904.00962",
     reference=Reference(
@@ -432,6 +436,7 @@ register(Entry(
 register(Entry(
     name="ralamb",
     factory=recipes.Ralamb,
+    flat_step=False,  # layer-wise: flat mode steps it per tensor
     year=2019,
     paper="https://github.com/mgrankin/over9000",
     reference=Reference(
@@ -469,6 +474,7 @@ register(Entry(
 register(Entry(
     name="rangerlars",
     factory=recipes.RangerLars,
+    flat_step=False,  # layer-wise: flat mode steps it per tensor
     year=2019,
     paper="https://github.com/mgrankin/over9000",
     reference=Reference(

@@ -111,7 +111,13 @@ def norms(tensors: Sequence[Tensor]) -> list[Tensor]:
 
 
 def _segment_norms(flat: Tensor, lengths: Tensor, sizes: tuple[int, ...]) -> Tensor:
-    # One norm per param over its slice of the buffer (views, no squared copy), then spread
-    # back over the slice's elements.
-    per_param = torch.stack(torch._foreach_norm(list(flat.split(sizes))))
-    return per_param.repeat_interleave(lengths.to(flat.device), output_size=flat.numel())
+    # One norm per param over its slice of the buffer, spread back over the slice's elements.
+    device_lengths = lengths.to(flat.device)
+    if torch.compiler.is_compiling():
+        # one reduction op: splitting would unroll the graph over every param
+        squares = torch.segment_reduce(flat * flat, "sum", lengths=device_lengths)
+        per_param = squares.sqrt()
+    else:
+        # views of the buffer, no squared copy
+        per_param = torch.stack(torch._foreach_norm(list(flat.split(sizes))))
+    return per_param.repeat_interleave(device_lengths, output_size=flat.numel())
