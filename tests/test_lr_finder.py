@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -16,14 +15,6 @@ import optimkit.registry as registry
 from optimkit import lr_find
 from optimkit.training import LRFindResult, sweep_lrs
 from optimkit.training import lr_finder as lr_finder_module
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add contention
-    yield
-    torch.set_num_threads(threads)
 
 
 def _data(n=256, seed=0):
@@ -330,38 +321,6 @@ def test_plot_without_matplotlib_names_the_extra(monkeypatch):
         result.plot()
 
 
-class _FakeTask:
-    """A stand-in with the interface of optimkit.bench.tasks (model, loss_fn, batches)."""
-
-    def __init__(self, seed):
-        torch.manual_seed(seed)
-        self.model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),
-                                         torch.nn.Linear(16, 2))
-        self.loss_fn = torch.nn.functional.cross_entropy
-
-    def batches(self):
-        return iter(_data())
-
-    def evaluate(self):
-        return 0.0
-
-
-def test_cli_lr_find_against_the_task_interface(monkeypatch, tmp_path, capsys):
-    from optimkit.cli import main
-
-    fake = types.ModuleType("optimkit.bench.tasks")
-    asked = []
-    fake.get = lambda name: asked.append(name) or types.SimpleNamespace(build=_FakeTask)
-    monkeypatch.setitem(sys.modules, "optimkit.bench.tasks", fake)
-    plot = tmp_path / "lr.png"
-    code = main(["lr-find", "--optimizer", "adam", "--task", "digits-mlp", "--steps", "40",
-                 "--plot", str(plot)])
-    out = capsys.readouterr().out
-    assert code == 0 and asked == ["digits-mlp"]
-    assert "adam on digits-mlp" in out and "valley" in out and "steepest" in out
-    assert plot.exists()
-
-
 def test_cli_lr_find_on_the_builtin_digits_task(tmp_path, capsys):
     from optimkit.cli import main
 
@@ -371,12 +330,9 @@ def test_cli_lr_find_on_the_builtin_digits_task(tmp_path, capsys):
     assert code == 0 and "valley" in capsys.readouterr().out and plot.exists()
 
 
-def test_cli_reports_an_unknown_optimizer(monkeypatch, capsys):
+def test_cli_reports_an_unknown_optimizer(capsys):
     from optimkit.cli import main
 
-    fake = types.ModuleType("optimkit.bench.tasks")
-    fake.get = lambda name: types.SimpleNamespace(build=_FakeTask)
-    monkeypatch.setitem(sys.modules, "optimkit.bench.tasks", fake)
     code = main(["lr-find", "--optimizer", "nope", "--task", "digits-mlp", "--plot", ""])
     assert code == 2 and "unknown optimizer" in capsys.readouterr().err
 

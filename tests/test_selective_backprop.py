@@ -10,14 +10,6 @@ import optimkit.registry as registry
 from optimkit import SelectiveBackprop
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _toy(n=64):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)

@@ -6,17 +6,8 @@ import importlib.util
 import pathlib
 
 import pytest
-import torch
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "superconvergence.py"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_onecycle_reaches_the_target_in_fewer_epochs_than_a_constant_lr(tmp_path, capsys):
