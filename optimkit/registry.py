@@ -81,8 +81,15 @@ class Entry:
 
     @property
     def parts(self) -> tuple[str, ...]:
+        """The names of the parts it runs; a wrapper's (Lookahead) come after its own step."""
         cls = self.factory if isinstance(self.factory, type) else None
-        return tuple(p.name for p in getattr(cls, "parts", ()))
+        if getattr(cls, "parts", ()):
+            return tuple(p.name for p in cls.parts)
+        # A wrapper around a recipe: build one on a dummy param to see what it wraps.
+        opt = self.factory([torch.zeros(1, requires_grad=True)])
+        inner = getattr(opt, "optimizer", None)
+        own = f"lookahead(k={opt.k}, alpha={opt.alpha})" if hasattr(opt, "k") else "(wrapper)"
+        return (*(p.name for p in getattr(type(inner), "parts", ())), own)
 
 
 REGISTRY: dict[str, Entry] = {}
@@ -130,6 +137,8 @@ _TORCH_AMSGRAD_STATE = {**_TORCH_ADAM_STATE, "max_sqr_avg": "max_exp_avg_sq"}
 register(Entry(
     name="sgd",
     factory=recipes.SGD,
+    year=1951,
+    paper="https://doi.org/10.1214/aoms/1177729586",
     reference=Reference(
         "torch.optim:SGD", "torch.optim.SGD", state={"momentum_buffer": "momentum_buffer"}
     ),
@@ -144,6 +153,8 @@ register(Entry(
 register(Entry(
     name="sgd-momentum",
     factory=recipes.MomentumSGD,
+    year=1964,
+    paper="https://doi.org/10.1016/0041-5553(64)90137-5",
     reference=Reference(
         "torch.optim:SGD", "torch.optim.SGD(momentum=0.9)", fixed={"momentum": 0.9},
         state={"momentum_buffer": "momentum_buffer"},
