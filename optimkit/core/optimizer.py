@@ -52,6 +52,19 @@ def _betas(name: str, value: Any) -> None:
         _unit_interval(f"{name}[{i}]", beta)
 
 
+def _nus(name: str, value: Any) -> None:
+    # QHAdam's immediate discount factors may be 1 (nu = 1 is plain Adam).
+    for i, nu in enumerate(value):
+        if not 0.0 <= _number(nu) <= 1.0:
+            raise ValueError(f"Invalid {name}[{i}]: {nu!r}; {name} must be in [0, 1]")
+
+
+def _memory_length(name: str, value: Any) -> None:
+    # DeepMemory's beta3 = 1 - 1 / len_memory must lie in [0, 1).
+    if not _number(value) >= 1.0:
+        raise ValueError(f"Invalid {name}: {value!r}; {name} must be >= 1")
+
+
 # One rule per hyper-parameter name, shared by every optimizer.
 HYPER_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "lr": _nonnegative,
@@ -62,27 +75,12 @@ HYPER_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "initial_accumulator_value": _nonnegative,
     "alpha": _nonnegative,
     "betas": _betas,
+    "beta3": _unit_interval,
+    "nus": _nus,
+    "len_memory": _memory_length,
+    "trust_coefficient": _nonnegative,
+    "clamp_value": _nonnegative,
 }
-
-
-def _nus(name: str, value: Any) -> None:
-    # QHAdam's immediate discount factors may be 1 (nu = 1 is plain Adam).
-    for i, nu in enumerate(value):
-        if not 0.0 <= _number(nu) <= 1.0:
-            raise ValueError(f"Invalid {name}[{i}]: {nu!r}; {name} must be in [0, 1]")
-
-
-HYPER_CHECKS["nus"] = _nus
-
-
-def _memory_length(name: str, value: Any) -> None:
-    # DeepMemory's beta3 = 1 - 1 / len_memory must lie in [0, 1).
-    if not _number(value) >= 1.0:
-        raise ValueError(f"Invalid {name}: {value!r}; {name} must be >= 1")
-
-
-HYPER_CHECKS["beta3"] = _unit_interval
-HYPER_CHECKS["len_memory"] = _memory_length
 
 
 def validate_hypers(group: Mapping[str, Any], checks: Iterable[Callable[[Mapping], None]] = ()):
@@ -459,10 +457,6 @@ def _collect_hypers(parts: Iterable[Part], owner: str) -> dict[str, Any]:
         for name, default in part.hypers.items():
             hypers.setdefault(name, default)
     return hypers
-
-# Layer-wise trust ratios (LARS, LARC, LAMB, Ralamb).
-HYPER_CHECKS["trust_coefficient"] = _nonnegative
-HYPER_CHECKS["clamp_value"] = _nonnegative
 
 # Attributes under which wrappers (Lookahead and the like) keep the optimizer they wrap.
 INNER_OPTIMIZER_ATTRS = ("optimizer", "base_optimizer", "inner", "_optimizer")
