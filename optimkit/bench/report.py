@@ -14,7 +14,6 @@ import html
 import io
 import json
 import math
-import platform
 import re
 from pathlib import Path
 from typing import Any
@@ -260,6 +259,7 @@ def leaderboard_json(summary: Summary) -> dict[str, Any]:
         tasks.append({
             "name": task, "metric": summary.tasks[task]["metric"],
             "higher_is_better": summary.tasks[task]["higher_is_better"],
+            **({"data": summary.tasks[task]["data"]} if "data" in summary.tasks[task] else {}),
             "best": summary.task_results[task].test.best if summary.task_results[task].test
             else None,
             "tied_with_best": summary.task_results[task].tied,
@@ -272,7 +272,7 @@ def leaderboard_json(summary: Summary) -> dict[str, Any]:
         })
     return _clean({
         "preset": c.preset, "provisional": c.provisional, "optimkit": c.version,
-        "device": c.device, "python": platform.python_version(),
+        "device": c.device,
         "seeds": {"tuning": list(rules.tuning_seeds), "test": list(rules.test_seeds)},
         "stability": summary.stability_figure,
         "stability_over_seeds": summary.stability.get("seeds"),

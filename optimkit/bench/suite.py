@@ -123,13 +123,6 @@ class Config:
     def provisional(self) -> bool:
         return PRESETS[self.preset].provisional
 
-    @property
-    def is_preset_default(self) -> bool:
-        """Whether this run is its preset's whole suite (not a subset or a variant)."""
-        return self == Config.for_preset(self.preset, workers=self.workers,
-                                         executor=self.executor, device=self.device,
-                                         seed_start=self.seed_start, version=self.version)
-
     def rules(self) -> Rules:
         start = self.seed_start
         return Rules(

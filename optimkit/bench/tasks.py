@@ -126,22 +126,28 @@ def _batcher(x: Tensor, y: Tensor, batch_size: int, seed: int):
     return batches
 
 
-def _supervised(model, loss_fn, score, x, y, split, batch_size, seed, device) -> Instance:
-    train, val, test = split
-    x, y = x.to(device), y.to(device)
-    model = model.to(device)
-    held_out = {"val": val.to(device), "test": test.to(device)}
+def _evaluator(model: nn.Module, held_out: dict, score: Callable[[Tensor], float]):
+    """``evaluate(split)``: ``score(held_out[split])`` in eval mode, without gradients."""
 
     @torch.no_grad()
     def evaluate(split_name: str = "test") -> float:
         if split_name not in held_out:
             raise ValueError(f"split must be 'val' or 'test', got {split_name!r}")
-        idx = held_out[split_name]
         was_training = model.training
         model.eval()
-        value = float(score(model(x[idx]), y[idx]))
+        value = score(held_out[split_name])
         model.train(was_training)
         return value
+
+    return evaluate
+
+
+def _supervised(model, loss_fn, score, x, y, split, batch_size, seed, device) -> Instance:
+    train, val, test = split
+    x, y = x.to(device), y.to(device)
+    model = model.to(device)
+    held_out = {"val": val.to(device), "test": test.to(device)}
+    evaluate = _evaluator(model, held_out, lambda idx: float(score(model(x[idx]), y[idx])))
 
     return Instance(model, loss_fn, _batcher(x[train.to(device)], y[train.to(device)],
                                              batch_size, seed), evaluate,
@@ -317,18 +323,13 @@ def _stdlib_lm(seed: int, device: str) -> Instance:
             window = train[starts.to(device) + offsets]
             yield window[:, :-1], window[:, 1:]
 
-    @torch.no_grad()
-    def evaluate(split_name: str = "test") -> float:
-        if split_name not in held_out:
-            raise ValueError(f"split must be 'val' or 'test', got {split_name!r}")
-        windows = held_out[split_name]
-        was_training = model.training
-        model.eval()
+    def bits(windows: Tensor) -> float:
         total = 0.0
         for chunk in windows.split(64):
             total += float(lm.lm_loss(model(chunk[:, :-1]), chunk[:, 1:])) * len(chunk)
-        model.train(was_training)
         return total / len(windows) / math.log(2)
+
+    evaluate = _evaluator(model, held_out, bits)
 
     return Instance(model, lm.lm_loss, batches, evaluate, steps_per_epoch=LM_STEPS_PER_EPOCH)
 
