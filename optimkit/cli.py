@@ -7,6 +7,8 @@ Each sub-command lives next to the feature it drives and registers itself here w
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -40,13 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _load_commands()
-    args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
-    except (ValueError, OSError) as err:
-        print(f"optimkit {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        _load_commands()
+        args = build_parser().parse_args(argv)
+        try:
+            return int(args.handler(args) or 0)
+        except (ValueError, OSError) as err:
+            print(f"optimkit {args.command}: error: {err}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        # Ctrl-C before a command handles it (while importing, say): one line, no traceback,
+        # and no second one from a later Ctrl-C while the interpreter shuts down.
+        with contextlib.suppress(ValueError):  # only the main thread may set handlers
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("optimkit: interrupted", file=sys.stderr)
+        return 130
 
 
 def _load_commands() -> None:

@@ -330,6 +330,31 @@ def threading_is_main() -> bool:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """The bench; Ctrl-C at any point (imports included) ends it cleanly with status 130."""
+    where: dict = {}
+    with _StopOnSignal():
+        try:
+            return _bench(args, where)
+        except (Interrupted, KeyboardInterrupt) as err:
+            code = 128 + getattr(err, "signum", signal.SIGINT)
+            print(_interrupted(where), file=sys.stderr, flush=True)
+            return code
+
+
+def _interrupted(where: dict) -> str:
+    """The one line printed on Ctrl-C: how many cells are safe, and how to finish."""
+    from .store import DB_NAME, Store
+    from .suite import finished_cells
+
+    out, config = where.get("out"), where.get("config")
+    if out is None or config is None or not (out / DB_NAME).exists():
+        return "interrupted: no cells saved yet"
+    with Store(out) as store:
+        saved = finished_cells(config, store)
+    return f"interrupted: {saved} cells saved; finish with `optimkit bench --resume --out {out}`"
+
+
+def _bench(args: argparse.Namespace, where: dict) -> int:
     from . import report, suite
     from .store import Store
 
@@ -338,36 +363,27 @@ def run_bench(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tally = suite.Tally()
     quiet = args.quiet
-    with _StopOnSignal():
-        try:
-            with Store(out) as store:
-                store.record_run(config.to_json(),
-                                 [task_registry.get(t).meta() for t in config.tasks])
-                total = suite.count_cells(config)
-                if not quiet:
-                    print(f"optimkit bench: preset {config.preset}"
-                          f"{' (provisional)' if config.provisional else ''}, "
-                          f"{len(config.optimizers)} optimizers x {len(config.tasks)} tasks, "
-                          f"about {total} cells on {config.workers} worker(s); "
-                          f"results in {out}/", flush=True)
-                bar, update = (None, None)
-                if not quiet and sys.stderr.isatty():
-                    bar, update = _rich_progress(total)
-                if bar is None and not quiet and not sys.stdout.isatty():
-                    update = LineProgress()
-                if bar is not None:
-                    with bar:
-                        suite.run(config, store, update, tally)
-                else:
-                    suite.run(config, store, update, tally)
-                failures = store.errors(config.version)
-        except (Interrupted, KeyboardInterrupt) as err:
-            with Store(out) as store:
-                saved = suite.finished_cells(config, store)
-            code = 128 + getattr(err, "signum", signal.SIGINT)
-            print(f"interrupted: {saved} cells saved; finish with "
-                  f"`optimkit bench --resume --out {out}`", file=sys.stderr, flush=True)
-            return code
+    with Store(out) as store:
+        store.record_run(config.to_json(), [task_registry.get(t).meta() for t in config.tasks])
+        where.update(out=out, config=config)
+        total = suite.count_cells(config)
+        if not quiet:
+            print(f"optimkit bench: preset {config.preset}"
+                  f"{' (provisional)' if config.provisional else ''}, "
+                  f"{len(config.optimizers)} optimizers x {len(config.tasks)} tasks, "
+                  f"about {total} cells on {config.workers} worker(s); results in {out}/",
+                  flush=True)
+        bar, update = (None, None)
+        if not quiet and sys.stderr.isatty():
+            bar, update = _rich_progress(total)
+        if bar is None and not quiet and not sys.stdout.isatty():
+            update = LineProgress()
+        if bar is not None:
+            with bar:
+                suite.run(config, store, update, tally)
+        else:
+            suite.run(config, store, update, tally)
+        failures = store.errors(config.version)
     summary = report.load(out)
     files = report.build(out, args.notes, summary)
     for task, optimizer, error in failures[:5]:

@@ -127,8 +127,9 @@ def cd_diagram(summary: Summary, out: Path) -> Path | None:
         ax.text(1 + rank.cd / 2, 1.35, f"CD = {rank.cd:.2f}", ha="center", fontsize=8,
                 color="#a4330d")
     ax.axis("off")
+    p = "p < 1e-12" if rank.p < 1e-12 else f"p = {rank.p:.2g}"
     ax.set_title(f"mean rank over {rank.blocks} blocks (task x test seed); bars: tiers "
-                 f"(Friedman p = {rank.p:.2g}, Nemenyi)", fontsize=9)
+                 f"(Friedman {p}, Nemenyi)", fontsize=9)
     return _save(fig, out / "critical-difference.png")
 
 

@@ -352,8 +352,9 @@ def statistics_text(summary: Summary) -> list[str]:
     if rank is None:
         return ["Too few complete optimizers to rank."]
     tiers = max(rank.tiers.values())
-    verdict = (f"p = {rank.p:.2g}: the optimizers differ; {tiers} tier(s)" if rank.p < ranking.ALPHA
-               else f"p = {rank.p:.2g}: no significant difference, so one tier")
+    p = "p < 1e-12" if rank.p < 1e-12 else f"p = {rank.p:.2g}"
+    verdict = (f"{p}, so some optimizers differ; Nemenyi's test groups them in {tiers} tier(s)"
+               if rank.p < ranking.ALPHA else f"{p}: no significant difference, so one tier")
     lines = [
         f"Friedman test over {rank.blocks} blocks (task x test seed), {len(rank.names)} "
         f"optimizers: {verdict}. Nemenyi critical difference of mean ranks: "
