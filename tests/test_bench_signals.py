@@ -50,12 +50,19 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
-def _start(out: Path) -> subprocess.Popen:
-    args = [sys.executable, "-m", "optimkit", "bench", *TINY, "--seeds", "6", "--out", str(out),
-            "--workers", "2", "--quiet"]
+def _start(out: Path, workers: int = 2, ignore_sigint: bool = False,
+           seeds: int = 6) -> subprocess.Popen:
+    args = [sys.executable, "-m", "optimkit", "bench", *TINY, "--seeds", str(seeds),
+            "--out", str(out),
+            "--workers", str(workers), "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def background() -> None:  # what a non-interactive shell does to `cmd &`
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=background if ignore_sigint else None)
 
 
 def _cells(db: Path) -> int:
@@ -66,11 +73,12 @@ def _cells(db: Path) -> int:
         return 0
 
 
-def _wait_busy(proc: subprocess.Popen, db: Path) -> set[int]:
-    """Wait until cells are being saved and two pool workers run; return the descendants."""
+def _wait_busy(proc: subprocess.Popen, db: Path, children: int = 3) -> set[int]:
+    """Wait until cells are being saved and ``children`` descendants (the forkserver and two
+    pool workers by default) run; return the descendants."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if db.exists() and _cells(db) >= 2 and len(_children(proc.pid)) >= 3:
+        if db.exists() and _cells(db) >= 2 and len(_children(proc.pid)) >= children:
             return _children(proc.pid)  # the forkserver and its two workers (at least)
         time.sleep(0.05)
     raise AssertionError(f"the bench ended or stalled first: {proc.poll()}")
@@ -105,3 +113,31 @@ def test_ctrl_c_saves_prints_one_line_and_exits_130(tmp_path, target):
         time.sleep(0.1)
     assert not _alive(workers), "pool workers outlived the bench"
     assert stdout == ""
+
+
+def _errors(db: Path) -> list[str]:
+    with sqlite3.connect(db, timeout=5) as conn:
+        return [r[0] for r in conn.execute("SELECT error FROM cells WHERE error IS NOT NULL")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_one_worker_background_job_stops_on_signal(tmp_path, signum):
+    """`optimkit bench --workers 1 &` from a script: the cells run in the bench process itself
+    and SIGINT was inherited as ignored. SIGTERM (143) and kill -INT (130) still stop it at
+    once, and the cell it was running is dropped, not saved as a failure."""
+    out = tmp_path / "run"
+    db = out / "results.sqlite"
+    proc = _start(out, workers=1, ignore_sigint=True, seeds=100)  # minutes of cells in all
+    _wait_busy(proc, db, children=0)
+    os.kill(proc.pid, signum)
+    try:
+        stdout, stderr = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError(f"the bench kept running after {signum.name}") from None
+    assert proc.returncode == 128 + signum, stderr
+    saved = _cells(db)
+    assert stderr.strip() == (f"interrupted: {saved} cells saved; finish with "
+                              f"`optimkit bench --resume --out {out}`")
+    assert saved >= 2 and stdout == ""
+    assert _errors(db) == [], "the interrupted cell was recorded as a failed cell"

@@ -293,14 +293,21 @@ def _rich_progress(total: int):
     return bar, update
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):
+    """A stop signal. A ``BaseException``, like ``KeyboardInterrupt``: the cell runner catches
+    every ``Exception`` (a broken optimizer must not end a run), so an ``Exception`` raised in
+    the middle of a cell would be recorded as that cell's failure and the run would go on."""
+
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
 
 class _StopOnSignal:
-    """SIGINT/SIGTERM -> ``Interrupted`` once; every later one is ignored while we stop."""
+    """SIGINT/SIGTERM -> ``Interrupted`` once; every later one is ignored while we stop.
+
+    The handlers are installed even where SIGINT was inherited as ignored (a background job of
+    a non-interactive shell): ``kill -INT`` then stops the bench as cleanly as Ctrl-C does."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
