@@ -1,77 +1,30 @@
-"""optimkit: deep-learning optimizers built from stats and steppers over tensor lists."""
+"""optimkit: deep-learning optimizers built from stats and steppers over tensor lists.
 
-from . import schedules, stats, steppers
-from .core import Optimizer, Part, copy_of_param, full, stat, stepper, zeros
-from .core.optimizer import accelerate
-from .groups import param_groups
-from .lookahead import Lookahead
-from .recipes import (
-    LAMB,
-    LARC,
-    LARS,
-    SGD,
-    Adagrad,
-    Adam,
-    AdaMod,
-    AdamW,
-    AMSGrad,
-    DeepMemory,
-    DiffGrad,
-    LookaheadSGD,
-    MomentumSGD,
-    NovoGrad,
-    Over9000,
-    QHAdam,
-    RAdam,
-    Ralamb,
-    Ranger,
-    RangerLars,
-    RMSprop,
-)
+The names here come from the packages' own export lists: every recipe of ``recipes.py``, the
+engine (``core``), the wrappers, and the training, schedule and registry entry points.
+"""
+
+from . import core, recipes, schedules, stats, steppers, wrappers
+from .core import *  # noqa: F403
+from .recipes import *  # noqa: F403
 from .registry import available, create
 from .schedules import OneCycle
-from .training import SelectiveBackprop, lr_find
+from .training import SelectiveBackprop, lr_find, param_groups
+from .wrappers import *  # noqa: F403
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Adagrad",
-    "Adam",
-    "AdaMod",
-    "AdamW",
-    "AMSGrad",
-    "DeepMemory",
-    "DiffGrad",
-    "LAMB",
-    "LARC",
-    "LARS",
-    "Lookahead",
-    "LookaheadSGD",
-    "MomentumSGD",
-    "NovoGrad",
+    *core.__all__,
+    *recipes.__all__,
+    *wrappers.__all__,
     "OneCycle",
-    "Optimizer",
-    "Over9000",
-    "Part",
-    "QHAdam",
-    "RAdam",
-    "Ralamb",
-    "Ranger",
-    "RangerLars",
-    "RMSprop",
-    "SGD",
     "SelectiveBackprop",
     "available",
-    "copy_of_param",
     "create",
-    "full",
     "lr_find",
     "param_groups",
     "schedules",
-    "stat",
     "stats",
-    "stepper",
     "steppers",
-    "zeros",
-    "accelerate",
 ]
