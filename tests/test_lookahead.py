@@ -116,14 +116,91 @@ def test_inner_state_has_no_lookahead_keys(name):
     params = clone_params(make_params())
     opt = WRAPPERS[name](params)
     run(opt, params, 7)
-    before = {k for g in opt.optimizer.param_groups for k in g}
+    groups = {k for g in opt.optimizer.param_groups for k in g}
     for p in params:
-        assert not set(opt.optimizer.state[p]) & {"slow_param", "lookahead_step", "slow_buffer"}
-        assert set(opt.state[p]) == {"slow_param", "lookahead_step"}
-    assert not before & {"k", "alpha", "slow_param", "lookahead_step"}
+        inner = set(opt.optimizer.state[p])
+        assert not inner & {"slow_param", "lookahead_step", "slow_buffer"}
+        assert set(opt.state[p]) == inner | {"slow_param", "lookahead_step"}
+    assert not groups & {"k", "alpha", "slow_param", "lookahead_step"}
+    assert {"lookahead_k", "lookahead_alpha"} <= groups
     sd = opt.state_dict()
-    assert set(sd) == {"state", "param_groups", "lookahead"}
-    assert set(sd["lookahead"]["slow_param"]) == set(range(len(params)))
+    assert set(sd) == {"state", "param_groups"}  # torch's format: what ZeRO and DCP keep
+    assert all({"slow_param", "lookahead_step"} <= set(sd["state"][i]) for i in range(5))
+
+
+def test_whole_entries_written_into_state_are_split():
+    # ZeroRedundancyOptimizer.load_state_dict writes state[p] = {...} for each param itself.
+    start = make_params()
+    straight, resumed = clone_params(start), clone_params(start)
+    run(WRAPPERS["lookahead-torch-adam"](straight), straight, 10)
+    first = WRAPPERS["lookahead-torch-adam"](resumed)
+    run(first, resumed, 4)
+    saved = copy.deepcopy(first.state_dict())
+    fresh = WRAPPERS["lookahead-torch-adam"](resumed)
+    for index, p in enumerate(resumed):
+        fresh.state[p] = saved["state"][index]
+    assert set(fresh.optimizer.state[resumed[0]]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert set(fresh._own[resumed[0]]) == {"slow_param", "lookahead_step"}
+    run(fresh, resumed, 6, start=4)
+    for p, q in zip(straight, resumed, strict=True):
+        assert torch.equal(p, q)
+
+
+def test_checkpoints_of_the_previous_format_still_load():
+    start = make_params()
+    straight, resumed = clone_params(start), clone_params(start)
+    run(optimkit.Lookahead(torch.optim.SGD(straight, lr=0.1, momentum=0.9), k=3), straight, 8)
+    first = optimkit.Lookahead(torch.optim.SGD(resumed, lr=0.1, momentum=0.9), k=3)
+    run(first, resumed, 4)
+    sd = first.state_dict()
+    inner_state = {i: {"momentum_buffer": s["momentum_buffer"]} for i, s in sd["state"].items()}
+    previous = {
+        "state": inner_state,
+        "param_groups": [{k: v for k, v in g.items() if not k.startswith("lookahead_")}
+                         for g in sd["param_groups"]],
+        "lookahead": {
+            "k": 3, "alpha": 0.5,
+            "slow_param": {i: s["slow_param"] for i, s in sd["state"].items()},
+            "lookahead_step": {i: s["lookahead_step"] for i, s in sd["state"].items()},
+        },
+    }
+    fresh = optimkit.Lookahead(torch.optim.SGD(resumed, lr=0.1, momentum=0.9), k=7)
+    fresh.load_state_dict(previous)
+    assert fresh.k == 3
+    run(fresh, resumed, 4, start=4)
+    for p, q in zip(straight, resumed, strict=True):
+        assert torch.equal(p, q)
+
+
+def test_params_without_grads_get_no_slow_weights():
+    params = clone_params(make_params())
+    params[3].requires_grad_(False)
+    opt = optimkit.Lookahead(torch.optim.SGD(params, lr=0.1), k=2)
+    run(opt, params, 4, skip=lambda step, i: i in (3, 4))
+    assert len(opt.state[params[3]]) == 0 and len(opt.state[params[4]]) == 0
+    assert params[3] not in opt.state and params[4] not in opt.state
+    assert set(opt.state_dict()["state"]) == {0, 1, 2}
+
+
+def test_k_and_alpha_live_in_the_param_groups():
+    params = clone_params(make_params())
+    opt = optimkit.Lookahead(torch.optim.SGD(params[:3], lr=0.1), k=2, alpha=0.3)
+    opt.add_param_group({"params": params[3:], "lookahead_k": 4})
+    assert [g["lookahead_k"] for g in opt.param_groups] == [2, 4]
+    assert [g["lookahead_alpha"] for g in opt.param_groups] == [0.3, 0.3]
+    run(opt, params, 2)
+    torch.testing.assert_close(opt.state[params[0]]["slow_param"], params[0].detach())
+    assert not torch.equal(opt.state[params[4]]["slow_param"], params[4].detach())
+    opt.k = 5
+    assert [g["lookahead_k"] for g in opt.param_groups] == [5, 5]
+    with pytest.raises(ValueError, match="k"):
+        opt.add_param_group({"params": [torch.zeros(2, requires_grad=True)], "lookahead_k": 0})
+
+
+def test_refuses_to_wrap_an_optimizer_with_slow_weights():
+    params = clone_params(make_params())
+    with pytest.raises(ValueError, match="slow weights"):
+        optimkit.Lookahead(optimkit.Ranger(params))
 
 
 def test_counts_only_params_that_were_updated():
@@ -205,9 +282,8 @@ def test_deepcopy_keeps_the_wrapper_working():
     opt = optimkit.RangerLars(params, lr=0.1)
     run(opt, params, 3)
     twin = copy.deepcopy(opt)
-    assert twin.state_dict()["lookahead"]["lookahead_step"] == opt.state_dict()["lookahead"][
-        "lookahead_step"
-    ]
+    steps = [s["lookahead_step"] for s in opt.state_dict()["state"].values()]
+    assert [s["lookahead_step"] for s in twin.state_dict()["state"].values()] == steps
     twin.step()
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from reference.larc import LARC
 from reference.ralamb import Ralamb
 from reference.rangerlars import RangerLars
+
+import optimkit
 
 
 def t(*values):
@@ -79,6 +82,31 @@ def test_ralamb_first_step_uses_new_weight_norm():
     # ratio = 5 / ||w' - u|| = 5 / ||(2.79, 3.72)|| = 5 / 4.65.
     (p,), _ = _steps(Ralamb, W, [G], lr=0.1, weight_decay=0.5)
     close(p, 0.95 * W - (5 / 4.65) * 0.1 * G)
+
+
+def test_ralamb_on_fp32_measures_the_weights_after_the_decay():
+    # over9000 on float32 params: ||w'|| = 0.95 * 5 = 4.75 in the ratio, not ||w|| = 5.
+    (p,), _ = _steps(Ralamb, W, [G], lr=0.1, weight_decay=0.5, norm_after_decay=True)
+    close(p, 0.95 * W - (4.75 / 4.65) * 0.1 * G)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10 row 11")
+def test_optimkit_ralamb_with_weight_decay_matches_over9000_on_fp32():
+    start = [torch.randn(shape, generator=torch.Generator().manual_seed(i)) for i, shape in
+             enumerate([(5, 3), (4,), (2, 3, 2)])]
+    ours_params = [w.clone().requires_grad_() for w in start]
+    ref_params = [w.clone().requires_grad_() for w in start]
+    ours = optimkit.Ralamb(ours_params, lr=1e-2, weight_decay=0.5)
+    ref = Ralamb(ref_params, lr=1e-2, weight_decay=0.5, norm_after_decay=True)
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(120):
+        for p, q in zip(ours_params, ref_params, strict=True):
+            p.grad = torch.randn(p.shape, generator=gen) + 0.3 * p.detach()
+            q.grad = p.grad.clone()
+        ours.step()
+        ref.step()
+    for p, q in zip(ours_params, ref_params, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
 
 
 def test_ralamb_clamps_weight_norm_at_10():

@@ -14,6 +14,7 @@ for an accelerator.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -136,6 +137,15 @@ class Bucket:
         a sharded bucket would sum its partial squares across shards in one collective.
         """
         return torch.stack(torch._foreach_norm(list(tensors)))
+
+
+def is_dtensor(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor`` (FSDP2's sharded params).
+
+    No DTensor can exist before ``torch.distributed.tensor`` is imported, so this imports nothing.
+    """
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(tensor, module.DTensor)
 
 
 def norms(tensors: Sequence[Tensor]) -> list[Tensor]:

@@ -8,13 +8,23 @@ import torch
 from torch import Tensor
 
 from ..core.parts import copy_of_param, stepper
+from ..core.tensorlists import is_dtensor
 from ..core.rules import closed_unit_interval, positive_integer
 
 
 def interpolate(fast: Sequence[Tensor], slow: Sequence[Tensor], alpha: float) -> None:
-    """The Lookahead synchronisation: ``slow += alpha * (fast - slow)``, then ``fast = slow``."""
-    if fast:
-        torch._foreach_lerp_(slow, fast, alpha)
+    """The Lookahead synchronisation: ``slow += alpha * (fast - slow)``, then ``fast = slow``.
+
+    DTensors (FSDP2 params, as the ``Lookahead`` wrapper sees them) are copied one by one:
+    ``_foreach_copy_`` has no DTensor sharding strategy.
+    """
+    if not fast:
+        return
+    torch._foreach_lerp_(slow, fast, alpha)
+    if is_dtensor(fast[0]):
+        for f, s in zip(fast, slow, strict=True):
+            f.copy_(s)
+    else:
         torch._foreach_copy_(fast, slow)
 
 

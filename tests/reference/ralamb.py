@@ -11,6 +11,11 @@ Per param, with ``t`` its own step count:
 * ``ratio = clamp(||w||, 0, 10) / ||w' - u||`` (the norm of the would-be new weights), or 1 when
   either norm is 0;
 * ``w = w' - ratio * u``.
+
+``norm_after_decay=True`` takes ``||w'||`` instead of ``||w||`` in the ratio: what over9000 does
+on float32 params, where its ``p.data.float()`` is ``p.data`` itself, so the decay has already
+been applied in place when it measures the weights (on float64 params its copy leaves
+``p.data`` alone and it measures ``||w||``).
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ import torch
 
 
 class Ralamb(torch.optim.Optimizer):
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 norm_after_decay=False):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        self.norm_after_decay = norm_after_decay
 
     def _update(self, p, group):
         """Apply one Ralamb step to ``p`` (with a grad) and return nothing."""
@@ -50,7 +57,7 @@ class Ralamb(torch.optim.Optimizer):
             update = lr * m / (1 - beta1**t)
 
         decayed = p - decay * lr * p
-        w_norm = torch.linalg.vector_norm(p).clamp(0, 10)
+        w_norm = torch.linalg.vector_norm(decayed if self.norm_after_decay else p).clamp(0, 10)
         new_norm = torch.linalg.vector_norm(decayed - update)
         ratio = 1.0 if (w_norm == 0 or new_norm == 0) else w_norm / new_norm
         p.copy_(decayed - ratio * update)
