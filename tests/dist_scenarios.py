@@ -16,8 +16,9 @@ batch, and reports how far the result is from a run without the distributed wrap
 * ``dcp-save`` / ``dcp-load``: the same with FSDP2 and ``torch.distributed.checkpoint``
   (``get_state_dict`` / ``dcp.save`` / ``dcp.load`` / ``set_state_dict``).
 
-The cases are every registered optimizer plus ``optimkit.Lookahead`` around
-``torch.optim.Adam``; :func:`cases` is the one place that reads the registry.
+The cases are every optimizer of the test database (``tests/optim_db.py``) plus
+``optimkit.Lookahead`` around ``torch.optim.Adam``; :func:`cases` is the one place that reads
+the database.
 """
 
 from __future__ import annotations
@@ -56,20 +57,22 @@ def lookahead_torch_adam(params, lr=1e-2, **kwargs):
     return optimkit.Lookahead(torch.optim.Adam(params, lr=lr, **kwargs), k=3, alpha=0.5)
 
 
-def _kwargs(entry) -> dict[str, Any]:
-    # The first test setting with weight decay, so that its paths run too.
-    settings = [s for s in entry.settings if s.get("weight_decay")] or list(entry.settings)
-    return {**entry.pinned, **settings[0]}
+def kwargs_of(info) -> dict[str, Any]:
+    """The keywords a test database entry runs with here: its first setting with weight decay
+    (so that those paths run too), over its pinned keywords."""
+    settings = [s for s in info.settings if s.get("weight_decay")] or list(info.settings)
+    return {**info.pinned, **settings[0]}
+
+
+WRAPPER = "lookahead-torch-adam"
 
 
 @functools.cache
 def cases() -> dict[str, Case]:
-    import optimkit.registry as registry
+    import optim_db
 
-    table = {e.name: Case(e.name, e.factory, _kwargs(e)) for e in registry.entries()}
-    table["lookahead-torch-adam"] = Case(
-        "lookahead-torch-adam", lookahead_torch_adam, {"weight_decay": 0.01}, speed_modes=False
-    )
+    table = {info.name: Case(info.name, info.factory, kwargs_of(info)) for info in optim_db.DB}
+    table[WRAPPER] = Case(WRAPPER, lookahead_torch_adam, {"weight_decay": 0.01}, speed_modes=False)
     return table
 
 

@@ -1,47 +1,31 @@
 """Every optimizer under torch.distributed: DDP, FSDP2 (DTensor), ZeRO and DCP checkpoints.
 
-2 gloo ranks on 127.0.0.1, CPU only. The ranks are started once for the whole module (twice
+2 gloo ranks on 127.0.0.1, CPU only. The ranks are started once for the whole session (twice
 when a checkpoint is loaded: into new processes), and run every selected case there (see
-``tests/dist_harness.py``); each test below asserts one case's result.
+``tests/dist_harness.py``); each test below asserts one case's result. The cases are the test
+database's optimizers (``conftest.optims``) and ``optimkit.Lookahead`` around torch's Adam.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
+from conftest import optims
 from dist_harness import WORLD_SIZE, launch, missing_reason
-from dist_scenarios import SAVED_BY, cases
+from dist_scenarios import SAVED_BY, WRAPPER
 
 import optimkit.core.compiled as compiled
 
-CASES = list(cases())
-RECIPES = [name for name, case in cases().items() if case.speed_modes]
 # compile=True under FSDP2: one element-wise, one layer-wise and one per-layer-state recipe
 # (each compiles for seconds).
-COMPILED = ["adam", "lamb", "novograd"]
+COMPILED = ("adam", "lamb", "novograd")
 
-# What fails on main today, by issue 10's row; each marker goes when its row is fixed.
-# Row 5: _foreach_copy_ has no DTensor sharding strategy (momentum buffers, DiffGrad's
-# previous gradient), NovoGrad's per-layer state is a plain tensor.
-ROW5 = {"sgd", "sgd-momentum", "novograd", "diffgrad", "deepmemory", "lars", "larc",
-        "lookahead"}
-FAILS = {
-    **{("fsdp", c): "issue 10 row 5" for c in ROW5},
-    **{("fsdp-flat", c): "issue 10 row 6" for c in RECIPES},
-    **{("fsdp-compile", c): "issue 10 row 6" for c in COMPILED},
-    **{("dcp-load", c): "issue 10 row 8 (FSDP2, row 5)" for c in ROW5},
-}
 
-def _params(scenario: str, names: list[str]):
-    return [
-        pytest.param(
-            scenario, name, id=name,
-            marks=[pytest.mark.xfail(strict=True, reason=FAILS[scenario, name])]
-            if (scenario, name) in FAILS else [],
-        )
-        for name in names
-    ]
+def _in(*scenarios):
+    """``optims`` cases: one per scenario, named ``<optimizer>-<scenario>``."""
+    return lambda info: [(scenario, (scenario,)) for scenario in scenarios]
 
 
 def _requested(session) -> list[tuple[str, str]]:
@@ -49,8 +33,10 @@ def _requested(session) -> list[tuple[str, str]]:
     pairs = []
     for item in session.items:
         spec = getattr(item, "callspec", None)
-        if item.module.__name__ == __name__ and spec and "scenario" in spec.params:
-            pairs.append((spec.params["scenario"], spec.params["case"]))
+        if item.module.__name__ != __name__ or spec is None or "scenario" not in spec.params:
+            continue
+        info = spec.params.get("info")
+        pairs.append((spec.params["scenario"], WRAPPER if info is None else info.name))
     return list(dict.fromkeys(pairs))
 
 
@@ -61,8 +47,6 @@ def dist_results(request, tmp_path_factory):
     Under pytest-xdist each worker collects every test, so both ask for the same pairs: the
     first to get the lock launches the ranks, the other reads its results.
     """
-    import json
-
     from filelock import FileLock
 
     pairs = _requested(request.session)
@@ -93,41 +77,64 @@ def _rows(results, scenario, case) -> list[dict]:
     return rows
 
 
-@pytest.mark.parametrize(("scenario", "case"), _params("ddp", CASES) + _params("ddp-flat", RECIPES))
-def test_ddp_matches_one_process(dist_results, scenario, case):
-    for row in _rows(dist_results, scenario, case):
+def _matches_one_process(results, scenario, case):
+    for row in _rows(results, scenario, case):
         assert row["rel"] <= 1e-12, row
 
 
-@pytest.mark.parametrize(("scenario", "case"), _params("fsdp", CASES))
-def test_fsdp2_matches_the_unsharded_run(dist_results, scenario, case):
+def _matches_the_unsharded_run(results, scenario, case):
     # uneven shards, an empty shard and a zero-norm tensor included (see dist_scenarios)
-    for row in _rows(dist_results, scenario, case):
+    for row in _rows(results, scenario, case):
         assert row["rel"] <= 1e-6, row
 
 
-@pytest.mark.parametrize(
-    ("scenario", "case"), _params("fsdp-flat", RECIPES) + _params("fsdp-compile", COMPILED)
-)
-def test_fsdp2_speed_modes_work_on_shards_or_are_refused_naming_dtensor(
-    dist_results, scenario, case
-):
-    if scenario == "fsdp-compile" and not compiled.has_cxx_compiler():
+def _resumes_exactly(results, scenario, case):
+    for row in _rows(results, scenario, case):
+        assert row["max_abs"] == 0.0, row
+
+
+@optims(cases=_in("ddp", "ddp-flat"), argnames="info,scenario")
+def test_ddp_matches_one_process(dist_results, info, scenario):
+    _matches_one_process(dist_results, scenario, info.name)
+
+
+@optims(cases=_in("fsdp"), argnames="info,scenario")
+def test_fsdp2_matches_the_unsharded_run(dist_results, info, scenario):
+    _matches_the_unsharded_run(dist_results, scenario, info.name)
+
+
+@optims(cases=_in("fsdp-flat"), argnames="info,scenario")
+def test_fsdp2_flat_mode_is_refused_naming_dtensor(dist_results, info, scenario):
+    # FSDP2 owns each sharded param's storage: no flat buffer can hold it
+    for row in _rows(dist_results, scenario, info.name):
+        assert "DTensor" in row.get("refused", ""), row
+
+
+@optims(cases=_in("fsdp-compile"), argnames="info,scenario", where=lambda i: i.name in COMPILED)
+def test_fsdp2_compiled_step_runs_on_the_local_shards(dist_results, info, scenario):
+    if not compiled.has_cxx_compiler():
         pytest.skip("inductor needs a C++ compiler on the CPU")
-    for row in _rows(dist_results, scenario, case):
-        if "refused" in row:
-            assert "DTensor" in row["refused"], row
-        else:
-            assert row["rel"] <= 1e-6, row
+    _matches_the_unsharded_run(dist_results, scenario, info.name)
 
 
-@pytest.mark.parametrize(("scenario", "case"), _params("zero-load", CASES))
-def test_zero_checkpoint_resumes_exactly_in_a_new_process_group(dist_results, scenario, case):
-    for row in _rows(dist_results, scenario, case):
-        assert row["max_abs"] == 0.0, row
+@optims(cases=_in("zero-load"), argnames="info,scenario")
+def test_zero_checkpoint_resumes_exactly_in_a_new_process_group(dist_results, info, scenario):
+    _resumes_exactly(dist_results, scenario, info.name)
 
 
-@pytest.mark.parametrize(("scenario", "case"), _params("dcp-load", CASES))
-def test_dcp_checkpoint_resumes_exactly_in_a_new_process_group(dist_results, scenario, case):
-    for row in _rows(dist_results, scenario, case):
-        assert row["max_abs"] == 0.0, row
+@optims(cases=_in("dcp-load"), argnames="info,scenario")
+def test_dcp_checkpoint_resumes_exactly_in_a_new_process_group(dist_results, info, scenario):
+    _resumes_exactly(dist_results, scenario, info.name)
+
+
+WRAPPER_CHECKS = {
+    "ddp": _matches_one_process,
+    "fsdp": _matches_the_unsharded_run,
+    "zero-load": _resumes_exactly,
+    "dcp-load": _resumes_exactly,
+}
+
+
+@pytest.mark.parametrize("scenario", list(WRAPPER_CHECKS))
+def test_lookahead_wrapper_around_torch_adam(dist_results, scenario):
+    WRAPPER_CHECKS[scenario](dist_results, scenario, WRAPPER)

@@ -14,29 +14,21 @@ import pickle
 
 import pytest
 import torch
-from helpers import build_fast, entry_ids
+from conftest import optims
+from helpers import build_fast
 from torch._dynamo.utils import counters
 
 import optimkit
-import optimkit.registry as registry
 from optimkit.core import compiled
 
-ENTRIES = registry.entries()
-parametrize_entries = pytest.mark.parametrize("entry", ENTRIES, ids=entry_ids(ENTRIES))
 needs_compiler = pytest.mark.skipif(
     not compiled.has_cxx_compiler(), reason="inductor needs a C++ compiler on the CPU"
 )
 
 
-def _inner(opt):
-    """The optimkit optimizer itself, inside a wrapper such as Lookahead."""
-    return getattr(opt, "optimizer", opt)
-
-
 def _modes(opt) -> tuple[bool, bool]:
     """(flat, compile) as the optimizer runs them now."""
-    inner = _inner(opt)
-    return inner._flat, inner._compile
+    return opt._executor.flat, opt._executor.compile
 
 
 def _model(seed=0) -> torch.nn.Module:
@@ -58,8 +50,8 @@ def _train(model, opt, steps, start=0, forward=None):
         opt.step()
 
 
-def _kwargs(entry):
-    return {**entry.pinned, **entry.converge}
+def _kwargs(info):
+    return {**info.pinned, **info.converge}
 
 
 def _values(model):
@@ -67,16 +59,15 @@ def _values(model):
 
 
 # ------------------------------------------------------------------ row 1: params without grads
-@parametrize_entries
-@pytest.mark.xfail(strict=True, reason="issue 10 row 1")
-def test_flat_mode_skips_frozen_params_and_params_outside_the_loss(entry):
+@optims()
+def test_flat_mode_skips_frozen_params_and_params_outside_the_loss(info):
     # Lightning calls opt.zero_grad(); a frozen bias and a layer the loss never reaches get no
     # gradient, so eager mode (and torch.optim) leaves them and their state alone.
     models = []
     for flat in (False, True):
         model = torch.nn.ModuleDict({"used": _model(), "unused": torch.nn.Linear(2, 2).double()})
         model["used"][0].bias.requires_grad_(False)
-        opt = build_fast(entry, model.parameters(), flat=flat, **_kwargs(entry))
+        opt = build_fast(info, model.parameters(), flat=flat, **_kwargs(info))
         start = _values(model)
         _train(model, opt, 6, forward=model["used"])
         models.append((model, opt, start))
@@ -85,21 +76,20 @@ def test_flat_mode_skips_frozen_params_and_params_outside_the_loss(entry):
     for p in skipped:
         before = start[[q is p for q in flat_model.parameters()].index(True)]
         assert torch.equal(p.detach(), before), "flat mode moved a param eager mode skips"
-        assert not entry.state_of(flat_opt, p), "flat mode gave state to a param without grads"
+        assert not flat_opt.state[p], "flat mode gave state to a param without grads"
     for p, q in zip(eager.parameters(), flat_model.parameters(), strict=True):
         torch.testing.assert_close(q, p, rtol=1e-9, atol=1e-12)
 
 
 # -------------------------------------------------------------------------- row 2: sparse grads
-@parametrize_entries
-@pytest.mark.xfail(strict=True, reason="issue 10 row 2")
-def test_flat_mode_refuses_sparse_grads_before_anything_moves(entry):
+@optims()
+def test_flat_mode_refuses_sparse_grads_before_anything_moves(info):
     torch.manual_seed(0)
     dense, embedding = torch.nn.Linear(3, 1).double(), torch.nn.Embedding(10, 3, sparse=True)
     embedding.double()
     # the sparse param in the second group: a late check would have stepped the first one
     groups = [{"params": list(dense.parameters())}, {"params": list(embedding.parameters())}]
-    opt = build_fast(entry, groups, flat=True, **_kwargs(entry))
+    opt = build_fast(info, groups, flat=True, **_kwargs(info))
     before = [p.detach().clone() for g in groups for p in g["params"]]
     opt.zero_grad()
     dense(embedding(torch.tensor([1, 2, 2]))).sum().backward()
@@ -128,22 +118,10 @@ def _torch_save(pair):
 COPIES = {"deepcopy": _deepcopy, "pickle": _pickle, "torch.save": _torch_save}
 
 
-def _copy_cases():
-    # Fails today where the copy's params are no views of its flat buffer: deepcopy for the
-    # one-tensor flat step, pickle for every recipe (torch.save keeps storages shared).
-    cases = []
-    for how in COPIES:
-        for entry in ENTRIES:
-            fails = how == "pickle" or (how == "deepcopy" and entry.flat_step)
-            marks = [pytest.mark.xfail(strict=True, reason="issue 10 row 3")] if fails else []
-            cases.append(pytest.param(entry, how, id=f"{how}-{entry.name}", marks=marks))
-    return cases
-
-
-@pytest.mark.parametrize(("entry", "how"), _copy_cases())
-def test_a_copy_of_model_and_flat_optimizer_trains_like_the_original(entry, how):
+@optims(cases=lambda info: [(how, (how,)) for how in COPIES], argnames="info,how")
+def test_a_copy_of_model_and_flat_optimizer_trains_like_the_original(info, how):
     model = _model()
-    opt = build_fast(entry, model.parameters(), flat=True, **_kwargs(entry))
+    opt = build_fast(info, model.parameters(), flat=True, **_kwargs(info))
     _train(model, opt, 3)
     twin, twin_opt = COPIES[how]((model, opt))
     _train(twin, twin_opt, 4, start=3)
@@ -162,17 +140,16 @@ def _roundtrip(state_dict):
     return torch.load(buffer, weights_only=True)
 
 
-@parametrize_entries
-@pytest.mark.xfail(strict=True, reason="issue 10 row 4")
-def test_load_state_dict_keeps_flat_mode_and_resumes_bit_exactly(entry):
+@optims()
+def test_load_state_dict_keeps_flat_mode_and_resumes_bit_exactly(info):
     # What every resume does (Lightning's and HF Trainer's included): build, load, continue.
     straight = _model()
-    _train(straight, build_fast(entry, straight.parameters(), flat=True, **_kwargs(entry)), 10)
+    _train(straight, build_fast(info, straight.parameters(), flat=True, **_kwargs(info)), 10)
     model = _model()
-    first = build_fast(entry, model.parameters(), flat=True, **_kwargs(entry))
+    first = build_fast(info, model.parameters(), flat=True, **_kwargs(info))
     _train(model, first, 5)
     checkpoint = _roundtrip(first.state_dict())
-    second = build_fast(entry, model.parameters(), flat=True, **_kwargs(entry))
+    second = build_fast(info, model.parameters(), flat=True, **_kwargs(info))
     second.load_state_dict(checkpoint)
     assert _modes(second) == (True, False)
     _train(model, second, 5, start=5)
@@ -182,7 +159,6 @@ def test_load_state_dict_keeps_flat_mode_and_resumes_bit_exactly(entry):
 
 
 @needs_compiler
-@pytest.mark.xfail(strict=True, reason="issue 10 row 4")
 def test_load_state_dict_keeps_the_compiled_step():
     model = _model()
     opt = optimkit.Adam(model.parameters(), lr=1e-2, compile=True)
@@ -196,7 +172,6 @@ def test_load_state_dict_keeps_the_compiled_step():
     assert counters["stats"]["unique_graphs"] >= 1, "the compiled step no longer runs"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 row 4")
 def test_lr_find_keeps_the_speed_modes():
     model = _model()
     opt = optimkit.Adam(model.parameters(), lr=1e-2, flat=True)
@@ -217,11 +192,10 @@ def test_lr_find_keeps_the_speed_modes():
          "weight_decay", (0.2, 0.05, 0.3)),
         (lambda p, **kw: optimkit.Adam(p, lr=1e-2, **kw), "eps", (1e-6, 1e-3, 1e-4)),
         (lambda p, **kw: optimkit.SGD(p, lr=1e-2, momentum=0.9, dampening=0.1, **kw),
-         "dampening", (0.3, 0.0, 0.5)),
+         "dampening", (0.3, 0.05, 0.5)),
     ],
     ids=["adam-weight_decay", "adam-eps", "sgd-dampening"],
 )
-@pytest.mark.xfail(strict=True, reason="issue 10 row 10")
 def test_a_numeric_hyper_schedule_never_recompiles_and_is_honoured(factory, hyper, values):
     torch._dynamo.reset()
     counters.clear()

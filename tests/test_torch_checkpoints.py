@@ -35,17 +35,6 @@ PAIRS = {
     "radam-decoupled": (torch.optim.RAdam, optimkit.RAdam,
                         dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
 }
-# torch -> optimkit fails on main for the classes whose groups lack an optimkit hyper.
-LOAD_FAILS = {"sgd", "sgd-nesterov", "rmsprop", "adagrad", "radam", "radam-decoupled"}
-
-
-def _pairs(failing, reason):
-    return [
-        pytest.param(name, id=name, marks=[pytest.mark.xfail(strict=True, reason=reason)]
-                     if name in failing else [])
-        for name in PAIRS
-    ]
-
 
 def _roundtrip(state_dict):
     buffer = io.BytesIO()
@@ -65,7 +54,7 @@ def _assert_close(xs, ys):
         torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14, msg=lambda m, i=i: f"{i}: {m}")
 
 
-@pytest.mark.parametrize("name", _pairs(LOAD_FAILS, "issue 10 row 9"))
+@pytest.mark.parametrize("name", list(PAIRS))
 def test_a_torch_checkpoint_continues_in_optimkit_as_in_torch(name):
     torch_cls, ours_cls, kwargs = PAIRS[name]
     start = make_params(torch.float64)
@@ -80,7 +69,7 @@ def test_a_torch_checkpoint_continues_in_optimkit_as_in_torch(name):
     _assert_close(ours_params, theirs_params)
 
 
-@pytest.mark.parametrize("name", _pairs(set(PAIRS), "issue 10 row 9"))
+@pytest.mark.parametrize("name", list(PAIRS))
 def test_an_optimkit_checkpoint_continues_in_torch_as_in_optimkit(name):
     torch_cls, ours_cls, kwargs = PAIRS[name]
     start = make_params(torch.float64)
@@ -99,7 +88,7 @@ def test_an_optimkit_checkpoint_continues_in_torch_as_in_optimkit(name):
         assert set(theirs.state[q]) == set(native.state[p]), "torch's state names expected"
 
 
-@pytest.mark.parametrize("name", _pairs(set(PAIRS), "issue 10 row 9"))
+@pytest.mark.parametrize("name", list(PAIRS))
 def test_torch_maximize_is_refused_by_name(name):
     torch_cls, ours_cls, kwargs = PAIRS[name]
     params = clone_params(make_params(torch.float64))
@@ -110,7 +99,6 @@ def test_torch_maximize_is_refused_by_name(name):
         ours.load_state_dict(theirs.state_dict())
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 row 9")
 def test_torch_differentiable_is_refused_by_name():
     params = clone_params(make_params(torch.float64))
     sd = torch.optim.Adam(params).state_dict()

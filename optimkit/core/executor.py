@@ -44,14 +44,13 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from . import compiled
 from .flat import FlatStore
 from .parts import Init, Part
 from .recipe import Recipe
-from .tensorlists import Bucket
+from .tensorlists import Bucket, is_dtensor
 
 # Flat mode's per-tensor fallback is compiled (with compile=True) up to this many tensors:
 # compiling a per-tensor step unrolls over the tensors (~0.25 s of compile each).
@@ -89,8 +88,10 @@ class Executor:
         self.flat = flat
         self.compile = compile
         self.policy: BucketPolicy = PLAIN
-        # flat mode: per param group, one store per (device, dtype)
+        # flat mode: per param group, one store per (device, dtype), and the params kept out
+        # of the stores (frozen when flat mode started), stepped per tensor when they get grads
         self.stores: list[list[FlatStore]] = []
+        self.loose: list[list[Tensor]] = []
         # eager: param group index -> the last step's buckets, reused while nothing changed
         self._layout: dict[int, _Layout] = {}
         self._warned_many = False
@@ -103,7 +104,7 @@ class Executor:
     # ------------------------------------------------------------ configuration
     def add_group(self, group: Mapping[str, Any]) -> None:
         if self.flat:
-            self.stores.append(self._make_stores(group))
+            self._add_stores(group)
         self._layout.clear()
 
     def set_speed(
@@ -115,8 +116,12 @@ class Executor:
         if flat is not None and bool(flat) != self.flat:
             if not flat:
                 raise ValueError("flat: flat mode cannot be turned off once it is on")
+            for group in groups:
+                self._check_flat(group)
             self.flat = True
-            self.stores = [self._make_stores(group) for group in groups]
+            self.stores, self.loose = [], []
+            for group in groups:
+                self._add_stores(group)
             for stores in self.stores:
                 for store in stores:
                     store.absorb(state, list(self.recipe.state_inits))
@@ -124,19 +129,30 @@ class Executor:
             self.compile = bool(compile)
         self._layout.clear()
 
-    def _make_stores(self, group: Mapping[str, Any]) -> list[FlatStore]:
-        by_kind: dict[tuple, list[Tensor]] = {}
+    def _check_flat(self, group: Mapping[str, Any]) -> None:
         for p in group["params"]:
+            if is_dtensor(p):
+                raise ValueError(
+                    "flat=True cannot hold DTensor params (FSDP2's fully_shard): FSDP2 owns "
+                    "each sharded param's storage, so no flat buffer can replace it. Use "
+                    "flat=False; compile=True then compiles the step on the local shards"
+                )
             if p.is_complex() or p.is_sparse:
                 raise ValueError("flat=True needs dense real params; got a complex or sparse one")
-            by_kind.setdefault((p.device, p.dtype), []).append(p)
-        return [FlatStore(params) for params in by_kind.values()]
 
-    def zero_grad(self) -> None:
-        """Flat mode: zero the grad buffers and keep the views."""
-        for stores in self.stores:
-            for store in stores:
-                store.zero_grad()
+    def _add_stores(self, group: Mapping[str, Any]) -> None:
+        """One store per (device, dtype) of the group's params; frozen params stay out, so a
+        fine-tuning run keeps the one-tensor step."""
+        self._check_flat(group)
+        by_kind: dict[tuple, list[Tensor]] = {}
+        loose = []
+        for p in group["params"]:
+            if p.requires_grad:
+                by_kind.setdefault((p.device, p.dtype), []).append(p)
+            else:
+                loose.append(p)
+        self.stores.append([FlatStore(params) for params in by_kind.values()])
+        self.loose.append(loose)
 
     def state_loaded(self, state: Mapping[Tensor, dict]) -> None:
         """After ``load_state_dict`` replaced the state tensors."""
@@ -152,9 +168,13 @@ class Executor:
         if self.flat:
             for group in groups:
                 self._check_sparse([p.grad for p in group["params"]])
-            for group, parts, stores in zip(groups, active, self.stores, strict=True):
+            for group, parts, stores, loose in zip(
+                groups, active, self.stores, self.loose, strict=True
+            ):
                 for store in stores:
                     self._step_store(store, group, parts, state)
+                for params in self._split(loose):
+                    self.run(self._bucket(params, group, parts, state), group, parts)
             return
         work = [
             (group, parts, self._group_buckets(index, group, parts, state))

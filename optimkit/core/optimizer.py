@@ -134,13 +134,18 @@ class Optimizer(torch.optim.Optimizer):
         return {**super().__getstate__(), "_executor": self._executor}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # torch's load_state_dict calls this with the new state and param groups only: the
+        # executor, and so the speed modes, stay as they are. Unpickling and deepcopy bring
+        # one; its flat buffers then take the state tensors back.
         executor = state.pop("_executor", None)
         super().__setstate__(state)
-        if executor is None:
-            executor = Executor(type(self).recipe, type(self).__name__, flat=False,
-                                compile=False)
-        executor.recipe = type(self).recipe
-        self._executor = executor
+        if executor is not None:
+            executor.recipe = type(self).recipe
+            self._executor = executor
+            executor.state_loaded(self.state)
+        elif "_executor" not in self.__dict__:  # pickled before the executor existed
+            self._executor = Executor(type(self).recipe, type(self).__name__, flat=False,
+                                      compile=False)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -170,11 +175,6 @@ class Optimizer(torch.optim.Optimizer):
         self._executor.step(self.param_groups, self.state)
         return loss
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Zero the grads; in flat mode the grad buffer is zeroed and the views kept."""
-        if not self._executor.flat:
-            return super().zero_grad(set_to_none)
-        self._executor.zero_grad()
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -139,6 +139,20 @@ class Bucket:
         return torch.stack(torch._foreach_norm(list(tensors)))
 
 
+def is_zero(value) -> bool:
+    """Whether a hyper-parameter is exactly 0, for a part that skips work then.
+
+    Under ``torch.compile`` a number other than 0 and 1 arrives as a 0-d tensor (so that a
+    schedule does not recompile, see ``core/compiled.py``): that is never zero here.
+    """
+    return isinstance(value, (int, float)) and value == 0
+
+
+def is_one(value) -> bool:
+    """Whether a hyper-parameter is exactly 1 (see :func:`is_zero`)."""
+    return isinstance(value, (int, float)) and value == 1
+
+
 def is_dtensor(tensor: Tensor) -> bool:
     """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor`` (FSDP2's sharded params).
 

@@ -24,7 +24,7 @@ import torch
 from ..core.parts import stat
 from ..core.rules import betas as betas_rule
 from ..core.rules import nonnegative
-from ..core.tensorlists import debias, scalars
+from ..core.tensorlists import debias, is_zero, scalars
 
 
 @stat(reads=("first_moment", "second_moment", "step"), provides=("update",),
@@ -107,7 +107,7 @@ def trust_ratio(b, lr, weight_decay, trust_coefficient, eps, clip, clamp_value, 
         ratio = (ratio / lr).clamp(max=1.0)
     adapted = (w > 0) & (u > 0)
     ratio = torch.where(adapted, ratio, 1.0)
-    if weight_decay != 0:
+    if not is_zero(weight_decay):
         decay = torch.where(adapted, ratio * weight_decay, 0.0)
         direction = torch._foreach_mul(b.params, list(decay.unbind()))
         torch._foreach_addcmul_(direction, b.update, list(ratio.unbind()))

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from ..core.parts import copy_of_param, stepper
-from ..core.tensorlists import is_dtensor
 from ..core.rules import closed_unit_interval, positive_integer
+from ..core.tensorlists import is_dtensor
 
 
 def interpolate(fast: Sequence[Tensor], slow: Sequence[Tensor], alpha: float) -> None:
