@@ -472,10 +472,15 @@ class Ralamb(Optimizer):
     ``m``, ``v`` and the rectified step ``d`` as RAdam (``radam_direction``: SGD with
     momentum before rectification); weight decay is decoupled: ``w' = w (1 - lr wd)``. With
     ``over9000_trust_ratio=True`` (default) the ratio is over9000's:
-    ``ratio = min(||w||, clamp_value) / ||w' - lr d||``, the norm of the would-be new weights, not
-    of the update, so it is about ``min(1, 10 / ||w||)``; ``over9000_trust_ratio=False`` is the
-    textbook ``min(||w||, clamp_value) / ||d||``. The ratio is 1 where a norm is 0. Then
+    ``ratio = min(||w'||, clamp_value) / ||w' - lr d||``, the norm of the would-be new weights,
+    not of the update, so it is about ``min(1, 10 / ||w'||)``; ``over9000_trust_ratio=False`` is
+    the textbook ``min(||w||, clamp_value) / ||d||``. The ratio is 1 where a norm is 0. Then
     ``p = w' - lr * ratio * d``.
+
+    ``||w'||``, after the decay, is what over9000 computes on float32 params, where its
+    ``p.data.float()`` is ``p.data`` itself and the decay is applied in place before it takes
+    the norm. On float64 params its ``float()`` makes a copy, so there it measures ``||w||``
+    before the decay: an accident of dtypes that optimkit does not reproduce.
 
     Reproduces over9000's ``ralamb.py`` (naive copy in tests/reference/ralamb.py) with its
     defaults: lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0; clamp_value=10 is its

@@ -36,7 +36,9 @@ FIELDS: dict[str, str] = {
     "step_size": "per-element step sizes, lr and bias corrections folded in (AdaMod, DiffGrad)",
     "norm_target": "the tensors whose norm a trust ratio compares with ||w||: the update, "
     "unless a part provides other ones (over9000's would-be new weights)",
-    "weight_norms": "||w|| per tensor, a 1-D tensor on the bucket's device",
+    "norm_weights": "the tensors a trust ratio measures as w: the params, unless a part "
+    "provides other ones (over9000's weights after its decoupled decay)",
+    "weight_norms": "||norm_weights|| per tensor, a 1-D tensor on the bucket's device",
     "update_norms": "||norm_target|| per tensor, a 1-D tensor on the bucket's device",
 }
 
@@ -46,10 +48,10 @@ class Bucket:
 
     Attributes:
         params: the parameters (updated in place by steppers).
-        grads, update, first_moment, second_moment, step_size, norm_target, weight_norms,
-            update_norms: the per-step values of :data:`FIELDS`. ``update`` reads as ``grads``
-            and ``norm_target`` as ``update`` until a part sets them; the others are None
-            until a part provides them.
+        grads, update, first_moment, second_moment, step_size, norm_target, norm_weights,
+            weight_norms, update_norms: the per-step values of :data:`FIELDS`. ``update``
+            reads as ``grads``, ``norm_target`` as ``update`` and ``norm_weights`` as
+            ``params`` until a part sets them; the others are None until a part provides them.
         state: state name -> list of tensors, aligned with ``params``; writing into these
             tensors updates ``optimizer.state[p]``.
         created: state name -> indices of the tensors whose state was created this step.
@@ -57,7 +59,7 @@ class Bucket:
 
     __slots__ = (
         "params", "grads", "state", "created", "_update", "first_moment", "second_moment",
-        "step_size", "_norm_target", "weight_norms", "update_norms", "_steps",
+        "step_size", "_norm_target", "_norm_weights", "weight_norms", "update_norms", "_steps",
     )
 
     def __init__(self, params, grads, state, created):
@@ -70,6 +72,7 @@ class Bucket:
         self.second_moment: list[Tensor] | None = None
         self.step_size: list[Tensor] | None = None
         self._norm_target: list[Tensor] | None = None
+        self._norm_weights: list[Tensor] | None = None
         self.weight_norms: Tensor | None = None
         self.update_norms: Tensor | None = None
         self._steps: Tensor | None = None
@@ -92,6 +95,14 @@ class Bucket:
     @norm_target.setter
     def norm_target(self, tensors: list[Tensor]) -> None:
         self._norm_target = tensors
+
+    @property
+    def norm_weights(self) -> list[Tensor]:
+        return self.params if self._norm_weights is None else self._norm_weights
+
+    @norm_weights.setter
+    def norm_weights(self, tensors: list[Tensor]) -> None:
+        self._norm_weights = tensors
 
     @property
     def device(self) -> torch.device:
