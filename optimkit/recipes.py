@@ -73,6 +73,7 @@ class SGD(Optimizer):
     parts = (weight_decay, _MOMENTUM, sgd_step)
     hypers = dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False)
     reference = "torch.optim.SGD"
+    torch_class = "SGD"
 
 
 class Adagrad(Optimizer):
@@ -88,6 +89,7 @@ class Adagrad(Optimizer):
     parts = (weight_decay, step_stat, sum_sqr_grad, adagrad_step)
     hypers = dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10)
     reference = "torch.optim.Adagrad"
+    torch_class = "Adagrad"
 
 
 class RMSprop(Optimizer):
@@ -114,6 +116,7 @@ class RMSprop(Optimizer):
     )
     hypers = dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False)
     reference = "torch.optim.RMSprop"
+    torch_class = "RMSprop"
 
 
 class MomentumSGD(Optimizer):
@@ -126,6 +129,7 @@ class MomentumSGD(Optimizer):
     parts = SGD.parts
     hypers = {**SGD.hypers, "momentum": 0.9}
     reference = "torch.optim.SGD(momentum=0.9)"
+    torch_class = "SGD"
 
 
 _ADAM_PARTS = (
@@ -157,6 +161,7 @@ class Adam(Optimizer):
         decoupled_weight_decay=False,
     )
     reference = "torch.optim.Adam"
+    torch_class = "Adam"
 
 
 class AdamW(Optimizer):
@@ -173,6 +178,7 @@ class AdamW(Optimizer):
         decoupled_weight_decay=True,
     )
     reference = "torch.optim.AdamW"
+    torch_class = "AdamW"
 
 
 class AMSGrad(Optimizer):
@@ -189,6 +195,7 @@ class AMSGrad(Optimizer):
         decoupled_weight_decay=False,
     )
     reference = "torch.optim.Adam(amsgrad=True)"
+    torch_class = "Adam"
 
 
 class RAdam(Optimizer):
@@ -211,6 +218,7 @@ class RAdam(Optimizer):
         n_sma_threshold=5.0, degenerated_to_sgd=True,
     )
     reference = "torch.optim.RAdam"
+    torch_class = "RAdam"
 
 
 class QHAdam(Optimizer):

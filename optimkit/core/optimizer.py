@@ -23,6 +23,21 @@ TORCH_STATE_NAMES = {
     "square_avg": "sqr_avg",
     "sum": "sqr_sum",
 }
+# optimkit's state names as each torch.optim class spells them (``Optimizer.torch_state_dict``).
+_ADAM_NAMES = {"grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq", "max_sqr_avg": "max_exp_avg_sq"}
+TORCH_FORMATS: dict[str, dict[str, str]] = {
+    "SGD": {},
+    "Adagrad": {"sqr_sum": "sum"},
+    "RMSprop": {"sqr_avg": "square_avg"},
+    "Adam": _ADAM_NAMES,
+    "AdamW": _ADAM_NAMES,
+    "RAdam": _ADAM_NAMES,
+}
+# torch.optim group settings that choose how torch runs a step, not what it computes: a
+# checkpoint that has them loads (they are dropped).
+TORCH_SWITCHES = ("foreach", "fused", "capturable")
+# torch.optim group settings optimkit does not implement: only these values load.
+TORCH_UNSUPPORTED = {"maximize": False, "differentiable": False}
 
 
 def _as_param_list(params: Any) -> list:
@@ -87,6 +102,8 @@ class Optimizer(torch.optim.Optimizer):
     hypers: ClassVar[dict[str, Any]] = {}
     reference: ClassVar[str] = ""
     recipe: ClassVar[Recipe | None] = None
+    # The torch.optim class (by name) whose checkpoints this recipe reads and writes exactly.
+    torch_class: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -201,15 +218,72 @@ class Optimizer(torch.optim.Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load optimkit's or torch.optim's format (torch's state names are translated)."""
-        known = set(type(self).state_inits)
+        """Load optimkit's format or torch.optim's.
+
+        From torch: the state names are translated (``exp_avg`` -> ``grad_avg``, ...), the
+        hyper-parameters torch's groups lack (``decoupled_weight_decay``, ``n_sma_threshold``,
+        ...) come from this optimizer's defaults, the switches that only choose how torch runs
+        (``foreach``, ``fused``, ``capturable``) are dropped, and a setting optimkit does not
+        implement (``maximize=True``, ``differentiable=True``) raises ``ValueError`` before
+        anything changes. The speed modes stay as they are.
+        """
+        cls = type(self)
+        groups = []
+        for index, saved in enumerate(state_dict["param_groups"]):
+            for name, supported in TORCH_UNSUPPORTED.items():
+                if name not in cls.hypers and name in saved and bool(saved[name]) != supported:
+                    raise ValueError(
+                        f"param group {index} of the state_dict has {name}={saved[name]!r}, a "
+                        f"torch.optim setting {cls.__name__} does not implement; nothing was "
+                        "loaded"
+                    )
+            dropped = (*TORCH_SWITCHES, *TORCH_UNSUPPORTED)
+            group = {k: v for k, v in saved.items() if k in cls.hypers or k not in dropped}
+            groups.append({**self.defaults, **group})
+        for group in groups:
+            cls.recipe.validate(group)
+        known = set(cls.state_inits)
         renamed = {}
         for index, state in state_dict["state"].items():
             renamed[index] = {
                 (TORCH_STATE_NAMES.get(k, k) if k not in known else k): v for k, v in state.items()
             }
-        super().load_state_dict({**state_dict, "state": renamed})
+        super().load_state_dict({**state_dict, "state": renamed, "param_groups": groups})
+        for state in self.state.values():  # torch keeps a capturable or fused step on its device
+            step = state.get("step")
+            if isinstance(step, Tensor) and not step.is_cpu:
+                state["step"] = step.to("cpu", torch.float32)
         self._executor.state_loaded(self.state)
+
+    def torch_state_dict(self) -> dict[str, Any]:
+        """This optimizer's ``state_dict`` as ``torch.optim.<torch_class>`` saves it, so that
+        ``torch_optimizer.load_state_dict(opt.torch_state_dict())`` continues exactly.
+
+        The state is renamed (``grad_avg`` -> ``exp_avg``, ...) and the hyper-parameters
+        torch's class does not have are left out; ``ValueError`` if one of them is not at its
+        default (``RAdam(n_sma_threshold=4)``, ``SGD(decoupled_weight_decay=True)``: torch would
+        run another update), or if the recipe reproduces no torch.optim class.
+        """
+        cls = type(self)
+        if cls.torch_class is None:
+            raise ValueError(f"{cls.__name__} reproduces no torch.optim class: no torch format")
+        names = TORCH_FORMATS[cls.torch_class]
+        theirs = set(inspect.signature(getattr(torch.optim, cls.torch_class)).parameters)
+        sd = self.state_dict()
+        groups = []
+        for index, group in enumerate(sd["param_groups"]):
+            for name, value in group.items():
+                if name in cls.hypers and name not in theirs and value != cls.hypers[name]:
+                    raise ValueError(
+                        f"param group {index} has {name}={value!r}; torch.optim."
+                        f"{cls.torch_class} has no such setting, so it would run another update"
+                    )
+            groups.append({k: v for k, v in group.items() if k not in cls.hypers or k in theirs})
+        state = {
+            index: {names.get(k, k): v for k, v in entry.items()}
+            for index, entry in sd["state"].items()
+        }
+        return {**sd, "state": state, "param_groups": groups}
 
     def __repr__(self) -> str:
         head = super().__repr__()
