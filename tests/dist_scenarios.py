@@ -176,6 +176,8 @@ def _sharded_model(group) -> torch.nn.Sequential:
 
 
 def _fsdp(case: str, group, workdir: Path, **speed) -> dict:
+    from torch.distributed.tensor.debug import CommDebugMode
+
     model = _sharded_model(group)
     try:
         opt = build(cases()[case], model.parameters(), **speed)
@@ -183,8 +185,16 @@ def _fsdp(case: str, group, workdir: Path, **speed) -> dict:
         if not speed:
             raise
         return {"refused": f"{type(error).__name__}: {error}"}
-    train(model, opt, 0, STEPS, _rank_data)
-    return {"rel": rel_error([_full(p) for p in model.parameters()], _single_process(case))}
+    train(model, opt, 0, STEPS - 1, _rank_data)
+    x, y = _rank_data(STEPS - 1)
+    opt.zero_grad()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    with CommDebugMode() as comm:  # the collectives of one optimizer step
+        opt.step()
+    return {
+        "rel": rel_error([_full(p) for p in model.parameters()], _single_process(case)),
+        "collectives": comm.get_total_counts(),
+    }
 
 
 def _zero_run(case: Case, group, steps: tuple[int, int], state: dict | None = None):

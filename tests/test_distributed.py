@@ -18,9 +18,9 @@ from dist_scenarios import SAVED_BY, WRAPPER
 
 import optimkit.core.compiled as compiled
 
-# compile=True under FSDP2: one element-wise, one layer-wise and one per-layer-state recipe
-# (each compiles for seconds).
-COMPILED = ("adam", "lamb", "novograd")
+# compile=True under FSDP2: a layer-wise recipe, so the graph holds the norms' all-reduce too
+# (compiling takes seconds to tens of seconds with a cold inductor cache).
+COMPILED = ("lamb",)
 
 
 def _in(*scenarios):
@@ -101,6 +101,9 @@ def test_ddp_matches_one_process(dist_results, info, scenario):
 @optims(cases=_in("fsdp"), argnames="info,scenario")
 def test_fsdp2_matches_the_unsharded_run(dist_results, info, scenario):
     _matches_the_unsharded_run(dist_results, scenario, info.name)
+    for row in _rows(dist_results, scenario, info.name):
+        # the per-tensor norms of a step: local squares, ONE all-reduce for all params
+        assert row["collectives"] <= 1, row
 
 
 @optims(cases=_in("fsdp-flat"), argnames="info,scenario")

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from .flat import FlatBucket
+from .sharded import ShardedBucket
 from .tensorlists import Bucket
 
 # Hyper-parameters passed to the compiled step as tensors whatever their value; every other
@@ -104,8 +105,10 @@ def _traced_step(parts, policy, layout, params, grads, state, numbers, where, co
                                 for v, m in zip(constants[name], mask, strict=True))
     if layout is None:
         bucket = Bucket(params, grads, state, {})
+    elif layout[0] == "sharded":
+        bucket = ShardedBucket(params, grads, state, {}, layout[1])
     else:
-        bucket = FlatBucket(params, grads, state, {}, *layout)
+        bucket = FlatBucket(params, grads, state, {}, *layout[1:])
     policy.prepare(bucket, group)
     for part in parts:
         part(bucket, group)
@@ -119,7 +122,11 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
     """Run ``parts`` on ``bucket`` through the compiled step, between the ``policy``'s
     ``prepare`` and ``finalize`` (see core/executor.py)."""
     names = list(dict.fromkeys(name for part in parts for name in part.passed))
-    layout = (bucket.lengths, bucket.sizes) if isinstance(bucket, FlatBucket) else None
+    layout = None
+    if isinstance(bucket, FlatBucket):
+        layout = ("flat", bucket.lengths, bucket.sizes)
+    elif isinstance(bucket, ShardedBucket):
+        layout = ("sharded", bucket.groups)
     # one cache entry per bucket shape and recipe: many optimizers in one process must not
     # fall back to eager silently at dynamo's default limit of 8
     with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=256):

@@ -23,13 +23,12 @@ on it and the sync costs nothing on the other steps.
 
 Extension points, for what comes next:
 
-* **Sharded params (DTensor, FSDP2).** Buckets are built in :meth:`Executor._bucket` and
-  :meth:`Executor._group_buckets` (eager) and by :class:`~optimkit.core.flat.FlatStore`
-  (flat): that is where parts would be handed local shards and where flat mode must keep to
-  the params eager would step (a grad this step, ``requires_grad``).
+* **Sharded params (DTensor, FSDP2).** :meth:`Executor._bucket` hands the parts the local
+  shards of a bucket of DTensors (:class:`~optimkit.core.sharded.ShardedBucket`), eagerly or
+  compiled. Flat mode refuses DTensor params: FSDP2 owns their storage.
 * **Per-tensor reductions.** Parts ask the bucket: :meth:`Bucket.norms` (eager: one foreach
-  call; flat: segmented over the buffer; compiled: in the graph). A sharded bucket sums its
-  partial squares there in one collective; dot products would join it as ``Bucket.dots``.
+  call; flat: segmented over the buffer; sharded: local squares, one all-reduce; compiled: in
+  the graph). Dot products would join it as ``Bucket.dots``.
 * **Precision and memory policies.** :class:`BucketPolicy` is called around the parts of
   every bucket, eagerly and inside the compiled graph: ``prepare`` may materialise state kept
   in another dtype or quantised, ``finalize`` writes it back and applies a param update rule
@@ -50,6 +49,7 @@ from . import compiled
 from .flat import FlatStore
 from .parts import Init, Part
 from .recipe import Recipe
+from .sharded import ShardedBucket, shard_key
 from .tensorlists import Bucket, is_dtensor
 
 # Flat mode's per-tensor fallback is compiled (with compile=True) up to this many tensors:
@@ -112,7 +112,7 @@ class Executor:
         compile: bool | None, flat: bool | None,
     ) -> None:
         if compile and flat is None:
-            flat = True
+            flat = not any(is_dtensor(p) for group in groups for p in group["params"])
         if flat is not None and bool(flat) != self.flat:
             if not flat:
                 raise ValueError("flat: flat mode cannot be turned off once it is on")
@@ -210,14 +210,17 @@ class Executor:
                 for b in layout.buckets
             ]
         buckets = [self._bucket(ps, group, parts, state) for ps in self._split(params)]
-        if not any(created for b in buckets for created in b.created.values()):
+        # (a sharded bucket holds local shards, which have no .grad to read again next step)
+        if not any(created for b in buckets for created in b.created.values()) and not any(
+            isinstance(b, ShardedBucket) for b in buckets
+        ):
             self._layout[index] = _Layout(params, mask, names, buckets)
         else:
             self._layout.pop(index, None)
         return buckets
 
     def _split(self, params: Sequence[Tensor]) -> list[list[Tensor]]:
-        """The params with a grad, by (device, dtype)."""
+        """The params with a grad, by (device, dtype, and mesh and placements for DTensors)."""
         buckets: dict[tuple, list[Tensor]] = {}
         for p in params:
             if p.grad is None:
@@ -227,7 +230,7 @@ class Executor:
                     f"{self.owner} does not support complex parameters; "
                     "optimise torch.view_as_real(p) instead"
                 )
-            buckets.setdefault((p.device, p.dtype), []).append(p)
+            buckets.setdefault((p.device, p.dtype, shard_key(p)), []).append(p)
         return list(buckets.values())
 
     def _bucket(
@@ -247,7 +250,9 @@ class Executor:
                     tensor = state[name] = init(p, group)
                     created.setdefault(name, []).append(i)
                 lists[name].append(tensor)
-        return Bucket(params, [p.grad for p in params], lists, created)
+        bucket = Bucket(params, [p.grad for p in params], lists, created)
+        # DTensor params (FSDP2): the parts run on the local shards
+        return ShardedBucket.of(bucket) if is_dtensor(params[0]) else bucket
 
     def _step_store(
         self, store: FlatStore, group: Mapping[str, Any], parts: list[Part], state: dict

@@ -14,6 +14,7 @@ from .executor import Executor
 from .parts import Part
 from .recipe import Recipe, check_recipe
 from .rules import CONVENTIONS
+from .tensorlists import is_dtensor
 
 # torch.optim's state names, read as optimkit's when a torch checkpoint is loaded.
 TORCH_STATE_NAMES = {
@@ -55,6 +56,16 @@ def _as_param_list(params: Any) -> list:
     if not params:
         raise ValueError("params is empty: the optimizer got an empty parameter list")
     return params
+
+
+def _has_dtensor(params: list) -> bool:
+    for item in params:
+        tensors = item.get("params", ()) if isinstance(item, Mapping) else (item,)
+        if isinstance(tensors, Tensor):
+            tensors = (tensors,)
+        if any(is_dtensor(t) for t in tensors):
+            return True
+    return False
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -137,13 +148,14 @@ class Optimizer(torch.optim.Optimizer):
                 raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
         defaults = {**cls.hypers, **hypers}
         cls.recipe.validate(defaults)
-        # compile=True implies flat unless flat=False: a compiled step over separate tensors
-        # unrolls per tensor (160 tensors: two minutes to compile, and no faster than eager)
-        self._executor = Executor(
-            cls.recipe, cls.__name__, flat=bool(compile) if flat is None else bool(flat),
-            compile=bool(compile),
-        )
-        super().__init__(_as_param_list(params), defaults)
+        params = _as_param_list(params)
+        if flat is None:
+            # compile=True implies flat: a compiled step over separate tensors unrolls per
+            # tensor (160 tensors: two minutes to compile, and no faster than eager). Not for
+            # DTensor params (FSDP2), which flat mode cannot hold: those compile per tensor.
+            flat = bool(compile) and not _has_dtensor(params)
+        self._executor = Executor(cls.recipe, cls.__name__, flat=bool(flat), compile=bool(compile))
+        super().__init__(params, defaults)
 
     # Pickling and deepcopy: torch.optim keeps only defaults, state and param_groups; the speed
     # modes (and flat mode's buffers, which the params are views of) travel in the executor.
