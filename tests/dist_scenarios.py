@@ -197,26 +197,29 @@ def _fsdp(case: str, group, workdir: Path, **speed) -> dict:
     }
 
 
-def _zero_run(case: Case, group, steps: tuple[int, int], state: dict | None = None):
+def _zero_run(case: Case, group, steps: tuple[int, int], state: dict | None = None, **speed):
     from torch.distributed.optim import ZeroRedundancyOptimizer
     from torch.nn.parallel import DistributedDataParallel
 
     model = make_model()
-    if state is not None:
-        model.load_state_dict(state["model"])
     ddp = DistributedDataParallel(model, process_group=group)
     zero = ZeroRedundancyOptimizer(
-        ddp.parameters(), optimizer_class=case.factory, process_group=group, **case.kwargs
+        ddp.parameters(), optimizer_class=case.factory, process_group=group, **case.kwargs,
+        **speed,
     )
     if state is not None:
+        # load into an optimizer that has stepped already: its state, cached bucket lists and
+        # flat buffers exist
+        train(ddp, zero, steps[0], steps[0] + 2, _rank_data)
+        model.load_state_dict(state["model"])
         zero.load_state_dict(state["optim"])
     train(ddp, zero, *steps, _rank_data)
     return model, zero
 
 
-def _zero_save(case: str, group, workdir: Path) -> dict:
-    straight, _ = _zero_run(cases()[case], group, (0, STEPS))
-    model, zero = _zero_run(cases()[case], group, (0, SAVE_AT))
+def _zero_save(case: str, group, workdir: Path, **speed) -> dict:
+    straight, _ = _zero_run(cases()[case], group, (0, STEPS), **speed)
+    model, zero = _zero_run(cases()[case], group, (0, SAVE_AT), **speed)
     zero.consolidate_state_dict(to=0)
     if dist.get_rank() == 0:
         torch.save(
@@ -225,14 +228,18 @@ def _zero_save(case: str, group, workdir: Path) -> dict:
                 "optim": zero.state_dict(),
                 "straight": [p.detach() for p in straight.parameters()],
             },
-            workdir / f"zero-{case}.pt",
+            workdir / f"zero{_suffix(speed)}-{case}.pt",
         )
     return {}
 
 
-def _zero_load(case: str, group, workdir: Path) -> dict:
-    saved = torch.load(workdir / f"zero-{case}.pt", weights_only=True)
-    model, _ = _zero_run(cases()[case], group, (SAVE_AT, STEPS), saved)
+def _suffix(speed) -> str:
+    return "".join(f"-{name}" for name, on in sorted(speed.items()) if on)
+
+
+def _zero_load(case: str, group, workdir: Path, **speed) -> dict:
+    saved = torch.load(workdir / f"zero{_suffix(speed)}-{case}.pt", weights_only=True)
+    model, _ = _zero_run(cases()[case], group, (SAVE_AT, STEPS), saved, **speed)
     return {"max_abs": max_abs([p.detach() for p in model.parameters()], saved["straight"])}
 
 
@@ -281,8 +288,10 @@ SCENARIOS: dict[str, Callable[[str, Any, Path], dict]] = {
     "fsdp-compile": functools.partial(_fsdp, compile=True),
     "zero-save": _zero_save,
     "zero-load": _zero_load,
+    "zero-flat-save": functools.partial(_zero_save, flat=True),
+    "zero-flat-load": functools.partial(_zero_load, flat=True),
     "dcp-save": _dcp_save,
     "dcp-load": _dcp_load,
 }
 # A "-load" scenario reads what its "-save" scenario wrote, in a later launch.
-SAVED_BY = {"zero-load": "zero-save", "dcp-load": "dcp-save"}
+SAVED_BY = {"zero-load": "zero-save", "zero-flat-load": "zero-flat-save", "dcp-load": "dcp-save"}

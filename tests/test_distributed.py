@@ -120,7 +120,7 @@ def test_fsdp2_compiled_step_runs_on_the_local_shards(dist_results, info, scenar
     _matches_the_unsharded_run(dist_results, scenario, info.name)
 
 
-@optims(cases=_in("zero-load"), argnames="info,scenario")
+@optims(cases=_in("zero-load", "zero-flat-load"), argnames="info,scenario")
 def test_zero_checkpoint_resumes_exactly_in_a_new_process_group(dist_results, info, scenario):
     _resumes_exactly(dist_results, scenario, info.name)
 

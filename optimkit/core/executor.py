@@ -95,6 +95,8 @@ class Executor:
         # eager: param group index -> the last step's buckets, reused while nothing changed
         self._layout: dict[int, _Layout] = {}
         self._warned_many = False
+        # the optimizer state's replacement count when its tensors were last taken in
+        self._replaced = 0
 
     # The recipe is the class's (it holds functions, which do not pickle): the optimizer puts it
     # back after unpickling. The eager bucket cache is rebuilt on the next step.
@@ -155,8 +157,10 @@ class Executor:
         self.loose.append(loose)
 
     def state_loaded(self, state: Mapping[Tensor, dict]) -> None:
-        """After ``load_state_dict`` replaced the state tensors."""
+        """After ``load_state_dict`` (or code outside the optimizer) replaced state tensors:
+        forget the cached bucket lists, copy the new tensors into the flat buffers."""
         self._layout.clear()
+        self._replaced = getattr(state, "replaced", 0)
         for stores in self.stores:
             for store in stores:
                 store.readopt(state)
@@ -164,6 +168,8 @@ class Executor:
     # ------------------------------------------------------------------ the step
     def step(self, groups: Sequence[Mapping[str, Any]], state: dict[Tensor, dict]) -> None:
         """Run the recipe once over every group; every grad is checked before anything moves."""
+        if getattr(state, "replaced", 0) != self._replaced:
+            self.state_loaded(state)
         active = [self._active_parts(group) for group in groups]
         if self.flat:
             for group in groups:

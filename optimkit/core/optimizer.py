@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -56,6 +57,33 @@ def _as_param_list(params: Any) -> list:
     if not params:
         raise ValueError("params is empty: the optimizer got an empty parameter list")
     return params
+
+
+class OptimizerState(defaultdict):
+    """``optimizer.state``: torch's default dict of per-param state, counting the entries that
+    code outside the optimizer replaces or deletes.
+
+    ``ZeroRedundancyOptimizer.load_state_dict`` writes ``optimizer.state[p] = {...}`` itself,
+    and Lightning moves state to a device the same way. The executor's cached bucket lists and
+    flat buffers would then hold the old tensors: it compares ``replaced`` before every step and
+    takes the new tensors in when it changed.
+    """
+
+    def __init__(self, entries: Mapping[Tensor, dict] = ()) -> None:
+        super().__init__(dict, entries)
+        self.replaced = 0
+
+    def __setitem__(self, param: Tensor, entry: dict) -> None:
+        if param in self:
+            self.replaced += 1
+        super().__setitem__(param, entry)
+
+    def __delitem__(self, param: Tensor) -> None:
+        self.replaced += 1
+        super().__delitem__(param)
+
+    def __reduce__(self):
+        return type(self), (), None, None, iter(self.items())
 
 
 def _has_dtensor(params: list) -> bool:
@@ -156,6 +184,7 @@ class Optimizer(torch.optim.Optimizer):
             flat = bool(compile) and not _has_dtensor(params)
         self._executor = Executor(cls.recipe, cls.__name__, flat=bool(flat), compile=bool(compile))
         super().__init__(params, defaults)
+        self.state = OptimizerState(self.state)
 
     # Pickling and deepcopy: torch.optim keeps only defaults, state and param_groups; the speed
     # modes (and flat mode's buffers, which the params are views of) travel in the executor.
@@ -168,6 +197,8 @@ class Optimizer(torch.optim.Optimizer):
         # one; its flat buffers then take the state tensors back.
         executor = state.pop("_executor", None)
         super().__setstate__(state)
+        if not isinstance(self.state, OptimizerState):
+            self.state = OptimizerState(self.state)
         if executor is not None:
             executor.recipe = type(self).recipe
             self._executor = executor
