@@ -123,18 +123,24 @@ class Optimizer(torch.optim.Optimizer):
     ``core/executor.py``):
 
     * ``compile=True``: the composed step of each bucket runs under ``torch.compile``;
-      ``lr``, ``betas`` and ``momentum`` are graph inputs, so schedules do not recompile
-      (see ``core/compiled.py``). Without a C++ compiler it warns and runs eagerly. It turns
-      flat mode on unless ``flat=False`` is given: over separate tensors the compiled step
-      unrolls per tensor, compiles for minutes and runs no faster than eager.
+      every numeric hyper-parameter is a graph input, so schedules (of ``lr``, ``betas``,
+      ``weight_decay``, ...) do not recompile (see ``core/compiled.py``). Without a C++
+      compiler it warns and runs eagerly. It turns flat mode on unless ``flat=False`` is given
+      or the params are DTensors: over separate tensors the compiled step unrolls per tensor,
+      compiles for minutes and runs no faster than eager.
     * ``flat=True``: each (device, dtype) bucket of params, grads and state lives in one
       contiguous buffer, ``p.data`` and ``p.grad`` being views into it; a step is then a few
       kernels over one tensor whatever the number of params (see ``core/flat.py``). Params
-      become contiguous. ``zero_grad()`` zeroes the grad buffer and keeps the views (it never
-      sets grads to None), so a param that got no gradient steps with a zero grad; a param
-      whose grad was set to None otherwise (``model.zero_grad()``) is skipped, as usual, by a
-      slower per-tensor step. ``state_dict()`` holds per-param copies in torch's format, so
-      flat and non-flat checkpoints interchange.
+      become contiguous; params frozen (``requires_grad=False``) when flat mode starts stay
+      out of the buffers. Grads keep torch's semantics, so flat mode steps exactly the params
+      eager mode steps: ``zero_grad()`` sets them to None and the step copies the fresh ones
+      into the buffer; ``zero_grad(set_to_none=False)`` keeps the views and saves that copy.
+      ``state_dict()`` holds per-param copies in torch's format, so flat and non-flat
+      checkpoints interchange. DTensor params (FSDP2) are refused: FSDP2 owns their storage.
+
+    The modes belong to the optimizer, not to its state: ``load_state_dict`` (any format),
+    deepcopy, pickling and ``torch.save`` of the optimizer keep them. DTensor params step on
+    their local shards (``core/sharded.py``).
     """
 
     parts: ClassVar[tuple[Part, ...]] = ()
