@@ -9,6 +9,8 @@ import torch
 from conftest import optims
 from helpers import clone_params, make_params
 
+import optimkit
+
 
 def _accepts(info, name):
     return name in inspect.signature(info.factory).parameters
@@ -73,3 +75,18 @@ def test_sparse_gradient_is_refused_with_params_untouched(info):
         opt.step()
     for p, q in zip(params, before):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("options", [{}, {"flat": True}], ids=["eager", "flat"])
+def test_a_bad_gradient_in_a_later_group_is_refused_before_any_group_steps(options):
+    params = clone_params(make_params())
+    opt = optimkit.Adam([{"params": params[:2]}, {"params": params[2:]}], lr=0.1, **options)
+    before = [p.detach().clone() for p in params]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    params[3].grad = torch.ones_like(params[3]).to_sparse()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    for p, q in zip(params, before):
+        assert torch.equal(p, q)
+    assert not opt.state  # no state was created either
