@@ -255,7 +255,7 @@ class NovoGrad(Optimizer):
     First step, as the reference (torch_optimizer, over9000): ``m`` starts at 0, so
     ``m_1 = c * d_1``. The paper and NVIDIA's code start at ``m_1 = d_1``: the same without
     ``grad_averaging``, ``1 / (1 - beta1)`` times larger with it. Both start at
-    ``v_1 = ||g_1||**2``. Per-tensor norms go through ``core.tensorlists.norms`` (shard-aware
+    ``v_1 = ||g_1||**2``. Per-tensor norms go through ``Bucket.norms`` (shard-aware
     later). Deviation: the reference keeps ``v`` in float32 whatever the param dtype, ours in the
     param's dtype; it also writes into ``p.grad``, ours never does.
     """
@@ -597,8 +597,9 @@ class Lion(Optimizer):
     3-10x larger (the paper's advice). One state tensor per param (``grad_avg``), half of Adam's.
 
     Reproduces the paper's Algorithm 2 and the authors' ``lion_pytorch`` (a naive per-param
-    copy in tests/reference/lion.py), with their defaults: lr=1e-4, betas=(0.9, 0.99),
-    weight_decay=0, decoupled as in the paper.
+    version in tests/reference/lion.py), with their defaults: lr=1e-4, betas=(0.9, 0.99),
+    weight_decay=0, decoupled as in the paper. As there, ``torch.sign(nan)`` is 0: a NaN
+    gradient does not reach the params but stays in ``grad_avg`` (``state_dict()`` warns).
     """
 
     parts = (weight_decay.with_fixed(decoupled_weight_decay=True), lion_direction, sgd_step)
