@@ -193,3 +193,22 @@ def test_flat_mode_steps_as_one_tensor_when_the_database_says_so(info, monkeypat
     # the first step creates the state per tensor; every later one is one flat tensor, or, for
     # the layer-wise recipes, the 5 params one by one over the views
     assert all((n == 1) == info.flat_step for n in sizes[1:]), sizes
+
+
+def test_load_state_dict_keeps_flat_mode():
+    # torch's load_state_dict resets the optimizer's __dict__ through __setstate__; the
+    # executor, which holds the mode and the buffers, survives it.
+    start = make_params(torch.float64)
+    params, ref_params = clone_params(start), clone_params(start)
+    opt, ref = optimkit.Adam(params, lr=0.1, flat=True), optimkit.Adam(ref_params, lr=0.1)
+    run(opt, params, 3)
+    run(ref, ref_params, 3)
+    opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert opt._executor.flat
+    (store,) = opt._executor.stores[0]
+    run(opt, params, 3, start=3)
+    run(ref, ref_params, 3, start=3)
+    flat_ptr = store.state["sqr_avg"].untyped_storage().data_ptr()
+    assert all(opt.state[p]["sqr_avg"].untyped_storage().data_ptr() == flat_ptr for p in params)
+    for p, q in zip(params, ref_params, strict=True):
+        torch.testing.assert_close(p, q)

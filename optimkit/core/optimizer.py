@@ -134,9 +134,11 @@ class Optimizer(torch.optim.Optimizer):
         return {**super().__getstate__(), "_executor": self._executor}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        executor = state.pop("_executor", None)
+        # torch's load_state_dict calls this on the live optimizer with only state and
+        # param_groups: the executor, and so the speed modes, stay as they are
+        executor = state.pop("_executor", None) or self.__dict__.get("_executor")
         super().__setstate__(state)
-        if executor is None:
+        if executor is None:  # unpickling a checkpoint made before the executor existed
             executor = Executor(type(self).recipe, type(self).__name__, flat=False,
                                 compile=False)
         executor.recipe = type(self).recipe
@@ -221,15 +223,10 @@ class Optimizer(torch.optim.Optimizer):
 INNER_OPTIMIZER_ATTRS = ("optimizer", "base_optimizer", "inner", "_optimizer")
 
 
-def accelerate(optimizer: Any, *, compile: bool | None = None, flat: bool | None = None) -> Any:
-    """Turn on ``compile`` / ``flat`` for an optimkit optimizer or the one a wrapper holds.
-
-    ``optimkit.accelerate(Lookahead(RAdam(params)), compile=True, flat=True)`` reaches the
-    inner RAdam through the wrapper's ``optimizer`` attribute (see ``INNER_OPTIMIZER_ATTRS``);
-    the wrapper's own work (Lookahead's interpolation every k steps) stays eager.
-    Returns ``optimizer``.
-    """
-    found = []
+def optimkit_optimizers(optimizer: Any) -> list[Optimizer]:
+    """``optimizer`` itself if it is an optimkit optimizer, else the optimkit optimizers a
+    wrapper holds (under the attributes ``INNER_OPTIMIZER_ATTRS``, through nested wrappers)."""
+    found: list[Optimizer] = []
     pending, seen = [optimizer], set()
     while pending:
         current = pending.pop()
@@ -237,18 +234,31 @@ def accelerate(optimizer: Any, *, compile: bool | None = None, flat: bool | None
             continue
         seen.add(id(current))
         if isinstance(current, Optimizer):
-            current.set_speed(compile=compile, flat=flat)
             found.append(current)
             continue
         for attr in INNER_OPTIMIZER_ATTRS:
             inner = getattr(current, attr, None)
             if isinstance(inner, torch.optim.Optimizer):
                 pending.append(inner)
+    return found
+
+
+def accelerate(optimizer: Any, *, compile: bool | None = None, flat: bool | None = None) -> Any:
+    """Turn on ``compile`` / ``flat`` for an optimkit optimizer or the one a wrapper holds.
+
+    ``optimkit.accelerate(Lookahead(torch_or_optimkit_optimizer), compile=True)`` reaches the
+    inner optimizer through the wrapper's ``optimizer`` attribute (see
+    ``INNER_OPTIMIZER_ATTRS``); the wrapper's own work (Lookahead's interpolation every k steps)
+    stays eager. Returns ``optimizer``.
+    """
+    found = optimkit_optimizers(optimizer)
     if not found:
         raise ValueError(
             f"optimizer: no optimkit optimizer found in {type(optimizer).__name__} "
             f"(looked under {', '.join(INNER_OPTIMIZER_ATTRS)})"
         )
+    for inner in found:
+        inner.set_speed(compile=compile, flat=flat)
     return optimizer
 
 
@@ -256,16 +266,5 @@ def rules_for(optimizer: Any) -> Mapping[str, tuple]:
     """The hyper-parameter rules of ``optimizer`` (name -> rules): its recipe's, reached through
     wrappers as :func:`accelerate` does, or torch.optim's conventions (``lr``, ``eps``,
     ``weight_decay``, ``momentum`` >= 0, ``betas`` in [0, 1)) for any other optimizer."""
-    pending, seen = [optimizer], set()
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, Optimizer):
-            return type(current).recipe.rules
-        pending += [
-            inner for attr in INNER_OPTIMIZER_ATTRS
-            if isinstance(inner := getattr(current, attr, None), torch.optim.Optimizer)
-        ]
-    return CONVENTIONS
+    found = optimkit_optimizers(optimizer)
+    return type(found[0]).recipe.rules if found else CONVENTIONS
