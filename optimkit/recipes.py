@@ -45,6 +45,7 @@ from .steppers import (
     radam_step,
     sgd_step,
 )
+from .steppers.slow_weights import from_wrapper_state_dict
 
 
 def _positive(value):
@@ -508,6 +509,14 @@ class Ralamb(Optimizer):
 # optimkit.Lookahead(optimizer) remains for optimizers that are not recipes.
 
 
+class _WithLookahead(Optimizer):
+    """Loads, besides its own, the checkpoints these recipes made when they were built on the
+    ``optimkit.Lookahead`` wrapper (a ``"lookahead"`` entry beside the inner state dict)."""
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(from_wrapper_state_dict(state_dict))
+
+
 class CentralizedRAdam(Optimizer):
     """RAdam on the centralised gradient (Yong et al. 2020): Ranger without Lookahead.
 
@@ -525,7 +534,7 @@ class CentralizedRAdam(Optimizer):
     reference = "pytorch_ranger.Ranger's RAdam (use_gc=False)"
 
 
-class Ranger(Optimizer):
+class Ranger(_WithLookahead):
     """Ranger (Wright 2019): RAdam with Lookahead (k=6, alpha=0.5), no new update math.
 
     ``CentralizedRAdam``'s parts, i.e. ``optimkit.RAdam`` with Ranger's variant of it:
@@ -553,7 +562,7 @@ class Ranger(Optimizer):
     reference = "pytorch_ranger.Ranger"
 
 
-class RangerLars(Optimizer):
+class RangerLars(_WithLookahead):
     """RangerLars, alias Over9000 (mgrankin/over9000, 2019): Ralamb with Lookahead (k=6,
     alpha=0.5), no new update math.
 
@@ -572,7 +581,7 @@ class RangerLars(Optimizer):
 Over9000 = RangerLars
 
 
-class LookaheadSGD(Optimizer):
+class LookaheadSGD(_WithLookahead):
     """Lookahead around momentum SGD (k=5, alpha=0.5), as fast.ai's ``Lookahead(SGD(...))``:
     no new update math.
 

@@ -305,3 +305,25 @@ def test_k_and_alpha_are_per_param_group():
     # alpha = 1 after two steps: the slow weights took the fast ones; k = 100: not synced yet
     assert all(torch.equal(opt.state[p]["slow_param"], p.detach()) for p in params[:2])
     assert not torch.equal(opt.state[params[2]]["slow_param"], params[2].detach())
+
+
+@pytest.mark.parametrize("name,inner", [
+    ("ranger", lambda ps: optimkit.CentralizedRAdam(ps, lr=1e-2)),
+    ("lookahead-sgd", lambda ps: optimkit.SGD(ps, lr=0.05, momentum=0.9)),
+])
+def test_a_checkpoint_of_the_wrapper_era_loads_into_the_recipe(name, inner):
+    # Ranger and LookaheadSGD were Lookahead(inner, k, alpha); their checkpoints still load.
+    k = {"ranger": 6, "lookahead-sgd": 3}[name]
+    start = make_params()
+    old, new = clone_params(start), clone_params(start)
+    wrapper = optimkit.Lookahead(inner(old), k=k)
+    run(wrapper, old, 8)
+    with torch.no_grad():
+        for p, q in zip(new, old, strict=True):
+            p.copy_(q)
+    recipe = RECIPES[name](new)
+    recipe.load_state_dict(copy.deepcopy(wrapper.state_dict()))  # as torch.save would
+    run(wrapper, old, 8, start=8)
+    run(recipe, new, 8, start=8)
+    for p, q in zip(old, new, strict=True):
+        assert torch.equal(p, q)
