@@ -132,3 +132,13 @@ def test_a_second_moment_under_its_own_name_reuses_adam_step():
 def test_every_recipe_is_checked():
     for name in optimkit.available():
         assert optimkit.create(name, [torch.zeros(1, requires_grad=True)]).recipe is not None
+
+
+def test_a_subclass_with_new_defaults_keeps_the_recipe():
+    class WarmAdam(optimkit.Adam):
+        hypers = dict(lr=3e-2)
+
+    assert WarmAdam.hypers == {**optimkit.Adam.hypers, "lr": 3e-2}
+    assert WarmAdam.recipe.parts == optimkit.Adam.recipe.parts
+    opt = WarmAdam([torch.zeros(2, requires_grad=True)])
+    assert opt.param_groups[0]["lr"] == 3e-2 and opt.param_groups[0]["eps"] == 1e-8
