@@ -45,6 +45,7 @@ from .steppers import (
     radam_step,
     sgd_step,
 )
+from .steppers.slow_weights import from_wrapper_state_dict
 
 
 def _positive(value):
@@ -263,7 +264,7 @@ class NovoGrad(Optimizer):
     First step, as the reference (torch_optimizer, over9000): ``m`` starts at 0, so
     ``m_1 = c * d_1``. The paper and NVIDIA's code start at ``m_1 = d_1``: the same without
     ``grad_averaging``, ``1 / (1 - beta1)`` times larger with it. Both start at
-    ``v_1 = ||g_1||**2``. Per-tensor norms go through ``core.tensorlists.norms`` (shard-aware
+    ``v_1 = ||g_1||**2``. Per-tensor norms go through ``Bucket.norms`` (shard-aware
     later). Deviation: the reference keeps ``v`` in float32 whatever the param dtype, ours in the
     param's dtype; it also writes into ``p.grad``, ours never does.
     """
@@ -521,6 +522,14 @@ class Ralamb(Optimizer):
 # optimkit.Lookahead(optimizer) remains for optimizers that are not recipes.
 
 
+class _WithLookahead(Optimizer):
+    """Loads, besides its own, the checkpoints these recipes made when they were built on the
+    ``optimkit.Lookahead`` wrapper (a ``"lookahead"`` entry beside the inner state dict)."""
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(from_wrapper_state_dict(state_dict))
+
+
 class CentralizedRAdam(Optimizer):
     """RAdam on the centralised gradient (Yong et al. 2020): Ranger without Lookahead.
 
@@ -538,7 +547,7 @@ class CentralizedRAdam(Optimizer):
     reference = "pytorch_ranger.Ranger's RAdam (use_gc=False)"
 
 
-class Ranger(Optimizer):
+class Ranger(_WithLookahead):
     """Ranger (Wright 2019): RAdam with Lookahead (k=6, alpha=0.5), no new update math.
 
     ``CentralizedRAdam``'s parts, i.e. ``optimkit.RAdam`` with Ranger's variant of it:
@@ -566,7 +575,7 @@ class Ranger(Optimizer):
     reference = "pytorch_ranger.Ranger"
 
 
-class RangerLars(Optimizer):
+class RangerLars(_WithLookahead):
     """RangerLars, alias Over9000 (mgrankin/over9000, 2019): Ralamb with Lookahead (k=6,
     alpha=0.5), no new update math.
 
@@ -585,7 +594,7 @@ class RangerLars(Optimizer):
 Over9000 = RangerLars
 
 
-class LookaheadSGD(Optimizer):
+class LookaheadSGD(_WithLookahead):
     """Lookahead around momentum SGD (k=5, alpha=0.5), as fast.ai's ``Lookahead(SGD(...))``:
     no new update math.
 
@@ -610,8 +619,9 @@ class Lion(Optimizer):
     3-10x larger (the paper's advice). One state tensor per param (``grad_avg``), half of Adam's.
 
     Reproduces the paper's Algorithm 2 and the authors' ``lion_pytorch`` (a naive per-param
-    copy in tests/reference/lion.py), with their defaults: lr=1e-4, betas=(0.9, 0.99),
-    weight_decay=0, decoupled as in the paper.
+    version in tests/reference/lion.py), with their defaults: lr=1e-4, betas=(0.9, 0.99),
+    weight_decay=0, decoupled as in the paper. As there, ``torch.sign(nan)`` is 0: a NaN
+    gradient does not reach the params but stays in ``grad_avg`` (``state_dict()`` warns).
     """
 
     parts = (weight_decay.with_fixed(decoupled_weight_decay=True), lion_direction, sgd_step)

@@ -18,6 +18,38 @@ from typing import Any
 import torch
 
 import optimkit.registry as registry
+from optimkit.core import Part
+from optimkit.stats import (
+    accumulate_grad,
+    adam_step_sizes,
+    average_grad,
+    average_sqr_grad,
+    average_sqr_grad_alpha,
+    blended_step_sizes,
+    bounded_step_sizes,
+    centered_grad_avg,
+    grad_friction,
+    layer_normalize,
+    layer_sqr_avg,
+    lion_direction,
+    max_layer_sqr_avg,
+    max_sqr_avg,
+    momentum,
+    rms_normalize,
+    step_stat,
+    sum_sqr_grad,
+    update_weight_decay,
+    weight_decay,
+)
+from optimkit.steppers import (
+    adagrad_step,
+    adam_step,
+    lookahead,
+    per_element_step,
+    qhadam_step,
+    radam_step,
+    sgd_step,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -428,6 +460,11 @@ DB: list[OptimizerInfo] = [
         ),
         # every element moves by lr: a small lr, annealed, lands on the minimum
         converge={"lr": 1e-2},
+        skips={
+            "test_nan_gradients_do_not_crash_and_the_checkpoint_warns": (
+                "torch.sign(nan) is 0: a NaN gradient reaches the momentum, not the params"
+            ),
+        },
         peers=library_peers("Lion"),
     ),
 ]
@@ -438,3 +475,228 @@ _BY_NAME = {info.name: info for info in DB}
 def get(name: str) -> OptimizerInfo:
     """The test database's entry of a registry name (an alias works too)."""
     return _BY_NAME[registry.get(name).name]
+
+
+# ------------------------------------------------------------ closed forms of the parts
+# Each entry runs one part on tiny float64 tensors and compares the result with numbers worked
+# out by hand (the formula is written out in the entry); tests/test_parts.py runs them. A part
+# exported from optimkit.stats or optimkit.steppers without a case here (or a chain in
+# tests/test_trust_parts.py) fails test_every_part_has_a_closed_form_case.
+
+EPS = 1e-8
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+@dataclasses.dataclass
+class Case:
+    """One closed-form check. Values are per tensor of the bucket (nested lists or numbers).
+
+    ``grads`` holds the gradients of each call (one list per call, so two entries = two steps).
+    ``expect`` maps ``"params"``, ``"grads"``, ``"state:NAME"`` or ``"field:NAME"`` (a per-step
+    field such as ``update`` or ``second_moment``) to the values after the last call. ``fresh``
+    lists, per state name, the tensors whose state is new on the first call; ``fields`` are set
+    before every call (a value ``"state:NAME"`` hands in that state's own tensors).
+    """
+
+    id: str
+    part: Part
+    hypers: dict
+    params: list
+    grads: list
+    expect: dict
+    state: dict = dataclasses.field(default_factory=dict)
+    fresh: dict = dataclasses.field(default_factory=dict)
+    fields: dict = dataclasses.field(default_factory=dict)
+
+
+def _tensor(value):
+    return torch.tensor(value, dtype=torch.float64)
+
+
+def _state_tensor(name, value):
+    # torch.optim's step format: a float32 0-d tensor.
+    return torch.tensor(float(value)) if name == "step" else _tensor(value)
+
+
+# Adam-family numbers at step 2 with betas (0.9, 0.99): 1 - 0.9**2 = 0.19, 1 - 0.99**2 = 0.0199.
+PART_CASES = [
+    # ---- stats: moments
+    Case("step_stat-two-steps", step_stat, {}, params=[[1.0], [2.0]], grads=[[[0.0], [0.0]]] * 2,
+         state={"step": [0, 3]}, expect={"state:step": [2.0, 5.0]}),
+    Case("average_grad-two-steps", average_grad, {"betas": (0.9, 0.99)}, params=[[0.0, 0.0]],
+         grads=[[[3.0, 0.5]], [[-1.0, 0.0]]], state={"grad_avg": [[1.0, -2.0]]},
+         # 0.9 * 1 + 0.1 * 3 = 1.2, then 0.9 * 1.2 - 0.1 = 0.98; 0.9 * -2 + 0.05 = -1.75, * 0.9
+         expect={"state:grad_avg": [[0.98, -1.575]]}),
+    Case("average_sqr_grad", average_sqr_grad, {"betas": (0.9, 0.99)}, params=[[0.0, 0.0]],
+         grads=[[[2.0, -1.0]]], state={"sqr_avg": [[0.5, 2.0]]},
+         expect={"state:sqr_avg": [[0.99 * 0.5 + 0.01 * 4, 0.99 * 2 + 0.01 * 1]]}),
+    Case("average_sqr_grad_alpha", average_sqr_grad_alpha, {"alpha": 0.9}, params=[[0.0]],
+         grads=[[[3.0]]], state={"sqr_avg": [[1.0]]}, expect={"state:sqr_avg": [[1.8]]}),
+    Case("centered_grad_avg", centered_grad_avg, {"alpha": 0.8},
+         params=[[0.0]], grads=[[[-1.5]]], state={"grad_avg": [[0.5]]},
+         fields={"second_moment": [[1.0]]},  # grad_avg 0.1: variance 1 - 0.1**2
+         expect={"state:grad_avg": [[0.8 * 0.5 - 0.2 * 1.5]], "field:second_moment": [[0.99]]}),
+    Case("max_sqr_avg", max_sqr_avg, {}, params=[[0.0, 0.0]], grads=[[[0.0, 0.0]]],
+         state={"sqr_avg": [[1.0, 4.0]], "max_sqr_avg": [[2.0, 3.0]]},
+         fields={"second_moment": "state:sqr_avg"},
+         expect={"state:max_sqr_avg": [[2.0, 4.0]], "state:sqr_avg": [[1.0, 4.0]],
+                 "field:second_moment": [[2.0, 4.0]]}),
+    Case("sum_sqr_grad-two-steps", sum_sqr_grad, {}, params=[[0.0, 0.0]],
+         grads=[[[2.0, -3.0]], [[1.0, 1.0]]], state={"sqr_sum": [[0.1, 0.0]]},
+         expect={"state:sqr_sum": [[0.1 + 4 + 1, 9 + 1]]}),
+    # ---- stats: the direction
+    Case("weight_decay-l2", weight_decay, {"weight_decay": 0.1}, params=[[2.0, -4.0]],
+         grads=[[[1.0, 1.0]]], expect={"grads": [[1.2, 0.6]], "params": [[2.0, -4.0]]}),
+    Case("weight_decay-decoupled", weight_decay,
+         {"weight_decay": 0.1, "decoupled_weight_decay": True, "lr": 0.5}, params=[[2.0, -4.0]],
+         grads=[[[1.0, 1.0]]], expect={"params": [[1.9, -3.8]], "grads": [[1.0, 1.0]]}),
+    # NovoGrad's and LAMB's decay, added to the update (0.5, -1) after it was normalised
+    Case("update_weight_decay-l2", update_weight_decay, {"weight_decay": 0.1},
+         params=[[2.0, -4.0]], grads=[[[1.0, 1.0]]], fields={"update": [[0.5, -1.0]]},
+         expect={"field:update": [[0.7, -1.4]], "grads": [[1.0, 1.0]], "params": [[2.0, -4.0]]}),
+    Case("update_weight_decay-decoupled", update_weight_decay,
+         {"weight_decay": 0.1, "decoupled_weight_decay": True, "lr": 0.5}, params=[[2.0, -4.0]],
+         grads=[[[1.0, 1.0]]], fields={"update": [[0.5, -1.0]]},
+         expect={"params": [[1.9, -3.8]], "field:update": [[0.5, -1.0]]}),
+    Case("momentum-two-steps", momentum, {"momentum": 0.9}, params=[[0.0]],
+         grads=[[[1.0]], [[2.0]]], state={"momentum_buffer": [[0.0]]},
+         fresh={"momentum_buffer": [0]},  # starts as the first grad, then 0.9 * 1 + 2
+         expect={"state:momentum_buffer": [[2.9]], "field:update": [[2.9]]}),
+    Case("momentum-one-fresh-one-old", momentum, {"momentum": 0.9}, params=[[0.0], [0.0]],
+         grads=[[[2.0], [3.0]]], state={"momentum_buffer": [[0.0], [1.0]]},
+         fresh={"momentum_buffer": [0]},
+         expect={"state:momentum_buffer": [[2.0], [0.9 + 3.0]]}),
+    Case("momentum-dampening", momentum, {"momentum": 0.9, "dampening": 0.5}, params=[[0.0]],
+         grads=[[[4.0]]], state={"momentum_buffer": [[2.0]]},
+         expect={"state:momentum_buffer": [[1.8 + 2.0]], "field:update": [[3.8]]}),
+    Case("momentum-nesterov", momentum, {"momentum": 0.9, "nesterov": True}, params=[[0.0]],
+         grads=[[[1.0]]], state={"momentum_buffer": [[2.0]]},
+         expect={"state:momentum_buffer": [[2.8]], "field:update": [[1.0 + 0.9 * 2.8]]}),
+    Case("rms_normalize", rms_normalize, {"eps": EPS}, params=[[0.0, 0.0]],
+         grads=[[[1.0, -1.0]]], fields={"second_moment": [[4.0, 0.25]]},
+         expect={"field:update": [[1 / (2 + EPS), -1 / (0.5 + EPS)]]}),
+    # centred: the second moment is the variance sqr_avg - grad_avg**2 = 5 - 1
+    Case("rms_normalize-centered", rms_normalize, {"eps": EPS}, params=[[0.0]],
+         grads=[[[2.0]]], fields={"second_moment": [[5.0 - 1.0]]},
+         expect={"field:update": [[2 / (math.sqrt(5 - 1) + EPS)]]}),
+    Case("accumulate_grad", accumulate_grad, {"betas": (0.9, 0.5)}, params=[[0.0]],
+         grads=[[[2.0]]], state={"grad_avg": [[1.0]]},
+         expect={"state:grad_avg": [[0.9 + 2.0]], "field:update": [[2.9]]}),
+    Case("accumulate_grad-averaging", accumulate_grad,
+         {"betas": (0.9, 0.5), "grad_averaging": True}, params=[[0.0]], grads=[[[2.0]]],
+         state={"grad_avg": [[1.0]]},
+         expect={"state:grad_avg": [[0.9 + 0.1 * 2.0]], "field:update": [[1.1]]}),
+    # ---- stats: layer-wise (NovoGrad), one 0-d value per tensor
+    Case("layer_sqr_avg-two-steps", layer_sqr_avg, {"betas": (0.9, 0.5)}, params=[[0.0, 0.0]] * 2,
+         grads=[[[3.0, 4.0], [1.0, 1.0]], [[0.0, 1.0], [1.0, 1.0]]],
+         state={"layer_sqr_avg": [0.0, 4.0]},
+         # first: 0 -> ||g||^2 = 25 and 0.5 * 4 + 0.5 * 2 = 3; then 0.5 * 25 + 0.5 * 1, 0.5 * 3 + 1
+         expect={"state:layer_sqr_avg": [13.0, 2.5]}),
+    Case("max_layer_sqr_avg", max_layer_sqr_avg, {}, params=[[0.0], [0.0]],
+         grads=[[[0.0], [0.0]]],
+         state={"layer_sqr_avg": [3.0, 1.0], "max_layer_sqr_avg": [2.0, 5.0]},
+         fields={"second_moment": "state:layer_sqr_avg"},
+         expect={"state:max_layer_sqr_avg": [3.0, 5.0], "field:second_moment": [3.0, 5.0]}),
+    Case("layer_normalize", layer_normalize, {"eps": EPS}, params=[[0.0, 0.0]],
+         grads=[[[1.0, -2.0]]], fields={"second_moment": [4.0]},
+         expect={"field:update": [[1 / (2 + EPS), -2 / (2 + EPS)]]}),
+    # AMSGrad's running max (16) as the second moment
+    Case("layer_normalize-amsgrad", layer_normalize, {"eps": EPS}, params=[[0.0]],
+         grads=[[[1.0]]], fields={"second_moment": [16.0]},
+         expect={"field:update": [[1 / (4 + EPS)]]}),
+    # ---- stats: DiffGrad's friction
+    Case("grad_friction", grad_friction, {"version": 0}, params=[[0.0, 0.0]],
+         grads=[[[0.0, 0.0]]], state={"prev_grad": [[1.0, 0.0]], "grad_avg": [[2.0, 3.0]]},
+         fields={"first_moment": "state:grad_avg"},
+         expect={"field:first_moment": [[2 * sigmoid(1.0), 3 * 0.5]],
+                 "state:prev_grad": [[0.0, 0.0]], "state:grad_avg": [[2.0, 3.0]]}),
+    Case("grad_friction-two-steps", grad_friction, {"version": 0}, params=[[0.0]],
+         grads=[[[1.0]], [[1.0]]], state={"prev_grad": [[0.0]], "grad_avg": [[2.0]]},
+         fields={"first_moment": "state:grad_avg"},
+         # step 1: sigmoid(|0 - 1|); step 2: the gradient did not change, sigmoid(0) = 0.5
+         expect={"field:first_moment": [[1.0]], "state:prev_grad": [[1.0]]}),
+    Case("grad_friction-signed", grad_friction, {"version": 1}, params=[[0.0]],
+         grads=[[[3.0]]], state={"prev_grad": [[1.0]]}, fields={"first_moment": [[2.0]]},
+         expect={"field:first_moment": [[2 / (1 + math.exp(2.0))]],
+                 "state:prev_grad": [[3.0]]}),
+    # ---- stats: per-element step sizes
+    Case("adam_step_sizes", adam_step_sizes, {"lr": 0.1, "betas": (0.9, 0.99), "eps": 0.01},
+         params=[[0.0, 0.0]], grads=[[[0.0, 0.0]]], state={"step": [1]},
+         fields={"second_moment": [[0.04, 0.0]]},
+         # alpha = 0.1 * sqrt(1 - 0.99) / (1 - 0.9) = 0.1; eps on the uncorrected root
+         expect={"field:step_size": [[0.1 / (0.2 + 0.01), 0.1 / 0.01]]}),
+    Case("bounded_step_sizes", bounded_step_sizes, {"beta3": 0.9}, params=[[0.0, 0.0]],
+         grads=[[[0.0, 0.0]]], state={"step_size_avg": [[0.5, 0.0]]},
+         fields={"step_size": [[1.0, 2.0]]},  # memory 0.45 + 0.1, 0 + 0.2; then the min
+         expect={"state:step_size_avg": [[0.55, 0.2]], "field:step_size": [[0.55, 0.2]]}),
+    Case("blended_step_sizes", blended_step_sizes, {"len_memory": 4}, params=[[0.0]],
+         grads=[[[0.0]]], state={"step_size_avg": [[0.4]]}, fields={"step_size": [[2.0]]},
+         # beta3 = 1 - 1/4: memory 0.75 * 0.4 + 0.25 * 2 = 0.8; blend (2 + 0.8) / 2
+         expect={"state:step_size_avg": [[0.8]], "field:step_size": [[1.4]]}),
+    # ---- steppers
+    Case("sgd_step", sgd_step, {"lr": 0.1}, params=[[1.0, 2.0]], grads=[[[0.5, -1.0]]],
+         expect={"params": [[0.95, 2.1]]}),
+    Case("adam_step", adam_step, {"lr": 0.1, "betas": (0.9, 0.99), "eps": EPS},
+         params=[[1.0, -2.0]], grads=[[[0.0, 0.0]]], state={"step": [2]},
+         fields={"first_moment": [[0.3, -0.1]], "second_moment": [[0.04, 0.09]]},
+         expect={"params": [[1 - 0.1 / 0.19 * 0.3 / (math.sqrt(0.04 / 0.0199) + EPS),
+                             -2 + 0.1 / 0.19 * 0.1 / (math.sqrt(0.09 / 0.0199) + EPS)]]}),
+    Case("adam_step-amsgrad", adam_step, {"lr": 0.1, "betas": (0.9, 0.99), "eps": EPS},
+         params=[[1.0]], grads=[[[0.0]]], state={"step": [2]},
+         # AMSGrad's running max (0.16, not sqr_avg's 0.04) as the second moment
+         fields={"first_moment": [[0.3]], "second_moment": [[0.16]]},
+         expect={"params": [[1 - 0.1 / 0.19 * 0.3 / (math.sqrt(0.16 / 0.0199) + EPS)]]}),
+    Case("adam_step-damped-first-moment", adam_step, {"lr": 0.1, "betas": (0.9, 0.99), "eps": EPS},
+         params=[[1.0]], grads=[[[0.0]]], state={"step": [2]},
+         # DiffGrad's friction halved grad_avg's 0.3 for this step
+         fields={"first_moment": [[0.15]], "second_moment": [[0.04]]},
+         expect={"params": [[1 - 0.1 / 0.19 * 0.15 / (math.sqrt(0.04 / 0.0199) + EPS)]]}),
+    Case("adagrad_step", adagrad_step, {"lr": 0.1, "lr_decay": 0.5, "eps": 1e-10},
+         params=[[1.0]], grads=[[[1.0]]], state={"step": [3]}, fields={"second_moment": [[4.0]]},
+         # lr_t = 0.1 / (1 + (3 - 1) * 0.5) = 0.05
+         expect={"params": [[1 - 0.05 * 1 / (2 + 1e-10)]]}),
+    Case("radam_step-sgd-below-threshold", radam_step, {"lr": 0.1, "betas": (0.9, 0.999)},
+         params=[[1.0]], grads=[[[0.0]]],
+         # rho_1 = 1999 - 2 * 0.999 / 0.001 = 1 <= 5: p - lr / (1 - 0.9) * m
+         state={"step": [1]}, fields={"first_moment": [[0.02]], "second_moment": [[1.0]]},
+         expect={"params": [[1 - 0.1 / 0.1 * 0.02]]}),
+    Case("radam_step-no-sgd-below-threshold", radam_step,
+         {"lr": 0.1, "betas": (0.9, 0.999), "degenerated_to_sgd": False}, params=[[1.0]],
+         grads=[[[0.0]]], state={"step": [1]},
+         fields={"first_moment": [[0.02]], "second_moment": [[1.0]]},
+         expect={"params": [[1.0]]}),
+    Case("radam_step-rectified", radam_step, {"lr": 0.1, "betas": (0.9, 0.9), "eps": EPS},
+         params=[[1.0]], grads=[[[0.0]]],
+         state={"step": [10]}, fields={"first_moment": [[0.5]], "second_moment": [[0.25]]},
+         expect={"params": [[1 - 0.1 * (lambda rho_inf, rho: math.sqrt(
+             (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)))(
+             19.0, 19 - 2 * 10 * 0.9**10 / (1 - 0.9**10))  # rho_10 = 8.29 > 5
+             / (1 - 0.9**10) * 0.5 * math.sqrt(1 - 0.9**10) / (math.sqrt(0.25) + EPS)]]}),
+    # (torch.optim.RAdam adds eps to the uncorrected root, as above)
+    Case("qhadam_step", qhadam_step,
+         {"lr": 0.1, "betas": (0.9, 0.99), "nus": (0.7, 0.5), "eps": EPS}, params=[[1.0]],
+         grads=[[[2.0]]], state={"step": [1]},
+         fields={"first_moment": [[0.2]], "second_moment": [[0.0009]]},
+         # (0.7 * 0.2 / 0.1 + 0.3 * 2) / (sqrt(0.5 * 0.0009 / 0.01 + 0.5 * 4) + eps)
+         expect={"params": [[1 - 0.1 * 2.0 / (math.sqrt(0.045 + 2.0) + EPS)]]}),
+    Case("per_element_step", per_element_step, {}, params=[[1.0, 1.0]], grads=[[[0.0, 0.0]]],
+         fields={"first_moment": [[1.0, -3.0]], "step_size": [[0.1, 0.2]]},
+         expect={"params": [[0.9, 1.6]]}),
+    # ---- Lion's direction: sign(0.9 m + 0.1 g), then m = 0.99 m + 0.01 g
+    Case("lion_direction", lion_direction, {"betas": (0.9, 0.99)}, params=[[0.0, 0.0, 0.0]],
+         grads=[[[1.0, -5.0, 0.0]]], state={"grad_avg": [[-2.0, 0.1, 0.0]]},
+         # 0.9 * -2 + 0.1 = -1.7; 0.09 - 0.5 = -0.41; 0: sign 0
+         expect={"field:update": [[-1.0, -1.0, 0.0]],
+                 "state:grad_avg": [[-1.98 + 0.01, 0.099 - 0.05, 0.0]]}),
+    Case("lion_direction-two-steps", lion_direction, {"betas": (0.5, 0.75)}, params=[[0.0]],
+         grads=[[[4.0]], [[-1.0]]], state={"grad_avg": [[0.0]]},
+         # m = 0.25 * 4 = 1 after step 1; step 2: sign(0.5 - 0.5) = 0, m = 0.75 - 0.25
+         expect={"field:update": [[0.0]], "state:grad_avg": [[0.5]]}),
+    # ---- Lookahead's sync (the executor runs it only on due tensors): slow += 0.5 (p - slow)
+    Case("lookahead", lookahead, {"alpha": 0.5}, params=[[3.0, -1.0], [0.0]],
+         grads=[[[0.0, 0.0], [0.0]]], state={"slow_param": [[1.0, 1.0], [2.0]]},
+         expect={"params": [[2.0, 0.0], [1.0]], "state:slow_param": [[2.0, 0.0], [1.0]]}),
+]

@@ -17,7 +17,9 @@ on. A part must not branch in Python on any other number (``if momentum > 0`` be
 ``only_if``, evaluated outside the graph).
 
 A step that creates state (a param's first step) runs eagerly, so the compiled graph never
-sees ``bucket.created``; the first compiled step is the second step.
+sees ``bucket.created``; the first compiled step is the second step. A part that runs only
+every k-th step (``every=``, Lookahead's sync) is left out of the graph: the executor runs it
+afterwards, eagerly, on the steps it is due, so the graph is the same at every step.
 
 Without a C++ compiler (needed by inductor on the CPU) the optimizer warns and runs eagerly.
 Over a list of N tensors (``flat=False``) dynamo unrolls the step per tensor, compile time grows

@@ -167,13 +167,18 @@ class Executor:
 
     # ------------------------------------------------------------------ the step
     def step(self, groups: Sequence[Mapping[str, Any]], state: dict[Tensor, dict]) -> None:
-        """Run the recipe once over every group; every grad is checked before anything moves."""
+        """Run the recipe once over every group.
+
+        Every grad of every group is checked first, and no state is created before that: a
+        bad gradient leaves the params and the state as they were.
+        """
         if getattr(state, "replaced", 0) != self._replaced:
             self.state_loaded(state)
         active = [self._active_parts(group) for group in groups]
+        grads = [[p.grad for p in group["params"]] for group in groups]
+        for group_grads in grads:
+            self._check_sparse(group_grads)
         if self.flat:
-            for group in groups:
-                self._check_sparse([p.grad for p in group["params"]])
             for group, parts, stores, loose in zip(
                 groups, active, self.stores, self.loose, strict=True
             ):
@@ -182,9 +187,15 @@ class Executor:
                 for params in self._split(loose):
                     self.run(self._bucket(params, group, parts, state), group, parts)
             return
+        # which params each bucket holds (complex params refused here), then the buckets
+        plans = [
+            self._plan(index, group, parts, group_grads)
+            for index, (group, parts, group_grads) in enumerate(zip(groups, active, grads,
+                                                                    strict=True))
+        ]
         work = [
-            (group, parts, self._group_buckets(index, group, parts, state))
-            for index, (group, parts) in enumerate(zip(groups, active, strict=True))
+            (group, parts, self._group_buckets(index, group, parts, state, plan))
+            for index, (group, parts, plan) in enumerate(zip(groups, active, plans, strict=True))
         ]
         for group, parts, buckets in work:
             for bucket in buckets:
@@ -199,28 +210,32 @@ class Executor:
                 f"{self.owner} does not support sparse gradients; no parameter was changed"
             )
 
-    def _group_buckets(
-        self, index: int, group: Mapping[str, Any], parts: list[Part], state: dict
-    ) -> list[Bucket]:
-        """This step's buckets of ``group``; last step's lists are reused when the same params
-        have grads and the same state is in use (saves the per-tensor Python work)."""
+    def _plan(self, index: int, group: Mapping[str, Any], parts: list[Part], grads: list):
+        """Last step's buckets of ``group`` when the same params have grads and the same state
+        is in use (saves the per-tensor Python work), else its params split into buckets."""
         params = group["params"]
-        grads = [p.grad for p in params]
-        self._check_sparse(grads)
         mask = [g is not None for g in grads]
         names = tuple({name: None for part in parts for name in part.state})
         layout = self._layout.get(index)
         if layout is not None and layout.matches(params, mask, names):
+            return layout
+        return (mask, names, self._split(params))
+
+    def _group_buckets(
+        self, index: int, group: Mapping[str, Any], parts: list[Part], state: dict, plan
+    ) -> list[Bucket]:
+        if isinstance(plan, _Layout):
             return [
                 Bucket(b.params, [p.grad for p in b.params], dict(b.state), {})
-                for b in layout.buckets
+                for b in plan.buckets
             ]
-        buckets = [self._bucket(ps, group, parts, state) for ps in self._split(params)]
+        mask, names, split = plan
+        buckets = [self._bucket(ps, group, parts, state) for ps in split]
         # (a sharded bucket holds local shards, which have no .grad to read again next step)
         if not any(created for b in buckets for created in b.created.values()) and not any(
             isinstance(b, ShardedBucket) for b in buckets
         ):
-            self._layout[index] = _Layout(params, mask, names, buckets)
+            self._layout[index] = _Layout(group["params"], mask, names, buckets)
         else:
             self._layout.pop(index, None)
         return buckets

@@ -198,20 +198,21 @@ class Optimizer(torch.optim.Optimizer):
         return {**super().__getstate__(), "_executor": self._executor}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # torch's load_state_dict calls this with the new state and param groups only: the
-        # executor, and so the speed modes, stay as they are. Unpickling and deepcopy bring
-        # one; its flat buffers then take the state tensors back.
-        executor = state.pop("_executor", None)
+        # torch's load_state_dict calls this on the live optimizer with only state and
+        # param_groups: the executor, and so the speed modes, stay as they are. Unpickling and
+        # deepcopy bring one; its flat buffers then take the state tensors back.
+        copied = state.pop("_executor", None)
+        executor = copied or self.__dict__.get("_executor")
         super().__setstate__(state)
         if not isinstance(self.state, OptimizerState):
             self.state = OptimizerState(self.state)
-        if executor is not None:
-            executor.recipe = type(self).recipe
-            self._executor = executor
+        if executor is None:  # unpickling a checkpoint made before the executor existed
+            executor = Executor(type(self).recipe, type(self).__name__, flat=False,
+                                compile=False)
+        executor.recipe = type(self).recipe
+        self._executor = executor
+        if copied is not None:
             executor.state_loaded(self.state)
-        elif "_executor" not in self.__dict__:  # pickled before the executor existed
-            self._executor = Executor(type(self).recipe, type(self).__name__, flat=False,
-                                      compile=False)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -344,15 +345,10 @@ class Optimizer(torch.optim.Optimizer):
 INNER_OPTIMIZER_ATTRS = ("optimizer", "base_optimizer", "inner", "_optimizer")
 
 
-def accelerate(optimizer: Any, *, compile: bool | None = None, flat: bool | None = None) -> Any:
-    """Turn on ``compile`` / ``flat`` for an optimkit optimizer or the one a wrapper holds.
-
-    ``optimkit.accelerate(Lookahead(RAdam(params)), compile=True, flat=True)`` reaches the
-    inner RAdam through the wrapper's ``optimizer`` attribute (see ``INNER_OPTIMIZER_ATTRS``);
-    the wrapper's own work (Lookahead's interpolation every k steps) stays eager.
-    Returns ``optimizer``.
-    """
-    found = []
+def optimkit_optimizers(optimizer: Any) -> list[Optimizer]:
+    """``optimizer`` itself if it is an optimkit optimizer, else the optimkit optimizers a
+    wrapper holds (under the attributes ``INNER_OPTIMIZER_ATTRS``, through nested wrappers)."""
+    found: list[Optimizer] = []
     pending, seen = [optimizer], set()
     while pending:
         current = pending.pop()
@@ -360,18 +356,31 @@ def accelerate(optimizer: Any, *, compile: bool | None = None, flat: bool | None
             continue
         seen.add(id(current))
         if isinstance(current, Optimizer):
-            current.set_speed(compile=compile, flat=flat)
             found.append(current)
             continue
         for attr in INNER_OPTIMIZER_ATTRS:
             inner = getattr(current, attr, None)
             if isinstance(inner, torch.optim.Optimizer):
                 pending.append(inner)
+    return found
+
+
+def accelerate(optimizer: Any, *, compile: bool | None = None, flat: bool | None = None) -> Any:
+    """Turn on ``compile`` / ``flat`` for an optimkit optimizer or the one a wrapper holds.
+
+    ``optimkit.accelerate(Lookahead(torch_or_optimkit_optimizer), compile=True)`` reaches the
+    inner optimizer through the wrapper's ``optimizer`` attribute (see
+    ``INNER_OPTIMIZER_ATTRS``); the wrapper's own work (Lookahead's interpolation every k steps)
+    stays eager. Returns ``optimizer``.
+    """
+    found = optimkit_optimizers(optimizer)
     if not found:
         raise ValueError(
             f"optimizer: no optimkit optimizer found in {type(optimizer).__name__} "
             f"(looked under {', '.join(INNER_OPTIMIZER_ATTRS)})"
         )
+    for inner in found:
+        inner.set_speed(compile=compile, flat=flat)
     return optimizer
 
 
@@ -379,16 +388,5 @@ def rules_for(optimizer: Any) -> Mapping[str, tuple]:
     """The hyper-parameter rules of ``optimizer`` (name -> rules): its recipe's, reached through
     wrappers as :func:`accelerate` does, or torch.optim's conventions (``lr``, ``eps``,
     ``weight_decay``, ``momentum`` >= 0, ``betas`` in [0, 1)) for any other optimizer."""
-    pending, seen = [optimizer], set()
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, Optimizer):
-            return type(current).recipe.rules
-        pending += [
-            inner for attr in INNER_OPTIMIZER_ATTRS
-            if isinstance(inner := getattr(current, attr, None), torch.optim.Optimizer)
-        ]
-    return CONVENTIONS
+    found = optimkit_optimizers(optimizer)
+    return type(found[0]).recipe.rules if found else CONVENTIONS

@@ -99,6 +99,7 @@ class Part:
     # counters, and runs the part on those tensors outside any compiled graph; such a part
     # comes last in a recipe and reads state only.
     every: str | None = None
+    passed: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.provides if name not in FIELDS]
@@ -110,15 +111,12 @@ class Part:
         clash = [name for name in self.state if name in FIELDS]
         if clash:
             raise ValueError(f"{self.name}: state {clash} would shadow per-step fields")
+        # the hyper-parameters handed to ``fn`` from the group, computed once
+        object.__setattr__(self, "passed", tuple(k for k in self.hypers if k not in self.gates))
 
     @property
     def name(self) -> str:
         return self.label or self.fn.__name__
-
-    @property
-    def passed(self) -> tuple[str, ...]:
-        """The hyper-parameters handed to ``fn`` from the group."""
-        return tuple(k for k in self.hypers if k not in self.gates)
 
     def active(self, group: Mapping[str, Any]) -> bool:
         return self.when is None or bool(self.when(group))

@@ -41,3 +41,24 @@ def lookahead(b, alpha):
     step counters, and runs this part outside the compiled step (``every="k"``).
     """
     interpolate(b.params, b.state["slow_param"], alpha)
+
+
+def from_wrapper_state_dict(state_dict: dict) -> dict:
+    """A state dict saved by the ``optimkit.Lookahead`` wrapper (Ranger, RangerLars and
+    LookaheadSGD were built on it), in the form of a recipe with the ``lookahead`` part: the
+    slow weights join each param's state, ``k`` and ``alpha`` each param group, and the
+    wrapper's step count becomes ``step`` where the inner optimizer kept none. Any other state
+    dict is returned as it is."""
+    own = state_dict.get("lookahead")
+    if own is None:
+        return state_dict
+    state = {}
+    for index, inner in state_dict["state"].items():
+        merged = dict(inner)
+        merged["slow_param"] = own["slow_param"][index]
+        if "step" not in merged:
+            merged["step"] = torch.tensor(float(own["lookahead_step"][index]))
+        state[index] = merged
+    groups = [{**group, "k": own["k"], "alpha": own["alpha"]}
+              for group in state_dict["param_groups"]]
+    return {"state": state, "param_groups": groups}
