@@ -149,26 +149,30 @@ def test_whole_entries_written_into_state_are_split():
         assert torch.equal(p, q)
 
 
+def _previous_format(sd):
+    """A wrapper state dict as the wrapper saved it before it kept torch's format."""
+    own = ("slow_param", "lookahead_step")
+    return {
+        "state": {i: {k: v for k, v in s.items() if k not in own} for i, s in sd["state"].items()},
+        "param_groups": [{k: v for k, v in g.items() if not k.startswith("lookahead_")}
+                         for g in sd["param_groups"]],
+        "lookahead": {
+            "k": sd["param_groups"][0]["lookahead_k"],
+            "alpha": sd["param_groups"][0]["lookahead_alpha"],
+            "slow_param": {i: s["slow_param"] for i, s in sd["state"].items()},
+            "lookahead_step": {i: s["lookahead_step"] for i, s in sd["state"].items()},
+        },
+    }
+
+
 def test_checkpoints_of_the_previous_format_still_load():
     start = make_params()
     straight, resumed = clone_params(start), clone_params(start)
     run(optimkit.Lookahead(torch.optim.SGD(straight, lr=0.1, momentum=0.9), k=3), straight, 8)
     first = optimkit.Lookahead(torch.optim.SGD(resumed, lr=0.1, momentum=0.9), k=3)
     run(first, resumed, 4)
-    sd = first.state_dict()
-    inner_state = {i: {"momentum_buffer": s["momentum_buffer"]} for i, s in sd["state"].items()}
-    previous = {
-        "state": inner_state,
-        "param_groups": [{k: v for k, v in g.items() if not k.startswith("lookahead_")}
-                         for g in sd["param_groups"]],
-        "lookahead": {
-            "k": 3, "alpha": 0.5,
-            "slow_param": {i: s["slow_param"] for i, s in sd["state"].items()},
-            "lookahead_step": {i: s["lookahead_step"] for i, s in sd["state"].items()},
-        },
-    }
     fresh = optimkit.Lookahead(torch.optim.SGD(resumed, lr=0.1, momentum=0.9), k=7)
-    fresh.load_state_dict(previous)
+    fresh.load_state_dict(_previous_format(first.state_dict()))
     assert fresh.k == 3
     run(fresh, resumed, 4, start=4)
     for p, q in zip(straight, resumed, strict=True):
@@ -383,11 +387,12 @@ def test_k_and_alpha_are_per_param_group():
     assert not torch.equal(opt.state[params[2]]["slow_param"], params[2].detach())
 
 
+@pytest.mark.parametrize("format", [lambda sd: sd, _previous_format], ids=["torch", "previous"])
 @pytest.mark.parametrize("name,inner", [
     ("ranger", lambda ps: optimkit.CentralizedRAdam(ps, lr=1e-2)),
     ("lookahead-sgd", lambda ps: optimkit.SGD(ps, lr=0.05, momentum=0.9)),
 ])
-def test_a_checkpoint_of_the_wrapper_era_loads_into_the_recipe(name, inner):
+def test_a_checkpoint_of_the_wrapper_era_loads_into_the_recipe(name, inner, format):
     # Ranger and LookaheadSGD were Lookahead(inner, k, alpha); their checkpoints still load.
     k = {"ranger": 6, "lookahead-sgd": 3}[name]
     start = make_params()
@@ -398,7 +403,7 @@ def test_a_checkpoint_of_the_wrapper_era_loads_into_the_recipe(name, inner):
         for p, q in zip(new, old, strict=True):
             p.copy_(q)
     recipe = RECIPES[name](new)
-    recipe.load_state_dict(copy.deepcopy(wrapper.state_dict()))  # as torch.save would
+    recipe.load_state_dict(copy.deepcopy(format(wrapper.state_dict())))  # as torch.save would
     run(wrapper, old, 8, start=8)
     run(recipe, new, 8, start=8)
     for p, q in zip(old, new, strict=True):
