@@ -117,7 +117,11 @@ def _traced_step(parts, policy, layout, params, grads, state, numbers, where, co
     policy.finalize(bucket, group)
 
 
-_compiled_step = torch.compile(_traced_step, dynamic=False)
+@functools.cache
+def _compiled_step():
+    # Made at the first compiled step: torch.compile imports torch._dynamo, seconds that an
+    # ``import optimkit`` without compile=True need not pay.
+    return torch.compile(_traced_step, dynamic=False)
 
 
 def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, policy) -> None:
@@ -132,7 +136,7 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
     # one cache entry per bucket shape and recipe: many optimizers in one process must not
     # fall back to eager silently at dynamo's default limit of 8
     with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=256):
-        _compiled_step(
+        _compiled_step()(
             tuple(parts), policy, layout, bucket.params, bucket.grads, bucket.state,
             *graph_inputs(group, names),
         )
