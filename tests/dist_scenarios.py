@@ -13,8 +13,11 @@ batch, and reports how far the result is from a run without the distributed wrap
   the save run checkpoints at step ``SAVE_AT``, the load run (a separate launch: new
   processes, new process group) builds everything afresh, loads, continues, and compares with
   the uninterrupted run bit for bit.
+* ``zero-flat-...``: the same with ``flat=True`` passed through ZeRO; every ZeRO load goes into
+  an optimizer that has stepped already (its cached bucket lists and flat buffers exist).
 * ``dcp-save`` / ``dcp-load``: the same with FSDP2 and ``torch.distributed.checkpoint``
-  (``get_state_dict`` / ``dcp.save`` / ``dcp.load`` / ``set_state_dict``).
+  (``get_state_dict`` / ``dcp.save`` / ``dcp.load`` / ``set_state_dict``); ``dcp-flat-...``
+  with a DDP model (replicated params) and ``flat=True``.
 
 The cases are every optimizer of the test database (``tests/optim_db.py``) plus
 ``optimkit.Lookahead`` around ``torch.optim.Adam``; :func:`cases` is the one place that reads
@@ -243,40 +246,50 @@ def _zero_load(case: str, group, workdir: Path, **speed) -> dict:
     return {"max_abs": max_abs([p.detach() for p in model.parameters()], saved["straight"])}
 
 
-def _dcp_save(case: str, group, workdir: Path) -> dict:
+def _ddp_model(group) -> torch.nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(make_model(), process_group=group)
+
+
+def _dcp_save(case: str, group, workdir: Path, wrap=None, **speed) -> dict:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    straight = _sharded_model(group)
-    train(straight, build(cases()[case], straight.parameters()), 0, STEPS, _rank_data)
+    wrap = wrap or _sharded_model
+    name = f"dcp{_suffix(speed)}-{case}"
+    straight = wrap(group)
+    train(straight, build(cases()[case], straight.parameters(), **speed), 0, STEPS, _rank_data)
     full = [_full(p) for p in straight.parameters()]
-    model = _sharded_model(group)
-    opt = build(cases()[case], model.parameters())
+    model = wrap(group)
+    opt = build(cases()[case], model.parameters(), **speed)
     train(model, opt, 0, SAVE_AT, _rank_data)
     model_sd, optim_sd = get_state_dict(model, opt)
     dcp.save(
         {"model": model_sd, "optim": optim_sd},
-        checkpoint_id=workdir / f"dcp-{case}", process_group=group,
+        checkpoint_id=workdir / name, process_group=group,
     )
     if dist.get_rank() == 0:
-        torch.save(full, workdir / f"dcp-{case}-straight.pt")
+        torch.save(full, workdir / f"{name}-straight.pt")
     return {}
 
 
-def _dcp_load(case: str, group, workdir: Path) -> dict:
+def _dcp_load(case: str, group, workdir: Path, wrap=None, **speed) -> dict:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    model = _sharded_model(group)
-    opt = build(cases()[case], model.parameters())
+    wrap = wrap or _sharded_model
+    name = f"dcp{_suffix(speed)}-{case}"
+    model = wrap(group)
+    opt = build(cases()[case], model.parameters(), **speed)
     model_sd, optim_sd = get_state_dict(model, opt)
     loaded = {"model": model_sd, "optim": optim_sd}
-    dcp.load(loaded, checkpoint_id=workdir / f"dcp-{case}", process_group=group)
+    dcp.load(loaded, checkpoint_id=workdir / name, process_group=group)
     set_state_dict(
         model, opt, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"]
     )
     train(model, opt, SAVE_AT, STEPS, _rank_data)
-    straight = torch.load(workdir / f"dcp-{case}-straight.pt", weights_only=True)
+    straight = torch.load(workdir / f"{name}-straight.pt", weights_only=True)
     return {"max_abs": max_abs([_full(p) for p in model.parameters()], straight)}
 
 
@@ -292,6 +305,9 @@ SCENARIOS: dict[str, Callable[[str, Any, Path], dict]] = {
     "zero-flat-load": functools.partial(_zero_load, flat=True),
     "dcp-save": _dcp_save,
     "dcp-load": _dcp_load,
+    # DCP with a DDP model (replicated params) and flat mode
+    "dcp-flat-save": functools.partial(_dcp_save, wrap=_ddp_model, flat=True),
+    "dcp-flat-load": functools.partial(_dcp_load, wrap=_ddp_model, flat=True),
 }
 # A "-load" scenario reads what its "-save" scenario wrote, in a later launch.
-SAVED_BY = {"zero-load": "zero-save", "zero-flat-load": "zero-flat-save", "dcp-load": "dcp-save"}
+SAVED_BY = {name: name.replace("-load", "-save") for name in SCENARIOS if name.endswith("-load")}

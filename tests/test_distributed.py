@@ -21,6 +21,8 @@ import optimkit.core.compiled as compiled
 # compile=True under FSDP2: a layer-wise recipe, so the graph holds the norms' all-reduce too
 # (compiling takes seconds to tens of seconds with a cold inductor cache).
 COMPILED = ("lamb",)
+# DCP with a DDP model and flat=True: an element-wise, a layer-wise and a Lookahead recipe.
+DCP_FLAT = ("adam", "lamb", "ranger")
 
 
 def _in(*scenarios):
@@ -127,6 +129,12 @@ def test_zero_checkpoint_resumes_exactly_in_a_new_process_group(dist_results, in
 
 @optims(cases=_in("dcp-load"), argnames="info,scenario")
 def test_dcp_checkpoint_resumes_exactly_in_a_new_process_group(dist_results, info, scenario):
+    _resumes_exactly(dist_results, scenario, info.name)
+
+
+@optims(cases=_in("dcp-flat-load"), argnames="info,scenario",
+        where=lambda info: info.name in DCP_FLAT)
+def test_dcp_checkpoint_of_a_flat_optimizer_under_ddp_resumes_exactly(dist_results, info, scenario):
     _resumes_exactly(dist_results, scenario, info.name)
 
 

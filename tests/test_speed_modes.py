@@ -140,22 +140,41 @@ def _roundtrip(state_dict):
     return torch.load(buffer, weights_only=True)
 
 
-@optims()
-def test_load_state_dict_keeps_flat_mode_and_resumes_bit_exactly(info):
-    # What every resume does (Lightning's and HF Trainer's included): build, load, continue.
+def _move_state_entries(opt):
+    # What Lightning's strategy does after loading (optimizer_to_device): each param's entry
+    # replaced by a new dict of moved tensors (copies here, as a move to another device makes).
+    for p in list(opt.state):
+        opt.state[p] = {k: v.clone() if isinstance(v, torch.Tensor) else v
+                        for k, v in opt.state[p].items()}
+
+
+@optims(cases=lambda info: [("hf", (False,)), ("lightning", (True,))], argnames="info,move")
+def test_load_state_dict_keeps_flat_mode_and_resumes_bit_exactly(info, move):
+    # What every resume does: build, load, continue (HF Trainer); Lightning also moves the
+    # state entries to the device afterwards.
     straight = _model()
-    _train(straight, build_fast(info, straight.parameters(), flat=True, **_kwargs(info)), 10)
+    uninterrupted = build_fast(info, straight.parameters(), flat=True, **_kwargs(info))
+    _train(straight, uninterrupted, 10)
     model = _model()
     first = build_fast(info, model.parameters(), flat=True, **_kwargs(info))
     _train(model, first, 5)
     checkpoint = _roundtrip(first.state_dict())
-    second = build_fast(info, model.parameters(), flat=True, **_kwargs(info))
+    resumed = _model()
+    second = build_fast(info, resumed.parameters(), flat=True, **_kwargs(info))
+    _train(resumed, second, 2, start=20)  # a used optimizer: its flat buffers exist
+    resumed.load_state_dict(model.state_dict())
     second.load_state_dict(checkpoint)
+    if move:
+        _move_state_entries(second)
     assert _modes(second) == (True, False)
-    _train(model, second, 5, start=5)
+    _train(resumed, second, 5, start=5)
     assert _modes(second) == (True, False)
-    for p, q in zip(_values(model), _values(straight), strict=True):
+    for p, q in zip(_values(resumed), _values(straight), strict=True):
         assert torch.equal(p, q)
+    ours, theirs = second.state_dict()["state"], uninterrupted.state_dict()["state"]
+    for index, entry in theirs.items():
+        for name, value in entry.items():
+            assert torch.equal(torch.as_tensor(ours[index][name]), torch.as_tensor(value)), name
 
 
 @needs_compiler
