@@ -10,6 +10,11 @@ all-reduce per sharded mesh dimension (FSDP2: one), so that a layer-wise recipe 
 NovoGrad's per-layer moment, ...) sees the norms of the full tensors, whatever the number of
 params and however uneven the shards (an empty shard adds 0).
 
+Other reductions inside a tensor assume what FSDP2 does, sharding along dim 0 only: gradient
+centralization (Ranger's ``use_gc``) averages each row over the other dims, and rows are
+whole on every shard. A param sharded along another dim (tensor parallelism) would need
+those parts to reduce across shards too.
+
 The state stays DTensors in ``optimizer.state`` (it is created from the DTensor params), so
 ``state_dict()`` and ``torch.distributed.checkpoint`` see sharded state; a per-tensor scalar
 state (NovoGrad's ``layer_sqr_avg``) is computed from full-tensor norms and is the same on
