@@ -122,19 +122,15 @@ def test_fsdp2_compiled_step_runs_on_the_local_shards(dist_results, info, scenar
     _matches_the_unsharded_run(dist_results, scenario, info.name)
 
 
-@optims(cases=_in("zero-load", "zero-flat-load"), argnames="info,scenario")
-def test_zero_checkpoint_resumes_exactly_in_a_new_process_group(dist_results, info, scenario):
-    _resumes_exactly(dist_results, scenario, info.name)
+def _checkpoints(info):
+    # ZeRO (eager and flat) and DCP under FSDP2 for every optimizer; DCP of a flat optimizer
+    # under DDP for a few
+    names = ["zero-load", "zero-flat-load", "dcp-load"]
+    return _in(*names, *(["dcp-flat-load"] if info.name in DCP_FLAT else []))(info)
 
 
-@optims(cases=_in("dcp-load"), argnames="info,scenario")
-def test_dcp_checkpoint_resumes_exactly_in_a_new_process_group(dist_results, info, scenario):
-    _resumes_exactly(dist_results, scenario, info.name)
-
-
-@optims(cases=_in("dcp-flat-load"), argnames="info,scenario",
-        where=lambda info: info.name in DCP_FLAT)
-def test_dcp_checkpoint_of_a_flat_optimizer_under_ddp_resumes_exactly(dist_results, info, scenario):
+@optims(cases=_checkpoints, argnames="info,scenario")
+def test_checkpoint_resumes_exactly_in_a_new_process_group(dist_results, info, scenario):
     _resumes_exactly(dist_results, scenario, info.name)
 
 
