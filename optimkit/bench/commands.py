@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import registry
 from ..cli import add
+from ..outputs import check_folder
 from . import tasks as task_registry
 
 DEFAULT_OUT = "optimkit-report"
@@ -37,25 +38,6 @@ def _names(text: str) -> tuple[str, ...]:
 def _canonical(names: tuple[str, ...]) -> tuple[str, ...]:
     """Registry names (case and aliases resolved, duplicates dropped); ValueError if unknown."""
     return tuple(dict.fromkeys(registry.get(name).name for name in names))
-
-
-def check_out(out: str | Path, flag: str = "--out") -> Path:
-    """The output folder, or ValueError if it cannot be written; creates nothing."""
-    path = Path(out)
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"{flag} {str(out)!r} exists and is not a folder")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise ValueError(f"{flag} {str(out)!r} is not writable")
-        return path
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"{flag} {str(out)!r}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {str(out)!r}: cannot create it inside {parent} (not writable)")
-    return path
 
 
 def _positive(text: str) -> int:
@@ -177,7 +159,7 @@ def _bench_config(args: argparse.Namespace):
 
     workers = args.workers or max(1, os.cpu_count() or 1)
     if args.resume:
-        out = check_out(args.out or DEFAULT_OUT)
+        out = check_folder(args.out or DEFAULT_OUT)
         if not (out / DB_NAME).exists():
             raise ValueError(f"--resume: no results database in {out}")
         given = [f"--{k.replace('_', '-')}" for k in _RECORDED_FLAGS
@@ -205,12 +187,12 @@ def _bench_config(args: argparse.Namespace):
         executor=args.executor,
     )
     if args.out is not None:
-        out = check_out(args.out)
+        out = check_folder(args.out)
     else:
         base = PRESET_OUT[config.preset]
         whole = Config.for_preset(config.preset)
         subset = (config.optimizers, config.tasks) != (whole.optimizers, whole.tasks)
-        out = check_out(f"{base}-subset" if subset else base)
+        out = check_folder(f"{base}-subset" if subset else base)
     _check_same_run(config, out, args.replace)
     return config, out
 
@@ -415,7 +397,7 @@ def _configure_report(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         from . import report
 
-        out = check_out(args.out)
+        out = check_folder(args.out)
         _check_notes(args.notes)
         summary = report.load(out)
         files = report.build(out, args.notes, summary)
@@ -437,7 +419,7 @@ def _configure_compare(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         from . import report
 
-        out = check_out(args.out) if args.out else None
+        out = check_folder(args.out) if args.out else None
         first, second = report.load(args.run_a), report.load(args.run_b)
         text, data = report.compare(first, second, args.run_a, args.run_b)
         print(text, end="")
@@ -482,7 +464,7 @@ def run_plot(args: argparse.Namespace) -> int:
     names = _canonical(names)  # ValueError naming an unknown one
     if args.lr is not None and not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
-    out = check_out(args.out)
+    out = check_folder(args.out)
     if (out / DB_NAME).exists():
         raise ValueError(f"--out {out} holds a bench report; optimkit plot writes elsewhere "
                          f"(default ./{PLOT_OUT})")
@@ -510,4 +492,4 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["check_out", "run_bench", "run_plot"]
+__all__ = ["run_bench", "run_plot"]
