@@ -394,15 +394,14 @@ def test_default_output_folders(monkeypatch, tmp_path):
     seen = []
     monkeypatch.setattr(commands, "_check_same_run", lambda config, out, replace:
                         seen.append(str(out)))
-    from optimkit.cli import _load_commands, build_parser
+    from optimkit.cli import build_parser
 
-    _load_commands()
     for argv, folder in ((["bench"], "optimkit-report"),
                          (["bench", "--preset", "quick"], "optimkit-report-quick"),
                          (["bench", "--optimizers", "adam"], "optimkit-report-subset"),
                          (["bench", "--preset", "full", "--tasks", "stdlib-lm"],
                           "optimkit-report-full-subset")):
-        commands._bench_config(build_parser().parse_args(argv))
+        commands._bench_config(build_parser(["bench"]).parse_args(argv))
         assert seen[-1] == folder
     assert not list(tmp_path.iterdir())  # nothing written
 
