@@ -56,8 +56,8 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # quick fits 10 minutes on 2 cores: on the quick run of 3,182 cells (1,116 CPU seconds),
     # the toys took a third of the CPU time, the weight-decay stage a tenth and the 5-lr start
-    # window another tenth; replayed on those results, this preset needs about 1,320 cells and
-    # 530 CPU seconds.
+    # window another tenth. This preset then ran 1,324 cells in 405 CPU seconds (9 min 46 s
+    # wall with 2 workers on the shared 2-core machine, report included).
     "quick": Preset(QUICK_TASKS, seeds=5, lr_range=(1e-2, 5e-2), budget=19,
                     weight_decays=(), cost=False, provisional=True),
     "standard": Preset(STANDARD_TASKS, seeds=5, lr_range=(2e-3, 5e-2), budget=19,
