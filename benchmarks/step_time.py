@@ -28,7 +28,6 @@ Prints a markdown table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import statistics
@@ -41,8 +40,9 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]
+sys.path[:0] = [str(HERE.parent), str(HERE), str(HERE.parent / "tests")]
 
+import optim_db  # noqa: E402  (the test database: each optimizer's peers)
 from counting import TemporaryPeak, analyse, generated_code  # noqa: E402
 
 import optimkit.registry as registry  # noqa: E402
@@ -84,30 +84,6 @@ WORKLOADS: dict[str, Callable[[bool], list[tuple[int, ...]]]] = {
 
 # ----------------------------------------------------------------------------- implementations
 
-# optimkit registry name -> (torch.optim class, kwargs) of the same algorithm
-TORCH_ALGOS = {
-    "sgd": ("SGD", {"lr": 1e-3, "momentum": 0.9}),
-    "adagrad": ("Adagrad", {}),
-    "rmsprop": ("RMSprop", {}),
-    "adam": ("Adam", {}),
-    "adamw": ("AdamW", {}),
-    "radam": ("RAdam", {}),
-}
-TORCH_FUSED = {"sgd", "adagrad", "adam", "adamw"}
-# optimkit registry name -> class name in torch_optimizer / pytorch_optimizer
-PEER_NAMES = {
-    "qhadam": "QHAdam", "novograd": "NovoGrad", "diffgrad": "DiffGrad", "adamod": "AdaMod",
-    "lamb": "Lamb", "lars": "LARS", "ranger": "Ranger", "radam": "RAdam",
-}
-# pytorch_optimizer implements most of these twice: over tensor lists (foreach) and per param
-PEER_VARIANTS = {
-    "torch_optimizer": {"torch_optimizer": {}},
-    "pytorch_optimizer": {
-        "pytorch_optimizer foreach": {"foreach": True},
-        "pytorch_optimizer loop": {"foreach": False},
-    },
-}
-OPTIMKIT_KWARGS = {"sgd": {"momentum": 0.9}}
 MODES = ("eager", "compile", "flat", "flat+compile")
 
 # Bytes per fp32 param that one step must move at the physical floor: read the grad once, read
@@ -147,40 +123,27 @@ def make_params(shapes):
 
 
 def candidates(names, modes, peers=True):
-    """(optimizer name, implementation label, build(params) -> optimizer) for every run."""
+    """(optimizer name, implementation label, build(params) -> optimizer) for every run.
+
+    The peers of each optimizer (torch.optim's for-loop, foreach and fused implementations,
+    torch_optimizer's, pytorch_optimizer's) come from the test database, tests/optim_db.py.
+    """
     out = []
     for name in names:
-        entry = registry.get(name)
-        kwargs = OPTIMKIT_KWARGS.get(name, {})
+        info = optim_db.get(name)
         for mode in modes:
             opts = {"flat": "flat" in mode, "compile": "compile" in mode}
-            out.append((name, f"optimkit {mode}", _builder(entry.factory, kwargs, opts)))
-        if name in TORCH_ALGOS:
-            cls_name, tkw = TORCH_ALGOS[name]
-            cls = getattr(torch.optim, cls_name)
-            out.append((name, "torch for-loop", _builder(cls, tkw, {"foreach": False})))
-            out.append((name, "torch foreach", _builder(cls, tkw, {"foreach": True})))
-            if name in TORCH_FUSED:
-                out.append((name, "torch fused", _builder(cls, tkw, {"fused": True})))
-        if peers and name in PEER_NAMES:
-            for module, variants in PEER_VARIANTS.items():
-                cls = _peer(module, PEER_NAMES[name])
-                if cls is None:
-                    continue
-                for label, options in variants.items():
-                    out.append((name, label, _builder(cls, {}, options)))
+            out.append((name, f"optimkit {mode}", _builder(info.factory, info.bench_kwargs, opts)))
+        for peer in info.peers:
+            is_torch = peer.target.startswith("torch.optim:")
+            cls = peer.factory() if (peers or is_torch) else None
+            if cls is not None:
+                out.append((name, peer.label, _builder(cls, peer.kwargs, {})))
     return out
 
 
 def _builder(cls, kwargs, options):
     return lambda params: cls(params, **kwargs, **options)
-
-
-def _peer(module, attr):
-    try:
-        return getattr(importlib.import_module(module), attr, None)
-    except ImportError:
-        return None
 
 
 # ----------------------------------------------------------------------------- measuring
