@@ -72,23 +72,38 @@ def _traced_step(parts, policy, layout, params, grads, state, tensors, constants
     if layout is None:
         bucket = Bucket(params, grads, state, {})
     else:
-        bucket = FlatBucket(params, grads, state, {}, *layout)
+        bucket = FlatBucket(params, grads, state, {}, layout)
     policy.prepare(bucket, group)
     for part in parts:
         part(bucket, group)
     policy.finalize(bucket, group)
 
 
-_compiled_step = torch.compile(_traced_step, dynamic=False)
+# Inductor realises a pointwise value read by several consumers into a buffer of its own once it
+# reads more than `realize_reads_threshold` (4) inputs. An optimizer step's values (LAMB's
+# direction m / (sqrt(v) + eps) + wd p: m, v, p and the hypers) pass that easily, and a
+# param-sized buffer allocated fresh every step costs page faults on the CPU: LAMB's compiled
+# step ran 3x slower with it (benchmarks/flat_steps.py). Recomputed in each pass instead, it
+# costs only arithmetic.
+INDUCTOR_OPTIONS = {"realize_reads_threshold": 64}
+
+_compiled_step = torch.compile(_traced_step, dynamic=False, options=INDUCTOR_OPTIONS)
+
+
+@functools.cache
+def register_inductor_prims() -> None:
+    # FlatBucket.expand marks per-param numbers with inductor's force_stride_order prim
+    import torch._inductor.inductor_prims  # noqa: F401
 
 
 def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, policy) -> None:
     """Run ``parts`` on ``bucket`` through the compiled step, between the ``policy``'s
     ``prepare`` and ``finalize`` (see core/executor.py)."""
+    register_inductor_prims()
     names = [name for part in parts for name in part.passed]
     tensors = hyper_tensors(group, names)
     constants = {name: group[name] for name in names if name not in tensors}
-    layout = (bucket.lengths, bucket.sizes) if isinstance(bucket, FlatBucket) else None
+    layout = bucket.layout if isinstance(bucket, FlatBucket) else None
     # one cache entry per bucket shape and recipe: many optimizers in one process must not
     # fall back to eager silently at dynamo's default limit of 8
     with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=256):
