@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -49,7 +48,7 @@ import torch._inductor.inductor_prims  # noqa: E402, F401  (registers inductor_f
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from counting import analyse  # noqa: E402
-from segmented import Layout  # noqa: E402
+from segmented import Layout, side_by_side  # noqa: E402
 from step_time import WORKLOADS, make_params  # noqa: E402
 
 # ----------------------------------------------------------------------------- helpers
@@ -244,19 +243,6 @@ def schedule(args, step):
     return out
 
 
-def time_interleaved(cases, rounds, reps):
-    best = {name: float("inf") for name in cases}
-    for _ in range(rounds):
-        for name, fn in cases.items():
-            times = []
-            for _ in range(reps):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
-            best[name] = min(best[name], statistics.median(times))
-    return {name: 1e3 * t for name, t in best.items()}
-
-
 def main(argv=None):
     from torch._inductor.utils import run_and_get_code
 
@@ -310,7 +296,7 @@ def main(argv=None):
                     recompiles = f"yes: {str(exc).splitlines()[0][:80]}"
                 cases[f"{name}/{chunk}"] = (lambda c=compiled, a=fargs: c(*a))
                 rows.append((name, chunk, counts, floor, first, recompiles))
-        ms = {} if args.no_time else time_interleaved(cases, args.rounds, args.reps)
+        ms = {} if args.no_time else side_by_side(cases, args.rounds, args.reps)
         base = ms.get("torch fused Adam")
         for name, chunk, counts, floor, first, recompiles in rows:
             ratio = f"{ms[f'{name}/{chunk}'] / base:.2f}" if ms else ""

@@ -149,14 +149,19 @@ def _builder(cls, kwargs, options):
 # ----------------------------------------------------------------------------- measuring
 
 
+# The clock of every timing: wall time, or with ``--clock cpu`` the process's CPU time, which
+# leaves out the time other processes hold the cores (meaningful with ``--threads 1``).
+CLOCK = time.perf_counter
+
+
 def time_steps(opt, warmup, repeat):
     for _ in range(warmup):
         opt.step()
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = CLOCK()
         opt.step()
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK() - start)
     return statistics.median(times)
 
 
@@ -165,9 +170,9 @@ def bandwidth(numel, repeat):
     a, b = torch.randn(numel), torch.randn(numel)
     times = []
     for _ in range(repeat + 2):
-        start = time.perf_counter()
+        start = CLOCK()
         a.add_(b)
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK() - start)
     return 3 * 4 * numel / min(times[2:]) / 1e9  # the limit: the best run, not the typical one
 
 
@@ -184,11 +189,12 @@ def param_sized_state(opt, params):
     return big / len(params), nbytes / total
 
 
-def measure(name, label, build, shapes, warmup, repeat):
+def measure(name, label, build, shapes, warmup, repeat, count=True):
+    """Time one implementation; with ``count``, also read its compiled code or temporaries."""
     params = make_params(shapes)
     opt = build(params)
     numel = sum(p.numel() for p in params)
-    compiled = "compile" in label
+    compiled = "compile" in label and count
     first = time.perf_counter()
     opt.step()
     if compiled:  # a compiled step compiles at its second step (the first creates state)
@@ -209,7 +215,7 @@ def measure(name, label, build, shapes, warmup, repeat):
         row.update(temporaries=counts.temporaries, kernels=counts.kernels,
                    passes=len(counts.passes), generated_bytes_per_param=counts.bytes_per_element,
                    graphs=len(codes))
-    else:
+    elif count:
         with TemporaryPeak() as tracker:
             opt.step()
         row["temporaries"] = tracker.peak / param_bytes
@@ -222,17 +228,24 @@ def run(args):
         shapes = WORKLOADS[wname](args.quick)
         numel = sum(torch.Size(s).numel() for s in shapes)
         bw = bandwidth(numel, args.repeat)
-        base = measure("adam", "torch fused", _builder(torch.optim.Adam, {}, {"fused": True}),
-                       shapes, args.warmup, args.repeat)
-        rows = []
-        for name, label, build in candidates(args.optimizers, args.modes, not args.no_peers):
-            try:
-                row = measure(name, label, build, shapes, args.warmup, args.repeat)
-            except Exception as exc:  # a peer that cannot run here is reported, not fatal
-                row = {"optimizer": name, "implementation": label, "error": repr(exc)[:200]}
-            rows.append(row)
-            print(f"  {wname} {name:10s} {label:24s} {row.get('ms', float('nan')):9.2f} ms",
-                  file=sys.stderr, flush=True)
+        runs = [("adam", "torch fused", _builder(torch.optim.Adam, {}, {"fused": True}))]
+        runs += candidates(args.optimizers, args.modes, not args.no_peers)
+        # Every implementation once per round, the baseline first; each keeps its best round
+        # (a shared machine slows some rounds), its counts from the first.
+        best: dict[tuple[str, str], dict] = {}
+        for index in range(args.rounds):
+            for name, label, build in runs:
+                try:
+                    row = measure(name, label, build, shapes, args.warmup, args.repeat,
+                                  count=index == 0)
+                except Exception as exc:  # a peer that cannot run here is reported, not fatal
+                    row = {"optimizer": name, "implementation": label, "error": repr(exc)[:200]}
+                kept = best.setdefault((name, label), row)
+                if "ms" in row and row["ms"] < kept.get("ms", float("inf")):
+                    kept["ms"] = row["ms"]
+                print(f"  {wname} round {index} {name:10s} {label:26s} "
+                      f"{row.get('ms', float('nan')):9.2f} ms", file=sys.stderr, flush=True)
+        base, *rows = best.values()
         # each algorithm's own byte model; one pass over optimkit's eager state where none is
         # written down
         minimum = {}
@@ -300,6 +313,11 @@ def parse(argv=None):
     parser.add_argument("--threads", type=int, default=0,
                         help="torch.set_num_threads (0: torch's default); 1 is steadier on a "
                         "loaded shared machine, where OpenMP threads wait on each other")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time every implementation this many times, keep the best")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: the process's CPU time (with --threads 1 on a shared "
+                        "machine: leaves out the time other processes hold the core)")
     parser.add_argument("--cold", action="store_true",
                         help="an empty inductor cache: first-compile times as on a fresh machine")
     parser.add_argument("--json", default="benchmarks/step_time.json")
@@ -319,9 +337,13 @@ def main(argv=None):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="step_time_inductor_")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        global CLOCK
+        CLOCK = time.process_time
     results = run(args)
     print(markdown(results))
-    meta = {"argv": sys.argv[1:], "threads": torch.get_num_threads(), "torch": torch.__version__}
+    meta = {"argv": sys.argv[1:], "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "clock": args.clock, "rounds": args.rounds}
     Path(args.json).write_text(json.dumps({**meta, "results": results}, indent=1))
 
 

@@ -99,13 +99,14 @@ def torch_peers(name: str, fused: bool = False, **kwargs: Any) -> tuple[Peer, ..
                  for label, extra in options)
 
 
-def library_peers(name: str) -> tuple[Peer, ...]:
-    """``name`` in torch_optimizer and pytorch_optimizer (each timed where installed);
-    pytorch_optimizer's twice, over tensor lists (``foreach``) and per param."""
+def library_peers(name: str, **kwargs: Any) -> tuple[Peer, ...]:
+    """``name`` in torch_optimizer and pytorch_optimizer (each timed where installed, built
+    with ``kwargs``); pytorch_optimizer's twice, over tensor lists (``foreach``) and per
+    param."""
     return (
-        Peer("torch_optimizer", f"torch_optimizer:{name}"),
-        Peer("pytorch_optimizer foreach", f"pytorch_optimizer:{name}", {"foreach": True}),
-        Peer("pytorch_optimizer loop", f"pytorch_optimizer:{name}", {"foreach": False}),
+        Peer("torch_optimizer", f"torch_optimizer:{name}", kwargs),
+        Peer("pytorch_optimizer foreach", f"pytorch_optimizer:{name}", {**kwargs, "foreach": True}),
+        Peer("pytorch_optimizer loop", f"pytorch_optimizer:{name}", {**kwargs, "foreach": False}),
     )
 
 
@@ -366,7 +367,10 @@ DB: list[OptimizerInfo] = [
             {"lr": 1.0, "momentum": 0.0, "trust_coefficient": 0.01},
         ),
         converge={"lr": 5.0, "trust_coefficient": 0.01},
-        peers=library_peers("LARS"),
+        # torch_optimizer's LARS scales only when weight_decay != 0 and defaults to no
+        # momentum: the same algorithm needs both, for every implementation timed
+        peers=library_peers("LARS", momentum=0.9, weight_decay=1e-4, trust_coefficient=1e-3),
+        bench_kwargs={"weight_decay": 1e-4},
     ),
     OptimizerInfo(
         "larc",
