@@ -143,11 +143,15 @@ class FlatBucket(Bucket):
 
     def expand(self, values: Tensor) -> list[Tensor]:
         """Per-param numbers as a ``[rows, 1]`` column, which broadcasts over the rows."""
-        if torch.compiler.is_compiling():
-            # a buffer of its own: inductor would otherwise inline the math that made the
-            # numbers (square roots, divisions) into the elementwise loop, once per vector
-            values = torch.ops.prims.inductor_force_stride_order(values, values.stride())
-        return [values[self.row_param].unsqueeze(1)]
+        if not torch.compiler.is_compiling():
+            return [values[self.row_param].unsqueeze(1)]
+        # Buffers of their own, the numbers and then one per row: inductor would otherwise
+        # inline the math that made the numbers (square roots, divisions) and the gather with
+        # its bounds check into the elementwise loop, once per vector of 8.
+        realize = torch.ops.prims.inductor_force_stride_order
+        values = realize(values, values.stride())
+        column = values[self.row_param].unsqueeze(1)
+        return [realize(column, column.stride())]
 
     def stack(self, scalars) -> Tensor:
         (flat,) = scalars  # the 1-D buffer of one number per param
