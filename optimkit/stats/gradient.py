@@ -43,7 +43,7 @@ def update_weight_decay(b, weight_decay, decoupled_weight_decay, lr):
     """Weight decay added to the update direction, after it was normalised (NovoGrad's
     ``d = g / (sqrt(v) + eps) + weight_decay * p``, LAMB's ``d = m / (sqrt(v) + eps) +
     weight_decay * p``), or decoupled: ``p = p * (1 - lr * weight_decay)``."""
-    if weight_decay != 0 and not decoupled_weight_decay and b.is_scratch(b.update):
+    if not is_zero(weight_decay) and not decoupled_weight_decay and b.is_scratch(b.update):
         # a direction this step made (LAMB's): add the decay in place, no second temporary
         torch._foreach_add_(b.update, b.params, alpha=weight_decay)
         return
