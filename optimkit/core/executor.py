@@ -311,11 +311,16 @@ class Executor:
                 return
             compiled.warn_eager("no C++ compiler found for inductor")
             self.compile = False
-        for block in self._blocks(bucket):
+        blocks = self._blocks(bucket)
+        while blocks:
+            # popped, so that a block's temporaries (its fields) are freed before the next
+            # block makes its own: the step's peak is one block's, not the bucket's
+            block = blocks.pop(0)
             self.policy.prepare(block, group)
             for part in body:
                 part(block, group)
             self.policy.finalize(block, group)
+            del block
         self._run_host_gated(bucket, group, parts)
 
     @staticmethod
