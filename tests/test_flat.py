@@ -207,6 +207,23 @@ def test_cache_blocks_step_as_the_whole_bucket(info, monkeypatch):
             torch.testing.assert_close(opt_flat.state[r][name], value, rtol=1e-9, atol=1e-12)
 
 
+def test_a_cache_block_frees_its_temporaries_before_the_next(monkeypatch):
+    # LAMB's eager step makes one param-sized list (its direction) per block: the step's peak
+    # is one block's, not the bucket's (the blocks are stepped one after the other)
+    from benchmarks.counting import TemporaryPeak
+
+    block = 4096
+    monkeypatch.setattr(tensorlists, "CPU_BLOCK_BYTES", block * 4)
+    params = [torch.randn(block, requires_grad=True) for _ in range(8)]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt = optimkit.LAMB(params, weight_decay=0.01)
+    opt.step()  # creates the state, as one bucket
+    with TemporaryPeak() as tracker:
+        opt.step()
+    assert block * 4 <= tracker.peak < 2 * block * 4, tracker.peak
+
+
 def test_per_param_numbers_broadcast_over_each_param():
     plain, flat = _flat_and_plain(SHAPES)
     values = torch.arange(1.0, len(SHAPES) + 1, dtype=torch.float64)
