@@ -18,7 +18,6 @@ one eager step allocates. Prints a markdown table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import statistics
 import sys
@@ -30,7 +29,10 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import optim_db  # noqa: E402  (the test database: each optimizer's peers)
 
 import optimkit.registry as registry  # noqa: E402
 
@@ -71,22 +73,6 @@ WORKLOADS: dict[str, Callable[[bool], list[tuple[int, ...]]]] = {
 
 # ----------------------------------------------------------------------------- implementations
 
-# optimkit registry name -> (torch.optim class, kwargs) of the same algorithm
-TORCH_ALGOS = {
-    "sgd": ("SGD", {"lr": 1e-3, "momentum": 0.9}),
-    "adagrad": ("Adagrad", {}),
-    "rmsprop": ("RMSprop", {}),
-    "adam": ("Adam", {}),
-    "adamw": ("AdamW", {}),
-    "radam": ("RAdam", {}),
-}
-TORCH_FUSED = {"sgd", "adagrad", "adam", "adamw"}
-# optimkit registry name -> class name in torch_optimizer / pytorch_optimizer
-PEER_NAMES = {
-    "qhadam": "QHAdam", "novograd": "NovoGrad", "diffgrad": "DiffGrad", "adamod": "AdaMod",
-    "lamb": "Lamb", "lars": "LARS", "ranger": "Ranger", "radam": "RAdam",
-}
-OPTIMKIT_KWARGS = {"sgd": {"momentum": 0.9}}
 MODES = ("eager", "compile", "flat", "flat+compile")
 
 
@@ -99,38 +85,27 @@ def make_params(shapes):
 
 
 def candidates(names, modes, peers=True):
-    """(optimizer name, implementation label, build(params) -> optimizer) for every run."""
+    """(optimizer name, implementation label, build(params) -> optimizer) for every run.
+
+    The peers of each optimizer (torch.optim's for-loop, foreach and fused implementations,
+    torch_optimizer's, pytorch_optimizer's) come from the test database, tests/optim_db.py.
+    """
     out = []
     for name in names:
-        entry = registry.get(name)
-        kwargs = OPTIMKIT_KWARGS.get(name, {})
+        info = optim_db.get(name)
         for mode in modes:
             opts = {"flat": "flat" in mode, "compile": "compile" in mode}
-            out.append((name, f"optimkit {mode}", _builder(entry.factory, kwargs, opts)))
-        if name in TORCH_ALGOS:
-            cls_name, tkw = TORCH_ALGOS[name]
-            cls = getattr(torch.optim, cls_name)
-            out.append((name, "torch for-loop", _builder(cls, tkw, {"foreach": False})))
-            out.append((name, "torch foreach", _builder(cls, tkw, {"foreach": True})))
-            if name in TORCH_FUSED:
-                out.append((name, "torch fused", _builder(cls, tkw, {"fused": True})))
-        if peers and name in PEER_NAMES:
-            for module in ("torch_optimizer", "pytorch_optimizer"):
-                cls = _peer(module, PEER_NAMES[name])
-                if cls is not None:
-                    out.append((name, module, _builder(cls, {}, {})))
+            out.append((name, f"optimkit {mode}", _builder(info.factory, info.bench_kwargs, opts)))
+        for peer in info.peers:
+            is_torch = peer.target.startswith("torch.optim:")
+            cls = peer.factory() if (peers or is_torch) else None
+            if cls is not None:
+                out.append((name, peer.label, _builder(cls, peer.kwargs, {})))
     return out
 
 
 def _builder(cls, kwargs, options):
     return lambda params: cls(params, **kwargs, **options)
-
-
-def _peer(module, attr):
-    try:
-        return getattr(importlib.import_module(module), attr, None)
-    except ImportError:
-        return None
 
 
 # ----------------------------------------------------------------------------- measuring

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import textwrap
 
 from . import registry
 from .cli import add
@@ -36,7 +38,8 @@ def markdown_table(table: list[dict[str, str]]) -> str:
 def _configure(parser: argparse.ArgumentParser):
     parser.add_argument(
         "--format", choices=["table", "markdown", "json"], default="table",
-        help="table (rich, when installed), markdown or json",
+        help="table (one block per optimizer on a narrow terminal or without rich), "
+             "markdown or json",
     )
 
     def run(args: argparse.Namespace) -> int:
@@ -52,12 +55,37 @@ def _configure(parser: argparse.ArgumentParser):
     return run
 
 
+WIDE = 150  # columns the full table needs to read well; narrower terminals get records
+
+
+def records(table: list[dict[str, str]], width: int) -> str:
+    """One block per optimizer, wrapped to ``width`` columns: readable in any terminal."""
+    label = max(len(key) for key in table[0]) + 2
+    out = []
+    for row in table:
+        out.append(f"{row['name']}  ({row['year']}, {row['status']})")
+        for key in ("reproduces", "built from", "paper"):
+            # a chain of parts wraps before an arrow, never inside a part's name
+            text = row[key].replace(" -> ", " ->\u00a0") if key == "built from" else row[key]
+            lines = textwrap.wrap(text, max(20, width - label - 2), break_long_words=False,
+                                  break_on_hyphens=False)
+            for i, line in enumerate(lines or [""]):
+                head = key if i == 0 else ""
+                out.append(f"  {head:<{label}}{line.replace(chr(0xa0), ' ')}")
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
 def _print_table(table: list[dict[str, str]]) -> None:
+    width = shutil.get_terminal_size((80, 24)).columns
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:  # rich is the optional `cli` extra
-        print(markdown_table(table))
+        print(records(table, width))
+        return
+    if width < WIDE:
+        print(records(table, width))
         return
     view = Table(title=f"optimkit: {len(table)} optimizers")
     for column in table[0]:

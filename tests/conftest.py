@@ -1,3 +1,9 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import optim_db
 import pytest
 import torch
 
@@ -10,3 +16,33 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def optims(
+    cases: Callable[[optim_db.OptimizerInfo], Iterable[tuple[str, tuple]]] | None = None,
+    *, where: Callable[[optim_db.OptimizerInfo], bool] | None = None, argnames: str = "info",
+):
+    """Parametrize a test over the test database (``tests/optim_db.py``), one case per
+    optimizer, and skip the optimizers whose ``skips`` name the test.
+
+    ``where(info)`` keeps some optimizers only. ``cases(info)`` yields ``(id, values)`` for
+    tests that take more than the info: ``values`` fill ``argnames`` after ``info``, and the
+    case is named ``"<optimizer>-<id>"``.
+    """
+
+    def decorate(test: Callable[..., Any]):
+        params = []
+        for info in optim_db.DB:
+            if where is not None and not where(info):
+                continue
+            marks = []
+            if test.__name__ in info.skips:
+                marks.append(pytest.mark.skip(reason=f"{info.name}: {info.skips[test.__name__]}"))
+            if cases is None:
+                params.append(pytest.param(info, id=info.name, marks=marks))
+            else:
+                params += [pytest.param(info, *values, id=f"{info.name}-{case_id}", marks=marks)
+                           for case_id, values in cases(info)]
+        return pytest.mark.parametrize(argnames, params)(test)
+
+    return decorate

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import torch
 
-import optimkit.registry as registry
-
 # A matrix, a vector, a 0-d scalar, a 3-d tensor and a zero-initialised bias.
 SHAPES = [(5, 3), (4,), (), (2, 3, 2), (3,)]
 
@@ -49,20 +47,8 @@ def as_tensor(value, like):
     return torch.tensor(float(value), dtype=like.dtype)
 
 
-def entry_ids(entries):
-    return [e.name for e in entries]
-
-
-def parity_cases():
-    cases = []
-    for entry in registry.entries():
-        for i, setting in enumerate(entry.settings):
-            cases.append((entry, dict(setting), f"{entry.name}-{i}"))
-    return cases
-
-
-def build_fast(entry, params, **options):
-    """Build ``entry``'s optimizer with speed options (``compile``, ``flat``) and ``kwargs``.
+def build_fast(info, params, **options):
+    """Build ``info``'s optimizer with speed options (``compile``, ``flat``) and ``kwargs``.
 
     A factory that does not take the options (a wrapper such as Lookahead) gets them through
     ``optimkit.accelerate``, which reaches the optimkit optimizer inside.
@@ -74,9 +60,9 @@ def build_fast(entry, params, **options):
     kwargs = {k: v for k, v in options.items() if k not in ("compile", "flat")}
     speed = {k: v for k, v in options.items() if k in ("compile", "flat")}
     try:
-        takes = set(inspect.signature(entry.factory).parameters)
+        takes = set(inspect.signature(info.factory).parameters)
     except (TypeError, ValueError):
         takes = set()
     if set(speed) <= takes:
-        return entry.factory(params, **kwargs, **speed)
-    return optimkit.accelerate(entry.factory(params, **kwargs), **speed)
+        return info.factory(params, **kwargs, **speed)
+    return optimkit.accelerate(info.factory(params, **kwargs), **speed)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from optimkit import available
 from optimkit.cli import main
 
@@ -24,3 +26,26 @@ def test_list_markdown_is_a_table_with_one_row_per_optimizer(capsys):
     assert main(["list", "--format", "markdown"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("| name | year | paper |") and len(lines) == 2 + len(available())
+
+
+def test_list_is_readable_at_80_columns(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # only a URL too long to break may overflow
+    assert all(len(line) <= 80 for line in lines if "://" not in line)
+    assert len(lines) < 6.5 * len(available())  # the 6-column table took about 170 lines
+    starts = [line.split()[0] for line in lines if line and not line.startswith(" ")]
+    assert starts == available()  # one block per optimizer, in registry order
+    text = "\n".join(lines)
+    assert "radam_step -> lookahead(k=6," in " ".join(text.split())  # parts stay whole
+
+
+def test_list_uses_the_full_table_on_a_wide_terminal(capsys, monkeypatch):
+    pytest.importorskip("rich")
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert any(all(h in line for h in ("name", "reproduces", "built from", "status"))
+               for line in out.splitlines())  # one header row with every column
+    assert f"optimkit: {len(available())} optimizers" in out

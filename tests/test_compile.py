@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import build_fast, clone_params, entry_ids, make_params, run
+from conftest import optims
+from helpers import build_fast, clone_params, make_params, run
 from torch._dynamo.utils import counters
 
 import optimkit
-import optimkit.registry as registry
 from optimkit.core import compiled, stepper
-from optimkit.core.tensorlists import norms
 
-ENTRIES = registry.entries()
 needs_compiler = pytest.mark.skipif(
     not compiled.has_cxx_compiler(), reason="inductor needs a C++ compiler on the CPU"
 )
@@ -31,16 +29,16 @@ def _graphs() -> int:
 
 
 @needs_compiler
-@pytest.mark.parametrize("entry", ENTRIES, ids=entry_ids(ENTRIES))
-def test_compiled_matches_eager(entry):
+@optims()
+def test_compiled_matches_eager(info):
     # flat=True: one tensor per list, so each recipe compiles in seconds. A recipe that flat
-    # mode steps per tensor (entry.flat_step False) compiles per tensor, over these 5.
+    # mode steps per tensor (info.flat_step False) compiles per tensor, over these 5.
     start = make_params(torch.float32)
     eager_params, compiled_params = clone_params(start), clone_params(start)
-    kwargs = {**entry.pinned, **entry.converge}
-    flat = entry.flat_step
-    eager = build_fast(entry, eager_params, flat=flat, **kwargs)
-    fast = build_fast(entry, compiled_params, flat=flat, compile=True, **kwargs)
+    kwargs = {**info.pinned, **info.converge}
+    flat = info.flat_step
+    eager = build_fast(info, eager_params, flat=flat, **kwargs)
+    fast = build_fast(info, compiled_params, flat=flat, compile=True, **kwargs)
     run(eager, eager_params, 6)
     run(fast, compiled_params, 6)
     assert _graphs() >= 1, "the step never went through torch.compile"
@@ -56,7 +54,7 @@ def test_per_tensor_compiled_step_matches_eager():
     eager_params, compiled_params = clone_params(start), clone_params(start)
     eager = optimkit.RAdam(eager_params, lr=1e-2, weight_decay=0.1)
     fast = optimkit.RAdam(compiled_params, lr=1e-2, weight_decay=0.1, compile=True, flat=False)
-    assert not fast._stores
+    assert not fast._executor.stores
     skip = lambda step, i: i == 1 and step % 4 == 2
     run(eager, eager_params, 8, skip=skip)
     run(fast, compiled_params, 8, skip=skip)
@@ -121,18 +119,15 @@ def test_options_are_in_the_signature():
     assert sig.parameters["compile"].default is False
     assert sig.parameters["flat"].default is None  # None: on with compile, else off
     params = clone_params(make_params(torch.float32))
-    assert len(optimkit.Adam(params, compile=True)._stores) == 1
-    assert not optimkit.Adam(clone_params(make_params(torch.float32)))._stores
+    assert len(optimkit.Adam(params, compile=True)._executor.stores) == 1
+    assert not optimkit.Adam(clone_params(make_params(torch.float32)))._executor.stores
 
 
 @stepper(lr=1e-3, eps=1e-8)
 def _trust_ratio_sgd(b, lr, eps):
     """A layer-wise step as the trust-ratio optimizers write it: per-tensor norms, torch.where."""
-    w_norms, g_norms = norms(b.params), norms(b.grads)
-    ratios = [
-        torch.where((w > 0) & (g > 0), w / (g + eps), torch.ones_like(w))
-        for w, g in zip(w_norms, g_norms, strict=True)
-    ]
+    w_norms, g_norms = b.norms(b.params), b.norms(b.grads)
+    ratios = list(torch.where((w_norms > 0) & (g_norms > 0), w_norms / (g_norms + eps), 1.0))
     torch._foreach_add_(b.params, torch._foreach_mul(b.grads, ratios), alpha=-lr)
 
 
@@ -154,3 +149,21 @@ def test_layerwise_norms_work_on_the_flat_layout(options):
     run(opt, fast, 5)
     for p, q in zip(plain, fast, strict=True):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+
+
+@needs_compiler
+def test_lookahead_syncs_outside_the_graph_without_recompiling():
+    # Ranger's sync runs on the host every k-th step: one graph for all steps, the sync steps
+    # included, and the trajectory of the eager optimizer.
+    start = make_params(torch.float32)
+    eager_params, compiled_params = clone_params(start), clone_params(start)
+    eager = optimkit.Ranger(eager_params, lr=1e-2, k=3, flat=True)
+    fast = optimkit.Ranger(compiled_params, lr=1e-2, k=3, compile=True)
+    run(eager, eager_params, 10)
+    run(fast, compiled_params, 10)
+    assert _graphs() == 1
+    assert counters["stats"]["calls_captured"] > 0 and not counters["graph_break"]
+    for p, q in zip(eager_params, compiled_params, strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(fast.state[q]["slow_param"], eager.state[p]["slow_param"],
+                                   rtol=1e-5, atol=1e-6)

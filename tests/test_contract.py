@@ -1,8 +1,8 @@
 """The torch.optim contract, for every registered optimizer.
 
 Resuming, param groups, mixed dtypes, None/zero grads, zero_grad modes, gradient hygiene,
-closures, schedulers, GradScaler and NaN handling. Parametrized over the registry: adding an
-optimizer adds its cases.
+closures, schedulers, GradScaler and NaN handling. Parametrized over the test database
+(tests/optim_db.py): adding an optimizer adds its cases.
 """
 
 from __future__ import annotations
@@ -12,23 +12,14 @@ import warnings
 
 import pytest
 import torch
+from conftest import optims
 from helpers import clone_params, fake_grads, make_params, run
 
 import optimkit
-from optimkit import registry
-
-ENTRIES = registry.entries()
-IDS = [e.name for e in ENTRIES]
-parametrize_entries = pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
 
 
-def _build(entry, params, **kw):
-    return entry.factory(params, **{**entry.pinned, **kw})
-
-
-def _skip_if_listed(entry, test_name):
-    if test_name in entry.skips:
-        pytest.skip(f"{entry.name}: {entry.skips[test_name]}")
+def _build(info, params, **kw):
+    return info.factory(params, **{**info.pinned, **kw})
 
 
 def _assert_same(xs, ys):
@@ -43,17 +34,17 @@ def _roundtrip(sd):
     return torch.load(buffer, weights_only=True)
 
 
-@parametrize_entries
-def test_resume_from_state_dict_is_bit_exact(entry):
+@optims()
+def test_resume_from_state_dict_is_bit_exact(info):
     start = make_params()
     straight = clone_params(start)
-    run(_build(entry, straight), straight, 40)
+    run(_build(info, straight), straight, 40)
 
     resumed = clone_params(start)
-    first = _build(entry, resumed)
+    first = _build(info, resumed)
     run(first, resumed, 20)
     checkpoint = _roundtrip(first.state_dict())
-    second = _build(entry, resumed)
+    second = _build(info, resumed)
     second.load_state_dict(checkpoint)
     run(second, resumed, 20, start=20)
     _assert_same(resumed, straight)
@@ -78,19 +69,19 @@ def test_torch_adam_checkpoint_continues_exactly_as_torch():
     )
 
 
-@parametrize_entries
-def test_param_groups_with_different_hypers_equal_separate_optimizers(entry):
+@optims()
+def test_param_groups_with_different_hypers_equal_separate_optimizers(info):
     start = make_params()
-    lr = entry.converge.get("lr", 1e-2)
+    lr = info.converge.get("lr", 1e-2)
     groups = [dict(lr=lr), dict(lr=lr * 0.3, weight_decay=0.05)]
     together = clone_params(start)
     opt = _build(
-        entry, [dict(params=together[:2], **groups[0]), dict(params=together[2:], **groups[1])]
+        info, [dict(params=together[:2], **groups[0]), dict(params=together[2:], **groups[1])]
     )
     run(opt, together, 25)
 
     apart = clone_params(start)
-    opts = [_build(entry, apart[:2], **groups[0]), _build(entry, apart[2:], **groups[1])]
+    opts = [_build(info, apart[:2], **groups[0]), _build(info, apart[2:], **groups[1])]
     for step in range(25):
         for p, g in zip(apart, fake_grads(apart, step)):
             p.grad = g
@@ -99,37 +90,37 @@ def test_param_groups_with_different_hypers_equal_separate_optimizers(entry):
     _assert_same(together, apart)
 
 
-@parametrize_entries
-def test_mixed_float32_and_float64_params(entry):
+@optims()
+def test_mixed_float32_and_float64_params(info):
     start = make_params()
     mixed = clone_params(start)
     mixed[0] = mixed[0].detach().float().requires_grad_()
-    opt = _build(entry, mixed)
+    opt = _build(info, mixed)
     run(opt, mixed, 30)
     assert mixed[0].dtype == torch.float32 and mixed[1].dtype == torch.float64
     alone = clone_params([start[0].float()])
-    run(_build(entry, alone), alone, 30)
+    run(_build(info, alone), alone, 30)
     torch.testing.assert_close(mixed[0], alone[0], rtol=0, atol=0)
     assert all(torch.isfinite(p).all() for p in mixed)
 
 
-@parametrize_entries
-def test_param_without_grad_is_skipped_and_never_decayed(entry):
+@optims()
+def test_param_without_grad_is_skipped_and_never_decayed(info):
     params = clone_params(make_params())
     frozen_before = params[0].detach().clone()
-    opt = _build(entry, params, weight_decay=0.1)
+    opt = _build(info, params, weight_decay=0.1)
     run(opt, params, 12, skip=lambda step, i: i == 0)
     assert torch.equal(params[0], frozen_before)
     assert all(not torch.equal(p, q) for p, q in zip(params[1:-1], make_params()[1:-1]))
 
 
-@parametrize_entries
-def test_requires_grad_false_param_is_left_alone(entry):
+@optims()
+def test_requires_grad_false_param_is_left_alone(info):
     params = clone_params(make_params())
     params[2].requires_grad_(False)
     before = params[2].detach().clone()
     model_params = [p for p in params]
-    opt = _build(entry, model_params)
+    opt = _build(info, model_params)
     for step in range(5):
         loss = sum(
             (p * g).sum() for p, g in zip(params, fake_grads(params, step)) if p.requires_grad
@@ -140,10 +131,10 @@ def test_requires_grad_false_param_is_left_alone(entry):
     assert torch.equal(params[2], before)
 
 
-@parametrize_entries
-def test_zero_grads_keep_everything_finite(entry):
+@optims()
+def test_zero_grads_keep_everything_finite(info):
     params = clone_params(make_params())
-    opt = _build(entry, params)
+    opt = _build(info, params)
     for _ in range(5):
         for p in params:
             p.grad = torch.zeros_like(p)
@@ -154,13 +145,13 @@ def test_zero_grads_keep_everything_finite(entry):
         opt.state_dict()
 
 
-@parametrize_entries
-def test_zero_grad_modes_give_identical_results(entry):
+@optims()
+def test_zero_grad_modes_give_identical_results(info):
     start = make_params()
     results = []
     for set_to_none in (True, False):
         params = clone_params(start)
-        opt = _build(entry, params)
+        opt = _build(info, params)
         for step in range(15):
             opt.zero_grad(set_to_none=set_to_none)
             loss = sum((p * g).sum() for p, g in zip(params, fake_grads(params, step)))
@@ -170,10 +161,10 @@ def test_zero_grad_modes_give_identical_results(entry):
     _assert_same(*results)
 
 
-@parametrize_entries
-def test_step_never_modifies_the_gradient(entry):
+@optims()
+def test_step_never_modifies_the_gradient(info):
     params = clone_params(make_params())
-    opt = _build(entry, params, weight_decay=0.1)
+    opt = _build(info, params, weight_decay=0.1)
     for step in range(4):
         grads = fake_grads(params, step)
         for p, g in zip(params, grads):
@@ -183,10 +174,10 @@ def test_step_never_modifies_the_gradient(entry):
             assert torch.equal(p.grad, g)
 
 
-@parametrize_entries
-def test_closure_runs_once_with_grad_enabled_and_its_loss_is_returned(entry):
+@optims()
+def test_closure_runs_once_with_grad_enabled_and_its_loss_is_returned(info):
     params = clone_params(make_params())
-    opt = _build(entry, params)
+    opt = _build(info, params)
     calls = []
 
     def closure():
@@ -202,11 +193,10 @@ def test_closure_runs_once_with_grad_enabled_and_its_loss_is_returned(entry):
     assert isinstance(loss, torch.Tensor) and loss.item() > 0
 
 
-@parametrize_entries
-def test_lr_scheduler_drives_the_live_param_groups(entry):
-    _skip_if_listed(entry, "test_lr_scheduler_drives_the_live_param_groups")
+@optims()
+def test_lr_scheduler_drives_the_live_param_groups(info):
     params = clone_params(make_params())
-    opt = _build(entry, params, lr=0.1)
+    opt = _build(info, params, lr=0.1)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     run(opt, params, 1)
     sched.step()
@@ -220,16 +210,13 @@ def test_lr_scheduler_drives_the_live_param_groups(entry):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
-TORCH_REFERENCED = [e for e in ENTRIES if e.reference.target.startswith("torch.optim:")]
-
-
-@pytest.mark.parametrize("entry", TORCH_REFERENCED, ids=[e.name for e in TORCH_REFERENCED])
-def test_one_cycle_with_momentum_cycling_matches_torch(entry):
+@optims(where=lambda info: info.reference.target.startswith("torch.optim:"))
+def test_one_cycle_with_momentum_cycling_matches_torch(info):
     """OneCycleLR cycles lr and momentum (or betas[0]) identically on both optimizers."""
-    kwargs = {"momentum": 0.9} if "momentum" in entry.factory.hypers else {}
+    kwargs = {"momentum": 0.9} if "momentum" in info.factory.hypers else {}
     start = make_params()
     results = []
-    for build in (entry.factory, entry.reference.build):
+    for build in (info.factory, info.reference.build):
         params = clone_params(start)
         opt = build(params, **kwargs)
         cycle = "momentum" in opt.defaults or "betas" in opt.defaults
@@ -250,10 +237,10 @@ def test_one_cycle_with_momentum_cycling_matches_torch(entry):
         torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
 
 
-@parametrize_entries
-def test_grad_scaler_skips_steps_with_inf_and_applies_the_others(entry):
+@optims()
+def test_grad_scaler_skips_steps_with_inf_and_applies_the_others(info):
     params = clone_params(make_params(torch.float32))
-    opt = _build(entry, params)
+    opt = _build(info, params)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
     before = [p.detach().clone() for p in params]
     opt.zero_grad()
@@ -269,10 +256,10 @@ def test_grad_scaler_skips_steps_with_inf_and_applies_the_others(entry):
     assert all(torch.isfinite(p).all() for p in params)
 
 
-@parametrize_entries
-def test_nan_gradients_do_not_crash_and_the_checkpoint_warns(entry):
+@optims()
+def test_nan_gradients_do_not_crash_and_the_checkpoint_warns(info):
     params = clone_params(make_params())
-    opt = _build(entry, params)
+    opt = _build(info, params)
     run(opt, params, 2)
     for p in params:
         p.grad = torch.full_like(p, float("nan"))
@@ -294,13 +281,13 @@ def test_nan_gradients_do_not_crash_and_the_checkpoint_warns(entry):
     assert len(warned) == (1 if holds_state else 0)
 
 
-@parametrize_entries
 @pytest.mark.parametrize("flat", [False, True], ids=["eager", "flat"])
-def test_deepcopy_continues_like_the_original(entry, flat):
+@optims()
+def test_deepcopy_continues_like_the_original(info, flat):
     import copy
 
     params = clone_params(make_params())
-    opt = optimkit.accelerate(_build(entry, params), flat=True) if flat else _build(entry, params)
+    opt = optimkit.accelerate(_build(info, params), flat=True) if flat else _build(info, params)
     run(opt, params, 5)
     twin_params_and_opt = copy.deepcopy((params, opt))
     twin_params, twin = twin_params_and_opt

@@ -1,7 +1,7 @@
 """Every optimizer reaches the minimum of Rosenbrock, Beale, an ill-conditioned quadratic and a
 least-squares fit with two layers (a matrix and a bias, so layer-wise rules see two tensors).
 
-Each runs with the keywords its registry entry gives under ``converge`` (an lr, sometimes a
+Each runs with the keywords its test-database entry gives under ``converge`` (an lr, sometimes a
 variant) for ``converge_steps`` steps, with a cosine-annealed lr unless ``converge_anneal`` is
 False.
 """
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from optimkit import registry
+from conftest import optims
 
 
 def rosenbrock(x):
@@ -35,13 +34,12 @@ PROBLEMS = {
     "beale": (beale, (1.0, 1.5), (3.0, 0.5)),
     "quadratic": (ill_conditioned_quadratic, (3.0, -2.0), (0.0, 0.0)),
 }
-ENTRIES = registry.entries()
 
 
-def _minimise(entry, params, loss):
-    steps = entry.converge_steps
-    opt = entry.factory(params, **{**entry.pinned, **entry.converge})
-    anneal = entry.converge_anneal
+def _minimise(info, params, loss):
+    steps = info.converge_steps
+    opt = info.factory(params, **{**info.pinned, **info.converge})
+    anneal = info.converge_anneal
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if anneal else None
     for _ in range(steps):
         opt.zero_grad()
@@ -52,17 +50,17 @@ def _minimise(entry, params, loss):
 
 
 @pytest.mark.parametrize("problem", list(PROBLEMS))
-@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
-def test_reaches_the_minimum(entry, problem):
+@optims()
+def test_reaches_the_minimum(info, problem):
     fn, start, minimum = PROBLEMS[problem]
     x = torch.tensor(start, dtype=torch.float64, requires_grad=True)
-    _minimise(entry, [x], lambda: fn(x))
+    _minimise(info, [x], lambda: fn(x))
     distance = (x.detach() - torch.tensor(minimum, dtype=torch.float64)).norm().item()
-    assert distance < 0.05, f"{entry.name} ended {distance:.3g} from the minimum of {problem}"
+    assert distance < 0.05, f"{info.name} ended {distance:.3g} from the minimum of {problem}"
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
-def test_fits_a_two_layer_least_squares_problem(entry):
+@optims()
+def test_fits_a_two_layer_least_squares_problem(info):
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(8, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -73,5 +71,5 @@ def test_fits_a_two_layer_least_squares_problem(entry):
         return ((x @ w + b - y) ** 2).mean()
 
     start = loss().item()
-    _minimise(entry, [w, b], loss)
-    assert loss().item() < 1e-3 * start, f"{entry.name}: loss {loss().item():.3g} from {start:.3g}"
+    _minimise(info, [w, b], loss)
+    assert loss().item() < 1e-3 * start, f"{info.name}: loss {loss().item():.3g} from {start:.3g}"

@@ -7,23 +7,21 @@ import io
 
 import pytest
 import torch
-from helpers import build_fast, clone_params, entry_ids, make_params, run
+from conftest import optims
+from helpers import build_fast, clone_params, make_params, run
 
 import optimkit
-import optimkit.registry as registry
-from optimkit.core.tensorlists import norms
-
-ENTRIES = registry.entries()
+from optimkit.core.flat import FlatBucket
 
 
-def _flat_pair(entry, **kwargs):
+def _flat_pair(info, **kwargs):
     start = make_params(torch.float64)
     plain, flat = clone_params(start), clone_params(start)
-    kwargs = {**entry.pinned, **entry.converge, **kwargs}
-    return plain, entry.factory(plain, **kwargs), flat, build_fast(entry, flat, flat=True, **kwargs)
+    kwargs = {**info.pinned, **info.converge, **kwargs}
+    return plain, info.factory(plain, **kwargs), flat, build_fast(info, flat, flat=True, **kwargs)
 
 
-def _assert_same(entry, ours, theirs, opt_a, opt_b):
+def _assert_same(info, ours, theirs, opt_a, opt_b):
     for i, (p, q) in enumerate(zip(ours, theirs, strict=True)):
         torch.testing.assert_close(
             p, q, rtol=1e-9, atol=1e-12, msg=lambda m, i=i: f"param {i}: {m}"
@@ -32,29 +30,29 @@ def _assert_same(entry, ours, theirs, opt_a, opt_b):
             torch.testing.assert_close(opt_b.state[q][name], value, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=entry_ids(ENTRIES))
-def test_flat_matches_per_tensor(entry):
-    plain, opt_plain, flat, opt_flat = _flat_pair(entry)
+@optims()
+def test_flat_matches_per_tensor(info):
+    plain, opt_plain, flat, opt_flat = _flat_pair(info)
     run(opt_plain, plain, 30)
     run(opt_flat, flat, 30)
-    _assert_same(entry, plain, flat, opt_plain, opt_flat)
+    _assert_same(info, plain, flat, opt_plain, opt_flat)
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=entry_ids(ENTRIES))
-def test_flat_matches_with_skipped_grads(entry):
+@optims()
+def test_flat_matches_with_skipped_grads(info):
     # Param 1 sits out some steps: the flat step falls back to per tensor, then returns.
     skip = lambda step, i: i == 1 and step % 5 == 2
-    plain, opt_plain, flat, opt_flat = _flat_pair(entry)
+    plain, opt_plain, flat, opt_flat = _flat_pair(info)
     run(opt_plain, plain, 20, skip=skip)
     run(opt_flat, flat, 20, skip=skip)
-    _assert_same(entry, plain, flat, opt_plain, opt_flat)
+    _assert_same(info, plain, flat, opt_plain, opt_flat)
 
 
 def test_params_and_grads_are_views_of_one_buffer():
     params = clone_params(make_params(torch.float32))
     opt = optimkit.Adam(params, flat=True)
     run(opt, params, 2)
-    (store,) = opt._stores[0]
+    (store,) = opt._executor.stores[0]
     base = store.param.untyped_storage().data_ptr()
     assert all(p.untyped_storage().data_ptr() == base for p in params)
     grad_base = store.grad.untyped_storage().data_ptr()
@@ -67,7 +65,7 @@ def test_params_and_grads_are_views_of_one_buffer():
 def test_zero_grad_keeps_the_views_and_backward_fills_them():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 1))
     opt = optimkit.SGD(model.parameters(), lr=0.1, flat=True)
-    (store,) = opt._stores[0]
+    (store,) = opt._executor.stores[0]
     for _ in range(2):
         opt.zero_grad()  # set_to_none=True by default: the views must survive
         assert all(p.grad is v for p, v in zip(model.parameters(), store.grad_views, strict=True))
@@ -117,18 +115,14 @@ def test_checkpoints_interchange(direction):
 
 
 def test_norms_are_segmented_on_the_flat_layout():
-    from optimkit.core import tensorlists
-
     tensors = [torch.randn(3), torch.randn(2, 2), torch.randn(())]
     flat = torch.cat([t.reshape(-1) for t in tensors])
-    tensorlists.FLAT_LAYOUT = (flat.numel(), torch.tensor([3, 4, 1]), (3, 4, 1))
-    try:
-        (spread,) = norms([flat])
-    finally:
-        tensorlists.FLAT_LAYOUT = None
+    bucket = FlatBucket([flat], [flat], {}, {}, torch.tensor([3, 4, 1]), (3, 4, 1))
+    (spread,) = bucket.norms([flat])
     expected = torch.cat([t.norm().expand(t.numel()) for t in tensors])
     torch.testing.assert_close(spread, expected)
-    assert len(norms([flat])) == 1 and norms([flat])[0].dim() == 0
+    plain = optimkit.Bucket([flat], [flat], {}, {})
+    torch.testing.assert_close(plain.norms([flat]), flat.norm().reshape(1))
 
 
 def test_flat_refuses_complex_params():
@@ -172,7 +166,7 @@ def test_accelerate_reaches_the_optimizer_inside_a_wrapper():
     assert optimkit.accelerate(Wrapper(inner), flat=True).optimizer is inner
     run(reference, plain, 4, start=3)
     run(inner, flat, 4, start=3)
-    (store,) = inner._stores[0]
+    (store,) = inner._executor.stores[0]
     assert set(store.state) == {"step", "grad_avg", "sqr_avg"}
     for p, q in zip(plain, flat, strict=True):
         torch.testing.assert_close(p, q)
@@ -182,20 +176,39 @@ def test_accelerate_reaches_the_optimizer_inside_a_wrapper():
         inner.set_speed(flat=False)
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=entry_ids(ENTRIES))
-def test_flat_mode_steps_as_one_tensor_when_the_registry_says_so(entry, monkeypatch):
-    from optimkit.core.optimizer import Optimizer
+@optims()
+def test_flat_mode_steps_as_one_tensor_when_the_database_says_so(info, monkeypatch):
+    from optimkit.core.executor import Executor
 
     sizes = []
-    real = Optimizer._run
+    real = Executor.run
     monkeypatch.setattr(
-        Optimizer,
-        "_run",
+        Executor,
+        "run",
         lambda self, bucket, *a, **k: sizes.append(len(bucket)) or real(self, bucket, *a, **k),
     )
-    _, _, flat, opt = _flat_pair(entry)
+    _, _, flat, opt = _flat_pair(info)
     run(opt, flat, 3)
     assert sizes, "the flat step never ran"
     # the first step creates the state per tensor; every later one is one flat tensor, or, for
     # the layer-wise recipes, the 5 params one by one over the views
-    assert all((n == 1) == entry.flat_step for n in sizes[1:]), sizes
+    assert all((n == 1) == info.flat_step for n in sizes[1:]), sizes
+
+
+def test_load_state_dict_keeps_flat_mode():
+    # torch's load_state_dict resets the optimizer's __dict__ through __setstate__; the
+    # executor, which holds the mode and the buffers, survives it.
+    start = make_params(torch.float64)
+    params, ref_params = clone_params(start), clone_params(start)
+    opt, ref = optimkit.Adam(params, lr=0.1, flat=True), optimkit.Adam(ref_params, lr=0.1)
+    run(opt, params, 3)
+    run(ref, ref_params, 3)
+    opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert opt._executor.flat
+    (store,) = opt._executor.stores[0]
+    run(opt, params, 3, start=3)
+    run(ref, ref_params, 3, start=3)
+    flat_ptr = store.state["sqr_avg"].untyped_storage().data_ptr()
+    assert all(opt.state[p]["sqr_avg"].untyped_storage().data_ptr() == flat_ptr for p in params)
+    for p, q in zip(params, ref_params, strict=True):
+        torch.testing.assert_close(p, q)

@@ -1,4 +1,5 @@
-"""The Lookahead wrapper (and Ranger, RangerLars built on it) with any torch.optim.Optimizer."""
+"""Lookahead: the wrapper around any torch.optim.Optimizer, and the part of Ranger, RangerLars
+and LookaheadSGD (their slow weights are ordinary per-param state)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ def _wrapped(inner, params):
     return optimkit.Lookahead(inner(params), k=3)
 
 
-WRAPPERS = {
-    **{f"lookahead-{name}": partial(_wrapped, inner) for name, inner in INNERS.items()},
+WRAPPERS = {f"lookahead-{name}": partial(_wrapped, inner) for name, inner in INNERS.items()}
+RECIPES = {
     "ranger": lambda ps: optimkit.Ranger(ps, lr=1e-2, weight_decay=0.01),
     "rangerlars": lambda ps: optimkit.RangerLars(ps, lr=1e-2),
+    "lookahead-sgd": lambda ps: optimkit.LookaheadSGD(ps, lr=0.05, k=3),
 }
+BOTH = {**WRAPPERS, **RECIPES}
 
 
 def t(*values):
@@ -75,10 +78,10 @@ def test_wrapping_torch_or_optimkit_gives_the_same_run(inner):
         torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", list(WRAPPERS))
+@pytest.mark.parametrize("name", list(BOTH))
 def test_closure_evaluated_once_and_loss_returned(name):
     params = clone_params(make_params())
-    opt = WRAPPERS[name](params)
+    opt = BOTH[name](params)
     calls = []
 
     def closure():
@@ -93,18 +96,18 @@ def test_closure_evaluated_once_and_loss_returned(name):
     assert isinstance(loss, torch.Tensor) and loss.requires_grad
 
 
-@pytest.mark.parametrize("name", list(WRAPPERS))
+@pytest.mark.parametrize("name", list(BOTH))
 def test_state_dict_round_trip_into_fresh_wrapper(name):
     start = make_params()
     straight, resumed = clone_params(start), clone_params(start)
-    run(WRAPPERS[name](straight), straight, 25)
+    run(BOTH[name](straight), straight, 25)
 
-    first = WRAPPERS[name](resumed)
+    first = BOTH[name](resumed)
     run(first, resumed, 11)  # stops between two syncs
     buffer = io.BytesIO()
     torch.save(first.state_dict(), buffer)
     buffer.seek(0)
-    fresh = WRAPPERS[name](resumed)
+    fresh = BOTH[name](resumed)
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     run(fresh, resumed, 14, start=11)
     for p, q in zip(straight, resumed, strict=True):
@@ -202,7 +205,7 @@ def test_params_added_to_the_inner_optimizer_are_tracked():
 
 def test_deepcopy_keeps_the_wrapper_working():
     params = clone_params(make_params())
-    opt = optimkit.RangerLars(params, lr=0.1)
+    opt = optimkit.Lookahead(optimkit.Ralamb(params, lr=0.1), k=6)
     run(opt, params, 3)
     twin = copy.deepcopy(opt)
     assert twin.state_dict()["lookahead"]["lookahead_step"] == opt.state_dict()["lookahead"][
@@ -212,7 +215,7 @@ def test_deepcopy_keeps_the_wrapper_working():
 
 
 def test_is_an_optimizer_for_schedulers():
-    opt = optimkit.Ranger(clone_params(make_params()))
+    opt = optimkit.Lookahead(optimkit.RAdam(clone_params(make_params())), k=6)
     assert isinstance(opt, torch.optim.Optimizer)
     torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)
     assert opt.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
@@ -228,6 +231,8 @@ def test_is_an_optimizer_for_schedulers():
         (lambda ps: optimkit.Ranger(ps, lr=-1.0), "lr"),
         (lambda ps: optimkit.RangerLars(ps, alpha=-0.1), "alpha"),
         (lambda ps: optimkit.RangerLars(ps, betas=(0.9, 1.0)), "betas"),
+        (lambda ps: optimkit.LookaheadSGD(ps, k=True), "k"),
+        (lambda ps: optimkit.LookaheadSGD([{"params": ps, "alpha": 2.0}]), "alpha"),
     ],
 )
 def test_bad_input_names_the_argument(build, word):
@@ -250,3 +255,75 @@ def test_over9000_is_rangerlars():
     from optimkit import registry
 
     assert registry.get("over9000") is registry.get("rangerlars")
+
+
+# ------------------------------------------------------------------ Lookahead as a part
+@pytest.mark.parametrize("k", [1, 3])
+def test_the_part_steps_as_the_wrapper_bit_for_bit(k):
+    start = make_params()
+    ours, theirs = clone_params(start), clone_params(start)
+    skip = lambda step, i: i == 1 and step % 4 == 2  # param 1 falls behind: its own counter
+    run(optimkit.Ranger(ours, lr=1e-2, k=k, alpha=0.3), ours, 20, skip=skip)
+    inner = optimkit.CentralizedRAdam(theirs, lr=1e-2)
+    run(optimkit.Lookahead(inner, k=k, alpha=0.3), theirs, 20, skip=skip)
+    for p, q in zip(ours, theirs, strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_slow_weights_are_ordinary_state(name):
+    params = clone_params(make_params())
+    opt = RECIPES[name](params)
+    run(opt, params, 7)
+    sd = opt.state_dict()
+    assert "lookahead" not in sd and {"k", "alpha"} <= set(sd["param_groups"][0])
+    assert all("slow_param" in sd["state"][i] and "step" in sd["state"][i]
+               for i in range(len(params)))
+
+
+def test_slow_weights_start_from_weights_loaded_after_building_the_optimizer():
+    # The wrapper copied the params when built; the part copies them at their first step,
+    # so loading a checkpoint into the model after building the optimizer is safe.
+    start, loaded = make_params(seed=0), make_params(seed=5)
+    late = clone_params(start)
+    opt = optimkit.Ranger(late, lr=1e-2)
+    with torch.no_grad():
+        for p, value in zip(late, loaded, strict=True):
+            p.copy_(value)
+    run(opt, late, 12)
+    early = clone_params(loaded)
+    run(optimkit.Ranger(early, lr=1e-2), early, 12)
+    for p, q in zip(late, early, strict=True):
+        assert torch.equal(p, q)
+
+
+def test_k_and_alpha_are_per_param_group():
+    params = clone_params(make_params())
+    opt = optimkit.LookaheadSGD([{"params": params[:2], "k": 2, "alpha": 1.0},
+                                 {"params": params[2:]}], lr=0.1, k=100)
+    run(opt, params, 2)
+    # alpha = 1 after two steps: the slow weights took the fast ones; k = 100: not synced yet
+    assert all(torch.equal(opt.state[p]["slow_param"], p.detach()) for p in params[:2])
+    assert not torch.equal(opt.state[params[2]]["slow_param"], params[2].detach())
+
+
+@pytest.mark.parametrize("name,inner", [
+    ("ranger", lambda ps: optimkit.CentralizedRAdam(ps, lr=1e-2)),
+    ("lookahead-sgd", lambda ps: optimkit.SGD(ps, lr=0.05, momentum=0.9)),
+])
+def test_a_checkpoint_of_the_wrapper_era_loads_into_the_recipe(name, inner):
+    # Ranger and LookaheadSGD were Lookahead(inner, k, alpha); their checkpoints still load.
+    k = {"ranger": 6, "lookahead-sgd": 3}[name]
+    start = make_params()
+    old, new = clone_params(start), clone_params(start)
+    wrapper = optimkit.Lookahead(inner(old), k=k)
+    run(wrapper, old, 8)
+    with torch.no_grad():
+        for p, q in zip(new, old, strict=True):
+            p.copy_(q)
+    recipe = RECIPES[name](new)
+    recipe.load_state_dict(copy.deepcopy(wrapper.state_dict()))  # as torch.save would
+    run(wrapper, old, 8, start=8)
+    run(recipe, new, 8, start=8)
+    for p, q in zip(old, new, strict=True):
+        assert torch.equal(p, q)

@@ -93,6 +93,25 @@ def test_restore_brings_back_grads_and_leaves_step_unpatched():
             num_steps=5)
     assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads, strict=True))
     assert "step" not in optimizer.__dict__
+    assert not optimizer._optimizer_step_post_hooks  # the counting hook is removed
+
+
+def test_steps_are_counted_even_through_a_step_bound_before_the_sweep():
+    # A train_step holding ``optimizer.step`` from before the sweep (a wrapper, a compiled
+    # step) bypasses any patch of the attribute; torch's step hook still sees it.
+    optimizer, _ = _quadratic()
+    step = optimizer.step
+    w = optimizer.param_groups[0]["params"][0]
+
+    def train_step():
+        optimizer.zero_grad()
+        loss = (w - 3.0) ** 2
+        loss.backward()
+        step()
+        return loss
+
+    result = lr_find(optimizer, train_step, start_lr=1e-4, end_lr=1e-2, num_steps=15)
+    assert len(result.lrs) == 15 and result.stop_reason == "reached end_lr"
 
 
 # ---------------------------------------------------------------- the sweep
@@ -162,7 +181,7 @@ def test_relative_lrs_of_param_groups_are_kept():
     for (lr_a, lr_b), lr in zip(seen, result.lrs, strict=True):
         assert lr_b == pytest.approx(lr) and lr_a == pytest.approx(lr / 10)
     result.apply(optimizer, "valley")
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(result.suggestion / 10)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(result.suggestions["valley"] / 10)
 
 
 def test_gradient_accumulation_counts_optimizer_steps_not_micro_batches():
@@ -270,6 +289,21 @@ def test_suggestions_find_the_steepest_descent_and_the_minimum():
     assert "steepest" in result.summary()
 
 
+def test_the_default_suggestion_is_the_measured_rule_and_is_marked():
+    optimizer, train_step = _designed_curve()
+    result = lr_find(optimizer, train_step, start_lr=1e-6, end_lr=10.0, num_steps=141,
+                     smoothing=0.0)
+    assert lr_finder_module.DEFAULT_RULE in lr_finder_module.RULES
+    assert result.suggestion == result.suggestions[lr_finder_module.DEFAULT_RULE]
+    assert result.suggestion == result.suggestions["minimum/10"]  # benchmarks/lr_rules.md
+    assert result.apply(optimizer) == result.suggestion
+    assert optimizer.param_groups[0]["lr"] == result.suggestion
+    marked = [line for line in result.summary().splitlines() if "recommended" in line]
+    assert len(marked) == 1 and marked[0].split()[0] == lr_finder_module.DEFAULT_RULE
+    with pytest.raises(ValueError, match="method"):
+        result.apply(optimizer, "nope")
+
+
 def test_smoothing_is_a_bias_corrected_running_average():
     losses = [3.0, 1.0, 2.0, 5.0]
     result = LRFindResult([1e-3, 1e-2, 1e-1, 1.0], losses, [], [1.0], "test")
@@ -310,6 +344,8 @@ def test_plot_writes_a_png_headless(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert sum(label.startswith(tuple(result.suggestions)) for label in labels) == 3
+    (recommended,) = [label for label in labels if "recommended" in label]
+    assert recommended.startswith(lr_finder_module.DEFAULT_RULE)
 
 
 def test_plot_without_matplotlib_names_the_extra(monkeypatch):
@@ -321,13 +357,51 @@ def test_plot_without_matplotlib_names_the_extra(monkeypatch):
         result.plot()
 
 
-def test_cli_lr_find_on_the_builtin_digits_task(tmp_path, capsys):
+def test_cli_lr_find_recommends_a_suggestion_says_why_and_writes_under_the_output_folder(
+        tmp_path, monkeypatch, capsys):
+    from optimkit.cli import main
+    from optimkit.outputs import DEFAULT_OUT
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["lr-find", "--optimizer", "adam", "--task", "digits-mlp", "--steps", "60"])
+    out = capsys.readouterr().out
+    assert code == 0
+    rule = lr_finder_module.DEFAULT_RULE
+    (marked,) = [line for line in out.splitlines() if "<- recommended" in line]
+    assert marked.split()[0] == rule
+    (line,) = [line for line in out.splitlines() if line.startswith("recommended: lr = ")]
+    assert repr(rule) in line
+    assert "why: " + lr_finder_module.DEFAULT_RULE_EVIDENCE in out
+    # nothing in the current folder but the output folder, which holds the figure
+    assert [p.name for p in tmp_path.iterdir()] == [DEFAULT_OUT]
+    (figure,) = (tmp_path / DEFAULT_OUT).iterdir()
+    assert figure.name == "lr-find-adam-digits-mlp.png" and f"written to {DEFAULT_OUT}" in out
+
+
+def test_cli_lr_find_without_a_plot_writes_nothing(tmp_path, monkeypatch, capsys):
     from optimkit.cli import main
 
-    plot = tmp_path / "lr.png"
-    code = main(["lr-find", "--optimizer", "adam", "--task", "digits-mlp", "--steps", "60",
-                 "--plot", str(plot)])
-    assert code == 0 and "valley" in capsys.readouterr().out and plot.exists()
+    monkeypatch.chdir(tmp_path)
+    assert main(["lr-find", "--optimizer", "sgd", "--task", "diabetes-mlp", "--steps", "20",
+                 "--plot", ""]) == 0
+    assert "recommended" in capsys.readouterr().out and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("blocker/lr.png", "not a folder"),   # a file where a folder must be
+    ("lr.txt", "must end in"),            # not an image format
+    (".", "is a folder"),
+])
+def test_cli_lr_find_checks_the_plot_path_before_the_sweep(tmp_path, monkeypatch, capsys,
+                                                           bad, match):
+    from optimkit.cli import main
+    from optimkit.training import lr_find_cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "blocker").write_text("a file")
+    monkeypatch.setattr(lr_find_cli, "sweep", lambda *a, **k: pytest.fail("swept first"))
+    code = main(["lr-find", "--optimizer", "adam", "--task", "digits-mlp", "--plot", bad])
+    assert code == 2 and match in capsys.readouterr().err
 
 
 def test_cli_reports_an_unknown_optimizer(capsys):

@@ -7,9 +7,9 @@ import warnings
 
 import pytest
 import torch
+from conftest import optims
 
 import optimkit
-import optimkit.registry as registry
 from optimkit.schedules import (
     HyperScheduler,
     OneCycle,
@@ -247,14 +247,14 @@ def test_onecycle_refuses_bad_arguments_by_name(kwargs, match):
         OneCycle(torch.optim.Adam(_params(), lr=0.1), **args)
 
 
-@pytest.mark.parametrize("name", registry.available())
-def test_onecycle_and_resume_work_with_every_registered_optimizer(name):
+@optims()
+def test_onecycle_and_resume_work_with_every_registered_optimizer(info):
     """Every optimizer: the lr follows the cycle, momentum cycles where the optimizer has one,
     and a scheduler resumed from state_dict continues exactly."""
     T, cut = 12, 5
 
     def build(params):
-        opt = registry.create(name, params)
+        opt = info.factory(params)
         return opt, OneCycle(opt, 0.01, T)
 
     opt, sched = build(_params())

@@ -1,8 +1,7 @@
 """Closed-form checks of the trust-ratio parts, one case per variant.
 
-Each case runs a few parts on a hand-made bucket and compares the direction they leave in
-``b.grads`` (or the params, for whole recipes) with values worked out by hand in the comment.
-The lead merges these cases into the table of tests/test_parts.py.
+Each case runs a few parts on a hand-made bucket and compares the update they leave in
+``b.update`` (or the params, for whole recipes) with values worked out by hand in the comment.
 """
 
 from __future__ import annotations
@@ -105,6 +104,8 @@ def _run(case: Case):
     params = [p.clone() for p in case.params]
     state = {k: [v.clone() for v in vs] for k, vs in case.state.items()}
     b = Bucket(params, list(case.grads), state, {})
+    # Adam's moments, as average_grad and average_sqr_grad provide them
+    b.first_moment, b.second_moment = state.get("grad_avg"), state.get("sqr_avg")
     for part in case.parts:
         group = {**part.hypers, **{k: v for k, v in case.hypers.items() if k in part.hypers}}
         part(b, group)
@@ -115,20 +116,18 @@ def _run(case: Case):
 def test_part_closed_form(case):
     given = [g.clone() for g in case.grads]
     b = _run(case)
-    assert len(b.grads) == len(case.expected)
-    for got, want in zip(b.grads, case.expected, strict=True):
+    assert len(b.update) == len(case.expected)
+    for got, want in zip(b.update, case.expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     for before, grad in zip(given, case.grads, strict=True):
         assert torch.equal(before, grad), "a part wrote into the gradient it was handed"
 
 
 def test_norms_come_from_one_call(monkeypatch):
-    """Weights and updates go through core.tensorlists.norms together (one future reduction)."""
-    import optimkit.stats.trust as trust
-
+    """Weights and updates go through the bucket's norms together (one future reduction)."""
     calls = []
-    real = trust.norms
-    monkeypatch.setattr(trust, "norms", lambda ts: calls.append(len(ts)) or real(ts))
+    real = Bucket.norms
+    monkeypatch.setattr(Bucket, "norms", lambda b, ts: calls.append(len(ts)) or real(b, ts))
     _run(Case("x", LARS, [W, W], [G, G], dict(trust_coefficient=0.1), []))
     assert calls == [4]
 
@@ -179,7 +178,7 @@ def test_trust_ratio_never_reads_a_tensor_value():
     b = Bucket([p], [torch.empty(3, 2, device="meta")], {}, {})
     layer_norms(b, {})
     trust_ratio(b, {**trust_ratio.hypers, "weight_decay": 0.1, "clip": True})
-    assert b.grads[0].device.type == "meta"
+    assert b.update[0].device.type == "meta"
 
 
 @pytest.mark.parametrize(

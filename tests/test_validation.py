@@ -6,72 +6,67 @@ import inspect
 
 import pytest
 import torch
+from conftest import optims
 from helpers import clone_params, make_params
 
-from optimkit import registry
-
-ENTRIES = registry.entries()
-IDS = [e.name for e in ENTRIES]
+import optimkit
 
 
-def _accepts(entry, name):
-    return name in inspect.signature(entry.factory).parameters
+def _accepts(info, name):
+    return name in inspect.signature(info.factory).parameters
 
 
-def _bad_values(entry):
+def _bad_values(info):
     cases = [("lr", -1e-3)]
-    if _accepts(entry, "eps"):
+    if _accepts(info, "eps"):
         cases.append(("eps", -1e-8))
-    if _accepts(entry, "weight_decay"):
+    if _accepts(info, "weight_decay"):
         cases.append(("weight_decay", -0.1))
-    if _accepts(entry, "betas"):
+    if _accepts(info, "betas"):
         cases += [("betas", (1.0, 0.999)), ("betas", (0.9, 1.0)), ("betas", (-0.1, 0.999))]
-    if _accepts(entry, "momentum"):
+    if _accepts(info, "momentum"):
         cases.append(("momentum", -0.5))
-    return cases
+    return [(f"{name}={value}", (name, value)) for name, value in cases]
 
 
-CASES = [(e, name, value) for e in ENTRIES for name, value in _bad_values(e)]
-
-
-@pytest.mark.parametrize("entry,name,value", CASES, ids=[f"{e.name}-{n}={v}" for e, n, v in CASES])
-def test_bad_hyper_parameter_raises_value_error_naming_it(entry, name, value):
+@optims(_bad_values, argnames="info,name,value")
+def test_bad_hyper_parameter_raises_value_error_naming_it(info, name, value):
     with pytest.raises(ValueError, match=name):
-        entry.factory(clone_params(make_params()), **{**entry.pinned, name: value})
+        info.factory(clone_params(make_params()), **{**info.pinned, name: value})
 
 
-@pytest.mark.parametrize("entry,name,value", CASES, ids=[f"{e.name}-{n}={v}" for e, n, v in CASES])
-def test_bad_param_group_is_refused_and_not_added(entry, name, value):
+@optims(_bad_values, argnames="info,name,value")
+def test_bad_param_group_is_refused_and_not_added(info, name, value):
     params = clone_params(make_params())
-    opt = entry.factory(params[:2], **entry.pinned)
+    opt = info.factory(params[:2], **info.pinned)
     with pytest.raises(ValueError, match=name):
         opt.add_param_group({"params": params[2:], name: value})
     assert len(opt.param_groups) == 1
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
-def test_empty_param_list_raises_value_error(entry):
+@optims()
+def test_empty_param_list_raises_value_error(info):
     with pytest.raises(ValueError, match="params"):
-        entry.factory([], **entry.pinned)
+        info.factory([], **info.pinned)
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
 @pytest.mark.parametrize("params", [5, None, torch.zeros(3)], ids=["int", "None", "tensor"])
-def test_non_iterable_params_raise_type_error(entry, params):
+@optims()
+def test_non_iterable_params_raise_type_error(info, params):
     with pytest.raises(TypeError, match="params"):
-        entry.factory(params, **entry.pinned)
+        info.factory(params, **info.pinned)
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
-def test_unknown_keyword_raises_type_error(entry):
+@optims()
+def test_unknown_keyword_raises_type_error(info):
     with pytest.raises(TypeError, match="no_such_option"):
-        entry.factory(clone_params(make_params()), no_such_option=1)
+        info.factory(clone_params(make_params()), no_such_option=1)
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
-def test_sparse_gradient_is_refused_with_params_untouched(entry):
+@optims()
+def test_sparse_gradient_is_refused_with_params_untouched(info):
     params = clone_params(make_params())
-    opt = entry.factory(params, **entry.pinned)
+    opt = info.factory(params, **info.pinned)
     before = [p.detach().clone() for p in params]
     for p in params:
         p.grad = torch.ones_like(p)
@@ -80,3 +75,18 @@ def test_sparse_gradient_is_refused_with_params_untouched(entry):
         opt.step()
     for p, q in zip(params, before):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("options", [{}, {"flat": True}], ids=["eager", "flat"])
+def test_a_bad_gradient_in_a_later_group_is_refused_before_any_group_steps(options):
+    params = clone_params(make_params())
+    opt = optimkit.Adam([{"params": params[:2]}, {"params": params[2:]}], lr=0.1, **options)
+    before = [p.detach().clone() for p in params]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    params[3].grad = torch.ones_like(params[3]).to_sparse()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    for p, q in zip(params, before):
+        assert torch.equal(p, q)
+    assert not opt.state  # no state was created either

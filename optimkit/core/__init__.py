@@ -1,20 +1,32 @@
-from .optimizer import Optimizer, accelerate, validate_hypers
+"""The engine: parts, the recipe check, the executor and the optimizer that runs a recipe.
+
+Hyper-parameter rules live in :mod:`optimkit.core.rules`.
+"""
+
+from .executor import BucketPolicy, Executor
+from .optimizer import Optimizer, accelerate
 from .parts import Part, copy_of_param, full, stat, step_counter, stepper, zero_scalar, zeros
-from .tensorlists import Bucket, norms, scalars
+from .recipe import Recipe, check_recipe
+from .tensorlists import FIELDS, Bucket, debias, norms, scalars
 
 __all__ = [
+    "FIELDS",
     "Bucket",
+    "BucketPolicy",
+    "Executor",
     "Optimizer",
     "Part",
+    "Recipe",
     "accelerate",
+    "check_recipe",
     "copy_of_param",
+    "debias",
     "full",
     "norms",
     "scalars",
     "stat",
     "step_counter",
     "stepper",
-    "validate_hypers",
     "zero_scalar",
     "zeros",
 ]

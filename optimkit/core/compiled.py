@@ -11,7 +11,9 @@ the graph). Every other hyper (``weight_decay``, ``eps``, flags) is a Python con
 may branch on: changing it recompiles.
 
 A step that creates state (a param's first step) runs eagerly, so the compiled graph never
-sees ``bucket.created``; the first compiled step is the second step.
+sees ``bucket.created``; the first compiled step is the second step. A part that runs only
+every k-th step (``every=``, Lookahead's sync) is left out of the graph: the executor runs it
+afterwards, eagerly, on the steps it is due, so the graph is the same at every step.
 
 Without a C++ compiler (needed by inductor on the CPU) the optimizer warns and runs eagerly.
 Over a list of N tensors (``flat=False``) dynamo unrolls the step per tensor, compile time grows
@@ -63,42 +65,36 @@ def hyper_tensors(group: Mapping[str, Any], names: Sequence[str]) -> dict[str, T
     return out
 
 
-def _traced_step(parts, flat, params, grads, state, tensors, constants):
+def _traced_step(parts, policy, layout, params, grads, state, tensors, constants):
     group = dict(constants)
     for name, value in tensors.items():
         group[name] = tuple(value.unbind()) if value.dim() else value
-    bucket = (FlatBucket if flat else Bucket)(params, grads, state, {})
+    if layout is None:
+        bucket = Bucket(params, grads, state, {})
+    else:
+        bucket = FlatBucket(params, grads, state, {}, *layout)
+    policy.prepare(bucket, group)
     for part in parts:
         part(bucket, group)
+    policy.finalize(bucket, group)
 
 
 _compiled_step = torch.compile(_traced_step, dynamic=False)
 
 
-# Above this many tensors in a per-tensor bucket, compiling takes minutes: say so once.
-MANY_TENSORS = 256
-_warned_many = False
-
-
-def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence) -> None:
-    """Run ``parts`` on ``bucket`` through the compiled step."""
-    global _warned_many
-    if len(bucket) > MANY_TENSORS and not _warned_many:
-        _warned_many = True
-        warnings.warn(
-            f"compile=True over {len(bucket)} separate tensors unrolls the step per tensor and "
-            "takes minutes to compile; pass flat=True as well to compile one flat step",
-            RuntimeWarning, stacklevel=3,
-        )
-    names = [name for part in parts for name in part.hypers]
+def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, policy) -> None:
+    """Run ``parts`` on ``bucket`` through the compiled step, between the ``policy``'s
+    ``prepare`` and ``finalize`` (see core/executor.py)."""
+    names = [name for part in parts for name in part.passed]
     tensors = hyper_tensors(group, names)
     constants = {name: group[name] for name in names if name not in tensors}
+    layout = (bucket.lengths, bucket.sizes) if isinstance(bucket, FlatBucket) else None
     # one cache entry per bucket shape and recipe: many optimizers in one process must not
     # fall back to eager silently at dynamo's default limit of 8
     with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=256):
         _compiled_step(
-            tuple(parts), isinstance(bucket, FlatBucket), bucket.params, bucket.grads,
-            bucket.state, tensors, constants,
+            tuple(parts), policy, layout, bucket.params, bucket.grads, bucket.state, tensors,
+            constants,
         )
 
 

@@ -9,9 +9,9 @@ one 1-D buffer. ``optimizer.state[p]`` holds these views, so the ordinary per-te
 When every param of the bucket has its grad in place and all step counters agree, the recipe
 runs once over a bucket of ONE tensor per list: a handful of kernels whatever the number of
 params (like DDP's ``gradient_as_bucket_view`` and apex's contiguous buffers). Per-tensor norms
-become segmented reductions (:func:`optimkit.core.tensorlists.norms` sees the layout).
-Otherwise (a grad is None, a param joined late, a part keeps other per-param state) the step
-falls back to the per-tensor path over the views, which gives the same result.
+become segmented reductions (:meth:`FlatBucket.norms`). Otherwise (a grad is None, a param
+joined late, a part keeps other per-param state) the step falls back to the per-tensor path
+over the views, which gives the same result.
 """
 
 from __future__ import annotations
@@ -26,15 +26,37 @@ from .tensorlists import Bucket
 
 
 class FlatBucket(Bucket):
-    """A bucket of one flat tensor per list; all its params share one step count."""
+    """A bucket of one flat tensor per list, holding the params of ``sizes`` (numels) back to
+    back; all its params share one step count."""
 
-    __slots__ = ()
+    __slots__ = ("lengths", "sizes")
+
+    def __init__(self, params, grads, state, created, lengths: Tensor, sizes: tuple[int, ...]):
+        super().__init__(params, grads, state, created)
+        self.lengths = lengths  # the sizes as a CPU int64 tensor
+        self.sizes = sizes
 
     @property
     def steps(self) -> Tensor:
         if self._steps is None:
             self._steps = self.state["step"][0][:1].to("cpu", torch.float64)
         return self._steps
+
+    def norms(self, tensors) -> Tensor:
+        """One norm per param over its slice of each flat tensor, spread back over the slice's
+        elements, so that the elementwise math of the parts that follow is per param."""
+        return torch.stack([self._segment_norms(t) for t in tensors])
+
+    def _segment_norms(self, flat: Tensor) -> Tensor:
+        device_lengths = self.lengths.to(flat.device)
+        if torch.compiler.is_compiling():
+            # one reduction op: splitting would unroll the graph over every param
+            squares = torch.segment_reduce(flat * flat, "sum", lengths=device_lengths)
+            per_param = squares.sqrt()
+        else:
+            # views of the buffer, no squared copy
+            per_param = torch.stack(torch._foreach_norm(list(flat.split(self.sizes))))
+        return per_param.repeat_interleave(device_lengths, output_size=flat.numel())
 
 
 class FlatStore:
@@ -142,7 +164,7 @@ class FlatStore:
                 if len(self.params) > 1 and not bool((flat == flat[0]).all()):
                     return None  # params joined at different steps
             state[name] = [flat]
-        return FlatBucket([self.param], [self.grad], state, {})
+        return FlatBucket([self.param], [self.grad], state, {}, self.lengths, tuple(self.sizes))
 
 
 def _is_view_of(t: Tensor, flat: Tensor) -> bool:

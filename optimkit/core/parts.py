@@ -1,25 +1,39 @@
 """Stats and steppers: the two kinds of parts an optimizer is built from.
 
 A part is a small function ``fn(bucket, **hypers)`` over the aligned tensor lists of one
-(param group, device, dtype) bucket. It declares
+(param group, device, dtype) bucket. It declares everything it shares with the other parts:
 
-* the per-parameter state it needs (name and how to initialise it), which the optimizer
-  allocates lazily and hands in as ``bucket.state[name]``;
-* the hyper-parameters it reads, with their defaults. They are looked up in the live
-  ``param_groups`` on every step, so schedulers act on them at once.
+* ``state``: the per-parameter state it creates (name and how to initialise it), which the
+  optimizer allocates lazily, at a param's first step, and hands in as ``bucket.state[name]``;
+* ``reads``: the state names and per-step fields (:data:`~optimkit.core.tensorlists.FIELDS`:
+  ``first_moment``, ``second_moment``, ``step_size``...) it needs from earlier parts;
+* ``provides``: the per-step fields it sets (``update``, ``second_moment``...); a part that
+  reads a field and provides it again transforms it (momentum turns the update into its
+  running average); a part that replaces a field some earlier part provided without reading it
+  (AMSGrad's running max of the second moment) declares it in ``overrides``;
+* its hyper-parameters with their defaults, and ``rules`` that check their values (see
+  :mod:`optimkit.core.rules`). They are read from the live ``param_groups`` on every step, so
+  schedulers act on them at once.
+
+A recipe (:class:`optimkit.Optimizer` subclass) is checked against these declarations when
+its class is created: a read that no earlier part provides, two parts creating one state, a
+hyper-parameter the function takes but does not declare all raise ``TypeError`` naming the part.
 
 A *stat* updates state (``grad_avg``, ``sqr_avg``, ``step``...), a *stepper* writes the params.
-Neither may modify ``p.grad``: a part that changes the gradient rebinds ``bucket.grads`` to a
-new list.
+Neither may modify ``p.grad``: a part that changes the gradient provides ``grads`` as a new list.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+
+from .rules import GroupCheck, Rule
+from .tensorlists import FIELDS
 
 # How a state tensor starts. Each is called as init(param, group) and returns a new tensor.
 Init = Callable[[torch.Tensor, Mapping[str, Any]], torch.Tensor]
@@ -48,26 +62,57 @@ def step_counter(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
     return torch.tensor(0.0, dtype=torch.float32)
 
 
-_NO_DEFAULT = object()
+def zero_scalar(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
+    """A 0-d zero with the param's dtype and device: one number per tensor (a layer-wise stat)."""
+    return torch.zeros((), dtype=p.dtype, device=p.device)
+
+
+# The default of a gate hyper-parameter that the recipe must give (see ``Part.only_if``).
+NO_DEFAULT: Any = type("NoDefault", (), {"__repr__": lambda self: "<no default>"})()
 
 
 @dataclasses.dataclass(frozen=True)
 class Part:
-    """A stat or a stepper, with the state and hyper-parameters it declares."""
+    """A stat or a stepper, with what it reads, provides and checks (see the module doc)."""
 
     fn: Callable[..., None]
     kind: str
     state: Mapping[str, Init]
     hypers: Mapping[str, Any]
+    reads: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    rules: Mapping[str, Rule] = dataclasses.field(default_factory=dict)
+    checks: tuple[GroupCheck, ...] = ()
     when: Callable[[Mapping[str, Any]], bool] | None = None
     label: str = ""
     # Hyper-parameters pinned by the recipe: passed as these constants, not read from the group.
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    # Hyper-parameters declared only to switch the part on or off (see ``only_if``).
+    # Hyper-parameters that only decide whether (or on which tensors) the part runs; they are
+    # declared, so they are in the recipe's signature, but never passed to ``fn``.
     gates: tuple[str, ...] = ()
-    # Takes per-tensor norms (layer-wise): in flat mode its per-tensor numbers are spread over
-    # each param's elements, which pays only where tensors are small (see core/optimizer.py).
+    # Takes per-tensor norms (layer-wise): flat mode steps such recipes per tensor where that
+    # is faster (see core/executor.py).
     layerwise: bool = False
+    # The hyper-parameter ``k`` of a part that runs on a tensor only after every k-th step of
+    # that tensor (Lookahead's sync). The executor decides on the host, from the CPU step
+    # counters, and runs the part on those tensors outside any compiled graph; such a part
+    # comes last in a recipe and reads state only.
+    every: str | None = None
+    passed: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.provides if name not in FIELDS]
+        if unknown:
+            raise ValueError(
+                f"{self.name} provides {unknown}, which are not per-step fields "
+                f"({', '.join(FIELDS)}); per-parameter state is declared with state="
+            )
+        clash = [name for name in self.state if name in FIELDS]
+        if clash:
+            raise ValueError(f"{self.name}: state {clash} would shadow per-step fields")
+        # the hyper-parameters handed to ``fn`` from the group, computed once
+        object.__setattr__(self, "passed", tuple(k for k in self.hypers if k not in self.gates))
 
     @property
     def name(self) -> str:
@@ -77,24 +122,27 @@ class Part:
         return self.when is None or bool(self.when(group))
 
     def only_if(
-        self, hyper: str, test: Callable[[Any], bool] = bool, default: Any = _NO_DEFAULT
+        self, hyper: str, test: Callable[[Any], bool] = bool, default: Any = NO_DEFAULT
     ) -> Part:
         """The same part, run only for param groups where ``test(group[hyper])`` holds.
 
         This is how a recipe switches on a variant (``amsgrad``, ``centered``, ``momentum > 0``)
         without a flag inside the update math: the part and its state exist only when used.
-        A ``hyper`` the part does not read itself (e.g. LAMB's ``adam`` switching the trust ratio
-        off) needs a ``default``; it is then declared by the part but not passed to it.
+        A ``hyper`` the part does not read itself (AMSGrad's ``amsgrad``) becomes a gate: it is
+        declared, with ``default`` or the recipe's own default, but not passed to the part.
         """
-        gates = self.gates
-        hypers = self.hypers
+        gates, hypers = self.gates, self.hypers
         if hyper not in hypers:
-            if default is _NO_DEFAULT:
-                raise ValueError(f"{self.name} does not read hyper-parameter {hyper!r}")
             hypers, gates = {**hypers, hyper: default}, (*gates, hyper)
+        elif default is not NO_DEFAULT:
+            hypers = {**hypers, hyper: default}
+        previous = self.when
+
+        def when(group: Mapping[str, Any]) -> bool:
+            return (previous is None or previous(group)) and test(group[hyper])
+
         return dataclasses.replace(
-            self, when=lambda g: test(g[hyper]), label=f"{self.name}[{hyper}]",
-            hypers=hypers, gates=gates,
+            self, when=when, label=f"{self.name}[{hyper}]", hypers=hypers, gates=gates
         )
 
     def with_fixed(self, **values: Any) -> Part:
@@ -104,45 +152,91 @@ class Part:
         e.g. LAMB's trust ratio takes ``eps=0`` while the group's ``eps`` belongs to Adam's
         direction. Pinned names leave the part's ``hypers`` (and so the recipe's signature).
         """
-        unknown = set(values) - set(self.hypers)
+        unknown = set(values) - set(self.passed)
         if unknown:
             raise ValueError(f"{self.name} does not read hyper-parameters {sorted(unknown)}")
         kept = {k: v for k, v in self.hypers.items() if k not in values}
-        return dataclasses.replace(self, hypers=kept, fixed={**self.fixed, **values})
+        rules = {k: v for k, v in self.rules.items() if k not in values}
+        return dataclasses.replace(self, hypers=kept, rules=rules, fixed={**self.fixed, **values})
+
+    def signature_problems(self) -> list[str]:
+        """How ``fn``'s keyword parameters disagree with the declared hyper-parameters."""
+        try:
+            params = list(inspect.signature(self.fn).parameters.values())[1:]
+        except (TypeError, ValueError):
+            return []
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return []
+        taken = {p.name for p in params}
+        given = set(self.passed) | set(self.fixed)
+        problems = [f"reads hyper-parameter {name!r}, which it does not declare"
+                    for name in sorted(taken - given)]
+        problems += [f"declares hyper-parameter {name!r}, which its function does not take"
+                     for name in sorted(given - taken)]
+        problems += [f"has a rule for {name!r}, which it does not declare"
+                     for name in sorted(set(self.rules) - set(self.hypers))]
+        return problems
 
     def __call__(self, bucket, group: Mapping[str, Any]) -> None:
-        self.fn(bucket, **self.fixed, **{k: group[k] for k in self.hypers if k not in self.gates})
+        self.fn(bucket, **self.fixed, **{k: group[k] for k in self.passed})
 
     def __repr__(self) -> str:
         return f"<{self.kind} {self.name}>"
 
 
-def _declare(
-    kind: str, state: Mapping[str, Init] | None, hypers: Mapping[str, Any] | None,
-    layerwise: bool = False,
-):
+def _declare(kind: str, state, reads, provides, overrides, rules, checks, layerwise, every,
+             hypers):
     def wrap(fn: Callable[..., None]) -> Part:
+        gates = ()
+        if every is not None:
+            if every not in hypers:
+                raise ValueError(f"{fn.__name__}: every={every!r} names no declared hyper")
+            gates = (every,)
         return Part(
-            fn=fn, kind=kind, state=dict(state or {}), hypers=dict(hypers or {}),
-            layerwise=layerwise,
+            fn=fn, kind=kind, state=dict(state or {}), hypers=dict(hypers),
+            reads=tuple(reads), provides=tuple(provides), overrides=tuple(overrides),
+            rules=dict(rules or {}), checks=tuple(checks), layerwise=layerwise, every=every,
+            gates=gates,
         )
 
     return wrap
 
 
-def stat(state: Mapping[str, Init] | None = None, *, layerwise: bool = False, **hypers: Any):
-    """Declare a stat: ``@stat(state={"grad_avg": zeros}, betas=(0.9, 0.999))``.
+def stat(
+    state: Mapping[str, Init] | None = None, *, reads=(), provides=(), overrides=(),
+    rules: Mapping[str, Rule] | None = None, checks=(), layerwise: bool = False,
+    every: str | None = None, **hypers: Any,
+):
+    """Declare a stat: ``@stat(state={"grad_avg": zeros}, provides=("first_moment",),
+    rules=dict(betas=betas), betas=(0.9, 0.999))``.
 
     ``layerwise=True`` marks a stat that takes per-tensor norms (trust ratios).
     """
-    return _declare("stat", state, hypers, layerwise)
+    return _declare("stat", state, reads, provides, overrides, rules, checks, layerwise, every,
+                    hypers)
 
 
-def stepper(state: Mapping[str, Init] | None = None, **hypers: Any):
-    """Declare a stepper: a part that writes the params."""
-    return _declare("stepper", state, hypers)
+def stepper(
+    state: Mapping[str, Init] | None = None, *, reads=(), provides=(), overrides=(),
+    rules: Mapping[str, Rule] | None = None, checks=(), every: str | None = None,
+    **hypers: Any,
+):
+    """Declare a stepper: a part that writes the params (same keywords as :func:`stat`)."""
+    return _declare("stepper", state, reads, provides, overrides, rules, checks, False, every,
+                    hypers)
 
 
-def zero_scalar(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
-    """A 0-d zero with the param's dtype and device: one number per tensor (a layer-wise stat)."""
-    return torch.zeros((), dtype=p.dtype, device=p.device)
+def parts_of(package: str, path: list[str]) -> dict[str, Part]:
+    """Every part defined in the modules of ``package``, by name, modules in alphabetical
+    order: what ``optimkit.stats`` and ``optimkit.steppers`` export, so that a new part needs
+    no export list."""
+    import importlib
+    import pkgutil
+
+    found: dict[str, Part] = {}
+    for info in sorted(pkgutil.iter_modules(path), key=lambda info: info.name):
+        module = importlib.import_module(f"{package}.{info.name}")
+        for name, value in vars(module).items():
+            if isinstance(value, Part) and value.fn.__module__ == module.__name__:
+                found.setdefault(name, value)
+    return found

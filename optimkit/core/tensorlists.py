@@ -1,8 +1,9 @@
-"""Tensor-list helpers: the bucket a part works on, and per-tensor scalars.
+"""The bucket a part works on, and the per-tensor numbers the parts compute with.
 
 Every part sees one :class:`Bucket`: the params of one param group that share a device and a
-dtype, their grads, and their state as aligned lists. Parts use ``torch._foreach_*`` ops on
-these lists, so one call touches every tensor of the bucket.
+dtype, their grads, their state as aligned lists, and the values the parts of one step hand to
+each other (the :data:`FIELDS`). Parts use ``torch._foreach_*`` ops on these lists, so one call
+touches every tensor of the bucket.
 
 Some quantities differ per tensor, e.g. Adam's bias correction ``1 - beta1**step`` when params
 joined training at different steps. They are held as a 1-D float64 CPU tensor (one entry per
@@ -20,37 +21,76 @@ from torch import Tensor
 
 _ONE = torch.tensor(1.0)
 
-# (total size, per-param lengths as a tensor and as ints) of the flat bucket being stepped, or
-# None (see core/flat.py).
-FLAT_LAYOUT: tuple[int, Tensor, tuple[int, ...]] | None = None
+# The values parts of one step hand to each other, by name. A part declares the ones it reads
+# and provides (``reads=``, ``provides=``); a recipe is checked against them when it is defined.
+FIELDS: dict[str, str] = {
+    "grads": "the gradient as the parts see it: each param's .grad (never written), or a new "
+    "list once a part regularises it (the L2 term, centralisation)",
+    "update": "the update direction a stepper applies; it is the gradient (grads) until a part "
+    "provides another one (momentum, a normalised or trust-scaled direction)",
+    "first_moment": "the first moment a stepper applies (Adam's m): the grad_avg state, or a "
+    "copy damped for this step only (DiffGrad's friction)",
+    "second_moment": "the second moment a stepper divides by (Adam's v): sqr_avg, its running "
+    "max (AMSGrad), Adagrad's sum, a per-layer moment (NovoGrad), a centred variance (RMSprop)",
+    "step_size": "per-element step sizes, lr and bias corrections folded in (AdaMod, DiffGrad)",
+    "norm_target": "the tensors whose norm a trust ratio compares with ||w||: the update, "
+    "unless a part provides other ones (over9000's would-be new weights)",
+    "weight_norms": "||w|| per tensor, a 1-D tensor on the bucket's device",
+    "update_norms": "||norm_target|| per tensor, a 1-D tensor on the bucket's device",
+}
 
 
 class Bucket:
-    """The aligned tensor lists of one (param group, device, dtype) bucket.
+    """The aligned tensor lists of one (param group, device, dtype) bucket, for one step.
 
     Attributes:
         params: the parameters (updated in place by steppers).
-        grads: the gradients as the parts see them. Initially the params' ``.grad`` tensors,
-            which must never be written; a part that changes the gradient (weight decay,
-            centralisation) rebinds this to a new list.
+        grads, update, first_moment, second_moment, step_size, norm_target, weight_norms,
+            update_norms: the per-step values of :data:`FIELDS`. ``update`` reads as ``grads``
+            and ``norm_target`` as ``update`` until a part sets them; the others are None
+            until a part provides them.
         state: state name -> list of tensors, aligned with ``params``; writing into these
             tensors updates ``optimizer.state[p]``.
         created: state name -> indices of the tensors whose state was created this step.
-        extras: scratch space shared by the parts of one step (e.g. the update direction).
     """
 
-    __slots__ = ("params", "grads", "state", "created", "extras", "_steps")
+    __slots__ = (
+        "params", "grads", "state", "created", "_update", "first_moment", "second_moment",
+        "step_size", "_norm_target", "weight_norms", "update_norms", "_steps",
+    )
 
     def __init__(self, params, grads, state, created):
         self.params: list[Tensor] = params
         self.grads: list[Tensor] = grads
         self.state: dict[str, list[Tensor]] = state
         self.created: dict[str, list[int]] = created
-        self.extras: dict[str, object] = {}
+        self._update: list[Tensor] | None = None
+        self.first_moment: list[Tensor] | None = None
+        self.second_moment: list[Tensor] | None = None
+        self.step_size: list[Tensor] | None = None
+        self._norm_target: list[Tensor] | None = None
+        self.weight_norms: Tensor | None = None
+        self.update_norms: Tensor | None = None
         self._steps: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.params)
+
+    @property
+    def update(self) -> list[Tensor]:
+        return self.grads if self._update is None else self._update
+
+    @update.setter
+    def update(self, tensors: list[Tensor]) -> None:
+        self._update = tensors
+
+    @property
+    def norm_target(self) -> list[Tensor]:
+        return self.update if self._norm_target is None else self._norm_target
+
+    @norm_target.setter
+    def norm_target(self, tensors: list[Tensor]) -> None:
+        self._norm_target = tensors
 
     @property
     def device(self) -> torch.device:
@@ -60,6 +100,15 @@ class Bucket:
     def dtype(self) -> torch.dtype:
         return self.params[0].dtype
 
+    def select(self, indices: Sequence[int]) -> Bucket:
+        """A bucket of the tensors at ``indices`` only: params, grads and state (no fields)."""
+        pick = lambda tensors: [tensors[i] for i in indices]
+        return Bucket(
+            pick(self.params), pick(self.grads),
+            {name: pick(tensors) for name, tensors in self.state.items()}, {},
+        )
+
+    # ------------------------------------------------------------ step counts
     def increment_steps(self) -> None:
         steps = self.state["step"]
         if steps[0].is_cpu:
@@ -75,6 +124,26 @@ class Bucket:
         if self._steps is None:
             self._steps = torch.stack(self.state["step"]).to("cpu", torch.float64)
         return self._steps
+
+    # ------------------------------------------------------ per-tensor reductions
+    def norms(self, tensors: Sequence[Tensor]) -> Tensor:
+        """The L2 norm of each tensor of ``tensors`` (a list aligned with the bucket, or several
+        such lists concatenated), stacked: entry ``i`` broadcasts against ``tensors[i]``.
+
+        Every per-tensor reduction of a part goes through the bucket, so that each execution
+        mode computes it its own way: one ``torch._foreach_norm`` call here; a segmented
+        reduction over the flat buffer in flat mode (:class:`optimkit.core.flat.FlatBucket`);
+        a sharded bucket would sum its partial squares across shards in one collective.
+        """
+        return torch.stack(torch._foreach_norm(list(tensors)))
+
+
+def norms(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """The L2 norm of each tensor, as a list of 0-d tensors (one ``torch._foreach_norm`` call).
+
+    Parts take per-tensor norms through :meth:`Bucket.norms`, which knows the execution mode.
+    """
+    return list(torch._foreach_norm(list(tensors)))
 
 
 def scalars(values: Tensor | float) -> list[float] | float:
@@ -94,30 +163,10 @@ def scalars(values: Tensor | float) -> list[float] | float:
     return values
 
 
-def norms(tensors: Sequence[Tensor]) -> list[Tensor]:
-    """The L2 norm of each tensor, as a list of 0-d tensors on the tensors' device.
+def debias(betas, t: Tensor):
+    """Adam's bias corrections per tensor: ``(1 - beta1**t, 1 - beta2**t)`` for step counts ``t``.
 
-    Every per-tensor norm in optimkit goes through here, so that a sharded tensor can later
-    sum its partial squares across shards in one place.
-
-    In flat mode (``core/flat.py``) a bucket is one flat tensor holding every param; there a
-    tensor of the flat size gets a segmented reduction, one norm per param, spread back over
-    that param's elements, so the elementwise math of the parts that follow is per param.
+    A moving average that starts at zero is too small by these factors after ``t`` steps
+    (Kingma & Ba 2014, §3); parts divide by them (or their square roots).
     """
-    layout = FLAT_LAYOUT
-    if layout is not None and tensors and all(t.numel() == layout[0] for t in tensors):
-        return [_segment_norms(t, layout[1], layout[2]) for t in tensors]
-    return list(torch._foreach_norm(tensors))
-
-
-def _segment_norms(flat: Tensor, lengths: Tensor, sizes: tuple[int, ...]) -> Tensor:
-    # One norm per param over its slice of the buffer, spread back over the slice's elements.
-    device_lengths = lengths.to(flat.device)
-    if torch.compiler.is_compiling():
-        # one reduction op: splitting would unroll the graph over every param
-        squares = torch.segment_reduce(flat * flat, "sum", lengths=device_lengths)
-        per_param = squares.sqrt()
-    else:
-        # views of the buffer, no squared copy
-        per_param = torch.stack(torch._foreach_norm(list(flat.split(sizes))))
-    return per_param.repeat_interleave(device_lengths, output_size=flat.numel())
+    return 1 - betas[0] ** t, 1 - betas[1] ** t

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from ..core.optimizer import HYPER_CHECKS
+from ..core.optimizer import rules_for
+from ..core.rules import CONVENTIONS
 from .curves import Schedule, as_schedule
 
 OVERRUN = ("hold", "raise")
@@ -51,11 +52,17 @@ def read_hyper(group: Mapping[str, Any], name: str) -> float:
     return float(value)
 
 
-def check_hyper(group: Mapping[str, Any], name: str, value: float) -> None:
-    """Raise ``ValueError`` if the optimizer's rule for ``name`` refuses ``value``."""
+def check_hyper(
+    group: Mapping[str, Any], name: str, value: float, rules: Mapping[str, Sequence] | None = None
+) -> None:
+    """Raise ``ValueError`` if one of the optimizer's rules for ``name`` refuses ``value``.
+
+    ``rules``: name -> rules, as ``optimkit.core.optimizer.rules_for(optimizer)`` gives them
+    (default: torch.optim's conventions).
+    """
     key, index = resolve(group, name)
-    check = HYPER_CHECKS.get(key)
-    if check is None:
+    checks = (CONVENTIONS if rules is None else rules).get(key, ())
+    if not checks:
         return
     candidate: Any = value
     if index is not None:
@@ -63,18 +70,22 @@ def check_hyper(group: Mapping[str, Any], name: str, value: float) -> None:
         items[index] = value
         candidate = tuple(items)
     try:
-        check(key, candidate)
+        for check in checks:
+            check(key, candidate)
     except ValueError as err:
         raise ValueError(f"the schedule for {name!r} gives {value!r}: {err}") from None
 
 
-def write_hyper(group: MutableMapping[str, Any], name: str, value: float) -> None:
-    """Set ``name`` in ``group`` to ``value``, after checking it with the optimizer's rule.
+def write_hyper(
+    group: MutableMapping[str, Any], name: str, value: float,
+    rules: Mapping[str, Sequence] | None = None,
+) -> None:
+    """Set ``name`` in ``group`` to ``value``, after checking it with the optimizer's rules.
 
     A tensor hyper-parameter is filled in place (no recompile under torch.compile); a tuple
     such as ``betas`` is rebuilt with only entry ``index`` changed.
     """
-    check_hyper(group, name, value)
+    check_hyper(group, name, value, rules)
     key, index = resolve(group, name)
     old = group[key]
     if index is None:
@@ -142,6 +153,7 @@ class HyperScheduler(LRScheduler):
             raise ValueError(f"Invalid on_overrun: {on_overrun!r}; choose from {OVERRUN}")
         self.on_overrun = on_overrun
         merged = {**(schedules or {}), **named}
+        self.rules = rules_for(optimizer)
         groups = optimizer.param_groups
         self.schedules = {name: _per_group(name, v, len(groups)) for name, v in merged.items()}
         self._check_bounds(groups)
@@ -155,7 +167,7 @@ class HyperScheduler(LRScheduler):
                     continue
                 for bound in schedule.bounds:
                     if math.isfinite(bound):
-                        check_hyper(group, name, bound)
+                        check_hyper(group, name, bound, self.rules)
 
     # ------------------------------------------------------------ values
     def progress(self, step: int) -> float:
@@ -185,7 +197,7 @@ class HyperScheduler(LRScheduler):
             if name != "lr":
                 for group, value in zip(groups, per_group, strict=True):
                     if value is not None:
-                        write_hyper(group, name, value)
+                        write_hyper(group, name, value, self.rules)
         lrs = values.get("lr", [None] * len(groups))
         return [group["lr"] if lr is None else lr for group, lr in zip(groups, lrs, strict=True)]
 
@@ -193,7 +205,7 @@ class HyperScheduler(LRScheduler):
         lrs = self._apply(self.last_epoch)
         # Validate lrs here; LRScheduler.step writes them (filling tensor lrs in place).
         for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
-            check_hyper(group, "lr", float(lr))
+            check_hyper(group, "lr", float(lr), self.rules)
         return lrs
 
     def get_last_values(self) -> dict[str, list[float]]:
@@ -227,5 +239,5 @@ class HyperScheduler(LRScheduler):
         self.on_overrun = state_dict.get("on_overrun", self.on_overrun)
         lrs = self._apply(self.last_epoch)
         for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
-            write_hyper(group, "lr", float(lr))
+            write_hyper(group, "lr", float(lr), self.rules)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]

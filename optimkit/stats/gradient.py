@@ -1,6 +1,6 @@
-"""Stats that turn the gradient into the direction the later parts use.
+"""Stats that regularise the gradient or turn it into the update direction.
 
-Each rebinds ``b.grads`` to a new list and never writes the user's ``p.grad``.
+None writes the user's ``p.grad``: each provides ``grads`` or ``update`` as a new list.
 """
 
 from __future__ import annotations
@@ -8,85 +8,118 @@ from __future__ import annotations
 import torch
 
 from ..core.parts import stat, zeros
+from ..core.rules import betas as betas_rule
+from ..core.rules import nonnegative
+
+_DECAY_RULES = dict(weight_decay=nonnegative, lr=nonnegative)
 
 
-@stat(weight_decay=0.0, decoupled_weight_decay=False, lr=1e-3)
+def _decay(b, tensors, weight_decay, decoupled, lr):
+    """``tensors + weight_decay * p`` (L2), or ``tensors`` after ``p *= 1 - lr * weight_decay``
+    (decoupled)."""
+    if weight_decay == 0:
+        return tensors
+    if decoupled:
+        torch._foreach_mul_(b.params, 1 - lr * weight_decay)
+        return tensors
+    return torch._foreach_add(tensors, b.params, alpha=weight_decay)
+
+
+@stat(provides=("grads",), rules=_DECAY_RULES, weight_decay=0.0, decoupled_weight_decay=False,
+      lr=1e-3)
 def weight_decay(b, weight_decay, decoupled_weight_decay, lr):
     """Weight decay, applied before the moments (as torch.optim does).
 
     * L2 (default): ``grad = grad + weight_decay * p``.
     * decoupled (Loshchilov & Hutter, AdamW/SGDW): ``p = p * (1 - lr * weight_decay)``.
     """
-    if weight_decay == 0:
-        return
-    if decoupled_weight_decay:
-        torch._foreach_mul_(b.params, 1 - lr * weight_decay)
-    else:
-        b.grads = torch._foreach_add(b.grads, b.params, alpha=weight_decay)
+    b.grads = _decay(b, b.grads, weight_decay, decoupled_weight_decay, lr)
 
 
-@stat(state={"momentum_buffer": zeros}, momentum=0.0, dampening=0.0, nesterov=False)
+@stat(reads=("update",), provides=("update",), rules=_DECAY_RULES, weight_decay=0.0,
+      decoupled_weight_decay=False, lr=1e-3)
+def update_weight_decay(b, weight_decay, decoupled_weight_decay, lr):
+    """Weight decay added to the update direction, after it was normalised (NovoGrad's
+    ``d = g / (sqrt(v) + eps) + weight_decay * p``, LAMB's ``d = m / (sqrt(v) + eps) +
+    weight_decay * p``), or decoupled: ``p = p * (1 - lr * weight_decay)``."""
+    update = _decay(b, b.update, weight_decay, decoupled_weight_decay, lr)
+    if update is not b.update:
+        b.update = update
+
+
+def _nesterov_needs_momentum(group):
+    if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+        raise ValueError("nesterov requires momentum > 0 and dampening = 0")
+
+
+@stat(state={"momentum_buffer": zeros}, reads=("update",), provides=("update",),
+      rules=dict(momentum=nonnegative), checks=(_nesterov_needs_momentum,), momentum=0.0,
+      dampening=0.0, nesterov=False)
 def momentum(b, momentum, dampening, nesterov):
-    """Heavy-ball momentum as torch.optim.SGD: ``buf = momentum * buf + (1 - dampening) * grad``.
+    """Heavy-ball momentum as torch.optim.SGD: ``buf = momentum * buf + (1 - dampening) * d``
+    of the update ``d`` so far (the gradient, unless an earlier part provided another).
 
-    The buffer starts as the first gradient itself. The direction becomes ``buf``, or
-    ``grad + momentum * buf`` with ``nesterov``.
+    The buffer starts as the first ``d`` itself. The update becomes ``buf``, or
+    ``d + momentum * buf`` with ``nesterov``.
     """
     bufs = b.state["momentum_buffer"]
+    update = b.update
     fresh = b.created.get("momentum_buffer", ())
     if fresh:
         if len(fresh) == len(bufs):
-            torch._foreach_copy_(bufs, b.grads)
+            torch._foreach_copy_(bufs, update)
         else:
             fresh_set = set(fresh)
             old = [i for i in range(len(bufs)) if i not in fresh_set]
-            torch._foreach_copy_([bufs[i] for i in fresh], [b.grads[i] for i in fresh])
+            torch._foreach_copy_([bufs[i] for i in fresh], [update[i] for i in fresh])
             olds = [bufs[i] for i in old]
             torch._foreach_mul_(olds, momentum)
-            torch._foreach_add_(olds, [b.grads[i] for i in old], alpha=1 - dampening)
+            torch._foreach_add_(olds, [update[i] for i in old], alpha=1 - dampening)
     else:
         torch._foreach_mul_(bufs, momentum)
-        torch._foreach_add_(bufs, b.grads, alpha=1 - dampening)
+        torch._foreach_add_(bufs, update, alpha=1 - dampening)
     if nesterov:
-        b.grads = torch._foreach_add(b.grads, bufs, alpha=momentum)
+        b.update = torch._foreach_add(update, bufs, alpha=momentum)
     else:
-        b.grads = bufs
+        b.update = bufs
 
 
-@stat(eps=1e-8, centered=False)
-def rms_normalize(b, eps, centered):
-    """RMSprop's direction: ``grad / (sqrt(sqr_avg - centered * grad_avg**2) + eps)``."""
-    second = b.state["sqr_avg"]
-    if centered:
-        second = torch._foreach_addcmul(second, b.state["grad_avg"], b.state["grad_avg"], value=-1)
-    _divide_by_root(b, second, eps, elementwise=True)
+@stat(reads=("second_moment", "update"), provides=("update",), rules=dict(eps=nonnegative),
+      eps=1e-8)
+def rms_normalize(b, eps):
+    """RMSprop's direction: ``d = d / (sqrt(second_moment) + eps)`` (eps outside the root);
+    with the centred stat the second moment is ``sqr_avg - grad_avg**2``."""
+    _divide_by_root(b, b.second_moment, eps, elementwise=True)
 
 
-@stat(eps=1e-8)
+@stat(reads=("second_moment", "update"), provides=("update",), rules=dict(eps=nonnegative),
+      eps=1e-8)
 def layer_normalize(b, eps):
-    """NovoGrad's direction: ``grad / (sqrt(v) + eps)`` with ``v`` the layer-wise second moment
-    (``max_layer_sqr_avg`` when AMSGrad's stat runs, else ``layer_sqr_avg``), one per tensor."""
-    _divide_by_root(b, b.state.get("max_layer_sqr_avg", b.state["layer_sqr_avg"]), eps)
+    """NovoGrad's direction: ``d = d / (sqrt(v) + eps)`` with ``v`` the layer-wise second moment,
+    one per tensor."""
+    _divide_by_root(b, b.second_moment, eps)
 
 
 def _divide_by_root(b, second_moments, eps, elementwise=False):
     denom = torch._foreach_sqrt(second_moments)
     torch._foreach_add_(denom, eps)
     if elementwise:
-        # grad / denom written into denom: one param-sized temporary per step, not two
+        # d / denom written into denom: one param-sized temporary per step, not two
         torch._foreach_reciprocal_(denom)
-        torch._foreach_mul_(denom, b.grads)
-        b.grads = denom
+        torch._foreach_mul_(denom, b.update)
+        b.update = denom
     else:  # one moment per tensor: a per-layer scalar
-        b.grads = torch._foreach_div(b.grads, denom)
+        b.update = torch._foreach_div(b.update, denom)
 
 
-@stat(state={"grad_avg": zeros}, betas=(0.95, 0.98), grad_averaging=False)
+@stat(state={"grad_avg": zeros}, reads=("update",), provides=("update",),
+      rules=dict(betas=betas_rule), betas=(0.95, 0.98), grad_averaging=False)
 def accumulate_grad(b, betas, grad_averaging):
-    """NovoGrad's momentum, starting from zero: ``grad_avg = beta1 * grad_avg + c * grad`` with
-    ``c = 1 - beta1`` when ``grad_averaging``, else ``c = 1``. The direction becomes ``grad_avg``.
+    """NovoGrad's momentum, starting from zero: ``grad_avg = beta1 * grad_avg + c * d`` of the
+    update ``d`` so far, with ``c = 1 - beta1`` when ``grad_averaging``, else ``c = 1``. The
+    update becomes ``grad_avg``.
     """
     avgs = b.state["grad_avg"]
     torch._foreach_mul_(avgs, betas[0])
-    torch._foreach_add_(avgs, b.grads, alpha=1 - betas[0] if grad_averaging else 1.0)
-    b.grads = avgs
+    torch._foreach_add_(avgs, b.update, alpha=1 - betas[0] if grad_averaging else 1.0)
+    b.update = avgs

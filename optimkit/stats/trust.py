@@ -5,8 +5,8 @@ that every layer moves by a similar fraction of its size (You et al. 2017, arXiv
 The parts are:
 
 * ``layer_norms`` computes ``||w||`` and ``||u||`` for the whole bucket in ONE call to
-  :func:`optimkit.core.tensorlists.norms` (weights and updates concatenated), so that a
-  shard-aware ``norms`` needs one reduction per step;
+  :meth:`optimkit.core.Bucket.norms` (weights and updates concatenated), so that a
+  shard-aware bucket needs one reduction per step;
 * ``trust_ratio`` turns them into a per-tensor ratio, with its variants (LARS's weight decay
   in the denominator, LARC's clip, LAMB's clamp of ``||w||``, the zero-norm rule), and
   rescales the direction by it. Everything stays on the device: no ``.item()``, no branch on
@@ -22,10 +22,14 @@ import math
 import torch
 
 from ..core.parts import stat
-from ..core.tensorlists import norms, scalars
+from ..core.rules import betas as betas_rule
+from ..core.rules import nonnegative
+from ..core.tensorlists import debias, scalars
 
 
-@stat(eps=1e-8, betas=(0.9, 0.999), debias_moments=False)
+@stat(reads=("first_moment", "second_moment", "step"), provides=("update",),
+      rules=dict(eps=nonnegative, betas=betas_rule), eps=1e-8, betas=(0.9, 0.999),
+      debias_moments=False)
 def adam_direction(b, eps, betas, debias_moments):
     """Adam's direction ``d = m / (sqrt(v) + eps)``: LAMB's paper v3, torch_optimizer.Lamb.
 
@@ -33,54 +37,56 @@ def adam_direction(b, eps, betas, debias_moments):
     ``d = m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m / (1 - beta1**t)``,
     ``v_hat = v / (1 - beta2**t)``.
     """
-    denom = torch._foreach_sqrt(b.state["sqr_avg"])
+    denom = torch._foreach_sqrt(b.second_moment)
     if debias_moments:
-        t = b.steps
-        torch._foreach_div_(denom, scalars((1 - betas[1] ** t) ** 0.5))
+        corrected1, corrected2 = debias(betas, b.steps)
+        torch._foreach_div_(denom, scalars(corrected2**0.5))
     torch._foreach_add_(denom, eps)
-    b.grads = torch._foreach_div(b.state["grad_avg"], denom)
+    update = torch._foreach_div(b.first_moment, denom)
     if debias_moments:
-        torch._foreach_div_(b.grads, scalars(1 - betas[0] ** t))
+        torch._foreach_div_(update, scalars(corrected1))
+    b.update = update
 
 
-@stat(betas=(0.9, 0.999), debias=False)
-def debias_direction(b, betas, debias):
+@stat(reads=("update", "step"), provides=("update",), rules=dict(betas=betas_rule),
+      betas=(0.9, 0.999))
+def debias_direction(b, betas):
     """Scale the direction by ``sqrt(1 - beta2**t) / (1 - beta1**t)``, per tensor.
 
     Placed after the trust ratio it is ``torch_optimizer.Lamb(debias=True)``: the step size
     is corrected, not the moments (so the trust ratio cannot cancel it).
     """
-    t = b.steps
-    correction = (1 - betas[1] ** t) ** 0.5 / (1 - betas[0] ** t)
-    b.grads = torch._foreach_mul(b.grads, scalars(correction))
+    corrected1, corrected2 = debias(betas, b.steps)
+    b.update = torch._foreach_mul(b.update, scalars(corrected2**0.5 / corrected1))
 
 
-@stat(lr=1e-3, weight_decay=0.0)
+@stat(reads=("update",), provides=("norm_target",),
+      rules=dict(lr=nonnegative, weight_decay=nonnegative), lr=1e-3, weight_decay=0.0)
 def new_weights_norm(b, lr, weight_decay):
     """over9000's Ralamb measures the would-be new weights, not the update.
 
-    Sets the tensors whose norm ``layer_norms`` takes as ``||u||`` to
-    ``p * (1 - lr * weight_decay) - lr * d``: the params after a full, untrusted step.
+    Provides the tensors whose norm ``layer_norms`` takes as ``||u||``:
+    ``p * (1 - lr * weight_decay) - lr * d``, the params after a full, untrusted step.
     """
     target = torch._foreach_mul(b.params, 1 - lr * weight_decay)
-    torch._foreach_add_(target, b.grads, alpha=-lr)
-    b.extras["trust_target"] = target
+    torch._foreach_add_(target, b.update, alpha=-lr)
+    b.norm_target = target
 
 
-@stat(layerwise=True)
+@stat(reads=("norm_target",), provides=("weight_norms", "update_norms"), layerwise=True)
 def layer_norms(b):
-    """``||w||`` and ``||u||`` per tensor (1-D tensors on the bucket's device, in ``b.extras``).
-
-    ``u`` is the direction in ``b.grads`` (or what ``new_weights_norm`` left in
-    ``b.extras["trust_target"]``). Both lists go through one ``norms`` call.
-    """
-    target = b.extras.pop("trust_target", b.grads)
+    """``||w||`` and ``||u||`` per tensor, ``u`` being ``norm_target`` (the update, unless
+    ``new_weights_norm`` provided the would-be new weights). Both lists go through ONE
+    ``b.norms`` call (one reduction, one collective once params are sharded)."""
     n = len(b.params)
-    both = torch.stack(norms([*b.params, *target]))
-    b.extras["weight_norm"], b.extras["update_norm"] = both[:n], both[n:]
+    both = b.norms([*b.params, *b.norm_target])
+    b.weight_norms, b.update_norms = both[:n], both[n:]
 
 
 @stat(
+    reads=("weight_norms", "update_norms", "update"), provides=("update",),
+    rules=dict(lr=nonnegative, weight_decay=nonnegative, trust_coefficient=nonnegative,
+               eps=nonnegative, clamp_value=nonnegative),
     lr=1e-3, weight_decay=0.0, trust_coefficient=1.0, eps=0.0, clip=False,
     clamp_value=math.inf, exclude_1d=False,
 )
@@ -95,7 +101,7 @@ def trust_ratio(b, lr, weight_decay, trust_coefficient, eps, clip, clamp_value, 
     With ``exclude_1d`` tensors with ndim <= 1 (biases, norm weights) keep ``d`` untouched: no
     trust ratio and no weight decay, the SimCLR/BYOL convention.
     """
-    w, u = b.extras["weight_norm"], b.extras["update_norm"]
+    w, u = b.weight_norms, b.update_norms
     ratio = trust_coefficient * w.clamp(max=clamp_value) / (u + weight_decay * w + eps)
     if clip:
         ratio = (ratio / lr).clamp(max=1.0)
@@ -104,13 +110,13 @@ def trust_ratio(b, lr, weight_decay, trust_coefficient, eps, clip, clamp_value, 
     if weight_decay != 0:
         decay = torch.where(adapted, ratio * weight_decay, 0.0)
         direction = torch._foreach_mul(b.params, list(decay.unbind()))
-        torch._foreach_addcmul_(direction, b.grads, list(ratio.unbind()))
+        torch._foreach_addcmul_(direction, b.update, list(ratio.unbind()))
     else:
-        direction = torch._foreach_mul(b.grads, list(ratio.unbind()))
+        direction = torch._foreach_mul(b.update, list(ratio.unbind()))
     if exclude_1d:
         # Chosen by shape, so decided on the host; biases are small, so computing and
         # dropping their scaled direction costs little and needs no mask on the device.
         direction = [
-            g if p.dim() <= 1 else d for p, g, d in zip(b.params, b.grads, direction, strict=True)
+            g if p.dim() <= 1 else d for p, g, d in zip(b.params, b.update, direction, strict=True)
         ]
-    b.grads = direction
+    b.update = direction

@@ -1,8 +1,9 @@
-"""Steppers: parts that write the params."""
+"""Steppers: parts that write the params.
 
-from .basic import adagrad_step, adam_step, per_element_step, qhadam_step, sgd_step
-from .rectified import radam_step
+Every part defined in a module of this package is exported here (see ``core.parts.parts_of``).
+"""
 
-__all__ = [
-    "adagrad_step", "adam_step", "radam_step", "sgd_step", "per_element_step", "qhadam_step",
-]
+from ..core.parts import parts_of
+
+globals().update(_parts := parts_of(__name__, __path__))
+__all__ = list(_parts)

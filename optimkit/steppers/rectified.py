@@ -1,49 +1,17 @@
-"""Rectified Adam: its stepper, and the same step as a direction."""
+"""Rectified Adam's stepper."""
 
 from __future__ import annotations
 
 import torch
 
-from ..core.parts import stat, stepper
-from ..core.tensorlists import scalars
+from ..core.parts import stepper
+from ..core.rules import nonnegative
+from ..stats.rectified import RADAM_RULES, rectified_scale
 
 
-def rectification(t: torch.Tensor, beta2: float, threshold: float):
-    """RAdam's variance rectification ``r_t`` per tensor (0 where ``rho_t <= threshold``).
-
-    ``rho_inf = 2 / (1 - beta2) - 1``, ``rho_t = rho_inf - 2 t beta2**t / (1 - beta2**t)``,
-    ``r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))``.
-    """
-    rho_inf = 2 / (1 - beta2) - 1
-    beta2_t = beta2**t
-    rho_t = rho_inf - 2 * t * beta2_t / (1 - beta2_t)
-    ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-    return torch.where(rho_t > threshold, ratio.clamp(min=0) ** 0.5, 0.0)
-
-
-def _rectified_scale(b, betas, eps, n_sma_threshold, degenerated_to_sgd, step_size):
-    """The per-element factor ``f`` with RAdam's update ``= grad_avg * f``, as a new list.
-
-    ``f = step_size * r_t * sqrt(1 - beta2**t) / (1 - beta1**t) / (sqrt(v) + eps)`` where the
-    variance is tractable, ``step_size / (1 - beta1**t)`` elsewhere (0 without
-    ``degenerated_to_sgd``).
-    """
-    t = b.steps
-    rect = rectification(t, betas[1], n_sma_threshold)
-    bias_correction1 = 1 - betas[0] ** t
-    unrectified = (rect <= 0).to(t.dtype) if degenerated_to_sgd else torch.zeros_like(t)
-    sgd_step_size = step_size * unrectified / bias_correction1
-    adaptive_step_size = ((1 - betas[1] ** t) ** 0.5) * (step_size * rect / bias_correction1)
-    # 1 / ((sqrt(v) + eps) / step) is 0 where the adaptive step is 0, so one list serves both.
-    scale = torch._foreach_sqrt(b.state["sqr_avg"])
-    torch._foreach_add_(scale, eps)
-    torch._foreach_div_(scale, scalars(adaptive_step_size))
-    torch._foreach_reciprocal_(scale)
-    torch._foreach_add_(scale, scalars(sgd_step_size))
-    return scale
-
-
-@stepper(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, n_sma_threshold=5.0, degenerated_to_sgd=True)
+@stepper(reads=("first_moment", "second_moment", "step"),
+         rules=dict(RADAM_RULES, lr=nonnegative), lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+         n_sma_threshold=5.0, degenerated_to_sgd=True)
 def radam_step(b, lr, betas, eps, n_sma_threshold, degenerated_to_sgd):
     """RAdam (Liu et al. 2019, arXiv:1908.03265, Alg. 2).
 
@@ -52,16 +20,5 @@ def radam_step(b, lr, betas, eps, n_sma_threshold, degenerated_to_sgd):
     elsewhere ``p = p - lr / (1 - beta1**t) * m`` (momentum SGD), or no update at all with
     ``degenerated_to_sgd=False``.
     """
-    scale = _rectified_scale(b, betas, eps, n_sma_threshold, degenerated_to_sgd, -lr)
-    torch._foreach_addcmul_(b.params, b.state["grad_avg"], scale)
-
-
-@stat(betas=(0.9, 0.999), eps=1e-8, n_sma_threshold=5.0, degenerated_to_sgd=True)
-def radam_direction(b, betas, eps, n_sma_threshold, degenerated_to_sgd):
-    """RAdam's step as a direction, for parts that rescale it before ``sgd_step`` (Ralamb):
-    ``d = r_t / (1 - beta1**t) * m / (sqrt(v / (1 - beta2**t)) + eps)``, or ``m / (1 - beta1**t)``
-    before rectification; ``radam_step`` is ``p = p - lr * d``.
-    """
-    scale = _rectified_scale(b, betas, eps, n_sma_threshold, degenerated_to_sgd, 1.0)
-    torch._foreach_mul_(scale, b.state["grad_avg"])
-    b.grads = scale
+    scale = rectified_scale(b, betas, eps, n_sma_threshold, degenerated_to_sgd, -lr)
+    torch._foreach_addcmul_(b.params, b.first_moment, scale)

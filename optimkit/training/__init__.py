@@ -1,6 +1,7 @@
-"""Training helpers: the LR range test, Selective-Backprop and exact snapshots."""
+"""Training helpers: the LR range test, Selective-Backprop, exact snapshots, param groups."""
 
 from .lr_finder import LRFindResult, lr_find, suggest, sweep_lrs
+from .param_groups import is_bias_or_norm, param_groups
 from .selective_backprop import SelectiveBackprop
 from .snapshot import RNGState, Snapshot
 
@@ -9,7 +10,9 @@ __all__ = [
     "RNGState",
     "SelectiveBackprop",
     "Snapshot",
+    "is_bias_or_norm",
     "lr_find",
+    "param_groups",
     "suggest",
     "sweep_lrs",
 ]

@@ -1,31 +1,30 @@
-"""Lookahead: a wrapper that keeps slow weights around any ``torch.optim.Optimizer``."""
+"""Lookahead as a wrapper that keeps slow weights around any ``torch.optim.Optimizer``.
+
+For optimkit's own recipes Lookahead is a part (``optimkit.steppers.lookahead``): Ranger,
+RangerLars and LookaheadSGD are recipes with it, one optimizer and one state dict. The
+wrapper is for optimizers that are not recipes (torch.optim's, other libraries').
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-
-def lookahead_sync(fast: Sequence[Tensor], slow: Sequence[Tensor], alpha: float) -> None:
-    """The Lookahead synchronisation: ``slow += alpha * (fast - slow)``, then ``fast = slow``."""
-    if fast:
-        torch._foreach_lerp_(slow, fast, alpha)
-        torch._foreach_copy_(fast, slow)
+from ..core.rules import closed_unit_interval, positive_integer
+from ..steppers.slow_weights import interpolate
 
 
 def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"Invalid k: {k!r}; k (steps between syncs) must be an integer >= 1")
+    positive_integer("k", k)
     return k
 
 
 def _check_alpha(alpha: Any) -> float:
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"Invalid alpha: {alpha!r}; alpha must be in [0, 1]")
+    closed_unit_interval("alpha", alpha)
     return float(alpha)
 
 
@@ -122,7 +121,7 @@ class Lookahead(torch.optim.Optimizer):
                     fast.append(p)
                     slow.append(state["slow_param"])
         with torch.no_grad():
-            lookahead_sync(fast, slow, self.alpha)
+            interpolate(fast, slow, self.alpha)
         return loss
 
     # ------------------------------------------------------------------------ checkpoints

@@ -1,0 +1,322 @@
+"""The executor: runs a recipe's parts over an optimizer's param groups, in one of three modes.
+
+An :class:`optimkit.Optimizer` holds the recipe, its state and the torch API; its
+:class:`Executor` decides how one ``step()`` runs:
+
+* **eager**: each param group is split into buckets of params sharing a device and a dtype
+  (those with a grad this step); the parts run in order over each bucket's tensor lists. The
+  bucket lists are cached while the same params have grads and the same state is in use.
+* **flat** (``flat=True``): each bucket lives in one contiguous buffer (``core/flat.py``);
+  when every param has its grad, the parts run once over a bucket of one tensor per list.
+  Recipes with layer-wise parts, or steps where some grad is missing, run per tensor over the
+  views.
+* **compiled** (``compile=True``): the parts of a bucket run inside one ``torch.compile``d
+  function (``core/compiled.py``); a step that creates state runs eagerly.
+
+Whatever the mode, one step first validates every gradient of every group (sparse gradients
+and complex params are refused) before any param changes, then runs the groups.
+
+A part declared with ``every="k"`` (Lookahead's sync) runs after the others, on the tensors
+whose step count is a multiple of ``group["k"]``: decided on the host from the CPU step
+counters, and outside the compiled graph, so the compiled step neither recompiles nor breaks
+on it and the sync costs nothing on the other steps.
+
+Extension points, for what comes next:
+
+* **Sharded params (DTensor, FSDP2).** Buckets are built in :meth:`Executor._bucket` and
+  :meth:`Executor._group_buckets` (eager) and by :class:`~optimkit.core.flat.FlatStore`
+  (flat): that is where parts would be handed local shards and where flat mode must keep to
+  the params eager would step (a grad this step, ``requires_grad``).
+* **Per-tensor reductions.** Parts ask the bucket: :meth:`Bucket.norms` (eager: one foreach
+  call; flat: segmented over the buffer; compiled: in the graph). A sharded bucket sums its
+  partial squares there in one collective; dot products would join it as ``Bucket.dots``.
+* **Precision and memory policies.** :class:`BucketPolicy` is called around the parts of
+  every bucket, eagerly and inside the compiled graph: ``prepare`` may materialise state kept
+  in another dtype or quantised, ``finalize`` writes it back and applies a param update rule
+  (stochastic rounding, Kahan compensation). Set one as ``executor.policy``.
+* **Numbers as graph inputs.** ``compiled.SCHEDULED_HYPERS`` lists the hyper-parameters
+  passed to the compiled step as tensors (schedules then never recompile).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import Tensor
+
+from . import compiled
+from .flat import FlatStore
+from .parts import Init, Part
+from .recipe import Recipe
+from .tensorlists import Bucket
+
+# Flat mode's per-tensor fallback is compiled (with compile=True) up to this many tensors:
+# compiling a per-tensor step unrolls over the tensors (~0.25 s of compile each).
+PER_TENSOR_COMPILE_MAX = 32
+# Above this many tensors in a per-tensor compiled bucket, compiling takes minutes: say so.
+MANY_TENSORS = 256
+
+
+class BucketPolicy:
+    """How a bucket's tensors are handed to the parts and kept afterwards.
+
+    The default keeps state in the param's dtype and writes params as the steppers do. A
+    precision or memory policy overrides ``prepare`` (called before the parts: e.g. replace
+    ``bucket.state`` lists by working copies) and ``finalize`` (called after them: write the
+    working copies back, round the params). Both run inside the compiled graph in compiled
+    mode, so they must not read tensor values on the host.
+    """
+
+    def prepare(self, bucket: Bucket, group: Mapping[str, Any]) -> None:
+        pass
+
+    def finalize(self, bucket: Bucket, group: Mapping[str, Any]) -> None:
+        pass
+
+
+PLAIN = BucketPolicy()
+
+
+class Executor:
+    """Runs one optimizer's recipe over its param groups (see the module doc)."""
+
+    def __init__(self, recipe: Recipe, owner: str, *, flat: bool, compile: bool) -> None:
+        self.recipe = recipe
+        self.owner = owner
+        self.flat = flat
+        self.compile = compile
+        self.policy: BucketPolicy = PLAIN
+        # flat mode: per param group, one store per (device, dtype)
+        self.stores: list[list[FlatStore]] = []
+        # eager: param group index -> the last step's buckets, reused while nothing changed
+        self._layout: dict[int, _Layout] = {}
+        self._warned_many = False
+
+    # The recipe is the class's (it holds functions, which do not pickle): the optimizer puts it
+    # back after unpickling. The eager bucket cache is rebuilt on the next step.
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "recipe": None, "_layout": {}}
+
+    # ------------------------------------------------------------ configuration
+    def add_group(self, group: Mapping[str, Any]) -> None:
+        if self.flat:
+            self.stores.append(self._make_stores(group))
+        self._layout.clear()
+
+    def set_speed(
+        self, groups: Sequence[Mapping[str, Any]], state: Mapping[Tensor, dict],
+        compile: bool | None, flat: bool | None,
+    ) -> None:
+        if compile and flat is None:
+            flat = True
+        if flat is not None and bool(flat) != self.flat:
+            if not flat:
+                raise ValueError("flat: flat mode cannot be turned off once it is on")
+            self.flat = True
+            self.stores = [self._make_stores(group) for group in groups]
+            for stores in self.stores:
+                for store in stores:
+                    store.absorb(state, list(self.recipe.state_inits))
+        if compile is not None:
+            self.compile = bool(compile)
+        self._layout.clear()
+
+    def _make_stores(self, group: Mapping[str, Any]) -> list[FlatStore]:
+        by_kind: dict[tuple, list[Tensor]] = {}
+        for p in group["params"]:
+            if p.is_complex() or p.is_sparse:
+                raise ValueError("flat=True needs dense real params; got a complex or sparse one")
+            by_kind.setdefault((p.device, p.dtype), []).append(p)
+        return [FlatStore(params) for params in by_kind.values()]
+
+    def zero_grad(self) -> None:
+        """Flat mode: zero the grad buffers and keep the views."""
+        for stores in self.stores:
+            for store in stores:
+                store.zero_grad()
+
+    def state_loaded(self, state: Mapping[Tensor, dict]) -> None:
+        """After ``load_state_dict`` replaced the state tensors."""
+        self._layout.clear()
+        for stores in self.stores:
+            for store in stores:
+                store.readopt(state)
+
+    # ------------------------------------------------------------------ the step
+    def step(self, groups: Sequence[Mapping[str, Any]], state: dict[Tensor, dict]) -> None:
+        """Run the recipe once over every group.
+
+        Every grad of every group is checked first, and no state is created before that: a
+        bad gradient leaves the params and the state as they were.
+        """
+        active = [self._active_parts(group) for group in groups]
+        grads = [[p.grad for p in group["params"]] for group in groups]
+        for group_grads in grads:
+            self._check_sparse(group_grads)
+        if self.flat:
+            for group, parts, stores in zip(groups, active, self.stores, strict=True):
+                for store in stores:
+                    self._step_store(store, group, parts, state)
+            return
+        # which params each bucket holds (complex params refused here), then the buckets
+        plans = [
+            self._plan(index, group, parts, group_grads)
+            for index, (group, parts, group_grads) in enumerate(zip(groups, active, grads,
+                                                                    strict=True))
+        ]
+        work = [
+            (group, parts, self._group_buckets(index, group, parts, state, plan))
+            for index, (group, parts, plan) in enumerate(zip(groups, active, plans, strict=True))
+        ]
+        for group, parts, buckets in work:
+            for bucket in buckets:
+                self.run(bucket, group, parts)
+
+    def _active_parts(self, group: Mapping[str, Any]) -> list[Part]:
+        return [part for part in self.recipe.parts if part.active(group)]
+
+    def _check_sparse(self, grads: Sequence[Tensor | None]) -> None:
+        if any(g is not None and g.is_sparse for g in grads):
+            raise RuntimeError(
+                f"{self.owner} does not support sparse gradients; no parameter was changed"
+            )
+
+    def _plan(self, index: int, group: Mapping[str, Any], parts: list[Part], grads: list):
+        """Last step's buckets of ``group`` when the same params have grads and the same state
+        is in use (saves the per-tensor Python work), else its params split into buckets."""
+        params = group["params"]
+        mask = [g is not None for g in grads]
+        names = tuple({name: None for part in parts for name in part.state})
+        layout = self._layout.get(index)
+        if layout is not None and layout.matches(params, mask, names):
+            return layout
+        return (mask, names, self._split(params))
+
+    def _group_buckets(
+        self, index: int, group: Mapping[str, Any], parts: list[Part], state: dict, plan
+    ) -> list[Bucket]:
+        if isinstance(plan, _Layout):
+            return [
+                Bucket(b.params, [p.grad for p in b.params], dict(b.state), {})
+                for b in plan.buckets
+            ]
+        mask, names, split = plan
+        buckets = [self._bucket(ps, group, parts, state) for ps in split]
+        if not any(created for b in buckets for created in b.created.values()):
+            self._layout[index] = _Layout(group["params"], mask, names, buckets)
+        else:
+            self._layout.pop(index, None)
+        return buckets
+
+    def _split(self, params: Sequence[Tensor]) -> list[list[Tensor]]:
+        """The params with a grad, by (device, dtype)."""
+        buckets: dict[tuple, list[Tensor]] = {}
+        for p in params:
+            if p.grad is None:
+                continue
+            if p.is_complex():
+                raise RuntimeError(
+                    f"{self.owner} does not support complex parameters; "
+                    "optimise torch.view_as_real(p) instead"
+                )
+            buckets.setdefault((p.device, p.dtype), []).append(p)
+        return list(buckets.values())
+
+    def _bucket(
+        self, params: list[Tensor], group: Mapping[str, Any], parts: list[Part], all_state: dict
+    ) -> Bucket:
+        """A bucket of ``params``, creating the state they lack (a param's first step)."""
+        inits: dict[str, Init] = {}
+        for part in parts:
+            inits.update(part.state)
+        lists: dict[str, list[Tensor]] = {name: [] for name in inits}
+        created: dict[str, list[int]] = {}
+        for i, p in enumerate(params):
+            state = all_state[p]
+            for name, init in inits.items():
+                tensor = state.get(name)
+                if tensor is None:
+                    tensor = state[name] = init(p, group)
+                    created.setdefault(name, []).append(i)
+                lists[name].append(tensor)
+        return Bucket(params, [p.grad for p in params], lists, created)
+
+    def _step_store(
+        self, store: FlatStore, group: Mapping[str, Any], parts: list[Part], state: dict
+    ) -> None:
+        names = list({name: None for part in parts for name in part.state})
+        # Layer-wise parts would see each per-tensor norm spread over its tensor's elements:
+        # several extra passes over the buffer, measured slower than stepping per tensor over
+        # the views (a 50M-param bucket of four tensors: LARS 2.1 s vs 90 ms). So they never
+        # get the one-tensor step.
+        one_tensor = store.grads_in_place() and not any(part.layerwise for part in parts)
+        flat = store.bucket(names) if one_tensor else None
+        if flat is not None:
+            self.run(flat, group, parts)
+            return
+        params = [p for p in store.params if p.grad is not None]
+        if params:
+            self.run(
+                self._bucket(params, group, parts, state), group, parts,
+                compile=len(params) <= PER_TENSOR_COMPILE_MAX,
+            )
+            store.absorb(state, names)
+
+    def run(
+        self, bucket: Bucket, group: Mapping[str, Any], parts: Sequence[Part], compile: bool = True
+    ) -> None:
+        """Run ``parts`` on one bucket: compiled when the mode says so and no state was created
+        this step, else eagerly; the host-gated parts (``every``) last, eagerly."""
+        body = [part for part in parts if part.every is None]
+        if compile and self.compile and not any(bucket.created.values()):
+            if compiled.can_compile(bucket.device):
+                self._warn_if_many(bucket)
+                compiled.run_compiled(bucket, group, body, self.policy)
+                self._run_host_gated(bucket, group, parts)
+                return
+            compiled.warn_eager("no C++ compiler found for inductor")
+            self.compile = False
+        self.policy.prepare(bucket, group)
+        for part in body:
+            part(bucket, group)
+        self.policy.finalize(bucket, group)
+        self._run_host_gated(bucket, group, parts)
+
+    @staticmethod
+    def _run_host_gated(bucket: Bucket, group: Mapping[str, Any], parts: Sequence[Part]) -> None:
+        for part in parts:
+            if part.every is None:
+                continue
+            # CPU step counters: deciding here never waits for an accelerator
+            due = (bucket.steps % group[part.every] == 0).tolist()
+            if all(due):
+                part(bucket, group)
+            elif any(due):
+                part(bucket.select([i for i, d in enumerate(due) if d]), group)
+
+    def _warn_if_many(self, bucket: Bucket) -> None:
+        if len(bucket) > MANY_TENSORS and not self._warned_many:
+            self._warned_many = True
+            warnings.warn(
+                f"compile=True over {len(bucket)} separate tensors unrolls the step per tensor "
+                "and takes minutes to compile; pass flat=True as well to compile one flat step",
+                RuntimeWarning, stacklevel=5,
+            )
+
+
+class _Layout:
+    """The buckets of one param group at one step, with what they depend on."""
+
+    __slots__ = ("params", "mask", "names", "buckets")
+
+    def __init__(self, params: list, mask: list[bool], names: tuple, buckets: list[Bucket]):
+        self.params = params
+        self.mask = mask
+        self.names = names
+        # copies of the lists: a part may rebind bucket.state[name] during its step
+        self.buckets = [Bucket(b.params, b.grads, dict(b.state), {}) for b in buckets]
+
+    def matches(self, params: list, mask: list[bool], names: tuple) -> bool:
+        return params is self.params and names == self.names and mask == self.mask

@@ -1,0 +1,141 @@
+"""A recipe checked as a whole: its parts in order, their state, hyper-parameters and rules.
+
+:func:`check_recipe` runs when an :class:`optimkit.Optimizer` subclass is created, so a miswired
+recipe fails at import time with a ``TypeError`` naming the part, not at its first ``step()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .parts import NO_DEFAULT, Init, Part
+from .rules import GroupCheck, Rule
+from .tensorlists import FIELDS
+
+# Fields every bucket starts with: the gradient, which is also the update (and what a trust
+# ratio measures) until a part provides another.
+INITIAL_FIELDS = ("grads", "update", "norm_target")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What a checked recipe hands to the optimizer and its executor."""
+
+    parts: tuple[Part, ...]
+    state_inits: Mapping[str, Init]
+    hypers: Mapping[str, Any]
+    rules: Mapping[str, tuple[Rule, ...]]
+    checks: tuple[GroupCheck, ...]
+
+    def validate(self, group: Mapping[str, Any]) -> None:
+        """Apply every part's rules and checks to a param group (``ValueError`` on bad values)."""
+        for name, value in group.items():
+            for rule in self.rules.get(name, ()):
+                rule(name, value)
+        for check in self.checks:
+            check(group)
+
+
+def check_recipe(owner: str, parts: Iterable[Any], own_hypers: Mapping[str, Any]) -> Recipe:
+    """Check ``parts`` in order; return the recipe's state, defaults and rules.
+
+    Raises ``TypeError`` naming the part for: a read of a state name or field that no earlier
+    part provides; two parts creating one state, or providing one field, unless the later one
+    declares it in ``overrides``; a part regularising ``grads`` after the update was provided
+    (the change would not reach it); a hyper-parameter a part's function takes but does not
+    declare; a host-gated (``every``) part that is not last; a recipe default read by no part.
+    """
+    parts = tuple(parts)
+    for part in parts:
+        if not isinstance(part, Part):
+            raise TypeError(f"{owner}: parts must be stats and steppers, got {part!r}")
+        for problem in part.signature_problems():
+            raise TypeError(f"{owner}: part {part.name} {problem}")
+    state_inits = _check_order(owner, parts)
+    hypers = _collect_hypers(owner, parts, own_hypers)
+    rules: dict[str, tuple[Rule, ...]] = {}
+    checks: list[GroupCheck] = []
+    for part in parts:
+        for name, rule in part.rules.items():
+            if rule not in rules.get(name, ()):
+                rules[name] = (*rules.get(name, ()), rule)
+        checks += [check for check in part.checks if check not in checks]
+    return Recipe(parts, state_inits, hypers, rules, tuple(checks))
+
+
+def _check_order(owner: str, parts: tuple[Part, ...]) -> dict[str, Init]:
+    inits: dict[str, Init] = {}
+    state_by: dict[str, str] = {}  # state name -> the part creating it
+    field_by: dict[str, str] = {name: "" for name in INITIAL_FIELDS}  # "" = the bucket itself
+    host_gated = None
+    for part in parts:
+        if host_gated is not None and part.every is None:
+            raise TypeError(
+                f"{owner}: part {host_gated} runs every k-th step outside the compiled step, "
+                f"so it must come last; {part.name} follows it"
+            )
+        if part.every is not None:
+            host_gated = part.name
+            fields = [name for name in part.reads if name in FIELDS]
+            if fields:
+                raise TypeError(f"{owner}: part {part.name} runs every k-th step and may read "
+                                f"state only, not the per-step fields {fields}")
+        for name in part.reads:
+            if name not in state_by and name not in field_by:
+                hint = (f"a per-step field: {FIELDS[name]}" if name in FIELDS
+                        else "a state name no earlier part declares")
+                raise TypeError(
+                    f"{owner}: part {part.name} reads {name!r}, which no earlier part provides "
+                    f"({hint})"
+                )
+        for name, init in part.state.items():
+            if name in state_by and name not in part.overrides:
+                raise TypeError(
+                    f"{owner}: parts {state_by[name]} and {part.name} both write state {name!r}; "
+                    f"declare overrides=({name!r},) on {part.name} if it replaces it"
+                )
+            if name in inits and inits[name] is not init:
+                raise TypeError(
+                    f"{owner}: parts disagree on how state {name!r} starts "
+                    f"({inits[name].__name__} vs {init.__name__})"
+                )
+            inits[name] = init
+            state_by[name] = part.name
+        for name in part.provides:
+            if name == "grads" and field_by["update"]:
+                raise TypeError(
+                    f"{owner}: part {part.name} changes the gradient after "
+                    f"{field_by['update']} provided the update, which it would not reach; "
+                    "use a part that changes the update"
+                )
+            earlier = field_by.get(name)
+            if earlier and name != "grads" and name not in part.reads and (
+                name not in part.overrides
+            ):
+                raise TypeError(
+                    f"{owner}: parts {earlier} and {part.name} both provide {name!r}; declare "
+                    f"overrides=({name!r},) on {part.name} if it replaces it"
+                )
+            field_by[name] = part.name
+    return inits
+
+
+def _collect_hypers(owner: str, parts: tuple[Part, ...], own: Mapping[str, Any]) -> dict:
+    read: dict[str, Any] = {}
+    for part in parts:
+        for name, default in part.hypers.items():
+            if read.get(name, NO_DEFAULT) is NO_DEFAULT:
+                read[name] = default
+    unused = set(own) - set(read)
+    if unused:
+        raise TypeError(f"{owner}: hypers {sorted(unused)} are read by no part")
+    hypers = {**own, **{k: v for k, v in read.items() if k not in own}}
+    missing = [k for k, v in hypers.items() if v is NO_DEFAULT]
+    if missing:
+        raise TypeError(
+            f"{owner}: hyper-parameters {missing} switch parts on or off but have no default; "
+            "give one in the recipe's hypers"
+        )
+    return hypers

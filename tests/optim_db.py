@@ -1,0 +1,702 @@
+"""The test database: how the suite checks every optimizer of the catalogue.
+
+One :class:`OptimizerInfo` per entry of ``optimkit/registry.py`` (in the spirit of torch's
+``common_optimizers.py``): the reference implementation it reproduces and how to compare state
+with it, the settings the parity tests run, tolerances, keywords that make it converge on the
+toy problems, the peers ``benchmarks/step_time.py`` times it against, and the tests that do
+not apply to it. ``conftest.optims`` parametrizes a test over this list and applies the skips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+import optimkit.registry as registry
+from optimkit.core import Part
+from optimkit.stats import (
+    accumulate_grad,
+    adam_step_sizes,
+    average_grad,
+    average_sqr_grad,
+    average_sqr_grad_alpha,
+    blended_step_sizes,
+    bounded_step_sizes,
+    centered_grad_avg,
+    grad_friction,
+    layer_normalize,
+    layer_sqr_avg,
+    lion_direction,
+    max_layer_sqr_avg,
+    max_sqr_avg,
+    momentum,
+    rms_normalize,
+    step_stat,
+    sum_sqr_grad,
+    update_weight_decay,
+    weight_decay,
+)
+from optimkit.steppers import (
+    adagrad_step,
+    adam_step,
+    lookahead,
+    per_element_step,
+    qhadam_step,
+    radam_step,
+    sgd_step,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """The implementation an optimizer reproduces, as the tests build it.
+
+    ``target`` is ``"module:attr"``; test-only packages (torch_optimizer, pytorch_ranger) and the
+    naive references under ``tests/reference`` are imported only when it is built.
+    """
+
+    target: str
+    rename: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # optimkit state name -> the reference's state name, for comparing state; or a function
+    # (reference state, param group) -> our value, where the reference stores it differently.
+    state: Mapping[str, str | Callable[[Mapping[str, Any], Mapping[str, Any]], Any]] = (
+        dataclasses.field(default_factory=dict)
+    )
+
+    def build(self, params, **kwargs) -> torch.optim.Optimizer:
+        return _load(self.target)(params, **{**{self.rename.get(k, k): v
+                                                for k, v in kwargs.items()}, **self.fixed})
+
+
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    """Another library's implementation of the same algorithm, timed by step_time.py."""
+
+    label: str
+    target: str  # "module:attr"
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def factory(self):
+        """The optimizer class, or None where its package is not installed."""
+        try:
+            return _load(self.target)
+        except (ImportError, AttributeError):
+            return None
+
+
+def torch_peers(name: str, fused: bool = False, **kwargs: Any) -> tuple[Peer, ...]:
+    """torch.optim's ``name`` as a for-loop, foreach and (``fused``) fused implementation."""
+    options = [("for-loop", {"foreach": False}), ("foreach", {"foreach": True})]
+    if fused:
+        options.append(("fused", {"fused": True}))
+    return tuple(Peer(f"torch {label}", f"torch.optim:{name}", {**kwargs, **extra})
+                 for label, extra in options)
+
+
+def library_peers(name: str) -> tuple[Peer, ...]:
+    """``name`` in torch_optimizer and pytorch_optimizer (each timed where installed)."""
+    return tuple(Peer(module, f"{module}:{name}") for module in ("torch_optimizer",
+                                                                 "pytorch_optimizer"))
+
+
+def _load(target: str):
+    module, _, attr = target.partition(":")
+    value = importlib.import_module(module)
+    for name in attr.split("."):
+        value = getattr(value, name)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerInfo:
+    """How the suite tests one optimizer of the catalogue (``name`` is its registry name)."""
+
+    name: str
+    reference: Reference
+    # Keyword sets the parity tests run against the reference (besides ``pinned``).
+    settings: tuple[Mapping[str, Any], ...] = ({},)
+    # Passed in every parity run, where optimkit's defaults differ from the reference's.
+    pinned: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Relative tolerance of the parity test, per dtype.
+    rtol: Mapping[torch.dtype, float] = dataclasses.field(
+        default_factory=lambda: {torch.float64: 1e-7, torch.float32: 1e-4}
+    )
+    # Keywords that let it minimise the toy problems of the test suite, in ``converge_steps``
+    # steps, with a cosine-annealed lr unless ``converge_anneal`` is False.
+    converge: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"lr": 0.1})
+    converge_steps: int = 3000
+    converge_anneal: bool = True
+    # Whether flat mode runs its recipe as one tensor per bucket (and so compiles it as one);
+    # False for layer-wise recipes (per-layer norms or scalar state), which step per tensor
+    # over the views.
+    flat_step: bool = True
+    # Tests that do not apply, by test function name, with the reason (torch's DecorateInfo).
+    skips: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Implementations of the same algorithm benchmarks/step_time.py times, and the keywords it
+    # builds ours with.
+    peers: tuple[Peer, ...] = ()
+    bench_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def entry(self) -> registry.Entry:
+        return registry.get(self.name)
+
+    @property
+    def factory(self) -> Callable[..., torch.optim.Optimizer]:
+        return self.entry.factory
+
+    def __repr__(self) -> str:
+        return f"OptimizerInfo({self.name!r})"
+
+
+_TORCH_ADAM_STATE = {"grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq", "step": "step"}
+_TORCH_AMSGRAD_STATE = {**_TORCH_ADAM_STATE, "max_sqr_avg": "max_exp_avg_sq"}
+_SGD_MOMENTUM = {"momentum_buffer": "momentum_buffer"}
+_RALAMB_STATE = {"step": "step", "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq"}
+
+
+# QHAdam's reference keeps the bias-corrected averages and w_t = sum_{i<t} beta**i
+# (``beta1_weight``) instead of the step; since 1 - beta**t = (1 - beta) * w_t, Adam's moments
+# and the step follow from them exactly.
+def _qhadam_moment(name: str, index: int):
+    def ours(state, group):
+        beta = group["betas"][index]
+        return state[name] * ((1 - beta) * state[f"beta{index + 1}_weight"])
+
+    return ours
+
+
+def _qhadam_step(state, group):
+    beta2 = group["betas"][1]
+    return math.log(1 - (1 - beta2) * state["beta2_weight"]) / math.log(beta2)
+
+
+DB: list[OptimizerInfo] = [
+    OptimizerInfo(
+        "sgd",
+        Reference("torch.optim:SGD", state=_SGD_MOMENTUM),
+        settings=(
+            {"lr": 0.1},
+            {"lr": 0.05, "momentum": 0.9},
+            {"lr": 0.05, "momentum": 0.9, "dampening": 0.5, "weight_decay": 0.1},
+            {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
+        ),
+        converge={"lr": 1e-3, "momentum": 0.9},
+        peers=torch_peers("SGD", fused=True, lr=1e-3, momentum=0.9),
+        bench_kwargs={"momentum": 0.9},
+    ),
+    OptimizerInfo(
+        "sgd-momentum",
+        Reference("torch.optim:SGD", fixed={"momentum": 0.9}, state=_SGD_MOMENTUM),
+        settings=({}, {"lr": 0.05, "nesterov": True, "weight_decay": 0.01}),
+        converge={"lr": 1e-3},
+    ),
+    OptimizerInfo(
+        "adagrad",
+        Reference("torch.optim:Adagrad", state={"sqr_sum": "sum", "step": "step"}),
+        settings=(
+            {},
+            {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.1},
+            {"initial_accumulator_value": 0.1, "eps": 1e-6},
+        ),
+        # Adagrad's accumulator anneals the step already; a cosine decay on top stalls it.
+        converge={"lr": 0.3},
+        converge_steps=6000,
+        converge_anneal=False,
+        peers=torch_peers("Adagrad", fused=True),
+    ),
+    OptimizerInfo(
+        "rmsprop",
+        Reference(
+            "torch.optim:RMSprop",
+            state={
+                "sqr_avg": "square_avg", "grad_avg": "grad_avg",
+                "momentum_buffer": "momentum_buffer", "step": "step",
+            },
+        ),
+        settings=(
+            {},
+            {"centered": True, "weight_decay": 0.1},
+            {"momentum": 0.9, "alpha": 0.9},
+            {"momentum": 0.5, "centered": True, "eps": 1e-4},
+        ),
+        converge={"lr": 0.01},
+        peers=torch_peers("RMSprop"),
+    ),
+    OptimizerInfo(
+        "adam",
+        Reference("torch.optim:Adam", state=_TORCH_AMSGRAD_STATE),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"amsgrad": True, "betas": (0.8, 0.99)},
+            {"weight_decay": 0.1, "decoupled_weight_decay": True},
+        ),
+        peers=torch_peers("Adam", fused=True),
+    ),
+    OptimizerInfo(
+        "adamw",
+        Reference("torch.optim:AdamW", state=_TORCH_AMSGRAD_STATE),
+        settings=({}, {"lr": 1e-2, "weight_decay": 0.5}, {"amsgrad": True}),
+        converge={"lr": 0.1, "weight_decay": 0.0},  # decay would move the minimum
+        peers=torch_peers("AdamW", fused=True),
+    ),
+    OptimizerInfo(
+        "amsgrad",
+        Reference("torch.optim:Adam", fixed={"amsgrad": True}, state=_TORCH_AMSGRAD_STATE),
+        settings=({}, {"lr": 1e-2, "weight_decay": 0.1}),
+    ),
+    OptimizerInfo(
+        "radam",
+        Reference("torch.optim:RAdam", state=_TORCH_ADAM_STATE),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"weight_decay": 0.1, "decoupled_weight_decay": True, "betas": (0.9, 0.99)},
+        ),
+        # Its first steps are momentum SGD, which a Rosenbrock gradient throws far off.
+        converge={"lr": 0.1, "degenerated_to_sgd": False},
+        peers=torch_peers("RAdam") + library_peers("RAdam"),
+    ),
+    OptimizerInfo(
+        "qhadam",
+        Reference(
+            "torch_optimizer:QHAdam",
+            rename={"decoupled_weight_decay": "decouple_weight_decay"},
+            state={
+                "grad_avg": _qhadam_moment("exp_avg", 0),
+                "sqr_avg": _qhadam_moment("exp_avg_sq", 1),
+                "step": _qhadam_step,
+            },
+        ),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"weight_decay": 0.1, "decoupled_weight_decay": True, "nus": (0.5, 0.8)},
+            {"nus": (1.0, 1.0), "betas": (0.9, 0.99)},
+            {"nus": (0.0, 0.3), "eps": 1e-4},
+        ),
+        # the paper's recommendation; the reference's nus=(1, 1) is Adam
+        pinned={"nus": (0.7, 1.0), "betas": (0.995, 0.999)},
+        peers=library_peers("QHAdam"),
+    ),
+    OptimizerInfo(
+        "novograd",
+        Reference(
+            # torch_optimizer.NovoGrad, its layer moment kept in the param dtype (it hard-codes
+            # float32, which would round every float64 run to float32 precision)
+            "reference.novograd:NovoGrad",
+            state={
+                "grad_avg": "exp_avg", "layer_sqr_avg": "exp_avg_sq",
+                "max_layer_sqr_avg": "max_exp_avg_sq", "step": "step",
+            },
+        ),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"grad_averaging": True, "betas": (0.9, 0.5)},
+            {"amsgrad": True, "weight_decay": 0.01},
+            {"amsgrad": True, "grad_averaging": True, "betas": (0.95, 0.0)},
+        ),
+        # the paper's; the reference's beta2=0 averages nothing
+        pinned={"betas": (0.95, 0.98)},
+        # Its per-layer second moment is one scalar per tensor: flat mode steps it per tensor.
+        flat_step=False,
+        converge={"lr": 1e-2, "grad_averaging": True},
+        peers=library_peers("NovoGrad"),
+    ),
+    OptimizerInfo(
+        "diffgrad",
+        Reference("torch_optimizer:DiffGrad",
+                  state={**_TORCH_ADAM_STATE, "prev_grad": "previous_grad"}),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"betas": (0.8, 0.99), "eps": 1e-6},
+        ),
+        # the friction (>= 0.5) shrinks the steps: a larger lr than Adam's
+        converge={"lr": 0.1},
+        peers=library_peers("DiffGrad"),
+    ),
+    OptimizerInfo(
+        "adamod",
+        Reference("torch_optimizer:AdaMod",
+                  state={**_TORCH_ADAM_STATE, "step_size_avg": "exp_avg_lr"}),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"beta3": 0.9, "betas": (0.8, 0.99)},
+        ),
+        # beta3 = 0.9 shortens the built-in warm-up (see the AdaMod docstring)
+        converge={"lr": 0.1, "beta3": 0.9},
+        peers=library_peers("AdaMod"),
+    ),
+    OptimizerInfo(
+        "deepmemory",
+        Reference(
+            "reference.deepmemory:DeepMemory",
+            state={
+                **_TORCH_ADAM_STATE, "step_size_avg": "exp_avg_lr", "prev_grad": "previous_grad",
+            },
+        ),
+        settings=(
+            {},
+            {"version": 0, "weight_decay": 0.1},
+            {"len_memory": 10, "betas": (0.8, 0.99), "eps": 1e-8},
+        ),
+        converge={"lr": 0.1, "len_memory": 20},
+        skips={
+            "test_lr_scheduler_drives_the_live_param_groups": (
+                "its step blends in the remembered step sizes, so lr=0 still moves the params"
+            ),
+        },
+    ),
+    OptimizerInfo(
+        "lars",
+        Reference("reference.larc:LARC", fixed={"clip": False}, state=_SGD_MOMENTUM),
+        pinned={"momentum": 0.9, "trust_coefficient": 0.001},
+        settings=(
+            {"lr": 1.0},
+            {"lr": 2.0, "weight_decay": 5e-3, "nesterov": True},
+            {"lr": 0.5, "momentum": 0.5, "dampening": 0.3, "weight_decay": 0.1, "eps": 1e-3},
+            {"lr": 1.0, "momentum": 0.0, "trust_coefficient": 0.01},
+        ),
+        flat_step=False,  # layer-wise: flat mode steps it per tensor
+        converge={"lr": 5.0, "trust_coefficient": 0.01},
+        peers=library_peers("LARS"),
+    ),
+    OptimizerInfo(
+        "larc",
+        Reference("reference.larc:LARC", fixed={"clip": True}, state=_SGD_MOMENTUM),
+        pinned={"momentum": 0.9},
+        # With lr around 0.01 the clip min(local / lr, 1) binds for some params and not others.
+        settings=(
+            {"lr": 0.01},
+            {"lr": 0.02, "weight_decay": 0.05, "nesterov": True},
+            {"lr": 0.1, "momentum": 0.5, "weight_decay": 1e-3, "trust_coefficient": 0.05},
+        ),
+        flat_step=False,  # layer-wise: flat mode steps it per tensor
+        converge={"lr": 0.05},
+    ),
+    OptimizerInfo(
+        "lamb",
+        Reference("torch_optimizer:Lamb", state=_RALAMB_STATE),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1, "debias": True},
+            # A clamp below ||w|| of the larger params, so it binds.
+            {"clamp_value": 1.5, "betas": (0.8, 0.99), "eps": 1e-4},
+            {"adam": True, "weight_decay": 0.01},
+        ),
+        flat_step=False,  # layer-wise: flat mode steps it per tensor
+        peers=library_peers("Lamb"),
+    ),
+    OptimizerInfo(
+        "ralamb",
+        Reference("reference.ralamb:Ralamb", state=_RALAMB_STATE),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"betas": (0.8, 0.99), "eps": 1e-6},
+        ),
+        flat_step=False,  # layer-wise: flat mode steps it per tensor
+        # As for RAdam: the momentum-SGD warm-up steps overshoot on these surfaces.
+        converge={"lr": 0.1, "degenerated_to_sgd": False},
+    ),
+    OptimizerInfo(
+        "ranger",
+        Reference(
+            "pytorch_ranger:Ranger",
+            rename={"n_sma_threshold": "N_sma_threshhold"},
+            # its Lookahead counts the same per-param step as RAdam
+            state={**_RALAMB_STATE, "slow_param": "slow_buffer"},
+        ),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"k": 4, "alpha": 0.8, "betas": (0.9, 0.99), "n_sma_threshold": 4.0},
+        ),
+        # pytorch_ranger computes in float32 even for float64 params (p.data.float()).
+        rtol={torch.float64: 1e-5, torch.float32: 1e-4},
+        # As for RAdam: the momentum-SGD warm-up steps overshoot on these surfaces.
+        converge={"lr": 0.1, "degenerated_to_sgd": False},
+        peers=library_peers("Ranger"),
+    ),
+    OptimizerInfo(
+        "rangerlars",
+        Reference("reference.rangerlars:RangerLars",
+                  state={**_RALAMB_STATE, "slow_param": "slow_buffer"}),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"k": 3, "alpha": 0.3},
+        ),
+        flat_step=False,  # layer-wise: flat mode steps it per tensor
+        # As for RAdam: the momentum-SGD warm-up steps overshoot on these surfaces.
+        converge={"lr": 0.3, "degenerated_to_sgd": False},
+    ),
+    OptimizerInfo(
+        "lookahead",
+        Reference(
+            "reference.lookahead:LookaheadSGD",
+            state={**_SGD_MOMENTUM, "slow_param": "slow_buffer", "step": "la_step"},
+        ),
+        settings=({}, {"lr": 0.05, "k": 3, "alpha": 0.8, "weight_decay": 0.01}),
+        converge={"lr": 3e-3},
+    ),
+    OptimizerInfo(
+        "lion",
+        Reference("reference.lion:Lion", state={"grad_avg": "exp_avg"}),
+        settings=(
+            {},
+            {"lr": 1e-3, "weight_decay": 0.1},
+            {"lr": 3e-4, "betas": (0.95, 0.98)},
+        ),
+        # every element moves by lr: a small lr, annealed, lands on the minimum
+        converge={"lr": 1e-2},
+        skips={
+            "test_nan_gradients_do_not_crash_and_the_checkpoint_warns": (
+                "torch.sign(nan) is 0: a NaN gradient reaches the momentum, not the params"
+            ),
+        },
+        peers=library_peers("Lion"),
+    ),
+]
+
+_BY_NAME = {info.name: info for info in DB}
+
+
+def get(name: str) -> OptimizerInfo:
+    """The test database's entry of a registry name (an alias works too)."""
+    return _BY_NAME[registry.get(name).name]
+
+
+# ------------------------------------------------------------ closed forms of the parts
+# Each entry runs one part on tiny float64 tensors and compares the result with numbers worked
+# out by hand (the formula is written out in the entry); tests/test_parts.py runs them. A part
+# exported from optimkit.stats or optimkit.steppers without a case here (or a chain in
+# tests/test_trust_parts.py) fails test_every_part_has_a_closed_form_case.
+
+EPS = 1e-8
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+@dataclasses.dataclass
+class Case:
+    """One closed-form check. Values are per tensor of the bucket (nested lists or numbers).
+
+    ``grads`` holds the gradients of each call (one list per call, so two entries = two steps).
+    ``expect`` maps ``"params"``, ``"grads"``, ``"state:NAME"`` or ``"field:NAME"`` (a per-step
+    field such as ``update`` or ``second_moment``) to the values after the last call. ``fresh``
+    lists, per state name, the tensors whose state is new on the first call; ``fields`` are set
+    before every call (a value ``"state:NAME"`` hands in that state's own tensors).
+    """
+
+    id: str
+    part: Part
+    hypers: dict
+    params: list
+    grads: list
+    expect: dict
+    state: dict = dataclasses.field(default_factory=dict)
+    fresh: dict = dataclasses.field(default_factory=dict)
+    fields: dict = dataclasses.field(default_factory=dict)
+
+
+def _tensor(value):
+    return torch.tensor(value, dtype=torch.float64)
+
+
+def _state_tensor(name, value):
+    # torch.optim's step format: a float32 0-d tensor.
+    return torch.tensor(float(value)) if name == "step" else _tensor(value)
+
+
+# Adam-family numbers at step 2 with betas (0.9, 0.99): 1 - 0.9**2 = 0.19, 1 - 0.99**2 = 0.0199.
+PART_CASES = [
+    # ---- stats: moments
+    Case("step_stat-two-steps", step_stat, {}, params=[[1.0], [2.0]], grads=[[[0.0], [0.0]]] * 2,
+         state={"step": [0, 3]}, expect={"state:step": [2.0, 5.0]}),
+    Case("average_grad-two-steps", average_grad, {"betas": (0.9, 0.99)}, params=[[0.0, 0.0]],
+         grads=[[[3.0, 0.5]], [[-1.0, 0.0]]], state={"grad_avg": [[1.0, -2.0]]},
+         # 0.9 * 1 + 0.1 * 3 = 1.2, then 0.9 * 1.2 - 0.1 = 0.98; 0.9 * -2 + 0.05 = -1.75, * 0.9
+         expect={"state:grad_avg": [[0.98, -1.575]]}),
+    Case("average_sqr_grad", average_sqr_grad, {"betas": (0.9, 0.99)}, params=[[0.0, 0.0]],
+         grads=[[[2.0, -1.0]]], state={"sqr_avg": [[0.5, 2.0]]},
+         expect={"state:sqr_avg": [[0.99 * 0.5 + 0.01 * 4, 0.99 * 2 + 0.01 * 1]]}),
+    Case("average_sqr_grad_alpha", average_sqr_grad_alpha, {"alpha": 0.9}, params=[[0.0]],
+         grads=[[[3.0]]], state={"sqr_avg": [[1.0]]}, expect={"state:sqr_avg": [[1.8]]}),
+    Case("centered_grad_avg", centered_grad_avg, {"alpha": 0.8},
+         params=[[0.0]], grads=[[[-1.5]]], state={"grad_avg": [[0.5]]},
+         fields={"second_moment": [[1.0]]},  # grad_avg 0.1: variance 1 - 0.1**2
+         expect={"state:grad_avg": [[0.8 * 0.5 - 0.2 * 1.5]], "field:second_moment": [[0.99]]}),
+    Case("max_sqr_avg", max_sqr_avg, {}, params=[[0.0, 0.0]], grads=[[[0.0, 0.0]]],
+         state={"sqr_avg": [[1.0, 4.0]], "max_sqr_avg": [[2.0, 3.0]]},
+         fields={"second_moment": "state:sqr_avg"},
+         expect={"state:max_sqr_avg": [[2.0, 4.0]], "state:sqr_avg": [[1.0, 4.0]],
+                 "field:second_moment": [[2.0, 4.0]]}),
+    Case("sum_sqr_grad-two-steps", sum_sqr_grad, {}, params=[[0.0, 0.0]],
+         grads=[[[2.0, -3.0]], [[1.0, 1.0]]], state={"sqr_sum": [[0.1, 0.0]]},
+         expect={"state:sqr_sum": [[0.1 + 4 + 1, 9 + 1]]}),
+    # ---- stats: the direction
+    Case("weight_decay-l2", weight_decay, {"weight_decay": 0.1}, params=[[2.0, -4.0]],
+         grads=[[[1.0, 1.0]]], expect={"grads": [[1.2, 0.6]], "params": [[2.0, -4.0]]}),
+    Case("weight_decay-decoupled", weight_decay,
+         {"weight_decay": 0.1, "decoupled_weight_decay": True, "lr": 0.5}, params=[[2.0, -4.0]],
+         grads=[[[1.0, 1.0]]], expect={"params": [[1.9, -3.8]], "grads": [[1.0, 1.0]]}),
+    # NovoGrad's and LAMB's decay, added to the update (0.5, -1) after it was normalised
+    Case("update_weight_decay-l2", update_weight_decay, {"weight_decay": 0.1},
+         params=[[2.0, -4.0]], grads=[[[1.0, 1.0]]], fields={"update": [[0.5, -1.0]]},
+         expect={"field:update": [[0.7, -1.4]], "grads": [[1.0, 1.0]], "params": [[2.0, -4.0]]}),
+    Case("update_weight_decay-decoupled", update_weight_decay,
+         {"weight_decay": 0.1, "decoupled_weight_decay": True, "lr": 0.5}, params=[[2.0, -4.0]],
+         grads=[[[1.0, 1.0]]], fields={"update": [[0.5, -1.0]]},
+         expect={"params": [[1.9, -3.8]], "field:update": [[0.5, -1.0]]}),
+    Case("momentum-two-steps", momentum, {"momentum": 0.9}, params=[[0.0]],
+         grads=[[[1.0]], [[2.0]]], state={"momentum_buffer": [[0.0]]},
+         fresh={"momentum_buffer": [0]},  # starts as the first grad, then 0.9 * 1 + 2
+         expect={"state:momentum_buffer": [[2.9]], "field:update": [[2.9]]}),
+    Case("momentum-one-fresh-one-old", momentum, {"momentum": 0.9}, params=[[0.0], [0.0]],
+         grads=[[[2.0], [3.0]]], state={"momentum_buffer": [[0.0], [1.0]]},
+         fresh={"momentum_buffer": [0]},
+         expect={"state:momentum_buffer": [[2.0], [0.9 + 3.0]]}),
+    Case("momentum-dampening", momentum, {"momentum": 0.9, "dampening": 0.5}, params=[[0.0]],
+         grads=[[[4.0]]], state={"momentum_buffer": [[2.0]]},
+         expect={"state:momentum_buffer": [[1.8 + 2.0]], "field:update": [[3.8]]}),
+    Case("momentum-nesterov", momentum, {"momentum": 0.9, "nesterov": True}, params=[[0.0]],
+         grads=[[[1.0]]], state={"momentum_buffer": [[2.0]]},
+         expect={"state:momentum_buffer": [[2.8]], "field:update": [[1.0 + 0.9 * 2.8]]}),
+    Case("rms_normalize", rms_normalize, {"eps": EPS}, params=[[0.0, 0.0]],
+         grads=[[[1.0, -1.0]]], fields={"second_moment": [[4.0, 0.25]]},
+         expect={"field:update": [[1 / (2 + EPS), -1 / (0.5 + EPS)]]}),
+    # centred: the second moment is the variance sqr_avg - grad_avg**2 = 5 - 1
+    Case("rms_normalize-centered", rms_normalize, {"eps": EPS}, params=[[0.0]],
+         grads=[[[2.0]]], fields={"second_moment": [[5.0 - 1.0]]},
+         expect={"field:update": [[2 / (math.sqrt(5 - 1) + EPS)]]}),
+    Case("accumulate_grad", accumulate_grad, {"betas": (0.9, 0.5)}, params=[[0.0]],
+         grads=[[[2.0]]], state={"grad_avg": [[1.0]]},
+         expect={"state:grad_avg": [[0.9 + 2.0]], "field:update": [[2.9]]}),
+    Case("accumulate_grad-averaging", accumulate_grad,
+         {"betas": (0.9, 0.5), "grad_averaging": True}, params=[[0.0]], grads=[[[2.0]]],
+         state={"grad_avg": [[1.0]]},
+         expect={"state:grad_avg": [[0.9 + 0.1 * 2.0]], "field:update": [[1.1]]}),
+    # ---- stats: layer-wise (NovoGrad), one 0-d value per tensor
+    Case("layer_sqr_avg-two-steps", layer_sqr_avg, {"betas": (0.9, 0.5)}, params=[[0.0, 0.0]] * 2,
+         grads=[[[3.0, 4.0], [1.0, 1.0]], [[0.0, 1.0], [1.0, 1.0]]],
+         state={"layer_sqr_avg": [0.0, 4.0]},
+         # first: 0 -> ||g||^2 = 25 and 0.5 * 4 + 0.5 * 2 = 3; then 0.5 * 25 + 0.5 * 1, 0.5 * 3 + 1
+         expect={"state:layer_sqr_avg": [13.0, 2.5]}),
+    Case("max_layer_sqr_avg", max_layer_sqr_avg, {}, params=[[0.0], [0.0]],
+         grads=[[[0.0], [0.0]]],
+         state={"layer_sqr_avg": [3.0, 1.0], "max_layer_sqr_avg": [2.0, 5.0]},
+         fields={"second_moment": "state:layer_sqr_avg"},
+         expect={"state:max_layer_sqr_avg": [3.0, 5.0], "field:second_moment": [3.0, 5.0]}),
+    Case("layer_normalize", layer_normalize, {"eps": EPS}, params=[[0.0, 0.0]],
+         grads=[[[1.0, -2.0]]], fields={"second_moment": [4.0]},
+         expect={"field:update": [[1 / (2 + EPS), -2 / (2 + EPS)]]}),
+    # AMSGrad's running max (16) as the second moment
+    Case("layer_normalize-amsgrad", layer_normalize, {"eps": EPS}, params=[[0.0]],
+         grads=[[[1.0]]], fields={"second_moment": [16.0]},
+         expect={"field:update": [[1 / (4 + EPS)]]}),
+    # ---- stats: DiffGrad's friction
+    Case("grad_friction", grad_friction, {"version": 0}, params=[[0.0, 0.0]],
+         grads=[[[0.0, 0.0]]], state={"prev_grad": [[1.0, 0.0]], "grad_avg": [[2.0, 3.0]]},
+         fields={"first_moment": "state:grad_avg"},
+         expect={"field:first_moment": [[2 * sigmoid(1.0), 3 * 0.5]],
+                 "state:prev_grad": [[0.0, 0.0]], "state:grad_avg": [[2.0, 3.0]]}),
+    Case("grad_friction-two-steps", grad_friction, {"version": 0}, params=[[0.0]],
+         grads=[[[1.0]], [[1.0]]], state={"prev_grad": [[0.0]], "grad_avg": [[2.0]]},
+         fields={"first_moment": "state:grad_avg"},
+         # step 1: sigmoid(|0 - 1|); step 2: the gradient did not change, sigmoid(0) = 0.5
+         expect={"field:first_moment": [[1.0]], "state:prev_grad": [[1.0]]}),
+    Case("grad_friction-signed", grad_friction, {"version": 1}, params=[[0.0]],
+         grads=[[[3.0]]], state={"prev_grad": [[1.0]]}, fields={"first_moment": [[2.0]]},
+         expect={"field:first_moment": [[2 / (1 + math.exp(2.0))]],
+                 "state:prev_grad": [[3.0]]}),
+    # ---- stats: per-element step sizes
+    Case("adam_step_sizes", adam_step_sizes, {"lr": 0.1, "betas": (0.9, 0.99), "eps": 0.01},
+         params=[[0.0, 0.0]], grads=[[[0.0, 0.0]]], state={"step": [1]},
+         fields={"second_moment": [[0.04, 0.0]]},
+         # alpha = 0.1 * sqrt(1 - 0.99) / (1 - 0.9) = 0.1; eps on the uncorrected root
+         expect={"field:step_size": [[0.1 / (0.2 + 0.01), 0.1 / 0.01]]}),
+    Case("bounded_step_sizes", bounded_step_sizes, {"beta3": 0.9}, params=[[0.0, 0.0]],
+         grads=[[[0.0, 0.0]]], state={"step_size_avg": [[0.5, 0.0]]},
+         fields={"step_size": [[1.0, 2.0]]},  # memory 0.45 + 0.1, 0 + 0.2; then the min
+         expect={"state:step_size_avg": [[0.55, 0.2]], "field:step_size": [[0.55, 0.2]]}),
+    Case("blended_step_sizes", blended_step_sizes, {"len_memory": 4}, params=[[0.0]],
+         grads=[[[0.0]]], state={"step_size_avg": [[0.4]]}, fields={"step_size": [[2.0]]},
+         # beta3 = 1 - 1/4: memory 0.75 * 0.4 + 0.25 * 2 = 0.8; blend (2 + 0.8) / 2
+         expect={"state:step_size_avg": [[0.8]], "field:step_size": [[1.4]]}),
+    # ---- steppers
+    Case("sgd_step", sgd_step, {"lr": 0.1}, params=[[1.0, 2.0]], grads=[[[0.5, -1.0]]],
+         expect={"params": [[0.95, 2.1]]}),
+    Case("adam_step", adam_step, {"lr": 0.1, "betas": (0.9, 0.99), "eps": EPS},
+         params=[[1.0, -2.0]], grads=[[[0.0, 0.0]]], state={"step": [2]},
+         fields={"first_moment": [[0.3, -0.1]], "second_moment": [[0.04, 0.09]]},
+         expect={"params": [[1 - 0.1 / 0.19 * 0.3 / (math.sqrt(0.04 / 0.0199) + EPS),
+                             -2 + 0.1 / 0.19 * 0.1 / (math.sqrt(0.09 / 0.0199) + EPS)]]}),
+    Case("adam_step-amsgrad", adam_step, {"lr": 0.1, "betas": (0.9, 0.99), "eps": EPS},
+         params=[[1.0]], grads=[[[0.0]]], state={"step": [2]},
+         # AMSGrad's running max (0.16, not sqr_avg's 0.04) as the second moment
+         fields={"first_moment": [[0.3]], "second_moment": [[0.16]]},
+         expect={"params": [[1 - 0.1 / 0.19 * 0.3 / (math.sqrt(0.16 / 0.0199) + EPS)]]}),
+    Case("adam_step-damped-first-moment", adam_step, {"lr": 0.1, "betas": (0.9, 0.99), "eps": EPS},
+         params=[[1.0]], grads=[[[0.0]]], state={"step": [2]},
+         # DiffGrad's friction halved grad_avg's 0.3 for this step
+         fields={"first_moment": [[0.15]], "second_moment": [[0.04]]},
+         expect={"params": [[1 - 0.1 / 0.19 * 0.15 / (math.sqrt(0.04 / 0.0199) + EPS)]]}),
+    Case("adagrad_step", adagrad_step, {"lr": 0.1, "lr_decay": 0.5, "eps": 1e-10},
+         params=[[1.0]], grads=[[[1.0]]], state={"step": [3]}, fields={"second_moment": [[4.0]]},
+         # lr_t = 0.1 / (1 + (3 - 1) * 0.5) = 0.05
+         expect={"params": [[1 - 0.05 * 1 / (2 + 1e-10)]]}),
+    Case("radam_step-sgd-below-threshold", radam_step, {"lr": 0.1, "betas": (0.9, 0.999)},
+         params=[[1.0]], grads=[[[0.0]]],
+         # rho_1 = 1999 - 2 * 0.999 / 0.001 = 1 <= 5: p - lr / (1 - 0.9) * m
+         state={"step": [1]}, fields={"first_moment": [[0.02]], "second_moment": [[1.0]]},
+         expect={"params": [[1 - 0.1 / 0.1 * 0.02]]}),
+    Case("radam_step-no-sgd-below-threshold", radam_step,
+         {"lr": 0.1, "betas": (0.9, 0.999), "degenerated_to_sgd": False}, params=[[1.0]],
+         grads=[[[0.0]]], state={"step": [1]},
+         fields={"first_moment": [[0.02]], "second_moment": [[1.0]]},
+         expect={"params": [[1.0]]}),
+    Case("radam_step-rectified", radam_step, {"lr": 0.1, "betas": (0.9, 0.9), "eps": EPS},
+         params=[[1.0]], grads=[[[0.0]]],
+         state={"step": [10]}, fields={"first_moment": [[0.5]], "second_moment": [[0.25]]},
+         expect={"params": [[1 - 0.1 * (lambda rho_inf, rho: math.sqrt(
+             (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)))(
+             19.0, 19 - 2 * 10 * 0.9**10 / (1 - 0.9**10))  # rho_10 = 8.29 > 5
+             / (1 - 0.9**10) * 0.5 * math.sqrt(1 - 0.9**10) / (math.sqrt(0.25) + EPS)]]}),
+    # (torch.optim.RAdam adds eps to the uncorrected root, as above)
+    Case("qhadam_step", qhadam_step,
+         {"lr": 0.1, "betas": (0.9, 0.99), "nus": (0.7, 0.5), "eps": EPS}, params=[[1.0]],
+         grads=[[[2.0]]], state={"step": [1]},
+         fields={"first_moment": [[0.2]], "second_moment": [[0.0009]]},
+         # (0.7 * 0.2 / 0.1 + 0.3 * 2) / (sqrt(0.5 * 0.0009 / 0.01 + 0.5 * 4) + eps)
+         expect={"params": [[1 - 0.1 * 2.0 / (math.sqrt(0.045 + 2.0) + EPS)]]}),
+    Case("per_element_step", per_element_step, {}, params=[[1.0, 1.0]], grads=[[[0.0, 0.0]]],
+         fields={"first_moment": [[1.0, -3.0]], "step_size": [[0.1, 0.2]]},
+         expect={"params": [[0.9, 1.6]]}),
+    # ---- Lion's direction: sign(0.9 m + 0.1 g), then m = 0.99 m + 0.01 g
+    Case("lion_direction", lion_direction, {"betas": (0.9, 0.99)}, params=[[0.0, 0.0, 0.0]],
+         grads=[[[1.0, -5.0, 0.0]]], state={"grad_avg": [[-2.0, 0.1, 0.0]]},
+         # 0.9 * -2 + 0.1 = -1.7; 0.09 - 0.5 = -0.41; 0: sign 0
+         expect={"field:update": [[-1.0, -1.0, 0.0]],
+                 "state:grad_avg": [[-1.98 + 0.01, 0.099 - 0.05, 0.0]]}),
+    Case("lion_direction-two-steps", lion_direction, {"betas": (0.5, 0.75)}, params=[[0.0]],
+         grads=[[[4.0]], [[-1.0]]], state={"grad_avg": [[0.0]]},
+         # m = 0.25 * 4 = 1 after step 1; step 2: sign(0.5 - 0.5) = 0, m = 0.75 - 0.25
+         expect={"field:update": [[0.0]], "state:grad_avg": [[0.5]]}),
+    # ---- Lookahead's sync (the executor runs it only on due tensors): slow += 0.5 (p - slow)
+    Case("lookahead", lookahead, {"alpha": 0.5}, params=[[3.0, -1.0], [0.0]],
+         grads=[[[0.0, 0.0], [0.0]]], state={"slow_param": [[1.0, 1.0], [2.0]]},
+         expect={"params": [[2.0, 0.0], [1.0]], "state:slow_param": [[2.0, 0.0], [1.0]]}),
+]
