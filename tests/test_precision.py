@@ -9,7 +9,6 @@ import math
 import pytest
 import torch
 
-from optimkit.core.compiled import can_compile
 from optimkit.core.parts import step_counter, zeros
 from optimkit.core.tensorlists import Bucket
 from optimkit.precision import quantize as q
@@ -447,44 +446,3 @@ def test_conform_converts_between_policies_and_keeps_its_own_form_exactly():
     assert torch.equal(back["step"], fp32["step"])
     with pytest.raises(ValueError, match="without their absmax"):
         Precision().conform(p, {"grad_avg": saved["grad_avg"]}, storages)
-
-
-# ----------------------------------------------------------------------------- compile
-def _adam_step(policy, params, grads, state, group):
-    bucket = Bucket(params, grads, state, {})
-    stored = policy.prepare(bucket, {**ADAM_STORAGE, **policy.extra_state(ADAM_STORAGE)}, [0])
-    for part in ADAM:
-        part(bucket, group)
-    policy.finalize(bucket, stored)
-
-
-@pytest.mark.skipif(not can_compile(torch.device("cpu")), reason="inductor needs a C++ compiler")
-def test_compiled_policy_step_matches_eager():
-    """prepare -> parts -> finalize trace into one graph (fullgraph: no graph break) and give
-    eager's result: the random bits are the same (plain integer ops); inductor may contract a
-    multiply-add differently, which moves a value across a rounding boundary now and then."""
-    torch._dynamo.reset()
-    compiled = torch.compile(_adam_step, dynamic=False, fullgraph=True)
-    group = dict(lr=torch.tensor(1e-2, dtype=torch.float64), eps=1e-8,
-                 betas=(torch.tensor(0.9, dtype=torch.float64),
-                        torch.tensor(0.999, dtype=torch.float64)))
-    # bf16 params, stochastic rounding, 8-bit state: every write-back path in one graph
-    policy = Precision(state_bits=8, param_update="stochastic", seed=1)
-    results = []
-    for step in (_adam_step, compiled):
-        torch.manual_seed(0)
-        p = torch.randn(2 * q.MIN_NUMEL).bfloat16()
-        storages = {**ADAM_STORAGE, **policy.extra_state(ADAM_STORAGE)}
-        state = policy.create(p, {name: INITS[name](p, {}) for name in storages}, storages)
-        lists = {name: [t] for name, t in state.items()}
-        for _ in range(3):
-            grad = (0.1 * torch.randn(p.shape)).bfloat16()
-            with torch._dynamo.config.patch(capture_scalar_outputs=True):
-                step(policy, [p], [grad], lists, group)
-        results.append((p.clone(), state["grad_avg"].clone()))
-    (p_eager, codes_eager), (p_comp, codes_comp) = results
-    assert codes_eager.dtype == torch.uint8
-    assert (p_eager == p_comp).float().mean() > 0.999
-    assert torch.allclose(p_eager.float(), p_comp.float(), rtol=2**-7, atol=0)
-    gap = (codes_eager.int() - codes_comp.int()).abs()
-    assert gap.max() <= 1 and gap.float().mean() < 0.01

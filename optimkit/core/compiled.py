@@ -65,7 +65,7 @@ def hyper_tensors(group: Mapping[str, Any], names: Sequence[str]) -> dict[str, T
     return out
 
 
-def _traced_step(parts, policy, layout, params, grads, state, tensors, constants):
+def _traced_step(parts, policy, arguments, layout, params, grads, state, tensors, constants):
     group = dict(constants)
     for name, value in tensors.items():
         group[name] = tuple(value.unbind()) if value.dim() else value
@@ -73,28 +73,34 @@ def _traced_step(parts, policy, layout, params, grads, state, tensors, constants
         bucket = Bucket(params, grads, state, {})
     else:
         bucket = FlatBucket(params, grads, state, {}, *layout)
-    policy.prepare(bucket, group)
+    prepared = policy.prepare(bucket, group, arguments)
     for part in parts:
         part(bucket, group)
-    policy.finalize(bucket, group)
+    policy.finalize(bucket, group, prepared)
 
 
 _compiled_step = torch.compile(_traced_step, dynamic=False)
 
 
-def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, policy) -> None:
+def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, policy,
+                 arguments: tuple = ()) -> None:
     """Run ``parts`` on ``bucket`` through the compiled step, between the ``policy``'s
-    ``prepare`` and ``finalize`` (see core/executor.py)."""
+    ``prepare`` and ``finalize`` (see core/executor.py); ``arguments`` are the policy's
+    host-side numbers for this bucket, constants of the graph."""
     names = [name for part in parts for name in part.passed]
     tensors = hyper_tensors(group, names)
     constants = {name: group[name] for name in names if name not in tensors}
     layout = (bucket.lengths, bucket.sizes) if isinstance(bucket, FlatBucket) else None
     # one cache entry per bucket shape and recipe: many optimizers in one process must not
     # fall back to eager silently at dynamo's default limit of 8
-    with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=256):
+    options = {} if policy.plain else policy.compile_options
+    import torch._inductor.config as inductor_config
+
+    with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=256), \
+            inductor_config.patch(options):
         _compiled_step(
-            tuple(parts), policy, layout, bucket.params, bucket.grads, bucket.state, tensors,
-            constants,
+            tuple(parts), policy, arguments, layout, bucket.params, bucket.grads, bucket.state,
+            tensors, constants,
         )
 
 

@@ -47,7 +47,7 @@ from typing import Any
 from torch import Tensor
 
 from . import compiled
-from .flat import FlatStore
+from .flat import FlatBucket, FlatStore
 from .parts import Init, Part
 from .recipe import Recipe
 from .tensorlists import Bucket
@@ -57,22 +57,70 @@ from .tensorlists import Bucket
 PER_TENSOR_COMPILE_MAX = 32
 # Above this many tensors in a per-tensor compiled bucket, compiling takes minutes: say so.
 MANY_TENSORS = 256
+# The random-bit stream of a policy's second write-back in one step (a host-gated part's).
+HOST_GATED_STREAM = 1000
 
 
 class BucketPolicy:
-    """How a bucket's tensors are handed to the parts and kept afterwards.
+    """How a bucket's tensors are stored, handed to the parts and kept afterwards.
 
-    The default keeps state in the param's dtype and writes params as the steppers do. A
-    precision or memory policy overrides ``prepare`` (called before the parts: e.g. replace
-    ``bucket.state`` lists by working copies) and ``finalize`` (called after them: write the
-    working copies back, round the params). Both run inside the compiled graph in compiled
-    mode, so they must not read tensor values on the host.
+    This default is today's behaviour: state in the param's dtype, created by the parts' inits,
+    params written as the steppers write them. A precision or memory policy
+    (:class:`optimkit.precision.policy.PrecisionPolicy`) overrides every method:
+
+    * ``key(p)``: params of one group are bucketed (and flat-stored) by device, dtype and this;
+    * ``collect``: the bucket's state lists, creating a param's state at its first step;
+    * ``arguments(group, bucket, flat)``: host-side numbers of one bucket's step, handed to
+      ``prepare`` (Python constants of the compiled graph);
+    * ``prepare`` (before the parts: e.g. replace ``bucket.state`` lists by working copies)
+      and ``finalize`` (after them: write the working copies back, round the params). Both run
+      inside the compiled graph in compiled mode, so they must not read tensor values on the
+      host. ``names`` limits ``prepare`` to some state (a host-gated part runs on its own);
+    * ``one_tensor(sizes)``: whether a flat store may run as one tensor, and
+      ``stored_names(names, p)``: the state a bucket of params like ``p`` carries for the
+      recipe's ``names`` (the policy may keep more: 8-bit scales, a compensation);
+    * ``conform(p, state)``: bring a param's loaded state to the policy's form.
     """
 
-    def prepare(self, bucket: Bucket, group: Mapping[str, Any]) -> None:
+    plain = True
+
+    def key(self, p: Tensor) -> Any:
+        return None
+
+    def one_tensor(self, sizes: Sequence[int]) -> bool:
+        return True
+
+    def stored_names(self, names: Sequence[str], p: Tensor) -> list[str]:
+        return list(names)
+
+    def arguments(self, group: Mapping[str, Any], bucket: Bucket, flat: bool) -> tuple:
+        return ()
+
+    def collect(
+        self, params: list[Tensor], group: Mapping[str, Any], inits: Mapping[str, Init],
+        all_state: dict,
+    ) -> tuple[dict[str, list[Tensor]], dict[str, list[int]]]:
+        lists: dict[str, list[Tensor]] = {name: [] for name in inits}
+        created: dict[str, list[int]] = {}
+        for i, p in enumerate(params):
+            state = all_state[p]
+            for name, init in inits.items():
+                tensor = state.get(name)
+                if tensor is None:
+                    tensor = state[name] = init(p, group)
+                    created.setdefault(name, []).append(i)
+                lists[name].append(tensor)
+        return lists, created
+
+    def prepare(self, bucket: Bucket, group: Mapping[str, Any], arguments: tuple,
+                names: Sequence[str] | None = None) -> Any:
+        return None
+
+    def finalize(self, bucket: Bucket, group: Mapping[str, Any], prepared: Any,
+                 stream: int = 0) -> None:
         pass
 
-    def finalize(self, bucket: Bucket, group: Mapping[str, Any]) -> None:
+    def conform(self, p: Tensor, state: dict[str, Any]) -> None:
         pass
 
 
@@ -128,7 +176,7 @@ class Executor:
         for p in group["params"]:
             if p.is_complex() or p.is_sparse:
                 raise ValueError("flat=True needs dense real params; got a complex or sparse one")
-            by_kind.setdefault((p.device, p.dtype), []).append(p)
+            by_kind.setdefault((p.device, p.dtype, self.policy.key(p)), []).append(p)
         return [FlatStore(params) for params in by_kind.values()]
 
     def zero_grad(self) -> None:
@@ -211,7 +259,7 @@ class Executor:
         return buckets
 
     def _split(self, params: Sequence[Tensor]) -> list[list[Tensor]]:
-        """The params with a grad, by (device, dtype)."""
+        """The params with a grad, by (device, dtype, the policy's key)."""
         buckets: dict[tuple, list[Tensor]] = {}
         for p in params:
             if p.grad is None:
@@ -221,7 +269,7 @@ class Executor:
                     f"{self.owner} does not support complex parameters; "
                     "optimise torch.view_as_real(p) instead"
                 )
-            buckets.setdefault((p.device, p.dtype), []).append(p)
+            buckets.setdefault((p.device, p.dtype, self.policy.key(p)), []).append(p)
         return list(buckets.values())
 
     def _bucket(
@@ -231,16 +279,7 @@ class Executor:
         inits: dict[str, Init] = {}
         for part in parts:
             inits.update(part.state)
-        lists: dict[str, list[Tensor]] = {name: [] for name in inits}
-        created: dict[str, list[int]] = {}
-        for i, p in enumerate(params):
-            state = all_state[p]
-            for name, init in inits.items():
-                tensor = state.get(name)
-                if tensor is None:
-                    tensor = state[name] = init(p, group)
-                    created.setdefault(name, []).append(i)
-                lists[name].append(tensor)
+        lists, created = self.policy.collect(params, group, inits, all_state)
         return Bucket(params, [p.grad for p in params], lists, created)
 
     def _step_store(
@@ -252,6 +291,8 @@ class Executor:
         # the views (a 50M-param bucket of four tensors: LARS 2.1 s vs 90 ms). So they never
         # get the one-tensor step.
         one_tensor = store.grads_in_place() and not any(part.layerwise for part in parts)
+        one_tensor = one_tensor and self.policy.one_tensor(store.sizes)
+        names = self.policy.stored_names(names, store.params[0])
         flat = store.bucket(names) if one_tensor else None
         if flat is not None:
             self.run(flat, group, parts)
@@ -267,34 +308,45 @@ class Executor:
     def run(
         self, bucket: Bucket, group: Mapping[str, Any], parts: Sequence[Part], compile: bool = True
     ) -> None:
-        """Run ``parts`` on one bucket: compiled when the mode says so and no state was created
-        this step, else eagerly; the host-gated parts (``every``) last, eagerly."""
+        """Run ``parts`` on one bucket, between the policy's ``prepare`` and ``finalize``:
+        compiled when the mode says so and no state was created this step, else eagerly; the
+        host-gated parts (``every``) last, eagerly."""
         body = [part for part in parts if part.every is None]
+        arguments = self.policy.arguments(group, bucket, isinstance(bucket, FlatBucket))
         if compile and self.compile and not any(bucket.created.values()):
             if compiled.can_compile(bucket.device):
                 self._warn_if_many(bucket)
-                compiled.run_compiled(bucket, group, body, self.policy)
-                self._run_host_gated(bucket, group, parts)
+                compiled.run_compiled(bucket, group, body, self.policy, arguments)
+                self._run_host_gated(bucket, group, parts, arguments)
                 return
             compiled.warn_eager("no C++ compiler found for inductor")
             self.compile = False
-        self.policy.prepare(bucket, group)
+        prepared = self.policy.prepare(bucket, group, arguments)
         for part in body:
             part(bucket, group)
-        self.policy.finalize(bucket, group)
-        self._run_host_gated(bucket, group, parts)
+        self.policy.finalize(bucket, group, prepared)
+        self._run_host_gated(bucket, group, parts, arguments)
 
-    @staticmethod
-    def _run_host_gated(bucket: Bucket, group: Mapping[str, Any], parts: Sequence[Part]) -> None:
+    def _run_host_gated(
+        self, bucket: Bucket, group: Mapping[str, Any], parts: Sequence[Part], arguments: tuple
+    ) -> None:
         for part in parts:
             if part.every is None:
                 continue
             # CPU step counters: deciding here never waits for an accelerator
             due = (bucket.steps % group[part.every] == 0).tolist()
-            if all(due):
-                part(bucket, group)
-            elif any(due):
-                part(bucket.select([i for i, d in enumerate(due) if d]), group)
+            if not any(due):
+                continue
+            target = bucket
+            if not all(due):
+                chosen = [i for i, d in enumerate(due) if d]
+                target = bucket.select(chosen)
+                if len(arguments) > 1:  # the policy's (keys, offset per tensor)
+                    arguments = (arguments[0][chosen], *(arguments[1 + i] for i in chosen))
+            # its own write-back: the part's state and the params, with fresh random bits
+            prepared = self.policy.prepare(target, group, arguments, names=tuple(part.state))
+            part(target, group)
+            self.policy.finalize(target, group, prepared, stream=HOST_GATED_STREAM)
 
     def _warn_if_many(self, bucket: Bucket) -> None:
         if len(bucket) > MANY_TENSORS and not self._warned_many:

@@ -96,7 +96,10 @@ class FlatStore:
             self.scalar_state.add(name)
         else:
             flat = torch.cat([t.detach().reshape(-1) for t in per_param]).to(first.dtype)
-            views = self._views(flat)
+            # each view takes its own tensor's shape: param-sized state, or state with its own
+            # size per param (a precision policy's per-block scales of 8-bit state)
+            sizes = [t.numel() for t in per_param]
+            views = [v.view(t.shape) for v, t in zip(flat.split(sizes), per_param, strict=True)]
             self.scalar_state.discard(name)
         self.state[name] = flat
         return views

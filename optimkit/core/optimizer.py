@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ..precision.policy import ABSMAX_SUFFIX, COMPENSATION, Precision, PrecisionPolicy
 from .executor import Executor
 from .parts import Part
 from .recipe import Recipe, check_recipe
@@ -40,6 +41,26 @@ def _as_param_list(params: Any) -> list:
     if not params:
         raise ValueError("params is empty: the optimizer got an empty parameter list")
     return params
+
+
+def _tensors_of(params: list) -> list[Tensor]:
+    """The tensors of a params argument (tensors, or param-group dicts)."""
+    out = []
+    for item in params:
+        if isinstance(item, Mapping):
+            group = item["params"]
+            out += [group] if isinstance(group, Tensor) else list(group)
+        else:
+            out.append(item)
+    return out
+
+
+# The keywords every optimizer takes besides its hyper-parameters: the speed modes and the
+# precision and memory policy (see optimkit.precision), with their defaults.
+MODE_KEYWORDS: dict[str, Any] = {
+    "compile": False, "flat": None, "state_dtype": None, "state_bits": None,
+    "param_update": "plain", "generator": None,
+}
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -81,6 +102,20 @@ class Optimizer(torch.optim.Optimizer):
       whose grad was set to None otherwise (``model.zero_grad()``) is skipped, as usual, by a
       slower per-tensor step. ``state_dict()`` holds per-param copies in torch's format, so
       flat and non-flat checkpoints interchange.
+
+    A precision and memory policy, for every recipe and mode (see :mod:`optimkit.precision`):
+
+    * ``state_dtype``: ``None`` (the param's dtype), ``torch.float32`` (fp32 state for bf16
+      params: the update is computed in fp32) or ``torch.bfloat16`` (half the state memory);
+    * ``state_bits=8``: block-wise 8-bit state for every moment the recipe declares may be
+      quantized (tensors of 4096 elements and more; ``{name: 8}`` picks some);
+    * ``param_update``: ``"plain"``, ``"stochastic"`` (stochastic rounding into bf16/fp16
+      params) or ``"kahan"`` (a compensation buffer in the param's dtype);
+    * ``generator``: the ``torch.Generator`` the seed of stochastic rounding is drawn from
+      (default: torch's, so ``torch.manual_seed`` reproduces a run).
+
+    ``state_dict()`` holds the state as it is stored (8-bit codes and their ``<name>_absmax``);
+    ``load_state_dict`` brings a checkpoint of any policy (or torch.optim's) to this one.
     """
 
     parts: ClassVar[tuple[Part, ...]] = ()
@@ -105,13 +140,15 @@ class Optimizer(torch.optim.Optimizer):
                 for k, v in cls.hypers.items()
             ]
             + [
-                inspect.Parameter("compile", inspect.Parameter.KEYWORD_ONLY, default=False),
-                inspect.Parameter("flat", inspect.Parameter.KEYWORD_ONLY, default=None),
+                inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+                for k, v in MODE_KEYWORDS.items()
             ]
         )
 
     def __init__(self, params: Any, *, compile: bool = False, flat: bool | None = None,
-                 **hypers: Any) -> None:
+                 state_dtype: torch.dtype | None = None,
+                 state_bits: int | Mapping[str, int] | None = None, param_update: str = "plain",
+                 generator: torch.Generator | None = None, **hypers: Any) -> None:
         cls = type(self)
         if cls.recipe is None:
             raise TypeError("optimkit.Optimizer is abstract: use a recipe such as optimkit.Adam")
@@ -120,13 +157,26 @@ class Optimizer(torch.optim.Optimizer):
                 raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
         defaults = {**cls.hypers, **hypers}
         cls.recipe.validate(defaults)
+        precision = Precision.from_keywords(
+            state_dtype=state_dtype, state_bits=state_bits, param_update=param_update,
+            generator=generator,
+        )
+        if not precision.plain:
+            # the seed of the random bits is run state: it travels in the param groups, so a
+            # resumed run draws what the uninterrupted one would have
+            defaults["rounding_seed"] = precision.seed
         # compile=True implies flat unless flat=False: a compiled step over separate tensors
         # unrolls per tensor (160 tensors: two minutes to compile, and no faster than eager)
         self._executor = Executor(
             cls.recipe, cls.__name__, flat=bool(compile) if flat is None else bool(flat),
             compile=bool(compile),
         )
-        super().__init__(_as_param_list(params), defaults)
+        if not precision.plain:
+            self._executor.policy = PrecisionPolicy(precision, cls.recipe.storage)
+        params = _as_param_list(params)
+        if not precision.plain:  # before flat mode moves the params into its buffers
+            precision.check(cls.recipe.storage, _tensors_of(params), cls.__name__)
+        super().__init__(params, defaults)
 
     # Pickling and deepcopy: torch.optim keeps only defaults, state and param_groups; the speed
     # modes (and flat mode's buffers, which the params are views of) travel in the executor.
@@ -211,12 +261,40 @@ class Optimizer(torch.optim.Optimizer):
                 (TORCH_STATE_NAMES.get(k, k) if k not in known else k): v for k, v in state.items()
             }
         super().load_state_dict({**state_dict, "state": renamed})
+        policy = self._executor.policy
+        stored_forms = any(_policy_entry(name) for state in renamed.values() for name in state)
+        if not policy.plain or stored_forms:
+            self._keep_stored_forms(state_dict["param_groups"], renamed)
         self._executor.state_loaded(self.state)
+
+    def _keep_stored_forms(self, saved_groups: list, saved_state: Mapping) -> None:
+        """torch's ``load_state_dict`` casts every state tensor but ``step`` to its param's
+        dtype: put back each loaded tensor in its own dtype (8-bit codes, their scales, fp32
+        state of bf16 params), then bring it to this optimizer's policy."""
+        policy = self._executor.policy
+        if policy.plain:  # a policy's checkpoint into a plain optimizer: back to plain state
+            policy = PrecisionPolicy(Precision(), type(self).recipe.storage)
+        ids = [i for group in saved_groups for i in group["params"]]
+        params = [p for group in self.param_groups for p in group["params"]]
+        for saved_id, p in zip(ids, params, strict=True):
+            saved = saved_state.get(saved_id)
+            if saved is None:
+                continue
+            state = self.state[p]
+            for name, value in saved.items():
+                if isinstance(value, Tensor) and name != "step":
+                    state[name] = value.to(device=p.device)
+            policy.conform(p, state)
 
     def __repr__(self) -> str:
         head = super().__repr__()
         recipe = " -> ".join(part.name for part in type(self).parts)
         return f"{head}\nRecipe: {recipe}"
+
+
+def _policy_entry(name: str) -> bool:
+    """Whether a state name is a precision policy's own (8-bit scales, Kahan compensation)."""
+    return name.endswith(ABSMAX_SUFFIX) or name == COMPENSATION
 
 
 # Attributes under which wrappers (Lookahead and the like) keep the optimizer they wrap.

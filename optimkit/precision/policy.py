@@ -198,9 +198,9 @@ class Precision:
         extra = {}
         if self.param_update == "kahan":
             extra[COMPENSATION] = Storage.EXACT
-        if "step" not in storages and (
-            self.param_update == "stochastic" or self.state_dtype in rounding.LOW_PRECISION
-        ):
+        if "step" not in storages and not self.plain:
+            # any policy may round state or params stochastically (bf16 params compute in
+            # fp32 and write bf16 state back): the bits need a counter
             extra["step"] = Storage.COUNTER
         return extra
 
@@ -256,16 +256,18 @@ class Precision:
 
     # ------------------------------------------------------------------ the step
     def prepare(self, bucket: Any, storages: Mapping[str, Storage],
-                offsets: Sequence[int]) -> _Stored:
+                offsets: Sequence[int], keys: Tensor | None = None) -> _Stored:
         """Hand the parts working tensors (see the module doc); returns what ``finalize`` needs.
 
         ``bucket`` has ``params``, ``grads`` and ``state`` (name -> list) aligned lists;
-        ``offsets[i]`` is the element offset of tensor ``i`` in its group's layout (for the
-        random bits). Shapes and dtypes decide everything: no tensor value is read.
+        ``offsets[i]`` is the element offset of tensor ``i`` in its group's layout and
+        ``keys[i]`` its random-bit key this step (:func:`step_keys`; default: from the
+        bucket's step counts and the policy's seed). Shapes and dtypes decide everything: no
+        tensor value is read.
         """
         param_dtype = bucket.params[0].dtype
         compute = self.compute_dtype(param_dtype)
-        stored = _Stored(list(bucket.params), compute, offsets)
+        stored = _Stored(list(bucket.params), compute, offsets, keys)
         if compute != param_dtype:
             comp = bucket.state.get(COMPENSATION)
             if comp is not None:
@@ -283,7 +285,7 @@ class Precision:
             for i, t in enumerate(tensors):
                 if t.dtype == torch.uint8:
                     scales = absmax[i] if absmax is not None else None
-                    working.append(q.dequantize(t, scales, storage is Storage.SIGNED))
+                    working.append(_dequantize(t, scales, storage is Storage.SIGNED))
                     converted.append((i, t, scales))
                 elif t.dtype != compute:
                     working.append(t.to(compute))
@@ -295,20 +297,22 @@ class Precision:
                 bucket.state[name] = working
         return stored
 
-    def finalize(self, bucket: Any, stored: _Stored) -> None:
+    def finalize(self, bucket: Any, stored: _Stored, stream: int = 0) -> None:
         """Write the working tensors back (see the module doc); the bucket's params and state
-        lists are the stored tensors again afterwards."""
-        keys = rounding.stream_key(self.seed, bucket.steps) if stored.needs_random(self) else None
-        for stream, (name, (storage, converted)) in enumerate(stored.state.items(), start=1):
+        lists are the stored tensors again afterwards. The random bits of each list come from
+        their own stream: the params' is ``stream``, the states' follow it."""
+        keys = stored.keys
+        if keys is None and stored.needs_random(self):
+            keys = step_keys(self.seed, bucket.steps)
+        for index, (name, (storage, converted)) in enumerate(stored.state.items(), start=1):
             working = bucket.state[name]
             restored = list(working)
             for i, t, scales in converted:
                 restored[i] = t
                 if scales is not None:
-                    q.quantize_(working[i], t, scales, storage is Storage.SIGNED)
+                    _quantize(working[i], t, scales, storage is Storage.SIGNED)
                 elif _narrower(t.dtype, stored.compute):
-                    words = _words(working[i], keys[i], stream, stored.offsets[i])
-                    t.copy_(rounding.stochastic_round(working[i].float(), t.dtype, words))
+                    _round_into(t, working[i], keys[i], stream + index, stored.offsets[i])
                 else:
                     t.copy_(working[i])
             bucket.state[name] = restored
@@ -317,10 +321,9 @@ class Precision:
             comp = bucket.state.get(COMPENSATION)
             for i, (p, w) in enumerate(zip(params, bucket.params, strict=True)):
                 if comp is not None:
-                    rounding.kahan_write_(p, comp[i], w)
+                    _kahan_write(p, comp[i], w)
                 elif self.param_update == "stochastic":
-                    words = _words(w, keys[i], 0, stored.offsets[i])
-                    p.copy_(rounding.stochastic_round(w.float(), p.dtype, words))
+                    _round_into(p, w, keys[i], stream, stored.offsets[i])
                 else:
                     p.copy_(w)
             bucket.params = params
@@ -330,20 +333,82 @@ def _narrower(dtype: torch.dtype, than: torch.dtype) -> bool:
     return dtype in rounding.LOW_PRECISION and torch.finfo(dtype).bits < torch.finfo(than).bits
 
 
-def _words(like: Tensor, key: Tensor, stream: int, offset: int) -> Tensor:
-    # one stream per rounded list: the params (0) and each narrowed state (1, 2, ...)
-    return rounding.random_words(like.shape, rounding.stream_key(key, stream), offset, like.device)
+def step_keys(seed: int, steps: Tensor) -> Tensor:
+    """The random-bit key of each tensor of a bucket this step (an int32 CPU vector), from the
+    seed and the tensors' step counts before the step. Computed on the host: inside a compiled
+    step inductor would redo this scalar hashing for every element."""
+    return rounding.stream_key(seed, steps)
+
+
+# inductor keeps a value cast to bf16 and back in fp32 inside a fused kernel unless told to
+# emulate the cast: Kahan's ``w - round(w)`` would then be 0. Every compiled step of a policy
+# uses these options (core/compiled.py).
+COMPILE_OPTIONS = {"emulate_precision_casts": True}
+
+
+def _fused(fn):
+    """``fn`` compiled once (dynamic shapes) when called eagerly, so that an eager step's
+    conversions are one fused kernel each instead of ~30 elementwise ops with temporaries
+    (8-bit Adam, 2**20 elements, one thread: 95 ms eager, 10 ms fused); inside a compiled step,
+    or without a C++ compiler for inductor, the plain function."""
+    compiled = None
+
+    def call(*args: Any) -> Any:
+        nonlocal compiled
+        if torch.compiler.is_compiling() or not _can_fuse(args[0].device):
+            return fn(*args)
+        if compiled is None:
+            compiled = torch.compile(fn, dynamic=True, options=COMPILE_OPTIONS)
+        return compiled(*args)
+
+    call.__name__ = call.__qualname__ = fn.__name__
+    call.__doc__ = fn.__doc__
+    return call
+
+
+def _can_fuse(device: torch.device) -> bool:
+    from ..core.compiled import can_compile  # core imports this module
+
+    return can_compile(device)
+
+
+@_fused
+def _dequantize(codes: Tensor, absmax: Tensor, signed: bool) -> Tensor:
+    return q.dequantize(codes, absmax, signed)
+
+
+@_fused
+def _quantize(x: Tensor, codes: Tensor, absmax: Tensor, signed: bool) -> None:
+    q.quantize_(x, codes, absmax, signed)
+
+
+@_fused
+def _round_into(target: Tensor, value: Tensor, key: Tensor, stream: int, offset: int) -> None:
+    # one stream per rounded list: the params (0) and each narrowed state (1, 2, ...); the
+    # stream only shifts the key (a single add in the fused loop)
+    words = rounding.random_words(value.shape, key + stream * _STREAM_STEP, offset, value.device)
+    target.copy_(rounding.stochastic_round(value.float(), target.dtype, words))
+
+
+@_fused
+def _kahan_write(param: Tensor, compensation: Tensor, value: Tensor) -> None:
+    rounding.kahan_write_(param, compensation, value)
+
+
+_STREAM_STEP = 0x3C6EF37  # odd, 26 bits: separates the streams of one key
 
 
 class _Stored:
     """What ``finalize`` writes back: the params and, per state, the converted tensors."""
 
-    __slots__ = ("params", "compute", "offsets", "state")
+    __slots__ = ("params", "compute", "offsets", "keys", "state")
 
-    def __init__(self, params: list[Tensor], compute: torch.dtype, offsets: Sequence[int]):
+    def __init__(self, params: list[Tensor], compute: torch.dtype, offsets: Sequence[int],
+                 keys: Tensor | None):
         self.params = params
         self.compute = compute
         self.offsets = offsets
+        self.keys = keys
         self.state: dict[str, tuple[Storage, list]] = {}
 
     def needs_random(self, policy: Precision) -> bool:
@@ -358,3 +423,141 @@ class _Stored:
 def state_bytes(state: Mapping[str, Any]) -> int:
     """The bytes a param's state tensors take (codes, scales, compensation included)."""
     return sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, Tensor))
+
+
+class PrecisionPolicy:
+    """A :class:`Precision` bound to one recipe's declared state: what the executor calls.
+
+    The executor (``optimkit/core/executor.py``) asks it
+
+    * ``key(p)``: buckets and flat stores are split by it (8-bit state or not), so the lists of a
+      bucket are alike;
+    * ``collect(...)``: each param's state, created in its stored form at the param's first step;
+    * ``arguments(group, bucket)``: the host-side numbers of one bucket's step (the seed and each
+      tensor's element offset), Python constants of the compiled graph;
+    * ``prepare`` / ``finalize`` around the parts, eagerly or inside the compiled graph;
+    * ``one_tensor(sizes)``: whether a flat store may step as one tensor (its params' 256-element
+      blocks must not straddle params);
+    * ``conform(p, state)``: a loaded param's state in this policy's form.
+    """
+
+    plain = False
+    # inductor options of a compiled step under this policy (see COMPILE_OPTIONS)
+    compile_options = COMPILE_OPTIONS
+
+    def __init__(self, precision: Precision, storages: Mapping[str, Storage]) -> None:
+        self.precision = precision
+        self.storages = {**storages, **precision.extra_state(storages)}
+        # a step counter the recipe lacks, kept for the random bits: the policy counts it
+        self.own_step = "step" in self.storages and "step" not in storages
+        self._offsets: dict[int, tuple[list, dict[tuple, dict[int, int]]]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_offsets": {}}
+
+    def __repr__(self) -> str:
+        return f"PrecisionPolicy({self.precision!r})"
+
+    # ------------------------------------------------------------------ layout
+    def key(self, p: Tensor) -> bool:
+        """Whether ``p``'s quantizable state is kept in 8 bits."""
+        return self.precision.state_bits is not None and q.quantizes(p.numel())
+
+    def one_tensor(self, sizes: Sequence[int]) -> bool:
+        if self.precision.state_bits is None or len(sizes) < 2:
+            return True
+        return all(size % q.BLOCK_SIZE == 0 for size in sizes[:-1])
+
+    def stored_names(self, names: Sequence[str], p: Tensor) -> list[str]:
+        """The state a bucket of params like ``p`` carries for the recipe's ``names``: with
+        each 8-bit state its scales, the compensation, the policy's step counter."""
+        out: list[str] = []
+        for name in (*names, "step") if self.own_step and "step" not in names else names:
+            out.append(name)
+            if self.precision.quantized(name, self.storages[name], p.numel()):
+                out.append(name + ABSMAX_SUFFIX)
+        if COMPENSATION in self.storages and p.dtype in rounding.LOW_PRECISION:
+            out.append(COMPENSATION)
+        return out
+
+    def offsets(self, group: Mapping[str, Any], params: Sequence[Tensor]) -> tuple[int, ...]:
+        """Each param's element offset among the params of ``group`` that share its device,
+        dtype and key: the same numbers a flat store of those params has."""
+        members = group["params"]
+        cached = self._offsets.get(id(group))
+        if cached is None or cached[0] is not members or sum(
+                len(v) for v in cached[1].values()) != len(members):
+            by_kind: dict[tuple, dict[int, int]] = {}
+            totals: dict[tuple, int] = {}
+            for p in members:
+                kind = (p.device, p.dtype, self.key(p))
+                by_kind.setdefault(kind, {})[id(p)] = totals.get(kind, 0)
+                totals[kind] = totals.get(kind, 0) + p.numel()
+            cached = self._offsets[id(group)] = (members, by_kind)
+        by_kind = cached[1]
+        return tuple(by_kind[(p.device, p.dtype, self.key(p))][id(p)] for p in params)
+
+    def arguments(self, group: Mapping[str, Any], bucket: Any, flat: bool) -> tuple:
+        """``(keys, offset of tensor 0, offset of tensor 1, ...)`` for one bucket's step: the
+        tensors' random-bit keys (from the group's ``rounding_seed`` and their step counts
+        before this step) and their element offsets in the group's layout."""
+        seed = int(group.get("rounding_seed", self.precision.seed))
+        steps = bucket.steps if "step" in bucket.state else torch.zeros(len(bucket.params))
+        keys = step_keys(seed, steps)
+        if flat:
+            return (keys, 0)
+        return (keys, *self.offsets(group, bucket.params))
+
+    # ------------------------------------------------------------------ state
+    def collect(self, params: Sequence[Tensor], group: Mapping[str, Any],
+                inits: Mapping[str, Any], all_state: Mapping[Tensor, dict]
+                ) -> tuple[dict[str, list[Tensor]], dict[str, list[int]]]:
+        """The bucket's state lists (stored forms: codes and ``<name>_absmax``, compensation,
+        the policy's step counter), creating what a param lacks (its first step)."""
+        wanted = {**inits}
+        if self.own_step and "step" not in wanted:
+            wanted["step"] = _step_counter
+        names = self.stored_names(list(wanted), params[0])
+        lists: dict[str, list[Tensor]] = {name: [] for name in names}
+        created: dict[str, list[int]] = {}
+        for i, p in enumerate(params):
+            state = all_state[p]
+            missing = {name: init for name, init in wanted.items() if name not in state}
+            if missing or (COMPENSATION in lists and COMPENSATION not in state):
+                values = {name: init(p, group) for name, init in missing.items()}
+                stored = self.precision.create(p, values, self.storages)
+                if COMPENSATION in state:
+                    stored.pop(COMPENSATION, None)
+                state.update(stored)
+                for name in missing:
+                    created.setdefault(name, []).append(i)
+            for name in names:
+                lists[name].append(state[name])
+        return lists, created
+
+    def conform(self, p: Tensor, state: dict[str, Any]) -> None:
+        self.precision.conform(p, state, self.storages)
+
+    # ------------------------------------------------------------------ the step
+    def prepare(self, bucket: Any, group: Mapping[str, Any], arguments: tuple[int, ...],
+                names: Sequence[str] | None = None) -> _Stored:
+        """Working tensors for the parts: every state of the recipe, or only ``names`` (for a
+        part run on its own, Lookahead's sync). Counts the policy's own steps."""
+        if names is None:
+            storages = self.storages
+            if self.own_step:
+                bucket.increment_steps()
+        else:
+            storages = {name: self.storages[name] for name in names if name in self.storages}
+        return self.precision.prepare(bucket, storages, arguments[1:], keys=arguments[0])
+
+    def finalize(self, bucket: Any, group: Mapping[str, Any], stored: _Stored,
+                 stream: int = 0) -> None:
+        """Write the working tensors back; ``stream`` separates the random bits of a second
+        write-back in the same step (the host-gated parts')."""
+        self.precision.finalize(bucket, stored, stream=stream)
+
+
+def _step_counter(p: Tensor, group: Mapping[str, Any]) -> Tensor:
+    # torch.optim's format (as optimkit.core.parts.step_counter): a float32 0-d CPU tensor
+    return torch.tensor(0.0, dtype=torch.float32)

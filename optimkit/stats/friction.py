@@ -10,7 +10,8 @@ from ..core.rules import one_of
 _VERSION = one_of(0, 1, meaning="0 (sigmoid(|g_prev - g|)) or 1 (sigmoid(g_prev - g))")
 
 
-@stat(state={"prev_grad": zeros}, reads=("first_moment",), provides=("first_moment",),
+@stat(state={"prev_grad": zeros}, storage={"prev_grad": "signed"},
+      reads=("first_moment",), provides=("first_moment",),
       rules=dict(version=_VERSION), version=0)
 def grad_friction(b, version):
     """DiffGrad's friction coefficient (Dubey et al. 2019, arXiv:1909.11015):
