@@ -74,6 +74,7 @@ class SGD(Optimizer):
     parts = (weight_decay, _MOMENTUM, sgd_step)
     hypers = dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False)
     reference = "torch.optim.SGD"
+    torch_class = "SGD"
 
 
 class Adagrad(Optimizer):
@@ -89,6 +90,7 @@ class Adagrad(Optimizer):
     parts = (weight_decay, step_stat, sum_sqr_grad, adagrad_step)
     hypers = dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10)
     reference = "torch.optim.Adagrad"
+    torch_class = "Adagrad"
 
 
 class RMSprop(Optimizer):
@@ -115,6 +117,7 @@ class RMSprop(Optimizer):
     )
     hypers = dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False)
     reference = "torch.optim.RMSprop"
+    torch_class = "RMSprop"
 
 
 class MomentumSGD(Optimizer):
@@ -127,6 +130,7 @@ class MomentumSGD(Optimizer):
     parts = SGD.parts
     hypers = {**SGD.hypers, "momentum": 0.9}
     reference = "torch.optim.SGD(momentum=0.9)"
+    torch_class = "SGD"
 
 
 _ADAM_PARTS = (
@@ -158,6 +162,7 @@ class Adam(Optimizer):
         decoupled_weight_decay=False,
     )
     reference = "torch.optim.Adam"
+    torch_class = "Adam"
 
 
 class AdamW(Optimizer):
@@ -174,6 +179,7 @@ class AdamW(Optimizer):
         decoupled_weight_decay=True,
     )
     reference = "torch.optim.AdamW"
+    torch_class = "AdamW"
 
 
 class AMSGrad(Optimizer):
@@ -190,6 +196,7 @@ class AMSGrad(Optimizer):
         decoupled_weight_decay=False,
     )
     reference = "torch.optim.Adam(amsgrad=True)"
+    torch_class = "Adam"
 
 
 class RAdam(Optimizer):
@@ -212,6 +219,7 @@ class RAdam(Optimizer):
         n_sma_threshold=5.0, degenerated_to_sgd=True,
     )
     reference = "torch.optim.RAdam"
+    torch_class = "RAdam"
 
 
 class QHAdam(Optimizer):
@@ -473,10 +481,15 @@ class Ralamb(Optimizer):
     ``m``, ``v`` and the rectified step ``d`` as RAdam (``radam_direction``: SGD with
     momentum before rectification); weight decay is decoupled: ``w' = w (1 - lr wd)``. With
     ``over9000_trust_ratio=True`` (default) the ratio is over9000's:
-    ``ratio = min(||w||, clamp_value) / ||w' - lr d||``, the norm of the would-be new weights, not
-    of the update, so it is about ``min(1, 10 / ||w||)``; ``over9000_trust_ratio=False`` is the
-    textbook ``min(||w||, clamp_value) / ||d||``. The ratio is 1 where a norm is 0. Then
+    ``ratio = min(||w'||, clamp_value) / ||w' - lr d||``, the norm of the would-be new weights,
+    not of the update, so it is about ``min(1, 10 / ||w'||)``; ``over9000_trust_ratio=False`` is
+    the textbook ``min(||w||, clamp_value) / ||d||``. The ratio is 1 where a norm is 0. Then
     ``p = w' - lr * ratio * d``.
+
+    ``||w'||``, after the decay, is what over9000 computes on float32 params, where its
+    ``p.data.float()`` is ``p.data`` itself and the decay is applied in place before it takes
+    the norm. On float64 params its ``float()`` makes a copy, so there it measures ``||w||``
+    before the decay: an accident of dtypes that optimkit does not reproduce.
 
     Reproduces over9000's ``ralamb.py`` (naive copy in tests/reference/ralamb.py) with its
     defaults: lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0; clamp_value=10 is its

@@ -62,17 +62,26 @@ def test_params_and_grads_are_views_of_one_buffer():
         assert all(opt.state[p][name].untyped_storage().data_ptr() == flat_ptr for p in params)
 
 
-def test_zero_grad_keeps_the_views_and_backward_fills_them():
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_zero_grad_has_torchs_semantics_and_the_step_uses_the_views(set_to_none):
+    # set_to_none=True: grads become None, backward makes fresh ones, the step copies them in;
+    # set_to_none=False: the views stay and backward accumulates into them (no copy).
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 1))
     opt = optimkit.SGD(model.parameters(), lr=0.1, flat=True)
     (store,) = opt._executor.stores[0]
-    for _ in range(2):
-        opt.zero_grad()  # set_to_none=True by default: the views must survive
-        assert all(p.grad is v for p, v in zip(model.parameters(), store.grad_views, strict=True))
+    views = lambda: all(p.grad is v for p, v in zip(model.parameters(), store.grad_views,
+                                                      strict=True))
+    for step in range(3):
+        opt.zero_grad(set_to_none=set_to_none)
+        if set_to_none or step == 0:  # (no grad yet: nothing to zero, as in torch)
+            assert all(p.grad is None for p in model.parameters())
+        else:
+            assert views() and not store.grad.any()
         model(torch.randn(5, 4)).pow(2).sum().backward()
+        assert views() == (not set_to_none and step > 0)
         expected = [p.detach() - 0.1 * p.grad for p in model.parameters()]
-        assert all(p.grad is v for p, v in zip(model.parameters(), store.grad_views, strict=True))
         opt.step()
+        assert views()
         for p, e in zip(model.parameters(), expected, strict=True):
             torch.testing.assert_close(p.detach(), e)
 

@@ -119,14 +119,95 @@ def test_inner_state_has_no_lookahead_keys(name):
     params = clone_params(make_params())
     opt = WRAPPERS[name](params)
     run(opt, params, 7)
-    before = {k for g in opt.optimizer.param_groups for k in g}
+    groups = {k for g in opt.optimizer.param_groups for k in g}
     for p in params:
-        assert not set(opt.optimizer.state[p]) & {"slow_param", "lookahead_step", "slow_buffer"}
-        assert set(opt.state[p]) == {"slow_param", "lookahead_step"}
-    assert not before & {"k", "alpha", "slow_param", "lookahead_step"}
+        inner = set(opt.optimizer.state[p])
+        assert not inner & {"slow_param", "lookahead_step", "slow_buffer"}
+        assert set(opt.state[p]) == inner | {"slow_param", "lookahead_step"}
+    assert not groups & {"k", "alpha", "slow_param", "lookahead_step"}
+    assert {"lookahead_k", "lookahead_alpha"} <= groups
     sd = opt.state_dict()
-    assert set(sd) == {"state", "param_groups", "lookahead"}
-    assert set(sd["lookahead"]["slow_param"]) == set(range(len(params)))
+    assert set(sd) == {"state", "param_groups"}  # torch's format: what ZeRO and DCP keep
+    assert all({"slow_param", "lookahead_step"} <= set(sd["state"][i]) for i in range(5))
+
+
+def test_whole_entries_written_into_state_are_split():
+    # ZeroRedundancyOptimizer.load_state_dict writes state[p] = {...} for each param itself.
+    start = make_params()
+    straight, resumed = clone_params(start), clone_params(start)
+    run(WRAPPERS["lookahead-torch-adam"](straight), straight, 10)
+    first = WRAPPERS["lookahead-torch-adam"](resumed)
+    run(first, resumed, 4)
+    saved = copy.deepcopy(first.state_dict())
+    fresh = WRAPPERS["lookahead-torch-adam"](resumed)
+    for index, p in enumerate(resumed):
+        fresh.state[p] = saved["state"][index]
+    assert set(fresh.optimizer.state[resumed[0]]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert set(fresh._own[resumed[0]]) == {"slow_param", "lookahead_step"}
+    run(fresh, resumed, 6, start=4)
+    for p, q in zip(straight, resumed, strict=True):
+        assert torch.equal(p, q)
+
+
+def _previous_format(sd):
+    """A wrapper state dict as the wrapper saved it before it kept torch's format."""
+    own = ("slow_param", "lookahead_step")
+    return {
+        "state": {i: {k: v for k, v in s.items() if k not in own} for i, s in sd["state"].items()},
+        "param_groups": [{k: v for k, v in g.items() if not k.startswith("lookahead_")}
+                         for g in sd["param_groups"]],
+        "lookahead": {
+            "k": sd["param_groups"][0]["lookahead_k"],
+            "alpha": sd["param_groups"][0]["lookahead_alpha"],
+            "slow_param": {i: s["slow_param"] for i, s in sd["state"].items()},
+            "lookahead_step": {i: s["lookahead_step"] for i, s in sd["state"].items()},
+        },
+    }
+
+
+def test_checkpoints_of_the_previous_format_still_load():
+    start = make_params()
+    straight, resumed = clone_params(start), clone_params(start)
+    run(optimkit.Lookahead(torch.optim.SGD(straight, lr=0.1, momentum=0.9), k=3), straight, 8)
+    first = optimkit.Lookahead(torch.optim.SGD(resumed, lr=0.1, momentum=0.9), k=3)
+    run(first, resumed, 4)
+    fresh = optimkit.Lookahead(torch.optim.SGD(resumed, lr=0.1, momentum=0.9), k=7)
+    fresh.load_state_dict(_previous_format(first.state_dict()))
+    assert fresh.k == 3
+    run(fresh, resumed, 4, start=4)
+    for p, q in zip(straight, resumed, strict=True):
+        assert torch.equal(p, q)
+
+
+def test_params_without_grads_get_no_slow_weights():
+    params = clone_params(make_params())
+    params[3].requires_grad_(False)
+    opt = optimkit.Lookahead(torch.optim.SGD(params, lr=0.1), k=2)
+    run(opt, params, 4, skip=lambda step, i: i in (3, 4))
+    assert len(opt.state[params[3]]) == 0 and len(opt.state[params[4]]) == 0
+    assert params[3] not in opt.state and params[4] not in opt.state
+    assert set(opt.state_dict()["state"]) == {0, 1, 2}
+
+
+def test_k_and_alpha_live_in_the_param_groups():
+    params = clone_params(make_params())
+    opt = optimkit.Lookahead(torch.optim.SGD(params[:3], lr=0.1), k=2, alpha=0.3)
+    opt.add_param_group({"params": params[3:], "lookahead_k": 4})
+    assert [g["lookahead_k"] for g in opt.param_groups] == [2, 4]
+    assert [g["lookahead_alpha"] for g in opt.param_groups] == [0.3, 0.3]
+    run(opt, params, 2)
+    torch.testing.assert_close(opt.state[params[0]]["slow_param"], params[0].detach())
+    assert not torch.equal(opt.state[params[4]]["slow_param"], params[4].detach())
+    opt.k = 5
+    assert [g["lookahead_k"] for g in opt.param_groups] == [5, 5]
+    with pytest.raises(ValueError, match="k"):
+        opt.add_param_group({"params": [torch.zeros(2, requires_grad=True)], "lookahead_k": 0})
+
+
+def test_refuses_to_wrap_an_optimizer_with_slow_weights():
+    params = clone_params(make_params())
+    with pytest.raises(ValueError, match="slow weights"):
+        optimkit.Lookahead(optimkit.Ranger(params))
 
 
 def test_counts_only_params_that_were_updated():
@@ -208,9 +289,8 @@ def test_deepcopy_keeps_the_wrapper_working():
     opt = optimkit.Lookahead(optimkit.Ralamb(params, lr=0.1), k=6)
     run(opt, params, 3)
     twin = copy.deepcopy(opt)
-    assert twin.state_dict()["lookahead"]["lookahead_step"] == opt.state_dict()["lookahead"][
-        "lookahead_step"
-    ]
+    steps = [s["lookahead_step"] for s in opt.state_dict()["state"].values()]
+    assert [s["lookahead_step"] for s in twin.state_dict()["state"].values()] == steps
     twin.step()
 
 
@@ -307,11 +387,12 @@ def test_k_and_alpha_are_per_param_group():
     assert not torch.equal(opt.state[params[2]]["slow_param"], params[2].detach())
 
 
+@pytest.mark.parametrize("format", [lambda sd: sd, _previous_format], ids=["torch", "previous"])
 @pytest.mark.parametrize("name,inner", [
     ("ranger", lambda ps: optimkit.CentralizedRAdam(ps, lr=1e-2)),
     ("lookahead-sgd", lambda ps: optimkit.SGD(ps, lr=0.05, momentum=0.9)),
 ])
-def test_a_checkpoint_of_the_wrapper_era_loads_into_the_recipe(name, inner):
+def test_a_checkpoint_of_the_wrapper_era_loads_into_the_recipe(name, inner, format):
     # Ranger and LookaheadSGD were Lookahead(inner, k, alpha); their checkpoints still load.
     k = {"ranger": 6, "lookahead-sgd": 3}[name]
     start = make_params()
@@ -322,7 +403,7 @@ def test_a_checkpoint_of_the_wrapper_era_loads_into_the_recipe(name, inner):
         for p, q in zip(new, old, strict=True):
             p.copy_(q)
     recipe = RECIPES[name](new)
-    recipe.load_state_dict(copy.deepcopy(wrapper.state_dict()))  # as torch.save would
+    recipe.load_state_dict(copy.deepcopy(format(wrapper.state_dict())))  # as torch.save would
     run(wrapper, old, 8, start=8)
     run(recipe, new, 8, start=8)
     for p, q in zip(old, new, strict=True):

@@ -257,3 +257,32 @@ def test_compiled_steps_follow_eager_under_a_policy(info, policy):
     for a, b in zip(p_eager, p_comp, strict=True):
         # inductor contracts multiply-adds: a value may land on the other side of a rounding
         assert torch.allclose(a.float(), b.float(), rtol=2**-6, atol=1e-3)
+
+
+@pytest.mark.parametrize("policy", ["8bit", "kahan", "fp32-state"])
+def test_torch_state_dict_converts_a_policy_to_torch_form(policy):
+    """``torch_state_dict()`` under a policy: the moments dequantized and in the param's
+    dtype, no policy entries; torch.optim.Adam loads it and continues from the same moments
+    (as an optimkit optimizer without the policy, loading the same checkpoint, does)."""
+    dtype, kwargs = POLICIES[policy]
+    x, y, params = _problem(dtype)
+    opt = optimkit.Adam(params, lr=1e-2, **kwargs)
+    for _ in range(3):
+        opt.zero_grad()
+        ((x.to(dtype) @ params[0] + params[1]).float() - y).pow(2).mean().backward()
+        opt.step()
+    sd = _roundtrip(opt.torch_state_dict())
+    assert all("rounding_seed" not in group for group in sd["param_groups"])
+    for index, p in enumerate(params):
+        entry = sd["state"][index]
+        assert set(entry) == {"step", "exp_avg", "exp_avg_sq"}, entry.keys()
+        assert entry["exp_avg"].dtype == p.dtype and entry["exp_avg_sq"].dtype == p.dtype
+    state = opt.state[params[0]]
+    if "grad_avg_absmax" in state:
+        expected = q.dequantize(state["grad_avg"], state["grad_avg_absmax"], True)
+    else:
+        expected = state["grad_avg"].to(dtype)
+    assert torch.equal(sd["state"][0]["exp_avg"], expected)
+    theirs = torch.optim.Adam([p.detach().clone().requires_grad_() for p in params], lr=1e-2)
+    theirs.load_state_dict(sd)
+    assert torch.equal(theirs.state[theirs.param_groups[0]["params"][0]]["exp_avg"], expected)

@@ -1,14 +1,20 @@
 """Compiled mode: the whole composed step of a bucket under ``torch.compile``.
 
 ``Optimizer(params, compile=True)`` runs the recipe's parts, unchanged, inside one compiled
-function per bucket. The continuous hyper-parameters that schedulers change
-(:data:`SCHEDULED_HYPERS`: ``lr``, ``betas``, ``momentum``) reach the parts as 0-d float64
-tensors (``betas`` as a tuple of them); dynamo accepts them where foreach ops take a number
-(``alpha=-lr``, ``value=1 - beta2``, a lerp weight), and the per-tensor step counts are tensors
-too, so an LR or momentum schedule never recompiles. A part must therefore not branch in
-Python on these three (``if momentum == 0`` belongs in ``only_if``, which is evaluated outside
-the graph). Every other hyper (``weight_decay``, ``eps``, flags) is a Python constant the parts
-may branch on: changing it recompiles.
+function per bucket. Every numeric hyper-parameter is an input of the graph: they travel packed
+in one float64 tensor and reach the parts as 0-d tensors computed in the graph (a tuple such as
+``betas`` element by element), usable wherever foreach ops take a number (``alpha=-lr``,
+``value=1 - beta2``, a lerp weight); the per-tensor step counts are tensors too. So a schedule
+of ``lr``, ``betas``, ``momentum``, ``weight_decay``, ``eps`` or any other number never
+recompiles, and each step uses the value of the moment. (A raw graph input handed to an op as
+a Python number would be read once, at trace time: hence the unbind.)
+
+The exceptions are the values 0 and 1, which stay Python numbers (except for
+:data:`SCHEDULED_HYPERS`, always tensors): a part may skip work for them (``if
+is_zero(weight_decay)``, ``if not is_one(nu)``, see ``core/tensorlists.py``), so a hyper that
+crosses 0 or 1 recompiles once. Flags, integers and strings are constants the parts may branch
+on. A part must not branch in Python on any other number (``if momentum > 0`` belongs in
+``only_if``, evaluated outside the graph).
 
 A step that creates state (a param's first step) runs eagerly, so the compiled graph never
 sees ``bucket.created``; the first compiled step is the second step. A part that runs only
@@ -34,9 +40,11 @@ import torch
 from torch import Tensor
 
 from .flat import FlatBucket
+from .sharded import ShardedBucket
 from .tensorlists import Bucket
 
-# Hyper-parameters passed to the compiled step as tensors (schedulable without recompiling).
+# Hyper-parameters passed to the compiled step as tensors whatever their value; every other
+# number is a tensor too unless it is 0 or 1 (see the module doc).
 SCHEDULED_HYPERS = frozenset({"lr", "betas", "momentum"})
 
 
@@ -51,56 +59,93 @@ def can_compile(device: torch.device) -> bool:
     return device.type != "cpu" or has_cxx_compiler()
 
 
-def hyper_tensors(group: Mapping[str, Any], names: Sequence[str]) -> dict[str, Tensor]:
-    """The scheduled hypers of ``group`` as float64 CPU tensors (tuples as 1-D tensors)."""
-    out = {}
+def _is_number(value: Any, always: bool) -> bool:
+    if isinstance(value, Tensor):
+        return value.numel() == 1
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    # 0 and 1 stay Python numbers that parts may branch on; ints are counts and sizes
+    return isinstance(value, float) and (always or value not in (0.0, 1.0))
+
+
+def graph_inputs(group: Mapping[str, Any], names: Sequence[str]):
+    """The hyper-parameters ``names`` of ``group`` as the compiled step takes them.
+
+    Returns ``(numbers, layout, constants)``: every number (tuple elements included) packed in
+    ONE 1-D float64 CPU tensor, the constant ``layout`` that says where each came from
+    (``(name, None)`` for a number, ``(name, (is_number, ...))`` for a tuple), and the other
+    values (flags, ints, strings, 0 and 1).
+    """
+    numbers: list[float] = []
+    layout = []
+    constants = {}
     for name in names:
-        if name not in SCHEDULED_HYPERS:
-            continue
-        value = group[name]
-        if isinstance(value, (tuple, list)):
-            out[name] = torch.tensor([float(v) for v in value], dtype=torch.float64)
+        value, always = group[name], name in SCHEDULED_HYPERS
+        if isinstance(value, (tuple, list)) and any(_is_number(v, always) for v in value):
+            mask = tuple(_is_number(v, always) for v in value)
+            numbers += [float(v) for v, m in zip(value, mask, strict=True) if m]
+            constants[name] = tuple(None if m else v for v, m in zip(value, mask, strict=True))
+            layout.append((name, mask))
+        elif _is_number(value, always):
+            numbers.append(float(value))
+            layout.append((name, None))
         else:
-            out[name] = torch.as_tensor(value, dtype=torch.float64).detach().cpu().reshape(())
-    return out
+            constants[name] = value
+    return torch.tensor(numbers, dtype=torch.float64), tuple(layout), constants
 
 
-def _traced_step(parts, policy, arguments, layout, params, grads, state, tensors, constants):
+def _traced_step(parts, policy, arguments, layout, params, grads, state, numbers, where,
+                 constants):
+    # Each number becomes a 0-d tensor computed in the graph (unbind), so that ops taking a
+    # Python number (alpha=, value=) read it at run time: never burnt into the graph.
+    values = iter(numbers.unbind())
     group = dict(constants)
-    for name, value in tensors.items():
-        group[name] = tuple(value.unbind()) if value.dim() else value
+    for name, mask in where:
+        if mask is None:
+            group[name] = next(values)
+        else:
+            group[name] = tuple(next(values) if m else v
+                                for v, m in zip(constants[name], mask, strict=True))
     if layout is None:
         bucket = Bucket(params, grads, state, {})
+    elif layout[0] == "sharded":
+        bucket = ShardedBucket(params, grads, state, {}, layout[1])
     else:
-        bucket = FlatBucket(params, grads, state, {}, *layout)
+        bucket = FlatBucket(params, grads, state, {}, *layout[1:])
     prepared = policy.prepare(bucket, group, arguments)
     for part in parts:
         part(bucket, group)
     policy.finalize(bucket, group, prepared)
 
 
-_compiled_step = torch.compile(_traced_step, dynamic=False)
+@functools.cache
+def _compiled_step():
+    # Made at the first compiled step: torch.compile imports torch._dynamo, seconds that an
+    # ``import optimkit`` without compile=True need not pay.
+    return torch.compile(_traced_step, dynamic=False)
 
 
 def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, policy,
                  arguments: tuple = ()) -> None:
     """Run ``parts`` on ``bucket`` through the compiled step, between the ``policy``'s
     ``prepare`` and ``finalize`` (see core/executor.py); ``arguments`` are the policy's
-    host-side numbers for this bucket, constants of the graph."""
-    names = [name for part in parts for name in part.passed]
-    tensors = hyper_tensors(group, names)
-    constants = {name: group[name] for name in names if name not in tensors}
-    layout = (bucket.lengths, bucket.sizes) if isinstance(bucket, FlatBucket) else None
-    # one cache entry per bucket shape and recipe: many optimizers in one process must not
-    # fall back to eager silently at dynamo's default limit of 8
+    host-side numbers for this bucket (random-bit keys, a graph input; offsets, constants)."""
+    names = list(dict.fromkeys(name for part in parts for name in part.passed))
+    layout = None
+    if isinstance(bucket, FlatBucket):
+        layout = ("flat", bucket.lengths, bucket.sizes)
+    elif isinstance(bucket, ShardedBucket):
+        layout = ("sharded", bucket.groups)
     options = {} if policy.plain else policy.compile_options
     import torch._inductor.config as inductor_config
 
+    # one cache entry per bucket shape and recipe: many optimizers in one process must not
+    # fall back to eager silently at dynamo's default limit of 8
     with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=256), \
             inductor_config.patch(options):
-        _compiled_step(
+        _compiled_step()(
             tuple(parts), policy, arguments, layout, bucket.params, bucket.grads, bucket.state,
-            tensors, constants,
+            *graph_inputs(group, names),
         )
 
 

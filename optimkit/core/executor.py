@@ -23,13 +23,12 @@ on it and the sync costs nothing on the other steps.
 
 Extension points, for what comes next:
 
-* **Sharded params (DTensor, FSDP2).** Buckets are built in :meth:`Executor._bucket` and
-  :meth:`Executor._group_buckets` (eager) and by :class:`~optimkit.core.flat.FlatStore`
-  (flat): that is where parts would be handed local shards and where flat mode must keep to
-  the params eager would step (a grad this step, ``requires_grad``).
+* **Sharded params (DTensor, FSDP2).** :meth:`Executor._bucket` hands the parts the local
+  shards of a bucket of DTensors (:class:`~optimkit.core.sharded.ShardedBucket`), eagerly or
+  compiled. Flat mode refuses DTensor params: FSDP2 owns their storage.
 * **Per-tensor reductions.** Parts ask the bucket: :meth:`Bucket.norms` (eager: one foreach
-  call; flat: segmented over the buffer; compiled: in the graph). A sharded bucket sums its
-  partial squares there in one collective; dot products would join it as ``Bucket.dots``.
+  call; flat: segmented over the buffer; sharded: local squares, one all-reduce; compiled: in
+  the graph). Dot products would join it as ``Bucket.dots``.
 * **Precision and memory policies.** :class:`BucketPolicy` is called around the parts of
   every bucket, eagerly and inside the compiled graph: ``prepare`` may materialise state kept
   in another dtype or quantised, ``finalize`` writes it back and applies a param update rule
@@ -50,7 +49,8 @@ from . import compiled
 from .flat import FlatBucket, FlatStore
 from .parts import Init, Part
 from .recipe import Recipe
-from .tensorlists import Bucket
+from .sharded import ShardedBucket, shard_key
+from .tensorlists import Bucket, is_dtensor
 
 # Flat mode's per-tensor fallback is compiled (with compile=True) up to this many tensors:
 # compiling a per-tensor step unrolls over the tensors (~0.25 s of compile each).
@@ -136,11 +136,15 @@ class Executor:
         self.flat = flat
         self.compile = compile
         self.policy: BucketPolicy = PLAIN
-        # flat mode: per param group, one store per (device, dtype)
+        # flat mode: per param group, one store per (device, dtype), and the params kept out
+        # of the stores (frozen when flat mode started), stepped per tensor when they get grads
         self.stores: list[list[FlatStore]] = []
+        self.loose: list[list[Tensor]] = []
         # eager: param group index -> the last step's buckets, reused while nothing changed
         self._layout: dict[int, _Layout] = {}
         self._warned_many = False
+        # the optimizer state's replacement count when its tensors were last taken in
+        self._replaced = 0
 
     # The recipe is the class's (it holds functions, which do not pickle): the optimizer puts it
     # back after unpickling. The eager bucket cache is rebuilt on the next step.
@@ -150,7 +154,7 @@ class Executor:
     # ------------------------------------------------------------ configuration
     def add_group(self, group: Mapping[str, Any]) -> None:
         if self.flat:
-            self.stores.append(self._make_stores(group))
+            self._add_stores(group)
         self._layout.clear()
 
     def set_speed(
@@ -158,36 +162,54 @@ class Executor:
         compile: bool | None, flat: bool | None,
     ) -> None:
         if compile and flat is None:
-            flat = True
+            flat = not any(is_dtensor(p) for group in groups for p in group["params"])
         if flat is not None and bool(flat) != self.flat:
             if not flat:
                 raise ValueError("flat: flat mode cannot be turned off once it is on")
+            for group in groups:
+                self._check_flat(group)
             self.flat = True
-            self.stores = [self._make_stores(group) for group in groups]
+            self.stores, self.loose = [], []
+            for group in groups:
+                self._add_stores(group)
             for stores in self.stores:
                 for store in stores:
-                    store.absorb(state, list(self.recipe.state_inits))
+                    names = list(self.recipe.state_inits)
+                    store.absorb(state, self.policy.stored_names(names, store.params[0]))
         if compile is not None:
             self.compile = bool(compile)
         self._layout.clear()
 
-    def _make_stores(self, group: Mapping[str, Any]) -> list[FlatStore]:
-        by_kind: dict[tuple, list[Tensor]] = {}
+    def _check_flat(self, group: Mapping[str, Any]) -> None:
         for p in group["params"]:
+            if is_dtensor(p):
+                raise ValueError(
+                    "flat=True cannot hold DTensor params (FSDP2's fully_shard): FSDP2 owns "
+                    "each sharded param's storage, so no flat buffer can replace it. Use "
+                    "flat=False; compile=True then compiles the step on the local shards"
+                )
             if p.is_complex() or p.is_sparse:
                 raise ValueError("flat=True needs dense real params; got a complex or sparse one")
-            by_kind.setdefault((p.device, p.dtype, self.policy.key(p)), []).append(p)
-        return [FlatStore(params) for params in by_kind.values()]
 
-    def zero_grad(self) -> None:
-        """Flat mode: zero the grad buffers and keep the views."""
-        for stores in self.stores:
-            for store in stores:
-                store.zero_grad()
+    def _add_stores(self, group: Mapping[str, Any]) -> None:
+        """One store per (device, dtype, policy key) of the group's params; frozen params stay
+        out, so a fine-tuning run keeps the one-tensor step."""
+        self._check_flat(group)
+        by_kind: dict[tuple, list[Tensor]] = {}
+        loose = []
+        for p in group["params"]:
+            if p.requires_grad:
+                by_kind.setdefault((p.device, p.dtype, self.policy.key(p)), []).append(p)
+            else:
+                loose.append(p)
+        self.stores.append([FlatStore(params) for params in by_kind.values()])
+        self.loose.append(loose)
 
     def state_loaded(self, state: Mapping[Tensor, dict]) -> None:
-        """After ``load_state_dict`` replaced the state tensors."""
+        """After ``load_state_dict`` (or code outside the optimizer) replaced state tensors:
+        forget the cached bucket lists, copy the new tensors into the flat buffers."""
         self._layout.clear()
+        self._replaced = getattr(state, "replaced", 0)
         for stores in self.stores:
             for store in stores:
                 store.readopt(state)
@@ -199,14 +221,20 @@ class Executor:
         Every grad of every group is checked first, and no state is created before that: a
         bad gradient leaves the params and the state as they were.
         """
+        if getattr(state, "replaced", 0) != self._replaced:
+            self.state_loaded(state)
         active = [self._active_parts(group) for group in groups]
         grads = [[p.grad for p in group["params"]] for group in groups]
         for group_grads in grads:
             self._check_sparse(group_grads)
         if self.flat:
-            for group, parts, stores in zip(groups, active, self.stores, strict=True):
+            for group, parts, stores, loose in zip(
+                groups, active, self.stores, self.loose, strict=True
+            ):
                 for store in stores:
                     self._step_store(store, group, parts, state)
+                for params in self._split(loose):
+                    self.run(self._bucket(params, group, parts, state), group, parts)
             return
         # which params each bucket holds (complex params refused here), then the buckets
         plans = [
@@ -252,14 +280,18 @@ class Executor:
             ]
         mask, names, split = plan
         buckets = [self._bucket(ps, group, parts, state) for ps in split]
-        if not any(created for b in buckets for created in b.created.values()):
+        # (a sharded bucket holds local shards, which have no .grad to read again next step)
+        if not any(created for b in buckets for created in b.created.values()) and not any(
+            isinstance(b, ShardedBucket) for b in buckets
+        ):
             self._layout[index] = _Layout(group["params"], mask, names, buckets)
         else:
             self._layout.pop(index, None)
         return buckets
 
     def _split(self, params: Sequence[Tensor]) -> list[list[Tensor]]:
-        """The params with a grad, by (device, dtype, the policy's key)."""
+        """The params with a grad, by (device, dtype, mesh and placements for DTensors, and the
+        precision policy's key)."""
         buckets: dict[tuple, list[Tensor]] = {}
         for p in params:
             if p.grad is None:
@@ -269,7 +301,7 @@ class Executor:
                     f"{self.owner} does not support complex parameters; "
                     "optimise torch.view_as_real(p) instead"
                 )
-            buckets.setdefault((p.device, p.dtype, self.policy.key(p)), []).append(p)
+            buckets.setdefault((p.device, p.dtype, shard_key(p), self.policy.key(p)), []).append(p)
         return list(buckets.values())
 
     def _bucket(
@@ -280,7 +312,9 @@ class Executor:
         for part in parts:
             inits.update(part.state)
         lists, created = self.policy.collect(params, group, inits, all_state)
-        return Bucket(params, [p.grad for p in params], lists, created)
+        bucket = Bucket(params, [p.grad for p in params], lists, created)
+        # DTensor params (FSDP2): the parts run on the local shards
+        return ShardedBucket.of(bucket) if is_dtensor(params[0]) else bucket
 
     def _step_store(
         self, store: FlatStore, group: Mapping[str, Any], parts: list[Part], state: dict

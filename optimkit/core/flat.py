@@ -6,12 +6,22 @@ are views into flat buffers of their own, and per-param 0-d state (the ``step`` 
 one 1-D buffer. ``optimizer.state[p]`` holds these views, so the ordinary per-tensor path,
 ``state_dict`` and everything else see per-param tensors as usual.
 
-When every param of the bucket has its grad in place and all step counters agree, the recipe
+Gradients keep torch's semantics, so flat mode steps exactly the params eager mode steps: a
+param whose ``p.grad`` is None is skipped. ``zero_grad()`` (``set_to_none=True``) sets every
+grad to None; the next backward creates fresh grads and the step copies them into the grad
+buffer (one copy per param) and points ``p.grad`` at its view again. With
+``zero_grad(set_to_none=False)`` the views stay, backward accumulates into them in place and
+no copy is needed; as in eager mode, a param that then gets no gradient steps with a zero one.
+
+When every param of the bucket has its grad and all step counters agree, the recipe
 runs once over a bucket of ONE tensor per list: a handful of kernels whatever the number of
 params (like DDP's ``gradient_as_bucket_view`` and apex's contiguous buffers). Per-tensor norms
 become segmented reductions (:meth:`FlatBucket.norms`). Otherwise (a grad is None, a param
 joined late, a part keeps other per-param state) the step falls back to the per-tensor path
 over the views, which gives the same result.
+
+A copy of the store (``copy.deepcopy`` or pickling of the model and the optimizer together)
+points its params and grads at its own buffers again (:meth:`FlatStore.__setstate__`).
 """
 
 from __future__ import annotations
@@ -74,10 +84,7 @@ class FlatStore:
             for p, view in zip(params, self._views(self.param), strict=True):
                 p.data = view
             self.grad_views = self._views(self.grad)
-            for p, view in zip(params, self.grad_views, strict=True):
-                if p.grad is not None:
-                    view.copy_(p.grad)
-                p.grad = view
+            self.grads_in_place()
         # state name -> flat buffer (param-sized, or one entry per param for 0-d state).
         self.state: dict[str, Tensor] = {}
         # names of the state that is one 0-d tensor per param (the step counters)
@@ -85,6 +92,20 @@ class FlatStore:
 
     def _views(self, flat: Tensor) -> list[Tensor]:
         return [v.view_as(p) for v, p in zip(flat.split(self.sizes), self.params, strict=True)]
+
+    # A deepcopy or an unpickled copy gives each param storage of its own (``Parameter``'s
+    # deepcopy clones, plain pickling copies every storage): point them back at the buffer.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "grad_views"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        with torch.no_grad():
+            for p, view in zip(self.params, self._views(self.param), strict=True):
+                if not _is_view_of(p, self.param):
+                    p.data = view  # equal values: they were views when copied
+            self.grad_views = self._views(self.grad)
+            self.grads_in_place()
 
     # ------------------------------------------------------------------ state
     def adopt(self, name: str, per_param: list[Tensor]) -> list[Tensor]:
@@ -135,24 +156,23 @@ class FlatStore:
 
     # ------------------------------------------------------------------ step
     def grads_in_place(self) -> bool:
-        """Point ``p.grad`` back at its view; False if some param has no grad this step."""
+        """Copy fresh grads into their views and point ``p.grad`` there; False if some param
+        has no grad this step. (Sparse grads are refused before any store steps.)"""
         ok = True
+        fresh, views = [], []
         for p, view in zip(self.params, self.grad_views, strict=True):
             grad = p.grad
             if grad is view:
                 continue
-            if grad is None:
+            if grad is None or grad.is_sparse:
                 ok = False
                 continue
-            view.copy_(grad)
+            fresh.append(grad)
+            views.append(view)
             p.grad = view
+        if fresh:
+            torch._foreach_copy_(views, fresh)
         return ok
-
-    def zero_grad(self) -> None:
-        self.grad.zero_()
-        for p, view in zip(self.params, self.grad_views, strict=True):
-            if p.grad is not view:
-                p.grad = view
 
     def bucket(self, names: list[str]) -> FlatBucket | None:
         """The one-tensor bucket, or None when the flat step would not match per-tensor steps."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -15,6 +16,7 @@ from .executor import Executor
 from .parts import Part
 from .recipe import Recipe, check_recipe
 from .rules import CONVENTIONS
+from .tensorlists import is_dtensor
 
 # torch.optim's state names, read as optimkit's when a torch checkpoint is loaded.
 TORCH_STATE_NAMES = {
@@ -24,6 +26,21 @@ TORCH_STATE_NAMES = {
     "square_avg": "sqr_avg",
     "sum": "sqr_sum",
 }
+# optimkit's state names as each torch.optim class spells them (``Optimizer.torch_state_dict``).
+_ADAM_NAMES = {"grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq", "max_sqr_avg": "max_exp_avg_sq"}
+TORCH_FORMATS: dict[str, dict[str, str]] = {
+    "SGD": {},
+    "Adagrad": {"sqr_sum": "sum"},
+    "RMSprop": {"sqr_avg": "square_avg"},
+    "Adam": _ADAM_NAMES,
+    "AdamW": _ADAM_NAMES,
+    "RAdam": _ADAM_NAMES,
+}
+# torch.optim group settings that choose how torch runs a step, not what it computes: a
+# checkpoint that has them loads (they are dropped).
+TORCH_SWITCHES = ("foreach", "fused", "capturable")
+# torch.optim group settings optimkit does not implement: only these values load.
+TORCH_UNSUPPORTED = {"maximize": False, "differentiable": False}
 
 
 def _as_param_list(params: Any) -> list:
@@ -43,6 +60,42 @@ def _as_param_list(params: Any) -> list:
     return params
 
 
+class OptimizerState(defaultdict):
+    """``optimizer.state``: torch's default dict of per-param state, counting the entries that
+    code outside the optimizer replaces or deletes.
+
+    ``ZeroRedundancyOptimizer.load_state_dict`` writes ``optimizer.state[p] = {...}`` itself,
+    and Lightning moves state to a device the same way. The executor's cached bucket lists and
+    flat buffers would then hold the old tensors: it compares ``replaced`` before every step and
+    takes the new tensors in when it changed.
+    """
+
+    def __init__(self, entries: Mapping[Tensor, dict] = ()) -> None:
+        super().__init__(dict, entries)
+        self.replaced = 0
+
+    def __setitem__(self, param: Tensor, entry: dict) -> None:
+        if param in self:
+            self.replaced += 1
+        super().__setitem__(param, entry)
+
+    def __delitem__(self, param: Tensor) -> None:
+        self.replaced += 1
+        super().__delitem__(param)
+
+    def __reduce__(self):
+        return type(self), (), None, None, iter(self.items())
+
+
+def _has_dtensor(params: list) -> bool:
+    for item in params:
+        tensors = item.get("params", ()) if isinstance(item, Mapping) else (item,)
+        if isinstance(tensors, Tensor):
+            tensors = (tensors,)
+        if any(is_dtensor(t) for t in tensors):
+            return True
+    return False
+
 def _tensors_of(params: list) -> list[Tensor]:
     """The tensors of a params argument (tensors, or param-group dicts)."""
     out = []
@@ -61,6 +114,7 @@ MODE_KEYWORDS: dict[str, Any] = {
     "compile": False, "flat": None, "state_dtype": None, "state_bits": None,
     "param_update": "plain", "generator": None,
 }
+
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -90,18 +144,24 @@ class Optimizer(torch.optim.Optimizer):
     ``core/executor.py``):
 
     * ``compile=True``: the composed step of each bucket runs under ``torch.compile``;
-      ``lr``, ``betas`` and ``momentum`` are graph inputs, so schedules do not recompile
-      (see ``core/compiled.py``). Without a C++ compiler it warns and runs eagerly. It turns
-      flat mode on unless ``flat=False`` is given: over separate tensors the compiled step
-      unrolls per tensor, compiles for minutes and runs no faster than eager.
+      every numeric hyper-parameter is a graph input, so schedules (of ``lr``, ``betas``,
+      ``weight_decay``, ...) do not recompile (see ``core/compiled.py``). Without a C++
+      compiler it warns and runs eagerly. It turns flat mode on unless ``flat=False`` is given
+      or the params are DTensors: over separate tensors the compiled step unrolls per tensor,
+      compiles for minutes and runs no faster than eager.
     * ``flat=True``: each (device, dtype) bucket of params, grads and state lives in one
       contiguous buffer, ``p.data`` and ``p.grad`` being views into it; a step is then a few
       kernels over one tensor whatever the number of params (see ``core/flat.py``). Params
-      become contiguous. ``zero_grad()`` zeroes the grad buffer and keeps the views (it never
-      sets grads to None), so a param that got no gradient steps with a zero grad; a param
-      whose grad was set to None otherwise (``model.zero_grad()``) is skipped, as usual, by a
-      slower per-tensor step. ``state_dict()`` holds per-param copies in torch's format, so
-      flat and non-flat checkpoints interchange.
+      become contiguous; params frozen (``requires_grad=False``) when flat mode starts stay
+      out of the buffers. Grads keep torch's semantics, so flat mode steps exactly the params
+      eager mode steps: ``zero_grad()`` sets them to None and the step copies the fresh ones
+      into the buffer; ``zero_grad(set_to_none=False)`` keeps the views and saves that copy.
+      ``state_dict()`` holds per-param copies in torch's format, so flat and non-flat
+      checkpoints interchange. DTensor params (FSDP2) are refused: FSDP2 owns their storage.
+
+    The modes belong to the optimizer, not to its state: ``load_state_dict`` (any format),
+    deepcopy, pickling and ``torch.save`` of the optimizer keep them. DTensor params step on
+    their local shards (``core/sharded.py``).
 
     A precision and memory policy, for every recipe and mode (see :mod:`optimkit.precision`):
 
@@ -122,6 +182,8 @@ class Optimizer(torch.optim.Optimizer):
     hypers: ClassVar[dict[str, Any]] = {}
     reference: ClassVar[str] = ""
     recipe: ClassVar[Recipe | None] = None
+    # The torch.optim class (by name) whose checkpoints this recipe reads and writes exactly.
+    torch_class: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -165,18 +227,19 @@ class Optimizer(torch.optim.Optimizer):
             # the seed of the random bits is run state: it travels in the param groups, so a
             # resumed run draws what the uninterrupted one would have
             defaults["rounding_seed"] = precision.seed
-        # compile=True implies flat unless flat=False: a compiled step over separate tensors
-        # unrolls per tensor (160 tensors: two minutes to compile, and no faster than eager)
-        self._executor = Executor(
-            cls.recipe, cls.__name__, flat=bool(compile) if flat is None else bool(flat),
-            compile=bool(compile),
-        )
+        params = _as_param_list(params)
+        if flat is None:
+            # compile=True implies flat: a compiled step over separate tensors unrolls per
+            # tensor (160 tensors: two minutes to compile, and no faster than eager). Not for
+            # DTensor params (FSDP2), which flat mode cannot hold: those compile per tensor.
+            flat = bool(compile) and not _has_dtensor(params)
+        self._executor = Executor(cls.recipe, cls.__name__, flat=bool(flat), compile=bool(compile))
         if not precision.plain:
             self._executor.policy = PrecisionPolicy(precision, cls.recipe.storage)
-        params = _as_param_list(params)
-        if not precision.plain:  # before flat mode moves the params into its buffers
+            # before flat mode moves the params into its buffers
             precision.check(cls.recipe.storage, _tensors_of(params), cls.__name__)
         super().__init__(params, defaults)
+        self.state = OptimizerState(self.state)
 
     # Pickling and deepcopy: torch.optim keeps only defaults, state and param_groups; the speed
     # modes (and flat mode's buffers, which the params are views of) travel in the executor.
@@ -185,14 +248,20 @@ class Optimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # torch's load_state_dict calls this on the live optimizer with only state and
-        # param_groups: the executor, and so the speed modes, stay as they are
-        executor = state.pop("_executor", None) or self.__dict__.get("_executor")
+        # param_groups: the executor, and so the speed modes, stay as they are. Unpickling and
+        # deepcopy bring one; its flat buffers then take the state tensors back.
+        copied = state.pop("_executor", None)
+        executor = copied or self.__dict__.get("_executor")
         super().__setstate__(state)
+        if not isinstance(self.state, OptimizerState):
+            self.state = OptimizerState(self.state)
         if executor is None:  # unpickling a checkpoint made before the executor existed
             executor = Executor(type(self).recipe, type(self).__name__, flat=False,
                                 compile=False)
         executor.recipe = type(self).recipe
         self._executor = executor
+        if copied is not None:
+            executor.state_loaded(self.state)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -222,11 +291,6 @@ class Optimizer(torch.optim.Optimizer):
         self._executor.step(self.param_groups, self.state)
         return loss
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Zero the grads; in flat mode the grad buffer is zeroed and the views kept."""
-        if not self._executor.flat:
-            return super().zero_grad(set_to_none)
-        self._executor.zero_grad()
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -253,14 +317,41 @@ class Optimizer(torch.optim.Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load optimkit's or torch.optim's format (torch's state names are translated)."""
-        known = set(type(self).state_inits)
+        """Load optimkit's format or torch.optim's.
+
+        From torch: the state names are translated (``exp_avg`` -> ``grad_avg``, ...), the
+        hyper-parameters torch's groups lack (``decoupled_weight_decay``, ``n_sma_threshold``,
+        ...) come from this optimizer's defaults, the switches that only choose how torch runs
+        (``foreach``, ``fused``, ``capturable``) are dropped, and a setting optimkit does not
+        implement (``maximize=True``, ``differentiable=True``) raises ``ValueError`` before
+        anything changes. The speed modes stay as they are.
+        """
+        cls = type(self)
+        groups = []
+        for index, saved in enumerate(state_dict["param_groups"]):
+            for name, supported in TORCH_UNSUPPORTED.items():
+                if name not in cls.hypers and name in saved and bool(saved[name]) != supported:
+                    raise ValueError(
+                        f"param group {index} of the state_dict has {name}={saved[name]!r}, a "
+                        f"torch.optim setting {cls.__name__} does not implement; nothing was "
+                        "loaded"
+                    )
+            dropped = (*TORCH_SWITCHES, *TORCH_UNSUPPORTED)
+            group = {k: v for k, v in saved.items() if k in cls.hypers or k not in dropped}
+            groups.append({**self.defaults, **group})
+        for group in groups:
+            cls.recipe.validate(group)
+        known = set(cls.state_inits)
         renamed = {}
         for index, state in state_dict["state"].items():
             renamed[index] = {
                 (TORCH_STATE_NAMES.get(k, k) if k not in known else k): v for k, v in state.items()
             }
-        super().load_state_dict({**state_dict, "state": renamed})
+        super().load_state_dict({**state_dict, "state": renamed, "param_groups": groups})
+        for state in self.state.values():  # torch keeps a capturable or fused step on its device
+            step = state.get("step")
+            if isinstance(step, Tensor) and not step.is_cpu:
+                state["step"] = step.to("cpu", torch.float32)
         policy = self._executor.policy
         stored_forms = any(_policy_entry(name) for state in renamed.values() for name in state)
         if not policy.plain or stored_forms:
@@ -285,6 +376,61 @@ class Optimizer(torch.optim.Optimizer):
                 if isinstance(value, Tensor) and name != "step":
                     state[name] = value.to(device=p.device)
             policy.conform(p, state)
+
+    def torch_state_dict(self) -> dict[str, Any]:
+        """This optimizer's ``state_dict`` as ``torch.optim.<torch_class>`` saves it, so that
+        ``torch_optimizer.load_state_dict(opt.torch_state_dict())`` continues exactly.
+
+        The state is renamed (``grad_avg`` -> ``exp_avg``, ...) and the hyper-parameters
+        torch's class does not have are left out; ``ValueError`` if one of them is not at its
+        default (``RAdam(n_sma_threshold=4)``, ``SGD(decoupled_weight_decay=True)``: torch would
+        run another update), or if the recipe reproduces no torch.optim class.
+
+        Under a precision policy the state is converted to torch's form: 8-bit state is
+        dequantized and every moment cast to its param's dtype (as torch's own
+        ``load_state_dict`` would), the Kahan compensation, the policy's own step counter and
+        ``rounding_seed`` are left out. torch continues from there with plain updates; the
+        optimizer's own ``state_dict()`` keeps the exact stored form.
+        """
+        cls = type(self)
+        if cls.torch_class is None:
+            raise ValueError(f"{cls.__name__} reproduces no torch.optim class: no torch format")
+        names = TORCH_FORMATS[cls.torch_class]
+        theirs = set(inspect.signature(getattr(torch.optim, cls.torch_class)).parameters)
+        sd = self._without_policy(self.state_dict())
+        groups = []
+        for index, group in enumerate(sd["param_groups"]):
+            for name, value in group.items():
+                if name in cls.hypers and name not in theirs and value != cls.hypers[name]:
+                    raise ValueError(
+                        f"param group {index} has {name}={value!r}; torch.optim."
+                        f"{cls.torch_class} has no such setting, so it would run another update"
+                    )
+            groups.append({k: v for k, v in group.items() if k not in cls.hypers or k in theirs})
+        state = {
+            index: {names.get(k, k): v for k, v in entry.items()}
+            for index, entry in sd["state"].items()
+        }
+        return {**sd, "state": state, "param_groups": groups}
+
+    def _without_policy(self, sd: dict[str, Any]) -> dict[str, Any]:
+        """``sd`` (this optimizer's ``state_dict()``) with its state in the plain form."""
+        policy = self._executor.policy
+        if policy.plain:
+            return sd
+        plain = Precision()
+        params = [p for group in self.param_groups for p in group["params"]]
+        ids = [i for group in sd["param_groups"] for i in group["params"]]
+        state = {}
+        for index, entry in sd["state"].items():
+            entry = dict(entry)
+            plain.conform(params[ids.index(index)], entry, policy.storages)
+            if policy.own_step:
+                entry.pop("step", None)
+            state[index] = entry
+        groups = [{k: v for k, v in group.items() if k != "rounding_seed"}
+                  for group in sd["param_groups"]]
+        return {**sd, "state": state, "param_groups": groups}
 
     def __repr__(self) -> str:
         head = super().__repr__()

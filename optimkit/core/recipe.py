@@ -16,8 +16,8 @@ from .rules import GroupCheck, Rule
 from .tensorlists import FIELDS
 
 # Fields every bucket starts with: the gradient, which is also the update (and what a trust
-# ratio measures) until a part provides another.
-INITIAL_FIELDS = ("grads", "update", "norm_target")
+# ratio measures) until a part provides another, and the params a trust ratio weighs it with.
+INITIAL_FIELDS = ("grads", "update", "norm_target", "norm_weights")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ for an accelerator.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -35,7 +36,9 @@ FIELDS: dict[str, str] = {
     "step_size": "per-element step sizes, lr and bias corrections folded in (AdaMod, DiffGrad)",
     "norm_target": "the tensors whose norm a trust ratio compares with ||w||: the update, "
     "unless a part provides other ones (over9000's would-be new weights)",
-    "weight_norms": "||w|| per tensor, a 1-D tensor on the bucket's device",
+    "norm_weights": "the tensors a trust ratio measures as w: the params, unless a part "
+    "provides other ones (over9000's weights after its decoupled decay)",
+    "weight_norms": "||norm_weights|| per tensor, a 1-D tensor on the bucket's device",
     "update_norms": "||norm_target|| per tensor, a 1-D tensor on the bucket's device",
 }
 
@@ -45,10 +48,10 @@ class Bucket:
 
     Attributes:
         params: the parameters (updated in place by steppers).
-        grads, update, first_moment, second_moment, step_size, norm_target, weight_norms,
-            update_norms: the per-step values of :data:`FIELDS`. ``update`` reads as ``grads``
-            and ``norm_target`` as ``update`` until a part sets them; the others are None
-            until a part provides them.
+        grads, update, first_moment, second_moment, step_size, norm_target, norm_weights,
+            weight_norms, update_norms: the per-step values of :data:`FIELDS`. ``update``
+            reads as ``grads``, ``norm_target`` as ``update`` and ``norm_weights`` as
+            ``params`` until a part sets them; the others are None until a part provides them.
         state: state name -> list of tensors, aligned with ``params``; writing into these
             tensors updates ``optimizer.state[p]``.
         created: state name -> indices of the tensors whose state was created this step.
@@ -56,7 +59,7 @@ class Bucket:
 
     __slots__ = (
         "params", "grads", "state", "created", "_update", "first_moment", "second_moment",
-        "step_size", "_norm_target", "weight_norms", "update_norms", "_steps",
+        "step_size", "_norm_target", "_norm_weights", "weight_norms", "update_norms", "_steps",
     )
 
     def __init__(self, params, grads, state, created):
@@ -69,6 +72,7 @@ class Bucket:
         self.second_moment: list[Tensor] | None = None
         self.step_size: list[Tensor] | None = None
         self._norm_target: list[Tensor] | None = None
+        self._norm_weights: list[Tensor] | None = None
         self.weight_norms: Tensor | None = None
         self.update_norms: Tensor | None = None
         self._steps: Tensor | None = None
@@ -91,6 +95,14 @@ class Bucket:
     @norm_target.setter
     def norm_target(self, tensors: list[Tensor]) -> None:
         self._norm_target = tensors
+
+    @property
+    def norm_weights(self) -> list[Tensor]:
+        return self.params if self._norm_weights is None else self._norm_weights
+
+    @norm_weights.setter
+    def norm_weights(self, tensors: list[Tensor]) -> None:
+        self._norm_weights = tensors
 
     @property
     def device(self) -> torch.device:
@@ -136,6 +148,29 @@ class Bucket:
         a sharded bucket would sum its partial squares across shards in one collective.
         """
         return torch.stack(torch._foreach_norm(list(tensors)))
+
+
+def is_zero(value) -> bool:
+    """Whether a hyper-parameter is exactly 0, for a part that skips work then.
+
+    Under ``torch.compile`` a number other than 0 and 1 arrives as a 0-d tensor (so that a
+    schedule does not recompile, see ``core/compiled.py``): that is never zero here.
+    """
+    return isinstance(value, (int, float)) and value == 0
+
+
+def is_one(value) -> bool:
+    """Whether a hyper-parameter is exactly 1 (see :func:`is_zero`)."""
+    return isinstance(value, (int, float)) and value == 1
+
+
+def is_dtensor(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor`` (FSDP2's sharded params).
+
+    No DTensor can exist before ``torch.distributed.tensor`` is imported, so this imports nothing.
+    """
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(tensor, module.DTensor)
 
 
 def norms(tensors: Sequence[Tensor]) -> list[Tensor]:

@@ -37,6 +37,28 @@ state: NovoGrad's layer-wise moment) keep the wider of the param's dtype and ``s
 policy's seed and the params' ``step`` counters (a recipe without one gets one when the policy
 needs it), with each tensor's element offset in its (param group, device, dtype) layout: runs
 reproduce from the seed, in every execution mode.
+
+**Execution modes.** Eager, flat and compiled steps run the same ``prepare`` -> parts ->
+``finalize``. Buckets and flat stores are split by whether a param's state is 8-bit (so a
+bucket's lists are alike). A flat store of 8-bit params steps as one tensor only when every
+param but the last fills whole 256-element blocks; otherwise it steps per tensor over its views
+(the blocks must start at each param's first element, so that flat and per-tensor steps
+quantize the same blocks and the per-param ``state_dict`` entries are the same in both modes).
+
+**FSDP2 (DTensor params).** The codes of an 8-bit state are a DTensor laid out like the param;
+the block scales (``<name>_absmax``) are a plain tensor of the *local* shard's blocks: a shard
+is quantized on its own, with no collective, and blocks restart at each shard's first element.
+The result equals the unsharded run's bit for bit in layout when each shard holds whole blocks
+(``numel`` of a shard a multiple of 256), and within the quantization error otherwise.
+Stochastic rounding draws, per element, the bits of its offset in the full tensor, so sharded
+and unsharded runs round alike. Checkpoints of 8-bit state under FSDP2 are per rank: a
+distributed checkpoint (DCP) of it is not supported yet (the scales are not DTensors).
+
+**Checkpoints.** ``state_dict()`` holds the stored form (codes, scales, compensation; the seed
+as each group's ``rounding_seed``) and loads back exactly; a checkpoint of another policy (or
+of torch.optim) is converted on load (:meth:`Precision.conform`). ``torch_state_dict()``
+converts to torch's form: moments dequantized and cast to the param's dtype, the policy's
+entries dropped.
 """
 
 from __future__ import annotations
@@ -213,7 +235,7 @@ class Precision:
         for name, value in values.items():
             storage = storages[name]
             if self.quantized(name, storage, value.numel()):
-                out[name], out[name + ABSMAX_SUFFIX] = q.quantize(value, storage is Storage.SIGNED)
+                out[name], out[name + ABSMAX_SUFFIX] = _quantize_new(value, storage)
                 continue
             dtype = self.storage_dtype(storage, p.dtype)
             out[name] = value if dtype in (None, value.dtype) else value.to(dtype)
@@ -327,6 +349,22 @@ class Precision:
                 else:
                     p.copy_(w)
             bucket.params = params
+
+
+def _quantize_new(value: Tensor, storage: Storage) -> tuple[Tensor, Tensor]:
+    """Codes and block scales of a fresh state tensor. A DTensor (FSDP2) is quantized shard by
+    shard, with no collective: the codes are a DTensor laid out like the param, the scales a
+    plain tensor of the local shard's blocks (blocks restart at each shard's first element)."""
+    from ..core.tensorlists import is_dtensor
+
+    if not is_dtensor(value):
+        return q.quantize(value, storage is Storage.SIGNED)
+    from torch.distributed.tensor import DTensor
+
+    codes, absmax = q.quantize(value.to_local(), storage is Storage.SIGNED)
+    codes = DTensor.from_local(codes, value.device_mesh, value.placements, run_check=False,
+                               shape=value.shape, stride=value.stride())
+    return codes, absmax
 
 
 def _narrower(dtype: torch.dtype, than: torch.dtype) -> bool:
@@ -489,7 +527,11 @@ class PrecisionPolicy:
                 len(v) for v in cached[1].values()) != len(members):
             by_kind: dict[tuple, dict[int, int]] = {}
             totals: dict[tuple, int] = {}
-            for p in members:
+            # trainable params first, as flat mode lays them out (frozen ones stay out of its
+            # buffers): a frozen param that gets a grad later draws bits of its own
+            ordered = [p for p in members if p.requires_grad]
+            ordered += [p for p in members if not p.requires_grad]
+            for p in ordered:
                 kind = (p.device, p.dtype, self.key(p))
                 by_kind.setdefault(kind, {})[id(p)] = totals.get(kind, 0)
                 totals[kind] = totals.get(kind, 0) + p.numel()
@@ -506,7 +548,14 @@ class PrecisionPolicy:
         keys = step_keys(seed, steps)
         if flat:
             return (keys, 0)
-        return (keys, *self.offsets(group, bucket.params))
+        dtensors = getattr(bucket, "dtensors", ())
+        if not dtensors:
+            return (keys, *self.offsets(group, bucket.params))
+        # FSDP2: each local shard draws the bits its elements draw in the unsharded run
+        from ..core.sharded import shard_offset
+
+        offsets = self.offsets(group, dtensors)
+        return (keys, *(o + shard_offset(p) for o, p in zip(offsets, dtensors, strict=True)))
 
     # ------------------------------------------------------------------ state
     def collect(self, params: Sequence[Tensor], group: Mapping[str, Any],

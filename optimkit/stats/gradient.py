@@ -10,6 +10,7 @@ import torch
 from ..core.parts import stat, zeros
 from ..core.rules import betas as betas_rule
 from ..core.rules import nonnegative
+from ..core.tensorlists import is_zero
 
 _DECAY_RULES = dict(weight_decay=nonnegative, lr=nonnegative)
 
@@ -17,7 +18,7 @@ _DECAY_RULES = dict(weight_decay=nonnegative, lr=nonnegative)
 def _decay(b, tensors, weight_decay, decoupled, lr):
     """``tensors + weight_decay * p`` (L2), or ``tensors`` after ``p *= 1 - lr * weight_decay``
     (decoupled)."""
-    if weight_decay == 0:
+    if is_zero(weight_decay):
         return tensors
     if decoupled:
         torch._foreach_mul_(b.params, 1 - lr * weight_decay)

@@ -24,7 +24,7 @@ import torch
 from ..core.parts import stat
 from ..core.rules import betas as betas_rule
 from ..core.rules import nonnegative
-from ..core.tensorlists import debias, scalars
+from ..core.tensorlists import debias, is_zero, scalars
 
 
 @stat(reads=("first_moment", "second_moment", "step"), provides=("update",),
@@ -60,26 +60,29 @@ def debias_direction(b, betas):
     b.update = torch._foreach_mul(b.update, scalars(corrected2**0.5 / corrected1))
 
 
-@stat(reads=("update",), provides=("norm_target",),
+@stat(reads=("update",), provides=("norm_target", "norm_weights"),
       rules=dict(lr=nonnegative, weight_decay=nonnegative), lr=1e-3, weight_decay=0.0)
 def new_weights_norm(b, lr, weight_decay):
-    """over9000's Ralamb measures the would-be new weights, not the update.
+    """over9000's Ralamb compares the would-be new weights with the decayed ones.
 
-    Provides the tensors whose norm ``layer_norms`` takes as ``||u||``:
-    ``p * (1 - lr * weight_decay) - lr * d``, the params after a full, untrusted step.
+    Provides the tensors ``layer_norms`` measures: ``w' = p * (1 - lr * weight_decay)`` as the
+    weights and ``w' - lr * d``, the params after a full, untrusted step, as the update.
+    (over9000 decays float32 params in place before it measures them, so ``||w'||``.)
     """
-    target = torch._foreach_mul(b.params, 1 - lr * weight_decay)
-    torch._foreach_add_(target, b.update, alpha=-lr)
-    b.norm_target = target
+    decayed = torch._foreach_mul(b.params, 1 - lr * weight_decay)
+    b.norm_target = torch._foreach_add(decayed, b.update, alpha=-lr)
+    b.norm_weights = decayed
 
 
-@stat(reads=("norm_target",), provides=("weight_norms", "update_norms"), layerwise=True)
+@stat(reads=("norm_target", "norm_weights"), provides=("weight_norms", "update_norms"),
+      layerwise=True)
 def layer_norms(b):
-    """``||w||`` and ``||u||`` per tensor, ``u`` being ``norm_target`` (the update, unless
-    ``new_weights_norm`` provided the would-be new weights). Both lists go through ONE
+    """``||w||`` and ``||u||`` per tensor, ``w`` being ``norm_weights`` (the params, unless
+    ``new_weights_norm`` provided the decayed ones) and ``u`` being ``norm_target`` (the update,
+    unless ``new_weights_norm`` provided the would-be new weights). Both lists go through ONE
     ``b.norms`` call (one reduction, one collective once params are sharded)."""
     n = len(b.params)
-    both = b.norms([*b.params, *b.norm_target])
+    both = b.norms([*b.norm_weights, *b.norm_target])
     b.weight_norms, b.update_norms = both[:n], both[n:]
 
 
@@ -107,7 +110,7 @@ def trust_ratio(b, lr, weight_decay, trust_coefficient, eps, clip, clamp_value, 
         ratio = (ratio / lr).clamp(max=1.0)
     adapted = (w > 0) & (u > 0)
     ratio = torch.where(adapted, ratio, 1.0)
-    if weight_decay != 0:
+    if not is_zero(weight_decay):
         decay = torch.where(adapted, ratio * weight_decay, 0.0)
         direction = torch._foreach_mul(b.params, list(decay.unbind()))
         torch._foreach_addcmul_(direction, b.update, list(ratio.unbind()))

@@ -7,7 +7,7 @@ import torch
 from ..core.parts import stepper
 from ..core.rules import betas as betas_rule
 from ..core.rules import nonnegative, weights
-from ..core.tensorlists import debias, scalars
+from ..core.tensorlists import debias, is_one, scalars
 
 _ADAM_RULES = dict(lr=nonnegative, betas=betas_rule, eps=nonnegative)
 
@@ -53,10 +53,10 @@ def qhadam_step(b, lr, betas, nus, eps):
     nu1, nu2 = nus
     corrected1, corrected2 = debias(betas, b.steps)
     numerator = torch._foreach_mul(b.first_moment, scalars(nu1 / corrected1))
-    if nu1 != 1:
+    if not is_one(nu1):
         torch._foreach_add_(numerator, b.grads, alpha=1 - nu1)
     denom = torch._foreach_mul(b.second_moment, scalars(nu2 / corrected2))
-    if nu2 != 1:
+    if not is_one(nu2):
         torch._foreach_addcmul_(denom, b.grads, b.grads, value=1 - nu2)
     torch._foreach_sqrt_(denom)
     torch._foreach_add_(denom, eps)

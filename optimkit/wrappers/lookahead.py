@@ -7,8 +7,8 @@ wrapper is for optimizers that are not recipes (torch.optim's, other libraries')
 
 from __future__ import annotations
 
-from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import torch
@@ -16,6 +16,11 @@ from torch import Tensor
 
 from ..core.rules import closed_unit_interval, positive_integer
 from ..steppers.slow_weights import interpolate
+
+# The wrapper's own per-param state, kept next to the inner optimizer's.
+OWN_STATE = ("slow_param", "lookahead_step")
+# The wrapper's hyper-parameters, kept in the (inner optimizer's) param groups.
+K, ALPHA = "lookahead_k", "lookahead_alpha"
 
 
 def _check_k(k: Any) -> int:
@@ -28,26 +33,120 @@ def _check_alpha(alpha: Any) -> float:
     return float(alpha)
 
 
+class _ParamState(MutableMapping):
+    """One param's state under the wrapper: the inner optimizer's entries and the slow weights."""
+
+    __slots__ = ("_wrapper", "_param")
+
+    def __init__(self, wrapper: Lookahead, param: Tensor) -> None:
+        self._wrapper, self._param = wrapper, param
+
+    def _home(self, key: str, create: bool = False) -> MutableMapping:
+        if key not in OWN_STATE:
+            return self._wrapper.optimizer.state[self._param]
+        own = self._wrapper._own
+        return own.setdefault(self._param, {}) if create else own.get(self._param, {})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._home(key)[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._home(key, create=True)[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._home(key)[key]
+
+    def _parts(self) -> list[Mapping]:
+        parts = []
+        for state in (self._wrapper.optimizer.state, self._wrapper._own):
+            if self._param in state:
+                parts.append(state[self._param])
+        return parts
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([key for part in self._parts() for key in part])
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self._parts())
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+class _State(MutableMapping):
+    """``Lookahead.state``: param -> the inner state plus the slow weights, as one mapping.
+
+    Writing a whole entry (``state[p] = {...}``, as ``ZeroRedundancyOptimizer.load_state_dict``
+    does) sends the slow weights to the wrapper and everything else to the inner optimizer.
+    Like ``torch.optim``'s state it is a default dict: reading an unknown param gives an empty
+    entry.
+    """
+
+    __slots__ = ("_wrapper",)
+
+    def __init__(self, wrapper: Lookahead) -> None:
+        self._wrapper = wrapper
+
+    def __getitem__(self, param: Tensor) -> _ParamState:
+        return _ParamState(self._wrapper, param)
+
+    def __setitem__(self, param: Tensor, value: Mapping[str, Any]) -> None:
+        own = {k: v for k, v in value.items() if k in OWN_STATE}
+        self._wrapper.optimizer.state[param] = {
+            k: v for k, v in value.items() if k not in OWN_STATE
+        }
+        if own:
+            self._wrapper._own[param] = own
+        else:
+            self._wrapper._own.pop(param, None)
+
+    def __delitem__(self, param: Tensor) -> None:
+        found = param in self
+        self._wrapper.optimizer.state.pop(param, None)
+        self._wrapper._own.pop(param, None)
+        if not found:
+            raise KeyError(param)
+
+    def __contains__(self, param: object) -> bool:
+        return param in self._wrapper.optimizer.state or param in self._wrapper._own
+
+    def __iter__(self) -> Iterator[Tensor]:
+        inner, own = self._wrapper.optimizer.state, self._wrapper._own
+        return iter([*inner, *(p for p in own if p not in inner)])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"LookaheadState({len(self)} params)"
+
+
 class Lookahead(torch.optim.Optimizer):
     """Lookahead (Zhang, Lucas, Hinton & Ba 2019, arXiv:1907.08610, Alg. 1).
 
     ``Lookahead(optimizer, k=5, alpha=0.5)`` wraps any ``torch.optim.Optimizer`` (the *fast*
-    one). The slow weights are a copy of the params when wrapped; after every ``k``-th inner
-    step ``slow += alpha * (fast - slow)`` and ``fast = slow`` (the timing of the paper and of
-    ``pytorch_ranger.Ranger``; ``torch_optimizer.Lookahead`` syncs at steps 1, k+1, ...).
+    one). A param's slow weights are a copy of it as it was before its first update; after
+    every ``k``-th inner step ``slow += alpha * (fast - slow)`` and ``fast = slow`` (the timing
+    of the paper and of ``pytorch_ranger.Ranger``; ``torch_optimizer.Lookahead`` syncs at
+    steps 1, k+1, ...).
 
     Steps are counted per parameter and only when the parameter had a gradient, i.e. was
     actually updated (as ``pytorch_ranger`` does with its per-param ``step``): when every
     parameter gets a gradient at every step this is the paper's single counter. A step that
-    ``GradScaler`` skips never reaches ``step()`` and so is not counted.
+    ``GradScaler`` skips never reaches ``step()`` and so is not counted. A param that never
+    gets a gradient (frozen, or outside the loss) gets no slow weights.
 
     * ``param_groups`` and ``defaults`` are the inner optimizer's, live: schedulers
-      (``OneCycleLR`` with momentum cycling included) act on the inner optimizer.
-    * ``state`` holds only the wrapper's own per-param state (``slow_param`` and
-      ``lookahead_step``); nothing is ever written into the inner optimizer's state.
-    * ``state_dict()`` is the inner optimizer's, plus a ``"lookahead"`` entry with ``k``,
-      ``alpha``, and the slow weights and step counts keyed by parameter index (the inner
-      ``state_dict``'s numbering), so it loads into a freshly built wrapper.
+      (``OneCycleLR`` with momentum cycling included) act on the inner optimizer. ``k`` and
+      ``alpha`` live there too, as ``lookahead_k`` and ``lookahead_alpha`` (per group, so a
+      scheduler can drive ``lookahead_alpha``); ``opt.k`` and ``opt.alpha`` set every group.
+    * ``state[p]`` is the inner optimizer's state of ``p`` plus ``slow_param`` and
+      ``lookahead_step``; the inner optimizer's own ``state`` never holds the latter.
+    * ``state_dict()`` is torch's format: per-param state (the slow weights included) keyed
+      by index, and the param groups. So ``ZeroRedundancyOptimizer(optimizer_class=...)`` and
+      ``torch.distributed.checkpoint`` (``get/set_optimizer_state_dict``) save and load it
+      exactly; a checkpoint of the previous format (a ``"lookahead"`` entry) still loads.
+    * Under FSDP2 the params and slow weights are DTensors; the sync runs on them as they are.
     * ``step(closure)`` hands the closure to the inner optimizer, which evaluates it once.
 
     Extra memory: one copy of the params.
@@ -58,9 +157,15 @@ class Lookahead(torch.optim.Optimizer):
             raise TypeError(
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
             )
+        if isinstance(optimizer, Lookahead) or set(OWN_STATE) & set(
+            getattr(type(optimizer), "state_inits", ())
+        ):
+            raise ValueError(
+                f"optimizer: {type(optimizer).__name__} keeps Lookahead's slow weights already; "
+                "wrap the optimizer inside it instead"
+            )
         self.optimizer = optimizer
-        self.k = _check_k(k)
-        self.alpha = _check_alpha(alpha)
+        self._k, self._alpha = _check_k(k), _check_alpha(alpha)
         # What torch.optim.Optimizer.__init__ sets up, except the param groups (the inner's).
         self._optimizer_step_pre_hooks: dict = OrderedDict()
         self._optimizer_step_post_hooks: dict = OrderedDict()
@@ -69,10 +174,10 @@ class Lookahead(torch.optim.Optimizer):
         self._optimizer_load_state_dict_pre_hooks: dict = OrderedDict()
         self._optimizer_load_state_dict_post_hooks: dict = OrderedDict()
         self._patch_step_function()
-        self.state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
+        self._own: dict[Tensor, dict[str, Any]] = {}
         self._warned_capturable_if_run_uncaptured = True
         for group in optimizer.param_groups:
-            self._track(group["params"])
+            self._configure(group)
 
     # ------------------------------------------------------------ the inner optimizer's views
     @property
@@ -91,37 +196,69 @@ class Lookahead(torch.optim.Optimizer):
     def defaults(self, value: dict[str, Any]) -> None:
         self.optimizer.defaults = value
 
+    @property
+    def state(self) -> _State:
+        return _State(self)
+
+    @property
+    def k(self) -> int:
+        """Steps between syncs (of the first param group; ``opt.k = n`` sets every group)."""
+        return self.param_groups[0][K] if self.param_groups else self._k
+
+    @k.setter
+    def k(self, value: int) -> None:
+        self._k = _check_k(value)
+        for group in self.param_groups:
+            group[K] = self._k
+
+    @property
+    def alpha(self) -> float:
+        """The slow weights' step (of the first param group; ``opt.alpha = a`` sets every group)."""
+        return self.param_groups[0][ALPHA] if self.param_groups else self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self._alpha = _check_alpha(value)
+        for group in self.param_groups:
+            group[ALPHA] = self._alpha
+
+    def _configure(self, group: dict[str, Any]) -> None:
+        group[K] = _check_k(group.setdefault(K, self._k))
+        group[ALPHA] = _check_alpha(group.setdefault(ALPHA, self._alpha))
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         self.optimizer.add_param_group(param_group)
-        self._track(self.optimizer.param_groups[-1]["params"])
+        self._configure(self.optimizer.param_groups[-1])
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
-    def _track(self, params: Iterable[Tensor]) -> None:
-        for p in params:
-            if "slow_param" not in self.state[p]:
-                self.state[p] = {"slow_param": p.detach().clone(), "lookahead_step": 0}
-
     # ------------------------------------------------------------------------- the step
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One inner step (the closure, if any, is evaluated once by the inner optimizer),
-        then the sync of every param whose own step count reached a multiple of ``k``."""
-        for group in self.param_groups:  # params added to the inner optimizer directly
-            self._track(group["params"])
-        loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
-        fast, slow = [], []
+        then the sync of every param whose own step count reached a multiple of its ``k``."""
+        own = self._own
+        first = {}  # the params before their first update: their slow weights, if they get one
         for group in self.param_groups:
+            self._configure(group)  # groups added to the inner optimizer directly
+            for p in group["params"]:
+                if p.requires_grad and "slow_param" not in own.get(p, ()):
+                    first[p] = p.detach().clone()
+        loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
+        for group in self.param_groups:
+            fast, slow = [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
+                state = own.setdefault(p, {})
+                if "slow_param" not in state:
+                    state.update(slow_param=first.get(p, p.detach().clone()), lookahead_step=0)
                 state["lookahead_step"] += 1
-                if state["lookahead_step"] % self.k == 0:
+                if state["lookahead_step"] % group[K] == 0:
                     fast.append(p)
                     slow.append(state["slow_param"])
-        with torch.no_grad():
-            interpolate(fast, slow, self.alpha)
+            with torch.no_grad():
+                interpolate(fast, slow, group[ALPHA])
         return loss
 
     # ------------------------------------------------------------------------ checkpoints
@@ -129,45 +266,55 @@ class Lookahead(torch.optim.Optimizer):
         return [p for group in self.param_groups for p in group["params"]]
 
     def state_dict(self) -> dict[str, Any]:
-        sd = dict(self.optimizer.state_dict())
-        params = self._indexed_params()
-        sd["lookahead"] = {
-            "k": self.k,
-            "alpha": self.alpha,
-            "slow_param": {i: self.state[p]["slow_param"] for i, p in enumerate(params)},
-            "lookahead_step": {i: self.state[p]["lookahead_step"] for i, p in enumerate(params)},
-        }
-        return sd
+        """The inner optimizer's ``state_dict`` with each param's slow weights in its state."""
+        sd = self.optimizer.state_dict()
+        state = dict(sd["state"])
+        for index, p in enumerate(self._indexed_params()):
+            if self._own.get(p):
+                state[index] = {**state.get(index, {}), **self._own[p]}
+        return {**sd, "state": state}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if "lookahead" not in state_dict:
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        if "lookahead" in state_dict:
+            state_dict = _from_previous_format(state_dict)
+        groups = state_dict["param_groups"]
+        if not all(K in group for group in groups):
             raise ValueError(
-                "state_dict has no 'lookahead' entry: it was not saved by Lookahead; load it "
+                f"state_dict was not saved by Lookahead: its param groups lack {K!r}; load it "
                 "into the inner optimizer (wrapper.optimizer) instead"
             )
-        own = state_dict["lookahead"]
-        params = self._indexed_params()
-        missing = [i for i in range(len(params)) if i not in own["slow_param"]]
-        if missing:
-            raise ValueError(f"state_dict lacks the slow weights of params {missing}")
-        inner = {k: v for k, v in state_dict.items() if k != "lookahead"}
-        self.optimizer.load_state_dict(inner)
-        self.k, self.alpha = _check_k(own["k"]), _check_alpha(own["alpha"])
+        inner_state, own = {}, {}
+        for name, entry in state_dict["state"].items():
+            rest = {k: v for k, v in entry.items() if k not in OWN_STATE}
+            if rest:
+                inner_state[name] = rest
+            if "slow_param" in entry:
+                own[name] = entry
+        self.optimizer.load_state_dict({**state_dict, "state": inner_state})
+        for group in self.param_groups:
+            self._configure(group)
+        # The saved groups name their params (by index, or by FQN under DCP) in the order of
+        # ours, as torch's own load_state_dict assumes.
+        names = [name for group in groups for name in group["params"]]
+        by_name = dict(zip(names, self._indexed_params(), strict=True))
+        self._own = {}
         with torch.no_grad():
-            for i, p in enumerate(params):
-                slow = own["slow_param"][i]
+            for name, entry in own.items():
+                p = by_name[name]
+                slow = entry["slow_param"]
                 if slow.shape != p.shape:
                     raise ValueError(
-                        f"slow weights of param {i} have shape {tuple(slow.shape)}, "
+                        f"slow weights of param {name!r} have shape {tuple(slow.shape)}, "
                         f"the param {tuple(p.shape)}"
                     )
-                self.state[p] = {
+                self._own[p] = {
                     "slow_param": slow.detach().to(p.device, p.dtype, copy=True),
-                    "lookahead_step": int(own["lookahead_step"][i]),
+                    "lookahead_step": int(entry["lookahead_step"]),
                 }
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer, "k": self.k, "alpha": self.alpha, "state": self.state}
+        return {"optimizer": self.optimizer, "_k": self._k, "_alpha": self._alpha,
+                "_own": self._own}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -181,3 +328,17 @@ class Lookahead(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return f"Lookahead(k={self.k}, alpha={self.alpha}) around {self.optimizer!r}"
+
+
+def _from_previous_format(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint with a top-level ``"lookahead"`` entry (k, alpha and the slow weights by
+    param index), as Lookahead saved it before, in today's per-param format."""
+    extra = state_dict["lookahead"]
+    state = {index: dict(entry) for index, entry in state_dict["state"].items()}
+    for index, slow in extra["slow_param"].items():
+        state.setdefault(index, {}).update(
+            slow_param=slow, lookahead_step=extra["lookahead_step"][index]
+        )
+    groups = [{**g, K: extra["k"], ALPHA: extra["alpha"]} for g in state_dict["param_groups"]]
+    rest = {k: v for k, v in state_dict.items() if k not in ("lookahead", "state", "param_groups")}
+    return {**rest, "state": state, "param_groups": groups}

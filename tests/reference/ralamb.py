@@ -8,9 +8,14 @@ Per param, with ``t`` its own step count:
   ``r_t = (rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t)``
   and the update ``u = lr * factor * m / (sqrt(v) + eps)``; otherwise ``u = lr * m / (1 - b1**t)``;
 * decoupled decay ``w' = w - wd * lr * w``;
-* ``ratio = clamp(||w||, 0, 10) / ||w' - u||`` (the norm of the would-be new weights), or 1 when
+* ``ratio = clamp(||w'||, 0, 10) / ||w' - u||`` (the norm of the would-be new weights), or 1 when
   either norm is 0;
 * ``w = w' - ratio * u``.
+
+``||w'||``, after the decay, is what over9000 computes on float32 params: its
+``p.data.float()`` is ``p.data`` itself there, so the decay has been applied in place when it
+measures the weights. (On float64 params the copy leaves ``p.data`` alone and it measures
+``||w||``; this reference follows the float32 behaviour for every dtype.)
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ class Ralamb(torch.optim.Optimizer):
             update = lr * m / (1 - beta1**t)
 
         decayed = p - decay * lr * p
-        w_norm = torch.linalg.vector_norm(p).clamp(0, 10)
+        w_norm = torch.linalg.vector_norm(decayed).clamp(0, 10)
         new_norm = torch.linalg.vector_norm(decayed - update)
         ratio = 1.0 if (w_norm == 0 or new_norm == 0) else w_norm / new_norm
         p.copy_(decayed - ratio * update)

@@ -1,0 +1,415 @@
+"""What the distributed tests run on each rank (see ``tests/dist_harness.py`` for the launch).
+
+Every scenario trains the same small float64 model for ``STEPS`` steps, each rank on its own
+batch, and reports how far the result is from a run without the distributed wrapper:
+
+* ``ddp`` / ``ddp-flat``: ``DistributedDataParallel``; compared with one process on the
+  concatenated batch.
+* ``fsdp`` / ``fsdp-flat`` / ``fsdp-compile``: FSDP2 ``fully_shard`` per layer and at the root,
+  so params are DTensors sharded on dim 0. The layer widths (5, 3, 1) do not divide by 2: the
+  shards are uneven and rank 1 holds an empty shard of the last layer. A speed mode may
+  instead be refused when the optimizer is built; the scenario then reports the message.
+* ``zero-save`` / ``zero-load``: ``ZeroRedundancyOptimizer(optimizer_class=...)`` under DDP;
+  the save run checkpoints at step ``SAVE_AT``, the load run (a separate launch: new
+  processes, new process group) builds everything afresh, loads, continues, and compares with
+  the uninterrupted run bit for bit.
+* ``zero-flat-...``: the same with ``flat=True`` passed through ZeRO; every ZeRO load goes into
+  an optimizer that has stepped already (its cached bucket lists and flat buffers exist).
+* ``dcp-save`` / ``dcp-load``: the same with FSDP2 and ``torch.distributed.checkpoint``
+  (``get_state_dict`` / ``dcp.save`` / ``dcp.load`` / ``set_state_dict``); ``dcp-flat-...``
+  with a DDP model (replicated params) and ``flat=True``.
+
+The cases are every optimizer of the test database (``tests/optim_db.py``) plus
+``optimkit.Lookahead`` around ``torch.optim.Adam``; :func:`cases` is the one place that reads
+the database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+STEPS = 12
+SAVE_AT = 5
+BATCH = 8
+WIDTHS = (4, 5, 3, 1)  # Linear(4, 5), Linear(5, 3), Linear(3, 1): dim 0 of 5, 3, 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One optimizer to run: ``factory(params, **kwargs)`` (also ZeRO's ``optimizer_class``)."""
+
+    name: str
+    factory: Callable[..., torch.optim.Optimizer]
+    kwargs: Mapping[str, Any]
+    # whether the speed modes (flat/compile) apply: False for a foreign inner optimizer
+    speed_modes: bool = True
+
+
+def lookahead_torch_adam(params, lr=1e-2, **kwargs):
+    """``optimkit.Lookahead(torch.optim.Adam(...), k=3)``: the wrapper, around torch's Adam."""
+    import optimkit
+
+    return optimkit.Lookahead(torch.optim.Adam(params, lr=lr, **kwargs), k=3, alpha=0.5)
+
+
+def kwargs_of(info) -> dict[str, Any]:
+    """The keywords a test database entry runs with here: its first setting with weight decay
+    (so that those paths run too), over its pinned keywords."""
+    settings = [s for s in info.settings if s.get("weight_decay")] or list(info.settings)
+    return {**info.pinned, **settings[0]}
+
+
+WRAPPER = "lookahead-torch-adam"
+
+
+@functools.cache
+def cases() -> dict[str, Case]:
+    import optim_db
+
+    table = {info.name: Case(info.name, info.factory, kwargs_of(info)) for info in optim_db.DB}
+    table[WRAPPER] = Case(WRAPPER, lookahead_torch_adam, {"weight_decay": 0.01}, speed_modes=False)
+    return table
+
+
+def build(case: Case, params, **speed) -> torch.optim.Optimizer:
+    """The case's optimizer; speed options go to the constructor or through ``accelerate``."""
+    import optimkit
+
+    try:
+        takes = set(inspect.signature(case.factory).parameters)
+    except (TypeError, ValueError):
+        takes = set()
+    if set(speed) <= takes:
+        return case.factory(params, **case.kwargs, **speed)
+    return optimkit.accelerate(case.factory(params, **case.kwargs), **speed)
+
+
+# ---------------------------------------------------------------------------- model and data
+def make_model() -> torch.nn.Sequential:
+    gen = torch.Generator().manual_seed(0)
+    layers: list[torch.nn.Module] = []
+    for fan_in, fan_out in zip(WIDTHS, WIDTHS[1:]):
+        layers += [torch.nn.Linear(fan_in, fan_out, dtype=torch.float64), torch.nn.Tanh()]
+    model = torch.nn.Sequential(*layers[:-1])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=gen, dtype=torch.float64))
+        model[2].bias.zero_()  # a zero-norm tensor: the trust ratios' special case
+    return model
+
+
+def batch(step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(7919 * step + rank)
+    x = torch.randn(BATCH, WIDTHS[0], generator=gen, dtype=torch.float64)
+    return x, torch.sin(x.sum(1, keepdim=True))
+
+
+def full_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    parts = [batch(step, rank) for rank in range(dist.get_world_size())]
+    return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+
+
+def train(model, opt, start: int, stop: int, data: Callable[[int], tuple]) -> None:
+    for step in range(start, stop):
+        x, y = data(step)
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+
+
+def _rank_data(step: int):
+    return batch(step, dist.get_rank())
+
+
+def _full(p: torch.Tensor) -> torch.Tensor:
+    return (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+
+
+def rel_error(got, want) -> float:
+    """The largest per-tensor ``||got - want|| / ||want||`` (absolute where ``want`` is 0)."""
+    worst = 0.0
+    for g, w in zip(got, want, strict=True):
+        scale = float(torch.linalg.vector_norm(w)) or 1.0
+        worst = max(worst, float(torch.linalg.vector_norm(g - w)) / scale)
+    return worst
+
+
+def max_abs(got, want) -> float:
+    return max(float((g - w).abs().max()) if g.numel() else 0.0 for g, w in zip(got, want))
+
+
+@functools.cache
+def _single_process(name: str) -> tuple[torch.Tensor, ...]:
+    """The case run on one process over the concatenated batches (the unsharded reference)."""
+    model = make_model()
+    opt = build(cases()[name], model.parameters())
+    train(model, opt, 0, STEPS, full_batch)
+    return tuple(p.detach().clone() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------- scenarios
+def _ddp(case: str, group, workdir: Path, **speed) -> dict:
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = make_model()
+    ddp = DistributedDataParallel(model, process_group=group)
+    opt = build(cases()[case], ddp.parameters(), **speed)
+    train(ddp, opt, 0, STEPS, _rank_data)
+    return {"rel": rel_error([_full(p) for p in model.parameters()], _single_process(case))}
+
+
+def _sharded_model(group) -> torch.nn.Sequential:
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = DeviceMesh.from_group(group, "cpu")
+    model = make_model()
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def _fsdp(case: str, group, workdir: Path, **speed) -> dict:
+    from torch.distributed.tensor.debug import CommDebugMode
+
+    model = _sharded_model(group)
+    try:
+        opt = build(cases()[case], model.parameters(), **speed)
+    except (ValueError, TypeError) as error:
+        if not speed:
+            raise
+        return {"refused": f"{type(error).__name__}: {error}"}
+    train(model, opt, 0, STEPS - 1, _rank_data)
+    x, y = _rank_data(STEPS - 1)
+    opt.zero_grad()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    with CommDebugMode() as comm:  # the collectives of one optimizer step
+        opt.step()
+    return {
+        "rel": rel_error([_full(p) for p in model.parameters()], _single_process(case)),
+        "collectives": comm.get_total_counts(),
+    }
+
+
+def _zero_run(case: Case, group, steps: tuple[int, int], state: dict | None = None, **speed):
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = make_model()
+    ddp = DistributedDataParallel(model, process_group=group)
+    zero = ZeroRedundancyOptimizer(
+        ddp.parameters(), optimizer_class=case.factory, process_group=group, **case.kwargs,
+        **speed,
+    )
+    if state is not None:
+        # load into an optimizer that has stepped already: its state, cached bucket lists and
+        # flat buffers exist
+        train(ddp, zero, steps[0], steps[0] + 2, _rank_data)
+        model.load_state_dict(state["model"])
+        zero.load_state_dict(state["optim"])
+    train(ddp, zero, *steps, _rank_data)
+    return model, zero
+
+
+def _zero_save(case: str, group, workdir: Path, **speed) -> dict:
+    straight, _ = _zero_run(cases()[case], group, (0, STEPS), **speed)
+    model, zero = _zero_run(cases()[case], group, (0, SAVE_AT), **speed)
+    zero.consolidate_state_dict(to=0)
+    if dist.get_rank() == 0:
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optim": zero.state_dict(),
+                "straight": [p.detach() for p in straight.parameters()],
+            },
+            workdir / f"zero{_suffix(speed)}-{case}.pt",
+        )
+    return {}
+
+
+def _suffix(speed) -> str:
+    return "".join(f"-{name}" for name, on in sorted(speed.items()) if on)
+
+
+def _zero_load(case: str, group, workdir: Path, **speed) -> dict:
+    saved = torch.load(workdir / f"zero{_suffix(speed)}-{case}.pt", weights_only=True)
+    model, _ = _zero_run(cases()[case], group, (SAVE_AT, STEPS), saved, **speed)
+    return {"max_abs": max_abs([p.detach() for p in model.parameters()], saved["straight"])}
+
+
+def _ddp_model(group) -> torch.nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(make_model(), process_group=group)
+
+
+def _dcp_save(case: str, group, workdir: Path, wrap=None, **speed) -> dict:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    wrap = wrap or _sharded_model
+    name = f"dcp{_suffix(speed)}-{case}"
+    straight = wrap(group)
+    train(straight, build(cases()[case], straight.parameters(), **speed), 0, STEPS, _rank_data)
+    full = [_full(p) for p in straight.parameters()]
+    model = wrap(group)
+    opt = build(cases()[case], model.parameters(), **speed)
+    train(model, opt, 0, SAVE_AT, _rank_data)
+    model_sd, optim_sd = get_state_dict(model, opt)
+    dcp.save(
+        {"model": model_sd, "optim": optim_sd},
+        checkpoint_id=workdir / name, process_group=group,
+    )
+    if dist.get_rank() == 0:
+        torch.save(full, workdir / f"{name}-straight.pt")
+    return {}
+
+
+def _dcp_load(case: str, group, workdir: Path, wrap=None, **speed) -> dict:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    wrap = wrap or _sharded_model
+    name = f"dcp{_suffix(speed)}-{case}"
+    model = wrap(group)
+    opt = build(cases()[case], model.parameters(), **speed)
+    model_sd, optim_sd = get_state_dict(model, opt)
+    loaded = {"model": model_sd, "optim": optim_sd}
+    dcp.load(loaded, checkpoint_id=workdir / name, process_group=group)
+    set_state_dict(
+        model, opt, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"]
+    )
+    train(model, opt, SAVE_AT, STEPS, _rank_data)
+    straight = torch.load(workdir / f"{name}-straight.pt", weights_only=True)
+    return {"max_abs": max_abs([_full(p) for p in model.parameters()], straight)}
+
+
+# ------------------------------------------------------------- precision policies under FSDP2
+# A model wide enough for 8-bit state (a weight of >= 4096 elements). "even": Linear(64, 128),
+# each rank's shard 64 rows = 4096 elements = 16 whole blocks of 256, so the blocks are the
+# unsharded run's; "uneven": Linear(64, 100), 50 rows = 3200 elements per shard, so the blocks
+# restart mid-block at rank 1's first element (the documented difference).
+POLICY_IN = 64
+POLICY_ROWS = {"even": 128, "uneven": 100}
+POLICIES = {
+    "8bit": (torch.float32, {"state_bits": 8}),
+    "stochastic": (torch.bfloat16, {"param_update": "stochastic"}),
+}
+
+
+def _policy_model(rows: int, dtype: torch.dtype) -> torch.nn.Sequential:
+    gen = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(POLICY_IN, rows), torch.nn.Tanh(), torch.nn.Linear(rows, 1)
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    return model.to(dtype)
+
+
+def _policy_batch(step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(104729 * step + rank)
+    x = torch.randn(BATCH, POLICY_IN, generator=gen)
+    return x, torch.sin(x.sum(1, keepdim=True) / 8)
+
+
+def _policy_train(model, opt, dtype, steps: int, data) -> None:
+    for step in range(steps):
+        x, y = data(step)
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x.to(dtype)).float(), y).backward()
+        opt.step()
+
+
+def _policy_optimizer(case: str, params, keywords) -> torch.optim.Optimizer:
+    # the same seed of the random bits on every rank and in the unsharded run
+    return build(cases()[case], params, generator=torch.Generator().manual_seed(5), **keywords)
+
+
+def _fsdp_policy(case: str, group, workdir: Path, policy: str, layout: str) -> dict:
+    """FSDP2 with a precision policy: the shard's state, the collectives of one step, and the
+    distance to one process running the same policy on the concatenated batches."""
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.tensor.debug import CommDebugMode
+
+    dtype, keywords = POLICIES[policy]
+    rows = POLICY_ROWS[layout]
+    world = dist.get_world_size()
+
+    def full_data(step):
+        parts = [_policy_batch(step, r) for r in range(world)]
+        return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+
+    single = _policy_model(rows, dtype)
+    _policy_train(single, _policy_optimizer(case, single.parameters(), keywords), dtype, STEPS,
+                  full_data)
+
+    mesh = DeviceMesh.from_group(group, "cpu")
+    # gradients reduced in float32, as the single process computes them
+    mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+    model = _policy_model(rows, dtype)
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)
+    opt = _policy_optimizer(case, model.parameters(), keywords)
+    rank = dist.get_rank()
+
+    def rank_data(step):
+        return _policy_batch(step, rank)
+
+    _policy_train(model, opt, dtype, STEPS - 1, rank_data)
+    x, y = rank_data(STEPS - 1)
+    opt.zero_grad()
+    torch.nn.functional.mse_loss(model(x.to(dtype)).float(), y).backward()
+    with CommDebugMode() as comm:  # the collectives of one optimizer step
+        opt.step()
+    weight = model[0].weight
+    state = opt.state[weight]
+    codes = state["grad_avg"]
+    out = {
+        "rel": rel_error([_full(p).float() for p in model.parameters()],
+                         [p.detach().float() for p in single.parameters()]),
+        "collectives": comm.get_total_counts(),
+        "shard_numel": weight.to_local().numel(),
+        "codes_dtype": str(codes.dtype),
+        "codes_dtensor": type(codes).__name__ == "DTensor",
+    }
+    if "grad_avg_absmax" in state:
+        out["codes_local_numel"] = codes.to_local().numel()
+        out["absmax_numel"] = state["grad_avg_absmax"].numel()
+    return out
+
+
+SCENARIOS: dict[str, Callable[[str, Any, Path], dict]] = {
+    "ddp": _ddp,
+    "ddp-flat": functools.partial(_ddp, flat=True),
+    "fsdp": _fsdp,
+    "fsdp-flat": functools.partial(_fsdp, flat=True),
+    "fsdp-compile": functools.partial(_fsdp, compile=True),
+    "zero-save": _zero_save,
+    "zero-load": _zero_load,
+    "zero-flat-save": functools.partial(_zero_save, flat=True),
+    "zero-flat-load": functools.partial(_zero_load, flat=True),
+    "dcp-save": _dcp_save,
+    "dcp-load": _dcp_load,
+    # DCP with a DDP model (replicated params) and flat mode
+    "dcp-flat-save": functools.partial(_dcp_save, wrap=_ddp_model, flat=True),
+    "dcp-flat-load": functools.partial(_dcp_load, wrap=_ddp_model, flat=True),
+    "fsdp-8bit": functools.partial(_fsdp_policy, policy="8bit", layout="even"),
+    "fsdp-8bit-uneven": functools.partial(_fsdp_policy, policy="8bit", layout="uneven"),
+    "fsdp-stochastic": functools.partial(_fsdp_policy, policy="stochastic", layout="even"),
+}
+# A "-load" scenario reads what its "-save" scenario wrote, in a later launch.
+SAVED_BY = {name: name.replace("-load", "-save") for name in SCENARIOS if name.endswith("-load")}
