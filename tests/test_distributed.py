@@ -137,6 +137,7 @@ def test_fsdp2_8bit_state_stays_per_shard(dist_results, info, scenario):
     for row in _rows(dist_results, scenario, info.name):
         assert row["codes_dtensor"] and row["codes_dtype"] == "torch.uint8", row
         assert row["codes_local_numel"] == row["shard_numel"], row
+        # the local shard's blocks (the largest shard's count: both shards are equal here)
         assert row["absmax_numel"] == -(-row["shard_numel"] // 256), row
         # LAMB: one all-reduce of norms per bucket (params with 8-bit state, and the others)
         assert row["collectives"] <= (2 if info.name == "lamb" else 0), row
@@ -153,6 +154,14 @@ def test_fsdp2_stochastic_rounding_draws_the_unsharded_bits(dist_results, info, 
         assert row["codes_dtype"] == "torch.bfloat16" and row["codes_dtensor"], row
         assert row["collectives"] <= (1 if info.name == "lamb" else 0), row
         assert row["rel"] <= 1e-2, row
+
+
+@optims(cases=_in("dcp-8bit-load"), argnames="info,scenario",
+        where=lambda i: i.name in POLICY_CASES)
+def test_fsdp2_dcp_of_8bit_state_resumes_exactly(dist_results, info, scenario):
+    for row in _rows(dist_results, scenario, info.name):
+        assert row["codes_dtype"] == "torch.uint8", row
+    _resumes_exactly(dist_results, scenario, info.name)
 
 
 def _checkpoints(info):

@@ -46,13 +46,14 @@ param but the last fills whole 256-element blocks; otherwise it steps per tensor
 quantize the same blocks and the per-param ``state_dict`` entries are the same in both modes).
 
 **FSDP2 (DTensor params).** The codes of an 8-bit state are a DTensor laid out like the param;
-the block scales (``<name>_absmax``) are a plain tensor of the *local* shard's blocks: a shard
-is quantized on its own, with no collective, and blocks restart at each shard's first element.
+the block scales (``<name>_absmax``) are the *local* shard's blocks (a DTensor sharded like the
+param, padded to the largest shard's block count): a shard is quantized on its own, with no
+collective, and blocks restart at each shard's first element.
 The result equals the unsharded run's bit for bit in layout when each shard holds whole blocks
 (``numel`` of a shard a multiple of 256), and within the quantization error otherwise.
 Stochastic rounding draws, per element, the bits of its offset in the full tensor, so sharded
-and unsharded runs round alike. Checkpoints of 8-bit state under FSDP2 are per rank: a
-distributed checkpoint (DCP) of it is not supported yet (the scales are not DTensors).
+and unsharded runs round alike. A distributed checkpoint (DCP) of 8-bit state resumes exactly
+with the same number of ranks (codes and scales are sharded DTensors).
 
 **Checkpoints.** ``state_dict()`` holds the stored form (codes, scales, compensation; the seed
 as each group's ``rounding_seed``) and loads back exactly; a checkpoint of another policy (or
@@ -65,6 +66,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -306,7 +308,8 @@ class Precision:
             working, converted = [], []
             for i, t in enumerate(tensors):
                 if t.dtype == torch.uint8:
-                    scales = absmax[i] if absmax is not None else None
+                    # (an FSDP2 shard's scales may be longer than its blocks: see _quantize_new)
+                    scales = absmax[i][: q.num_blocks(t.numel())] if absmax is not None else None
                     working.append(_dequantize(t, scales, storage is Storage.SIGNED))
                     converted.append((i, t, scales))
                 elif t.dtype != compute:
@@ -352,18 +355,41 @@ class Precision:
 
 
 def _quantize_new(value: Tensor, storage: Storage) -> tuple[Tensor, Tensor]:
-    """Codes and block scales of a fresh state tensor. A DTensor (FSDP2) is quantized shard by
-    shard, with no collective: the codes are a DTensor laid out like the param, the scales a
-    plain tensor of the local shard's blocks (blocks restart at each shard's first element)."""
+    """Codes and block scales of a fresh state tensor.
+
+    A DTensor (FSDP2, sharded along dim 0) is quantized shard by shard, with no collective:
+    blocks restart at each shard's first element. The codes are a DTensor laid out like the
+    param. The scales are a DTensor sharded like it too, each rank holding the block count of
+    the largest shard (the first: ``ceil(rows / ranks)`` rows), the unused tail of a smaller
+    shard's scales zero: evenly sharded, so ``torch.distributed.checkpoint`` saves and
+    reshards them like any sharded state.
+    """
     from ..core.tensorlists import is_dtensor
 
     if not is_dtensor(value):
         return q.quantize(value, storage is Storage.SIGNED)
     from torch.distributed.tensor import DTensor
 
-    codes, absmax = q.quantize(value.to_local(), storage is Storage.SIGNED)
-    codes = DTensor.from_local(codes, value.device_mesh, value.placements, run_check=False,
-                               shape=value.shape, stride=value.stride())
+    mesh, placements = value.device_mesh, value.placements
+    rows, shards = value.shape[0], 1  # (8-bit state: >= 4096 elements, so at least 1-d)
+    for dim, placement in enumerate(placements):
+        if placement.is_shard():
+            if placement.dim != 0:
+                raise ValueError(
+                    f"state_bits=8: a param sharded along dim {placement.dim} (tensor "
+                    "parallelism) is not supported; FSDP2 shards along dim 0"
+                )
+            rows = -(-rows // mesh.size(dim))
+            shards *= mesh.size(dim)
+    largest = q.num_blocks(rows * math.prod(value.shape[1:]))
+    local = value.to_local()
+    codes = torch.empty(local.shape, dtype=torch.uint8, device=local.device)
+    absmax = torch.zeros(largest, dtype=torch.float32, device=local.device)
+    q.quantize_(local, codes, absmax[: q.num_blocks(local.numel())], storage is Storage.SIGNED)
+    codes = DTensor.from_local(codes, mesh, placements, run_check=False, shape=value.shape,
+                               stride=value.stride())
+    absmax = DTensor.from_local(absmax, mesh, placements, run_check=False,
+                                shape=(largest * shards,), stride=(1,))
     return codes, absmax
 
 

@@ -188,6 +188,8 @@ def dequantize(codes: Tensor, absmax: Tensor, signed: bool, out: Tensor | None =
         pieces.append((values * absmax[: full // BLOCK_SIZE, None]).view(-1))
     if full < n:
         pieces.append(table[flat[full:].int()] * absmax[-1])
+    if not pieces:  # an empty tensor (an FSDP2 rank's empty shard)
+        pieces.append(torch.zeros(0, dtype=torch.float32, device=codes.device))
     values = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
     if out is not None:
         out.view(-1).copy_(values)
