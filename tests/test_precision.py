@@ -114,6 +114,14 @@ def test_zero_inf_and_nan_blocks():
         assert torch.allclose(finite, expected, atol=0.008 * expected.abs().max())
 
 
+def test_empty_tensors_quantize_and_dequantize():
+    # an FSDP2 rank may hold an empty shard of a quantized param
+    for signed in (True, False):
+        codes, absmax = q.quantize(torch.zeros(0, 16), signed)
+        assert codes.shape == (0, 16) and absmax.numel() == 0
+        assert q.dequantize(codes, absmax, signed).shape == (0, 16)
+
+
 def test_unsigned_code_has_no_zero_and_stores_negatives_at_its_floor():
     x = torch.zeros(q.BLOCK_SIZE)
     x[0] = 1.0
