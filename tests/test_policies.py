@@ -288,3 +288,24 @@ def test_torch_state_dict_converts_a_policy_to_torch_form(policy):
     theirs = torch.optim.Adam([p.detach().clone().requires_grad_() for p in params], lr=1e-2)
     theirs.load_state_dict(sd)
     assert torch.equal(theirs.state[theirs.param_groups[0]["params"][0]]["exp_avg"], expected)
+
+
+@pytest.mark.skipif(not can_compile(torch.device("cpu")), reason="inductor needs a C++ compiler")
+@pytest.mark.parametrize("name", ["adam", "lamb"])
+def test_compiled_bf16_policy_steps_on_sizes_that_are_not_multiples_of_16(name):
+    """Regression: inductor's vectorised kernels corrupted the heap on such sizes when 16-bit
+    tensors met bit casts (stochastic rounding) or layer-wise reductions (torch 2.13, CPU)."""
+    outs = []
+    for compiled in (False, True):
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.randn(s, generator=gen).bfloat16().requires_grad_()
+                  for s in ((83, 32), (83,), (5,))]
+        opt = optimkit.create(name, params, lr=1e-2, param_update="stochastic", flat=False,
+                              compile=compiled, generator=torch.Generator().manual_seed(1))
+        for _ in range(4):
+            for p in params:
+                p.grad = (0.1 * torch.randn(p.shape, generator=gen)).bfloat16()
+            opt.step()
+        outs.append(params)
+    for a, b in zip(*outs, strict=True):
+        assert torch.allclose(a.float(), b.float(), rtol=2**-6, atol=1e-3)

@@ -136,7 +136,7 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
         layout = ("flat", bucket.lengths, bucket.sizes)
     elif isinstance(bucket, ShardedBucket):
         layout = ("sharded", bucket.groups)
-    options = {} if policy.plain else policy.compile_options
+    options = {} if policy.plain else policy.compile_options(bucket)
     import torch._inductor.config as inductor_config
 
     # one cache entry per bucket shape and recipe: many optimizers in one process must not

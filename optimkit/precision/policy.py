@@ -405,9 +405,12 @@ def step_keys(seed: int, steps: Tensor) -> Tensor:
 
 
 # inductor keeps a value cast to bf16 and back in fp32 inside a fused kernel unless told to
-# emulate the cast: Kahan's ``w - round(w)`` would then be 0. Every compiled step of a policy
-# uses these options (core/compiled.py).
-COMPILE_OPTIONS = {"emulate_precision_casts": True}
+# emulate the cast: Kahan's ``w - round(w)`` would then be 0. Its vectorised loop tails
+# crash (heap corruption, torch 2.13 CPU) in kernels that mix 16- and 32-bit lanes with bit
+# casts, as stochastic rounding into bf16 does, on tensors whose size is not a multiple of
+# 16: the tails run scalar. Every compiled step of a policy uses these options
+# (core/compiled.py).
+COMPILE_OPTIONS = {"emulate_precision_casts": True, "cpp.enable_loop_tail_vec": False}
 
 
 def _fused(fn):
@@ -506,8 +509,17 @@ class PrecisionPolicy:
     """
 
     plain = False
-    # inductor options of a compiled step under this policy (see COMPILE_OPTIONS)
-    compile_options = COMPILE_OPTIONS
+
+    def compile_options(self, bucket: Any) -> dict[str, Any]:
+        """inductor options of a compiled step of ``bucket`` under this policy (see
+        COMPILE_OPTIONS). Where 16-bit tensors meet a size that is not a multiple of 16,
+        inductor's vectorised kernels crash in torch 2.13 (layer-wise recipes' reductions
+        included, with the tails already scalar): those buckets compile scalar kernels."""
+        tensors = [*bucket.params, *(t for ts in bucket.state.values() for t in ts)]
+        narrow = any(t.dtype in rounding.LOW_PRECISION for t in tensors)
+        if narrow and any(t.numel() % 16 for t in tensors if t.dim()):
+            return {**COMPILE_OPTIONS, "cpp.simdlen": 0}
+        return COMPILE_OPTIONS
 
     def __init__(self, precision: Precision, storages: Mapping[str, Storage]) -> None:
         self.precision = precision
