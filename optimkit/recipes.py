@@ -299,12 +299,13 @@ class DiffGrad(Optimizer):
     starts at 0 and is a copy, never an alias of ``p.grad`` (the aliasing bug of the original
     code made the friction a constant 0.5). Variants: ``version=1`` (signed difference,
     ``sigmoid(g_prev - g)``, lessw2020's version 1); ``decoupled_weight_decay`` (decay the
-    weights, the friction then sees the raw gradient). Adam with the friction term and torch's
-    eps placement is the recipe ``(*Adam.parts[:-1], grad_friction, adam_step)``.
+    weights, the friction then sees the raw gradient). The friction damps the per-element step
+    sizes (``xi`` times Adam's), which the stepper then multiplies by ``m``: the reference's
+    ``xi * m`` in another order of the same products.
     """
 
     parts = (
-        weight_decay, step_stat, average_grad, average_sqr_grad, grad_friction, adam_step_sizes,
+        weight_decay, step_stat, average_grad, average_sqr_grad, adam_step_sizes, grad_friction,
         per_element_step,
     )
     hypers = dict(
@@ -360,8 +361,8 @@ class DeepMemory(Optimizer):
     """
 
     parts = (
-        weight_decay, step_stat, average_grad, average_sqr_grad, grad_friction, adam_step_sizes,
-        blended_step_sizes, per_element_step,
+        weight_decay, step_stat, average_grad, average_sqr_grad, adam_step_sizes,
+        blended_step_sizes, grad_friction, per_element_step,
     )
     hypers = dict(
         lr=4e-3, betas=(0.9, 0.999), len_memory=200, version=1, eps=1e-6, weight_decay=0.0,

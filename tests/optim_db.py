@@ -99,10 +99,15 @@ def torch_peers(name: str, fused: bool = False, **kwargs: Any) -> tuple[Peer, ..
                  for label, extra in options)
 
 
-def library_peers(name: str) -> tuple[Peer, ...]:
-    """``name`` in torch_optimizer and pytorch_optimizer (each timed where installed)."""
-    return tuple(Peer(module, f"{module}:{name}") for module in ("torch_optimizer",
-                                                                 "pytorch_optimizer"))
+def library_peers(name: str, **kwargs: Any) -> tuple[Peer, ...]:
+    """``name`` in torch_optimizer and pytorch_optimizer (each timed where installed, built
+    with ``kwargs``); pytorch_optimizer's twice, over tensor lists (``foreach``) and per
+    param."""
+    return (
+        Peer("torch_optimizer", f"torch_optimizer:{name}", kwargs),
+        Peer("pytorch_optimizer foreach", f"pytorch_optimizer:{name}", {**kwargs, "foreach": True}),
+        Peer("pytorch_optimizer loop", f"pytorch_optimizer:{name}", {**kwargs, "foreach": False}),
+    )
 
 
 def _load(target: str):
@@ -132,10 +137,6 @@ class OptimizerInfo:
     converge: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"lr": 0.1})
     converge_steps: int = 3000
     converge_anneal: bool = True
-    # Whether flat mode runs its recipe as one tensor per bucket (and so compiles it as one);
-    # False for layer-wise recipes (per-layer norms or scalar state), which step per tensor
-    # over the views.
-    flat_step: bool = True
     # Tests that do not apply, by test function name, with the reason (torch's DecorateInfo).
     skips: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # Implementations of the same algorithm benchmarks/step_time.py times, and the keywords it
@@ -306,8 +307,6 @@ DB: list[OptimizerInfo] = [
         ),
         # the paper's; the reference's beta2=0 averages nothing
         pinned={"betas": (0.95, 0.98)},
-        # Its per-layer second moment is one scalar per tensor: flat mode steps it per tensor.
-        flat_step=False,
         converge={"lr": 1e-2, "grad_averaging": True},
         peers=library_peers("NovoGrad"),
     ),
@@ -367,9 +366,11 @@ DB: list[OptimizerInfo] = [
             {"lr": 0.5, "momentum": 0.5, "dampening": 0.3, "weight_decay": 0.1, "eps": 1e-3},
             {"lr": 1.0, "momentum": 0.0, "trust_coefficient": 0.01},
         ),
-        flat_step=False,  # layer-wise: flat mode steps it per tensor
         converge={"lr": 5.0, "trust_coefficient": 0.01},
-        peers=library_peers("LARS"),
+        # torch_optimizer's LARS scales only when weight_decay != 0 and defaults to no
+        # momentum: the same algorithm needs both, for every implementation timed
+        peers=library_peers("LARS", momentum=0.9, weight_decay=1e-4, trust_coefficient=1e-3),
+        bench_kwargs={"weight_decay": 1e-4},
     ),
     OptimizerInfo(
         "larc",
@@ -381,7 +382,6 @@ DB: list[OptimizerInfo] = [
             {"lr": 0.02, "weight_decay": 0.05, "nesterov": True},
             {"lr": 0.1, "momentum": 0.5, "weight_decay": 1e-3, "trust_coefficient": 0.05},
         ),
-        flat_step=False,  # layer-wise: flat mode steps it per tensor
         converge={"lr": 0.05},
     ),
     OptimizerInfo(
@@ -394,7 +394,6 @@ DB: list[OptimizerInfo] = [
             {"clamp_value": 1.5, "betas": (0.8, 0.99), "eps": 1e-4},
             {"adam": True, "weight_decay": 0.01},
         ),
-        flat_step=False,  # layer-wise: flat mode steps it per tensor
         peers=library_peers("Lamb"),
     ),
     OptimizerInfo(
@@ -405,7 +404,6 @@ DB: list[OptimizerInfo] = [
             {"lr": 1e-2, "weight_decay": 0.1},
             {"betas": (0.8, 0.99), "eps": 1e-6},
         ),
-        flat_step=False,  # layer-wise: flat mode steps it per tensor
         # As for RAdam: the momentum-SGD warm-up steps overshoot on these surfaces.
         converge={"lr": 0.1, "degenerated_to_sgd": False},
     ),
@@ -437,7 +435,6 @@ DB: list[OptimizerInfo] = [
             {"lr": 1e-2, "weight_decay": 0.1},
             {"k": 3, "alpha": 0.3},
         ),
-        flat_step=False,  # layer-wise: flat mode steps it per tensor
         # As for RAdam: the momentum-SGD warm-up steps overshoot on these surfaces.
         converge={"lr": 0.3, "degenerated_to_sgd": False},
     ),
@@ -610,17 +607,17 @@ PART_CASES = [
     # ---- stats: DiffGrad's friction
     Case("grad_friction", grad_friction, {"version": 0}, params=[[0.0, 0.0]],
          grads=[[[0.0, 0.0]]], state={"prev_grad": [[1.0, 0.0]], "grad_avg": [[2.0, 3.0]]},
-         fields={"first_moment": "state:grad_avg"},
-         expect={"field:first_moment": [[2 * sigmoid(1.0), 3 * 0.5]],
+         fields={"step_size": [[2.0, 3.0]]},
+         expect={"field:step_size": [[2 * sigmoid(1.0), 3 * 0.5]],
                  "state:prev_grad": [[0.0, 0.0]], "state:grad_avg": [[2.0, 3.0]]}),
     Case("grad_friction-two-steps", grad_friction, {"version": 0}, params=[[0.0]],
-         grads=[[[1.0]], [[1.0]]], state={"prev_grad": [[0.0]], "grad_avg": [[2.0]]},
-         fields={"first_moment": "state:grad_avg"},
+         grads=[[[1.0]], [[1.0]]], state={"prev_grad": [[0.0]]},
+         fields={"step_size": [[2.0]]},
          # step 1: sigmoid(|0 - 1|); step 2: the gradient did not change, sigmoid(0) = 0.5
-         expect={"field:first_moment": [[1.0]], "state:prev_grad": [[1.0]]}),
+         expect={"field:step_size": [[1.0]], "state:prev_grad": [[1.0]]}),
     Case("grad_friction-signed", grad_friction, {"version": 1}, params=[[0.0]],
-         grads=[[[3.0]]], state={"prev_grad": [[1.0]]}, fields={"first_moment": [[2.0]]},
-         expect={"field:first_moment": [[2 / (1 + math.exp(2.0))]],
+         grads=[[[3.0]]], state={"prev_grad": [[1.0]]}, fields={"step_size": [[2.0]]},
+         expect={"field:step_size": [[2 / (1 + math.exp(2.0))]],
                  "state:prev_grad": [[3.0]]}),
     # ---- stats: per-element step sizes
     Case("adam_step_sizes", adam_step_sizes, {"lr": 0.1, "betas": (0.9, 0.99), "eps": 0.01},

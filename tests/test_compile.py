@@ -31,16 +31,15 @@ def _graphs() -> int:
 @needs_compiler
 @optims()
 def test_compiled_matches_eager(info):
-    # flat=True: one tensor per list, so each recipe compiles in seconds. A recipe that flat
-    # mode steps per tensor (info.flat_step False) compiles per tensor, over these 5.
+    # flat=True: one tensor per list, so each recipe compiles in seconds
     start = make_params(torch.float32)
     eager_params, compiled_params = clone_params(start), clone_params(start)
     kwargs = {**info.pinned, **info.converge}
-    flat = info.flat_step
-    eager = build_fast(info, eager_params, flat=flat, **kwargs)
-    fast = build_fast(info, compiled_params, flat=flat, compile=True, **kwargs)
-    run(eager, eager_params, 6)
-    run(fast, compiled_params, 6)
+    eager = build_fast(info, eager_params, flat=True, **kwargs)
+    fast = build_fast(info, compiled_params, flat=True, compile=True, **kwargs)
+    # as many steps as the parity tests, which hold the flat eager steps to the references
+    run(eager, eager_params, 120)
+    run(fast, compiled_params, 120)
     assert _graphs() >= 1, "the step never went through torch.compile"
     for i, (p, q) in enumerate(zip(eager_params, compiled_params, strict=True)):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=lambda m, i=i: f"param {i}: {m}")
@@ -77,8 +76,14 @@ def _lambda(opt):
         (lambda p: optimkit.Adam(p, flat=True, compile=True), _one_cycle),  # lr and betas[0]
         (lambda p: optimkit.SGD(p, momentum=0.9, flat=True, compile=True), _one_cycle),
         (lambda p: optimkit.Adam(p, compile=True, flat=False), _lambda),  # per-tensor steps
+        # the layer-wise family: per-param norms and ratios inside the graph
+        (lambda p: optimkit.LAMB(p, weight_decay=0.01, compile=True), _one_cycle),
+        (lambda p: optimkit.LARS(p, weight_decay=1e-4, compile=True), _one_cycle),
+        (lambda p: optimkit.NovoGrad(p, compile=True), _one_cycle),
+        (lambda p: optimkit.DiffGrad(p, compile=True), _one_cycle),
     ],
-    ids=["adam-onecycle", "sgd-onecycle-momentum", "adam-lambda-per-tensor"],
+    ids=["adam-onecycle", "sgd-onecycle-momentum", "adam-lambda-per-tensor", "lamb-onecycle",
+         "lars-onecycle-momentum", "novograd-onecycle", "diffgrad-onecycle"],
 )
 def test_a_schedule_compiles_once(factory, schedule):
     params = clone_params(make_params(torch.float32))
@@ -126,9 +131,9 @@ def test_options_are_in_the_signature():
 @stepper(lr=1e-3, eps=1e-8)
 def _trust_ratio_sgd(b, lr, eps):
     """A layer-wise step as the trust-ratio optimizers write it: per-tensor norms, torch.where."""
-    w_norms, g_norms = b.norms(b.params), b.norms(b.grads)
-    ratios = list(torch.where((w_norms > 0) & (g_norms > 0), w_norms / (g_norms + eps), 1.0))
-    torch._foreach_add_(b.params, torch._foreach_mul(b.grads, ratios), alpha=-lr)
+    w_norms, g_norms = b.norms(b.params, b.grads)
+    ratios = torch.where((w_norms > 0) & (g_norms > 0), w_norms / (g_norms + eps), 1.0)
+    torch._foreach_add_(b.params, torch._foreach_mul(b.grads, b.expand(ratios)), alpha=-lr)
 
 
 class _TrustSGD(optimkit.Optimizer):

@@ -11,7 +11,13 @@ from conftest import optims
 from helpers import build_fast, clone_params, make_params, run
 
 import optimkit
-from optimkit.core.flat import FlatBucket
+from optimkit.core import compiled, tensorlists
+from optimkit.core import flat as flat_module
+from optimkit.core.flat import FlatBucket, FlatStore
+
+needs_compiler = pytest.mark.skipif(
+    not compiled.has_cxx_compiler(), reason="inductor needs a C++ compiler on the CPU"
+)
 
 
 def _flat_pair(info, **kwargs):
@@ -123,15 +129,113 @@ def test_checkpoints_interchange(direction):
         torch.testing.assert_close(p, q)
 
 
-def test_norms_are_segmented_on_the_flat_layout():
-    tensors = [torch.randn(3), torch.randn(2, 2), torch.randn(())]
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    bucket = FlatBucket([flat], [flat], {}, {}, torch.tensor([3, 4, 1]), (3, 4, 1))
-    (spread,) = bucket.norms([flat])
-    expected = torch.cat([t.norm().expand(t.numel()) for t in tensors])
-    torch.testing.assert_close(spread, expected)
-    plain = optimkit.Bucket([flat], [flat], {}, {})
-    torch.testing.assert_close(plain.norms([flat]), flat.norm().reshape(1))
+def _flat_and_plain(shapes, dtype=torch.float64, views=False):
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    others = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    plain = optimkit.Bucket(params, others, {}, {})
+    store = FlatStore([p.clone() for p in params])
+    other = store._flat_copy(others, dtype)
+    # the padding may hold anything (a NaN where a param-sized value divided 0 by 0): no
+    # reduction may see it
+    for buffer in (store.param, other):
+        pad = torch.ones(store.total, dtype=torch.bool)
+        for start, n in zip(store.starts, store.sizes, strict=True):
+            pad[start:start + n] = False
+        buffer[pad] = float("nan")
+    rows = store.rows_view
+    flat = FlatBucket([rows(store.param)], [rows(other)], {}, {}, store.layout,
+                      gaps=store.gaps if views else None)
+    return plain, flat
+
+
+# sizes around the row length, a 0-d and an empty param
+SHAPES = [(3,), (2, 70), (), (0,), (flat_module.CHUNK,), (5, 1, 2 * flat_module.CHUNK + 1)]
+
+
+def _reductions(b):
+    return (b.sum_squares(b.params, b.grads), b.norms(b.params),
+            b.dots((b.params, b.grads), (b.grads, b.grads)))
+
+
+@pytest.mark.parametrize("mode", ["rows", "views", pytest.param("compile", marks=needs_compiler)])
+def test_per_param_reductions_on_the_flat_layout(mode):
+    # eager: row sums (many params) or views of each param (few); compiled: masked row sums
+    plain, flat = _flat_and_plain(SHAPES, views=mode == "views")
+    expected = _reductions(plain)
+    if mode == "compile":
+        compiled.register_inductor_prims()
+        run_flat = torch.compile(lambda p, g, layout: _reductions(
+            FlatBucket([p], [g], {}, {}, layout)), dynamic=False)
+        got = run_flat(flat.params[0], flat.grads[0], flat.layout)
+    else:
+        got = _reductions(flat)
+    for want, have in zip(expected, got, strict=True):
+        assert have.shape == want.shape
+        torch.testing.assert_close(have, want)
+
+
+@optims()
+def test_cache_blocks_step_as_the_whole_bucket(info, monkeypatch):
+    # On the CPU an eager or flat step runs its parts over blocks of params (Bucket.blocks):
+    # with blocks of a few elements every param is a block of its own (eager), or the flat
+    # buffers are cut between params; the steps must not change.
+    start = make_params(torch.float64)
+    plain, blocked, flat = clone_params(start), clone_params(start), clone_params(start)
+    kwargs = {**info.pinned, **info.converge}
+    opt_plain = info.factory(plain, **kwargs)
+    run(opt_plain, plain, 6)
+    monkeypatch.setattr(tensorlists, "CPU_BLOCK_BYTES", 64)
+    monkeypatch.setattr(flat_module, "CPU_BLOCK_BYTES", 64)
+    blocks = []
+    real = tensorlists.Bucket.blocks
+    monkeypatch.setattr(tensorlists.Bucket, "blocks",
+                        lambda b: blocks.append(len(real(b))) or real(b))
+    real_flat = FlatBucket.blocks
+    monkeypatch.setattr(FlatBucket, "blocks", lambda b: blocks.append(len(real_flat(b))) or
+                        real_flat(b))
+    opt_blocked = info.factory(blocked, **kwargs)
+    opt_flat = build_fast(info, flat, flat=True, **kwargs)
+    run(opt_blocked, blocked, 6)
+    run(opt_flat, flat, 6)
+    assert max(blocks) == len(start), blocks  # every param its own block, once state exists
+    for p, q, r in zip(plain, blocked, flat, strict=True):
+        torch.testing.assert_close(q, p, rtol=0, atol=0)
+        torch.testing.assert_close(r, p, rtol=1e-9, atol=1e-12)
+        for name, value in opt_plain.state[p].items():
+            torch.testing.assert_close(opt_blocked.state[q][name], value, rtol=0, atol=0)
+            torch.testing.assert_close(opt_flat.state[r][name], value, rtol=1e-9, atol=1e-12)
+
+
+def test_a_cache_block_frees_its_temporaries_before_the_next(monkeypatch):
+    # LAMB's eager step makes one param-sized list (its direction) per block: the step's peak
+    # is one block's, not the bucket's (the blocks are stepped one after the other)
+    from benchmarks.counting import TemporaryPeak
+
+    block = 4096
+    monkeypatch.setattr(tensorlists, "CPU_BLOCK_BYTES", block * 4)
+    params = [torch.randn(block, requires_grad=True) for _ in range(8)]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt = optimkit.LAMB(params, weight_decay=0.01)
+    opt.step()  # creates the state, as one bucket
+    with TemporaryPeak() as tracker:
+        opt.step()
+    assert block * 4 <= tracker.peak < 2 * block * 4, tracker.peak
+
+
+def test_per_param_numbers_broadcast_over_each_param():
+    plain, flat = _flat_and_plain(SHAPES)
+    values = torch.arange(1.0, len(SHAPES) + 1, dtype=torch.float64)
+    scaled = torch._foreach_mul(flat.grads, flat.expand(values))[0].reshape(-1)
+    expected = torch._foreach_mul(plain.grads, plain.expand(values))
+    store_views = [scaled[s:s + t.numel()] for s, t in zip(
+        [int(flat.bounds[i]) * flat_module.CHUNK for i in range(len(SHAPES))], expected,
+        strict=True)]
+    for have, want in zip(store_views, expected, strict=True):
+        torch.testing.assert_close(have, want.reshape(-1))
+    assert flat.ndims.tolist() == plain.ndims.tolist() == [len(s) for s in SHAPES]
+    assert flat.count == plain.count == len(SHAPES)
 
 
 def test_flat_refuses_complex_params():
@@ -186,7 +290,7 @@ def test_accelerate_reaches_the_optimizer_inside_a_wrapper():
 
 
 @optims()
-def test_flat_mode_steps_as_one_tensor_when_the_database_says_so(info, monkeypatch):
+def test_flat_mode_steps_as_one_tensor(info, monkeypatch):
     from optimkit.core.executor import Executor
 
     sizes = []
@@ -199,9 +303,9 @@ def test_flat_mode_steps_as_one_tensor_when_the_database_says_so(info, monkeypat
     _, _, flat, opt = _flat_pair(info)
     run(opt, flat, 3)
     assert sizes, "the flat step never ran"
-    # the first step creates the state per tensor; every later one is one flat tensor, or, for
-    # the layer-wise recipes, the 5 params one by one over the views
-    assert all((n == 1) == info.flat_step for n in sizes[1:]), sizes
+    # the first step creates the state per tensor; every later one is one flat tensor, the
+    # layer-wise recipes' included (their norms are row reductions over the buffer)
+    assert sizes[0] == len(flat) and all(n == 1 for n in sizes[1:]), sizes
 
 
 def test_load_state_dict_keeps_flat_mode():

@@ -14,8 +14,8 @@ from optim_db import EPS, PART_CASES, Case, sigmoid
 
 from optimkit import stats, steppers
 from optimkit.core import Bucket, Part
-from optimkit.stats import grad_friction
-from optimkit.steppers import adam_step
+from optimkit.stats import adam_step_sizes, grad_friction
+from optimkit.steppers import adam_step, per_element_step
 
 CASES = PART_CASES
 
@@ -88,31 +88,35 @@ def test_friction_keeps_a_copy_of_the_gradient():
     # zero_grad(set_to_none=False) + backward writes the next gradient into the same tensor:
     # an alias of it as prev_grad would make the change 0 and the friction a constant 0.5.
     grad = _tensor([1.0])
-    state = {"prev_grad": [_tensor([0.0])], "grad_avg": [_tensor([2.0])]}
+    state = {"prev_grad": [_tensor([0.0])]}
     bucket = Bucket([_tensor([0.0])], [grad], state, {})
-    bucket.first_moment = state["grad_avg"]
+    bucket.step_size = [_tensor([2.0])]
     grad_friction(bucket, {"version": 0})
     grad.copy_(_tensor([4.0]))
     bucket = Bucket([_tensor([0.0])], [grad], state, {})
-    bucket.first_moment = state["grad_avg"]
+    bucket.step_size = [_tensor([2.0])]
     grad_friction(bucket, {"version": 0})
-    torch.testing.assert_close(bucket.first_moment[0], _tensor([2 * sigmoid(3.0)]))
+    torch.testing.assert_close(bucket.step_size[0], _tensor([2 * sigmoid(3.0)]))
 
 
 def test_adam_with_friction_is_a_recipe_of_a_few_lines():
     from optimkit import Adam, Optimizer
 
     class FrictionAdam(Optimizer):
-        parts = (*Adam.parts[:-1], grad_friction, adam_step)
+        parts = (*Adam.parts[:-1], adam_step_sizes, grad_friction, per_element_step)
 
     p = torch.tensor([1.0, -1.0], dtype=torch.float64, requires_grad=True)
     p.grad = torch.tensor([2.0, -0.5], dtype=torch.float64)
     FrictionAdam([p], lr=0.1).step()
-    # step 1: m_hat = g, sqrt(v_hat) = |g|; the friction against prev_grad = 0 is sigmoid(|g|)
-    expected = [
-        1 - 0.1 * sigmoid(2.0) * 2.0 / (2.0 + EPS), -1 + 0.1 * sigmoid(0.5) * 0.5 / (0.5 + EPS)
-    ]
+    # step 1: m = 0.1 g, sqrt(v) = sqrt(0.001) |g|, step size 0.1 sqrt(0.001) / 0.1 / (sqrt(v) +
+    # eps) (eps on the uncorrected root); the friction against prev_grad = 0 is sigmoid(|g|)
+    root = 0.001**0.5
+    expected = [1 - 0.1 * root * sigmoid(2.0) * 2.0 / (root * 2.0 + EPS),
+                -1 + 0.1 * root * sigmoid(0.5) * 0.5 / (root * 0.5 + EPS)]
     torch.testing.assert_close(p.detach(), _tensor(expected))
+    # the friction damps step sizes: without a part that makes them, the recipe is refused
+    with pytest.raises(TypeError, match="grad_friction reads 'step_size'"):
+        type("Frictionless", (Optimizer,), {"parts": (*Adam.parts[:-1], grad_friction, adam_step)})
 
 
 @pytest.mark.parametrize("recipe,kwargs,name", [

@@ -126,10 +126,13 @@ def test_part_closed_form(case):
 def test_norms_come_from_one_call(monkeypatch):
     """Weights and updates go through the bucket's norms together (one future reduction)."""
     calls = []
-    real = Bucket.norms
-    monkeypatch.setattr(Bucket, "norms", lambda b, ts: calls.append(len(ts)) or real(b, ts))
+    real = Bucket.sum_squares
+    monkeypatch.setattr(
+        Bucket, "sum_squares",
+        lambda b, *lists: calls.append([len(ts) for ts in lists]) or real(b, *lists),
+    )
     _run(Case("x", LARS, [W, W], [G, G], dict(trust_coefficient=0.1), []))
-    assert calls == [4]
+    assert calls == [[2, 2]]
 
 
 # ------------------------------------------------------------------ whole recipes, two steps

@@ -111,18 +111,34 @@ def _traced_step(parts, policy, arguments, layout, params, grads, state, numbers
     elif layout[0] == "sharded":
         bucket = ShardedBucket(params, grads, state, {}, layout[1])
     else:
-        bucket = FlatBucket(params, grads, state, {}, *layout[1:])
+        bucket = FlatBucket(params, grads, state, {}, layout[1])
     prepared = policy.prepare(bucket, group, arguments)
     for part in parts:
         part(bucket, group)
     policy.finalize(bucket, group, prepared)
 
 
+# Inductor realises a pointwise value read by several consumers into a buffer of its own once it
+# reads more than `realize_reads_threshold` (4) inputs. An optimizer step's values (LAMB's
+# direction m / (sqrt(v) + eps) + wd p: m, v, p and the hypers) pass that easily, and a
+# param-sized buffer allocated fresh every step costs page faults on the CPU: LAMB's compiled
+# step ran 3x slower with it (benchmarks/flat_steps.py). Recomputed in each pass instead, it
+# costs only arithmetic.
+INDUCTOR_OPTIONS = {"realize_reads_threshold": 64}
+
+
+@functools.cache
+def register_inductor_prims() -> None:
+    # FlatBucket.expand marks per-param numbers with inductor's force_stride_order prim
+    import torch._inductor.inductor_prims  # noqa: F401
+
+
 @functools.cache
 def _compiled_step():
     # Made at the first compiled step: torch.compile imports torch._dynamo, seconds that an
     # ``import optimkit`` without compile=True need not pay.
-    return torch.compile(_traced_step, dynamic=False)
+    register_inductor_prims()
+    return torch.compile(_traced_step, dynamic=False, options=INDUCTOR_OPTIONS)
 
 
 def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, policy,
@@ -133,7 +149,7 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
     names = list(dict.fromkeys(name for part in parts for name in part.passed))
     layout = None
     if isinstance(bucket, FlatBucket):
-        layout = ("flat", bucket.lengths, bucket.sizes)
+        layout = ("flat", bucket.layout)
     elif isinstance(bucket, ShardedBucket):
         layout = ("sharded", bucket.groups)
     options = {} if policy.plain else policy.compile_options(bucket)

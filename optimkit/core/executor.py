@@ -7,9 +7,10 @@ An :class:`optimkit.Optimizer` holds the recipe, its state and the torch API; it
   (those with a grad this step); the parts run in order over each bucket's tensor lists. The
   bucket lists are cached while the same params have grads and the same state is in use.
 * **flat** (``flat=True``): each bucket lives in one contiguous buffer (``core/flat.py``);
-  when every param has its grad, the parts run once over a bucket of one tensor per list.
-  Recipes with layer-wise parts, or steps where some grad is missing, run per tensor over the
-  views.
+  when every param has its grad, the parts run once over a bucket of one tensor per list,
+  layer-wise recipes included (their per-param reductions are row reductions there). Recipes
+  with a part that reads each param's shape (``shaped``), or steps where some grad is missing,
+  run per tensor over the views.
 * **compiled** (``compile=True``): the parts of a bucket run inside one ``torch.compile``d
   function (``core/compiled.py``); a step that creates state runs eagerly.
 
@@ -26,9 +27,12 @@ Extension points, for what comes next:
 * **Sharded params (DTensor, FSDP2).** :meth:`Executor._bucket` hands the parts the local
   shards of a bucket of DTensors (:class:`~optimkit.core.sharded.ShardedBucket`), eagerly or
   compiled. Flat mode refuses DTensor params: FSDP2 owns their storage.
-* **Per-tensor reductions.** Parts ask the bucket: :meth:`Bucket.norms` (eager: one foreach
-  call; flat: segmented over the buffer; sharded: local squares, one all-reduce; compiled: in
-  the graph). Dot products would join it as ``Bucket.dots``.
+* **Per-tensor reductions.** Parts ask the bucket: :meth:`Bucket.sum_squares`,
+  :meth:`Bucket.norms`, :meth:`Bucket.dots` (eager: one foreach call for all the lists; flat:
+  row reductions over the buffer and a small per-param sum; compiled: the same inside the
+  graph, fused into the pass that computes the operand), and :meth:`Bucket.expand` to multiply
+  each param by its own number. A sharded bucket overrides ``Bucket._total`` to add its
+  shards' partial sums in one all-reduce.
 * **Precision and memory policies.** :class:`BucketPolicy` is called around the parts of
   every bucket, eagerly and inside the compiled graph: ``prepare`` may materialise state kept
   in another dtype or quantised, ``finalize`` writes it back and applies a param update rule
@@ -320,11 +324,8 @@ class Executor:
         self, store: FlatStore, group: Mapping[str, Any], parts: list[Part], state: dict
     ) -> None:
         names = list({name: None for part in parts for name in part.state})
-        # Layer-wise parts would see each per-tensor norm spread over its tensor's elements:
-        # several extra passes over the buffer, measured slower than stepping per tensor over
-        # the views (a 50M-param bucket of four tensors: LARS 2.1 s vs 90 ms). So they never
-        # get the one-tensor step.
-        one_tensor = store.grads_in_place() and not any(part.layerwise for part in parts)
+        # a part that reads each param's shape needs the per-tensor views
+        one_tensor = store.grads_in_place() and not any(part.shaped for part in parts)
         one_tensor = one_tensor and self.policy.one_tensor(store.sizes)
         names = self.policy.stored_names(names, store.params[0])
         flat = store.bucket(names) if one_tensor else None
@@ -355,11 +356,25 @@ class Executor:
                 return
             compiled.warn_eager("no C++ compiler found for inductor")
             self.compile = False
-        prepared = self.policy.prepare(bucket, group, arguments)
-        for part in body:
-            part(bucket, group)
-        self.policy.finalize(bucket, group, prepared)
+        blocks = self._blocks(bucket)
+        while blocks:
+            # popped, so that a block's temporaries (its fields) are freed before the next
+            # block makes its own: the step's peak is one block's, not the bucket's
+            block = blocks.pop(0)
+            prepared = self.policy.prepare(block, group, arguments)
+            for part in body:
+                part(block, group)
+            self.policy.finalize(block, group, prepared)
+            del block
         self._run_host_gated(bucket, group, parts, arguments)
+
+    def _blocks(self, bucket: Bucket) -> list[Bucket]:
+        """An eager CPU step runs over cache-sized blocks of params (``Bucket.blocks``); one
+        that creates state runs whole, and so does one under a precision policy (its
+        per-tensor arguments are the whole bucket's)."""
+        if bucket.device.type != "cpu" or any(bucket.created.values()) or not self.policy.plain:
+            return [bucket]
+        return bucket.blocks()
 
     def _run_host_gated(
         self, bucket: Bucket, group: Mapping[str, Any], parts: Sequence[Part], arguments: tuple

@@ -97,9 +97,9 @@ class Part:
     # Hyper-parameters that only decide whether (or on which tensors) the part runs; they are
     # declared, so they are in the recipe's signature, but never passed to ``fn``.
     gates: tuple[str, ...] = ()
-    # Takes per-tensor norms (layer-wise): flat mode steps such recipes per tensor where that
-    # is faster (see core/executor.py).
-    layerwise: bool = False
+    # Reads each param's shape (gradient centralization's mean over a kernel's output units):
+    # flat mode runs the recipe per tensor over the views, where the shapes are there.
+    shaped: bool = False
     # The hyper-parameter ``k`` of a part that runs on a tensor only after every k-th step of
     # that tensor (Lookahead's sync). The executor decides on the host, from the CPU step
     # counters, and runs the part on those tensors outside any compiled graph; such a part
@@ -206,7 +206,7 @@ def implied_storage(init: Init) -> Storage:
     return Storage.EXACT
 
 
-def _declare(kind: str, state, reads, provides, overrides, rules, checks, layerwise, every,
+def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped, every,
              hypers, storage=None):
     def wrap(fn: Callable[..., None]) -> Part:
         gates = ()
@@ -217,7 +217,7 @@ def _declare(kind: str, state, reads, provides, overrides, rules, checks, layerw
         return Part(
             fn=fn, kind=kind, state=dict(state or {}), hypers=dict(hypers),
             reads=tuple(reads), provides=tuple(provides), overrides=tuple(overrides),
-            rules=dict(rules or {}), checks=tuple(checks), layerwise=layerwise, every=every,
+            rules=dict(rules or {}), checks=tuple(checks), shaped=shaped, every=every,
             gates=gates, storage=dict(storage or {}),
         )
 
@@ -226,15 +226,18 @@ def _declare(kind: str, state, reads, provides, overrides, rules, checks, layerw
 
 def stat(
     state: Mapping[str, Init] | None = None, *, reads=(), provides=(), overrides=(),
-    rules: Mapping[str, Rule] | None = None, checks=(), layerwise: bool = False,
+    rules: Mapping[str, Rule] | None = None, checks=(), shaped: bool = False,
     every: str | None = None, storage: Mapping[str, str] | None = None, **hypers: Any,
 ):
     """Declare a stat: ``@stat(state={"grad_avg": zeros}, storage={"grad_avg": "signed"},
     provides=("first_moment",), rules=dict(betas=betas), betas=(0.9, 0.999))``.
 
-    ``layerwise=True`` marks a stat that takes per-tensor norms (trust ratios).
+    ``shaped=True`` marks a stat that reads each param's shape (not just its elements), so
+    that flat mode, whose buffers hold every param in ``[rows, CHUNK]`` rows, runs it per
+    tensor. Per-param reductions (norms, dot products) go through the bucket
+    (``b.norms``, ``b.sum_squares``, ``b.dots``, ``b.expand``) and need no flag.
     """
-    return _declare("stat", state, reads, provides, overrides, rules, checks, layerwise, every,
+    return _declare("stat", state, reads, provides, overrides, rules, checks, shaped, every,
                     hypers, storage)
 
 

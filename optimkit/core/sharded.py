@@ -4,11 +4,13 @@ A bucket of DTensor params that share a device mesh and placements is handed to 
 a :class:`ShardedBucket`: its params, grads and state are the local shards (``to_local()``,
 the same storage, so in-place updates reach the DTensors), and every part runs unchanged,
 eagerly or compiled, with no DTensor dispatch per foreach op. Element-wise math is local by
-nature. The one thing that is not is a per-tensor reduction: :meth:`ShardedBucket.norms` sums
-the local squares of every tensor it is given and adds them up across the shards in ONE
-all-reduce per sharded mesh dimension (FSDP2: one), so that a layer-wise recipe (LARS, LAMB,
-NovoGrad's per-layer moment, ...) sees the norms of the full tensors, whatever the number of
-params and however uneven the shards (an empty shard adds 0).
+nature. The one thing that is not is a per-tensor reduction. Parts take those through the
+bucket's one reduction service (``Bucket.sum_squares`` / ``norms`` / ``dots``, see
+``core/tensorlists.py``): the local sums of every list of a call come as one ``[k, count]``
+tensor, and :meth:`ShardedBucket._total` adds them up across the shards in ONE all-reduce per
+sharded mesh dimension (FSDP2: one), so that a layer-wise recipe (LARS, LAMB, NovoGrad's
+per-layer moment, ...) sees the sums of the full tensors, whatever the number of params and
+however uneven the shards (an empty shard adds 0).
 
 Other reductions inside a tensor assume what FSDP2 does, sharding along dim 0 only: gradient
 centralization (Ranger's ``use_gc``) averages each row over the other dims, and rows are
@@ -26,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from .tensorlists import Bucket, is_dtensor
@@ -66,7 +67,7 @@ def shard_groups(p: Tensor) -> tuple[str, ...]:
 
 
 class ShardedBucket(Bucket):
-    """A bucket of local shards; ``norms`` are the norms of the full tensors."""
+    """A bucket of local shards; its per-tensor sums and norms are those of the full tensors."""
 
     __slots__ = ("groups", "dtensors")
 
@@ -87,12 +88,18 @@ class ShardedBucket(Bucket):
             bucket.created, shard_groups(bucket.params[0]), bucket.params,
         )
 
-    def norms(self, tensors: Sequence[Tensor]) -> Tensor:
-        """Per-tensor L2 norms of the full tensors: local sums of squares, one all-reduce."""
-        squares = torch.stack(torch._foreach_norm(list(tensors))).square()
+    def _total(self, sums: Tensor) -> Tensor:
+        """The per-tensor sums of the full tensors: the local partial sums of every list of a
+        ``sum_squares`` / ``norms`` / ``dots`` call, added up across the shards in one
+        all-reduce (per sharded mesh dimension)."""
         if self.groups:
             from torch.distributed import _functional_collectives as funcol
 
             for group in self.groups:
-                squares = funcol.all_reduce(squares, "sum", group)
-        return squares.sqrt()
+                sums = funcol.all_reduce(sums, "sum", group)
+        return sums
+
+    def blocks(self) -> list[Bucket]:
+        # whole: every block would be a collective of its own, and ranks whose shards differ
+        # in size would cut different blocks (a hang)
+        return [self]

@@ -43,6 +43,27 @@ FIELDS: dict[str, str] = {
 }
 
 
+# An eager step on the CPU runs its parts over blocks of params of at most this many bytes per
+# list (see Bucket.blocks): a block's params, grads, state and temporaries then stay in the
+# last-level cache across the ~10 passes of a recipe, where a pass over the whole bucket streams
+# them from memory each time. Measured on a 32 MiB-L3 CPU, W1 (11.7M params): LARS 72 -> 48 ms,
+# Adam 85 -> 55 ms per step with 1M-element blocks, as fast as a per-param loop.
+CPU_BLOCK_BYTES = 4 << 20
+
+
+def block_ranges(sizes: Sequence[int], limit: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges of consecutive ``sizes`` adding up to at most ``limit`` each (an
+    entry bigger than ``limit`` alone)."""
+    ranges, start, total = [], 0, 0
+    for i, n in enumerate(sizes):
+        if i > start and total + n > limit:
+            ranges.append((start, i))
+            start, total = i, 0
+        total += n
+    ranges.append((start, len(sizes)))
+    return ranges
+
+
 class Bucket:
     """The aligned tensor lists of one (param group, device, dtype) bucket, for one step.
 
@@ -112,6 +133,23 @@ class Bucket:
     def dtype(self) -> torch.dtype:
         return self.params[0].dtype
 
+    def blocks(self) -> list[Bucket]:
+        """The bucket cut into blocks of consecutive params, each holding at most
+        :data:`CPU_BLOCK_BYTES` per list (a bigger param is a block of its own), for an eager
+        step on the CPU: the executor runs all the parts over one block before the next, so
+        that the block's params, grads, state and temporaries stay in the cache from one
+        part's pass to the next. Every part treats each param on its own, so the result is
+        the same."""
+        limit = CPU_BLOCK_BYTES // self.params[0].element_size()
+        ranges = block_ranges([p.numel() for p in self.params], limit)
+        if len(ranges) == 1:
+            return [self]
+        return [
+            Bucket(self.params[i:j], self.grads[i:j],
+                   {name: tensors[i:j] for name, tensors in self.state.items()}, {})
+            for i, j in ranges
+        ]
+
     def select(self, indices: Sequence[int]) -> Bucket:
         """A bucket of the tensors at ``indices`` only: params, grads and state (no fields)."""
         pick = lambda tensors: [tensors[i] for i in indices]
@@ -138,16 +176,67 @@ class Bucket:
         return self._steps
 
     # ------------------------------------------------------ per-tensor reductions
-    def norms(self, tensors: Sequence[Tensor]) -> Tensor:
-        """The L2 norm of each tensor of ``tensors`` (a list aligned with the bucket, or several
-        such lists concatenated), stacked: entry ``i`` broadcasts against ``tensors[i]``.
+    # Every per-tensor reduction of a part goes through these, so that each execution mode
+    # computes it its own way: here one foreach call over all the lists; over a flat buffer a
+    # row reduction (:class:`optimkit.core.flat.FlatBucket`), inside the compiled graph when
+    # compiling. A sharded bucket overrides :meth:`_total` to add up its shards' partial sums
+    # (one collective for all the lists of a call).
 
-        Every per-tensor reduction of a part goes through the bucket, so that each execution
-        mode computes it its own way: one ``torch._foreach_norm`` call here; a segmented
-        reduction over the flat buffer in flat mode (:class:`optimkit.core.flat.FlatBucket`);
-        a sharded bucket would sum its partial squares across shards in one collective.
-        """
-        return torch.stack(torch._foreach_norm(list(tensors)))
+    @property
+    def count(self) -> int:
+        """The number of params in the bucket (one per list entry here; a flat bucket holds
+        them all in one entry)."""
+        return len(self.params)
+
+    def sum_squares(self, *lists: Sequence[Tensor]) -> Tensor:
+        """``sum(x**2)`` of each param's tensor in each list, as a ``[len(lists), count]``
+        tensor on the bucket's device (each list aligned with the bucket)."""
+        flat = [t for tensors in lists for t in tensors]
+        sums = torch.stack(torch._foreach_powsum(flat, 2)) if flat else self.params[0].new_zeros(0)
+        return self._total(sums.view(len(lists), -1))
+
+    def norms(self, *lists: Sequence[Tensor]) -> Tensor:
+        """The L2 norm of each param's tensor in each list, ``[len(lists), count]``: row ``i``
+        holds the norms of ``lists[i]``. One reduction (one collective when sharded) for all."""
+        return self.sum_squares(*lists).sqrt()
+
+    def dots(self, *pairs: tuple[Sequence[Tensor], Sequence[Tensor]]) -> Tensor:
+        """``sum(a * b)`` of each param's tensors in each pair of lists, ``[len(pairs), count]``.
+        One ``torch._foreach_mm`` of ``[1, n] x [n, 1]`` views: no temporaries."""
+        rows = [a.reshape(1, -1) for left, _ in pairs for a in left]
+        cols = [b.reshape(-1, 1) for _, right in pairs for b in right]
+        return self._total(torch.stack(torch._foreach_mm(rows, cols)).view(len(pairs), -1))
+
+    def _total(self, sums: Tensor) -> Tensor:
+        """The per-param sums of this bucket's tensors: the local ones, unless sharded."""
+        return sums
+
+    def expand(self, values: Tensor) -> list[Tensor]:
+        """Per-param numbers (a ``[count]`` tensor, e.g. trust ratios) as operands of foreach ops
+        over the bucket's lists: entry ``i`` broadcasts over param ``i``'s tensor
+        (``torch._foreach_mul(b.update, b.expand(ratio))``). Here the 0-d entries; no host
+        sync."""
+        return list(values.unbind())
+
+    def stack(self, scalars: Sequence[Tensor]) -> Tensor:
+        """Per-param 0-d state (NovoGrad's layer-wise moment) as one ``[count]`` tensor."""
+        return torch.stack(list(scalars))
+
+    def unstack(self, values: Tensor) -> list[Tensor]:
+        """The inverse of :meth:`stack`: what ``torch._foreach_copy_`` writes into that state."""
+        return list(values.unbind())
+
+    def is_scratch(self, tensors: Sequence[Tensor]) -> bool:
+        """Whether ``tensors`` were made by this step's parts, so a part may write them in
+        place: not the params, the grads (``p.grad`` itself) or a state list."""
+        first = tensors[0]
+        return all(first is not other[0] for other in (self.params, self.grads,
+                                                      *self.state.values()) if len(other))
+
+    @property
+    def ndims(self) -> Tensor:
+        """Each param's number of dimensions, a ``[count]`` CPU int64 tensor."""
+        return torch.tensor([p.dim() for p in self.params])
 
 
 def is_zero(value) -> bool:
@@ -196,6 +285,17 @@ def scalars(values: Tensor | float) -> list[float] | float:
             return [v.item() for v in values.unbind()]
         return values.tolist()
     return values
+
+
+def sigmoid_(tensors: Sequence[Tensor]) -> None:
+    """``torch._foreach_sigmoid_``; inside a compiled graph, each tensor's own ``sigmoid_``:
+    inductor has no lowering for the foreach form and would run it as a separate aten kernel
+    (a pass over memory and a temporary of its own)."""
+    if torch.compiler.is_compiling():
+        for t in tensors:
+            t.sigmoid_()
+    else:
+        torch._foreach_sigmoid_(list(tensors))
 
 
 def debias(betas, t: Tensor):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..core.parts import stat
 
 
-@stat(provides=("grads",), gc_conv_only=False)
+@stat(provides=("grads",), shaped=True, gc_conv_only=False)
 def centralize_gradient(b, gc_conv_only):
     """Remove the mean of each output unit's gradient: ``g = g - mean(g over dims 1..)``.
 

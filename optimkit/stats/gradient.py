@@ -43,6 +43,10 @@ def update_weight_decay(b, weight_decay, decoupled_weight_decay, lr):
     """Weight decay added to the update direction, after it was normalised (NovoGrad's
     ``d = g / (sqrt(v) + eps) + weight_decay * p``, LAMB's ``d = m / (sqrt(v) + eps) +
     weight_decay * p``), or decoupled: ``p = p * (1 - lr * weight_decay)``."""
+    if not is_zero(weight_decay) and not decoupled_weight_decay and b.is_scratch(b.update):
+        # a direction this step made (LAMB's): add the decay in place, no second temporary
+        torch._foreach_add_(b.update, b.params, alpha=weight_decay)
+        return
     update = _decay(b, b.update, weight_decay, decoupled_weight_decay, lr)
     if update is not b.update:
         b.update = update
@@ -91,27 +95,25 @@ def momentum(b, momentum, dampening, nesterov):
 def rms_normalize(b, eps):
     """RMSprop's direction: ``d = d / (sqrt(second_moment) + eps)`` (eps outside the root);
     with the centred stat the second moment is ``sqr_avg - grad_avg**2``."""
-    _divide_by_root(b, b.second_moment, eps, elementwise=True)
+    _divide_by_root(b, b.second_moment, eps)
 
 
 @stat(reads=("second_moment", "update"), provides=("update",), rules=dict(eps=nonnegative),
       eps=1e-8)
 def layer_normalize(b, eps):
     """NovoGrad's direction: ``d = d / (sqrt(v) + eps)`` with ``v`` the layer-wise second moment,
-    one per tensor."""
-    _divide_by_root(b, b.second_moment, eps)
+    one per tensor (a ``[count]`` vector: divided per tensor through ``b.expand``)."""
+    roots = b.stack(b.second_moment).sqrt() + eps
+    b.update = torch._foreach_div(b.update, b.expand(roots))
 
 
-def _divide_by_root(b, second_moments, eps, elementwise=False):
+def _divide_by_root(b, second_moments, eps):
     denom = torch._foreach_sqrt(second_moments)
     torch._foreach_add_(denom, eps)
-    if elementwise:
-        # d / denom written into denom: one param-sized temporary per step, not two
-        torch._foreach_reciprocal_(denom)
-        torch._foreach_mul_(denom, b.update)
-        b.update = denom
-    else:  # one moment per tensor: a per-layer scalar
-        b.update = torch._foreach_div(b.update, denom)
+    # d / denom written into denom: one param-sized temporary per step, not two
+    torch._foreach_reciprocal_(denom)
+    torch._foreach_mul_(denom, b.update)
+    b.update = denom
 
 
 @stat(state={"grad_avg": zeros}, storage={"grad_avg": "signed"},

@@ -19,11 +19,11 @@ def layer_sqr_avg(b, betas):
     """
     beta2 = betas[1]
     avgs = b.state["layer_sqr_avg"]
-    sqr_norms = b.norms(b.grads).square()
-    old = torch.stack(avgs)
+    (sqr_norms,) = b.sum_squares(b.grads)
+    old = b.stack(avgs)
     # torch.where instead of a Python branch: no device sync, and exact for each tensor.
     new = torch.where(old == 0, sqr_norms, old * beta2 + sqr_norms * (1 - beta2))
-    torch._foreach_copy_(avgs, new.unbind(0))
+    torch._foreach_copy_(avgs, b.unstack(new))
     b.second_moment = avgs
 
 

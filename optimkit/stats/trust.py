@@ -5,8 +5,8 @@ that every layer moves by a similar fraction of its size (You et al. 2017, arXiv
 The parts are:
 
 * ``layer_norms`` computes ``||w||`` and ``||u||`` for the whole bucket in ONE call to
-  :meth:`optimkit.core.Bucket.norms` (weights and updates concatenated), so that a
-  shard-aware bucket needs one reduction per step;
+  :meth:`optimkit.core.Bucket.norms`, so that a shard-aware bucket needs one reduction per
+  step (and flat mode one row reduction over the buffer);
 * ``trust_ratio`` turns them into a per-tensor ratio, with its variants (LARS's weight decay
   in the denominator, LARC's clip, LAMB's clamp of ``||w||``, the zero-norm rule), and
   rescales the direction by it. Everything stays on the device: no ``.item()``, no branch on
@@ -42,10 +42,12 @@ def adam_direction(b, eps, betas, debias_moments):
         corrected1, corrected2 = debias(betas, b.steps)
         torch._foreach_div_(denom, scalars(corrected2**0.5))
     torch._foreach_add_(denom, eps)
-    update = torch._foreach_div(b.first_moment, denom)
+    # m / denom written into denom: one param-sized temporary, not two
+    torch._foreach_reciprocal_(denom)
+    torch._foreach_mul_(denom, b.first_moment)
     if debias_moments:
-        torch._foreach_div_(update, scalars(corrected1))
-    b.update = update
+        torch._foreach_div_(denom, scalars(corrected1))
+    b.update = denom
 
 
 @stat(reads=("update", "step"), provides=("update",), rules=dict(betas=betas_rule),
@@ -57,7 +59,11 @@ def debias_direction(b, betas):
     is corrected, not the moments (so the trust ratio cannot cancel it).
     """
     corrected1, corrected2 = debias(betas, b.steps)
-    b.update = torch._foreach_mul(b.update, scalars(corrected2**0.5 / corrected1))
+    factor = scalars(corrected2**0.5 / corrected1)
+    if b.is_scratch(b.update):
+        torch._foreach_mul_(b.update, factor)
+    else:
+        b.update = torch._foreach_mul(b.update, factor)
 
 
 @stat(reads=("update",), provides=("norm_target", "norm_weights"),
@@ -74,16 +80,13 @@ def new_weights_norm(b, lr, weight_decay):
     b.norm_weights = decayed
 
 
-@stat(reads=("norm_target", "norm_weights"), provides=("weight_norms", "update_norms"),
-      layerwise=True)
+@stat(reads=("norm_target", "norm_weights"), provides=("weight_norms", "update_norms"))
 def layer_norms(b):
     """``||w||`` and ``||u||`` per tensor, ``w`` being ``norm_weights`` (the params, unless
     ``new_weights_norm`` provided the decayed ones) and ``u`` being ``norm_target`` (the update,
     unless ``new_weights_norm`` provided the would-be new weights). Both lists go through ONE
     ``b.norms`` call (one reduction, one collective once params are sharded)."""
-    n = len(b.params)
-    both = b.norms([*b.norm_weights, *b.norm_target])
-    b.weight_norms, b.update_norms = both[:n], both[n:]
+    b.weight_norms, b.update_norms = b.norms(b.norm_weights, b.norm_target)
 
 
 @stat(
@@ -103,23 +106,26 @@ def trust_ratio(b, lr, weight_decay, trust_coefficient, eps, clip, clamp_value, 
     Ralamb pin ``weight_decay=0`` (their decay is part of the direction or decoupled).
     With ``exclude_1d`` tensors with ndim <= 1 (biases, norm weights) keep ``d`` untouched: no
     trust ratio and no weight decay, the SimCLR/BYOL convention.
+
+    The ratios are per-tensor numbers (``[count]`` tensors on the device, no host sync); each
+    tensor is multiplied by its own through ``b.expand``. A direction this step made (LAMB's
+    ``m / (sqrt(v) + eps)``) is scaled in place; the gradient itself is never written.
     """
     w, u = b.weight_norms, b.update_norms
     ratio = trust_coefficient * w.clamp(max=clamp_value) / (u + weight_decay * w + eps)
     if clip:
         ratio = (ratio / lr).clamp(max=1.0)
     adapted = (w > 0) & (u > 0)
+    if exclude_1d:
+        adapted &= b.ndims.to(adapted.device) > 1
     ratio = torch.where(adapted, ratio, 1.0)
     if not is_zero(weight_decay):
         decay = torch.where(adapted, ratio * weight_decay, 0.0)
-        direction = torch._foreach_mul(b.params, list(decay.unbind()))
-        torch._foreach_addcmul_(direction, b.update, list(ratio.unbind()))
+        direction = torch._foreach_mul(b.params, b.expand(decay))
+        torch._foreach_addcmul_(direction, b.update, b.expand(ratio))
+    elif b.is_scratch(b.update):
+        direction = b.update
+        torch._foreach_mul_(direction, b.expand(ratio))
     else:
-        direction = torch._foreach_mul(b.update, list(ratio.unbind()))
-    if exclude_1d:
-        # Chosen by shape, so decided on the host; biases are small, so computing and
-        # dropping their scaled direction costs little and needs no mask on the device.
-        direction = [
-            g if p.dim() <= 1 else d for p, g, d in zip(b.params, b.update, direction, strict=True)
-        ]
+        direction = torch._foreach_mul(b.update, b.expand(ratio))
     b.update = direction
