@@ -293,6 +293,150 @@ def _dcp_load(case: str, group, workdir: Path, wrap=None, **speed) -> dict:
     return {"max_abs": max_abs([_full(p) for p in model.parameters()], straight)}
 
 
+# ------------------------------------------------------------- precision policies under FSDP2
+# A model wide enough for 8-bit state (a weight of >= 4096 elements). "even": Linear(64, 128),
+# each rank's shard 64 rows = 4096 elements = 16 whole blocks of 256, so the blocks are the
+# unsharded run's; "uneven": Linear(64, 100), 50 rows = 3200 elements per shard, so the blocks
+# restart mid-block at rank 1's first element (the documented difference).
+POLICY_IN = 64
+POLICY_ROWS = {"even": 128, "uneven": 100}
+POLICIES = {
+    "8bit": (torch.float32, {"state_bits": 8}),
+    "stochastic": (torch.bfloat16, {"param_update": "stochastic"}),
+}
+
+
+def _policy_model(rows: int, dtype: torch.dtype) -> torch.nn.Sequential:
+    gen = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(POLICY_IN, rows), torch.nn.Tanh(), torch.nn.Linear(rows, 1)
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    return model.to(dtype)
+
+
+def _policy_batch(step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(104729 * step + rank)
+    x = torch.randn(BATCH, POLICY_IN, generator=gen)
+    return x, torch.sin(x.sum(1, keepdim=True) / 8)
+
+
+def _policy_train(model, opt, dtype, start: int, stop: int, data) -> None:
+    for step in range(start, stop):
+        x, y = data(step)
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x.to(dtype)).float(), y).backward()
+        opt.step()
+
+
+def _policy_optimizer(case: str, params, keywords) -> torch.optim.Optimizer:
+    # the same seed of the random bits on every rank and in the unsharded run
+    return build(cases()[case], params, generator=torch.Generator().manual_seed(5), **keywords)
+
+
+def _sharded_policy_model(group, rows: int, dtype: torch.dtype) -> torch.nn.Module:
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mesh = DeviceMesh.from_group(group, "cpu")
+    # gradients reduced in float32, as the single process computes them
+    mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+    model = _policy_model(rows, dtype)
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer, mesh=mesh, mp_policy=mp)
+    return fully_shard(model, mesh=mesh, mp_policy=mp)
+
+
+def _policy_rank_data():
+    rank = dist.get_rank()
+    return lambda step: _policy_batch(step, rank)
+
+
+def _dcp_policy(case: str, group, workdir: Path, policy: str, load: bool) -> dict:
+    """DCP of an FSDP2 model under a policy (uneven shards: the scales are padded): saved at
+    ``SAVE_AT`` by one launch, loaded by a later one into new processes, and continued; the
+    result is compared with the uninterrupted run bit for bit."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    dtype, keywords = POLICIES[policy]
+    name = f"dcp-{policy}-{case}"
+    rows = POLICY_ROWS["uneven"]
+    data = _policy_rank_data()
+    model = _sharded_policy_model(group, rows, dtype)
+    opt = _policy_optimizer(case, model.parameters(), keywords)
+    if not load:
+        straight = _sharded_policy_model(group, rows, dtype)
+        _policy_train(straight, _policy_optimizer(case, straight.parameters(), keywords), dtype,
+                      0, STEPS, data)
+        full = [_full(p) for p in straight.parameters()]
+        _policy_train(model, opt, dtype, 0, SAVE_AT, data)
+        model_sd, optim_sd = get_state_dict(model, opt)
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=workdir / name,
+                 process_group=group)
+        if dist.get_rank() == 0:
+            torch.save(full, workdir / f"{name}-straight.pt")
+        return {}
+    model_sd, optim_sd = get_state_dict(model, opt)
+    loaded = {"model": model_sd, "optim": optim_sd}
+    dcp.load(loaded, checkpoint_id=workdir / name, process_group=group)
+    set_state_dict(model, opt, model_state_dict=loaded["model"],
+                   optim_state_dict=loaded["optim"])
+    _policy_train(model, opt, dtype, SAVE_AT, STEPS, data)
+    straight = torch.load(workdir / f"{name}-straight.pt", weights_only=True)
+    state = opt.state[model[0].weight]
+    return {"max_abs": max_abs([_full(p).float() for p in model.parameters()],
+                               [p.float() for p in straight]),
+            "codes_dtype": str(state["grad_avg"].dtype)}
+
+
+def _fsdp_policy(case: str, group, workdir: Path, policy: str, layout: str) -> dict:
+    """FSDP2 with a precision policy: the shard's state, the collectives of one step, and the
+    distance to one process running the same policy on the concatenated batches."""
+    from torch.distributed.tensor.debug import CommDebugMode
+
+    dtype, keywords = POLICIES[policy]
+    rows = POLICY_ROWS[layout]
+    world = dist.get_world_size()
+
+    def full_data(step):
+        parts = [_policy_batch(step, r) for r in range(world)]
+        return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+
+    single = _policy_model(rows, dtype)
+    _policy_train(single, _policy_optimizer(case, single.parameters(), keywords), dtype, 0,
+                  STEPS, full_data)
+
+    model = _sharded_policy_model(group, rows, dtype)
+    opt = _policy_optimizer(case, model.parameters(), keywords)
+    rank_data = _policy_rank_data()
+
+    _policy_train(model, opt, dtype, 0, STEPS - 1, rank_data)
+    x, y = rank_data(STEPS - 1)
+    opt.zero_grad()
+    torch.nn.functional.mse_loss(model(x.to(dtype)).float(), y).backward()
+    with CommDebugMode() as comm:  # the collectives of one optimizer step
+        opt.step()
+    weight = model[0].weight
+    state = opt.state[weight]
+    codes = state["grad_avg"]
+    out = {
+        "rel": rel_error([_full(p).float() for p in model.parameters()],
+                         [p.detach().float() for p in single.parameters()]),
+        "collectives": comm.get_total_counts(),
+        "shard_numel": weight.to_local().numel(),
+        "codes_dtype": str(codes.dtype),
+        "codes_dtensor": type(codes).__name__ == "DTensor",
+    }
+    if "grad_avg_absmax" in state:
+        out["codes_local_numel"] = codes.to_local().numel()
+        out["absmax_numel"] = state["grad_avg_absmax"].to_local().numel()
+    return out
+
+
 SCENARIOS: dict[str, Callable[[str, Any, Path], dict]] = {
     "ddp": _ddp,
     "ddp-flat": functools.partial(_ddp, flat=True),
@@ -308,6 +452,11 @@ SCENARIOS: dict[str, Callable[[str, Any, Path], dict]] = {
     # DCP with a DDP model (replicated params) and flat mode
     "dcp-flat-save": functools.partial(_dcp_save, wrap=_ddp_model, flat=True),
     "dcp-flat-load": functools.partial(_dcp_load, wrap=_ddp_model, flat=True),
+    "fsdp-8bit": functools.partial(_fsdp_policy, policy="8bit", layout="even"),
+    "fsdp-8bit-uneven": functools.partial(_fsdp_policy, policy="8bit", layout="uneven"),
+    "fsdp-stochastic": functools.partial(_fsdp_policy, policy="stochastic", layout="even"),
+    "dcp-8bit-save": functools.partial(_dcp_policy, policy="8bit", load=False),
+    "dcp-8bit-load": functools.partial(_dcp_policy, policy="8bit", load=True),
 }
 # A "-load" scenario reads what its "-save" scenario wrote, in a later launch.
 SAVED_BY = {name: name.replace("-load", "-save") for name in SCENARIOS if name.endswith("-load")}

@@ -122,6 +122,48 @@ def test_fsdp2_compiled_step_runs_on_the_local_shards(dist_results, info, scenar
     _matches_the_unsharded_run(dist_results, scenario, info.name)
 
 
+# Precision policies under FSDP2 (issue 12): an element-wise and a layer-wise recipe.
+POLICY_CASES = ("adam", "lamb")
+
+
+@optims(cases=_in("fsdp-8bit", "fsdp-8bit-uneven"), argnames="info,scenario",
+        where=lambda i: i.name in POLICY_CASES)
+def test_fsdp2_8bit_state_stays_per_shard(dist_results, info, scenario):
+    """8-bit state of a DTensor param: codes laid out like the param (a DTensor, this rank's
+    shard), block scales of the local shard only, and no collective but the layer-wise norms'.
+    Shards of whole 256-element blocks give the unsharded run's blocks: equal up to float
+    summation order; a shard boundary inside a block gives other blocks: equal within the
+    quantization error."""
+    for row in _rows(dist_results, scenario, info.name):
+        assert row["codes_dtensor"] and row["codes_dtype"] == "torch.uint8", row
+        assert row["codes_local_numel"] == row["shard_numel"], row
+        # the local shard's blocks (the largest shard's count: both shards are equal here)
+        assert row["absmax_numel"] == -(-row["shard_numel"] // 256), row
+        # LAMB: one all-reduce of norms per bucket (params with 8-bit state, and the others)
+        assert row["collectives"] <= (2 if info.name == "lamb" else 0), row
+        assert row["rel"] <= (1e-5 if scenario == "fsdp-8bit" else 2e-2), row
+
+
+@optims(cases=_in("fsdp-stochastic"), argnames="info,scenario",
+        where=lambda i: i.name in POLICY_CASES)
+def test_fsdp2_stochastic_rounding_draws_the_unsharded_bits(dist_results, info, scenario):
+    """bf16 params with stochastic rounding: each shard draws the random bits its elements draw
+    in one process (offsets in the full tensor), so the sharded run follows the unsharded one;
+    bf16 forward passes differ in summation order only."""
+    for row in _rows(dist_results, scenario, info.name):
+        assert row["codes_dtype"] == "torch.bfloat16" and row["codes_dtensor"], row
+        assert row["collectives"] <= (1 if info.name == "lamb" else 0), row
+        assert row["rel"] <= 1e-2, row
+
+
+@optims(cases=_in("dcp-8bit-load"), argnames="info,scenario",
+        where=lambda i: i.name in POLICY_CASES)
+def test_fsdp2_dcp_of_8bit_state_resumes_exactly(dist_results, info, scenario):
+    for row in _rows(dist_results, scenario, info.name):
+        assert row["codes_dtype"] == "torch.uint8", row
+    _resumes_exactly(dist_results, scenario, info.name)
+
+
 def _checkpoints(info):
     # ZeRO (eager and flat) and DCP under FSDP2 for every optimizer; DCP of a flat optimizer
     # under DDP for a few

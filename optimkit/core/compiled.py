@@ -94,7 +94,8 @@ def graph_inputs(group: Mapping[str, Any], names: Sequence[str]):
     return torch.tensor(numbers, dtype=torch.float64), tuple(layout), constants
 
 
-def _traced_step(parts, policy, layout, params, grads, state, numbers, where, constants):
+def _traced_step(parts, policy, arguments, layout, params, grads, state, numbers, where,
+                 constants):
     # Each number becomes a 0-d tensor computed in the graph (unbind), so that ops taking a
     # Python number (alpha=, value=) read it at run time: never burnt into the graph.
     values = iter(numbers.unbind())
@@ -111,10 +112,10 @@ def _traced_step(parts, policy, layout, params, grads, state, numbers, where, co
         bucket = ShardedBucket(params, grads, state, {}, layout[1])
     else:
         bucket = FlatBucket(params, grads, state, {}, layout[1])
-    policy.prepare(bucket, group)
+    prepared = policy.prepare(bucket, group, arguments)
     for part in parts:
         part(bucket, group)
-    policy.finalize(bucket, group)
+    policy.finalize(bucket, group, prepared)
 
 
 # Inductor realises a pointwise value read by several consumers into a buffer of its own once it
@@ -140,20 +141,26 @@ def _compiled_step():
     return torch.compile(_traced_step, dynamic=False, options=INDUCTOR_OPTIONS)
 
 
-def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, policy) -> None:
+def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, policy,
+                 arguments: tuple = ()) -> None:
     """Run ``parts`` on ``bucket`` through the compiled step, between the ``policy``'s
-    ``prepare`` and ``finalize`` (see core/executor.py)."""
+    ``prepare`` and ``finalize`` (see core/executor.py); ``arguments`` are the policy's
+    host-side numbers for this bucket (random-bit keys, a graph input; offsets, constants)."""
     names = list(dict.fromkeys(name for part in parts for name in part.passed))
     layout = None
     if isinstance(bucket, FlatBucket):
         layout = ("flat", bucket.layout)
     elif isinstance(bucket, ShardedBucket):
         layout = ("sharded", bucket.groups)
+    options = {} if policy.plain else policy.compile_options(bucket)
+    import torch._inductor.config as inductor_config
+
     # one cache entry per bucket shape and recipe: many optimizers in one process must not
     # fall back to eager silently at dynamo's default limit of 8
-    with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=256):
+    with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=256), \
+            inductor_config.patch(options):
         _compiled_step()(
-            tuple(parts), policy, layout, bucket.params, bucket.grads, bucket.state,
+            tuple(parts), policy, arguments, layout, bucket.params, bucket.grads, bucket.state,
             *graph_inputs(group, names),
         )
 

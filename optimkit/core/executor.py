@@ -50,7 +50,7 @@ from typing import Any
 from torch import Tensor
 
 from . import compiled
-from .flat import FlatStore
+from .flat import FlatBucket, FlatStore
 from .parts import Init, Part
 from .recipe import Recipe
 from .sharded import ShardedBucket, shard_key
@@ -61,22 +61,70 @@ from .tensorlists import Bucket, is_dtensor
 PER_TENSOR_COMPILE_MAX = 32
 # Above this many tensors in a per-tensor compiled bucket, compiling takes minutes: say so.
 MANY_TENSORS = 256
+# The random-bit stream of a policy's second write-back in one step (a host-gated part's).
+HOST_GATED_STREAM = 1000
 
 
 class BucketPolicy:
-    """How a bucket's tensors are handed to the parts and kept afterwards.
+    """How a bucket's tensors are stored, handed to the parts and kept afterwards.
 
-    The default keeps state in the param's dtype and writes params as the steppers do. A
-    precision or memory policy overrides ``prepare`` (called before the parts: e.g. replace
-    ``bucket.state`` lists by working copies) and ``finalize`` (called after them: write the
-    working copies back, round the params). Both run inside the compiled graph in compiled
-    mode, so they must not read tensor values on the host.
+    This default is today's behaviour: state in the param's dtype, created by the parts' inits,
+    params written as the steppers write them. A precision or memory policy
+    (:class:`optimkit.precision.policy.PrecisionPolicy`) overrides every method:
+
+    * ``key(p)``: params of one group are bucketed (and flat-stored) by device, dtype and this;
+    * ``collect``: the bucket's state lists, creating a param's state at its first step;
+    * ``arguments(group, bucket, flat)``: host-side numbers of one bucket's step, handed to
+      ``prepare`` (Python constants of the compiled graph);
+    * ``prepare`` (before the parts: e.g. replace ``bucket.state`` lists by working copies)
+      and ``finalize`` (after them: write the working copies back, round the params). Both run
+      inside the compiled graph in compiled mode, so they must not read tensor values on the
+      host. ``names`` limits ``prepare`` to some state (a host-gated part runs on its own);
+    * ``one_tensor(sizes)``: whether a flat store may run as one tensor, and
+      ``stored_names(names, p)``: the state a bucket of params like ``p`` carries for the
+      recipe's ``names`` (the policy may keep more: 8-bit scales, a compensation);
+    * ``conform(p, state)``: bring a param's loaded state to the policy's form.
     """
 
-    def prepare(self, bucket: Bucket, group: Mapping[str, Any]) -> None:
+    plain = True
+
+    def key(self, p: Tensor) -> Any:
+        return None
+
+    def one_tensor(self, sizes: Sequence[int]) -> bool:
+        return True
+
+    def stored_names(self, names: Sequence[str], p: Tensor) -> list[str]:
+        return list(names)
+
+    def arguments(self, group: Mapping[str, Any], bucket: Bucket, flat: bool) -> tuple:
+        return ()
+
+    def collect(
+        self, params: list[Tensor], group: Mapping[str, Any], inits: Mapping[str, Init],
+        all_state: dict,
+    ) -> tuple[dict[str, list[Tensor]], dict[str, list[int]]]:
+        lists: dict[str, list[Tensor]] = {name: [] for name in inits}
+        created: dict[str, list[int]] = {}
+        for i, p in enumerate(params):
+            state = all_state[p]
+            for name, init in inits.items():
+                tensor = state.get(name)
+                if tensor is None:
+                    tensor = state[name] = init(p, group)
+                    created.setdefault(name, []).append(i)
+                lists[name].append(tensor)
+        return lists, created
+
+    def prepare(self, bucket: Bucket, group: Mapping[str, Any], arguments: tuple,
+                names: Sequence[str] | None = None) -> Any:
+        return None
+
+    def finalize(self, bucket: Bucket, group: Mapping[str, Any], prepared: Any,
+                 stream: int = 0) -> None:
         pass
 
-    def finalize(self, bucket: Bucket, group: Mapping[str, Any]) -> None:
+    def conform(self, p: Tensor, state: dict[str, Any]) -> None:
         pass
 
 
@@ -130,7 +178,8 @@ class Executor:
                 self._add_stores(group)
             for stores in self.stores:
                 for store in stores:
-                    store.absorb(state, list(self.recipe.state_inits))
+                    names = list(self.recipe.state_inits)
+                    store.absorb(state, self.policy.stored_names(names, store.params[0]))
         if compile is not None:
             self.compile = bool(compile)
         self._layout.clear()
@@ -147,14 +196,14 @@ class Executor:
                 raise ValueError("flat=True needs dense real params; got a complex or sparse one")
 
     def _add_stores(self, group: Mapping[str, Any]) -> None:
-        """One store per (device, dtype) of the group's params; frozen params stay out, so a
-        fine-tuning run keeps the one-tensor step."""
+        """One store per (device, dtype, policy key) of the group's params; frozen params stay
+        out, so a fine-tuning run keeps the one-tensor step."""
         self._check_flat(group)
         by_kind: dict[tuple, list[Tensor]] = {}
         loose = []
         for p in group["params"]:
             if p.requires_grad:
-                by_kind.setdefault((p.device, p.dtype), []).append(p)
+                by_kind.setdefault((p.device, p.dtype, self.policy.key(p)), []).append(p)
             else:
                 loose.append(p)
         self.stores.append([FlatStore(params) for params in by_kind.values()])
@@ -245,7 +294,8 @@ class Executor:
         return buckets
 
     def _split(self, params: Sequence[Tensor]) -> list[list[Tensor]]:
-        """The params with a grad, by (device, dtype, and mesh and placements for DTensors)."""
+        """The params with a grad, by (device, dtype, mesh and placements for DTensors, and the
+        precision policy's key)."""
         buckets: dict[tuple, list[Tensor]] = {}
         for p in params:
             if p.grad is None:
@@ -255,7 +305,7 @@ class Executor:
                     f"{self.owner} does not support complex parameters; "
                     "optimise torch.view_as_real(p) instead"
                 )
-            buckets.setdefault((p.device, p.dtype, shard_key(p)), []).append(p)
+            buckets.setdefault((p.device, p.dtype, shard_key(p), self.policy.key(p)), []).append(p)
         return list(buckets.values())
 
     def _bucket(
@@ -265,16 +315,7 @@ class Executor:
         inits: dict[str, Init] = {}
         for part in parts:
             inits.update(part.state)
-        lists: dict[str, list[Tensor]] = {name: [] for name in inits}
-        created: dict[str, list[int]] = {}
-        for i, p in enumerate(params):
-            state = all_state[p]
-            for name, init in inits.items():
-                tensor = state.get(name)
-                if tensor is None:
-                    tensor = state[name] = init(p, group)
-                    created.setdefault(name, []).append(i)
-                lists[name].append(tensor)
+        lists, created = self.policy.collect(params, group, inits, all_state)
         bucket = Bucket(params, [p.grad for p in params], lists, created)
         # DTensor params (FSDP2): the parts run on the local shards
         return ShardedBucket.of(bucket) if is_dtensor(params[0]) else bucket
@@ -285,6 +326,8 @@ class Executor:
         names = list({name: None for part in parts for name in part.state})
         # a part that reads each param's shape needs the per-tensor views
         one_tensor = store.grads_in_place() and not any(part.shaped for part in parts)
+        one_tensor = one_tensor and self.policy.one_tensor(store.sizes)
+        names = self.policy.stored_names(names, store.params[0])
         flat = store.bucket(names) if one_tensor else None
         if flat is not None:
             self.run(flat, group, parts)
@@ -300,14 +343,16 @@ class Executor:
     def run(
         self, bucket: Bucket, group: Mapping[str, Any], parts: Sequence[Part], compile: bool = True
     ) -> None:
-        """Run ``parts`` on one bucket: compiled when the mode says so and no state was created
-        this step, else eagerly; the host-gated parts (``every``) last, eagerly."""
+        """Run ``parts`` on one bucket, between the policy's ``prepare`` and ``finalize``:
+        compiled when the mode says so and no state was created this step, else eagerly; the
+        host-gated parts (``every``) last, eagerly."""
         body = [part for part in parts if part.every is None]
+        arguments = self.policy.arguments(group, bucket, isinstance(bucket, FlatBucket))
         if compile and self.compile and not any(bucket.created.values()):
             if compiled.can_compile(bucket.device):
                 self._warn_if_many(bucket)
-                compiled.run_compiled(bucket, group, body, self.policy)
-                self._run_host_gated(bucket, group, parts)
+                compiled.run_compiled(bucket, group, body, self.policy, arguments)
+                self._run_host_gated(bucket, group, parts, arguments)
                 return
             compiled.warn_eager("no C++ compiler found for inductor")
             self.compile = False
@@ -316,32 +361,41 @@ class Executor:
             # popped, so that a block's temporaries (its fields) are freed before the next
             # block makes its own: the step's peak is one block's, not the bucket's
             block = blocks.pop(0)
-            self.policy.prepare(block, group)
+            prepared = self.policy.prepare(block, group, arguments)
             for part in body:
                 part(block, group)
-            self.policy.finalize(block, group)
+            self.policy.finalize(block, group, prepared)
             del block
-        self._run_host_gated(bucket, group, parts)
+        self._run_host_gated(bucket, group, parts, arguments)
 
-    @staticmethod
-    def _blocks(bucket: Bucket) -> list[Bucket]:
+    def _blocks(self, bucket: Bucket) -> list[Bucket]:
         """An eager CPU step runs over cache-sized blocks of params (``Bucket.blocks``); one
-        that creates state runs whole."""
-        if bucket.device.type != "cpu" or any(bucket.created.values()):
+        that creates state runs whole, and so does one under a precision policy (its
+        per-tensor arguments are the whole bucket's)."""
+        if bucket.device.type != "cpu" or any(bucket.created.values()) or not self.policy.plain:
             return [bucket]
         return bucket.blocks()
 
-    @staticmethod
-    def _run_host_gated(bucket: Bucket, group: Mapping[str, Any], parts: Sequence[Part]) -> None:
+    def _run_host_gated(
+        self, bucket: Bucket, group: Mapping[str, Any], parts: Sequence[Part], arguments: tuple
+    ) -> None:
         for part in parts:
             if part.every is None:
                 continue
             # CPU step counters: deciding here never waits for an accelerator
             due = (bucket.steps % group[part.every] == 0).tolist()
-            if all(due):
-                part(bucket, group)
-            elif any(due):
-                part(bucket.select([i for i, d in enumerate(due) if d]), group)
+            if not any(due):
+                continue
+            target = bucket
+            if not all(due):
+                chosen = [i for i, d in enumerate(due) if d]
+                target = bucket.select(chosen)
+                if len(arguments) > 1:  # the policy's (keys, offset per tensor)
+                    arguments = (arguments[0][chosen], *(arguments[1 + i] for i in chosen))
+            # its own write-back: the part's state and the params, with fresh random bits
+            prepared = self.policy.prepare(target, group, arguments, names=tuple(part.state))
+            part(target, group)
+            self.policy.finalize(target, group, prepared, stream=HOST_GATED_STREAM)
 
     def _warn_if_many(self, bucket: Bucket) -> None:
         if len(bucket) > MANY_TENSORS and not self._warned_many:

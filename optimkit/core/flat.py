@@ -248,6 +248,10 @@ class FlatStore:
     def adopt(self, name: str, per_param: list[Tensor]) -> list[Tensor]:
         """Move per-param state tensors into one flat buffer; return the views to store."""
         first = per_param[0]
+        if any(t.dim() and t.numel() != n for t, n in zip(per_param, self.sizes, strict=True)):
+            # state with its own size per param (a precision policy's block scales of 8-bit
+            # state) stays per param: the flat layout is the params'
+            return list(per_param)
         if all(t.dim() == 0 for t in per_param):
             flat = torch.stack([t.detach() for t in per_param])
             views = list(flat.unbind())

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ..precision.policy import ABSMAX_SUFFIX, COMPENSATION, Precision, PrecisionPolicy
 from .executor import Executor
 from .parts import Part
 from .recipe import Recipe, check_recipe
@@ -95,6 +96,26 @@ def _has_dtensor(params: list) -> bool:
             return True
     return False
 
+def _tensors_of(params: list) -> list[Tensor]:
+    """The tensors of a params argument (tensors, or param-group dicts)."""
+    out = []
+    for item in params:
+        if isinstance(item, Mapping):
+            group = item["params"]
+            out += [group] if isinstance(group, Tensor) else list(group)
+        else:
+            out.append(item)
+    return out
+
+
+# The keywords every optimizer takes besides its hyper-parameters: the speed modes and the
+# precision and memory policy (see optimkit.precision), with their defaults.
+MODE_KEYWORDS: dict[str, Any] = {
+    "compile": False, "flat": None, "state_dtype": None, "state_bits": None,
+    "param_update": "plain", "generator": None,
+}
+
+
 
 class Optimizer(torch.optim.Optimizer):
     """A ``torch.optim.Optimizer`` whose update is a recipe of stats and steppers.
@@ -141,6 +162,20 @@ class Optimizer(torch.optim.Optimizer):
     The modes belong to the optimizer, not to its state: ``load_state_dict`` (any format),
     deepcopy, pickling and ``torch.save`` of the optimizer keep them. DTensor params step on
     their local shards (``core/sharded.py``).
+
+    A precision and memory policy, for every recipe and mode (see :mod:`optimkit.precision`):
+
+    * ``state_dtype``: ``None`` (the param's dtype), ``torch.float32`` (fp32 state for bf16
+      params: the update is computed in fp32) or ``torch.bfloat16`` (half the state memory);
+    * ``state_bits=8``: block-wise 8-bit state for every moment the recipe declares may be
+      quantized (tensors of 4096 elements and more; ``{name: 8}`` picks some);
+    * ``param_update``: ``"plain"``, ``"stochastic"`` (stochastic rounding into bf16/fp16
+      params) or ``"kahan"`` (a compensation buffer in the param's dtype);
+    * ``generator``: the ``torch.Generator`` the seed of stochastic rounding is drawn from
+      (default: torch's, so ``torch.manual_seed`` reproduces a run).
+
+    ``state_dict()`` holds the state as it is stored (8-bit codes and their ``<name>_absmax``);
+    ``load_state_dict`` brings a checkpoint of any policy (or torch.optim's) to this one.
     """
 
     parts: ClassVar[tuple[Part, ...]] = ()
@@ -167,13 +202,15 @@ class Optimizer(torch.optim.Optimizer):
                 for k, v in cls.hypers.items()
             ]
             + [
-                inspect.Parameter("compile", inspect.Parameter.KEYWORD_ONLY, default=False),
-                inspect.Parameter("flat", inspect.Parameter.KEYWORD_ONLY, default=None),
+                inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+                for k, v in MODE_KEYWORDS.items()
             ]
         )
 
     def __init__(self, params: Any, *, compile: bool = False, flat: bool | None = None,
-                 **hypers: Any) -> None:
+                 state_dtype: torch.dtype | None = None,
+                 state_bits: int | Mapping[str, int] | None = None, param_update: str = "plain",
+                 generator: torch.Generator | None = None, **hypers: Any) -> None:
         cls = type(self)
         if cls.recipe is None:
             raise TypeError("optimkit.Optimizer is abstract: use a recipe such as optimkit.Adam")
@@ -182,6 +219,14 @@ class Optimizer(torch.optim.Optimizer):
                 raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
         defaults = {**cls.hypers, **hypers}
         cls.recipe.validate(defaults)
+        precision = Precision.from_keywords(
+            state_dtype=state_dtype, state_bits=state_bits, param_update=param_update,
+            generator=generator,
+        )
+        if not precision.plain:
+            # the seed of the random bits is run state: it travels in the param groups, so a
+            # resumed run draws what the uninterrupted one would have
+            defaults["rounding_seed"] = precision.seed
         params = _as_param_list(params)
         if flat is None:
             # compile=True implies flat: a compiled step over separate tensors unrolls per
@@ -189,6 +234,10 @@ class Optimizer(torch.optim.Optimizer):
             # DTensor params (FSDP2), which flat mode cannot hold: those compile per tensor.
             flat = bool(compile) and not _has_dtensor(params)
         self._executor = Executor(cls.recipe, cls.__name__, flat=bool(flat), compile=bool(compile))
+        if not precision.plain:
+            self._executor.policy = PrecisionPolicy(precision, cls.recipe.storage)
+            # before flat mode moves the params into its buffers
+            precision.check(cls.recipe.storage, _tensors_of(params), cls.__name__)
         super().__init__(params, defaults)
         self.state = OptimizerState(self.state)
 
@@ -303,7 +352,30 @@ class Optimizer(torch.optim.Optimizer):
             step = state.get("step")
             if isinstance(step, Tensor) and not step.is_cpu:
                 state["step"] = step.to("cpu", torch.float32)
+        policy = self._executor.policy
+        stored_forms = any(_policy_entry(name) for state in renamed.values() for name in state)
+        if not policy.plain or stored_forms:
+            self._keep_stored_forms(state_dict["param_groups"], renamed)
         self._executor.state_loaded(self.state)
+
+    def _keep_stored_forms(self, saved_groups: list, saved_state: Mapping) -> None:
+        """torch's ``load_state_dict`` casts every state tensor but ``step`` to its param's
+        dtype: put back each loaded tensor in its own dtype (8-bit codes, their scales, fp32
+        state of bf16 params), then bring it to this optimizer's policy."""
+        policy = self._executor.policy
+        if policy.plain:  # a policy's checkpoint into a plain optimizer: back to plain state
+            policy = PrecisionPolicy(Precision(), type(self).recipe.storage)
+        ids = [i for group in saved_groups for i in group["params"]]
+        params = [p for group in self.param_groups for p in group["params"]]
+        for saved_id, p in zip(ids, params, strict=True):
+            saved = saved_state.get(saved_id)
+            if saved is None:
+                continue
+            state = self.state[p]
+            for name, value in saved.items():
+                if isinstance(value, Tensor) and name != "step":
+                    state[name] = value.to(device=p.device)
+            policy.conform(p, state)
 
     def torch_state_dict(self) -> dict[str, Any]:
         """This optimizer's ``state_dict`` as ``torch.optim.<torch_class>`` saves it, so that
@@ -313,13 +385,19 @@ class Optimizer(torch.optim.Optimizer):
         torch's class does not have are left out; ``ValueError`` if one of them is not at its
         default (``RAdam(n_sma_threshold=4)``, ``SGD(decoupled_weight_decay=True)``: torch would
         run another update), or if the recipe reproduces no torch.optim class.
+
+        Under a precision policy the state is converted to torch's form: 8-bit state is
+        dequantized and every moment cast to its param's dtype (as torch's own
+        ``load_state_dict`` would), the Kahan compensation, the policy's own step counter and
+        ``rounding_seed`` are left out. torch continues from there with plain updates; the
+        optimizer's own ``state_dict()`` keeps the exact stored form.
         """
         cls = type(self)
         if cls.torch_class is None:
             raise ValueError(f"{cls.__name__} reproduces no torch.optim class: no torch format")
         names = TORCH_FORMATS[cls.torch_class]
         theirs = set(inspect.signature(getattr(torch.optim, cls.torch_class)).parameters)
-        sd = self.state_dict()
+        sd = self._without_policy(self.state_dict())
         groups = []
         for index, group in enumerate(sd["param_groups"]):
             for name, value in group.items():
@@ -335,10 +413,34 @@ class Optimizer(torch.optim.Optimizer):
         }
         return {**sd, "state": state, "param_groups": groups}
 
+    def _without_policy(self, sd: dict[str, Any]) -> dict[str, Any]:
+        """``sd`` (this optimizer's ``state_dict()``) with its state in the plain form."""
+        policy = self._executor.policy
+        if policy.plain:
+            return sd
+        plain = Precision()
+        params = [p for group in self.param_groups for p in group["params"]]
+        ids = [i for group in sd["param_groups"] for i in group["params"]]
+        state = {}
+        for index, entry in sd["state"].items():
+            entry = dict(entry)
+            plain.conform(params[ids.index(index)], entry, policy.storages)
+            if policy.own_step:
+                entry.pop("step", None)
+            state[index] = entry
+        groups = [{k: v for k, v in group.items() if k != "rounding_seed"}
+                  for group in sd["param_groups"]]
+        return {**sd, "state": state, "param_groups": groups}
+
     def __repr__(self) -> str:
         head = super().__repr__()
         recipe = " -> ".join(part.name for part in type(self).parts)
         return f"{head}\nRecipe: {recipe}"
+
+
+def _policy_entry(name: str) -> bool:
+    """Whether a state name is a precision policy's own (8-bit scales, Kahan compensation)."""
+    return name.endswith(ABSMAX_SUFFIX) or name == COMPENSATION
 
 
 # Attributes under which wrappers (Lookahead and the like) keep the optimizer they wrap.

@@ -13,7 +13,12 @@ A part is a small function ``fn(bucket, **hypers)`` over the aligned tensor list
   (AMSGrad's running max of the second moment) declares it in ``overrides``;
 * its hyper-parameters with their defaults, and ``rules`` that check their values (see
   :mod:`optimkit.core.rules`). They are read from the live ``param_groups`` on every step, so
-  schedulers act on them at once.
+  schedulers act on them at once;
+* ``storage``: how each state it creates may be stored by a precision policy
+  (:class:`~optimkit.precision.Storage`: ``"signed"`` and ``"positive"`` moments may be kept in
+  bf16 or 8 bits; a copy of the params stays ``"exact"``). A state the part does not declare is
+  a counter (``step_counter``), a per-tensor scalar (``zero_scalar``) or else ``"exact"``: never
+  quantized, so a new part is never quantized by accident.
 
 A recipe (:class:`optimkit.Optimizer` subclass) is checked against these declarations when
 its class is created: a read that no earlier part provides, two parts creating one state, a
@@ -32,6 +37,7 @@ from typing import Any
 
 import torch
 
+from ..precision.policy import Storage
 from .rules import GroupCheck, Rule
 from .tensorlists import FIELDS
 
@@ -99,6 +105,8 @@ class Part:
     # counters, and runs the part on those tensors outside any compiled graph; such a part
     # comes last in a recipe and reads state only.
     every: str | None = None
+    # state name -> how a precision policy may store it, where declared (see the module doc)
+    storage: Mapping[str, Storage] = dataclasses.field(default_factory=dict)
     passed: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -111,6 +119,10 @@ class Part:
         clash = [name for name in self.state if name in FIELDS]
         if clash:
             raise ValueError(f"{self.name}: state {clash} would shadow per-step fields")
+        stray = [name for name in self.storage if name not in self.state]
+        if stray:
+            raise ValueError(f"{self.name}: storage declared for {stray}, which it does not create")
+        object.__setattr__(self, "storage", {k: Storage(v) for k, v in self.storage.items()})
         # the hyper-parameters handed to ``fn`` from the group, computed once
         object.__setattr__(self, "passed", tuple(k for k in self.hypers if k not in self.gates))
 
@@ -184,8 +196,18 @@ class Part:
         return f"<{self.kind} {self.name}>"
 
 
+def implied_storage(init: Init) -> Storage:
+    """How a state no part declares a storage for may be stored: a counter, a per-tensor
+    scalar, or else exact (never narrowed, never quantized)."""
+    if init is step_counter:
+        return Storage.COUNTER
+    if init is zero_scalar:
+        return Storage.SCALAR
+    return Storage.EXACT
+
+
 def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped, every,
-             hypers):
+             hypers, storage=None):
     def wrap(fn: Callable[..., None]) -> Part:
         gates = ()
         if every is not None:
@@ -196,7 +218,7 @@ def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped
             fn=fn, kind=kind, state=dict(state or {}), hypers=dict(hypers),
             reads=tuple(reads), provides=tuple(provides), overrides=tuple(overrides),
             rules=dict(rules or {}), checks=tuple(checks), shaped=shaped, every=every,
-            gates=gates,
+            gates=gates, storage=dict(storage or {}),
         )
 
     return wrap
@@ -205,10 +227,10 @@ def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped
 def stat(
     state: Mapping[str, Init] | None = None, *, reads=(), provides=(), overrides=(),
     rules: Mapping[str, Rule] | None = None, checks=(), shaped: bool = False,
-    every: str | None = None, **hypers: Any,
+    every: str | None = None, storage: Mapping[str, str] | None = None, **hypers: Any,
 ):
-    """Declare a stat: ``@stat(state={"grad_avg": zeros}, provides=("first_moment",),
-    rules=dict(betas=betas), betas=(0.9, 0.999))``.
+    """Declare a stat: ``@stat(state={"grad_avg": zeros}, storage={"grad_avg": "signed"},
+    provides=("first_moment",), rules=dict(betas=betas), betas=(0.9, 0.999))``.
 
     ``shaped=True`` marks a stat that reads each param's shape (not just its elements), so
     that flat mode, whose buffers hold every param in ``[rows, CHUNK]`` rows, runs it per
@@ -216,17 +238,17 @@ def stat(
     (``b.norms``, ``b.sum_squares``, ``b.dots``, ``b.expand``) and need no flag.
     """
     return _declare("stat", state, reads, provides, overrides, rules, checks, shaped, every,
-                    hypers)
+                    hypers, storage)
 
 
 def stepper(
     state: Mapping[str, Init] | None = None, *, reads=(), provides=(), overrides=(),
     rules: Mapping[str, Rule] | None = None, checks=(), every: str | None = None,
-    **hypers: Any,
+    storage: Mapping[str, str] | None = None, **hypers: Any,
 ):
     """Declare a stepper: a part that writes the params (same keywords as :func:`stat`)."""
     return _declare("stepper", state, reads, provides, overrides, rules, checks, False, every,
-                    hypers)
+                    hypers, storage)
 
 
 def parts_of(package: str, path: list[str]) -> dict[str, Part]:

@@ -10,7 +10,8 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .parts import NO_DEFAULT, Init, Part
+from ..precision.policy import Storage
+from .parts import NO_DEFAULT, Init, Part, implied_storage
 from .rules import GroupCheck, Rule
 from .tensorlists import FIELDS
 
@@ -28,6 +29,8 @@ class Recipe:
     hypers: Mapping[str, Any]
     rules: Mapping[str, tuple[Rule, ...]]
     checks: tuple[GroupCheck, ...]
+    # state name -> how a precision policy may store it (declared by the parts)
+    storage: Mapping[str, Storage] = dataclasses.field(default_factory=dict)
 
     def validate(self, group: Mapping[str, Any]) -> None:
         """Apply every part's rules and checks to a param group (``ValueError`` on bad values)."""
@@ -62,7 +65,17 @@ def check_recipe(owner: str, parts: Iterable[Any], own_hypers: Mapping[str, Any]
             if rule not in rules.get(name, ()):
                 rules[name] = (*rules.get(name, ()), rule)
         checks += [check for check in part.checks if check not in checks]
-    return Recipe(parts, state_inits, hypers, rules, tuple(checks))
+    storage: dict[str, Storage] = {}
+    for part in parts:
+        for name, kind in part.storage.items():
+            if storage.setdefault(name, kind) is not kind:
+                raise TypeError(
+                    f"{owner}: parts disagree on how state {name!r} may be stored "
+                    f"({storage[name].value} vs {kind.value} in {part.name})"
+                )
+    for name, init in state_inits.items():
+        storage.setdefault(name, implied_storage(init))
+    return Recipe(parts, state_inits, hypers, rules, tuple(checks), storage)
 
 
 def _check_order(owner: str, parts: tuple[Part, ...]) -> dict[str, Init]:

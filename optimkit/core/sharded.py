@@ -45,6 +45,17 @@ def _local(tensors: Sequence[Tensor]) -> list[Tensor]:
     return [t.to_local() if is_dtensor(t) else t for t in tensors]
 
 
+def shard_offset(p: Tensor) -> int:
+    """The element offset of a DTensor's local shard in the full tensor (row-major), for
+    sharding along dim 0 (FSDP2's); 0 for a plain tensor."""
+    if not is_dtensor(p) or p.to_local().numel() == 0:
+        return 0
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    _, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
+    return sum(o * s for o, s in zip(offset, p.stride(), strict=True))
+
+
 def shard_groups(p: Tensor) -> tuple[str, ...]:
     """The process groups (by name) of the mesh dimensions ``p`` is sharded along."""
     mesh = p.device_mesh
@@ -58,11 +69,15 @@ def shard_groups(p: Tensor) -> tuple[str, ...]:
 class ShardedBucket(Bucket):
     """A bucket of local shards; its per-tensor sums and norms are those of the full tensors."""
 
-    __slots__ = ("groups",)
+    __slots__ = ("groups", "dtensors")
 
-    def __init__(self, params, grads, state, created, groups: tuple[str, ...]):
+    def __init__(self, params, grads, state, created, groups: tuple[str, ...],
+                 dtensors: Sequence[Tensor] = ()):
         super().__init__(params, grads, state, created)
         self.groups = groups
+        # the DTensor params whose local shards ``params`` are (outside a compiled graph): a
+        # precision policy reads their global layout (offsets of the random bits)
+        self.dtensors = tuple(dtensors)
 
     @classmethod
     def of(cls, bucket: Bucket) -> ShardedBucket:
@@ -70,7 +85,7 @@ class ShardedBucket(Bucket):
         return cls(
             _local(bucket.params), _local(bucket.grads),
             {name: _local(tensors) for name, tensors in bucket.state.items()},
-            bucket.created, shard_groups(bucket.params[0]),
+            bucket.created, shard_groups(bucket.params[0]), bucket.params,
         )
 
     def _total(self, sums: Tensor) -> Tensor:

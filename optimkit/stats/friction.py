@@ -11,7 +11,8 @@ from ..core.tensorlists import sigmoid_
 _VERSION = one_of(0, 1, meaning="0 (sigmoid(|g_prev - g|)) or 1 (sigmoid(g_prev - g))")
 
 
-@stat(state={"prev_grad": zeros}, reads=("step_size",), provides=("step_size",),
+@stat(state={"prev_grad": zeros}, storage={"prev_grad": "signed"},
+      reads=("step_size",), provides=("step_size",),
       rules=dict(version=_VERSION), version=0)
 def grad_friction(b, version):
     """DiffGrad's friction coefficient (Dubey et al. 2019, arXiv:1909.11015):

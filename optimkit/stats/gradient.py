@@ -57,7 +57,8 @@ def _nesterov_needs_momentum(group):
         raise ValueError("nesterov requires momentum > 0 and dampening = 0")
 
 
-@stat(state={"momentum_buffer": zeros}, reads=("update",), provides=("update",),
+@stat(state={"momentum_buffer": zeros}, storage={"momentum_buffer": "signed"},
+      reads=("update",), provides=("update",),
       rules=dict(momentum=nonnegative), checks=(_nesterov_needs_momentum,), momentum=0.0,
       dampening=0.0, nesterov=False)
 def momentum(b, momentum, dampening, nesterov):
@@ -115,7 +116,8 @@ def _divide_by_root(b, second_moments, eps):
     b.update = denom
 
 
-@stat(state={"grad_avg": zeros}, reads=("update",), provides=("update",),
+@stat(state={"grad_avg": zeros}, storage={"grad_avg": "signed"},
+      reads=("update",), provides=("update",),
       rules=dict(betas=betas_rule), betas=(0.95, 0.98), grad_averaging=False)
 def accumulate_grad(b, betas, grad_averaging):
     """NovoGrad's momentum, starting from zero: ``grad_avg = beta1 * grad_avg + c * d`` of the

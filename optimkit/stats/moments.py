@@ -17,20 +17,23 @@ def step_stat(b):
     b.increment_steps()
 
 
-@stat(state={"grad_avg": zeros}, provides=("first_moment",), rules=_BETAS, betas=(0.9, 0.999))
+@stat(state={"grad_avg": zeros}, storage={"grad_avg": "signed"},
+      provides=("first_moment",), rules=_BETAS, betas=(0.9, 0.999))
 def average_grad(b, betas):
     """First moment: ``grad_avg = beta1 * grad_avg + (1 - beta1) * grad`` (Adam's ``m``)."""
     torch._foreach_lerp_(b.state["grad_avg"], b.grads, 1 - betas[0])
     b.first_moment = b.state["grad_avg"]
 
 
-@stat(state={"sqr_avg": zeros}, provides=("second_moment",), rules=_BETAS, betas=(0.9, 0.999))
+@stat(state={"sqr_avg": zeros}, storage={"sqr_avg": "positive"},
+      provides=("second_moment",), rules=_BETAS, betas=(0.9, 0.999))
 def average_sqr_grad(b, betas):
     """Second moment: ``sqr_avg = beta2 * sqr_avg + (1 - beta2) * grad**2`` (Adam's ``v``)."""
     _ema_of_squares(b, betas[1])
 
 
-@stat(state={"sqr_avg": zeros}, provides=("second_moment",), rules=dict(alpha=nonnegative),
+@stat(state={"sqr_avg": zeros}, storage={"sqr_avg": "positive"},
+      provides=("second_moment",), rules=dict(alpha=nonnegative),
       alpha=0.99)
 def average_sqr_grad_alpha(b, alpha):
     """RMSprop's second moment: ``sqr_avg = alpha * sqr_avg + (1 - alpha) * grad**2``."""
@@ -43,7 +46,8 @@ def _ema_of_squares(b, decay):
     b.second_moment = b.state["sqr_avg"]
 
 
-@stat(state={"grad_avg": zeros}, reads=("second_moment",), provides=("second_moment",),
+@stat(state={"grad_avg": zeros}, storage={"grad_avg": "signed"},
+      reads=("second_moment",), provides=("second_moment",),
       rules=dict(alpha=nonnegative), alpha=0.99)
 def centered_grad_avg(b, alpha):
     """RMSprop's centred variant (Graves 2013): ``grad_avg = alpha * grad_avg + (1 - alpha) *
@@ -53,7 +57,8 @@ def centered_grad_avg(b, alpha):
     b.second_moment = torch._foreach_addcmul(b.second_moment, avgs, avgs, value=-1)
 
 
-@stat(state={"max_sqr_avg": zeros}, reads=("second_moment",), provides=("second_moment",))
+@stat(state={"max_sqr_avg": zeros}, storage={"max_sqr_avg": "positive"},
+      reads=("second_moment",), provides=("second_moment",))
 def max_sqr_avg(b):
     """AMSGrad (Reddi et al. 2018): ``max_sqr_avg = max(max_sqr_avg, second_moment)``, which
     becomes the second moment the later parts divide by."""
@@ -67,7 +72,8 @@ def running_max(b, name: str) -> list:
     return b.state[name]
 
 
-@stat(state={"sqr_sum": full("initial_accumulator_value")}, provides=("second_moment",),
+@stat(state={"sqr_sum": full("initial_accumulator_value")}, storage={"sqr_sum": "positive"},
+      provides=("second_moment",),
       rules=dict(initial_accumulator_value=nonnegative), initial_accumulator_value=0.0)
 def sum_sqr_grad(b, initial_accumulator_value):
     """Adagrad's accumulator: ``sqr_sum += grad**2``, the second moment Adagrad divides by."""

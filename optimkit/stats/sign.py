@@ -8,7 +8,8 @@ from ..core.parts import stat, zeros
 from ..core.rules import betas as betas_rule
 
 
-@stat(state={"grad_avg": zeros}, provides=("update",), rules=dict(betas=betas_rule),
+@stat(state={"grad_avg": zeros}, storage={"grad_avg": "signed"},
+      provides=("update",), rules=dict(betas=betas_rule),
       betas=(0.9, 0.99))
 def lion_direction(b, betas):
     """Lion's direction (Chen et al. 2023, arXiv:2302.06675, Alg. 2):

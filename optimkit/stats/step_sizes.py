@@ -41,7 +41,8 @@ def remember_step_sizes(b, decay: float) -> list:
     return memory
 
 
-@stat(state={"step_size_avg": zeros}, reads=("step_size",), provides=("step_size",),
+@stat(state={"step_size_avg": zeros}, storage={"step_size_avg": "positive"},
+      reads=("step_size",), provides=("step_size",),
       rules=dict(beta3=unit_interval), beta3=0.999)
 def bounded_step_sizes(b, beta3):
     """AdaMod's momental bound (Ding et al. 2019, arXiv:1910.12249):
@@ -55,7 +56,8 @@ def bounded_step_sizes(b, beta3):
 
 
 # DeepMemory's beta3 = 1 - 1 / len_memory must lie in [0, 1).
-@stat(state={"step_size_avg": zeros}, reads=("step_size",), provides=("step_size",),
+@stat(state={"step_size_avg": zeros}, storage={"step_size_avg": "positive"},
+      reads=("step_size",), provides=("step_size",),
       rules=dict(len_memory=at_least(1)), len_memory=200)
 def blended_step_sizes(b, len_memory):
     """DeepMemory's long-term memory (lessw2020, 2020): AdaMod's average of the step sizes with

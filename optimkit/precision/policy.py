@@ -1,0 +1,653 @@
+"""Precision and memory policies: one mechanism, applied around the parts of every recipe.
+
+A policy is three optimizer keywords, accepted by every optimizer:
+
+* ``state_dtype``: ``None`` (the param's dtype: today's behaviour, bit for bit),
+  ``torch.float32`` or ``torch.bfloat16``. fp32 state for bf16 params is the mixed-precision
+  policy; bf16 state for fp32 params halves the state's memory.
+* ``state_bits``: ``None``, ``8`` (every state that may be quantized, see :class:`Storage`), or
+  a dict ``{state name: 8}`` choosing some of them. Block-wise 8-bit state
+  (:mod:`optimkit.precision.quantize`): 1.016 B per element.
+* ``param_update``: ``"plain"`` (nearest rounding), ``"stochastic"`` (stochastic rounding of
+  the float32 result into bf16/fp16 params) or ``"kahan"`` (a compensation buffer in the param's
+  dtype, 2 B/param for bf16), see :mod:`optimkit.precision.rounding`.
+
+**What the parts see.** The parts never know about the policy. Before they run on a bucket,
+:meth:`Precision.prepare` hands them *working* tensors in the bucket's compute dtype; after
+them, :meth:`Precision.finalize` writes the working tensors back into storage:
+
+* the compute dtype is float32 when the params are bf16/fp16 and the policy changes anything
+  for them (wider state, 8-bit state, or a ``param_update`` rule): the update of a bf16 param
+  with fp32 state is computed in fp32, never in bf16. Otherwise it is the param's dtype.
+* a state stored in the compute dtype is handed over as it is (updated in place); a narrower
+  one (bf16 state, 8-bit codes) is materialised in the compute dtype and written back after
+  the parts: 8-bit codes are requantized (nearest), bf16/fp16 state is written with
+  stochastic rounding, because nearest rounding freezes moving averages: ``0.999 * v`` rounds
+  back to ``v`` in bf16, so a bf16 second moment could never decay.
+* params with a lower precision than the compute dtype are upcast (with their Kahan
+  compensation added, ``p + c``), updated by the parts, and written back by the
+  ``param_update`` rule.
+
+**What may be stored how** is declared per state (:class:`Storage`), never guessed: moments may
+be narrowed and quantized; param copies (Lookahead's slow weights) keep at least the param's
+precision and are never quantized; step counters are never touched; per-tensor scalars (0-d
+state: NovoGrad's layer-wise moment) keep the wider of the param's dtype and ``state_dtype``.
+
+**Random bits** for stochastic rounding come from :func:`rounding.random_words` keyed by the
+policy's seed and the params' ``step`` counters (a recipe without one gets one when the policy
+needs it), with each tensor's element offset in its (param group, device, dtype) layout: runs
+reproduce from the seed, in every execution mode.
+
+**Execution modes.** Eager, flat and compiled steps run the same ``prepare`` -> parts ->
+``finalize``. Buckets and flat stores are split by whether a param's state is 8-bit (so a
+bucket's lists are alike). Under a policy, a flat store steps per tensor over its views (its
+one-tensor step runs on a padded ``[rows, 64]`` layout whose element offsets and 256-element
+blocks are not the per-tensor ones): flat and eager steps quantize the same blocks and draw the
+same random bits, so they agree bit for bit and the per-param ``state_dict`` entries are the
+same in both modes. Eager CPU steps under a policy run the bucket whole (not in cache blocks).
+
+**FSDP2 (DTensor params).** The codes of an 8-bit state are a DTensor laid out like the param;
+the block scales (``<name>_absmax``) are the *local* shard's blocks (a DTensor sharded like the
+param, padded to the largest shard's block count): a shard is quantized on its own, with no
+collective, and blocks restart at each shard's first element.
+The result equals the unsharded run's bit for bit in layout when each shard holds whole blocks
+(``numel`` of a shard a multiple of 256), and within the quantization error otherwise.
+Stochastic rounding draws, per element, the bits of its offset in the full tensor, so sharded
+and unsharded runs round alike. A distributed checkpoint (DCP) of 8-bit state resumes exactly
+with the same number of ranks (codes and scales are sharded DTensors).
+
+**Checkpoints.** ``state_dict()`` holds the stored form (codes, scales, compensation; the seed
+as each group's ``rounding_seed``) and loads back exactly; a checkpoint of another policy (or
+of torch.optim) is converted on load (:meth:`Precision.conform`). ``torch_state_dict()``
+converts to torch's form: moments dequantized and cast to the param's dtype, the policy's
+entries dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import quantize as q
+from . import rounding
+
+PARAM_UPDATES = ("plain", "stochastic", "kahan")
+STATE_DTYPES = (torch.float32, torch.bfloat16)
+COMPENSATION = "compensation"
+ABSMAX_SUFFIX = "_absmax"
+
+
+class Storage(enum.Enum):
+    """How a state may be stored, declared by the part that creates it."""
+
+    SIGNED = "signed"  # a moment that may be negative (first moment, momentum, previous grad)
+    POSITIVE = "positive"  # a moment that is never negative (second moment, step-size memory)
+    EXACT = "exact"  # keeps at least the param's precision (a copy of the param)
+    SCALAR = "scalar"  # one number per tensor (layer-wise moments)
+    COUNTER = "counter"  # the step counter
+
+    @property
+    def quantizable(self) -> bool:
+        return self in (Storage.SIGNED, Storage.POSITIVE)
+
+
+# why a kind of state is never quantized, for the error message
+_NOT_QUANTIZABLE = {
+    Storage.EXACT: "it is a copy of the params and must keep their precision",
+    Storage.SCALAR: "it is one number per tensor",
+    Storage.COUNTER: "it is a step counter",
+}
+
+
+def _wider(a: torch.dtype, b: torch.dtype | None) -> torch.dtype:
+    if b is None or a == b:
+        return a
+    bits_a, bits_b = torch.finfo(a).bits, torch.finfo(b).bits
+    if bits_a != bits_b:
+        return a if bits_a > bits_b else b
+    return torch.float32  # bfloat16 and float16: neither holds the other
+
+
+@dataclasses.dataclass(frozen=True)
+class Precision:
+    """One optimizer's precision and memory policy (see the module doc)."""
+
+    state_dtype: torch.dtype | None = None
+    state_bits: int | Mapping[str, int] | None = None
+    param_update: str = "plain"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.state_dtype is not None and self.state_dtype not in STATE_DTYPES:
+            raise ValueError(
+                f"state_dtype: expected None, torch.float32 or torch.bfloat16, got "
+                f"{self.state_dtype!r} (float16 state overflows in squared gradients)"
+            )
+        bits = self.state_bits
+        values = bits.values() if isinstance(bits, Mapping) else [bits]
+        for value in values:
+            if value is not None and (isinstance(value, bool) or value != 8):
+                raise ValueError(f"state_bits: only 8-bit state is implemented, got {value!r}")
+        if isinstance(bits, Mapping) and not bits:
+            raise ValueError("state_bits: an empty dict quantizes nothing; pass None")
+        if self.param_update not in PARAM_UPDATES:
+            raise ValueError(
+                f"param_update: expected one of {', '.join(map(repr, PARAM_UPDATES))}, "
+                f"got {self.param_update!r}"
+            )
+
+    @classmethod
+    def from_keywords(
+        cls, *, state_dtype: torch.dtype | None = None,
+        state_bits: int | Mapping[str, int] | None = None, param_update: str = "plain",
+        generator: torch.Generator | None = None,
+    ) -> Precision:
+        """The policy of an optimizer's keywords; its seed is drawn from ``generator`` (or from
+        torch's default generator, so ``torch.manual_seed`` reproduces a run)."""
+        seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
+        return cls(state_dtype, state_bits, param_update, seed)
+
+    @property
+    def plain(self) -> bool:
+        """Whether this policy is today's behaviour (nothing to do)."""
+        return self.state_dtype is None and self.state_bits is None and self.param_update == "plain"
+
+    # ------------------------------------------------------------------ checks
+    def check(self, storages: Mapping[str, Storage], params: Iterable[Tensor], owner: str) -> None:
+        """Refuse what makes no sense for a recipe whose states are ``storages``, on ``params``.
+
+        ``ValueError`` naming the keyword: ``param_update`` without a bf16/fp16 param,
+        ``state_bits`` naming a state the recipe lacks or one that must stay exact, or
+        ``state_bits=8`` for a recipe without a state that may be quantized.
+        """
+        if self.param_update != "plain":
+            dtypes = {p.dtype for p in params}
+            if not dtypes & set(rounding.LOW_PRECISION):
+                found = ", ".join(sorted(str(d).removeprefix("torch.") for d in dtypes))
+                raise ValueError(
+                    f"param_update={self.param_update!r} rounds updates into bfloat16 or "
+                    f"float16 params, but {owner}'s params are {found}; use 'plain'"
+                )
+        bits = self.state_bits
+        if isinstance(bits, Mapping):
+            for name in bits:
+                storage = storages.get(name)
+                if storage is None:
+                    raise ValueError(
+                        f"state_bits: {owner} has no state {name!r}; its states are "
+                        f"{', '.join(sorted(storages)) or 'none'}"
+                    )
+                if not storage.quantizable:
+                    raise ValueError(
+                        f"state_bits: {owner}'s state {name!r} cannot be quantized: "
+                        f"{_NOT_QUANTIZABLE[storage]}"
+                    )
+        elif bits is not None and not any(s.quantizable for s in storages.values()):
+            raise ValueError(f"state_bits: {owner} keeps no state that may be quantized")
+
+    # --------------------------------------------------------------- storage plan
+    def quantized(self, name: str, storage: Storage, numel: int) -> bool:
+        """Whether state ``name`` of a tensor with ``numel`` elements is kept in 8 bits."""
+        bits = self.state_bits
+        if bits is None or not storage.quantizable or not q.quantizes(numel):
+            return False
+        return not isinstance(bits, Mapping) or name in bits
+
+    def storage_dtype(self, storage: Storage, param_dtype: torch.dtype) -> torch.dtype | None:
+        """The dtype a state that is not quantized is kept in (None: a counter, left alone)."""
+        if storage is Storage.COUNTER:
+            return None
+        if storage.quantizable:
+            return self.state_dtype or param_dtype
+        return _wider(param_dtype, self.state_dtype)
+
+    def compute_dtype(self, param_dtype: torch.dtype) -> torch.dtype:
+        """The dtype the parts compute in for params of ``param_dtype``."""
+        if param_dtype not in rounding.LOW_PRECISION or self.plain:
+            return param_dtype
+        if self.state_dtype == param_dtype and self.state_bits is None and (
+            self.param_update == "plain"
+        ):
+            return param_dtype
+        return torch.float32
+
+    def extra_state(self, storages: Mapping[str, Storage]) -> dict[str, Storage]:
+        """State the policy keeps besides the recipe's: ``compensation`` (Kahan) and a ``step``
+        counter for the random bits, when the recipe has none."""
+        extra = {}
+        if self.param_update == "kahan":
+            extra[COMPENSATION] = Storage.EXACT
+        if "step" not in storages and not self.plain:
+            # any policy may round state or params stochastically (bf16 params compute in
+            # fp32 and write bf16 state back): the bits need a counter
+            extra["step"] = Storage.COUNTER
+        return extra
+
+    def create(self, p: Tensor, values: Mapping[str, Tensor], storages: Mapping[str, Storage]
+               ) -> dict[str, Tensor]:
+        """The stored form of a param's freshly initialised state ``values`` (name -> tensor
+        as the recipe's inits make them): quantized codes and their ``<name>_absmax``, or a
+        cast copy; plus the policy's own state (zeros for ``compensation``)."""
+        out: dict[str, Tensor] = {}
+        for name, value in values.items():
+            storage = storages[name]
+            if self.quantized(name, storage, value.numel()):
+                out[name], out[name + ABSMAX_SUFFIX] = _quantize_new(value, storage)
+                continue
+            dtype = self.storage_dtype(storage, p.dtype)
+            out[name] = value if dtype in (None, value.dtype) else value.to(dtype)
+        if self.param_update == "kahan" and p.dtype in rounding.LOW_PRECISION:
+            out[COMPENSATION] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return out
+
+    def conform(self, p: Tensor, state: dict[str, Any], storages: Mapping[str, Storage]) -> None:
+        """Bring a param's state as loaded from a checkpoint (any policy's form, or
+        torch.optim's) to this policy's form, in place. A state already in this form is kept
+        as it is, so a checkpoint loads back exactly into an optimizer with the same policy."""
+        for name, storage in storages.items():
+            value = state.get(name)
+            if not isinstance(value, Tensor):
+                continue
+            absmax = state.pop(name + ABSMAX_SUFFIX, None)
+            if value.dtype == torch.uint8:
+                if absmax is None:
+                    raise ValueError(f"state {name!r} holds 8-bit codes without their absmax")
+                if self.quantized(name, storage, value.numel()):
+                    state[name], state[name + ABSMAX_SUFFIX] = value, absmax
+                    continue
+                value = q.dequantize(value, absmax, storage is Storage.SIGNED)
+                state[name] = value.to(self.storage_dtype(storage, p.dtype))
+                continue
+            if self.quantized(name, storage, value.numel()):
+                state[name], state[name + ABSMAX_SUFFIX] = q.quantize(
+                    value, storage is Storage.SIGNED
+                )
+                continue
+            dtype = self.storage_dtype(storage, p.dtype)
+            if dtype not in (None, value.dtype):
+                state[name] = value.to(dtype)
+        if self.param_update == "kahan" and p.dtype in rounding.LOW_PRECISION:
+            comp = state.get(COMPENSATION)
+            if not isinstance(comp, Tensor) or comp.dtype != p.dtype:
+                state[COMPENSATION] = torch.zeros_like(p) if comp is None else comp.to(p.dtype)
+        else:
+            state.pop(COMPENSATION, None)
+
+    # ------------------------------------------------------------------ the step
+    def prepare(self, bucket: Any, storages: Mapping[str, Storage],
+                offsets: Sequence[int], keys: Tensor | None = None) -> _Stored:
+        """Hand the parts working tensors (see the module doc); returns what ``finalize`` needs.
+
+        ``bucket`` has ``params``, ``grads`` and ``state`` (name -> list) aligned lists;
+        ``offsets[i]`` is the element offset of tensor ``i`` in its group's layout and
+        ``keys[i]`` its random-bit key this step (:func:`step_keys`; default: from the
+        bucket's step counts and the policy's seed). Shapes and dtypes decide everything: no
+        tensor value is read.
+        """
+        param_dtype = bucket.params[0].dtype
+        compute = self.compute_dtype(param_dtype)
+        stored = _Stored(list(bucket.params), compute, offsets, keys)
+        if compute != param_dtype:
+            comp = bucket.state.get(COMPENSATION)
+            if comp is not None:
+                bucket.params = [rounding.kahan_value(p, c) for p, c in zip(
+                    bucket.params, comp, strict=True)]
+            else:
+                bucket.params = [p.to(compute) for p in bucket.params]
+            bucket.grads = [g.to(compute) for g in bucket.grads]
+        for name, storage in storages.items():
+            tensors = bucket.state.get(name)
+            if tensors is None or storage is Storage.COUNTER:
+                continue
+            absmax = bucket.state.get(name + ABSMAX_SUFFIX)
+            working, converted = [], []
+            for i, t in enumerate(tensors):
+                if t.dtype == torch.uint8:
+                    # (an FSDP2 shard's scales may be longer than its blocks: see _quantize_new)
+                    scales = absmax[i][: q.num_blocks(t.numel())] if absmax is not None else None
+                    working.append(_dequantize(t, scales, storage is Storage.SIGNED))
+                    converted.append((i, t, scales))
+                elif t.dtype != compute:
+                    working.append(t.to(compute))
+                    converted.append((i, t, None))
+                else:
+                    working.append(t)
+            if converted:
+                stored.state[name] = (storage, converted)
+                bucket.state[name] = working
+        return stored
+
+    def finalize(self, bucket: Any, stored: _Stored, stream: int = 0) -> None:
+        """Write the working tensors back (see the module doc); the bucket's params and state
+        lists are the stored tensors again afterwards. The random bits of each list come from
+        their own stream: the params' is ``stream``, the states' follow it."""
+        keys = stored.keys
+        if keys is None and stored.needs_random(self):
+            keys = step_keys(self.seed, bucket.steps)
+        for index, (name, (storage, converted)) in enumerate(stored.state.items(), start=1):
+            working = bucket.state[name]
+            restored = list(working)
+            for i, t, scales in converted:
+                restored[i] = t
+                if scales is not None:
+                    _quantize(working[i], t, scales, storage is Storage.SIGNED)
+                elif _narrower(t.dtype, stored.compute):
+                    _round_into(t, working[i], keys[i], stream + index, stored.offsets[i])
+                else:
+                    t.copy_(working[i])
+            bucket.state[name] = restored
+        params = stored.params
+        if stored.compute != params[0].dtype:
+            comp = bucket.state.get(COMPENSATION)
+            for i, (p, w) in enumerate(zip(params, bucket.params, strict=True)):
+                if comp is not None:
+                    _kahan_write(p, comp[i], w)
+                elif self.param_update == "stochastic":
+                    _round_into(p, w, keys[i], stream, stored.offsets[i])
+                else:
+                    p.copy_(w)
+            bucket.params = params
+
+
+def _quantize_new(value: Tensor, storage: Storage) -> tuple[Tensor, Tensor]:
+    """Codes and block scales of a fresh state tensor.
+
+    A DTensor (FSDP2, sharded along dim 0) is quantized shard by shard, with no collective:
+    blocks restart at each shard's first element. The codes are a DTensor laid out like the
+    param. The scales are a DTensor sharded like it too, each rank holding the block count of
+    the largest shard (the first: ``ceil(rows / ranks)`` rows), the unused tail of a smaller
+    shard's scales zero: evenly sharded, so ``torch.distributed.checkpoint`` saves and
+    reshards them like any sharded state.
+    """
+    from ..core.tensorlists import is_dtensor
+
+    if not is_dtensor(value):
+        return q.quantize(value, storage is Storage.SIGNED)
+    from torch.distributed.tensor import DTensor
+
+    mesh, placements = value.device_mesh, value.placements
+    rows, shards = value.shape[0], 1  # (8-bit state: >= 4096 elements, so at least 1-d)
+    for dim, placement in enumerate(placements):
+        if placement.is_shard():
+            if placement.dim != 0:
+                raise ValueError(
+                    f"state_bits=8: a param sharded along dim {placement.dim} (tensor "
+                    "parallelism) is not supported; FSDP2 shards along dim 0"
+                )
+            rows = -(-rows // mesh.size(dim))
+            shards *= mesh.size(dim)
+    largest = q.num_blocks(rows * math.prod(value.shape[1:]))
+    local = value.to_local()
+    codes = torch.empty(local.shape, dtype=torch.uint8, device=local.device)
+    absmax = torch.zeros(largest, dtype=torch.float32, device=local.device)
+    q.quantize_(local, codes, absmax[: q.num_blocks(local.numel())], storage is Storage.SIGNED)
+    codes = DTensor.from_local(codes, mesh, placements, run_check=False, shape=value.shape,
+                               stride=value.stride())
+    absmax = DTensor.from_local(absmax, mesh, placements, run_check=False,
+                                shape=(largest * shards,), stride=(1,))
+    return codes, absmax
+
+
+def _narrower(dtype: torch.dtype, than: torch.dtype) -> bool:
+    return dtype in rounding.LOW_PRECISION and torch.finfo(dtype).bits < torch.finfo(than).bits
+
+
+def step_keys(seed: int, steps: Tensor) -> Tensor:
+    """The random-bit key of each tensor of a bucket this step (an int32 CPU vector), from the
+    seed and the tensors' step counts before the step. Computed on the host: inside a compiled
+    step inductor would redo this scalar hashing for every element."""
+    return rounding.stream_key(seed, steps)
+
+
+# inductor keeps a value cast to bf16 and back in fp32 inside a fused kernel unless told to
+# emulate the cast: Kahan's ``w - round(w)`` would then be 0. Its vectorised loop tails
+# crash (heap corruption, torch 2.13 CPU) in kernels that mix 16- and 32-bit lanes with bit
+# casts, as stochastic rounding into bf16 does, on tensors whose size is not a multiple of
+# 16: the tails run scalar. Every compiled step of a policy uses these options
+# (core/compiled.py).
+COMPILE_OPTIONS = {"emulate_precision_casts": True, "cpp.enable_loop_tail_vec": False}
+
+
+def _fused(fn):
+    """``fn`` compiled once (dynamic shapes) when called eagerly, so that an eager step's
+    conversions are one fused kernel each instead of ~30 elementwise ops with temporaries
+    (8-bit Adam, 2**20 elements, one thread: 95 ms eager, 10 ms fused); inside a compiled step,
+    or without a C++ compiler for inductor, the plain function."""
+    compiled = None
+
+    def call(*args: Any) -> Any:
+        nonlocal compiled
+        if torch.compiler.is_compiling() or not _can_fuse(args[0].device):
+            return fn(*args)
+        if compiled is None:
+            compiled = torch.compile(fn, dynamic=True, options=COMPILE_OPTIONS)
+        return compiled(*args)
+
+    call.__name__ = call.__qualname__ = fn.__name__
+    call.__doc__ = fn.__doc__
+    return call
+
+
+def _can_fuse(device: torch.device) -> bool:
+    from ..core.compiled import can_compile  # core imports this module
+
+    return can_compile(device)
+
+
+@_fused
+def _dequantize(codes: Tensor, absmax: Tensor, signed: bool) -> Tensor:
+    return q.dequantize(codes, absmax, signed)
+
+
+@_fused
+def _quantize(x: Tensor, codes: Tensor, absmax: Tensor, signed: bool) -> None:
+    q.quantize_(x, codes, absmax, signed)
+
+
+@_fused
+def _round_into(target: Tensor, value: Tensor, key: Tensor, stream: int, offset: int) -> None:
+    # one stream per rounded list: the params (0) and each narrowed state (1, 2, ...); the
+    # stream only shifts the key (a single add in the fused loop)
+    words = rounding.random_words(value.shape, key + stream * _STREAM_STEP, offset, value.device)
+    target.copy_(rounding.stochastic_round(value.float(), target.dtype, words))
+
+
+@_fused
+def _kahan_write(param: Tensor, compensation: Tensor, value: Tensor) -> None:
+    rounding.kahan_write_(param, compensation, value)
+
+
+_STREAM_STEP = 0x3C6EF37  # odd, 26 bits: separates the streams of one key
+
+
+class _Stored:
+    """What ``finalize`` writes back: the params and, per state, the converted tensors."""
+
+    __slots__ = ("params", "compute", "offsets", "keys", "state")
+
+    def __init__(self, params: list[Tensor], compute: torch.dtype, offsets: Sequence[int],
+                 keys: Tensor | None):
+        self.params = params
+        self.compute = compute
+        self.offsets = offsets
+        self.keys = keys
+        self.state: dict[str, tuple[Storage, list]] = {}
+
+    def needs_random(self, policy: Precision) -> bool:
+        if policy.param_update == "stochastic" and self.params[0].dtype != self.compute:
+            return True
+        return any(
+            scales is None and _narrower(t.dtype, self.compute)
+            for _, converted in self.state.values() for _, t, scales in converted
+        )
+
+
+def state_bytes(state: Mapping[str, Any]) -> int:
+    """The bytes a param's state tensors take (codes, scales, compensation included)."""
+    return sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, Tensor))
+
+
+class PrecisionPolicy:
+    """A :class:`Precision` bound to one recipe's declared state: what the executor calls.
+
+    The executor (``optimkit/core/executor.py``) asks it
+
+    * ``key(p)``: buckets and flat stores are split by it (8-bit state or not), so the lists of a
+      bucket are alike;
+    * ``collect(...)``: each param's state, created in its stored form at the param's first step;
+    * ``arguments(group, bucket)``: the host-side numbers of one bucket's step (the seed and each
+      tensor's element offset), Python constants of the compiled graph;
+    * ``prepare`` / ``finalize`` around the parts, eagerly or inside the compiled graph;
+    * ``one_tensor(sizes)``: whether a flat store may step as one tensor (its params' 256-element
+      blocks must not straddle params);
+    * ``conform(p, state)``: a loaded param's state in this policy's form.
+    """
+
+    plain = False
+
+    def compile_options(self, bucket: Any) -> dict[str, Any]:
+        """inductor options of a compiled step of ``bucket`` under this policy (see
+        COMPILE_OPTIONS). Where 16-bit tensors meet a size that is not a multiple of 16,
+        inductor's vectorised kernels crash in torch 2.13 (layer-wise recipes' reductions
+        included, with the tails already scalar): those buckets compile scalar kernels."""
+        tensors = [*bucket.params, *(t for ts in bucket.state.values() for t in ts)]
+        narrow = any(t.dtype in rounding.LOW_PRECISION for t in tensors)
+        if narrow and any(t.numel() % 16 for t in tensors if t.dim()):
+            return {**COMPILE_OPTIONS, "cpp.simdlen": 0}
+        return COMPILE_OPTIONS
+
+    def __init__(self, precision: Precision, storages: Mapping[str, Storage]) -> None:
+        self.precision = precision
+        self.storages = {**storages, **precision.extra_state(storages)}
+        # a step counter the recipe lacks, kept for the random bits: the policy counts it
+        self.own_step = "step" in self.storages and "step" not in storages
+        self._offsets: dict[int, tuple[list, dict[tuple, dict[int, int]]]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_offsets": {}}
+
+    def __repr__(self) -> str:
+        return f"PrecisionPolicy({self.precision!r})"
+
+    # ------------------------------------------------------------------ layout
+    def key(self, p: Tensor) -> bool:
+        """Whether ``p``'s quantizable state is kept in 8 bits."""
+        return self.precision.state_bits is not None and q.quantizes(p.numel())
+
+    def one_tensor(self, sizes: Sequence[int]) -> bool:
+        # Not yet: flat mode's one-tensor step runs on the padded [rows, CHUNK] layout (issue
+        # 11), whose element offsets and 256-element blocks are not the per-tensor ones; a
+        # flat store under a policy steps per tensor over its views, equal to eager bit for
+        # bit.
+        return False
+
+    def stored_names(self, names: Sequence[str], p: Tensor) -> list[str]:
+        """The state a bucket of params like ``p`` carries for the recipe's ``names``: with
+        each 8-bit state its scales, the compensation, the policy's step counter."""
+        out: list[str] = []
+        for name in (*names, "step") if self.own_step and "step" not in names else names:
+            out.append(name)
+            if self.precision.quantized(name, self.storages[name], p.numel()):
+                out.append(name + ABSMAX_SUFFIX)
+        if COMPENSATION in self.storages and p.dtype in rounding.LOW_PRECISION:
+            out.append(COMPENSATION)
+        return out
+
+    def offsets(self, group: Mapping[str, Any], params: Sequence[Tensor]) -> tuple[int, ...]:
+        """Each param's element offset among the params of ``group`` that share its device,
+        dtype and key: the same numbers a flat store of those params has."""
+        members = group["params"]
+        cached = self._offsets.get(id(group))
+        if cached is None or cached[0] is not members or sum(
+                len(v) for v in cached[1].values()) != len(members):
+            by_kind: dict[tuple, dict[int, int]] = {}
+            totals: dict[tuple, int] = {}
+            # trainable params first, as flat mode lays them out (frozen ones stay out of its
+            # buffers): a frozen param that gets a grad later draws bits of its own
+            ordered = [p for p in members if p.requires_grad]
+            ordered += [p for p in members if not p.requires_grad]
+            for p in ordered:
+                kind = (p.device, p.dtype, self.key(p))
+                by_kind.setdefault(kind, {})[id(p)] = totals.get(kind, 0)
+                totals[kind] = totals.get(kind, 0) + p.numel()
+            cached = self._offsets[id(group)] = (members, by_kind)
+        by_kind = cached[1]
+        return tuple(by_kind[(p.device, p.dtype, self.key(p))][id(p)] for p in params)
+
+    def arguments(self, group: Mapping[str, Any], bucket: Any, flat: bool) -> tuple:
+        """``(keys, offset of tensor 0, offset of tensor 1, ...)`` for one bucket's step: the
+        tensors' random-bit keys (from the group's ``rounding_seed`` and their step counts
+        before this step) and their element offsets in the group's layout."""
+        seed = int(group.get("rounding_seed", self.precision.seed))
+        steps = bucket.steps if "step" in bucket.state else torch.zeros(len(bucket.params))
+        keys = step_keys(seed, steps)
+        if flat:
+            return (keys, 0)
+        dtensors = getattr(bucket, "dtensors", ())
+        if not dtensors:
+            return (keys, *self.offsets(group, bucket.params))
+        # FSDP2: each local shard draws the bits its elements draw in the unsharded run
+        from ..core.sharded import shard_offset
+
+        offsets = self.offsets(group, dtensors)
+        return (keys, *(o + shard_offset(p) for o, p in zip(offsets, dtensors, strict=True)))
+
+    # ------------------------------------------------------------------ state
+    def collect(self, params: Sequence[Tensor], group: Mapping[str, Any],
+                inits: Mapping[str, Any], all_state: Mapping[Tensor, dict]
+                ) -> tuple[dict[str, list[Tensor]], dict[str, list[int]]]:
+        """The bucket's state lists (stored forms: codes and ``<name>_absmax``, compensation,
+        the policy's step counter), creating what a param lacks (its first step)."""
+        wanted = {**inits}
+        if self.own_step and "step" not in wanted:
+            wanted["step"] = _step_counter
+        names = self.stored_names(list(wanted), params[0])
+        lists: dict[str, list[Tensor]] = {name: [] for name in names}
+        created: dict[str, list[int]] = {}
+        for i, p in enumerate(params):
+            state = all_state[p]
+            missing = {name: init for name, init in wanted.items() if name not in state}
+            if missing or (COMPENSATION in lists and COMPENSATION not in state):
+                values = {name: init(p, group) for name, init in missing.items()}
+                stored = self.precision.create(p, values, self.storages)
+                if COMPENSATION in state:
+                    stored.pop(COMPENSATION, None)
+                state.update(stored)
+                for name in missing:
+                    created.setdefault(name, []).append(i)
+            for name in names:
+                lists[name].append(state[name])
+        return lists, created
+
+    def conform(self, p: Tensor, state: dict[str, Any]) -> None:
+        self.precision.conform(p, state, self.storages)
+
+    # ------------------------------------------------------------------ the step
+    def prepare(self, bucket: Any, group: Mapping[str, Any], arguments: tuple[int, ...],
+                names: Sequence[str] | None = None) -> _Stored:
+        """Working tensors for the parts: every state of the recipe, or only ``names`` (for a
+        part run on its own, Lookahead's sync). Counts the policy's own steps."""
+        if names is None:
+            storages = self.storages
+            if self.own_step:
+                bucket.increment_steps()
+        else:
+            storages = {name: self.storages[name] for name in names if name in self.storages}
+        return self.precision.prepare(bucket, storages, arguments[1:], keys=arguments[0])
+
+    def finalize(self, bucket: Any, group: Mapping[str, Any], stored: _Stored,
+                 stream: int = 0) -> None:
+        """Write the working tensors back; ``stream`` separates the random bits of a second
+        write-back in the same step (the host-gated parts')."""
+        self.precision.finalize(bucket, stored, stream=stream)
+
+
+def _step_counter(p: Tensor, group: Mapping[str, Any]) -> Tensor:
+    # torch.optim's format (as optimkit.core.parts.step_counter): a float32 0-d CPU tensor
+    return torch.tensor(0.0, dtype=torch.float32)

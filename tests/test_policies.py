@@ -1,0 +1,311 @@
+"""Precision and memory policies, for every registered optimizer (the test database).
+
+Each optimizer takes ``state_dtype``, ``state_bits`` and ``param_update``; these tests run every
+one of them under each policy, in eager and flat mode (and a few compiled), and check what the
+policies promise: the loss keeps decreasing, state is stored as declared, flat equals eager,
+``state_dict`` round trips exactly, nonsense is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+from conftest import optims
+
+import optimkit
+from optimkit.core.compiled import can_compile
+from optimkit.precision import quantize as q
+from optimkit.precision.policy import ABSMAX_SUFFIX, COMPENSATION, Storage
+
+# name -> (param dtype, keywords)
+POLICIES = {
+    "8bit": (torch.float32, {"state_bits": 8}),
+    "bf16-state": (torch.float32, {"state_dtype": torch.bfloat16}),
+    "fp32-state": (torch.bfloat16, {"state_dtype": torch.float32}),
+    "stochastic": (torch.bfloat16, {"param_update": "stochastic"}),
+    "kahan": (torch.bfloat16, {"param_update": "kahan"}),
+}
+
+
+def _problem(dtype, seed=0):
+    """A least-squares fit: a 64x96 weight (6144 elements, so 8-bit state applies), a bias."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(128, 64, generator=gen)
+    y = x @ (0.2 * torch.randn(64, 96, generator=gen)) + 0.5
+    w = torch.zeros(64, 96).to(dtype).requires_grad_()
+    b = torch.zeros(96).to(dtype).requires_grad_()
+    return x, y, [w, b]
+
+
+def _lr(info):
+    # the test database's converge lr fits 2-d toy problems; this fit takes a tenth of it
+    return 0.1 * info.converge.get("lr", 1e-2)
+
+
+def _train(info, dtype, steps=20, seed=0, **kwargs):
+    x, y, params = _problem(dtype, seed)
+    opt = info.factory(params, **{**info.pinned, **info.converge, "lr": _lr(info), **kwargs})
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        w, b = params
+        loss = ((x.to(dtype) @ w + b).float() - y).pow(2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses, opt, params
+
+
+def _cases(info):
+    for name, (dtype, kwargs) in POLICIES.items():
+        for mode in ("eager", "flat"):
+            yield f"{name}-{mode}", (dtype, {**kwargs, "flat": mode == "flat"})
+
+
+@optims(cases=_cases, argnames="info,dtype,kwargs")
+def test_every_optimizer_keeps_decreasing_the_loss_under_each_policy(info, dtype, kwargs):
+    losses, opt, (w, _) = _train(info, dtype, **kwargs)
+    assert losses[10] < losses[0] and losses[19] < losses[10], losses
+    state = opt.state[w]
+    storage = type(opt).recipe.storage
+    for name, kind in storage.items():
+        if name not in state:
+            continue
+        value = state[name]
+        if kwargs.get("state_bits") and kind.quantizable:
+            assert value.dtype == torch.uint8 and state[name + ABSMAX_SUFFIX].dtype == torch.float32
+        elif kwargs.get("state_dtype") and kind.quantizable:
+            assert value.dtype == kwargs["state_dtype"]
+        elif kind is not Storage.COUNTER:
+            assert value.dtype != torch.uint8
+    assert (COMPENSATION in state) == (kwargs.get("param_update") == "kahan")
+
+
+@optims(cases=lambda info: ((name, (name,)) for name in POLICIES), argnames="info,policy")
+def test_flat_mode_equals_eager_under_each_policy(info, policy):
+    """The same blocks, the same random bits (each tensor's offset in its group's layout):
+    flat and eager steps give the same params and state, bit for bit."""
+    dtype, kwargs = POLICIES[policy]
+    outs = []
+    for flat in (False, True):
+        torch.manual_seed(0)
+        _, opt, params = _train(info, dtype, steps=6, flat=flat, **kwargs)
+        outs.append(([p.detach().clone() for p in params],
+                     {k: v.clone() for k, v in opt.state[params[0]].items()}))
+    (p_eager, s_eager), (p_flat, s_flat) = outs
+    for a, b in zip(p_eager, p_flat, strict=True):
+        assert torch.equal(a, b), (a.float() - b.float()).abs().max()
+    assert s_eager.keys() == s_flat.keys()
+    for name, value in s_eager.items():
+        assert torch.equal(value, s_flat[name]), name
+
+
+def _roundtrip(sd):
+    buffer = io.BytesIO()
+    torch.save(sd, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@optims(cases=lambda info: ((name, (name,)) for name in POLICIES), argnames="info,policy")
+def test_resume_under_each_policy_is_bit_exact(info, policy):
+    """``state_dict()`` holds the stored form (8-bit codes, fp32 or bf16 state, the
+    compensation, the seed in the param groups); a fresh optimizer with the same policy loads
+    it back exactly and continues like the uninterrupted run."""
+    dtype, kwargs = POLICIES[policy]
+    x, y, straight = _problem(dtype)
+    _, _, resumed = _problem(dtype)
+    hypers = {**info.pinned, **info.converge, "lr": _lr(info), **kwargs}
+
+    def steps(opt, params, n):
+        for _ in range(n):
+            opt.zero_grad()
+            w, b = params
+            ((x.to(dtype) @ w + b).float() - y).pow(2).mean().backward()
+            opt.step()
+
+    torch.manual_seed(1)
+    steps(info.factory(straight, **hypers), straight, 10)
+    torch.manual_seed(1)
+    first = info.factory(resumed, **hypers)
+    steps(first, resumed, 5)
+    saved = first.state_dict()
+    checkpoint = _roundtrip(saved)
+    torch.manual_seed(2)  # another seed at construction: the checkpoint's must win
+    second = info.factory(resumed, **hypers)
+    second.load_state_dict(checkpoint)
+    for index, state in second.state_dict()["state"].items():
+        for name, value in state.items():
+            assert value.dtype == saved["state"][index][name].dtype
+            assert torch.equal(value, saved["state"][index][name])
+    steps(second, resumed, 5)
+    for a, b in zip(resumed, straight, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_checkpoints_convert_between_policies():
+    x, y, params = _problem(torch.float32)
+    eight = optimkit.Adam(params, lr=1e-2, state_bits=8)
+    for _ in range(3):
+        eight.zero_grad()
+        ((x @ params[0] + params[1]) - y).pow(2).mean().backward()
+        eight.step()
+    sd = eight.state_dict()
+    assert sd["state"][0]["grad_avg"].dtype == torch.uint8
+    plain = optimkit.Adam(params, lr=1e-2)
+    plain.load_state_dict(_roundtrip(sd))
+    state = plain.state[params[0]]
+    assert state["grad_avg"].dtype == torch.float32 and "grad_avg" + ABSMAX_SUFFIX not in state
+    expected = q.dequantize(sd["state"][0]["grad_avg"], sd["state"][0]["grad_avg_absmax"], True)
+    assert torch.equal(state["grad_avg"], expected)
+    again = optimkit.Adam(params, lr=1e-2, state_bits=8)
+    again.load_state_dict(_roundtrip(plain.state_dict()))  # fp32 into 8 bits: quantized once
+    assert torch.equal(again.state[params[0]]["grad_avg"], sd["state"][0]["grad_avg"])
+    bf16 = optimkit.Adam(params, lr=1e-2, state_dtype=torch.bfloat16)
+    bf16.load_state_dict(_roundtrip(sd))
+    assert bf16.state[params[0]]["sqr_avg"].dtype == torch.bfloat16
+
+
+def test_fp32_state_survives_loading_into_bf16_params():
+    """torch's ``load_state_dict`` casts state to the param's dtype (pytorch#43706); with
+    ``state_dtype=torch.float32`` the loaded state stays float32."""
+    x, y, params = _problem(torch.bfloat16)
+    opt = optimkit.AdamW(params, lr=1e-2, state_dtype=torch.float32)
+    opt.zero_grad()
+    ((x.bfloat16() @ params[0] + params[1]).float() - y).pow(2).mean().backward()
+    opt.step()
+    fresh = optimkit.AdamW(params, lr=1e-2, state_dtype=torch.float32)
+    fresh.load_state_dict(_roundtrip(opt.state_dict()))
+    assert fresh.state[params[0]]["sqr_avg"].dtype == torch.float32
+    assert torch.equal(fresh.state[params[0]]["sqr_avg"], opt.state[params[0]]["sqr_avg"])
+
+
+def test_deepcopy_keeps_the_policy():
+    x, y, params = _problem(torch.bfloat16)
+    opt = optimkit.Adam(params, lr=1e-2, param_update="stochastic", state_bits=8)
+    twin = copy.deepcopy(opt)
+    assert twin._executor.policy.precision == opt._executor.policy.precision
+
+
+def test_nonsense_combinations_are_refused_at_construction():
+    fp32 = [torch.zeros(4, requires_grad=True)]
+    with pytest.raises(ValueError, match="param_update='kahan'.*float32"):
+        optimkit.Adam(fp32, param_update="kahan")
+    with pytest.raises(ValueError, match="'slow_param' cannot be quantized"):
+        optimkit.Ranger(fp32, state_bits={"slow_param": 8})
+    with pytest.raises(ValueError, match="state_bits: SGD has no state 'sqr_avg'"):
+        optimkit.SGD(fp32, state_bits={"sqr_avg": 8})
+    with pytest.raises(ValueError, match="state_dtype"):
+        optimkit.Adam(fp32, state_dtype=torch.float16)
+    with pytest.raises(ValueError, match="state_bits"):
+        optimkit.LAMB(fp32, state_bits=4)
+    with pytest.raises(ValueError, match="param_update"):
+        optimkit.RAdam(fp32, param_update="nearest")
+
+
+def test_every_optimizer_takes_the_keywords_in_its_signature():
+    import inspect
+
+    for name in optimkit.available():
+        parameters = inspect.signature(optimkit.registry.get(name).factory).parameters
+        for keyword in ("state_dtype", "state_bits", "param_update", "generator"):
+            assert keyword in parameters, (name, keyword)
+
+
+def test_stochastic_rounding_reproduces_from_the_generator():
+    runs = []
+    for seed in (3, 3, 4):
+        x, y, params = _problem(torch.bfloat16)
+        opt = optimkit.Adam(params, lr=1e-3, param_update="stochastic",
+                            generator=torch.Generator().manual_seed(seed))
+        for _ in range(4):
+            opt.zero_grad()
+            ((x.bfloat16() @ params[0] + params[1]).float() - y).pow(2).mean().backward()
+            opt.step()
+        runs.append(params[0].detach().clone())
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+def test_default_keeps_state_in_the_params_dtype_and_adds_nothing():
+    x, y, params = _problem(torch.bfloat16)
+    opt = optimkit.Adam(params, lr=1e-2)
+    opt.zero_grad()
+    ((x.bfloat16() @ params[0] + params[1]).float() - y).pow(2).mean().backward()
+    opt.step()
+    assert set(opt.state[params[0]]) == {"step", "grad_avg", "sqr_avg"}
+    assert opt.state[params[0]]["sqr_avg"].dtype == torch.bfloat16
+    assert "rounding_seed" not in opt.param_groups[0]
+
+
+COMPILED = [("adam", "8bit"), ("lamb", "stochastic"), ("ranger", "kahan")]
+
+
+@pytest.mark.skipif(not can_compile(torch.device("cpu")), reason="inductor needs a C++ compiler")
+@optims(cases=lambda info: ((policy, (policy,)) for name, policy in COMPILED
+                            if info.name == name),
+        where=lambda info: info.name in {name for name, _ in COMPILED}, argnames="info,policy")
+def test_compiled_steps_follow_eager_under_a_policy(info, policy):
+    dtype, kwargs = POLICIES[policy]
+    outs = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        losses, _, params = _train(info, dtype, steps=8, compile=compiled, **kwargs)
+        outs.append((losses, params))
+    (l_eager, p_eager), (l_comp, p_comp) = outs
+    assert l_comp[-1] < l_comp[0]
+    for a, b in zip(p_eager, p_comp, strict=True):
+        # inductor contracts multiply-adds: a value may land on the other side of a rounding
+        assert torch.allclose(a.float(), b.float(), rtol=2**-6, atol=1e-3)
+
+
+@pytest.mark.parametrize("policy", ["8bit", "kahan", "fp32-state"])
+def test_torch_state_dict_converts_a_policy_to_torch_form(policy):
+    """``torch_state_dict()`` under a policy: the moments dequantized and in the param's
+    dtype, no policy entries; torch.optim.Adam loads it and continues from the same moments
+    (as an optimkit optimizer without the policy, loading the same checkpoint, does)."""
+    dtype, kwargs = POLICIES[policy]
+    x, y, params = _problem(dtype)
+    opt = optimkit.Adam(params, lr=1e-2, **kwargs)
+    for _ in range(3):
+        opt.zero_grad()
+        ((x.to(dtype) @ params[0] + params[1]).float() - y).pow(2).mean().backward()
+        opt.step()
+    sd = _roundtrip(opt.torch_state_dict())
+    assert all("rounding_seed" not in group for group in sd["param_groups"])
+    for index, p in enumerate(params):
+        entry = sd["state"][index]
+        assert set(entry) == {"step", "exp_avg", "exp_avg_sq"}, entry.keys()
+        assert entry["exp_avg"].dtype == p.dtype and entry["exp_avg_sq"].dtype == p.dtype
+    state = opt.state[params[0]]
+    if "grad_avg_absmax" in state:
+        expected = q.dequantize(state["grad_avg"], state["grad_avg_absmax"], True)
+    else:
+        expected = state["grad_avg"].to(dtype)
+    assert torch.equal(sd["state"][0]["exp_avg"], expected)
+    theirs = torch.optim.Adam([p.detach().clone().requires_grad_() for p in params], lr=1e-2)
+    theirs.load_state_dict(sd)
+    assert torch.equal(theirs.state[theirs.param_groups[0]["params"][0]]["exp_avg"], expected)
+
+
+@pytest.mark.skipif(not can_compile(torch.device("cpu")), reason="inductor needs a C++ compiler")
+@pytest.mark.parametrize("name", ["adam", "lamb"])
+def test_compiled_bf16_policy_steps_on_sizes_that_are_not_multiples_of_16(name):
+    """Regression: inductor's vectorised kernels corrupted the heap on such sizes when 16-bit
+    tensors met bit casts (stochastic rounding) or layer-wise reductions (torch 2.13, CPU)."""
+    outs = []
+    for compiled in (False, True):
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.randn(s, generator=gen).bfloat16().requires_grad_()
+                  for s in ((83, 32), (83,), (5,))]
+        opt = optimkit.create(name, params, lr=1e-2, param_update="stochastic", flat=False,
+                              compile=compiled, generator=torch.Generator().manual_seed(1))
+        for _ in range(4):
+            for p in params:
+                p.grad = (0.1 * torch.randn(p.shape, generator=gen)).bfloat16()
+            opt.step()
+        outs.append(params)
+    for a, b in zip(*outs, strict=True):
+        assert torch.allclose(a.float(), b.float(), rtol=2**-6, atol=1e-3)
