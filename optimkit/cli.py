@@ -9,7 +9,9 @@ without torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
@@ -18,12 +20,14 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Handler]]] =
 
 # command -> (the module that registers it, its one-line help for `optimkit --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "bench": ("optimkit.bench.commands",
-              "Score every registered optimizer on the benchmark suite and write the report."),
+    "bench": ("optimkit.bench.commands", "Score every optimizer of the notes' table on the "
+              "benchmark suite; write the report."),
     "report": ("optimkit.bench.commands",
                "Rebuild the report (markdown, HTML, CSV, JSON, plots) from a bench database."),
     "plot": ("optimkit.bench.commands",
              "Draw optimizer paths on a 2-D test function (rosenbrock, beale, rastrigin)."),
+    "compare": ("optimkit.bench.commands",
+                "Compare the tiers of two bench runs (e.g. --seed-start 0 and 100)."),
     "list": ("optimkit.listing", "List every optimizer: year, paper, reference, parts and status."),
     "lr-find": ("optimkit.training.lr_find_cli",
                 "Run the LR range test for an optimizer on a built-in task; print suggestions."),
@@ -85,12 +89,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = (word,)
     else:
         commands = None  # load them all: it may be registered outside COMMANDS, or a typo
-    args = build_parser(commands).parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
-    except (ValueError, OSError) as err:
-        print(f"optimkit {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        args = build_parser(commands).parse_args(argv)
+        try:
+            return int(args.handler(args) or 0)
+        except (ValueError, OSError) as err:
+            print(f"optimkit {args.command}: error: {err}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        # Ctrl-C before a command handles it (while importing, say): one line, no traceback,
+        # and no second one from a later Ctrl-C while the interpreter shuts down.
+        with contextlib.suppress(ValueError):  # only the main thread may set handlers
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("optimkit: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

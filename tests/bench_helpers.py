@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
-import statistics
 from pathlib import Path
 
 from optimkit.cli import main
 
-# One real task, two optimizers, two seeds, a 3-lr budget: 10 cells, a few seconds.
-TINY = ["--tasks", "diabetes-mlp", "--optimizers", "adam,sgd", "--seeds", "2", "--budget", "3"]
-OUTCOME_COLUMNS = ("task", "optimizer", "hypers", "seed", "role", "device", "version", "lr",
-                   "final_metric", "diverged", "steps", "steps_to_target",
+# One real task, three optimizers, three test seeds, one tuning seed, a 4-lr window with room
+# for one extension, one weight decay: about 27 cells, a few seconds.
+TINY = ["--tasks", "diabetes-mlp", "--optimizers", "adam,sgd,adagrad", "--seeds", "3",
+        "--tuning-seeds", "1", "--lr-range", "0.01,0.1", "--budget", "5",
+        "--weight-decays", "0.01", "--no-cost"]
+OUTCOME_COLUMNS = ("task", "optimizer", "hypers", "seed", "role", "device", "schedule",
+                   "version", "lr", "final_metric", "diverged", "steps", "steps_to_target",
                    "state_bytes_per_param", "n_params", "losses", "evals_no_time", "path")
 
 
@@ -24,8 +27,6 @@ def outcome_rows(db: Path) -> list[tuple]:
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
     rows = []
-    import json
-
     for row in conn.execute("SELECT * FROM cells ORDER BY task, optimizer, hypers, seed, role"):
         item = dict(row)
         item["evals_no_time"] = json.dumps([e[:2] for e in json.loads(item["evals"])])
@@ -34,17 +35,16 @@ def outcome_rows(db: Path) -> list[tuple]:
     return rows
 
 
-def final_means(db: Path) -> dict[tuple[str, str], tuple[float, float]]:
-    """(task, optimizer) -> (tuned lr, mean final test metric), computed from SQL alone."""
+def final_values(db: Path) -> dict[tuple[str, str], dict[int, tuple[float | None, int]]]:
+    """(task, optimizer) -> {test seed: (final metric, diverged)}, from SQL alone."""
     conn = sqlite3.connect(db)
-    out = {}
-    pairs = conn.execute("SELECT DISTINCT task, optimizer FROM cells").fetchall()
-    for task, optimizer in pairs:
-        finals = conn.execute(
-            "SELECT lr, final_metric FROM cells WHERE task=? AND optimizer=? AND role='final'",
-            (task, optimizer)).fetchall()
-        lrs = {lr for lr, _ in finals}
-        assert len(lrs) == 1, f"{task}/{optimizer}: final runs at several lrs {lrs}"
-        out[(task, optimizer)] = (lrs.pop(), statistics.fmean(m for _, m in finals))
+    out: dict = {}
+    for task, optimizer, hypers, seed, metric, diverged in conn.execute(
+            "SELECT task, optimizer, hypers, seed, final_metric, diverged FROM cells "
+            "WHERE role='final'"):
+        out.setdefault((task, optimizer), {}).setdefault(hypers, {})[seed] = (metric, diverged)
     conn.close()
+    for key, by_hypers in out.items():
+        assert len(by_hypers) == 1, f"{key}: final runs at several hypers {list(by_hypers)}"
+        out[key] = next(iter(by_hypers.values()))
     return out

@@ -1,8 +1,11 @@
-"""optimkit bench: tasks, protocol, database, report, resume after SIGKILL, and bad input."""
+"""optimkit bench end to end: tasks, database, report, tiers from the stored numbers, resume
+after SIGKILL, outputs, progress, compare, and bad input."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -13,53 +16,89 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from bench_helpers import TINY, final_means, outcome_rows, run_tiny
+from bench_helpers import TINY, final_values, outcome_rows, run_tiny
+from scipy import stats
 
-from optimkit.bench import report, scoring, suite, tasks
-from optimkit.bench.runner import CellSpec, run_cell
+from optimkit.bench import commands, lm, mnist1d, report, suite, tasks
+from optimkit.bench.runner import CellSpec, lr_scheduler, run_cell
 from optimkit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
+def tiny(tmp_path_factory) -> tuple[Path, str]:
+    """One tiny run, its stdout captured (not a terminal: progress comes as lines)."""
     out = tmp_path_factory.mktemp("bench") / "report"
-    assert run_tiny(out) == 0
-    return out
+    every, commands.PROGRESS_EVERY = commands.PROGRESS_EVERY, 0.0
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            code = main(["bench", *TINY, "--out", str(out), "--workers", "1"])
+    finally:
+        commands.PROGRESS_EVERY = every
+    assert code == 0, buffer.getvalue()
+    return out, buffer.getvalue()
 
 
 # ------------------------------------------------------------------ tasks
-def test_task_interface_and_unknown_name():
+@pytest.mark.parametrize("name", list(tasks.TASKS))
+def test_every_task_builds_trains_and_scores(name):
+    task = tasks.get(name)
+    assert task.metric and task.description and isinstance(task.target, float)
+    assert task.tolerance > 0
+    instance = task.build(3)
+    assert instance.steps_per_epoch == sum(1 for _ in instance.batches())
+    inputs, targets = next(iter(instance.batches()))
+    loss = instance.loss_fn(instance.model(inputs), targets)
+    assert loss.ndim == 0 and math.isfinite(float(loss.detach()))
+    assert math.isfinite(instance.evaluate("val")) and math.isfinite(instance.evaluate("test"))
+    with pytest.raises(ValueError, match="split"):
+        instance.evaluate("train")
+
+
+def test_unknown_task_is_named():
     with pytest.raises(ValueError, match="no-such-task"):
         tasks.get("no-such-task")
-    for name in ("digits-mlp", "digits-cnn", "diabetes-mlp", "zen-char-gru",
-                 "rosenbrock", "beale", "rastrigin"):
-        task = tasks.TASKS[name]
-        assert task.illustrative == (name in ("rosenbrock", "beale", "rastrigin"))
-        assert task.metric and task.description and isinstance(task.target, float)
-        instance = task.build(3)
-        inputs, targets = next(iter(instance.batches()))
-        loss = instance.loss_fn(instance.model(inputs), targets)
-        assert loss.ndim == 0 and math.isfinite(float(loss.detach()))
-        assert math.isfinite(instance.evaluate())
 
 
 def test_batches_are_seeded():
-    def first_targets(seed):
-        return [t.clone() for _, t in tasks.get("digits-mlp").build(seed).batches()][:3]
+    def first_targets(name, seed):
+        return [t.clone() for _, t in tasks.get(name).build(seed).batches()][:3]
 
-    same = first_targets(5), first_targets(5)
-    assert all(torch.equal(a, b) for a, b in zip(*same, strict=True))
-    other = first_targets(6)
-    assert not all(torch.equal(a, b) for a, b in zip(same[0], other, strict=True))
+    for name in ("digits-mlp", "stdlib-lm"):
+        same = first_targets(name, 5), first_targets(name, 5)
+        assert all(torch.equal(a, b) for a, b in zip(*same, strict=True))
+        other = first_targets(name, 6)
+        assert not all(torch.equal(a, b) for a, b in zip(same[0], other, strict=True))
 
 
-def test_zen_corpus_ships_with_python():
-    text = tasks.zen_corpus()
-    assert text.startswith("The Zen of Python") and len(text) > 10_000
+def test_corpora_ship_with_python():
+    assert tasks.zen_corpus().startswith("The Zen of Python")
+    text = lm.corpus()
+    assert len(text["train"]) > 1_000_000 and len(text["val"]) > 50_000
+    assert len(text["test"]) > 50_000
+    info = lm.corpus_info()
+    assert len(info["sha256"]) == 64 and info["python"].count(".") == 2
+    # A held-out file is never in training: the split is by file name.
+    assert tasks.get("stdlib-lm").meta()["data"] == info
+
+
+def test_mnist1d_is_generated_deterministically_and_is_hard_for_a_linear_model():
+    x, y = mnist1d.generate(500, seed=7)
+    again, _ = mnist1d.generate(500, seed=7)
+    assert x.shape == (500, mnist1d.LENGTH) and torch.equal(x, again)
+    assert torch.bincount(y).tolist() == [50] * 10  # balanced
+    assert not torch.equal(x, mnist1d.generate(500, seed=8)[0])
+    # Not linearly easy: least squares on one-hot labels stays far from perfect.
+    data, labels, (train, _, test) = mnist1d.dataset()
+    design = torch.cat([data, torch.ones(len(data), 1)], 1)
+    weights = torch.linalg.lstsq(design[train], torch.eye(10)[labels[train]]).solution
+    accuracy = (design[test] @ weights).argmax(1).eq(labels[test]).float().mean()
+    assert 0.15 < float(accuracy) < 0.6
 
 
 def test_cell_is_deterministic_and_measures_state_memory():
@@ -70,72 +109,134 @@ def test_cell_is_deterministic_and_measures_state_memory():
     assert first["state_bytes_per_param"] == pytest.approx(8.0, abs=0.1)  # two fp32 moments
     sgd = run_cell(CellSpec.make("diabetes-mlp", "sgd", {"lr": 0.1}, 1, "final"))
     assert sgd["state_bytes_per_param"] == 0.0  # plain SGD keeps nothing
+    assert first["extra"]["cpu_seconds"] > 0
+
+
+def test_warmup_then_cosine_schedule():
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=0.5)
+    scheduler = lr_scheduler(optimizer, "cosine", 100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # Linear warm-up over the first 5 % of training (from lr / 5), then a cosine decay to 0.
+    peak = lrs.index(max(lrs))
+    assert lrs[0] == pytest.approx(0.1) and peak == 5 and lrs[peak] == pytest.approx(0.5, 1e-3)
+    assert all(a < b for a, b in zip(lrs[:peak], lrs[1:peak + 1]))
+    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:]))
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    assert lr_scheduler(optimizer, "constant", 100) is None
+    with pytest.raises(ValueError, match="schedule"):
+        lr_scheduler(optimizer, "linear", 100)
 
 
 def test_divergence_is_detected():
-    result = run_cell(CellSpec.make("rosenbrock", "sgd", {"lr": 1.0}, 0, "tune"))
+    result = run_cell(CellSpec.make("rosenbrock", "sgd", {"lr": 1.0}, 0, "tune",
+                                    schedule="constant"))
     assert result["diverged"] == 1 and math.isnan(result["final_metric"])
     assert result["steps"] < 20
 
 
-# ------------------------------------------------------------------ scoring
-def test_ranks_share_ties_and_nan_is_last():
-    ranks = scoring.average_ranks({"a": 0.9, "b": 0.9, "c": 0.5, "d": float("nan")}, True)
-    assert ranks == {"a": 1.5, "b": 1.5, "c": 3.0, "d": 4.0}
-    assert scoring.average_ranks({"a": 2.0, "b": 1.0}, False) == {"b": 1.0, "a": 2.0}
-    # Equal values: more divergence ranks lower.
-    ranks = scoring.average_ranks({"a": 0.5, "b": 0.5}, True, {"a": 0.5, "b": 0.0})
-    assert ranks == {"b": 1.0, "a": 2.0}
+def test_cost_cell_times_a_10m_parameter_model_against_fused_adam():
+    result = run_cell(CellSpec.make("cost", "sgd", {}, 0, "cost", schedule="constant"))
+    assert result["error"] is None and result["n_params"] >= 10_000_000
+    assert result["extra"]["x_fused_adam"] > 0 and result["state_bytes_per_param"] == 0.0
 
 
-def test_star_formula():
-    assert [scoring.stars(r, 5) for r in (1, 2, 3, 4, 5)] == [3, 3, 2, 1, 0]
-    assert scoring.stars(1.0, 1) == 3 and scoring.stars(float("nan"), 4) == 0
-
-
-def test_mean_ci_is_student_t():
-    mean, half = scoring.mean_ci([1.0, 2.0, 3.0])
-    assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
-    assert math.isnan(scoring.mean_ci([1.0])[1])
-
-
-def test_lr_grid_is_the_same_for_everyone():
-    assert suite.lr_grid(5) == [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
-    rows = [{"lr": 1e-3, "final_metric": 0.5, "diverged": 0},
-            {"lr": 1e-2, "final_metric": 0.9, "diverged": 0},
-            {"lr": 1e-1, "final_metric": float("nan"), "diverged": 1}]
-    assert suite.best_lr("digits-mlp", rows) == 1e-2
+def test_presets_and_default_optimizers():
+    standard = suite.Config.for_preset()
+    assert standard.preset == "standard" and "stdlib-lm" in standard.tasks
+    assert standard.seeds >= 5 and standard.tuning_seeds >= 2 and standard.per_decade >= 3
+    assert suite.Config.for_preset("quick").provisional and not standard.provisional
+    quick = suite.Config.for_preset("quick")
+    assert set(quick.tasks) == {"digits-mlp", "digits-cnn", "diabetes-mlp", "zen-char-gru"}
+    # quick fits 10 minutes on 2 cores: 5 test seeds, 2 tuning seeds, a 3-lr start window and
+    # no weight-decay stage nor cost cell (880 cells before any extension).
+    assert quick.seeds >= 5 and quick.tuning_seeds >= 2 and quick.per_decade >= 3
+    assert suite.count_cells(quick) <= 900 and not quick.cost
+    rules = standard.rules()
+    assert not set(rules.tuning_seeds) & set(rules.test_seeds)
+    # The default optimizers: the notes' table rows that are registered (20 of 21 rows).
+    assert len(standard.optimizers) == 20 and standard.optimizers[:2] == ("sgd", "sgd-momentum")
 
 
 # ------------------------------------------------------------------ end to end
-def test_end_to_end_outputs_match_the_database(tiny):
-    for name in ("results.sqlite", "leaderboard.md", "report.html", "results.csv",
-                 "results.json", "lr-tuning.png", "cost.png", "loss-diabetes-mlp.png"):
-        assert (tiny / name).stat().st_size > 0, name
-    db = tiny / "results.sqlite"
-    conn = sqlite3.connect(db)
-    roles = dict(conn.execute("SELECT role, COUNT(*) FROM cells GROUP BY role").fetchall())
-    conn.close()
-    assert roles == {"tune": 2 * 3, "final": 2 * 2}
+def test_end_to_end_outputs(tiny):
+    out, printed = tiny
+    for name in ("results.sqlite", "leaderboard.md", "leaderboard.json", "report.html",
+                 "results.csv", "runs.csv", "results.json", "critical-difference.png",
+                 "lr-sensitivity.png", "task-diabetes-mlp.png", "curves-diabetes-mlp.png"):
+        assert (out / name).stat().st_size > 0, name
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(list(out.glob("*.png")))
+    # Progress lines (stdout is not a terminal here), then the end summary.
+    assert "cells (" in printed and "elapsed" in printed
+    assert "top tier (" in printed and f"report: {out / 'report.html'}" in printed
 
-    expected = final_means(db)
-    with open(tiny / "results.csv") as handle:
+
+def test_tiers_in_the_json_follow_from_the_stored_numbers(tiny):
+    """Recompute tiers from the database with scipy alone, and compare with leaderboard.json."""
+    out, _ = tiny
+    board = json.loads((out / "leaderboard.json").read_text())
+    values = final_values(out / "results.sqlite")
+    names = sorted({o for _, o in values})
+    blocks = []
+    for task in sorted({t for t, _ in values}):
+        seeds = sorted(values[(task, names[0])])
+        for seed in seeds:  # R², higher is better; a diverged seed ranks last
+            row = [-math.inf if values[(task, o)][seed][1] else values[(task, o)][seed][0]
+                   for o in names]
+            blocks.append(stats.rankdata([-v for v in row]))
+    ranks = np.array(blocks)
+    mean_rank = dict(zip(names, ranks.mean(axis=0), strict=True))
+    n, k = ranks.shape
+    chi2 = stats.friedmanchisquare(*ranks.T).statistic
+    f = (n - 1) * chi2 / (n * (k - 1) - chi2)
+    p = stats.f.sf(f, k - 1, (k - 1) * (n - 1))
+    cd = stats.studentized_range.ppf(0.95, k, np.inf) / math.sqrt(2) * math.sqrt(
+        k * (k + 1) / (6 * n))
+    tiers, left, tier = {}, sorted(names, key=lambda o: mean_rank[o]), 0
+    while left:
+        tier += 1
+        lead = mean_rank[left[0]]
+        for o in [o for o in left if mean_rank[o] - lead <= cd + 1e-12 or p >= 0.05]:
+            tiers[o] = tier
+        left = [o for o in left if o not in tiers]
+    got = {row["name"]: row for row in board["optimizers"]}
+    assert set(got) == set(names)
+    for o in names:
+        assert got[o]["mean_rank"] == pytest.approx(mean_rank[o])
+        assert got[o]["tier"] == tiers[o]
+        assert got[o]["stars"] == max(0, min(3, 4 - tiers[o]))
+    assert board["statistics"]["critical_difference"] == pytest.approx(cd)
+    assert board["statistics"]["p_value"] == pytest.approx(p)
+    assert 0.0 <= board["stability"] <= 1.0
+    # Per task: the tied set, the tuned lr and weight decay, the lrs tried.
+    task = board["tasks"][0]
+    assert task["name"] == "diabetes-mlp" and set(task["tied_with_best"]) <= set(names)
+    for result in task["results"]:
+        assert result["lr"] in task["lr_grid"] and result["weight_decay"] in (0.0, 0.01)
+        assert len(result["per_seed"]) == 3
+
+
+def test_csv_and_json_hold_the_per_seed_values(tiny):
+    out, _ = tiny
+    values = final_values(out / "results.sqlite")
+    with open(out / "results.csv") as handle:
         table = {(r["task"], r["optimizer"]): r for r in csv.DictReader(handle)}
-    leaderboard = (tiny / "leaderboard.md").read_text()
-    page = (tiny / "report.html").read_text()
-    for key, (lr, mean) in expected.items():
-        assert float(table[key]["lr"]) == lr
-        assert float(table[key]["mean"]) == pytest.approx(mean, rel=1e-12)
-        shown = f"{report.fmt(mean)}"
-        assert f"{shown} ± " in leaderboard and f"(lr {lr:g})" in leaderboard
-        assert shown in page
-    data = json.loads((tiny / "results.json").read_text())
-    assert data["protocol"]["lr_grid"] == [1e-4, 1e-2, 1.0]
-    assert set(data["scores"]) == {"adam", "sgd"}
-    stars = {o: s["stars"] for o, s in data["scores"].items()}
-    assert sorted(stars.values()) == [0, 3]  # two optimizers: one first, one last
-    assert scoring.STAR_FORMULA in leaderboard
-    assert page.count('src="data:image/png;base64,') == len(list(tiny.glob("*.png")))
+    for key, by_seed in values.items():
+        stored = [by_seed[s][0] for s in sorted(by_seed)]
+        shown = [float(v) for v in table[key]["per_seed"].split(";")]
+        assert shown == pytest.approx(stored, rel=1e-5)
+        assert float(table[key]["mean"]) == pytest.approx(float(np.mean(stored)), rel=1e-9)
+    data = json.loads((out / "results.json").read_text())
+    assert {r["optimizer"] for r in data["results"]} == {"adam", "sgd", "adagrad"}
+    assert all(len(r["lr_trials"]) >= 4 for r in data["results"])
+    with open(out / "runs.csv") as handle:
+        runs = list(csv.DictReader(handle))
+    assert len(runs) == len(outcome_rows(out / "results.sqlite"))
 
 
 NOTES = """Some notes.
@@ -150,44 +251,65 @@ More text.
 """
 
 
-def test_notes_table_gets_measured_scores(tiny, tmp_path):
-    summary = report.load(tiny)
+def test_notes_table_gets_scores_from_the_tiers(tiny, tmp_path):
+    out, _ = tiny
+    summary = report.load(out)
     filled = report.fill_notes(NOTES, summary).splitlines()
     for name in ("adam", "sgd"):
         row = next(line for line in filled if line.lower().startswith(f"| **{name}**"))
         score = row.split("|")[3].strip()
-        assert score.startswith(report._stars(summary.stars[name]))
-        assert f"rank {report.fmt(summary.mean_rank[name], 2)}/2" in score
+        assert score.startswith(report.stars_text(summary.stars(name)))
+        assert f"tier {summary.tier(name)} of" in score
     ranger = next(line for line in filled if line.startswith("| **Ranger**"))
     assert ranger.split("|")[3].strip() == "–"  # not measured: its unmeasured stars are gone
-    assert any(scoring.STAR_FORMULA in line for line in filled)
     assert filled[-1] == "More text."
     with pytest.raises(ValueError, match="Score"):
         report.fill_notes("no table here", summary)
     notes = tmp_path / "notes-in.md"
     notes.write_text(NOTES)
-    assert main(["report", "--out", str(tiny), "--notes", str(notes)]) == 0
-    assert (tiny / "notes.md").read_text() == report.fill_notes(NOTES, summary)
+    assert main(["report", "--out", str(out), "--notes", str(notes)]) == 0
+    assert (out / "notes.md").read_text() == report.fill_notes(NOTES, summary)
 
 
 def test_report_is_rebuilt_from_the_database_alone(tiny, tmp_path):
+    out, _ = tiny
     copy = tmp_path / "copy"
     copy.mkdir()
-    (copy / "results.sqlite").write_bytes((tiny / "results.sqlite").read_bytes())
+    (copy / "results.sqlite").write_bytes((out / "results.sqlite").read_bytes())
     assert main(["report", "--out", str(copy)]) == 0
-    for name in ("leaderboard.md", "results.csv", "results.json"):
-        assert (copy / name).read_text() == (tiny / name).read_text(), name
-    assert {p.name for p in copy.glob("*.png")} == {p.name for p in tiny.glob("*.png")}
+    for name in ("leaderboard.md", "leaderboard.json", "results.csv", "results.json"):
+        assert (copy / name).read_text() == (out / name).read_text(), name
+    assert {p.name for p in copy.glob("*.png")} == {p.name for p in out.glob("*.png")}
 
 
 def test_rerun_skips_finished_cells(tiny, capsys):
-    before = outcome_rows(tiny / "results.sqlite")
-    assert run_tiny(tiny) == 0
-    assert "0 cells run, 10 already done" in capsys.readouterr().out
-    assert outcome_rows(tiny / "results.sqlite") == before
+    out, _ = tiny
+    before = outcome_rows(out / "results.sqlite")
+    assert run_tiny(out) == 0
+    assert f"({0} run now, {len(before)} already done)" in capsys.readouterr().out
+    assert outcome_rows(out / "results.sqlite") == before
+
+
+def test_compare_shows_which_tiers_changed(tiny, tmp_path, capsys):
+    out, _ = tiny
+    other = tmp_path / "seeds10"
+    assert run_tiny(other, "--seed-start", "10") == 0
+    capsys.readouterr()
+    folder = tmp_path / "compared"
+    assert main(["compare", str(out), str(other), "--out", str(folder)]) == 0
+    text = capsys.readouterr().out
+    data = json.loads((folder / "compare.json").read_text())
+    assert (folder / "compare.md").read_text() == text
+    assert "keep their tier" in text and "Why each change" in text
+    first, second = report.load(out), report.load(other)
+    same = sum(first.tier(o) == second.tier(o) for o in first.ranked) / len(first.ranked)
+    assert data["same_tier"] == pytest.approx(same)
+    assert len(data["changes"]) == sum(first.tier(o) != second.tier(o) for o in first.ranked)
+    assert second.config.rules().tuning_seeds == (10,)
 
 
 def test_kill_9_then_resume_gives_the_uninterrupted_database(tiny, tmp_path):
+    out_full, _ = tiny
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "optimkit", "bench", *TINY, "--out", str(out),
             "--workers", "1", "--quiet"]
@@ -195,64 +317,108 @@ def test_kill_9_then_resume_gives_the_uninterrupted_database(tiny, tmp_path):
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     db = out / "results.sqlite"
-    deadline = time.monotonic() + 60
-    done = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        if db.exists():
-            try:
-                with sqlite3.connect(db, timeout=1) as conn:
-                    done = conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
-            except sqlite3.OperationalError:
-                done = 0  # the schema is being created
-            if done >= 2:
-                break
-        time.sleep(0.02)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
+    _wait_for_cells(proc, db, 2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     killed = outcome_rows(db)
-    assert 2 <= len(killed) < 10  # whole rows only, and not all of them
+    total = len(outcome_rows(out_full / "results.sqlite"))
+    assert 2 <= len(killed) < total  # whole rows only, and not all of them
 
     # --resume replays the recorded settings, here on a process pool of 2.
     assert main(["bench", "--out", str(out), "--resume", "--workers", "2", "--quiet"]) == 0
     resumed = outcome_rows(db)
-    assert len(resumed) == 10
-    assert resumed == outcome_rows(tiny / "results.sqlite")  # the uninterrupted run
+    assert resumed == outcome_rows(out_full / "results.sqlite")  # the uninterrupted run
     assert set(killed) <= set(resumed)
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def _wait_for_cells(proc, db: Path, count: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=1) as conn:
+                    if conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0] >= count:
+                        return
+            except sqlite3.OperationalError:
+                pass  # the schema is being created
+        time.sleep(0.02)
+    raise AssertionError(f"the run ended or stalled before {count} cells: {proc.poll()}")
+
+
 def test_an_optimizer_that_raises_is_recorded_not_fatal(tmp_path, monkeypatch, capsys):
     from optimkit import registry
 
-    def broken(params, lr):
-        raise TypeError("this optimizer cannot be built")
+    class Broken:  # what the bench reads of a registry entry
+        name, aliases, paper, year, status = "broken", (), None, None, "stable"
+        description = "an optimizer that cannot be built"
 
-    entry = registry.Entry("broken", broken, registry.get("sgd").reference)
-    monkeypatch.setitem(registry.REGISTRY, "broken", entry)
+    real_get, real_create = registry.get, registry.create
+
+    def create(name, params, **hypers):
+        if name == "broken":
+            raise TypeError("this optimizer cannot be built")
+        return real_create(name, params, **hypers)
+
+    monkeypatch.setattr(registry, "get", lambda n: Broken if n == "broken" else real_get(n))
+    monkeypatch.setattr(registry, "create", create)
     out = tmp_path / "report"
     assert main(["bench", "--tasks", "diabetes-mlp", "--optimizers", "sgd,broken", "--seeds",
-                 "1", "--budget", "1", "--out", str(out), "--workers", "1", "--quiet"]) == 0
+                 "2", "--tuning-seeds", "1", "--lr-range", "0.1,0.1", "--budget", "1",
+                 "--weight-decays", "none", "--no-cost", "--out", str(out), "--workers", "1",
+                 "--quiet"]) == 0
     assert "broken on diabetes-mlp failed: TypeError: this optimizer" in capsys.readouterr().err
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert {o["name"]: o["mean_rank"] for o in board["optimizers"]}["broken"] == 2.0  # last
     results = json.loads((out / "results.json").read_text())
-    assert results["scores"]["broken"]["mean_rank"] == 2.0
     row = next(r for r in results["results"] if r["optimizer"] == "broken")
-    assert row["error"].startswith("TypeError") and row["mean"] is None
+    assert row["error"].startswith("TypeError")
     assert "| **broken** |" in (out / "leaderboard.md").read_text()
 
 
-# ------------------------------------------------------------------ bad input
+# ------------------------------------------------------------------ outputs and bad input
+def test_a_different_run_does_not_silently_replace_a_report(tiny, tmp_path, capsys):
+    out, _ = tiny
+    board = (out / "leaderboard.md").read_text()
+    assert main(["bench", *TINY[:-1], "--seeds", "2", "--no-cost", "--out", str(out),
+                 "--quiet"]) == 2
+    assert "holds the report of another run" in capsys.readouterr().err
+    assert (out / "leaderboard.md").read_text() == board
+
+
+def test_default_output_folders(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    monkeypatch.setattr(commands, "_check_same_run", lambda config, out, replace:
+                        seen.append(str(out)))
+    from optimkit.cli import build_parser
+
+    for argv, folder in ((["bench"], "optimkit-report"),
+                         (["bench", "--preset", "quick"], "optimkit-report-quick"),
+                         (["bench", "--optimizers", "adam"], "optimkit-report-subset"),
+                         (["bench", "--preset", "full", "--tasks", "stdlib-lm"],
+                          "optimkit-report-full-subset")):
+        commands._bench_config(build_parser(["bench"]).parse_args(argv))
+        assert seen[-1] == folder
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--optimizers", "adam,nosuchopt"], "nosuchopt"),
+        (["--optimizers", ""], "--optimizers"),
+        (["--optimizers", " , "], "--optimizers"),
+        (["--tasks", ""], "--tasks"),
         (["--tasks", "digits-mlp,nosuchtask"], "nosuchtask"),
         (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"],
          "device"),
         (["--device", "banana"], "banana"),
+        (["--lr-range", "0.1,0.1", "--budget", "1", "--tasks", "diabetes-mlp",
+          "--optimizers", "sgd", "--resume"], "--resume"),
     ],
 )
 def test_bad_names_are_refused_and_nothing_is_written(tmp_path, capsys, args, message):
@@ -262,8 +428,11 @@ def test_bad_names_are_refused_and_nothing_is_written(tmp_path, capsys, args, me
     assert not out.exists()
 
 
-@pytest.mark.parametrize("flag", [["--seeds", "0"], ["--workers", "x"], ["--budget", "-1"],
-                                  ["--executor", "slurm"], ["--no-such-flag"]])
+@pytest.mark.parametrize("flag", [["--seeds", "1"], ["--workers", "x"], ["--budget", "-1"],
+                                  ["--executor", "slurm"], ["--no-such-flag"],
+                                  ["--lr-range", "0.1"], ["--lr-range", "1,0.1"],
+                                  ["--weight-decays", "x"], ["--preset", "huge"],
+                                  ["--seed-start", "-1"], ["--schedule", "linear"]])
 def test_bad_flags_are_refused_and_nothing_is_written(tmp_path, capsys, flag):
     out = tmp_path / "never"
     with pytest.raises(SystemExit) as exit_info:
@@ -271,6 +440,29 @@ def test_bad_flags_are_refused_and_nothing_is_written(tmp_path, capsys, flag):
     assert exit_info.value.code == 2
     assert flag[0] in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_budget_smaller_than_the_window_is_refused(tmp_path, capsys):
+    assert main(["bench", "--budget", "2", "--out", str(tmp_path / "never")]) == 2
+    assert "budget" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("command", ["bench", "report", "plot", "compare"])
+def test_every_flag_shows_its_default(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out.split("options:")[1]
+    entries: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("  -"):  # argparse starts each option at column 2
+            entries.append(line)
+        elif entries:
+            entries[-1] += " " + line.strip()
+    entries = [e for e in entries if not e.strip().startswith("-h, --help")]
+    assert entries
+    for entry in entries:
+        assert "default" in entry, f"{command}: {entry.split()[0]} has no default in its help"
 
 
 def test_unwritable_output_folder_is_refused(tmp_path, capsys):
@@ -294,16 +486,29 @@ def test_report_without_a_database_is_refused(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_database_of_the_old_format_is_refused(tmp_path, capsys):
+    with sqlite3.connect(tmp_path / "results.sqlite") as conn:
+        conn.execute("CREATE TABLE cells (task TEXT, optimizer TEXT)")
+    assert main(["report", "--out", str(tmp_path)]) == 2
+    assert "older optimkit bench" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ optimkit plot
-def test_plot_draws_trajectories_and_refuses_unknown_names(tmp_path, capsys):
-    out = tmp_path / "pictures"
-    assert main(["plot", "beale", "--optimizers", "sgd,adam", "--out", str(out),
-                 "--budget", "2"]) == 0
-    picture = out / "trajectories-beale.png"
+def test_plot_has_its_own_folder_and_never_writes_into_a_report(tiny, tmp_path, capsys,
+                                                              monkeypatch):
+    out, _ = tiny
+    monkeypatch.chdir(tmp_path)
+    assert main(["plot", "beale", "--optimizers", "sgd,adam", "--budget", "2"]) == 0
+    picture = tmp_path / commands.PLOT_OUT / "trajectories-beale.png"
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = sorted(p.name for p in out.iterdir())
+    assert main(["plot", "beale", "--out", str(out)]) == 2
+    assert "holds a bench report" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before
     assert main(["plot", "rosenbrock", "--optimizers", "sgd,ranger-typo", "--out",
                  str(tmp_path / "no")]) == 2
     assert "ranger-typo" in capsys.readouterr().err
     assert main(["plot", "himmelblau", "--out", str(tmp_path / "no")]) == 2
     assert "himmelblau" in capsys.readouterr().err
+    assert main(["plot", "beale", "--optimizers", "", "--out", str(tmp_path / "no")]) == 2
     assert not (tmp_path / "no").exists()

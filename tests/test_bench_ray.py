@@ -18,7 +18,8 @@ if os.environ.get("CI"):
 else:
     ray = pytest.importorskip("ray", reason="Ray is the optional extra `ray`: pip install ray")
 ROOT = str(Path(__file__).resolve().parents[1])
-SUITE = ["--tasks", "diabetes-mlp", "--optimizers", "adam", "--seeds", "1", "--budget", "2"]
+SUITE = ["--tasks", "diabetes-mlp", "--optimizers", "adam", "--seeds", "2", "--tuning-seeds",
+         "1", "--lr-range", "0.01,0.1", "--budget", "4", "--weight-decays", "none", "--no-cost"]
 
 
 @pytest.fixture
@@ -36,11 +37,12 @@ def test_ray_executor_matches_the_inline_cells(tmp_path, local_ray):
     assert main(["bench", *SUITE, "--out", str(out), "--executor", "ray", "--workers", "2",
                  "--quiet"]) == 0
     with sqlite3.connect(out / "results.sqlite") as conn:
-        rows = conn.execute("SELECT task, optimizer, hypers, seed, role, final_metric, losses "
-                            "FROM cells ORDER BY role, hypers").fetchall()
-    assert sorted((r[4], r[3]) for r in rows) == [("final", 1), ("tune", 0), ("tune", 0)]
-    for task, optimizer, hypers, seed, role, metric, losses in rows:
-        inline = run_cell(CellSpec(task, optimizer, hypers, seed, role))
+        rows = conn.execute("SELECT task, optimizer, hypers, seed, role, schedule, final_metric,"
+                            " losses FROM cells ORDER BY role, hypers").fetchall()
+    roles = sorted((r[4], r[3]) for r in rows)
+    assert roles[:2] == [("final", 1), ("final", 2)] and set(roles[2:]) == {("tune", 0)}
+    for task, optimizer, hypers, seed, role, schedule, metric, losses in rows:
+        inline = run_cell(CellSpec(task, optimizer, hypers, seed, role, "cpu", schedule))
         assert metric == inline["final_metric"]
         assert json.loads(losses) == [list(p) for p in inline["losses"]]
     assert (out / "report.html").exists()

@@ -1,8 +1,12 @@
-"""``optimkit bench``: a fair, reproducible comparison of every registered optimizer.
+"""``optimkit bench``: a fair, reproducible comparison of the optimizers of the notes' table.
 
-* :mod:`.tasks`: the suite (small real tasks that ship with the dev extras, and 2-D toys);
-* :mod:`.runner`: one cell = one task x optimizer x lr x seed, deterministic;
-* :mod:`.suite`: the protocol (same lr grid for all, then seeds at the best lr) and executors;
+* :mod:`.tasks`: the suite (a transformer LM on the stdlib's source, MNIST-1D-style tasks,
+  the small tasks of the quick preset, and 2-D toys); :mod:`.lm`, :mod:`.mnist1d` their data;
+* :mod:`.runner`: one cell = one task x optimizer x hypers x seed, deterministic;
+  :mod:`.cost`: the step-time and memory cell on a 10.9M-parameter model;
+* :mod:`.search`: the protocol (the same lr grid, extension rule, weight decays, tuning and
+  test seeds for every optimizer); :mod:`.suite`: presets, the run and its executors;
 * :mod:`.store`: the SQLite results database, one transaction per cell;
-* :mod:`.scoring`, :mod:`.report`, :mod:`.plots`: from the database to the report.
+* :mod:`.ranking`: the statistics (ties with the best, Friedman + Nemenyi tiers, stability);
+  :mod:`.scoring`, :mod:`.report`, :mod:`.plots`: from the database to the report.
 """

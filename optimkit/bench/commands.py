@@ -1,22 +1,34 @@
-"""``optimkit bench``, ``optimkit report`` and ``optimkit plot``.
+"""``optimkit bench``, ``optimkit report``, ``optimkit plot`` and ``optimkit compare``.
 
-Every argument is checked before anything is written: a bad optimizer, task, number, device or
-output folder is refused with a one-line error and exit status 2.
+Every argument and every output path is checked before any work starts: a bad optimizer, task,
+number, device or output folder is refused with a one-line error and exit status 2.
+Ctrl-C (or SIGTERM) during a bench stops the workers, keeps every finished cell, prints one line
+saying how to resume, and exits with status 130 (143 for SIGTERM); later signals are ignored
+while it stops.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 from .. import registry
 from ..cli import add
+from ..outputs import check_folder
 from . import tasks as task_registry
 
 DEFAULT_OUT = "optimkit-report"
+PLOT_OUT = "optimkit-plots"
+PRESET_OUT = {"standard": DEFAULT_OUT, "quick": f"{DEFAULT_OUT}-quick",
+              "full": f"{DEFAULT_OUT}-full"}
+PROGRESS_EVERY = 30.0  # seconds between progress lines when stdout is not a terminal
+# What makes two runs the same run (a folder's report shows one run).
+_IDENTITY = ("preset", "optimizers", "tasks", "seeds", "seed_start", "tuning_seeds", "lr_range",
+             "per_decade", "budget", "extend", "weight_decays", "schedule", "cost", "device")
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -28,55 +40,106 @@ def _canonical(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(registry.get(name).name for name in names))
 
 
-def check_out(out: str) -> Path:
-    """The output folder, or ValueError if it cannot be written; creates nothing."""
-    path = Path(out)
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"--out {out!r} exists and is not a folder")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise ValueError(f"--out {out!r} is not writable")
-        return path
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"--out {out!r}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out!r}: cannot create it inside {parent} (not writable)")
-    return path
-
-
 def _positive(text: str) -> int:
+    return _whole(text, 1)
+
+
+def _whole(text: str, low: int = 0) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
     return value
 
 
-@add("bench", "Score every registered optimizer on the benchmark suite and write the report.")
+def _seeds(text: str) -> int:
+    return _whole(text, 2)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    if text.strip().lower() in ("", "none", "0"):
+        return ()
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") \
+            from None
+    if any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"every value must be > 0, got {text!r}")
+    return values
+
+
+def _lr_range(text: str) -> tuple[float, float]:
+    values = _floats(text)
+    if len(values) != 2 or values[0] > values[1]:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH with 0 < LOW <= HIGH, got {text!r}")
+    return values
+
+
+# ------------------------------------------------------------------ optimkit bench
+@add("bench", "Score every optimizer of the notes' table on the benchmark suite; write the report.")
 def _configure_bench(parser: argparse.ArgumentParser):
-    parser.add_argument("--optimizers", help="comma-separated names (default: every registered)")
-    parser.add_argument("--tasks", help="comma-separated tasks (default: all: "
-                        + ", ".join(task_registry.TASKS) + ")")
-    parser.add_argument("--seeds", type=_positive, help="seeds per cell (default 3)")
+    from .suite import DEFAULT_PRESET, PRESETS
+
+    presets = "; ".join(f"{name}: {', '.join(p.tasks)}, {p.seeds} test seeds"
+                        for name, p in PRESETS.items())
+    parser.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
+                        help=f"which suite (default: %(default)s). {presets}")
+    parser.add_argument("--optimizers", help="comma-separated names (default: every registered "
+                        "optimizer that is a row of the notes' table)")
+    parser.add_argument("--tasks", help="comma-separated tasks (default: the preset's); known: "
+                        + ", ".join(task_registry.TASKS))
+    parser.add_argument("--seeds", type=_seeds,
+                        help="test seeds per (task, optimizer), >= 2 (default: the preset's)")
+    parser.add_argument("--seed-start", type=_whole, default=0,
+                        help="first seed: tuning uses seeds S, S+1, testing the next --seeds "
+                        "(default: %(default)s)")
+    parser.add_argument("--tuning-seeds", type=_positive,
+                        help="validation seeds each tuning point runs on (default: 2)")
     parser.add_argument("--budget", type=_positive,
-                        help="learning rates tried per optimizer and task (default 5)")
-    parser.add_argument("--device", help="torch device (default cpu)")
-    parser.add_argument("--out", default=DEFAULT_OUT,
-                        help=f"output folder (default ./{DEFAULT_OUT})")
+                        help="most lrs tried per (task, optimizer), grid extensions included "
+                        "(default: the preset's: " + ", ".join(
+                            f"{n} {p.budget}" for n, p in PRESETS.items()) + ")")
+    parser.add_argument("--lr-range", type=_lr_range,
+                        help="LOW,HIGH: the initial lr window, 3 points per decade, the same for "
+                        "every optimizer (default: the preset's: " + ", ".join(
+                            f"{n} {p.lr_range[0]:g},{p.lr_range[1]:g}"
+                            for n, p in PRESETS.items()) + ")")
+    parser.add_argument("--weight-decays", type=_floats,
+                        help="weight decays tried at the tuned lr ('none' for none; 0 is "
+                        "always tried) (default: the preset's: " + "; ".join(
+                            f"{n} {','.join(f'{w:g}' for w in p.weight_decays)}"
+                            for n, p in PRESETS.items()) + ")")
+    parser.add_argument("--schedule", choices=["cosine", "constant"],
+                        help="lr schedule: linear warm-up (5%% of the steps) then cosine decay, "
+                        "or constant (default: cosine)")
+    parser.add_argument("--cost", action=argparse.BooleanOptionalAction, default=None,
+                        help="time step() on a 10.9M-parameter model vs fused torch Adam "
+                        "(default: on)")
+    parser.add_argument("--device", help="torch device (default: cpu)")
+    parser.add_argument("--out", help="output folder (default: ./optimkit-report for the "
+                        "standard suite, ./optimkit-report-quick, ./optimkit-report-full, and "
+                        "./optimkit-report-<preset>-subset for any other choice of optimizers "
+                        "or tasks)")
+    parser.add_argument("--replace", action="store_true",
+                        help="let this run replace the report of a different run in --out "
+                        "(default: refuse)")
     parser.add_argument("--workers", type=_positive, default=None,
-                        help="parallel cells (default: the CPU count)")
+                        help="parallel cells (default: the CPU count, here "
+                        f"{os.cpu_count() or 1})")
     parser.add_argument("--executor", choices=["local", "ray"], default="local",
-                        help="local process pool, or Ray (pip install 'optimkit[ray]')")
+                        help="local process pool, or Ray (pip install 'optimkit[ray]') "
+                        "(default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
-                        help="finish the last run recorded in --out, with its settings")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+                        help="finish the last run recorded in --out, with its settings "
+                        "(default: off)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar or progress lines (default: off)")
     parser.add_argument("--notes", help="a markdown file whose table's Score column to fill "
-                        "(written as notes.md in --out)")
+                        "(written as notes.md in --out) (default: none; leaderboard.md always "
+                        "holds the notes' own table filled)")
     return run_bench
 
 
@@ -85,116 +148,348 @@ def _check_notes(notes: str | None) -> None:
         raise ValueError(f"--notes {notes!r} is not a readable file")
 
 
-def _bench_config(args: argparse.Namespace, out: Path):
+_RECORDED_FLAGS = ("preset", "optimizers", "tasks", "seeds", "tuning_seeds", "budget",
+                   "lr_range", "weight_decays", "schedule", "cost", "device")
+
+
+def _bench_config(args: argparse.Namespace):
+    """The run's configuration and its output folder (nothing written yet)."""
     from .store import DB_NAME, Store
-    from .suite import Config
+    from .suite import DEFAULT_PRESET, Config
 
     workers = args.workers or max(1, os.cpu_count() or 1)
     if args.resume:
+        out = check_folder(args.out or DEFAULT_OUT)
         if not (out / DB_NAME).exists():
             raise ValueError(f"--resume: no results database in {out}")
-        given = [f"--{k}" for k in ("optimizers", "tasks", "seeds", "budget", "device")
-                 if getattr(args, k) is not None]
+        given = [f"--{k.replace('_', '-')}" for k in _RECORDED_FLAGS
+                 if getattr(args, k) not in (None, DEFAULT_PRESET if k == "preset" else None)]
+        if args.seed_start:
+            given.append("--seed-start")
         if given:
             raise ValueError(f"--resume replays the recorded run; drop {', '.join(given)}")
         with Store(out, create=False) as store:
             recorded = store.last_config()
         if recorded is None:
             raise ValueError(f"--resume: the database in {out} records no run")
-        return Config.from_json(recorded, workers=workers, executor=args.executor)
-    return Config(
-        optimizers=_canonical(_names(args.optimizers)) if args.optimizers
-        else tuple(registry.available()),
-        tasks=_names(args.tasks) if args.tasks is not None else tuple(task_registry.TASKS),
-        seeds=args.seeds or 3, budget=args.budget or 5, device=args.device or "cpu",
-        workers=workers, executor=args.executor,
+        return Config.from_json(recorded, workers=workers, executor=args.executor), out
+    if args.optimizers is not None and not _names(args.optimizers):
+        raise ValueError("--optimizers: give at least one name (it is empty)")
+    if args.tasks is not None and not _names(args.tasks):
+        raise ValueError("--tasks: give at least one task (it is empty)")
+    config = Config.for_preset(
+        args.preset,
+        optimizers=_canonical(_names(args.optimizers)) if args.optimizers else None,
+        tasks=_names(args.tasks) if args.tasks else None,
+        seeds=args.seeds, seed_start=args.seed_start, tuning_seeds=args.tuning_seeds,
+        budget=args.budget, lr_range=args.lr_range, weight_decays=args.weight_decays,
+        schedule=args.schedule, cost=args.cost, device=args.device, workers=workers,
+        executor=args.executor,
     )
+    if args.out is not None:
+        out = check_folder(args.out)
+    else:
+        base = PRESET_OUT[config.preset]
+        whole = Config.for_preset(config.preset)
+        subset = (config.optimizers, config.tasks) != (whole.optimizers, whole.tasks)
+        out = check_folder(f"{base}-subset" if subset else base)
+    _check_same_run(config, out, args.replace)
+    return config, out
+
+
+def _identity(config: dict) -> dict:
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()
+            if k in _IDENTITY}
+
+
+def _check_same_run(config, out: Path, replace: bool) -> None:
+    """Refuse to replace the report of a different run in ``out`` (unless ``replace``)."""
+    from .store import DB_NAME, Store
+
+    if replace or not (out / DB_NAME).exists():
+        return
+    with Store(out, create=False) as store:
+        recorded = store.last_config()
+    if recorded is None or _identity(recorded) == _identity(config.to_json()):
+        return
+    what = (f"preset {recorded.get('preset', '?')}, {len(recorded['optimizers'])} optimizers, "
+            f"tasks {', '.join(recorded['tasks'])}, seed start {recorded.get('seed_start', 0)}")
+    raise ValueError(f"--out {out} holds the report of another run ({what}); choose another "
+                     "--out, or add --replace to replace that report (its cells are kept)")
+
+
+class LineProgress:
+    """One line every ``every`` seconds on stdout: cells done / total, elapsed, ETA."""
+
+    def __init__(self, every: float = PROGRESS_EVERY, stream=None):
+        self.every, self.stream = every, stream or sys.stdout
+        self.last = time.monotonic()
+
+    def __call__(self, spec, tally) -> None:
+        from .suite import eta
+
+        now = time.monotonic()
+        if spec is not None and now - self.last < self.every and tally.finished < tally.total:
+            return
+        if spec is None and tally.finished == 0:
+            return
+        self.last = now
+        left = eta(tally)
+        share = tally.finished / tally.total if tally.total else 1.0
+        print(f"optimkit bench: {tally.finished}/{tally.total} cells ({share:.0%}), "
+              f"{_clock(now - tally.started)} elapsed"
+              + ("" if left != left else f", ETA {_clock(left)}"),
+              file=self.stream, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _rich_progress(total: int):
+    """A rich progress bar on a terminal's stderr (None without rich)."""
+    try:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+    except ImportError:
+        return None, None
+    bar = Progress(TextColumn("[bold]bench[/] {task.description}"), BarColumn(),
+                   MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                   transient=False)
+    handle = bar.add_task("", total=total)
+
+    def update(spec, tally) -> None:
+        text = "" if spec is None else (f"{spec.task} / {spec.optimizer} "
+                                         f"lr={spec.lr:g} seed={spec.seed}")
+        bar.update(handle, completed=tally.finished, total=tally.total, description=text)
+
+    return bar, update
+
+
+class Interrupted(BaseException):
+    """A stop signal. A ``BaseException``, like ``KeyboardInterrupt``: the cell runner catches
+    every ``Exception`` (a broken optimizer must not end a run), so an ``Exception`` raised in
+    the middle of a cell would be recorded as that cell's failure and the run would go on."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM -> ``Interrupted`` once; every later one is ignored while we stop.
+
+    The handlers are installed even where SIGINT was inherited as ignored (a background job of
+    a non-interactive shell): ``kill -INT`` then stops the bench as cleanly as Ctrl-C does."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self.active = threading_is_main()
+        if self.active:
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, _frame):
+        for s in self.SIGNALS:
+            signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the cleanup
+        raise Interrupted(signum)
+
+    def __exit__(self, kind, *_):
+        # After an interrupt the signals stay ignored until the command returns (it is about
+        # to exit); otherwise the caller's handlers come back.
+        if self.active and kind is None:
+            for s, handler in self.previous.items():
+                signal.signal(s, handler)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """The bench; Ctrl-C at any point (imports included) ends it cleanly with status 130."""
+    where: dict = {}
+    with _StopOnSignal():
+        try:
+            return _bench(args, where)
+        except (Interrupted, KeyboardInterrupt) as err:
+            code = 128 + getattr(err, "signum", signal.SIGINT)
+            print(_interrupted(where), file=sys.stderr, flush=True)
+            return code
+
+
+def _interrupted(where: dict) -> str:
+    """The one line printed on Ctrl-C: how many cells are safe, and how to finish."""
+    from .store import DB_NAME, Store
+    from .suite import finished_cells
+
+    out, config = where.get("out"), where.get("config")
+    if out is None or config is None or not (out / DB_NAME).exists():
+        return "interrupted: no cells saved yet"
+    with Store(out) as store:
+        saved = finished_cells(config, store)
+    return f"interrupted: {saved} cells saved; finish with `optimkit bench --resume --out {out}`"
+
+
+def _bench(args: argparse.Namespace, where: dict) -> int:
     from . import report, suite
     from .store import Store
 
-    out = check_out(args.out)
     _check_notes(args.notes)
-    config = _bench_config(args, out)  # every check before the folder is created
+    config, out = _bench_config(args)  # every check before the folder is created
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    tally = suite.Tally()
+    quiet = args.quiet
     with Store(out) as store:
         store.record_run(config.to_json(), [task_registry.get(t).meta() for t in config.tasks])
-        bar, update = suite.rich_progress(suite.count_cells(config), not args.quiet)
+        where.update(out=out, config=config)
+        total = suite.count_cells(config)
+        if not quiet:
+            print(f"optimkit bench: preset {config.preset}"
+                  f"{' (provisional)' if config.provisional else ''}, "
+                  f"{len(config.optimizers)} optimizers x {len(config.tasks)} tasks, "
+                  f"about {total} cells on {config.workers} worker(s); results in {out}/",
+                  flush=True)
+        bar, update = (None, None)
+        if not quiet and sys.stderr.isatty():
+            bar, update = _rich_progress(total)
+        if bar is None and not quiet and not sys.stdout.isatty():
+            update = LineProgress()
         if bar is not None:
             with bar:
-                ran = suite.run(config, store, update)
+                suite.run(config, store, update, tally)
         else:
-            ran = suite.run(config, store)
+            suite.run(config, store, update, tally)
         failures = store.errors(config.version)
-    files = report.build(out, args.notes)
-    took = time.perf_counter() - started
+    summary = report.load(out)
+    files = report.build(out, args.notes, summary)
     for task, optimizer, error in failures[:5]:
         print(f"optimkit bench: warning: {optimizer} on {task} failed: {error}", file=sys.stderr)
     if len(failures) > 5:
         print(f"optimkit bench: warning: {len(failures)} cells failed in all", file=sys.stderr)
-    print(f"optimkit bench: {ran} cells run, {suite.count_cells(config) - ran} already done, "
-          f"{took:.1f} s; report in {out}/ ({len(files)} files: leaderboard.md, report.html, ...)")
+    print(f"optimkit bench: {tally.finished} cells ({tally.ran} run now, "
+          f"{tally.finished - tally.ran} already done) in "
+          f"{_clock(time.monotonic() - tally.started)}; {len(files)} files in {out}/")
+    print(report.end_summary(summary, out))
     return 0
 
 
+# ------------------------------------------------------------------ optimkit report
 @add("report", "Rebuild the report (markdown, HTML, CSV, JSON, plots) from a bench database.")
 def _configure_report(parser: argparse.ArgumentParser):
-    parser.add_argument("--out", default=DEFAULT_OUT, help="the folder holding results.sqlite")
-    parser.add_argument("--notes", help="a markdown file whose table's Score column to fill")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help="the folder holding results.sqlite (default: ./%(default)s)")
+    parser.add_argument("--notes", help="a markdown file whose table's Score column to fill "
+                        "(default: none)")
 
     def run(args: argparse.Namespace) -> int:
         from . import report
 
-        out = check_out(args.out)
+        out = check_folder(args.out)
         _check_notes(args.notes)
-        files = report.build(out, args.notes)
+        summary = report.load(out)
+        files = report.build(out, args.notes, summary)
         print(f"optimkit report: wrote {len(files)} files in {out}/")
+        print(report.end_summary(summary, out))
         return 0
 
     return run
 
 
+# ------------------------------------------------------------------ optimkit compare
+@add("compare", "Compare the tiers of two bench runs (e.g. --seed-start 0 and 100).")
+def _configure_compare(parser: argparse.ArgumentParser):
+    parser.add_argument("run_a", metavar="DIR_A", help="a bench output folder")
+    parser.add_argument("run_b", metavar="DIR_B", help="another bench output folder")
+    parser.add_argument("--out", help="also write compare.md and compare.json in this folder "
+                        "(default: print only)")
+
+    def run(args: argparse.Namespace) -> int:
+        from . import report
+
+        out = check_folder(args.out) if args.out else None
+        first, second = report.load(args.run_a), report.load(args.run_b)
+        text, data = report.compare(first, second, args.run_a, args.run_b)
+        print(text, end="")
+        if out is not None:
+            import json
+
+            out.mkdir(parents=True, exist_ok=True)
+            report.write(out / "compare.md", text)
+            report.write(out / "compare.json", json.dumps(data, indent=2) + "\n")
+        return 0
+
+    return run
+
+
+# ------------------------------------------------------------------ optimkit plot
 @add("plot", "Draw optimizer paths on a 2-D test function (rosenbrock, beale, rastrigin).")
 def _configure_plot(parser: argparse.ArgumentParser):
     parser.add_argument("function", help="rosenbrock, beale or rastrigin")
-    parser.add_argument("--optimizers", default="sgd,adam", help="comma-separated names")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")
+    parser.add_argument("--optimizers", default="sgd,adam",
+                        help="comma-separated names (default: %(default)s)")
+    parser.add_argument("--out", default=PLOT_OUT,
+                        help="output folder, never a bench report's (default: ./%(default)s)")
     parser.add_argument("--lr", type=float, default=None,
-                        help="one lr for all (default: each tuned on the bench's lr grid)")
-    parser.add_argument("--budget", type=_positive, default=5, help="lrs tried when tuning")
+                        help="one lr for all (default: each tuned by the bench's lr search)")
+    parser.add_argument("--budget", type=_positive, default=13,
+                        help="most lrs tried when tuning (default: %(default)s)")
     return run_plot
 
 
 def run_plot(args: argparse.Namespace) -> int:
     from .plots import trajectories
-    from .runner import CellSpec, run_cell
-    from .suite import best_lr, lr_grid
+    from .runner import run_cell
+    from .search import Rules, walk
+    from .store import DB_NAME
 
     if args.function not in task_registry.SURFACES:
         raise ValueError(f"unknown function {args.function!r}; available: "
                          + ", ".join(task_registry.SURFACES))
     names = _names(args.optimizers)
     if not names:
-        raise ValueError("--optimizers: give at least one")
+        raise ValueError("--optimizers: give at least one name (it is empty)")
     names = _canonical(names)  # ValueError naming an unknown one
     if args.lr is not None and not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
-    out = check_out(args.out)
-    grid = [args.lr] if args.lr is not None else lr_grid(args.budget)
+    out = check_folder(args.out)
+    if (out / DB_NAME).exists():
+        raise ValueError(f"--out {out} holds a bench report; optimkit plot writes elsewhere "
+                         f"(default ./{PLOT_OUT})")
+    if args.lr is not None:
+        window, budget = (args.lr, args.lr), 1
+    else:  # up to 7 grid lrs around 1e-2 (3 per decade), extended like the bench's search
+        first = -6 - (min(args.budget, 7) - 1) // 2
+        window = (10 ** (first / 3), 10 ** ((first + min(args.budget, 7) - 1) / 3))
+        budget = args.budget
+    rules = Rules(lr_range=window, budget=budget, weight_decays=(), tuning_seeds=(0,),
+                  test_seeds=())
     paths, labels = {}, {}
     for name in names:
-        runs = {lr: run_cell(CellSpec.make(args.function, name, {"lr": lr}, 0, "tune"))
-                for lr in grid}
-        rows = [{"lr": lr, **r} for lr, r in runs.items()]
-        lr = best_lr(args.function, rows)
-        paths[name], labels[name] = runs[lr]["path"], f"{name} (lr={lr:g})"
+        results: dict = {}
+        state = walk(rules, args.function, name, False, False, results.get)
+        while state.needed:
+            for spec in state.needed:
+                results[spec] = run_cell(spec)
+            state = walk(rules, args.function, name, False, False, results.get)
+        chosen = next(r for s, r in results.items() if s.lr == state.lr)
+        paths[name], labels[name] = chosen["path"], f"{name} (lr={state.lr:g})"
     out.mkdir(parents=True, exist_ok=True)
     file = trajectories(args.function, paths, out / f"trajectories-{args.function}.png", labels)
     print(f"optimkit plot: wrote {file}")
     return 0
 
 
-__all__ = ["check_out", "run_bench", "run_plot"]
+__all__ = ["run_bench", "run_plot"]

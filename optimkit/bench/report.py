@@ -1,6 +1,9 @@
-"""The report: leaderboard.md, report.html (self-contained), results.csv, results.json, PNGs.
+"""The report: leaderboard.md, leaderboard.json, report.html (self-contained), results.csv,
+results.json, runs.csv and PNGs, all rebuilt from the database alone.
 
-``build(out)`` reads only the database in ``out`` and rewrites every other file there.
+``build(out)`` reads only the database in ``out`` and rewrites every other file there. One row
+builder (:func:`optimizer_rows`, :func:`pair_rows`) feeds the markdown, the HTML and the JSON
+alike, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
 import math
 import re
@@ -15,18 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from .. import registry
-from .scoring import STAR_FORMULA, Summary, summarise
+from . import ranking
+from .notes import NOTES_TABLE, by_key, key
+from .scoring import SCORE_RULE, Summary, summarise
 from .store import Store
-from .suite import Config, lr_grid
+from .suite import Config
 
 STAR = "⭐"
-CAVEAT = ("Ranks use the means only: where two optimizers' intervals overlap, their order is "
-          "within the noise of this small suite, so read their stars as a tie.")
-CSV_COLUMNS = (
-    "task", "optimizer", "lr", "seeds", "metric", "mean", "ci95", "divergence_rate",
-    "reached_rate", "steps_to_target", "seconds_to_target", "step_time_us",
-    "state_bytes_per_param", "rank", "error",
+PROVISIONAL = ("Provisional: the quick preset's tasks are small and mostly saturated, so its "
+               "tiers say little; the standard preset fills the Score.")
+PAIR_COLUMNS = (
+    "task", "optimizer", "tier", "metric", "seeds", "mean", "ci95", "per_seed",
+    "tied_with_best", "rank_on_task", "lr", "weight_decay", "lrs_tried", "lr_on_edge",
+    "lr_sensitivity_decades", "divergence_rate", "reached_rate", "steps_to_target",
+    "seconds_to_target", "error",
 )
+RUN_COLUMNS = ("task", "optimizer", "role", "seed", "lr", "weight_decay", "schedule",
+               "final_metric", "diverged", "steps", "seconds", "error")
 
 
 def load(out: Path | str) -> Summary:
@@ -39,30 +48,39 @@ def load(out: Path | str) -> Summary:
                          store.task_meta(), store.cells())
 
 
-def build(out: Path | str, notes: Path | str | None = None) -> list[Path]:
+def _rows_of(out: Path) -> list[dict]:
+    with Store(out, create=False) as store:
+        return store.cells()
+
+
+def build(out: Path | str, notes: Path | str | None = None,
+          summary: Summary | None = None) -> list[Path]:
     """Rebuild every output in ``out`` from its database; returns the files written.
 
     With ``notes`` (a markdown file holding a table with a Score column), also writes
-    ``notes.md``: that file with every Score cell replaced by the measured one.
+    ``notes.md``: that file with every Score cell replaced by the measured one. ``summary``
+    (``load(out)``) may be passed when the caller has it already.
     """
     from .plots import all_plots
 
     out = Path(out)
-    summary = load(out)
+    summary = summary if summary is not None else load(out)
     pictures = all_plots(summary, out)
     files = [] if notes is None else [
-        _write(out / "notes.md", fill_notes(Path(notes).read_text(encoding="utf-8"), summary))]
+        write(out / "notes.md", fill_notes(Path(notes).read_text(encoding="utf-8"), summary))]
     files += [
-        _write(out / "leaderboard.md", leaderboard(summary)),
-        _write(out / "results.csv", results_csv(summary)),
-        _write(out / "results.json", json.dumps(results_json(summary), indent=2) + "\n"),
+        write(out / "leaderboard.md", leaderboard(summary)),
+        write(out / "leaderboard.json", json.dumps(leaderboard_json(summary), indent=2) + "\n"),
+        write(out / "results.csv", _csv(PAIR_COLUMNS, pair_rows(summary))),
+        write(out / "runs.csv", _csv(RUN_COLUMNS, run_rows(summary, _rows_of(out)))),
+        write(out / "results.json", json.dumps(results_json(summary), indent=2) + "\n"),
     ]
-    files.append(_write(out / "report.html", page(summary, pictures)))
+    files.append(write(out / "report.html", page(summary, pictures)))
     return files + pictures
 
 
-def _write(path: Path, text: str) -> Path:
-    # Write then rename: a reader never sees half a file.
+def write(path: Path, text: str) -> Path:
+    """Write then rename: a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
@@ -70,7 +88,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 # ------------------------------------------------------------------ numbers as text
-def fmt(value: float, digits: int = 3) -> str:
+def fmt(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4):
@@ -82,190 +100,400 @@ def mean_pm(mean: float, ci: float, error: str | None = None) -> str:
     if error:
         return "failed"
     if math.isnan(mean):
-        return "diverged"
+        return "–"
     return fmt(mean) if math.isnan(ci) else f"{fmt(mean)} ± {fmt(ci)}"
 
 
-def _stars(count: int) -> str:
-    return STAR * count if count else "☆"  # zero stars, measured ("–" means not measured)
-
-
-def _html_stars(count: int) -> str:
-    # Text stars (in every font), not the emoji the markdown uses: headless browsers
-    # and many desktops have no colour-emoji font.
+def stars_text(count: int | None, emoji: bool = True) -> str:
+    if count is None:
+        return "–"
+    if emoji:
+        return STAR * count if count else "☆"
+    # HTML: text stars (in every font), not the emoji: many desktops lack a colour-emoji font.
     return "★" * count + "☆" * (3 - count)
-
-
-def rows(summary: Summary) -> list[dict[str, Any]]:
-    """One row per (task, optimizer) with a result: the numbers of results.csv/json."""
-    out = []
-    for (task, optimizer), cell in summary.cells.items():
-        rank = summary.ranks.get(task, {}).get(optimizer)
-        out.append({
-            "task": task, "optimizer": optimizer, "lr": cell.lr, "seeds": len(cell.finals),
-            "metric": summary.tasks[task]["metric"], "mean": cell.mean, "ci95": cell.ci,
-            "divergence_rate": cell.divergence_rate, "reached_rate": cell.reached_rate,
-            "steps_to_target": cell.steps_to_target,
-            "seconds_to_target": cell.seconds_to_target, "step_time_us": cell.step_time_us,
-            "state_bytes_per_param": cell.state_bytes_per_param, "rank": rank,
-            "error": cell.error,
-        })
-    return out
-
-
-def results_csv(summary: Summary) -> str:
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows(summary):
-        writer.writerow({k: ("" if _missing(v) else v) for k, v in row.items()})
-    return buffer.getvalue()
 
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def results_json(summary: Summary) -> dict[str, Any]:
-    clean = lambda v: None if _missing(v) else v
-    return {
-        "protocol": protocol(summary),
-        "score_formula": STAR_FORMULA,
-        "tasks": summary.tasks,
-        "scores": {o: {"stars": summary.stars[o], "mean_rank": clean(summary.mean_rank[o])}
-                   for o in summary.config.optimizers},
-        "results": [{k: clean(v) for k, v in row.items()} for row in rows(summary)],
-    }
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return None if _missing(value) else value
+
+
+# ------------------------------------------------------------------ the row builders
+def order(summary: Summary) -> list[str]:
+    """Optimizers by tier, then mean rank; unranked ones last, in the config's order."""
+    ranked = summary.ranked
+    return ranked + [o for o in summary.config.optimizers if o not in ranked]
+
+
+def _cost(summary: Summary, optimizer: str) -> tuple[float, float]:
+    row = summary.costs.get(optimizer)
+    if row is None or row.get("error"):
+        return float("nan"), float("nan")
+    return row["extra"].get("x_fused_adam", float("nan")), row["state_bytes_per_param"]
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(v for v in values if not math.isnan(v))
+    if not values:
+        return float("nan")
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def optimizer_rows(summary: Summary) -> list[dict[str, Any]]:
+    """One row per optimizer: the leaderboard's (markdown, HTML and JSON alike)."""
+    real = summary.real_tasks
+    out = []
+    for optimizer in order(summary):
+        pairs = [summary.pairs.get((t, optimizer)) for t in real]
+        done = [p for p in pairs if p is not None and p.complete]
+        x_adam, state = _cost(summary, optimizer)
+        out.append({
+            "name": optimizer,
+            "tier": summary.tier(optimizer),
+            "stars": summary.stars(optimizer),
+            "mean_rank": summary.mean_rank(optimizer),
+            "tied_with_best_on": [t for t in real
+                                  if optimizer in summary.task_results[t].tied],
+            "lr_sensitivity_decades": _median([p.sensitivity for p in done]),
+            "divergence_rate": (sum(p.divergence_rate for p in done) / len(done)
+                                if done else float("nan")),
+            "x_fused_adam": x_adam,
+            "state_bytes_per_param": state,
+            "lr_on_edge": [p.task for p in done if p.search.on_edge],
+        })
+    return out
+
+
+def pair_rows(summary: Summary, tasks: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per (task, optimizer) with a tuned lr: results.csv, results.json, the tables."""
+    out = []
+    for task in tasks or list(summary.tasks):
+        tied = summary.task_results[task].tied
+        by_mean = sorted(
+            (p for (t, _), p in summary.pairs.items() if t == task),
+            key=lambda p: (math.isnan(p.mean), -p.mean if summary.tasks[task]["higher_is_better"]
+                           else p.mean, p.optimizer))
+        for pair in by_mean:
+            out.append({
+                "task": task, "optimizer": pair.optimizer, "tier": summary.tier(pair.optimizer),
+                "metric": summary.tasks[task]["metric"], "seeds": len(pair.finals),
+                "mean": pair.mean, "ci95": pair.ci, "per_seed": list(pair.values),
+                "tied_with_best": pair.optimizer in tied, "rank_on_task": pair.rank,
+                "lr": pair.lr, "weight_decay": pair.weight_decay,
+                "lrs_tried": len(pair.search.lr_trials), "lr_on_edge": pair.search.on_edge,
+                "lr_sensitivity_decades": pair.sensitivity,
+                "lr_sensitivity_lower_bound": pair.sensitivity_bound,
+                "divergence_rate": pair.divergence_rate, "reached_rate": pair.reached_rate,
+                "steps_to_target": pair.steps_to_target,
+                "seconds_to_target": pair.seconds_to_target, "error": pair.error,
+                "complete": pair.complete,
+            })
+    return out
+
+
+def run_rows(summary: Summary, rows: list[dict]) -> list[dict[str, Any]]:
+    """Every cell of the run (tuning, final and cost), one per line of runs.csv."""
+    tasks, optimizers = set(summary.config.tasks) | {"cost"}, set(summary.config.optimizers)
+    out = []
+    for r in rows:
+        if (r["task"] not in tasks or r["optimizer"] not in optimizers
+                or r["version"] != summary.config.version):
+            continue
+        hypers = json.loads(r["hypers"])
+        out.append({"task": r["task"], "optimizer": r["optimizer"], "role": r["role"],
+                    "seed": r["seed"], "lr": hypers.get("lr"),
+                    "weight_decay": hypers.get("weight_decay"), "schedule": r["schedule"],
+                    "final_metric": r["final_metric"], "diverged": r["diverged"],
+                    "steps": r["steps"], "seconds": r["seconds"], "error": r["error"]})
+    return out
+
+
+def _csv(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n",
+                            extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if _missing(v) else ";".join(f"{x:.6g}" for x in v)
+                             if isinstance(v, list) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------ JSON
+def statistics_json(summary: Summary) -> dict[str, Any]:
+    rank = summary.rank
+    return _clean({
+        "per_task": "tied with the best: one-sided paired t-test (paired by test seed) of each "
+                    "optimizer against the best mean, Holm-corrected over the k-1 comparisons",
+        "across_tasks": "Friedman test (Iman-Davenport F, tie-corrected) over blocks = (task, "
+                        "test seed), Nemenyi critical difference; tiers from the best mean rank "
+                        "down (Demsar 2006)",
+        "alpha": ranking.ALPHA,
+        "blocks": rank.blocks if rank else None,
+        "critical_difference": rank.cd if rank else None,
+        "friedman_chi2": rank.chi2 if rank else None,
+        "iman_davenport_f": rank.f if rank else None,
+        "p_value": rank.p if rank else None,
+        "tiers": max(rank.tiers.values()) if rank and rank.tiers else None,
+        "bootstrap_replicates": ranking.BOOTSTRAP,
+    })
+
+
+def leaderboard_json(summary: Summary) -> dict[str, Any]:
+    """The machine-readable leaderboard: tiers, stars, ties, grids, stability."""
+    c = summary.config
+    rules = c.rules()
+    tasks = []
+    for task in summary.real_tasks:
+        pairs = pair_rows(summary, [task])
+        grid = sorted({t.lr for (t_name, _), p in summary.pairs.items() if t_name == task
+                       for t in p.search.lr_trials})
+        tasks.append({
+            "name": task, "metric": summary.tasks[task]["metric"],
+            "higher_is_better": summary.tasks[task]["higher_is_better"],
+            **({"data": summary.tasks[task]["data"]} if "data" in summary.tasks[task] else {}),
+            "best": summary.task_results[task].test.best if summary.task_results[task].test
+            else None,
+            "tied_with_best": summary.task_results[task].tied,
+            "lr_grid": grid,
+            "results": [{k: row[k] for k in (
+                "optimizer", "lr", "weight_decay", "lrs_tried", "lr_on_edge",
+                "lr_sensitivity_decades", "mean", "ci95", "per_seed", "rank_on_task",
+                "tied_with_best")} | {"lrs": [t.lr for t in summary.pairs[(task, row[
+                    "optimizer"])].search.lr_trials]} for row in pairs],
+        })
+    return _clean({
+        "preset": c.preset, "provisional": c.provisional, "optimkit": c.version,
+        "device": c.device,
+        "seeds": {"tuning": list(rules.tuning_seeds), "test": list(rules.test_seeds)},
+        "stability": summary.stability_figure,
+        "stability_over_seeds": summary.stability.get("seeds"),
+        "stability_over_tasks": summary.stability.get("tasks"),
+        "score_rule": SCORE_RULE,
+        "statistics": statistics_json(summary),
+        "optimizers": [{k: row[k] for k in ("name", "tier", "stars", "mean_rank",
+                                            "tied_with_best_on", "x_fused_adam",
+                                            "state_bytes_per_param")}
+                       for row in optimizer_rows(summary)],
+        "tasks": tasks,
+    })
 
 
 def protocol(summary: Summary) -> dict[str, Any]:
     c = summary.config
+    rules = c.rules()
     return {
-        "version": c.version, "device": c.device, "optimizers": list(c.optimizers),
-        "tasks": list(c.tasks), "seeds": c.seeds, "tuning_budget": c.budget,
-        "lr_grid": lr_grid(c.budget),
-        "tuning": "one run per lr on seed 0, scored on the validation split; other hypers at "
-                  "their defaults; the best lr is rerun on seeds 1..N and scored on the test split",
+        "version": c.version, "device": c.device, "preset": c.preset,
+        "optimizers": list(c.optimizers), "tasks": list(c.tasks),
+        "tuning_seeds": list(rules.tuning_seeds), "test_seeds": list(rules.test_seeds),
+        "initial_lr_grid": [rules.lr(i) for i in rules.initial()],
+        "lrs_per_decade": rules.per_decade, "lr_budget": rules.budget,
+        "extension_step": rules.extend, "weight_decays": list(rules.weight_decays),
+        "schedule": rules.schedule,
+        "search": "lr: the initial grid on every tuning seed (validation split), weight decay 0;"
+                  " while the best mean lies on an edge the grid extends by the extension step,"
+                  " within the lr budget; then each weight decay at the best lr; then the chosen"
+                  " (lr, weight decay) on every test seed, scored on the test split",
     }
+
+
+def results_json(summary: Summary) -> dict[str, Any]:
+    """Everything: the protocol, the statistics, every pair with its search and its seeds."""
+    pairs = []
+    for row in pair_rows(summary):
+        pair = summary.pairs[(row["task"], row["optimizer"])]
+        pairs.append({**row, "lr_trials": [
+            {"lr": t.lr, "values": t.values, "mean": t.mean, "diverged": t.diverged}
+            for t in pair.search.lr_trials], "weight_decay_trials": [
+            {"weight_decay": t.weight_decay, "values": t.values, "mean": t.mean,
+             "diverged": t.diverged} for t in pair.search.wd_trials],
+            "test_seeds": [r["seed"] for r in pair.finals]})
+    return _clean({
+        "protocol": protocol(summary),
+        "statistics": statistics_json(summary),
+        "stability": summary.stability,
+        "score_rule": SCORE_RULE,
+        "tasks": summary.tasks,
+        "optimizers": optimizer_rows(summary),
+        "results": pairs,
+        "cost": {o: {"x_fused_adam": r["extra"].get("x_fused_adam"),
+                     "step_seconds": r["step_time"],
+                     "fused_adam_step_seconds": r["extra"].get("fused_adam_step_time"),
+                     "state_bytes_per_param": r["state_bytes_per_param"],
+                     "params": r["n_params"], "error": r["error"]}
+                 for o, r in summary.costs.items()},
+    })
+
+
+# ------------------------------------------------------------------ text blocks
+def _grid_text(summary: Summary) -> str:
+    rules = summary.config.rules()
+    first, last = rules.lr(rules.initial()[0]), rules.lr(rules.initial()[-1])
+    wds = ", ".join(f"{w:g}" for w in rules.weight_decays) or "none"
+    return (f"lr: {rules.per_decade} points per decade from {first:g} to {last:g}, extended "
+            f"{rules.extend} points at a time past any edge that holds the best, at most "
+            f"{rules.budget} lrs; weight decay 0 and {wds} at the best lr; "
+            f"{'linear warm-up + cosine decay' if rules.schedule == 'cosine' else 'constant lr'}"
+            f"; tuning on seeds {', '.join(map(str, rules.tuning_seeds))} (validation split), "
+            f"scores on test seeds {rules.test_seeds[0]}..{rules.test_seeds[-1]} "
+            f"({len(rules.test_seeds)} seeds, test split)")
+
+
+def statistics_text(summary: Summary) -> list[str]:
+    rank = summary.rank
+    if rank is None:
+        return ["Too few complete optimizers to rank."]
+    tiers = max(rank.tiers.values())
+    p = "p < 1e-12" if rank.p < 1e-12 else f"p = {rank.p:.2g}"
+    verdict = (f"{p}, so some optimizers differ; Nemenyi's test groups them in {tiers} tier(s)"
+               if rank.p < ranking.ALPHA else f"{p}: no significant difference, so one tier")
+    lines = [
+        f"Friedman test over {rank.blocks} blocks (task x test seed), {len(rank.names)} "
+        f"optimizers: {verdict}. Nemenyi critical difference of mean ranks: "
+        f"{rank.cd:.2f} (alpha {ranking.ALPHA}).",
+        f"Stability: {fmt(summary.stability.get('seeds'), 2)} of the optimizers keep their tier "
+        f"under a bootstrap over the test seeds, {fmt(summary.stability.get('tasks'), 2)} under "
+        f"a bootstrap over the tasks ({ranking.BOOTSTRAP} replicates each).",
+    ]
+    if summary.edges:
+        lines.append("Warning: tuned lr on an edge of the lrs tried (the budget ran out): "
+                     + ", ".join(f"{o} on {t}" for t, o in summary.edges) + ".")
+    return lines
+
+
+def end_summary(summary: Summary, out: Path | str) -> str:
+    """The lines printed at the end of a bench: top tier, stability, where the report is."""
+    lines = []
+    if summary.rank is not None:
+        top = [o for o in summary.ranked if summary.tier(o) == 1]
+        lines.append(f"top tier ({len(top)} of {len(summary.ranked)}, tied with each other): "
+                     + ", ".join(top))
+        lines.append(f"stability: {fmt(summary.stability_figure, 2)} (bootstrap over seeds "
+                     f"{fmt(summary.stability.get('seeds'), 2)}, over tasks "
+                     f"{fmt(summary.stability.get('tasks'), 2)})")
+    if summary.config.provisional:
+        lines.append(PROVISIONAL)
+    lines.append(f"report: {Path(out) / 'report.html'}")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ leaderboard.md
 def _paper(name: str) -> str:
-    entry = registry.REGISTRY.get(name)
-    if entry is None or not entry.paper:
-        return str(entry.year or "") if entry else ""
+    try:
+        entry = registry.get(name)
+    except ValueError:
+        return ""
+    if not getattr(entry, "paper", None):
+        return str(getattr(entry, "year", "") or "")
     return f"[{entry.year or 'paper'}]({entry.paper})"
 
 
 def _description(name: str) -> str:
-    entry = registry.REGISTRY.get(name)
-    return entry.reference.description if entry else ""
+    try:
+        entry = registry.get(name)
+    except ValueError:
+        return ""
+    text = getattr(entry, "description", None)
+    if text is None:  # the registry before its catalogue split kept it on the reference
+        text = getattr(getattr(entry, "reference", None), "description", "")
+    return text or ""
+
+
+def _md_table(head: list[str], align: str, body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", align,
+            *("| " + " | ".join(row) + " |" for row in body)]
+
+
+def _leader_cells(row: dict[str, Any], n_tasks: int, emoji: bool) -> list[str]:
+    return [stars_text(row["stars"], emoji), str(row["tier"] or "–"), fmt(row["mean_rank"], 2),
+            f"{len(row['tied_with_best_on'])}/{n_tasks}",
+            fmt(row["lr_sensitivity_decades"], 2), fmt(row["divergence_rate"], 2),
+            fmt(row["x_fused_adam"], 2), fmt(row["state_bytes_per_param"], 1)]
+
+
+LEADER_HEAD = ["Score", "tier", "mean rank", "tied with best", "lr sensitivity (decades)",
+               "diverged", "× fused Adam", "state B/param"]
+TASK_HEAD = ["", "mean ± 95 % CI", "tied", "rank", "lr", "weight decay", "lrs tried",
+             "lr sensitivity", "to target", "diverged"]
+
+
+def _task_cells(row: dict[str, Any], pair, escape=lambda s: s) -> list[str]:
+    sens = fmt(row["lr_sensitivity_decades"], 2)
+    if row["lr_sensitivity_lower_bound"] and sens != "–":
+        sens = "≥ " + sens
+    lr = fmt(row["lr"], 3) + (" (edge!)" if row["lr_on_edge"] else "")
+    return [escape(mean_pm(row["mean"], row["ci95"], row["error"])),
+            "yes" if row["tied_with_best"] else "", fmt(row["rank_on_task"], 2), lr,
+            fmt(row["weight_decay"], 3), str(row["lrs_tried"]), sens, escape(_reach(pair)),
+            fmt(row["divergence_rate"], 2)]
+
+
+def _reach(pair) -> str:
+    if pair is None or not pair.finals:
+        return "–"
+    if pair.reached_rate == 0:
+        return "not reached"
+    return f"{pair.steps_to_target:.0f} steps, {fmt(pair.seconds_to_target, 2)} s"
 
 
 def leaderboard(summary: Summary) -> str:
     c = summary.config
     real = summary.real_tasks
-    head = ["", "Reproduces", "Paper", "Score", "mean rank",
-            *[f"{t} ({summary.tasks[t]['metric']})" for t in real],
-            "diverged", "µs/step", "state B/param"]
-    lines = [
-        "# optimkit bench: leaderboard", "",
-        f"optimkit {c.version}, device {c.device}; {len(c.optimizers)} optimizers, "
-        f"{len(real)} real tasks; learning rate tuned on the same grid of {c.budget} values "
-        f"({', '.join(f'{lr:g}' for lr in lr_grid(c.budget))}) for every optimizer on seed 0, "
-        f"then {c.seeds} seeds at the best lr. Cells: mean ± 95 % CI over the seeds.", "",
-        f"**Score**: {STAR_FORMULA}", "",
-        f"_{CAVEAT}_", "",
+    lines = ["# optimkit bench: leaderboard", ""]
+    if c.provisional:
+        lines += [f"**{PROVISIONAL}**", ""]
+    lines += [
+        f"optimkit {c.version}, preset {c.preset}, device {c.device}; {len(c.optimizers)} "
+        f"optimizers, {len(real)} ranked tasks ({', '.join(real)}). The same search for every "
+        f"optimizer: {_grid_text(summary)}.", "",
+        f"**Score**: {SCORE_RULE}", "",
+        *[f"{line}" for line in statistics_text(summary)], "",
         "## The notes' table, Score filled", "",
         fill_notes(NOTES_TABLE.read_text(encoding="utf-8"), summary).rstrip("\n"), "",
-        "## Every optimizer, task by task", "",
-        "| " + " | ".join(head) + " |",
-        "|:--|:--|:--|:--|--:|" + "--:|" * (len(real) + 3),
+        "## Leaderboard", "",
+        "Sorted by tier, then mean rank (the order inside a tier is not significant). "
+        "lr sensitivity: median over the tasks of the width, in decades, of the lr range whose "
+        "validation result stays within the task's tolerance of the best lr's. × fused Adam: "
+        "step() time on a 10.9M-parameter transformer as a multiple of torch's fused Adam, "
+        "both eager on one thread.", "",
     ]
-    order = sorted(c.optimizers, key=lambda o: (_nan_last(summary.mean_rank[o]), o))
-    for optimizer in order:
-        cells = [summary.cells.get((t, optimizer)) for t in real]
-        diverged = [x.divergence_rate for x in cells if x is not None]
-        values = [mean_pm(x.mean, x.ci, x.error) + f" (lr {x.lr:g})" if x else "–" for x in cells]
-        lines.append("| " + " | ".join([
-            f"**{optimizer}**", _description(optimizer), _paper(optimizer),
-            _stars(summary.stars[optimizer]), fmt(summary.mean_rank[optimizer], 2), *values,
-            fmt(sum(diverged) / len(diverged), 2) if diverged else "–",
-            fmt(_avg([x.step_time_us for x in cells if x]), 1),
-            fmt(_avg([x.state_bytes_per_param for x in cells if x]), 1),
-        ]) + " |")
-    lines += ["", *time_to_target(summary), "", *illustrative(summary), ""]
-    return "\n".join(lines)
-
-
-def _nan_last(value: float) -> float:
-    return math.inf if math.isnan(value) else value
-
-
-def _avg(values: list[float]) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return sum(values) / len(values) if values else float("nan")
-
-
-def time_to_target(summary: Summary) -> list[str]:
-    real = summary.real_tasks
-    lines = ["## Steps (and seconds) to reach the target", "",
-             "| | " + " | ".join(f"{t} ({summary.tasks[t]['metric']} "
-                                  f"{'≥' if summary.tasks[t]['higher_is_better'] else '≤'} "
-                                  f"{summary.tasks[t]['target']:g})" for t in real) + " |",
-             "|:--|" + "--:|" * len(real)]
-    for optimizer in summary.config.optimizers:
-        cells = [summary.cells.get((t, optimizer)) for t in real]
-        lines.append(f"| **{optimizer}** | " + " | ".join(_reach(x) for x in cells) + " |")
-    return lines
-
-
-def _reach(cell) -> str:
-    if cell is None or not cell.finals:
-        return "–"
-    if cell.reached_rate == 0:
-        return "not reached"
-    return (f"{cell.steps_to_target:.0f} steps, {fmt(cell.seconds_to_target, 2)} s "
-            f"({cell.reached_rate:.0%} of seeds)")
-
-
-def illustrative(summary: Summary) -> list[str]:
-    shown = [t for t, m in summary.tasks.items() if m["illustrative"]]
-    if not shown:
-        return []
-    lines = ["## Illustrative 2-D functions (not ranked)", "",
-             "| | " + " | ".join(f"{t} (final f)" for t in shown) + " |",
-             "|:--|" + "--:|" * len(shown)]
-    for optimizer in summary.config.optimizers:
-        cells = [summary.cells.get((t, optimizer)) for t in shown]
-        lines.append(f"| **{optimizer}** | " + " | ".join(
-            mean_pm(x.mean, x.ci, x.error) + f" (lr {x.lr:g})" if x else "–" for x in cells) + " |")
-    return lines
+    body = [[f"**{row['name']}**", _description(row["name"]), _paper(row["name"]),
+             *_leader_cells(row, len(real), True)] for row in optimizer_rows(summary)]
+    lines += _md_table(["", "Reproduces", "Paper", *LEADER_HEAD],
+                       "|:--|:--|:--|:--|" + "--:|" * (len(LEADER_HEAD) - 1), body)
+    for task in summary.tasks:
+        meta = summary.tasks[task]
+        kind = "illustrative, not ranked" if meta["illustrative"] else "ranked"
+        lines += ["", f"## {task}: {meta['metric']} ({kind})", "", meta["description"] + ".",
+                  f"Tolerance of the lr sensitivity: {meta.get('tolerance', 0.01):g}; target "
+                  f"{'≥' if meta['higher_is_better'] else '≤'} {meta['target']:g} "
+                  "(validation, for 'to target').", ""]
+        body = [[f"**{row['optimizer']}**", *_task_cells(row, summary.pairs[(task,
+                                                                          row["optimizer"])])]
+                for row in pair_rows(summary, [task])]
+        lines += _md_table(TASK_HEAD, "|:--|" + "--:|" * (len(TASK_HEAD) - 1), body)
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------ the notes' table
-# The table of the project's founding notes, whose Score column the bench fills.
-NOTES_TABLE = Path(__file__).with_name("notes_table.md")
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
 def fill_notes(text: str, summary: Summary) -> str:
     """Replace the Score cell of every row of the table whose first cell is ``**Name**``.
 
-    A row whose name is a benchmarked optimizer gets its stars and mean rank; any other row's
-    score is cleared to "–" (a star without a measurement behind it is not kept). The score
-    formula is added under the table.
+    A row whose name is a benchmarked optimizer gets its stars and tier; any other row's score
+    is cleared to "–" (a star without a measurement behind it is not kept). The rule is added
+    under the table; under the quick preset every score says "provisional".
     """
-    by_key = {_key(o): o for o in summary.config.optimizers}
-    by_key.update(
-        {_key(alias): o for o in summary.config.optimizers for alias in _aliases(o)}
-    )
+    names = by_key(list(summary.config.optimizers))
     lines, score_col, in_table, done = text.splitlines(), None, False, False
+    tiers = max(summary.rank.tiers.values()) if summary.rank and summary.rank.tiers else 0
     out = []
     for line in lines:
         cells = line.split("|")
@@ -275,16 +503,15 @@ def fill_notes(text: str, summary: Summary) -> str:
         elif in_table and not line.lstrip().startswith("|"):
             in_table = False
             if not done:
-                out.append("")
-                out.append(f"Score measured by `optimkit bench` ({summary.config.seeds} seeds, "
-                           f"{summary.config.budget} lrs each, optimkit {summary.config.version})"
-                           f": {STAR_FORMULA}")
+                out += ["", f"Score measured by `optimkit bench` (preset {summary.config.preset},"
+                        f" optimkit {summary.config.version}): {SCORE_RULE}"
+                        + (f" {PROVISIONAL}" if summary.config.provisional else "")]
                 done = True
         elif in_table and score_col is not None and len(cells) > score_col:
             match = re.match(r"\s*\*\*(.+?)\*\*", cells[1])
             if match:
-                name = by_key.get(_key(match.group(1)))
-                cells[score_col] = f" {_score_text(summary, name)} "
+                name = names.get(key(match.group(1)))
+                cells[score_col] = f" {_score_text(summary, name, tiers)} "
                 line = "|".join(cells)
         out.append(line)
     if score_col is None:
@@ -292,72 +519,83 @@ def fill_notes(text: str, summary: Summary) -> str:
     return "\n".join(out) + "\n"
 
 
-def _aliases(name: str) -> tuple[str, ...]:
-    try:
-        return registry.get(name).aliases
-    except ValueError:  # a database from a build that registered other names
-        return ()
-
-
-def _score_text(summary: Summary, name: str | None) -> str:
-    if name is None or math.isnan(summary.mean_rank[name]):
+def _score_text(summary: Summary, name: str | None, tiers: int) -> str:
+    if name is None or summary.tier(name) is None:
         return "–"
-    return (f"{_stars(summary.stars[name])} (rank {fmt(summary.mean_rank[name], 2)}"
-            f"/{len(summary.config.optimizers)})")
+    mark = ", provisional" if summary.config.provisional else ""
+    return f"{stars_text(summary.stars(name))} (tier {summary.tier(name)} of {tiers}{mark})"
 
 
 # ------------------------------------------------------------------ report.html
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
-max-width:1200px;color:#1d232a;padding:0 1rem;line-height:1.45}
-h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.86rem;margin:.6rem 0}
-th,td{border:1px solid #d8dde3;padding:.3rem .55rem;text-align:right;white-space:nowrap}
-th{background:#f3f5f8}td:first-child,th:first-child{text-align:left}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem auto;
+max-width:1320px;color:#1d232a;padding:0 1rem;line-height:1.45}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #ddd}
+h3{margin-top:1.6rem}
+table{border-collapse:collapse;font-size:.84rem;margin:.6rem 0}
+th,td{border:1px solid #d8dde3;padding:.28rem .5rem;text-align:right;white-space:nowrap}
+th{background:#f3f5f8;white-space:normal;max-width:9rem}
+td:first-child,th:first-child{text-align:left}
 tr:nth-child(even) td{background:#fafbfc}.stars{color:#c98a00;letter-spacing:1px}
-.note{color:#5a6470;font-size:.9rem}figure{margin:1rem 0;display:inline-block}
-figure img{max-width:100%;border:1px solid #e3e6ea}figcaption{font-size:.85rem;color:#5a6470}
-code{background:#f3f5f8;padding:0 .25rem;border-radius:3px}#tasks td{text-align:left}
+tr.tier1 td:first-child{border-left:4px solid #2b6cb0}
+.note{color:#5a6470;font-size:.9rem;max-width:1100px}.warn{color:#a4330d}
+figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #e3e6ea}
+figcaption{font-size:.85rem;color:#5a6470}
+code{background:#f3f5f8;padding:0 .25rem;border-radius:3px}#tasks td{text-align:left;
+white-space:normal}
 """
 
 
-def _table(head: list[str], body: list[list[str]], table_id: str = "") -> str:
+def _table(head: list[str], body: list[list[str]], table_id: str = "",
+           row_class: list[str] | None = None) -> str:
     ident = f' id="{table_id}"' if table_id else ""
     out = [f"<table{ident}><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
            + "</tr></thead><tbody>"]
-    for row in body:
-        out.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>")
+    for i, row in enumerate(body):
+        cls = f' class="{row_class[i]}"' if row_class and row_class[i] else ""
+        out.append(f"<tr{cls}>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>")
     return "\n".join(out) + "</tbody></table>"
 
 
 def page(summary: Summary, pictures: list[Path]) -> str:
     c = summary.config
     real = summary.real_tasks
-    order = sorted(c.optimizers, key=lambda o: (_nan_last(summary.mean_rank[o]), o))
-    body = []
-    for optimizer in order:
-        cells = [summary.cells.get((t, optimizer)) for t in real]
-        body.append([
-            f"<b>{html.escape(optimizer)}</b>",
-            f'<span class="stars" title="{summary.stars[optimizer]} of 3 stars">'
-            f"{_html_stars(summary.stars[optimizer])}</span>",
-            fmt(summary.mean_rank[optimizer], 2),
-            *[html.escape(mean_pm(x.mean, x.ci, x.error)) + f"<br><small>lr {x.lr:g}</small>" if x
-              else "–" for x in cells],
-            *[html.escape(_reach(x)) for x in cells],
-            fmt(_avg([x.divergence_rate for x in cells if x]), 2),
-            fmt(_avg([x.step_time_us for x in cells if x]), 1),
-            fmt(_avg([x.state_bytes_per_param for x in cells if x]), 1),
-        ])
-    head = ["optimizer", "score", "mean rank",
-            *[f"{t}: {summary.tasks[t]['metric']}" for t in real],
-            *[f"{t}: to target" for t in real], "diverged", "µs/step", "state B/param"]
+    rows = optimizer_rows(summary)
+    body, classes = [], []
+    for row in rows:
+        cells = _leader_cells(row, len(real), False)
+        cells[0] = (f'<span class="stars" title="{row["stars"]} of 3 stars">{cells[0]}</span>'
+                    if row["stars"] is not None else "–")
+        body.append([f"<b>{html.escape(row['name'])}</b>", *cells])
+        classes.append("tier1" if row["tier"] == 1 else "")
+    by_name = {p.name: p for p in pictures}
+    sections = []
+    for task, meta in summary.tasks.items():
+        rows_t = pair_rows(summary, [task])
+        table = _table(
+            ["optimizer", *TASK_HEAD[1:]],
+            [[f"<b>{html.escape(r['optimizer'])}</b>",
+              *_task_cells(r, summary.pairs[(task, r["optimizer"])], html.escape)]
+             for r in rows_t], f"task-{task}",
+            ["tier1" if r["tied_with_best"] else "" for r in rows_t])
+        figures = "".join(_figure(by_name[n]) for n in (f"task-{task}.png", f"curves-{task}.png",
+                                                         f"trajectories-{task}.png")
+                          if n in by_name)
+        kind = "illustrative, not ranked" if meta["illustrative"] else "ranked"
+        sections.append(f"<h3>{html.escape(task)}: {html.escape(meta['metric'])} ({kind})</h3>"
+                        f'<p class="note">{html.escape(meta["description"])}; lr-sensitivity '
+                        f"tolerance {meta.get('tolerance', 0.01):g}; rows marked at the left are "
+                        f"tied with the best.</p>{table}{figures}")
+    shown = {f"task-{t}.png" for t in summary.tasks} | {f"curves-{t}.png" for t in summary.tasks}
+    shown |= {f"trajectories-{t}.png" for t in summary.tasks}
+    overview = "".join(_figure(p) for p in pictures if p.name not in shown)
+    stats = "".join(f'<p class="note{" warn" if line.startswith("Warning") else ""}">'
+                    f"{html.escape(line)}</p>" for line in statistics_text(summary))
+    provisional = f'<p class="warn"><b>{html.escape(PROVISIONAL)}</b></p>' if c.provisional else ""
     tasks_body = [[html.escape(t), html.escape(m["description"]), html.escape(m["metric"]),
                    ("≥ " if m["higher_is_better"] else "≤ ") + f"{m['target']:g}",
                    str(m["epochs"]), "illustrative" if m["illustrative"] else "ranked"]
                   for t, m in summary.tasks.items()]
-    figures = "\n".join(_figure(p) for p in pictures)
-    grid = ", ".join(f"{lr:g}" for lr in lr_grid(c.budget))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -365,23 +603,23 @@ def page(summary: Summary, pictures: list[Path]) -> str:
 <title>optimkit bench report</title><style>{_CSS}</style></head>
 <body>
 <h1>optimkit bench</h1>
-<p class="note">optimkit {html.escape(c.version)} · device {html.escape(c.device)} ·
-{len(c.optimizers)} optimizers · {len(c.tasks)} tasks · {c.seeds} seeds ·
-tuning budget {c.budget} learning rates ({grid}) for every optimizer</p>
+<p class="note">optimkit {html.escape(c.version)} · preset {html.escape(c.preset)} ·
+device {html.escape(c.device)} · {len(c.optimizers)} optimizers · {len(real)} ranked tasks</p>
+{provisional}
 <h2>Leaderboard</h2>
-{_table(head, body, "leaderboard")}
-<p class="note"><b>Score.</b> {html.escape(STAR_FORMULA)}</p>
-<p class="note"><i>{html.escape(CAVEAT)}</i></p>
-<p class="note"><b>Protocol.</b> Every optimizer gets the same budget: the learning rates above,
-one run each on seed 0, scored on a validation split; every other hyper-parameter stays at
-its default. The best lr is then trained on seeds 1..{c.seeds} and scored on the test split;
-cells show the mean ± 95 % Student-t interval. A run diverges when its loss is NaN/inf or
-exceeds 1000× its first value. Step time is the optimizer's <code>step()</code> alone; memory
-is the bytes of optimizer state per parameter.</p>
+{_table(["optimizer", *LEADER_HEAD], body, "leaderboard", classes)}
+<p class="note"><b>Score.</b> {html.escape(SCORE_RULE)}</p>
+{stats}
+<p class="note"><b>Search, the same for every optimizer.</b> {html.escape(_grid_text(summary))}.
+A run diverges when its loss is NaN/inf or exceeds 1000× its first value; a diverged or failed
+test seed scores the worst final value of its task. <b>Per task</b>: mean ± 95 % Student-t
+interval over the test seeds; <i>tied</i>: not significantly worse than the best mean
+(one-sided paired t-test, Holm-corrected). × fused Adam: <code>step()</code> on a 10.9M-parameter
+transformer, eager, one thread, alternating with torch's fused Adam in the same process.</p>
+{overview}
 <h2>Tasks</h2>
 {_table(["task", "description", "metric", "target", "epochs", "kind"], tasks_body, "tasks")}
-<h2>Plots</h2>
-{figures}
+{"".join(sections)}
 </body></html>
 """
 
@@ -391,3 +629,82 @@ def _figure(path: Path) -> str:
     caption = html.escape(path.stem.replace("-", " "))
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
             f"<figcaption>{caption}</figcaption></figure>")
+
+
+# ------------------------------------------------------------------ optimkit compare
+def compare(first: Summary, second: Summary, name_a: str = "A",
+            name_b: str = "B") -> tuple[str, dict[str, Any]]:
+    """Which tiers changed between two runs, and why (markdown and JSON)."""
+    names = [o for o in first.ranked if o in set(second.ranked)]
+    lines = [f"# optimkit compare: {name_a} vs {name_b}", ""]
+    differs = [k for k in ("preset", "tasks", "optimizers", "lr_range", "budget",
+                           "weight_decays", "schedule", "version")
+               if getattr(first.config, k) != getattr(second.config, k)]
+    if differs:
+        lines += [f"Note: the runs differ in {', '.join(differs)}, not only in their seeds.", ""]
+    seeds_a, seeds_b = first.config.rules(), second.config.rules()
+    lines += [f"Seeds: {name_a} tunes on {list(seeds_a.tuning_seeds)} and tests on "
+              f"{seeds_a.test_seeds[0]}..{seeds_a.test_seeds[-1]}; {name_b} tunes on "
+              f"{list(seeds_b.tuning_seeds)} and tests on {seeds_b.test_seeds[0]}.."
+              f"{seeds_b.test_seeds[-1]}.", ""]
+    same = [o for o in names if first.tier(o) == second.tier(o)]
+    share = len(same) / len(names) if names else float("nan")
+    lines += [f"**{len(same)} of {len(names)} optimizers ({share:.0%}) keep their tier.** "
+              f"Tiers: {max(first.rank.tiers.values()) if first.rank else 0} in {name_a}, "
+              f"{max(second.rank.tiers.values()) if second.rank else 0} in {name_b}; critical "
+              f"difference {fmt(first.rank.cd if first.rank else None, 2)} and "
+              f"{fmt(second.rank.cd if second.rank else None, 2)}.", ""]
+    body, changes = [], []
+    for o in names:
+        ta, tb = first.tier(o), second.tier(o)
+        changed = ta != tb
+        body.append([f"**{o}**", str(ta), str(tb), fmt(first.mean_rank(o), 2),
+                     fmt(second.mean_rank(o), 2), "**changed**" if changed else ""])
+        if changed:
+            changes.append(_explain(first, second, o, name_a, name_b))
+    lines += _md_table(["optimizer", f"tier {name_a}", f"tier {name_b}", f"mean rank {name_a}",
+                        f"mean rank {name_b}", ""], "|:--|--:|--:|--:|--:|:--|", body)
+    lines += ["", "## Why each change", ""]
+    lines += [f"- {c}" for c in changes] or ["- none"]
+    lines += ["", "## Tied with the best, per task", ""]
+    task_data = {}
+    for task in [t for t in first.real_tasks if t in second.real_tasks]:
+        a, b = set(first.task_results[task].tied), set(second.task_results[task].tied)
+        lr_moves = [o for o in names if (task, o) in first.pairs and (task, o) in second.pairs
+                    and first.pairs[(task, o)].lr != second.pairs[(task, o)].lr]
+        lines.append(f"- {task}: {len(a)} tied in {name_a}, {len(b)} in {name_b}; only in "
+                     f"{name_a}: {', '.join(sorted(a - b)) or 'none'}; only in {name_b}: "
+                     f"{', '.join(sorted(b - a)) or 'none'}; tuned lr moved for "
+                     f"{len(lr_moves)} of {len(names)}.")
+        task_data[task] = {"tied_a": sorted(a), "tied_b": sorted(b), "lr_moved": lr_moves}
+    data = {"a": str(name_a), "b": str(name_b), "same_tier": share, "optimizers": [
+        {"name": o, "tier_a": first.tier(o), "tier_b": second.tier(o),
+         "mean_rank_a": first.mean_rank(o), "mean_rank_b": second.mean_rank(o)} for o in names],
+        "changes": changes, "tasks": task_data, "differs_in": differs}
+    return "\n".join(lines) + "\n", _clean(data)
+
+
+def _explain(first: Summary, second: Summary, o: str, name_a: str, name_b: str) -> str:
+    """Why ``o`` changed tier: its mean rank against each run's tier boundaries."""
+    def where(s: Summary) -> str:
+        tier = s.tier(o)
+        leader = min(s.rank.mean_rank[n] for n in s.rank.names if s.tier(n) == tier)
+        return (f"tier {tier} (its leader {leader:.2f}, boundary {leader + s.rank.cd:.2f}, "
+                f"mean rank {s.mean_rank(o):.2f})")
+
+    moves = []
+    for task in first.real_tasks:
+        a, b = first.pairs.get((task, o)), second.pairs.get((task, o))
+        if a is not None and b is not None and not math.isnan(a.rank) and not math.isnan(b.rank):
+            moves.append((abs(a.rank - b.rank), task, a.rank, b.rank))
+    moves.sort(reverse=True)
+    detail = "; ".join(f"{t}: rank {ra:.1f} -> {rb:.1f}" for _, t, ra, rb in moves[:2])
+    gap = min(abs(first.mean_rank(o) - (min(first.rank.mean_rank[n] for n in first.rank.names
+                                             if first.tier(n) == first.tier(o))
+                                         + first.rank.cd)), 99)
+    return (f"**{o}**: {name_a} {where(first)}; {name_b} {where(second)}. It sat "
+            f"{gap:.2f} ranks from a tier boundary in {name_a}; largest moves: {detail}.")
+
+
+__all__ = ["build", "compare", "end_summary", "fill_notes", "leaderboard", "leaderboard_json",
+           "load", "optimizer_rows", "page", "pair_rows", "results_json", "write"]

@@ -1,8 +1,15 @@
 """One benchmark cell: train one task with one optimizer, one set of hypers and one seed.
 
-A cell is deterministic given its key (task, optimizer, hypers, seed, device, version): it seeds
-torch, runs on one thread, and its results hold no clock reading except the timing columns
-(``seconds``, ``seconds_to_target``, ``step_time``), which are measurements, not outcomes.
+A cell is deterministic given its key (task, optimizer, hypers, seed, role, device, schedule,
+version): it seeds torch, runs on one thread, and its results hold no clock reading except the
+timing columns (``seconds``, ``seconds_to_target``, ``step_time``, and the evals' seconds),
+which are measurements, not outcomes.
+
+The lr follows the cell's schedule: ``"cosine"`` (the standard: linear warm-up over the first
+5 % of the steps, then a cosine decay to 0) or ``"constant"``. Every run records the validation
+metric after each epoch (the curves of the report); a tuning run ("tune") is scored on the
+validation split, a final run ("final") on the test split, once, at the end. A "cost" cell
+times ``step()`` on a model of more than 10M parameters instead (:mod:`.cost`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from . import tasks as task_registry
 # A loss above this many times the first one (or NaN/inf) counts as divergence.
 DIVERGENCE_FACTOR = 1e3
 CURVE_POINTS = 100
+SCHEDULES = ("cosine", "constant")
+WARMUP = 0.05  # share of the steps spent warming up under the "cosine" schedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,13 +41,22 @@ class CellSpec:
     optimizer: str
     hypers: str
     seed: int
-    role: str  # "tune" (lr search, scored on the validation split) or "final" (test split)
+    role: str  # "tune" (validation split), "final" (test split) or "cost" (step timing)
     device: str = "cpu"
+    schedule: str = "cosine"
 
     @staticmethod
     def make(task: str, optimizer: str, hypers: dict[str, Any], seed: int, role: str,
-             device: str = "cpu") -> CellSpec:
-        return CellSpec(task, optimizer, canonical(hypers), seed, role, device)
+             device: str = "cpu", schedule: str = "cosine") -> CellSpec:
+        return CellSpec(task, optimizer, canonical(hypers), seed, role, device, schedule)
+
+    @property
+    def lr(self) -> float:
+        return float(json.loads(self.hypers).get("lr", 0.0))
+
+    @property
+    def weight_decay(self) -> float | None:
+        return json.loads(self.hypers).get("weight_decay")
 
 
 def canonical(hypers: dict[str, Any]) -> str:
@@ -93,12 +111,21 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
     """Train one cell and return its results (a flat dict of JSON-able values)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core per cell: deterministic and fair between workers
+    cpu = time.process_time()
     try:
-        return _train(spec)
+        if spec.role == "cost":
+            from .cost import measure
+
+            result = measure(spec)
+        else:
+            result = _train(spec)
     except Exception as err:  # noqa: BLE001  (one broken optimizer must not end the run)
-        return failed(err)
+        result = failed(err)
     finally:
         torch.set_num_threads(threads)
+    # CPU seconds: what the cell would take on an idle core, however busy the machine was.
+    result["extra"] = {**result["extra"], "cpu_seconds": time.process_time() - cpu}
+    return result
 
 
 def failed(err: BaseException) -> dict[str, Any]:
@@ -107,8 +134,23 @@ def failed(err: BaseException) -> dict[str, Any]:
         "final_metric": float("nan"), "diverged": 1, "steps": 0, "steps_to_target": None,
         "seconds": 0.0, "seconds_to_target": None, "step_time": 0.0,
         "state_bytes_per_param": 0.0, "n_params": 0, "losses": [], "evals": [], "path": None,
-        "error": f"{type(err).__name__}: {err}"[:500],
+        "extra": {}, "error": f"{type(err).__name__}: {err}"[:500],
     }
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int):
+    """The cell's lr schedule over ``total_steps`` steps (None for a constant lr)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "constant" or total_steps < 2:
+        return None
+    from ..schedules import HyperScheduler, cosine, linear, phases
+
+    warm = max(1, round(WARMUP * total_steps))
+    share = warm / total_steps
+    per_group = [phases((share, linear(g["lr"] / warm, g["lr"])), (1 - share, cosine(g["lr"], 0.0)))
+                 for g in optimizer.param_groups]
+    return HyperScheduler(optimizer, total_steps, lr=per_group)
 
 
 def _train(spec: CellSpec) -> dict[str, Any]:
@@ -118,8 +160,9 @@ def _train(spec: CellSpec) -> dict[str, Any]:
     model = instance.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = registry.create(spec.optimizer, params, **json.loads(spec.hypers))
+    total_steps = task.epochs * instance.steps_per_epoch
+    scheduler = lr_scheduler(optimizer, spec.schedule, total_steps)
     n_params = sum(p.numel() for p in params)
-    split = "val" if spec.role == "tune" else "test"
     path = [] if task.illustrative else None
 
     losses: list[tuple[int, float]] = []
@@ -141,6 +184,8 @@ def _train(spec: CellSpec) -> dict[str, Any]:
             optimizer.step()
             _sync(spec.device)
             end = time.perf_counter()
+            if scheduler is not None:
+                scheduler.step()
             seconds += end - start
             step_seconds += end - mid
             step += 1
@@ -151,8 +196,7 @@ def _train(spec: CellSpec) -> dict[str, Any]:
             if not math.isfinite(value) or abs(value) > limit:
                 diverged = True
                 break
-        metric = instance.evaluate(split) if not diverged else float("nan")
-        metric = metric if math.isfinite(metric) else float("nan")
+        metric = _finite(instance.evaluate("val")) if not diverged else float("nan")
         evals.append((step, metric, seconds))
         if steps_to_target is None and task.reached(metric):
             steps_to_target, seconds_to_target = step, seconds
@@ -160,9 +204,12 @@ def _train(spec: CellSpec) -> dict[str, Any]:
             break
     if path is not None:
         path.append([float(v) for v in model.xy.detach()])
+    final = evals[-1][1]
+    if spec.role != "tune" and not diverged:
+        final = _finite(instance.evaluate("test"))  # the test split, read once
 
     return {
-        "final_metric": evals[-1][1],
+        "final_metric": final,
         "diverged": int(diverged),
         "steps": step,
         "steps_to_target": steps_to_target,
@@ -174,5 +221,10 @@ def _train(spec: CellSpec) -> dict[str, Any]:
         "losses": _thin(losses),
         "evals": evals,
         "path": path,
+        "extra": {},
         "error": None,
     }
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else float("nan")

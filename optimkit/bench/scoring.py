@@ -1,7 +1,12 @@
-"""From database rows to the numbers of the report: means, confidence intervals, ranks, stars.
+"""From database rows to the numbers of the report: per-task results, ties, tiers, stars.
 
 Everything here is a pure function of the rows, so ``optimkit report`` rebuilds the same report
-from the database alone.
+from the database alone. The search of each (task, optimizer) is replayed with
+:func:`.search.walk` (what was tried, what was chosen), the statistics are :mod:`.ranking`'s.
+
+A final run that diverged or failed ranks below every finished run of its (task, seed) block
+(failures tie with each other); for its mean, interval and paired test it scores the worst
+final value seen on its task (over every optimizer's final runs), so the seeds stay paired.
 """
 
 from __future__ import annotations
@@ -9,177 +14,202 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from collections.abc import Iterable
 from typing import Any
 
-from .suite import Config, best_lr, lr_grid
+import numpy as np
 
-STAR_FORMULA = (
-    "stars = min(3, floor(4 * (K - r) / (K - 1))), where r is the optimizer's mean rank over the "
-    "real (non-illustrative) tasks, K the number of optimizers compared, and each task ranks "
-    "the optimizers by their mean final test metric over the seeds (1 = best, ties share the "
-    "mean rank; a diverged or failed seed counts as the worst final value seen on that task, "
-    "and of two equal values the one with more diverged seeds ranks lower). "
-    "3 stars: r in the best quarter of the possible range; 0 stars: the worst quarter."
+from . import ranking
+from .runner import CellSpec
+from .search import Search, final_specs, sensitivity, walk
+from .suite import Config, results_lookup_rows, takes_weight_decay
+
+SCORE_RULE = (
+    "Score = the optimizer's tier across the tasks: tier 1 (★★★) is every optimizer that "
+    "Friedman's test with Nemenyi's post-hoc test (alpha 0.05, one block per task and test "
+    "seed) cannot tell apart from the best mean rank; tier 2 (★★) applies the same rule to the "
+    "rest, tier 3 (★), lower tiers ☆. Optimizers in one tier are tied: their order inside it "
+    "is not significant."
 )
-
-# Two-sided 95 % Student-t quantiles by degrees of freedom (1..30); 1.96 beyond.
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-
-
-def mean_ci(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and half-width of its 95 % Student-t interval (NaN half-width for one value)."""
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan")
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, float("nan")
-    df = len(values) - 1
-    t = _T95[df - 1] if df <= len(_T95) else 1.96
-    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
-
-
-def average_ranks(values: dict[str, float], higher_is_better: bool,
-                  penalty: dict[str, float] | None = None) -> dict[str, float]:
-    """Rank 1 = best; ties share the mean of their ranks; NaN ranks last (tied).
-
-    ``penalty`` (e.g. the divergence rate) breaks ties of value: lower penalty ranks first.
-    """
-    def key(name: str) -> tuple[float, float]:
-        v = values[name]
-        extra = (penalty or {}).get(name, 0.0)
-        if math.isnan(v):
-            return math.inf, extra
-        return (-v if higher_is_better else v), extra
-
-    ordered = sorted(values, key=key)
-    ranks: dict[str, float] = {}
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and key(ordered[j + 1]) == key(ordered[i]):
-            j += 1
-        for name in ordered[i:j + 1]:
-            ranks[name] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def stars(mean_rank: float, count: int) -> int:
-    if math.isnan(mean_rank):
-        return 0
-    quality = 1.0 if count <= 1 else (count - mean_rank) / (count - 1)
-    return min(3, int(math.floor(4 * quality + 1e-9)))
 
 
 @dataclasses.dataclass
-class Cell:
-    """One (task, optimizer) pair after tuning: its lr and its final runs, summarised."""
+class Pair:
+    """One (task, optimizer): its search, its final runs, and their summary."""
 
     task: str
     optimizer: str
-    lr: float
-    tuning: list[tuple[float, float, bool]]  # (lr, validation metric, diverged)
-    finals: list[dict[str, Any]]
+    search: Search
+    finals: list[dict[str, Any]]  # in test-seed order
+    values: list[float] = dataclasses.field(default_factory=list)  # per seed, failures penalised
+    failed: list[bool] = dataclasses.field(default_factory=list)  # per seed: diverged or raised
     mean: float = float("nan")
     ci: float = float("nan")
-    rank_value: float = float("nan")
     divergence_rate: float = 0.0
     reached_rate: float = 0.0
     steps_to_target: float = float("nan")
     seconds_to_target: float = float("nan")
-    step_time_us: float = float("nan")
-    state_bytes_per_param: float = float("nan")
+    sensitivity: float = float("nan")  # decades of lr within the task's tolerance of the best
+    sensitivity_bound: bool = False  # the width reaches an edge of the lrs tried
+    rank: float = float("nan")  # mean rank on this task over the seeds
     error: str | None = None  # set when every final run raised
-    path: list | None = None  # 2-D tasks: the tuning run at the chosen lr (seed 0, exact start)
+    path: list | None = None  # 2-D tasks: a tuning run at the chosen lr
+
+    @property
+    def complete(self) -> bool:
+        return self.search.stage == "done"
+
+    @property
+    def lr(self) -> float | None:
+        return self.search.lr
+
+    @property
+    def weight_decay(self) -> float | None:
+        return self.search.weight_decay
+
+
+@dataclasses.dataclass
+class TaskResult:
+    name: str
+    meta: dict[str, Any]
+    test: ranking.TaskTest | None  # tied with the best (None when nothing to compare)
+
+    @property
+    def tied(self) -> list[str]:
+        return self.test.tied if self.test else []
 
 
 @dataclasses.dataclass
 class Summary:
     config: Config
     tasks: dict[str, dict[str, Any]]  # name -> meta, in the config's order
-    cells: dict[tuple[str, str], Cell]
-    ranks: dict[str, dict[str, float]]  # task -> optimizer -> rank (real tasks only)
-    mean_rank: dict[str, float]
-    stars: dict[str, int]
+    pairs: dict[tuple[str, str], Pair]
+    task_results: dict[str, TaskResult]
+    rank: ranking.RankTest | None  # across the real tasks (None: fewer than 2 optimizers)
+    stability: dict[str, float]
+    costs: dict[str, dict[str, Any]]  # optimizer -> its cost cell
 
     @property
     def real_tasks(self) -> list[str]:
         return [t for t, meta in self.tasks.items() if not meta["illustrative"]]
 
+    @property
+    def ranked(self) -> list[str]:
+        """The optimizers with a tier, best mean rank first."""
+        if self.rank is None:
+            return []
+        return sorted(self.rank.names, key=lambda o: (self.rank.mean_rank[o], o))
 
-def summarise(config: Config, task_meta: dict[str, dict], rows: list[dict]) -> Summary:
+    def tier(self, optimizer: str) -> int | None:
+        return None if self.rank is None else self.rank.tiers.get(optimizer)
+
+    def stars(self, optimizer: str) -> int | None:
+        tier = self.tier(optimizer)
+        return None if tier is None else ranking.stars(tier)
+
+    def mean_rank(self, optimizer: str) -> float:
+        return float("nan") if self.rank is None else self.rank.mean_rank.get(optimizer, math.nan)
+
+    @property
+    def stability_figure(self) -> float:
+        """The smaller of the two bootstrap figures (NaN when not computed)."""
+        values = [v for v in self.stability.values() if not math.isnan(v)]
+        return min(values) if values else float("nan")
+
+    @property
+    def edges(self) -> list[tuple[str, str]]:
+        """The pairs whose tuned lr sits on an edge of the lrs tried."""
+        return [k for k, p in self.pairs.items() if p.search.lr is not None and p.search.on_edge]
+
+
+def summarise(config: Config, task_meta: dict[str, dict], rows: list[dict],
+              bootstrap: int = ranking.BOOTSTRAP) -> Summary:
     """Summarise the rows of ``config``'s cells (others in the database are ignored)."""
-    grid = set(lr_grid(config.budget))
-    seeds = set(range(1, config.seeds + 1))
-    cells: dict[tuple[str, str], Cell] = {}
-    for task in config.tasks:
-        for optimizer in config.optimizers:
-            mine = [r for r in rows if r["task"] == task and r["optimizer"] == optimizer
-                    and r["device"] == config.device and r["version"] == config.version]
-            tuning = [r for r in mine if r["role"] == "tune" and r["lr"] in grid]
-            if len(tuning) < len(grid):
-                continue  # not tuned yet: the pair has no result
-            lr = best_lr(task, tuning)
-            finals = [r for r in mine if r["role"] == "final" and r["lr"] == lr
-                      and r["seed"] in seeds]
-            curve = [(r["lr"], r["final_metric"], bool(r["diverged"])) for r in tuning]
-            cell = _cell(task, optimizer, lr, sorted(curve), finals)
-            cell.path = next(r["path"] for r in tuning if r["lr"] == lr)
-            cells[(task, optimizer)] = cell
-    _fill_rank_values(config, task_meta, cells)
-    ranks, mean_rank, score = _rank(config, task_meta, cells)
-    tasks = {t: task_meta[t] for t in config.tasks}
-    return Summary(config, tasks, cells, ranks, mean_rank, score)
-
-
-def _cell(task: str, optimizer: str, lr: float, tuning, finals: list[dict]) -> Cell:
-    finals = sorted(finals, key=lambda r: r["seed"])
-    cell = Cell(task, optimizer, lr, tuning, finals)
-    if not finals:
-        return cell
-    if all(r.get("error") for r in finals):
-        cell.error = finals[0]["error"]
-    cell.mean, cell.ci = mean_ci(r["final_metric"] for r in finals if not r["diverged"])
-    cell.divergence_rate = sum(r["diverged"] for r in finals) / len(finals)
-    reached = [r for r in finals if r["steps_to_target"] is not None]
-    cell.reached_rate = len(reached) / len(finals)
-    if reached:
-        cell.steps_to_target = statistics.fmean(r["steps_to_target"] for r in reached)
-        cell.seconds_to_target = statistics.fmean(r["seconds_to_target"] for r in reached)
-    cell.step_time_us = 1e6 * statistics.fmean(r["step_time"] for r in finals)
-    cell.state_bytes_per_param = statistics.fmean(r["state_bytes_per_param"] for r in finals)
-    return cell
-
-
-def _fill_rank_values(config: Config, task_meta: dict, cells: dict) -> None:
+    rows = [r for r in rows if r["version"] == config.version and r["device"] == config.device]
+    known = results_lookup_rows(rows)
+    rules = config.rules()
+    pairs: dict[tuple[str, str], Pair] = {}
     for task in config.tasks:
         higher = task_meta[task]["higher_is_better"]
-        mine = [c for (t, _), c in cells.items() if t == task]
-        finite = [r["final_metric"] for c in mine for r in c.finals
-                  if not r["diverged"] and not math.isnan(r["final_metric"])]
-        worst = (min(finite) if higher else max(finite)) if finite else float("nan")
-        for cell in mine:
-            values = [worst if r["diverged"] or math.isnan(r["final_metric"])
-                      else r["final_metric"] for r in cell.finals]
-            cell.rank_value = statistics.fmean(values) if values else float("nan")
-
-
-def _rank(config: Config, task_meta: dict, cells: dict):
-    ranks: dict[str, dict[str, float]] = {}
+        for optimizer in config.optimizers:
+            state = walk(rules, task, optimizer, higher, takes_weight_decay(optimizer), known.get)
+            if state.lr is None:
+                continue  # not tuned yet: the pair has no result
+            finals = [known[s] for s in final_specs(rules, state) if s in known]
+            pair = Pair(task, optimizer, state, finals)
+            pair.sensitivity, pair.sensitivity_bound = sensitivity(
+                state, higher, task_meta[task].get("tolerance", 0.01), rules.per_decade)
+            if task_meta[task]["illustrative"]:
+                spec = CellSpec.make(task, optimizer, {"lr": state.lr, **_wd0(state)},
+                                     rules.tuning_seeds[0], "tune", rules.device, rules.schedule)
+                pair.path = (known.get(spec) or {}).get("path")
+            pairs[(task, optimizer)] = pair
     for task in config.tasks:
-        if task_meta[task]["illustrative"]:
+        _fill(task, task_meta[task], [p for (t, _), p in pairs.items() if t == task])
+    task_results = {t: TaskResult(t, task_meta[t], _task_test(t, task_meta[t], pairs, config))
+                    for t in config.tasks}
+    rank, stability = _rank(config, task_meta, pairs, bootstrap)
+    costs = {r["optimizer"]: r for r in rows if r["role"] == "cost"
+             and r["optimizer"] in config.optimizers}
+    return Summary(config, {t: task_meta[t] for t in config.tasks}, pairs, task_results, rank,
+                   stability, costs)
+
+
+def _wd0(state: Search) -> dict[str, float]:
+    return {"weight_decay": 0.0} if state.takes_weight_decay else {}
+
+
+def _fill(task: str, meta: dict, pairs: list[Pair]) -> None:
+    finite = [r["final_metric"] for p in pairs for r in p.finals
+              if not r["diverged"] and not math.isnan(r["final_metric"])]
+    higher = meta["higher_is_better"]
+    worst = (min(finite) if higher else max(finite)) if finite else 0.0
+    for pair in pairs:
+        if not pair.finals:
             continue
-        values = {o: cells[(task, o)].rank_value for o in config.optimizers if (task, o) in cells}
-        diverged = {o: cells[(task, o)].divergence_rate for o in values}
-        if values:
-            ranks[task] = average_ranks(values, task_meta[task]["higher_is_better"], diverged)
-    mean_rank: dict[str, float] = {}
-    for optimizer in config.optimizers:
-        mine = [r[optimizer] for r in ranks.values() if optimizer in r]
-        mean_rank[optimizer] = statistics.fmean(mine) if mine else float("nan")
-    count = len(config.optimizers)
-    return ranks, mean_rank, {o: stars(mean_rank[o], count) for o in config.optimizers}
+        if all(r.get("error") for r in pair.finals):
+            pair.error = pair.finals[0]["error"]
+        pair.failed = [bool(r["diverged"]) or math.isnan(r["final_metric"]) for r in pair.finals]
+        pair.values = [worst if bad else r["final_metric"]
+                       for r, bad in zip(pair.finals, pair.failed, strict=True)]
+        pair.mean, pair.ci = ranking.mean_ci(pair.values)
+        pair.divergence_rate = sum(bool(r["diverged"]) for r in pair.finals) / len(pair.finals)
+        reached = [r for r in pair.finals if r["steps_to_target"] is not None]
+        pair.reached_rate = len(reached) / len(pair.finals)
+        if reached:
+            pair.steps_to_target = statistics.fmean(r["steps_to_target"] for r in reached)
+            pair.seconds_to_target = statistics.fmean(r["seconds_to_target"] for r in reached)
+
+
+def _scores(meta: dict, pair: Pair, ranks: bool = False) -> list[float]:
+    """Per-seed values oriented so that higher is better (for ranks: a failure is -inf)."""
+    sign = 1.0 if meta["higher_is_better"] else -1.0
+    return [-math.inf if ranks and bad else sign * v
+            for v, bad in zip(pair.values, pair.failed, strict=True)]
+
+
+def _task_test(task: str, meta: dict, pairs: dict, config: Config) -> ranking.TaskTest | None:
+    done = {o: pairs[(task, o)] for o in config.optimizers
+            if (task, o) in pairs and pairs[(task, o)].complete}
+    if not done:
+        return None
+    test = ranking.tied_with_best({o: _scores(meta, p) for o, p in done.items()})
+    ranks = np.stack([ranking.block_ranks(row) for row in
+                      np.array([_scores(meta, p, ranks=True) for p in done.values()]).T])
+    for optimizer, r in zip(done, ranks.mean(axis=0), strict=True):
+        done[optimizer].rank = float(r)
+    return test
+
+
+def _rank(config: Config, task_meta: dict, pairs: dict, bootstrap: int):
+    real = [t for t in config.tasks if not task_meta[t]["illustrative"]]
+    names = [o for o in config.optimizers
+             if real and all((t, o) in pairs and pairs[(t, o)].complete for t in real)]
+    nan = {"seeds": float("nan"), "tasks": float("nan")}
+    if len(names) < 2:
+        return None, nan
+    blocks = [ranking.TaskBlocks(t, np.array([_scores(task_meta[t], pairs[(t, o)], ranks=True)
+                                              for o in names]).T) for t in real]
+    return ranking.analyse(names, blocks, bootstrap=bootstrap)
+
+
+__all__ = ["SCORE_RULE", "Pair", "Summary", "TaskResult", "summarise"]

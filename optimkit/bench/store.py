@@ -1,9 +1,10 @@
 """The results database: one SQLite file (stdlib ``sqlite3``) in the output folder.
 
 Each finished cell is written in one transaction, keyed by (task, optimizer, hypers, seed,
-role, device, version); a process killed at any moment leaves whole rows or none (SQLite's
-journal rolls back a half-written transaction on the next open). The run's configuration and
-the tasks' descriptions are stored too, so ``optimkit report`` needs nothing but this file.
+role, device, schedule, version); a process killed at any moment leaves whole rows or none
+(SQLite's journal rolls back a half-written transaction on the next open). The run's
+configuration and the tasks' descriptions are stored too, so ``optimkit report`` needs nothing
+but this file.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ CREATE TABLE IF NOT EXISTS cells (
     seed INTEGER NOT NULL,
     role TEXT NOT NULL,
     device TEXT NOT NULL,
+    schedule TEXT NOT NULL,
     version TEXT NOT NULL,
     lr REAL NOT NULL,
     final_metric REAL,
@@ -41,8 +43,9 @@ CREATE TABLE IF NOT EXISTS cells (
     losses TEXT NOT NULL,
     evals TEXT NOT NULL,
     path TEXT,
+    extra TEXT NOT NULL,
     error TEXT,
-    PRIMARY KEY (task, optimizer, hypers, seed, role, device, version)
+    PRIMARY KEY (task, optimizer, hypers, seed, role, device, schedule, version)
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -71,6 +74,11 @@ class Store:
             raise ValueError(f"no results database at {self.path}")
         self.conn = sqlite3.connect(self.path, timeout=30)
         self.conn.row_factory = sqlite3.Row
+        columns = {r["name"] for r in self.conn.execute("PRAGMA table_info(cells)")}
+        if columns and "schedule" not in columns:
+            self.conn.close()
+            raise ValueError(f"{self.path} was written by an older optimkit bench (before lr "
+                             "schedules and weight-decay tuning); use a new --out folder")
         with self.conn:
             self.conn.executescript(_SCHEMA)
 
@@ -96,14 +104,15 @@ class Store:
     def save(self, spec: CellSpec, version: str, result: dict[str, Any]) -> None:
         row = {
             "task": spec.task, "optimizer": spec.optimizer, "hypers": spec.hypers,
-            "seed": spec.seed, "role": spec.role, "device": spec.device, "version": version,
-            "lr": json.loads(spec.hypers)["lr"],
+            "seed": spec.seed, "role": spec.role, "device": spec.device,
+            "schedule": spec.schedule, "version": version, "lr": spec.lr,
             **{k: _nan_to_none(result[k]) for k in (
                 "final_metric", "diverged", "steps", "steps_to_target", "seconds",
                 "seconds_to_target", "step_time", "state_bytes_per_param", "n_params")},
             "losses": json.dumps(result["losses"]),
             "evals": json.dumps([[s, _nan_to_none(m), t] for s, m, t in result["evals"]]),
             "path": None if result["path"] is None else json.dumps(result["path"]),
+            "extra": json.dumps(result.get("extra") or {}),
             "error": result.get("error"),
         }
         names = ", ".join(row)
@@ -113,13 +122,12 @@ class Store:
                               tuple(row.values()))
 
     # ------------------------------------------------------------------ reads
-    def done(self, spec: CellSpec, version: str) -> bool:
-        row = self.conn.execute(
-            "SELECT 1 FROM cells WHERE task=? AND optimizer=? AND hypers=? AND seed=? AND role=?"
-            " AND device=? AND version=?",
-            (spec.task, spec.optimizer, spec.hypers, spec.seed, spec.role, spec.device, version),
-        ).fetchone()
-        return row is not None
+    def outcomes(self, version: str, device: str) -> list[dict[str, Any]]:
+        """Key and outcome of every cell of ``version`` on ``device`` (what the search reads)."""
+        rows = self.conn.execute(
+            "SELECT task, optimizer, hypers, seed, role, device, schedule, final_metric, diverged,"
+            " error FROM cells WHERE version=? AND device=?", (version, device))
+        return [{**dict(r), "final_metric": _none_to_nan(r["final_metric"])} for r in rows]
 
     def cells(self, version: str | None = None, device: str | None = None) -> list[dict]:
         query, args = "SELECT * FROM cells WHERE 1=1", []
@@ -135,6 +143,7 @@ class Store:
             item["losses"] = json.loads(item["losses"])
             item["evals"] = json.loads(item["evals"])
             item["path"] = None if item["path"] is None else json.loads(item["path"])
+            item["extra"] = json.loads(item["extra"])
             out.append(item)
         return out
 
@@ -142,12 +151,6 @@ class Store:
         rows = self.conn.execute("SELECT task, optimizer, error FROM cells WHERE version=? AND "
                                  "error IS NOT NULL ORDER BY task, optimizer", (version,))
         return [tuple(r) for r in rows]
-
-    def tuning_rows(self, task: str, optimizer: str, version: str, device: str) -> list[dict]:
-        rows = self.conn.execute(
-            "SELECT hypers, lr, final_metric, diverged FROM cells WHERE task=? AND optimizer=?"
-            " AND role='tune' AND version=? AND device=?", (task, optimizer, version, device))
-        return [{**dict(r), "final_metric": _none_to_nan(r["final_metric"])} for r in rows]
 
     def last_config(self) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT config FROM runs ORDER BY id DESC LIMIT 1").fetchone()

@@ -1,26 +1,29 @@
-"""The protocol: which cells run, in what order, on which executor.
+"""The run: presets, the configuration, which cells run in what order, and on which executor.
 
-For every (task, optimizer):
+The protocol itself (the lr grid and its extension, weight decay, tuning and test seeds) is
+:mod:`.search`; this module walks it for every (task, optimizer) pair and hands the cells it
+needs to an executor: inline (``workers=1``), a local process pool, or Ray. The parent process
+alone writes the database, one transaction per finished cell, and skips finished cells, so an
+interrupted run resumes where it stopped.
 
-1. **tune**: the same log-grid of ``budget`` learning rates for every optimizer,
-   ``lr = 10 ** linspace(-4, 0, budget)``, one run each on seed 0, scored on the validation
-   split. Every other hyper-parameter stays at the optimizer's default.
-2. **final**: the best lr (best validation metric among the runs that did not diverge; ties go
-   to the smaller lr) is run on seeds 1..``seeds`` and scored on the test split.
+Presets (``--preset``):
 
-The final runs of a pair start as soon as its tuning runs are done. Cells run inline
-(``workers=1``), in a local process pool (``concurrent.futures``) or on Ray; the parent process
-alone writes the database, one transaction per finished cell, and skips finished cells.
+* ``quick``: the small tasks (digits, diabetes, a char-GRU), under 10 minutes on 2 cores; the
+  same protocol on a narrower start window (3 lrs, extended by the same rule), without the
+  weight-decay stage, the 2-D toys (``optimkit plot`` draws them) or the cost cell; its tiers
+  are provisional (the tasks are small and mostly saturated);
+* ``standard`` (the default, the one that fills the Score): a transformer language model on the
+  standard library's source, a 1-D CNN and a deep autoencoder on MNIST-1D-style data;
+* ``full``: every real task of both, more seeds, a wider lr window and more weight decays.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
+import functools
 import multiprocessing
 import os
-import sys
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,11 +32,41 @@ from typing import Any
 
 from .. import __version__, registry
 from . import tasks as task_registry
-from .runner import CellSpec, canonical, run_cell
+from .notes import default_optimizers
+from .runner import SCHEDULES, CellSpec, canonical, run_cell
+from .search import Rules, Search, final_specs, walk
 from .store import Store
 
-LR_LOW, LR_HIGH = -4.0, 0.0  # log10 bounds of the learning-rate grid
-TUNING_SEED = 0
+QUICK_TASKS = ("digits-mlp", "digits-cnn", "diabetes-mlp", "zen-char-gru")
+TOYS = ("rosenbrock", "beale", "rastrigin")
+STANDARD_TASKS = ("stdlib-lm", "mnist1d-cnn", "mnist1d-autoencoder")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    tasks: tuple[str, ...]
+    seeds: int
+    lr_range: tuple[float, float]
+    budget: int
+    weight_decays: tuple[float, ...]
+    cost: bool  # time step() on a >= 10M-parameter model
+    provisional: bool = False
+
+
+PRESETS: dict[str, Preset] = {
+    # quick fits 10 minutes on 2 cores: on the quick run of 3,182 cells (1,116 CPU seconds),
+    # the toys took a third of the CPU time, the weight-decay stage a tenth and the 5-lr start
+    # window another tenth. This preset then ran 1,324 cells in 405 CPU seconds (9 min 46 s
+    # wall with 2 workers on the shared 2-core machine, report included).
+    "quick": Preset(QUICK_TASKS, seeds=5, lr_range=(1e-2, 5e-2), budget=19,
+                    weight_decays=(), cost=False, provisional=True),
+    "standard": Preset(STANDARD_TASKS, seeds=5, lr_range=(2e-3, 5e-2), budget=19,
+                       weight_decays=(1e-3, 1e-2, 1e-1), cost=True),
+    "full": Preset(STANDARD_TASKS + QUICK_TASKS + TOYS, seeds=10, lr_range=(1e-4, 1.0),
+                   budget=25, weight_decays=(1e-4, 1e-3, 1e-2, 1e-1), cost=True),
+}
+DEFAULT_PRESET = "standard"
+TUNING_SEEDS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,38 +75,84 @@ class Config:
 
     optimizers: tuple[str, ...]
     tasks: tuple[str, ...]
-    seeds: int = 3
-    budget: int = 5
+    preset: str = DEFAULT_PRESET
+    seeds: int = 5
+    seed_start: int = 0
+    tuning_seeds: int = TUNING_SEEDS
+    lr_range: tuple[float, float] = (2e-3, 5e-2)
+    per_decade: int = 3
+    budget: int = 19
+    extend: int = 1
+    weight_decays: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
+    schedule: str = "cosine"
+    cost: bool = True
     device: str = "cpu"
     workers: int = 1
     executor: str = "local"
     version: str = __version__
 
     def __post_init__(self) -> None:
-        for name in self.optimizers:
-            registry.get(name)  # ValueError naming it
-        for name in self.tasks:
-            task_registry.get(name)
         if not self.optimizers:
             raise ValueError("optimizers: give at least one")
         if not self.tasks:
             raise ValueError("tasks: give at least one")
-        for field, low in (("seeds", 1), ("budget", 1), ("workers", 1)):
+        for name in self.optimizers:
+            registry.get(name)  # ValueError naming it
+        for name in self.tasks:
+            task_registry.get(name)
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        for field, low in (("seeds", 2), ("tuning_seeds", 1), ("budget", 1), ("workers", 1),
+                           ("per_decade", 1), ("extend", 1), ("seed_start", 0)):
             value = getattr(self, field)
-            if not isinstance(value, int) or value < low:
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{field} must be an int >= {low}, got {value!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.executor not in ("local", "ray"):
             raise ValueError(f"executor must be 'local' or 'ray', got {self.executor!r}")
         check_device(self.device)
+        self.rules()  # lr_range, budget and weight decays, checked by the protocol itself
+
+    @staticmethod
+    def for_preset(preset: str = DEFAULT_PRESET, **override: Any) -> Config:
+        """The configuration of ``preset`` (every registered optimizer of the notes' table)."""
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        p = PRESETS[preset]
+        base = dict(optimizers=default_optimizers(), tasks=p.tasks, preset=preset, seeds=p.seeds,
+                    lr_range=p.lr_range, budget=p.budget, weight_decays=p.weight_decays,
+                    cost=p.cost)
+        return Config(**{**base, **{k: v for k, v in override.items() if v is not None}})
+
+    @property
+    def provisional(self) -> bool:
+        return PRESETS[self.preset].provisional
+
+    def rules(self) -> Rules:
+        start = self.seed_start
+        return Rules(
+            lr_range=tuple(self.lr_range), per_decade=self.per_decade, budget=self.budget,
+            extend=self.extend, weight_decays=tuple(self.weight_decays),
+            tuning_seeds=tuple(range(start, start + self.tuning_seeds)),
+            test_seeds=tuple(range(start + self.tuning_seeds,
+                                   start + self.tuning_seeds + self.seeds)),
+            schedule=self.schedule, device=self.device,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "lr_grid": lr_grid(self.budget)}
+        rules = self.rules()
+        return {**dataclasses.asdict(self), "tuning_seed_list": list(rules.tuning_seeds),
+                "test_seed_list": list(rules.test_seeds),
+                "initial_lr_grid": [rules.lr(i) for i in rules.initial()]}
 
     @staticmethod
     def from_json(data: dict[str, Any], **override: Any) -> Config:
         fields = {f.name for f in dataclasses.fields(Config)}
         kept = {k: v for k, v in data.items() if k in fields and k != "version"}
-        kept["optimizers"], kept["tasks"] = tuple(kept["optimizers"]), tuple(kept["tasks"])
+        for name in ("optimizers", "tasks", "lr_range", "weight_decays"):
+            if name in kept:
+                kept[name] = tuple(kept[name])
         return Config(**{**kept, **override})
 
 
@@ -90,34 +169,29 @@ def check_device(device: str) -> None:
         raise ValueError(f"device: {device!r}: only cpu and cuda are supported")
 
 
-def lr_grid(budget: int) -> list[float]:
-    """``budget`` learning rates, evenly spaced in log10 from 1e-4 to 1 (1e-2 alone if 1)."""
-    if budget == 1:
-        return [1e-2]
-    step = (LR_HIGH - LR_LOW) / (budget - 1)
-    return [float(f"{10 ** (LR_LOW + i * step):.6g}") for i in range(budget)]
+@functools.cache
+def takes_weight_decay(optimizer: str) -> bool:
+    """Whether the optimizer's param groups have a ``weight_decay`` (it is then tuned)."""
+    import torch
+
+    try:
+        built = registry.create(optimizer, [torch.zeros(1, requires_grad=True)])
+    except Exception:  # noqa: BLE001  (a broken optimizer is recorded by its cells)
+        return False
+    return "weight_decay" in built.param_groups[0]
 
 
-def tuning_specs(config: Config, task: str, optimizer: str) -> list[CellSpec]:
-    return [CellSpec.make(task, optimizer, {"lr": lr}, TUNING_SEED, "tune", config.device)
-            for lr in lr_grid(config.budget)]
+def search(config: Config, task: str, optimizer: str, lookup) -> Search:
+    """Where the protocol stands for one pair, given the results ``lookup`` knows."""
+    return walk(config.rules(), task, optimizer, task_registry.get(task).higher_is_better,
+                takes_weight_decay(optimizer), lookup)
 
 
-def best_lr(task: str, rows: Iterable[dict[str, Any]]) -> float:
-    """The tuned lr: best validation metric among runs that did not diverge, then smaller lr."""
-    spec = task_registry.get(task)
-    rows = sorted(rows, key=lambda r: r["lr"])
-    pool = [r for r in rows if not r["diverged"] and not math.isnan(r["final_metric"])] or rows
-    best = pool[0]
-    for row in pool[1:]:
-        if spec.worse(best["final_metric"], row["final_metric"]):
-            best = row
-    return best["lr"]
-
-
-def final_specs(config: Config, task: str, optimizer: str, lr: float) -> list[CellSpec]:
-    return [CellSpec.make(task, optimizer, {"lr": lr}, seed, "final", config.device)
-            for seed in range(1, config.seeds + 1)]
+def cost_specs(config: Config) -> list[CellSpec]:
+    if not config.cost:
+        return []
+    return [CellSpec.make("cost", optimizer, {}, 0, "cost", config.device, "constant")
+            for optimizer in config.optimizers]
 
 
 # ------------------------------------------------------------------ executors
@@ -151,9 +225,13 @@ class InlineExecutor:
     def shutdown(self) -> None:
         pass
 
+    abort = shutdown
 
-def _watch_parent(pid: int, period: float = 0.5) -> None:
-    """In a pool worker: exit as soon as the bench process ``pid`` is gone (kill -9 included)."""
+
+def _worker_init(pid: int, period: float = 0.5) -> None:
+    """In a pool worker: leave Ctrl-C to the bench process (which stops the pool), and exit as
+    soon as the bench process ``pid`` is gone (kill -9 included)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while True:
@@ -178,9 +256,9 @@ class PoolExecutor:
         method = "forkserver" if "forkserver" in methods else "spawn"
         ctx = multiprocessing.get_context(method)
         if method == "forkserver":
-            ctx.set_forkserver_preload(["optimkit.bench.runner", "sklearn.datasets"])
+            ctx.set_forkserver_preload(["optimkit.bench.runner", "optimkit.bench.tasks"])
         self.pool = futures.ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_watch_parent,
+            max_workers=workers, mp_context=ctx, initializer=_worker_init,
             initargs=(os.getpid(),))
 
     def submit(self, spec: CellSpec):
@@ -196,6 +274,22 @@ class PoolExecutor:
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
+    def abort(self) -> None:
+        """Stop now: drop queued cells and end the workers (their running cells are lost)."""
+        # ProcessPoolExecutor has no public way to end busy workers before Python 3.14
+        # (terminate_workers); its ``_processes`` map has been stable since Python 3.3.
+        workers = list((getattr(self.pool, "_processes", None) or {}).values())
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for process in workers:
+            process.terminate()
+        deadline = time.monotonic() + 5
+        for process in workers:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(1)
+        self.pool.shutdown(wait=True)  # returns at once: every worker is gone
+
 
 class RayExecutor:
     """The same cells as Ray tasks (optional extra ``ray``); joins a running Ray or starts one."""
@@ -209,9 +303,12 @@ class RayExecutor:
         if not ray.is_initialized():
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         self.remote = ray.remote(num_cpus=1)(run_cell)
+        self.submitted: list = []
 
     def submit(self, spec: CellSpec):
-        return self.remote.remote(spec)
+        ref = self.remote.remote(spec)
+        self.submitted.append(ref)
+        return ref
 
     def wait(self, pending: set) -> tuple[set, set]:
         done, rest = self.ray.wait(list(pending), num_returns=1)
@@ -223,6 +320,13 @@ class RayExecutor:
     def shutdown(self) -> None:
         pass  # a Ray instance outlives the run: the caller (or its exit) shuts it down
 
+    def abort(self) -> None:
+        for ref in self.submitted:
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001  (already finished, or Ray is going down)
+                pass
+
 
 def make_executor(config: Config):
     if config.executor == "ray":
@@ -233,91 +337,132 @@ def make_executor(config: Config):
 
 
 # ------------------------------------------------------------------ the run
-Progress = Callable[[CellSpec, int, int], None]
+@dataclasses.dataclass
+class Tally:
+    """How far a run is: cells finished (recorded before or now), ran now, and the total."""
+
+    finished: int = 0
+    ran: int = 0
+    total: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
 
 
-def count_cells(config: Config) -> int:
-    per_pair = config.budget + config.seeds
-    return per_pair * len(config.tasks) * len(config.optimizers)
+Progress = Callable[[CellSpec | None, Tally], None]
 
 
-def run(config: Config, store: Store, progress: Progress | None = None) -> int:
-    """Run every missing cell of ``config``; returns how many ran (finished ones are skipped)."""
-    total, finished, ran = count_cells(config), 0, 0
+def _estimate(config: Config, state: Search) -> int:
+    """Cells of one pair: what its search has asked for so far, plus the stages to come."""
+    rules = config.rules()
+    lrs = len(state.lr_grid)
+    wds = len(rules.weight_decays) if state.takes_weight_decay else 0
+    return (lrs + wds) * len(rules.tuning_seeds) + len(rules.test_seeds)
+
+
+def _interleaved(config: Config) -> list[tuple[str, str]]:
+    # Round-robin over tasks, so that cheap and costly cells mix and the ETA holds.
+    return [(t, o) for o in config.optimizers for t in config.tasks]
+
+
+def results_lookup_rows(rows: Iterable[dict[str, Any]]) -> dict[CellSpec, dict[str, Any]]:
+    """Rows by their cell key."""
+    return {CellSpec(r["task"], r["optimizer"], r["hypers"], r["seed"], r["role"], r["device"],
+                     r["schedule"]): r for r in rows}
+
+
+def results_lookup(store: Store, config: Config) -> dict[CellSpec, dict[str, Any]]:
+    """Every recorded cell of this version and device, by its key."""
+    return results_lookup_rows(store.outcomes(config.version, config.device))
+
+
+def run(config: Config, store: Store, progress: Progress | None = None,
+        tally: Tally | None = None) -> Tally:
+    """Run every missing cell of ``config``; finished cells are skipped.
+
+    ``tally`` (updated as cells finish) tells a caller how far the run got, even when it is
+    interrupted; it is also returned.
+    """
+    tally = tally if tally is not None else Tally()
+    known = results_lookup(store, config)
+    pairs = _interleaved(config)
+    costs = cost_specs(config)
+    tally.finished = _recorded(config, known, pairs)
     executor = make_executor(config)
     pending: dict[Any, CellSpec] = {}
-    tuning_left: dict[tuple[str, str], set[CellSpec]] = {}
+    estimates: dict[tuple[str, str], int] = {}
 
-    def start(spec: CellSpec) -> None:
-        nonlocal finished
-        if store.done(spec, config.version):
-            finished += 1
-            if progress:
-                progress(spec, finished, total)
-            on_done(spec)
-            return
-        pending[executor.submit(spec)] = spec
-
-    def on_done(spec: CellSpec) -> None:
-        if spec.role != "tune":
-            return
-        key = (spec.task, spec.optimizer)
-        tuning_left[key].discard(spec)
-        if not tuning_left[key]:
-            grid = {s.hypers for s in tuning_specs(config, *key)}
-            rows = [r for r in store.tuning_rows(*key, config.version, config.device)
-                    if r["hypers"] in grid]
-            for final in final_specs(config, *key, best_lr(spec.task, rows)):
-                start(final)
+    def advance(pair: tuple[str, str]) -> None:
+        state = search(config, *pair, known.get)
+        estimates[pair] = _estimate(config, state)
+        inflight = set(pending.values())
+        for spec in state.needed:
+            if spec not in inflight:
+                pending[executor.submit(spec)] = spec
+        tally.total = sum(estimates.values()) + len(costs)
 
     try:
-        for task in config.tasks:
-            for optimizer in config.optimizers:
-                specs = tuning_specs(config, task, optimizer)
-                tuning_left[(task, optimizer)] = set(specs)
-                for spec in specs:
-                    start(spec)
+        for pair in pairs:
+            advance(pair)
+        for spec in costs:
+            if spec not in known:
+                pending[executor.submit(spec)] = spec
+        if progress:
+            progress(None, tally)
         while pending:
             done, _ = executor.wait(set(pending))
             for handle in done:
                 spec = pending.pop(handle)
                 result = executor.result(handle)
                 store.save(spec, config.version, result)
-                finished, ran = finished + 1, ran + 1
+                known[spec] = result
+                tally.finished, tally.ran = tally.finished + 1, tally.ran + 1
+                pair = (spec.task, spec.optimizer)
+                if spec.role != "cost" and all((s.task, s.optimizer) != pair
+                                               for s in pending.values()):
+                    advance(pair)  # its stage is complete: the search decides what is next
                 if progress:
-                    progress(spec, finished, total)
-                on_done(spec)
-    finally:
-        executor.shutdown()
-    return ran
+                    progress(spec, tally)
+    except BaseException:
+        executor.abort()
+        raise
+    executor.shutdown()
+    return tally
 
 
-def rich_progress(total: int, enabled: bool):
-    """A rich progress bar (cells done / total), or None when off, not a TTY or rich absent."""
-    if not enabled or not sys.stderr.isatty():
-        return None, None
-    try:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-    except ImportError:
-        return None, None
-    bar = Progress(TextColumn("[bold]bench[/] {task.description}"), BarColumn(),
-                   MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                   transient=False)
-    handle = bar.add_task("", total=total)
-
-    def update(spec: CellSpec, finished: int, _total: int) -> None:
-        lr = json.loads(spec.hypers)["lr"]
-        bar.update(handle, completed=finished,
-                   description=f"{spec.task} / {spec.optimizer} lr={lr:g} seed={spec.seed}")
-
-    return bar, update
+def _recorded(config: Config, known: dict, pairs: Iterable[tuple[str, str]]) -> int:
+    """How many cells of ``config`` are already in ``known``."""
+    rules = config.rules()
+    count = sum(s in known for s in cost_specs(config))
+    for task, optimizer in pairs:
+        state = search(config, task, optimizer, known.get)
+        count += (len(state.lr_trials) + len(state.wd_trials)) * len(rules.tuning_seeds)
+        if state.stage in ("final", "done"):
+            count += sum(s in known for s in final_specs(rules, state))
+    return count
 
 
-__all__ = ["Config", "best_lr", "canonical", "count_cells", "lr_grid", "run"]
+def finished_cells(config: Config, store: Store) -> int:
+    """The cells of ``config`` already recorded in ``store``."""
+    return _recorded(config, results_lookup(store, config), _interleaved(config))
+
+
+def count_cells(config: Config) -> int:
+    """The cells of a run before any grid extends (the progress total starts there)."""
+    rules = config.rules()
+    total = len(cost_specs(config))
+    for optimizer in config.optimizers:
+        wds = len(rules.weight_decays) if takes_weight_decay(optimizer) else 0
+        per_pair = (len(rules.initial()) + wds) * len(rules.tuning_seeds) + len(rules.test_seeds)
+        total += per_pair * len(config.tasks)
+    return total
+
+
+def eta(tally: Tally) -> float:
+    """Seconds left, from the pace of the cells run so far (NaN before the first)."""
+    if tally.ran == 0:
+        return float("nan")
+    pace = (time.monotonic() - tally.started) / tally.ran
+    return max(0, tally.total - tally.finished) * pace
+
+
+__all__ = ["PRESETS", "Config", "Preset", "Tally", "canonical", "count_cells", "eta",
+           "finished_cells", "run", "search"]

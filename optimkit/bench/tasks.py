@@ -1,14 +1,27 @@
-"""The benchmark's tasks: small real problems that ship with the dev extras, and three 2-D toys.
+"""The benchmark's tasks.
+
+* ``stdlib-lm``: a small decoder-only transformer trained on the Python standard library's own
+  source files (:mod:`.lm`); test bits per byte.
+* ``mnist1d-cnn``: a 1-D CNN on a procedurally generated MNIST-1D-style data set
+  (:mod:`.mnist1d`, after Greydanus 2020); test accuracy;
+* ``mnist1d-autoencoder``: a deep tanh autoencoder of the same signals; test MSE.
+* the small tasks of the ``quick`` preset: scikit-learn's digits (MLP, CNN) and diabetes data,
+  and a character-level GRU on the Zen of Python;
+* three 2-D toys (Rosenbrock, Beale, Rastrigin), ``illustrative``: they draw pictures and never
+  rank optimizers.
 
 Every task is local (no download). ``get(name)`` returns a :class:`Task`; ``task.build(seed)``
 returns an :class:`Instance` with ``.model``, ``.loss_fn(outputs, targets)``, ``.batches()`` (one
-seeded training epoch of ``(inputs, targets)``) and ``.evaluate()`` (the test metric).
+seeded training epoch of ``(inputs, targets)``), ``.steps_per_epoch`` and ``.evaluate(split)``
+(the metric on ``"val"`` or ``"test"``). That is all an LR-finder sweep needs too::
+
+    instance = tasks.get("stdlib-lm").build(seed=0)
+    lr_find(optimizer, model=instance.model, loss_fn=instance.loss_fn, batches=...)
 
 The data split is fixed (the same for every seed); the seed drives the initial weights, the
 batch order and, for the 2-D functions, a small jitter of the starting point. Each task states
-its metric, whether higher is better and the value that counts as reached. The 2-D functions
-are ``illustrative``: one point, no data, no generalisation; they draw pictures, they do not
-rank optimizers.
+its metric, whether higher is better, the value that counts as reached and the tolerance of
+its lr-sensitivity measure.
 """
 
 from __future__ import annotations
@@ -24,6 +37,12 @@ from torch import Tensor, nn
 
 Batch = tuple[Tensor | None, Tensor | None]
 
+# stdlib-lm: model size, context, batch, and how many windows score the held-out text.
+LM_DIM, LM_LAYERS, LM_HEADS, LM_CONTEXT, LM_BATCH = 48, 2, 4, 48, 16
+LM_STEPS_PER_EPOCH = 50
+LM_EVAL_WINDOWS = (96, 384)  # (validation, test)
+MNIST1D_CHANNELS, MNIST1D_BATCH = 24, 64
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -37,6 +56,10 @@ class Task:
     epochs: int
     builder: Callable[[int, str], Instance]
     illustrative: bool = False
+    # lr sensitivity: an lr counts as "as good" when its validation result is within this
+    # (absolute, in the metric's unit) of the best lr's.
+    tolerance: float = 0.01
+    info: Callable[[], dict] | None = None  # facts about the data that the report records
 
     def build(self, seed: int, device: str = "cpu") -> Instance:
         """A fresh, seeded instance of the task (model, data, loss) on ``device``."""
@@ -62,6 +85,7 @@ class Task:
             "name": self.name, "description": self.description, "metric": self.metric,
             "target": self.target, "higher_is_better": self.higher_is_better,
             "epochs": self.epochs, "illustrative": self.illustrative,
+            "tolerance": self.tolerance, **({"data": self.info()} if self.info else {}),
         }
 
 
@@ -73,6 +97,7 @@ class Instance:
     loss_fn: Callable[[Tensor, Tensor], Tensor]
     batches: Callable[[], Iterator[Batch]]
     evaluate: Callable[..., float]
+    steps_per_epoch: int = 0  # optimizer steps in one call of ``batches()``
 
 
 # ------------------------------------------------------------------------- data helpers
@@ -101,25 +126,32 @@ def _batcher(x: Tensor, y: Tensor, batch_size: int, seed: int):
     return batches
 
 
-def _supervised(model, loss_fn, score, x, y, split, batch_size, seed, device) -> Instance:
-    train, val, test = split
-    x, y = x.to(device), y.to(device)
-    model = model.to(device)
-    held_out = {"val": val.to(device), "test": test.to(device)}
+def _evaluator(model: nn.Module, held_out: dict, score: Callable[[Tensor], float]):
+    """``evaluate(split)``: ``score(held_out[split])`` in eval mode, without gradients."""
 
     @torch.no_grad()
     def evaluate(split_name: str = "test") -> float:
         if split_name not in held_out:
             raise ValueError(f"split must be 'val' or 'test', got {split_name!r}")
-        idx = held_out[split_name]
         was_training = model.training
         model.eval()
-        value = float(score(model(x[idx]), y[idx]))
+        value = score(held_out[split_name])
         model.train(was_training)
         return value
 
+    return evaluate
+
+
+def _supervised(model, loss_fn, score, x, y, split, batch_size, seed, device) -> Instance:
+    train, val, test = split
+    x, y = x.to(device), y.to(device)
+    model = model.to(device)
+    held_out = {"val": val.to(device), "test": test.to(device)}
+    evaluate = _evaluator(model, held_out, lambda idx: float(score(model(x[idx]), y[idx])))
+
     return Instance(model, loss_fn, _batcher(x[train.to(device)], y[train.to(device)],
-                                             batch_size, seed), evaluate)
+                                             batch_size, seed), evaluate,
+                    steps_per_epoch=math.ceil(len(train) / batch_size))
 
 
 def _accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
@@ -226,6 +258,82 @@ def _zen_char(seed: int, device: str, length: int = 16) -> Instance:
     return _supervised(model, loss, bits, x, y, split, 64, seed, device)
 
 
+# ------------------------------------------------------------------------- standard tasks
+def mnist1d_cnn(channels: int = MNIST1D_CHANNELS) -> nn.Module:
+    """Three 1-D convolutions (the second and third with stride 2), then a linear read-out."""
+    return nn.Sequential(
+        nn.Unflatten(1, (1, -1)),
+        nn.Conv1d(1, channels, 5, padding=2), nn.ReLU(),
+        nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(channels * 10, 10),
+    )
+
+
+def mnist1d_autoencoder() -> nn.Module:
+    """A deep tanh autoencoder 40-64-32-8-32-64-40 (the classic hard case for plain SGD)."""
+    sizes = (40, 64, 32, 8, 32, 64, 40)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+def _mnist1d_cnn(seed: int, device: str) -> Instance:
+    from . import mnist1d
+
+    x, y, split = mnist1d.dataset()
+    torch.manual_seed(seed)
+    return _supervised(mnist1d_cnn(), nn.functional.cross_entropy, _accuracy, x, y, split,
+                       MNIST1D_BATCH, seed, device)
+
+
+def _mnist1d_autoencoder(seed: int, device: str) -> Instance:
+    from . import mnist1d
+
+    x, _, split = mnist1d.dataset()
+    torch.manual_seed(seed)
+    mse = nn.functional.mse_loss
+    return _supervised(mnist1d_autoencoder(), mse, mse, x, x, split, MNIST1D_BATCH, seed, device)
+
+
+def _lm_info() -> dict:
+    from . import lm
+
+    return lm.corpus_info()
+
+
+def _stdlib_lm(seed: int, device: str) -> Instance:
+    from . import lm
+
+    text = lm.corpus()
+    train = text["train"].to(device)
+    held_out = {name: lm.eval_windows(text[name], count, LM_CONTEXT).to(device)
+                for name, count in (("val", LM_EVAL_WINDOWS[0]), ("test", LM_EVAL_WINDOWS[1]))}
+    torch.manual_seed(seed)
+    model = lm.TinyGPT(LM_DIM, LM_LAYERS, LM_HEADS, LM_CONTEXT).to(device)
+    gen = torch.Generator().manual_seed(seed)
+    offsets = torch.arange(LM_CONTEXT + 1, device=device)
+
+    def batches() -> Iterator[Batch]:
+        for _ in range(LM_STEPS_PER_EPOCH):
+            starts = torch.randint(0, len(train) - LM_CONTEXT - 1, (LM_BATCH, 1), generator=gen)
+            window = train[starts.to(device) + offsets]
+            yield window[:, :-1], window[:, 1:]
+
+    def bits(windows: Tensor) -> float:
+        total = 0.0
+        for chunk in windows.split(64):
+            total += float(lm.lm_loss(model(chunk[:, :-1]), chunk[:, 1:])) * len(chunk)
+        return total / len(windows) / math.log(2)
+
+    evaluate = _evaluator(model, held_out, bits)
+
+    return Instance(model, lm.lm_loss, batches, evaluate, steps_per_epoch=LM_STEPS_PER_EPOCH)
+
+
 # ------------------------------------------------------------------------- 2-D functions
 def rosenbrock(xy: Tensor) -> Tensor:
     x, y = xy[0], xy[1]
@@ -290,7 +398,8 @@ def _surface_builder(name: str):
                 raise ValueError(f"split must be 'val' or 'test', got {split_name!r}")
             return float(model())
 
-        return Instance(model, lambda outputs, _targets: outputs, batches, evaluate)
+        return Instance(model, lambda outputs, _targets: outputs, batches, evaluate,
+                        steps_per_epoch=STEPS_PER_EPOCH_2D)
 
     return build
 
@@ -333,6 +442,21 @@ register(Task(
 register(Task(
     "zen-char-gru", "character-level GRU on the Zen of Python and builtin docstrings",
     "test bits/char", 3.3, False, 5, _zen_char,
+))
+register(Task(
+    "stdlib-lm", "decoder-only transformer (2 blocks, width 48, context 48 bytes) on the "
+    "standard library's own .py files",
+    "test bits/byte", 3.2, False, 6, _stdlib_lm, tolerance=0.02,
+    info=_lm_info,
+))
+register(Task(
+    "mnist1d-cnn", "3-layer 1-D CNN on MNIST-1D-style data (4,000 train examples generated "
+    "here, after Greydanus 2020)",
+    "test accuracy", 0.85, True, 8, _mnist1d_cnn, tolerance=0.01,
+))
+register(Task(
+    "mnist1d-autoencoder", "deep tanh autoencoder 40-64-32-8-32-64-40 on the MNIST-1D-style "
+    "signals", "test MSE", 0.2, False, 8, _mnist1d_autoencoder, tolerance=0.01,
 ))
 for _name, _target in (("rosenbrock", 1e-2), ("beale", 1e-2), ("rastrigin", 1e-2)):
     register(Task(

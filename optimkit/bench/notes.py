@@ -1,0 +1,49 @@
+"""The notes' table (shipped as ``notes_table.md``): which optimizers the bench scores by default.
+
+Every registered optimizer named in a row of the table is scored by default, in the table's
+order; other registered optimizers only when asked for with ``--optimizers``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .. import registry
+
+NOTES_TABLE = Path(__file__).with_name("notes_table.md")
+
+
+def key(name: str) -> str:
+    """A name as lower-case letters and digits ("SGD with Momentum" -> "sgdwithmomentum")."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def row_names(text: str | None = None) -> list[str]:
+    """The bold first-column names of the table's rows, in order."""
+    text = NOTES_TABLE.read_text(encoding="utf-8") if text is None else text
+    return [m.group(1) for m in re.finditer(r"^\|\s*\*\*(.+?)\*\*", text, flags=re.M)]
+
+
+def aliases(name: str) -> tuple[str, ...]:
+    try:
+        return tuple(registry.get(name).aliases)
+    except ValueError:  # a database from a build that registered other names
+        return ()
+
+
+def by_key(names: list[str]) -> dict[str, str]:
+    """``key(name or alias) -> name`` for the given registered names."""
+    out = {key(n): n for n in names}
+    out.update({key(a): n for n in names for a in aliases(n)})
+    return out
+
+
+def default_optimizers() -> tuple[str, ...]:
+    """The registered optimizers that are rows of the notes' table, in the table's order."""
+    known = by_key(list(registry.available()))
+    picked = [known[key(row)] for row in row_names() if key(row) in known]
+    return tuple(dict.fromkeys(picked))
+
+
+__all__ = ["NOTES_TABLE", "by_key", "default_optimizers", "key", "row_names"]

@@ -1,0 +1,249 @@
+"""The statistics of the Score: intervals, ties with the best, tiers, and their stability.
+
+Pure functions over arrays of results (one value per optimizer and test seed); they need
+scipy (the ``bench`` extra) for the t, F and studentized-range distributions.
+
+**Per task.** Each optimizer's test metric over the test seeds: the mean and its 95 % Student-t
+interval. The optimizers *tied with the best*: the optimizer with the best mean is compared with
+every other one by a one-sided paired t-test over the test seeds (the seeds are paired: the same
+seed gives every optimizer the same initial weights and batch order), and the k - 1 p-values are
+corrected for multiple comparisons with Holm's step-down method (Holm 1979, "A simple
+sequentially rejective multiple test procedure", Scand. J. Statist. 6:65-70) at
+``ALPHA = 0.05``. An optimizer whose difference from the best is not significant is tied with
+it.
+
+**Across tasks.** Friedman's rank test with Nemenyi's post-hoc test, as recommended by Demšar
+(2006, "Statistical Comparisons of Classifiers over Multiple Data Sets", JMLR 7:1-30). A
+*block* is one (task, test seed): within a block the optimizers are ranked (1 = best, ties share
+their mean rank), and each optimizer's mean rank is taken over all blocks, so every task weighs
+the same when the tasks have the same number of seeds. The omnibus test is the Iman-Davenport
+F form of Friedman's statistic (with the correction for tied ranks). Two optimizers differ when
+their mean ranks differ by more than the critical difference
+``CD = q_alpha / sqrt(2) * sqrt(k (k + 1) / (6 N))`` (q: the studentized range for k groups and
+infinite degrees of freedom; N blocks). The claims hold for *this suite of tasks*; Demšar's own
+design takes one block per data set, which with a handful of tasks can separate nothing
+(k = 20, N = 4 needs a gap of 14.8 ranks), and the bootstrap over tasks below says how much the
+tiers depend on which tasks are in the suite.
+
+**Tiers.** If the Friedman test does not reject (p >= ALPHA), every optimizer is in tier 1.
+Otherwise tier 1 is every optimizer whose mean rank is within CD of the best mean rank; tier 2
+applies the same rule to the rest, starting from the best of them; and so on. Stars come from
+the tier alone: tier 1 gets 3, tier 2 gets 2, tier 3 gets 1, lower tiers 0.
+
+**Stability.** The fraction of optimizers whose tier is unchanged when the tiers are recomputed
+on a bootstrap resample (Efron & Tibshirani 1993) of the test seeds (within each task, the same
+draw for every optimizer), and on a resample of the tasks (each with all its seeds), averaged
+over ``BOOTSTRAP`` replicates drawn with a fixed seed (so the report is a pure function of the
+results).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+ALPHA = 0.05
+BOOTSTRAP = 200
+BOOTSTRAP_SEED = 20240901
+
+
+def _scipy_stats():
+    try:
+        from scipy import stats
+    except ImportError:
+        raise ValueError("the bench statistics need scipy: pip install 'optimkit[bench]'") from None
+    return stats
+
+
+# ------------------------------------------------------------------ per task
+def mean_ci(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and half-width of its 95 % Student-t interval (NaN half-width for one value)."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, float("nan")
+    t = float(_scipy_stats().t.ppf(0.975, len(values) - 1))
+    return mean, t * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+
+
+def holm(p_values: Mapping[str, float]) -> dict[str, float]:
+    """Holm's step-down adjusted p-values (monotone, capped at 1)."""
+    order = sorted(p_values, key=lambda name: p_values[name])
+    m, running, out = len(order), 0.0, {}
+    for i, name in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p_values[name]))
+        out[name] = running
+    return out
+
+
+def paired_p(better: np.ndarray, worse: np.ndarray) -> float:
+    """One-sided paired t-test p-value that ``better`` has the higher mean (arrays per seed)."""
+    d = np.asarray(better, dtype=float) - np.asarray(worse, dtype=float)
+    if len(d) < 2:
+        return 1.0
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    if sd == 0.0:
+        return 0.0 if mean > 0 else 1.0
+    t = mean / (sd / math.sqrt(len(d)))
+    return float(_scipy_stats().t.sf(t, len(d) - 1))
+
+
+@dataclasses.dataclass
+class TaskTest:
+    best: str
+    tied: list[str]  # tied with the best (the best included), in the order given
+    p_adjusted: dict[str, float]  # Holm-adjusted p-value of "worse than the best"
+
+
+def tied_with_best(scores: Mapping[str, Sequence[float]], alpha: float = ALPHA) -> TaskTest:
+    """The optimizers not significantly worse than the best (higher score = better).
+
+    ``scores[name]`` holds one value per test seed, in the same seed order for every name.
+    """
+    names = list(scores)
+    means = {n: float(np.mean(scores[n])) for n in names}
+    best = max(names, key=lambda n: means[n])
+    raw = {n: paired_p(scores[best], scores[n]) for n in names if n != best}
+    adjusted = holm(raw) if raw else {}
+    tied = [n for n in names if n == best or adjusted[n] >= alpha]
+    return TaskTest(best, tied, adjusted)
+
+
+# ------------------------------------------------------------------ across tasks
+def block_ranks(block: np.ndarray) -> np.ndarray:
+    """Ranks within one block (1 = highest score), ties sharing their mean rank."""
+    return _scipy_stats().rankdata(-np.asarray(block, dtype=float), method="average")
+
+
+def _ties(ranks: np.ndarray) -> float:
+    _, counts = np.unique(ranks, return_counts=True)
+    return float(((counts**3) - counts).sum())
+
+
+@dataclasses.dataclass
+class RankTest:
+    names: list[str]
+    mean_rank: dict[str, float]
+    blocks: int
+    chi2: float
+    f: float
+    p: float
+    cd: float
+    tiers: dict[str, int]
+
+    @property
+    def stars(self) -> dict[str, int]:
+        return {n: stars(t) for n, t in self.tiers.items()}
+
+
+def stars(tier: int) -> int:
+    return max(0, min(3, 4 - tier))
+
+
+@functools.lru_cache(maxsize=64)
+def _nemenyi_q(k: int, alpha: float) -> float:
+    return float(_scipy_stats().studentized_range.ppf(1 - alpha, k, np.inf)) / math.sqrt(2)
+
+
+def critical_difference(k: int, blocks: int, alpha: float = ALPHA) -> float:
+    """Nemenyi's critical difference of mean ranks for k optimizers over ``blocks`` blocks."""
+    if k < 2 or blocks < 1:
+        return float("nan")
+    return _nemenyi_q(k, alpha) * math.sqrt(k * (k + 1) / (6.0 * blocks))
+
+
+def friedman(ranks: np.ndarray, ties: np.ndarray) -> tuple[float, float, float]:
+    """(chi2, Iman-Davenport F, p) from an N x k matrix of within-block ranks."""
+    n, k = ranks.shape
+    if n < 2 or k < 2:
+        return float("nan"), float("nan"), 1.0
+    sums = ranks.sum(axis=0)
+    chi2 = 12.0 / (n * k * (k + 1)) * float((sums**2).sum()) - 3.0 * n * (k + 1)
+    correction = 1.0 - float(ties.sum()) / (n * (k**3 - k))
+    if correction <= 1e-12:  # every block is one big tie: no evidence of any difference
+        return 0.0, 0.0, 1.0
+    chi2 /= correction
+    denominator = n * (k - 1) - chi2
+    if denominator <= 1e-12:  # every block ranks the optimizers the same way
+        return chi2, float("inf"), 0.0
+    f = (n - 1) * chi2 / denominator
+    p = float(_scipy_stats().f.sf(f, k - 1, (k - 1) * (n - 1)))
+    return chi2, f, p
+
+
+def make_tiers(mean_rank: Mapping[str, float], cd: float, significant: bool) -> dict[str, int]:
+    """Tier 1 = within ``cd`` of the best mean rank; then the same rule on the rest."""
+    left = sorted(mean_rank, key=lambda n: (mean_rank[n], n))
+    if not significant:
+        return {n: 1 for n in left}
+    tiers, tier = {}, 0
+    while left:
+        tier += 1
+        leader = mean_rank[left[0]]
+        members = [n for n in left if mean_rank[n] - leader <= cd + 1e-12]
+        for n in members:
+            tiers[n] = tier
+        left = [n for n in left if n not in tiers]
+    return tiers
+
+
+def rank_test(names: Sequence[str], ranks: np.ndarray, ties: np.ndarray,
+              alpha: float = ALPHA) -> RankTest:
+    """Friedman + Nemenyi + tiers from an N x k rank matrix (columns in ``names`` order)."""
+    names = list(names)
+    n, k = ranks.shape
+    mean = ranks.mean(axis=0)
+    chi2, f, p = friedman(ranks, ties)
+    cd = critical_difference(k, n, alpha)
+    mean_rank = {name: float(m) for name, m in zip(names, mean, strict=True)}
+    return RankTest(names, mean_rank, n, chi2, f, p, cd, make_tiers(mean_rank, cd, p < alpha))
+
+
+@dataclasses.dataclass
+class TaskBlocks:
+    """One task's results: ``scores[seed, optimizer]``, higher = better, columns in one order."""
+
+    name: str
+    scores: np.ndarray
+
+    def ranks(self) -> np.ndarray:
+        return np.stack([block_ranks(row) for row in self.scores])
+
+
+def analyse(names: Sequence[str], tasks: Sequence[TaskBlocks], alpha: float = ALPHA,
+            bootstrap: int = BOOTSTRAP) -> tuple[RankTest, dict[str, float]]:
+    """The rank test over every (task, seed) block, and its stability under the bootstrap."""
+    per_task = [t.ranks() for t in tasks]
+    per_task_ties = [np.array([_ties(r) for r in ranks]) for ranks in per_task]
+    result = rank_test(names, np.concatenate(per_task), np.concatenate(per_task_ties), alpha)
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+
+    def agreement(ranks: list[np.ndarray], ties: list[np.ndarray]) -> float:
+        again = rank_test(names, np.concatenate(ranks), np.concatenate(ties), alpha)
+        return sum(again.tiers[n] == result.tiers[n] for n in names) / len(names)
+
+    over_seeds, over_tasks = [], []
+    for _ in range(bootstrap):
+        draws = [rng.integers(0, len(r), len(r)) for r in per_task]
+        over_seeds.append(agreement([r[d] for r, d in zip(per_task, draws, strict=True)],
+                                    [t[d] for t, d in zip(per_task_ties, draws, strict=True)]))
+        if len(tasks) > 1:
+            pick = rng.integers(0, len(tasks), len(tasks))
+            over_tasks.append(agreement([per_task[i] for i in pick],
+                                        [per_task_ties[i] for i in pick]))
+    stability = {
+        "seeds": float(np.mean(over_seeds)) if over_seeds else float("nan"),
+        "tasks": float(np.mean(over_tasks)) if over_tasks else float("nan"),
+    }
+    return result, stability
+
+
+__all__ = ["ALPHA", "BOOTSTRAP", "RankTest", "TaskBlocks", "TaskTest", "analyse",
+           "critical_difference", "friedman", "holm", "make_tiers", "mean_ci", "paired_p",
+           "rank_test", "stars", "tied_with_best"]
