@@ -22,7 +22,8 @@ import torch
 from bench_helpers import TINY, final_values, outcome_rows, run_tiny
 from scipy import stats
 
-from optimkit.bench import commands, lm, mnist1d, report, suite, tasks
+import optimkit
+from optimkit.bench import commands, fingerprint, lm, mnist1d, report, suite, tasks
 from optimkit.bench.runner import CellSpec, lr_scheduler, run_cell
 from optimkit.cli import main
 
@@ -280,6 +281,58 @@ def test_report_is_rebuilt_from_the_database_alone(tiny, tmp_path):
     for name in ("leaderboard.md", "leaderboard.json", "results.csv", "results.json"):
         assert (copy / name).read_text() == (out / name).read_text(), name
     assert {p.name for p in copy.glob("*.png")} == {p.name for p in out.glob("*.png")}
+
+
+def test_the_fingerprint_covers_the_numerics_and_not_the_presentation(tmp_path):
+    import shutil
+
+    root = tmp_path / "optimkit"
+    shutil.copytree(fingerprint.PACKAGE, root, ignore=shutil.ignore_patterns("__pycache__"))
+    covered = fingerprint.numerics_sources(root)
+    assert covered == sorted(covered) and all(not p.startswith("/") for p in covered)
+    assert {"recipes.py", "bench/runner.py", "bench/tasks.py", "bench/search.py"} <= set(covered)
+    assert not fingerprint.PRESENTATION & set(covered)
+    base = fingerprint.fingerprint(root, "2.13.0")
+    assert fingerprint.fingerprint(root, "2.13.0") == base  # deterministic
+    assert fingerprint.fingerprint(root, "2.14.0") != base  # torch's version counts
+    for name in ("bench/report.py", "bench/plots.py", "cli.py", "outputs.py"):
+        with open(root / name, "a") as handle:
+            handle.write("\n# a presentation change\n")
+    assert fingerprint.fingerprint(root, "2.13.0") == base
+    step = next(p for p in covered if p.startswith("steppers/"))
+    with open(root / step, "a") as handle:
+        handle.write("\n# a numerics change\n")
+    assert fingerprint.fingerprint(root, "2.13.0") != base
+    # The installed code's version: optimkit's, plus 12 hex digits of its fingerprint.
+    release, digits = fingerprint.code_version().split("+")
+    assert release == optimkit.__version__ and len(digits) == 12
+    assert digits == fingerprint.fingerprint()[:12]
+    assert suite.Config.for_preset("quick").version == fingerprint.code_version()
+
+
+def test_resume_refuses_a_run_recorded_by_other_code(tiny, tmp_path, capsys, monkeypatch):
+    out, _ = tiny
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "results.sqlite").write_bytes((out / "results.sqlite").read_bytes())
+    recorded = report.load(copy).config.version
+    assert recorded == fingerprint.code_version()
+    monkeypatch.setattr(fingerprint, "code_version", lambda: "0.1.0+changedcode0")
+    before = outcome_rows(copy / "results.sqlite")
+    assert main(["bench", "--out", str(copy), "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    for part in (f"recorded by optimkit {recorded}", "installed code is optimkit "
+                 "0.1.0+changedcode0", "not be comparable", "--out", "re-install"):
+        assert part in err, part
+    assert outcome_rows(copy / "results.sqlite") == before  # nothing run
+    # The report still rebuilds from the recorded version's cells, and says whose they are.
+    assert main(["report", "--out", str(copy)]) == 0
+    text = capsys.readouterr().out
+    assert f"from the cells of optimkit {recorded} (the installed code is optimkit " \
+           "0.1.0+changedcode0)" in text
+    for name in ("leaderboard.md", "leaderboard.json", "results.csv", "results.json"):
+        assert (copy / name).read_text() == (out / name).read_text(), name
 
 
 def test_rerun_skips_finished_cells(tiny, capsys):

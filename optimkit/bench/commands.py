@@ -172,6 +172,7 @@ def _bench_config(args: argparse.Namespace):
             recorded = store.last_config()
         if recorded is None:
             raise ValueError(f"--resume: the database in {out} records no run")
+        _check_same_code(recorded.get("version", "?"), out)
         return Config.from_json(recorded, workers=workers, executor=args.executor), out
     if args.optimizers is not None and not _names(args.optimizers):
         raise ValueError("--optimizers: give at least one name (it is empty)")
@@ -195,6 +196,17 @@ def _bench_config(args: argparse.Namespace):
         out = check_folder(f"{base}-subset" if subset else base)
     _check_same_run(config, out, args.replace)
     return config, out
+
+
+def _check_same_code(recorded: str, out: Path) -> None:
+    """Refuse to resume a run recorded by other code: its cells would not be comparable."""
+    from .fingerprint import code_version
+
+    if recorded != code_version():
+        raise ValueError(
+            f"--resume: the run in {out} was recorded by optimkit {recorded}, the installed code "
+            f"is optimkit {code_version()}; cells computed by the two would not be comparable. "
+            "Start a new run with another --out, or re-install the code that started this run")
 
 
 def _identity(config: dict) -> dict:
@@ -387,6 +399,13 @@ def _bench(args: argparse.Namespace, where: dict) -> int:
 
 
 # ------------------------------------------------------------------ optimkit report
+def _other_code(recorded: str) -> str:
+    from .fingerprint import code_version
+
+    installed = code_version()
+    return "" if recorded == installed else f" (the installed code is optimkit {installed})"
+
+
 @add("report", "Rebuild the report (markdown, HTML, CSV, JSON, plots) from a bench database.")
 def _configure_report(parser: argparse.ArgumentParser):
     parser.add_argument("--out", default=DEFAULT_OUT,
@@ -401,7 +420,8 @@ def _configure_report(parser: argparse.ArgumentParser):
         _check_notes(args.notes)
         summary = report.load(out)
         files = report.build(out, args.notes, summary)
-        print(f"optimkit report: wrote {len(files)} files in {out}/")
+        print(f"optimkit report: wrote {len(files)} files in {out}/ from the cells of optimkit "
+              f"{summary.config.version}" + _other_code(summary.config.version))
         print(report.end_summary(summary, out))
         return 0
 

@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterable
 from concurrent import futures
 from typing import Any
 
-from .. import __version__, registry
+from .. import registry
 from . import tasks as task_registry
+from .fingerprint import code_version
 from .notes import default_optimizers
 from .runner import SCHEDULES, CellSpec, canonical, run_cell
 from .search import Rules, Search, final_specs, walk
@@ -89,7 +90,7 @@ class Config:
     device: str = "cpu"
     workers: int = 1
     executor: str = "local"
-    version: str = __version__
+    version: str = dataclasses.field(default_factory=code_version)  # whose cells these are
 
     def __post_init__(self) -> None:
         if not self.optimizers:
