@@ -110,7 +110,7 @@ def _configure_bench(parser: argparse.ArgumentParser):
     parser.add_argument("--weight-decays", type=_floats,
                         help="weight decays tried at the tuned lr ('none' for none; 0 is "
                         "always tried) (default: the preset's: " + "; ".join(
-                            f"{n} {','.join(f'{w:g}' for w in p.weight_decays)}"
+                            f"{n} {','.join(f'{w:g}' for w in p.weight_decays) or 'none'}"
                             for n, p in PRESETS.items()) + ")")
     parser.add_argument("--schedule", choices=["cosine", "constant"],
                         help="lr schedule: linear warm-up (5%% of the steps) then cosine decay, "
@@ -306,6 +306,7 @@ class _StopOnSignal:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self):
+        self.fired = False
         self.active = threading_is_main()
         if self.active:
             self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
@@ -314,12 +315,14 @@ class _StopOnSignal:
     def _handle(self, signum, _frame):
         for s in self.SIGNALS:
             signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the cleanup
+        self.fired = True
         raise Interrupted(signum)
 
     def __exit__(self, kind, *_):
-        # After an interrupt the signals stay ignored until the command returns (it is about
-        # to exit); otherwise the caller's handlers come back.
-        if self.active and kind is None:
+        # After an interrupt the signals stay ignored until the process ends: the command
+        # catches Interrupted inside this block, and a late Ctrl-C reaching a restored
+        # handler would kill the exiting interpreter with SIGINT instead of status 130.
+        if self.active and kind is None and not self.fired:
             for s, handler in self.previous.items():
                 signal.signal(s, handler)
 
