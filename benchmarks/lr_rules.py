@@ -153,7 +153,6 @@ def _half_drop(lr: np.ndarray, loss: np.ndarray) -> float:
 
 # Rules tried here but not in the library; each reads the lrs and the centred losses.
 CANDIDATES = {
-    "minimum/3": lambda lr, loss: float(lr[int(np.argmin(loss))] / 3.0),
     "half-drop": _half_drop,
 }
 
