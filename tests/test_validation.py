@@ -63,30 +63,27 @@ def test_unknown_keyword_raises_type_error(info):
         info.factory(clone_params(make_params()), no_such_option=1)
 
 
-@optims()
-def test_sparse_gradient_is_refused_with_params_untouched(info):
-    params = clone_params(make_params())
-    opt = info.factory(params, **info.pinned)
+def assert_sparse_grad_refused(opt, params, sparse):
+    """Dense grads everywhere but ``params[sparse]``: the step raises and moves no param."""
     before = [p.detach().clone() for p in params]
     for p in params:
         p.grad = torch.ones_like(p)
-    params[1].grad = torch.ones_like(params[1]).to_sparse()
+    params[sparse].grad = torch.ones_like(params[sparse]).to_sparse()
     with pytest.raises(RuntimeError, match="sparse"):
         opt.step()
     for p, q in zip(params, before):
         assert torch.equal(p, q)
+
+
+@optims()
+def test_sparse_gradient_is_refused_with_params_untouched(info):
+    params = clone_params(make_params())
+    assert_sparse_grad_refused(info.factory(params, **info.pinned), params, sparse=1)
 
 
 @pytest.mark.parametrize("options", [{}, {"flat": True}], ids=["eager", "flat"])
 def test_a_bad_gradient_in_a_later_group_is_refused_before_any_group_steps(options):
     params = clone_params(make_params())
     opt = optimkit.Adam([{"params": params[:2]}, {"params": params[2:]}], lr=0.1, **options)
-    before = [p.detach().clone() for p in params]
-    for p in params:
-        p.grad = torch.ones_like(p)
-    params[3].grad = torch.ones_like(params[3]).to_sparse()
-    with pytest.raises(RuntimeError, match="sparse"):
-        opt.step()
-    for p, q in zip(params, before):
-        assert torch.equal(p, q)
+    assert_sparse_grad_refused(opt, params, sparse=3)
     assert not opt.state  # no state was created either
