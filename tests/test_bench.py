@@ -295,6 +295,14 @@ def test_the_fingerprint_covers_the_numerics_and_not_the_presentation(tmp_path):
     base = fingerprint.fingerprint(root, "2.13.0")
     assert fingerprint.fingerprint(root, "2.13.0") == base  # deterministic
     assert fingerprint.fingerprint(root, "2.14.0") != base  # torch's version counts
+    # So do numpy's and Python's (the language-model corpus is Python's standard library).
+    here = fingerprint.runtime()
+    assert [line.split()[0] for line in here.splitlines()[:3]] == ["torch", "numpy", "python"]
+    assert fingerprint.fingerprint(root) == fingerprint.fingerprint(root, here)
+    assert fingerprint.fingerprint(root, here.replace("numpy ", "numpy 0")) != \
+        fingerprint.fingerprint(root, here)
+    assert fingerprint.fingerprint(root, here + " (another build)") != \
+        fingerprint.fingerprint(root, here)
     for name in ("bench/report.py", "bench/plots.py", "cli.py", "outputs.py"):
         with open(root / name, "a") as handle:
             handle.write("\n# a presentation change\n")

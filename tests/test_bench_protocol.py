@@ -56,6 +56,25 @@ def test_grid_extends_past_the_edge_until_the_best_is_inside():
     assert state.lr == 1.0 and len(state.lr_trials) == 13
 
 
+def test_a_plateau_reaching_an_edge_extends_the_grid_like_an_edge_best():
+    # Chance level (0.1, with seed noise of +-0.01) for every lr below 0.3, then a real peak
+    # at 10: the best of the initial window is interior by noise alone.
+    def metric(lr, wd, seed):
+        if lr < 0.3:
+            return 0.1 + 0.01 * math.sin(7 * math.log10(lr) + seed)
+        return 0.1 + 0.8 * math.exp(-(math.log10(lr) - 1.0) ** 2)
+    rules = Rules(lr_range=(1e-3, 1e-1), budget=19, weight_decays=())
+    lookup, _ = _fake(metric)
+    stuck = _walk(rules, lookup)  # without a tolerance: an interior lr on the plateau
+    assert stuck.lr < 0.1 and len(stuck.lr_trials) == 7
+    state = walk(rules, "t", "o", True, True, lookup, tolerance=0.05)
+    assert state.lr == 10.0 and not state.on_edge
+    assert state.lr_grid[-1] > 10.0 and len(state.lr_grid) <= rules.budget
+    # A peak well inside the window: both edges are far from the best, nothing is added.
+    lookup, _ = _fake(_peak(0.01, width=0.3))
+    assert len(walk(rules, "t", "o", True, True, lookup, tolerance=0.05).lr_trials) == 7
+
+
 def test_the_budget_counts_every_extension_and_an_edge_is_flagged():
     rules = Rules(lr_range=(1e-3, 1e-1), budget=9, weight_decays=())
     lookup, _ = _fake(_peak(100.0))

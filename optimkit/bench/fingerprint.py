@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import sys
 from pathlib import Path
 
 from .. import __version__
@@ -33,13 +34,19 @@ def numerics_sources(root: Path = PACKAGE) -> list[str]:
     return sorted(p for p in paths if p not in PRESENTATION)
 
 
-def fingerprint(root: Path = PACKAGE, torch_version: str | None = None) -> str:
-    """sha256 (hex) of ``torch_version`` and the sources of :func:`numerics_sources`."""
-    if torch_version is None:
-        import torch
+def runtime() -> str:
+    """The versions that can change a cell's numbers besides optimkit's own code."""
+    import numpy
+    import torch
 
-        torch_version = torch.__version__
-    digest = hashlib.sha256(f"torch {torch_version}\n".encode())
+    return f"torch {torch.__version__}\nnumpy {numpy.__version__}\npython {sys.version}"
+
+
+def fingerprint(root: Path = PACKAGE, runtime_versions: str | None = None) -> str:
+    """sha256 (hex) of ``runtime_versions`` (default :func:`runtime`) and the covered sources."""
+    if runtime_versions is None:
+        runtime_versions = runtime()
+    digest = hashlib.sha256(f"{runtime_versions}\n".encode())
     for name in numerics_sources(root):
         source = (root / name).read_bytes()
         # Name and length first, so moving bytes from one file to the next changes the digest.

@@ -131,7 +131,8 @@ def summarise(config: Config, task_meta: dict[str, dict], rows: list[dict],
     for task in config.tasks:
         higher = task_meta[task]["higher_is_better"]
         for optimizer in config.optimizers:
-            state = walk(rules, task, optimizer, higher, takes_weight_decay(optimizer), known.get)
+            state = walk(rules, task, optimizer, higher, takes_weight_decay(optimizer), known.get,
+                         task_meta[task].get("tolerance", 0.01))
             if state.lr is None:
                 continue  # not tuned yet: the pair has no result
             finals = [known[s] for s in final_specs(rules, state) if s in known]

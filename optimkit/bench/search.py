@@ -5,9 +5,12 @@ cell run on each of the ``tuning_seeds`` and scored on the validation split:
 
 1. **lr**: a log grid with ``per_decade`` points per decade, starting on the window
    ``lr_range`` (the same for every optimizer), weight decay 0. While the best lr lies on an
-   edge of the lrs tried so far, the grid extends beyond that edge by ``extend`` more points;
-   every extension is counted in the budget: at most ``budget`` lrs in all. An lr that is
-   still on an edge when the budget (or the limits ``LR_LIMITS``) stops the search is flagged.
+   edge of the lrs tried so far, or an edge lr is within the task's ``tolerance`` of the best
+   (a plateau that reaches the edge: the best may lie beyond it, and on a plateau at chance
+   level noise alone picks an interior lr), the grid extends beyond that edge by ``extend``
+   more points; every extension is counted in the budget: at most ``budget`` lrs in all. An lr
+   that is still on an edge when the budget (or the limits ``LR_LIMITS``) stops the search is
+   flagged.
 2. **weight decay**: for every optimizer that takes a ``weight_decay``, each value of
    ``weight_decays`` at the best lr (the same values, the same count for every such
    optimizer); weight decay 0 is the lr stage's run. Ties go to the smaller weight decay.
@@ -159,9 +162,20 @@ def best_index(trials: Sequence[Trial], higher_is_better: bool) -> int:
     return best[(len(best) - 1) // 2]
 
 
+def within(trial: Trial, best: Trial, tolerance: float, higher_is_better: bool) -> bool:
+    """Whether ``trial``'s mean is at most ``tolerance`` worse than ``best``'s."""
+    if math.isnan(trial.mean) or math.isnan(best.mean):
+        return False
+    gap = best.mean - trial.mean if higher_is_better else trial.mean - best.mean
+    return gap <= tolerance + 1e-12
+
+
 def walk(rules: Rules, task: str, optimizer: str, higher_is_better: bool,
-         takes_weight_decay: bool, lookup: Lookup) -> Search:
-    """Replay the protocol for one pair from the results ``lookup`` knows."""
+         takes_weight_decay: bool, lookup: Lookup, tolerance: float = 0.0) -> Search:
+    """Replay the protocol for one pair from the results ``lookup`` knows.
+
+    ``tolerance``: the task's; an edge lr within it of the best extends the grid too.
+    """
     wd0 = 0.0 if takes_weight_decay else None
     search = Search(task, optimizer, [], [], takes_weight_decay=takes_weight_decay)
 
@@ -187,17 +201,23 @@ def walk(rules: Rules, task: str, optimizer: str, higher_is_better: bool,
             return search
         pick = best_index(search.lr_trials, higher_is_better)
         at_low, at_high = pick == 0, pick == len(indices) - 1
+        best, edges = search.lr_trials[pick], search.lr_trials
+        grow_low = at_low or within(edges[0], best, tolerance, higher_is_better)
+        grow_high = at_high or within(edges[-1], best, tolerance, higher_is_better)
         if all(t.failed for t in search.lr_trials):
-            at_low = at_high = False  # an optimizer that cannot run: nothing to extend
+            grow_low = grow_high = False  # an optimizer that cannot run: nothing to extend
         room = rules.budget - len(indices)
-        if (at_low or at_high) and room > 0:
-            edge = indices[0] if at_low else indices[-1]
-            step = -1 if at_low else 1
+        # The best's own edge first; of two plateau edges, the high one (each pass adds one).
+        sides, new = [at_low and -1, at_high and 1, grow_high and 1, grow_low and -1], []
+        for step in (s for s in sides if s):
+            edge = indices[0] if step < 0 else indices[-1]
             new = [edge + step * k for k in range(1, min(rules.extend, room) + 1)]
             new = [i for i in new if rules.in_limits(i)]
             if new:
-                indices = sorted(indices + new)
-                continue
+                break
+        if room > 0 and new:
+            indices = sorted(indices + new)
+            continue
         search.lr = search.lr_trials[pick].lr
         search.on_edge = at_low or at_high
         break

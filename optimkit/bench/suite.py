@@ -184,8 +184,9 @@ def takes_weight_decay(optimizer: str) -> bool:
 
 def search(config: Config, task: str, optimizer: str, lookup) -> Search:
     """Where the protocol stands for one pair, given the results ``lookup`` knows."""
-    return walk(config.rules(), task, optimizer, task_registry.get(task).higher_is_better,
-                takes_weight_decay(optimizer), lookup)
+    spec = task_registry.get(task)
+    return walk(config.rules(), task, optimizer, spec.higher_is_better,
+                takes_weight_decay(optimizer), lookup, spec.tolerance)
 
 
 def cost_specs(config: Config) -> list[CellSpec]:
