@@ -23,7 +23,7 @@ from bench_helpers import TINY, final_values, outcome_rows, run_tiny
 from scipy import stats
 
 import optimkit
-from optimkit.bench import commands, fingerprint, lm, mnist1d, report, suite, tasks
+from optimkit.bench import commands, fingerprint, lm, mnist1d, ranking, report, suite, tasks
 from optimkit.bench.runner import CellSpec, lr_scheduler, run_cell
 from optimkit.cli import main
 
@@ -183,9 +183,10 @@ def test_tiers_in_the_json_follow_from_the_stored_numbers(tiny):
     board = json.loads((out / "leaderboard.json").read_text())
     values = final_values(out / "results.sqlite")
     names = sorted({o for _, o in values})
-    blocks = []
-    for task in sorted({t for t, _ in values}):
+    blocks, groups = [], []
+    for task in [t["name"] for t in board["tasks"]]:  # the report's task order
         seeds = sorted(values[(task, names[0])])
+        groups.append(np.arange(len(blocks), len(blocks) + len(seeds)))
         for seed in seeds:  # R², higher is better; a diverged seed ranks last
             row = [-math.inf if values[(task, o)][seed][1] else values[(task, o)][seed][0]
                    for o in names]
@@ -193,18 +194,35 @@ def test_tiers_in_the_json_follow_from_the_stored_numbers(tiny):
     ranks = np.array(blocks)
     mean_rank = dict(zip(names, ranks.mean(axis=0), strict=True))
     n, k = ranks.shape
-    chi2 = stats.friedmanchisquare(*ranks.T).statistic
-    f = (n - 1) * chi2 / (n * (k - 1) - chi2)
-    p = stats.f.sf(f, k - 1, (k - 1) * (n - 1))
-    cd = stats.studentized_range.ppf(0.95, k, np.inf) / math.sqrt(2) * math.sqrt(
-        k * (k + 1) / (6 * n))
-    tiers, left, tier = {}, sorted(names, key=lambda o: mean_rank[o]), 0
-    while left:
-        tier += 1
-        lead = mean_rank[left[0]]
-        for o in [o for o in left if mean_rank[o] - lead <= cd + 1e-12 or p >= 0.05]:
-            tiers[o] = tier
-        left = [o for o in left if o not in tiers]
+    q = stats.studentized_range.ppf(0.95, k, np.inf) / math.sqrt(2)
+
+    def nemenyi(rows):  # Friedman, then tiers from the best mean rank down
+        r = ranks[rows]
+        chi2 = stats.friedmanchisquare(*r.T).statistic
+        with np.errstate(divide="ignore"):  # a replicate whose blocks all agree: F = inf
+            f = (n - 1) * chi2 / (n * (k - 1) - chi2)
+        p = stats.f.sf(f, k - 1, (k - 1) * (n - 1))
+        cd = q * math.sqrt(k * (k + 1) / (6 * n))
+        means = r.mean(axis=0)
+        tiers, left, tier = [0] * k, sorted(range(k), key=lambda j: means[j]), 0
+        while left:
+            tier += 1
+            lead = means[left[0]]
+            for j in [j for j in left if means[j] - lead <= cd + 1e-12 or p >= 0.05]:
+                tiers[j] = tier
+            left = [j for j in left if not tiers[j]]
+        return tiers, p, cd
+
+    _, p, cd = nemenyi(np.arange(n))
+    # Bagged (ranking.py): the median tier over BAG resamples of the seeds within each task,
+    # drawn from the documented seed, then numbered 1, 2, ...
+    rng = np.random.default_rng(ranking.BOOTSTRAP_SEED)
+    draws = np.concatenate([g[rng.integers(0, len(g), (ranking.BAG, len(g)))] for g in groups],
+                           axis=1)
+    median = (np.median([nemenyi(d)[0] for d in draws], axis=0) if p < 0.05
+              else np.ones(k))
+    dense = {t: i + 1 for i, t in enumerate(sorted(set(median)))}
+    tiers = {o: dense[m] for o, m in zip(names, median, strict=True)}
     got = {row["name"]: row for row in board["optimizers"]}
     assert set(got) == set(names)
     for o in names:

@@ -181,6 +181,28 @@ def test_clearly_separated_optimizers_get_several_tiers_in_order():
     assert stability["seeds"] == 1.0 and stability["tasks"] == 1.0
 
 
+def test_bagged_tiers_report_how_often_the_replicates_agree():
+    names = [f"o{i}" for i in range(9)]
+    shift = np.repeat([10.0, 0.0, -10.0], 3)
+    result, _ = ranking.analyse(names, _tasks(shift, 0, tasks=4, seeds=8), bootstrap=0)
+    assert all(result.tier_share[n] == 1.0 for n in names)  # far apart: every replicate agrees
+    # An optimizer halfway between two groups: its tier is a vote, and the vote is shown.
+    names = [f"o{i}" for i in range(7)]
+    shift = np.array([3.0, 3.0, 3.0, 1.5, 0.0, 0.0, 0.0])
+    result, _ = ranking.analyse(names, _tasks(shift, 1, tasks=3, seeds=6), bootstrap=0)
+    assert result.p < ranking.ALPHA
+    middle = "o3"
+    assert 0.0 < result.tier_share[middle] < 1.0
+    for n in names:
+        total = result.tier_share[n] + result.tier_above[n] + result.tier_below[n]
+        assert total == pytest.approx(1.0)
+    # Tiers are numbered 1, 2, ... without gaps, in the order of the mean ranks.
+    tiers = sorted(set(result.tiers.values()))
+    assert tiers == list(range(1, len(tiers) + 1))
+    by_rank = sorted(names, key=lambda n: result.mean_rank[n])
+    assert [result.tiers[n] for n in by_rank] == sorted(result.tiers[n] for n in by_rank)
+
+
 def test_tied_with_best_uses_paired_seeds_and_holm():
     # b differs from a by a constant tiny amount on every seed: paired, that is significant;
     # c is noise around a's level: tied.

@@ -26,15 +26,31 @@ design takes one block per data set, which with a handful of tasks can separate 
 tiers depend on which tasks are in the suite.
 
 **Tiers.** If the Friedman test does not reject (p >= ALPHA), every optimizer is in tier 1.
-Otherwise tier 1 is every optimizer whose mean rank is within CD of the best mean rank; tier 2
-applies the same rule to the rest, starting from the best of them; and so on. Stars come from
-the tier alone: tier 1 gets 3, tier 2 gets 2, tier 3 gets 1, lower tiers 0.
+Otherwise Nemenyi's grouping: tier 1 is every optimizer whose mean rank is within CD of the best
+mean rank; tier 2 applies the same rule to the rest, starting from the best of them; and so on.
+That grouping is a discontinuous function of the data: an optimizer whose mean rank sits near
+a boundary (or a tier leader near one, which moves every boundary below it) changes tier when
+one seed changes. It is therefore *bagged* (Breiman 1996, "Bagging predictors", Machine Learning
+24:123-140, which shows bagging stabilises exactly such unstable procedures): the grouping is
+recomputed on ``BAG`` bootstrap replicates of the test seeds (within each task, the same draw
+for every optimizer), each optimizer's tier is the median of its ``BAG`` tiers, and the tiers
+are then numbered 1, 2, ... in order. The share of replicates that agree with each optimizer's
+tier is reported next to it (``tier_share``). Stars come from the tier alone: tier 1 gets 3,
+tier 2 gets 2, tier 3 gets 1, lower tiers 0.
 
-**Stability.** The fraction of optimizers whose tier is unchanged when the tiers are recomputed
-on a bootstrap resample (Efron & Tibshirani 1993) of the test seeds (within each task, the same
-draw for every optimizer), and on a resample of the tasks (each with all its seeds), averaged
-over ``BOOTSTRAP`` replicates drawn with a fixed seed (so the report is a pure function of the
-results).
+Measured: on the two standard runs of the previous bench (seeds 0 and 100) the un-bagged
+grouping kept 17 of 20 optimizers in the same tier and the bagged one 20 of 20; resampling the
+test seeds of both runs (100 pairs) raised the mean agreement from 0.941 to 0.954 and the share
+of pairs agreeing on >= 90 % of the optimizers from 0.91 to 0.97. On synthetic data with evenly
+spaced true ranks (12 optimizers, 3 tasks x 5 seeds, 30 pairs of runs, 3 trials) the gain was
+small (0.883 -> 0.894, 0.894 -> 0.900, 0.928 -> 0.925): bagging removes the grouping's own
+instability (a tier leader's noise moving every boundary below it), not the noise of the data.
+
+**Stability.** The fraction of optimizers whose tier is unchanged when the (bagged) tiers are
+recomputed on a bootstrap resample (Efron & Tibshirani 1993) of the test seeds (within each
+task, the same draw for every optimizer), and on a resample of the tasks (each with all its
+seeds), averaged over ``BOOTSTRAP`` replicates drawn with a fixed seed (so the report is a pure
+function of the results).
 """
 
 from __future__ import annotations
@@ -47,6 +63,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 ALPHA = 0.05
+BAG = 101  # bootstrap replicates whose median tier is reported (odd: the median is a tier)
 BOOTSTRAP = 200
 BOOTSTRAP_SEED = 20240901
 
@@ -136,6 +153,10 @@ class RankTest:
     p: float
     cd: float
     tiers: dict[str, int]
+    # Per optimizer: the share of bagging replicates that put it in its tier, above it, below it.
+    tier_share: dict[str, float] = dataclasses.field(default_factory=dict)
+    tier_above: dict[str, float] = dataclasses.field(default_factory=dict)
+    tier_below: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def stars(self) -> dict[str, int]:
@@ -216,27 +237,77 @@ class TaskBlocks:
         return np.stack([block_ranks(row) for row in self.scores])
 
 
-def analyse(names: Sequence[str], tasks: Sequence[TaskBlocks], alpha: float = ALPHA,
-            bootstrap: int = BOOTSTRAP) -> tuple[RankTest, dict[str, float]]:
-    """The rank test over every (task, seed) block, and its stability under the bootstrap."""
-    per_task = [t.ranks() for t in tasks]
-    per_task_ties = [np.array([_ties(r) for r in ranks]) for ranks in per_task]
-    result = rank_test(names, np.concatenate(per_task), np.concatenate(per_task_ties), alpha)
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
+def _many(ranks: np.ndarray, ties: np.ndarray, rows: np.ndarray,
+          alpha: float) -> np.ndarray:
+    """Nemenyi tiers (replicates x k) of the blocks ``rows`` (replicates x N) of ``ranks``."""
+    picked = ranks[rows]  # replicates x N x k
+    n, k = rows.shape[1], ranks.shape[1]
+    mean = picked.mean(axis=1)
+    if n < 2 or k < 2:
+        return np.ones(mean.shape, dtype=int)
+    sums = mean * n
+    chi2 = 12.0 / (n * k * (k + 1)) * (sums**2).sum(axis=1) - 3.0 * n * (k + 1)
+    correction = 1.0 - ties[rows].sum(axis=1) / (n * (k**3 - k))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi2 = np.where(correction > 1e-12, chi2 / correction, 0.0)
+        denominator = n * (k - 1) - chi2
+        f = np.where(denominator > 1e-12, (n - 1) * chi2 / denominator, np.inf)
+    p = _scipy_stats().f.sf(f, k - 1, (k - 1) * (n - 1))
+    p = np.where(correction > 1e-12, p, 1.0)
+    cd = critical_difference(k, n, alpha)
+    out = np.ones(mean.shape, dtype=int)
+    for r in np.flatnonzero(p < alpha):
+        tiers = make_tiers(dict(enumerate(mean[r].tolist())), cd, True)
+        out[r] = [tiers[j] for j in range(k)]
+    return out
 
-    def agreement(ranks: list[np.ndarray], ties: list[np.ndarray]) -> float:
-        again = rank_test(names, np.concatenate(ranks), np.concatenate(ties), alpha)
-        return sum(again.tiers[n] == result.tiers[n] for n in names) / len(names)
+
+def _draw(groups: Sequence[np.ndarray], count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` replicates of block rows: each group (a task's rows) resampled in place."""
+    return np.concatenate([g[rng.integers(0, len(g), (count, len(g)))] for g in groups], axis=1)
+
+
+def _bagged(ranks: np.ndarray, ties: np.ndarray, groups: Sequence[np.ndarray], alpha: float,
+            rng: np.random.Generator, bag: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tiers (numbered 1, 2, ...) for the blocks of ``groups``, and each replicate's tier
+    relative to the optimizer's median tier (-1: a better tier, 0: the same, 1: a worse one)."""
+    k = ranks.shape[1]
+    if _many(ranks, ties, np.concatenate(groups)[None, :], alpha).max() == 1:
+        return np.ones(k, dtype=int), np.zeros((1, k), dtype=int)  # Friedman does not reject
+    replicates = _many(ranks, ties, _draw(groups, bag, rng), alpha)
+    median = np.median(replicates, axis=0).astype(int)
+    dense = {t: i + 1 for i, t in enumerate(sorted(set(median.tolist())))}
+    return np.array([dense[t] for t in median.tolist()]), np.sign(replicates - median)
+
+
+def analyse(names: Sequence[str], tasks: Sequence[TaskBlocks], alpha: float = ALPHA,
+            bootstrap: int = BOOTSTRAP, bag: int = BAG) -> tuple[RankTest, dict[str, float]]:
+    """The rank test over every (task, seed) block, bagged tiers and their stability."""
+    names = list(names)
+    per_task = [t.ranks() for t in tasks]
+    ranks = np.concatenate(per_task)
+    ties = np.array([_ties(r) for r in ranks])
+    starts = np.cumsum([0] + [len(r) for r in per_task])
+    groups = [np.arange(a, b) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    result = rank_test(names, ranks, ties, alpha)
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    tiers, moves = _bagged(ranks, ties, groups, alpha, rng, bag)
+    result.tiers = {n: int(t) for n, t in zip(names, tiers, strict=True)}
+    for i, n in enumerate(names):
+        result.tier_share[n] = float(np.mean(moves[:, i] == 0))
+        result.tier_above[n] = float(np.mean(moves[:, i] < 0))
+        result.tier_below[n] = float(np.mean(moves[:, i] > 0))
+
+    def agreement(chosen: Sequence[np.ndarray]) -> float:
+        again, _ = _bagged(ranks, ties, chosen, alpha, rng, bag)
+        return float(np.mean(again == tiers))
 
     over_seeds, over_tasks = [], []
     for _ in range(bootstrap):
-        draws = [rng.integers(0, len(r), len(r)) for r in per_task]
-        over_seeds.append(agreement([r[d] for r, d in zip(per_task, draws, strict=True)],
-                                    [t[d] for t, d in zip(per_task_ties, draws, strict=True)]))
-        if len(tasks) > 1:
-            pick = rng.integers(0, len(tasks), len(tasks))
-            over_tasks.append(agreement([per_task[i] for i in pick],
-                                        [per_task_ties[i] for i in pick]))
+        over_seeds.append(agreement([g[rng.integers(0, len(g), len(g))] for g in groups]))
+        if len(groups) > 1:
+            over_tasks.append(agreement([groups[i] for i in
+                                         rng.integers(0, len(groups), len(groups))]))
     stability = {
         "seeds": float(np.mean(over_seeds)) if over_seeds else float("nan"),
         "tasks": float(np.mean(over_tasks)) if over_tasks else float("nan"),
@@ -244,6 +315,6 @@ def analyse(names: Sequence[str], tasks: Sequence[TaskBlocks], alpha: float = AL
     return result, stability
 
 
-__all__ = ["ALPHA", "BOOTSTRAP", "RankTest", "TaskBlocks", "TaskTest", "analyse",
+__all__ = ["ALPHA", "BAG", "BOOTSTRAP", "RankTest", "TaskBlocks", "TaskTest", "analyse",
            "critical_difference", "friedman", "holm", "make_tiers", "mean_ci", "paired_p",
            "rank_test", "stars", "tied_with_best"]

@@ -158,6 +158,7 @@ def optimizer_rows(summary: Summary) -> list[dict[str, Any]]:
         out.append({
             "name": optimizer,
             "tier": summary.tier(optimizer),
+            "tier_share": summary.rank.tier_share.get(optimizer) if summary.rank else None,
             "stars": summary.stars(optimizer),
             "mean_rank": summary.mean_rank(optimizer),
             "tied_with_best_on": [t for t in real
@@ -235,7 +236,8 @@ def statistics_json(summary: Summary) -> dict[str, Any]:
                     "optimizer against the best mean, Holm-corrected over the k-1 comparisons",
         "across_tasks": "Friedman test (Iman-Davenport F, tie-corrected) over blocks = (task, "
                         "test seed), Nemenyi critical difference; tiers from the best mean rank "
-                        "down (Demsar 2006)",
+                        "down (Demsar 2006), bagged: the median tier over bootstrap resamples of "
+                        "the test seeds (Breiman 1996)",
         "alpha": ranking.ALPHA,
         "blocks": rank.blocks if rank else None,
         "critical_difference": rank.cd if rank else None,
@@ -243,6 +245,7 @@ def statistics_json(summary: Summary) -> dict[str, Any]:
         "iman_davenport_f": rank.f if rank else None,
         "p_value": rank.p if rank else None,
         "tiers": max(rank.tiers.values()) if rank and rank.tiers else None,
+        "bagging_replicates": ranking.BAG,
         "bootstrap_replicates": ranking.BOOTSTRAP,
     })
 
@@ -279,7 +282,7 @@ def leaderboard_json(summary: Summary) -> dict[str, Any]:
         "stability_over_tasks": summary.stability.get("tasks"),
         "score_rule": SCORE_RULE,
         "statistics": statistics_json(summary),
-        "optimizers": [{k: row[k] for k in ("name", "tier", "stars", "mean_rank",
+        "optimizers": [{k: row[k] for k in ("name", "tier", "tier_share", "stars", "mean_rank",
                                             "tied_with_best_on", "x_fused_adam",
                                             "state_bytes_per_param")}
                        for row in optimizer_rows(summary)],
@@ -339,7 +342,8 @@ def _grid_text(summary: Summary) -> str:
     first, last = rules.lr(rules.initial()[0]), rules.lr(rules.initial()[-1])
     wds = ", ".join(f"{w:g}" for w in rules.weight_decays) or "none"
     return (f"lr: {rules.per_decade} points per decade from {first:g} to {last:g}, extended "
-            f"{rules.extend} points at a time past any edge that holds the best, at most "
+            f"{rules.extend} points at a time past any edge that holds the best or lies within the "
+            f"task's tolerance of it, at most "
             f"{rules.budget} lrs; weight decay 0 and {wds} at the best lr; "
             f"{'linear warm-up + cosine decay' if rules.schedule == 'cosine' else 'constant lr'}"
             f"; tuning on seeds {', '.join(map(str, rules.tuning_seeds))} (validation split), "
@@ -358,7 +362,11 @@ def statistics_text(summary: Summary) -> list[str]:
     lines = [
         f"Friedman test over {rank.blocks} blocks (task x test seed), {len(rank.names)} "
         f"optimizers: {verdict}. Nemenyi critical difference of mean ranks: "
-        f"{rank.cd:.2f} (alpha {ranking.ALPHA}).",
+        f"{rank.cd:.2f} (alpha {ranking.ALPHA}). Each tier is the median over {ranking.BAG} "
+        f"bootstrap resamples of the test seeds (bagging); close votes: "
+        + (", ".join(f"{n} {rank.tier_share[n]:.0%} in tier {rank.tiers[n]}"
+                     for n in sorted(rank.names, key=lambda n: rank.mean_rank[n])
+                     if rank.tier_share.get(n, 1.0) < 0.8) or "none") + ".",
         f"Stability: {fmt(summary.stability.get('seeds'), 2)} of the optimizers keep their tier "
         f"under a bootstrap over the test seeds, {fmt(summary.stability.get('tasks'), 2)} under "
         f"a bootstrap over the tasks ({ranking.BOOTSTRAP} replicates each).",
@@ -413,7 +421,10 @@ def _md_table(head: list[str], align: str, body: list[list[str]]) -> list[str]:
 
 
 def _leader_cells(row: dict[str, Any], n_tasks: int, emoji: bool) -> list[str]:
-    return [stars_text(row["stars"], emoji), str(row["tier"] or "–"), fmt(row["mean_rank"], 2),
+    share = row.get("tier_share")
+    tier = str(row["tier"] or "–") + (f" ({share:.0%})" if share is not None and share < 0.8
+                                       else "")
+    return [stars_text(row["stars"], emoji), tier, fmt(row["mean_rank"], 2),
             f"{len(row['tied_with_best_on'])}/{n_tasks}",
             fmt(row["lr_sensitivity_decades"], 2), fmt(row["divergence_rate"], 2),
             fmt(row["x_fused_adam"], 2), fmt(row["state_bytes_per_param"], 1)]
@@ -685,12 +696,12 @@ def compare(first: Summary, second: Summary, name_a: str = "A",
 
 
 def _explain(first: Summary, second: Summary, o: str, name_a: str, name_b: str) -> str:
-    """Why ``o`` changed tier: its mean rank against each run's tier boundaries."""
+    """Why ``o`` changed tier: the bagging votes in each run and its largest rank moves."""
     def where(s: Summary) -> str:
-        tier = s.tier(o)
-        leader = min(s.rank.mean_rank[n] for n in s.rank.names if s.tier(n) == tier)
-        return (f"tier {tier} (its leader {leader:.2f}, boundary {leader + s.rank.cd:.2f}, "
-                f"mean rank {s.mean_rank(o):.2f})")
+        r = s.rank
+        return (f"tier {s.tier(o)} in {r.tier_share[o]:.0%} of the replicates (a better tier in "
+                f"{r.tier_above[o]:.0%}, a worse one in {r.tier_below[o]:.0%}), mean rank "
+                f"{s.mean_rank(o):.2f}")
 
     moves = []
     for task in first.real_tasks:
@@ -699,11 +710,8 @@ def _explain(first: Summary, second: Summary, o: str, name_a: str, name_b: str) 
             moves.append((abs(a.rank - b.rank), task, a.rank, b.rank))
     moves.sort(reverse=True)
     detail = "; ".join(f"{t}: rank {ra:.1f} -> {rb:.1f}" for _, t, ra, rb in moves[:2])
-    gap = min(abs(first.mean_rank(o) - (min(first.rank.mean_rank[n] for n in first.rank.names
-                                             if first.tier(n) == first.tier(o))
-                                         + first.rank.cd)), 99)
-    return (f"**{o}**: {name_a} {where(first)}; {name_b} {where(second)}. It sat "
-            f"{gap:.2f} ranks from a tier boundary in {name_a}; largest moves: {detail}.")
+    return (f"**{o}**: {name_a} {where(first)}; {name_b} {where(second)}. Largest moves: "
+            f"{detail or 'none'}.")
 
 
 __all__ = ["build", "compare", "end_summary", "fill_notes", "leaderboard", "leaderboard_json",
