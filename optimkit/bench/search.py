@@ -271,15 +271,11 @@ def sensitivity(search: Search, higher_is_better: bool, tolerance: float,
     if search.lr is None or not trials:
         return float("nan"), False
     pick = next(i for i, t in enumerate(trials) if t.lr == search.lr)
-    best = trials[pick].mean
-    if math.isnan(best):
+    if math.isnan(trials[pick].mean):
         return float("nan"), False
 
     def ok(trial: Trial) -> bool:
-        if math.isnan(trial.mean):
-            return False
-        gap = (best - trial.mean) if higher_is_better else (trial.mean - best)
-        return gap <= tolerance + 1e-12
+        return within(trial, trials[pick], tolerance, higher_is_better)
 
     low = pick
     while low > 0 and ok(trials[low - 1]):
