@@ -180,7 +180,7 @@ def test_trust_ratio_never_reads_a_tensor_value():
     """No host sync: the step runs with the norms still lazy (meta tensors have no values)."""
     p = torch.empty(3, 2, device="meta")
     b = Bucket([p], [torch.empty(3, 2, device="meta")], {}, {})
-    layer_norms(b, {})
+    layer_norms(b, layer_norms.hypers)
     trust_ratio(b, {**trust_ratio.hypers, "weight_decay": 0.1, "clip": True})
     assert b.update[0].device.type == "meta"
 

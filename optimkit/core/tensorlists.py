@@ -238,6 +238,12 @@ class Bucket:
         """Each param's number of dimensions, a ``[count]`` CPU int64 tensor."""
         return torch.tensor([p.dim() for p in self.params])
 
+    @property
+    def at_most_1d(self) -> bool:
+        """Whether every param has ndim <= 1 (biases, norm weights), known on the host: a part
+        may skip work that ``exclude_1d`` would discard for every tensor."""
+        return all(p.dim() <= 1 for p in self.params)
+
 
 def is_zero(value) -> bool:
     """Whether a hyper-parameter is exactly 0, for a part that skips work then.

@@ -80,12 +80,19 @@ def new_weights_norm(b, lr, weight_decay):
     b.norm_weights = decayed
 
 
-@stat(reads=("norm_target", "norm_weights"), provides=("weight_norms", "update_norms"))
-def layer_norms(b):
+@stat(reads=("norm_target", "norm_weights"), provides=("weight_norms", "update_norms"),
+      exclude_1d=False)
+def layer_norms(b, exclude_1d):
     """``||w||`` and ``||u||`` per tensor, ``w`` being ``norm_weights`` (the params, unless
     ``new_weights_norm`` provided the decayed ones) and ``u`` being ``norm_target`` (the update,
     unless ``new_weights_norm`` provided the would-be new weights). Both lists go through ONE
-    ``b.norms`` call (one reduction, one collective once params are sharded)."""
+    ``b.norms`` call (one reduction, one collective once params are sharded).
+
+    With ``exclude_1d`` a bucket of params with ndim <= 1 only (decided on the host from the
+    shapes) measures nothing: ``trust_ratio`` leaves all of them untouched."""
+    if exclude_1d and b.at_most_1d:
+        b.weight_norms = b.update_norms = b.params[0].new_zeros(b.count)
+        return
     b.weight_norms, b.update_norms = b.norms(b.norm_weights, b.norm_target)
 
 
@@ -111,6 +118,8 @@ def trust_ratio(b, lr, weight_decay, trust_coefficient, eps, clip, clamp_value, 
     tensor is multiplied by its own through ``b.expand``. A direction this step made (LAMB's
     ``m / (sqrt(v) + eps)``) is scaled in place; the gradient itself is never written.
     """
+    if exclude_1d and b.at_most_1d:
+        return  # no tensor adapted (see layer_norms): the direction as it is
     w, u = b.weight_norms, b.update_norms
     ratio = trust_coefficient * w.clamp(max=clamp_value) / (u + weight_decay * w + eps)
     if clip:
