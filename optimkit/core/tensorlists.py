@@ -35,9 +35,9 @@ FIELDS: dict[str, str] = {
     "max (AMSGrad), Adagrad's sum, a per-layer moment (NovoGrad), a centred variance (RMSprop)",
     "step_size": "per-element step sizes, lr and bias corrections folded in (AdaMod, DiffGrad)",
     "norm_target": "the tensors whose norm a trust ratio compares with ||w||: the update, "
-    "unless a part provides other ones (over9000's would-be new weights)",
+    "unless a part provides other ones",
     "norm_weights": "the tensors a trust ratio measures as w: the params, unless a part "
-    "provides other ones (over9000's weights after its decoupled decay)",
+    "provides other ones",
     "weight_norms": "||norm_weights|| per tensor, a 1-D tensor on the bucket's device",
     "update_norms": "||norm_target|| per tensor, a 1-D tensor on the bucket's device",
 }
