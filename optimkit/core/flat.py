@@ -116,7 +116,14 @@ class FlatBucket(Bucket):
 
     def dots(self, *pairs) -> Tensor:
         if self._gaps is not None and not torch.compiler.is_compiling():
-            return super().dots(*((self._views(a), self._views(b)) for a, b in pairs))
+            views: dict[int, list[Tensor]] = {}  # a list paired with itself stays one list
+
+            def view(tensors):
+                if id(tensors) not in views:
+                    views[id(tensors)] = self._views(tensors)
+                return views[id(tensors)]
+
+            return super().dots(*((view(a), view(b)) for a, b in pairs))
         rows = [self._row_sums(a, b) for left, right in pairs
                 for a, b in zip(left, right, strict=True)]
         return self._total(self._per_param(rows))
