@@ -37,6 +37,9 @@ Extension points, for what comes next:
   every bucket, eagerly and inside the compiled graph: ``prepare`` may materialise state kept
   in another dtype or quantised, ``finalize`` writes it back and applies a param update rule
   (stochastic rounding, Kahan compensation). Set one as ``executor.policy``.
+* **Scratch memory.** An eager CPU block holding a param of 32 MiB or more computes its
+  out-of-place foreach results into buffers kept between steps (``Executor.scratch``,
+  ``core/scratch.py``): fresh ones that large page-fault at every step.
 * **Numbers as graph inputs.** ``compiled.SCHEDULED_HYPERS`` lists the hyper-parameters
   passed to the compiled step as tensors (schedules then never recompile).
 """
