@@ -122,6 +122,13 @@ def make_params(shapes):
     return params
 
 
+# Where the peers run another variant of the algorithm than optimkit's defaults, optimkit is
+# timed a second time with the keywords of the peers' variant, so that one row compares like
+# with like. pytorch_optimizer's LARS leaves params with ndim <= 1 out of the trust ratio and
+# the weight decay (every param of W2 and W3): optimkit's exclude_1d=True.
+LIKE_PEERS = {"lars": {"exclude_1d": True}}
+
+
 def candidates(names, modes, peers=True):
     """(optimizer name, implementation label, build(params) -> optimizer) for every run.
 
@@ -134,6 +141,11 @@ def candidates(names, modes, peers=True):
         for mode in modes:
             opts = {"flat": "flat" in mode, "compile": "compile" in mode}
             out.append((name, f"optimkit {mode}", _builder(info.factory, info.bench_kwargs, opts)))
+            if peers and name in LIKE_PEERS:
+                like = {**info.bench_kwargs, **LIKE_PEERS[name]}
+                variant = " ".join(f"{k}={v}" for k, v in LIKE_PEERS[name].items())
+                label = f"optimkit {mode} {variant}"
+                out.append((name, label, _builder(info.factory, like, opts)))
         for peer in info.peers:
             is_torch = peer.target.startswith("torch.optim:")
             cls = peer.factory() if (peers or is_torch) else None
@@ -218,7 +230,12 @@ def measure(name, label, build, shapes, warmup, repeat, count=True):
     elif count:
         with TemporaryPeak() as tracker:
             opt.step()
-        row["temporaries"] = tracker.peak / param_bytes
+        # optimkit's eager CPU blocks of 32 MiB or more reuse buffers kept between steps
+        # (core/scratch.py): temporaries too, though no op of the step allocates them
+        executor = getattr(opt, "_executor", None)
+        held = executor.scratch.nbytes if executor is not None else 0
+        row["temporaries"] = (tracker.peak + held) / param_bytes
+        row["scratch_held"] = held / param_bytes
     return row
 
 

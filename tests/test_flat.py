@@ -11,7 +11,7 @@ from conftest import optims
 from helpers import build_fast, clone_params, make_params, run
 
 import optimkit
-from optimkit.core import compiled, tensorlists
+from optimkit.core import compiled, scratch, tensorlists
 from optimkit.core import flat as flat_module
 from optimkit.core.flat import FlatBucket, FlatStore
 
@@ -205,6 +205,49 @@ def test_cache_blocks_step_as_the_whole_bucket(info, monkeypatch):
         for name, value in opt_plain.state[p].items():
             torch.testing.assert_close(opt_blocked.state[q][name], value, rtol=0, atol=0)
             torch.testing.assert_close(opt_flat.state[r][name], value, rtol=1e-9, atol=1e-12)
+
+
+@optims()
+def test_pooled_scratch_steps_as_fresh_temporaries(info, monkeypatch):
+    # Blocks of params of 32 MiB or more compute their out-of-place foreach results into
+    # buffers kept between steps (core/scratch.py); with the threshold at 0 every block does,
+    # eager and flat, and the steps keep every bit.
+    start = make_params(torch.float64)
+    kwargs = {**info.pinned, **info.converge}
+    plain, flat = clone_params(start), clone_params(start)
+    opt_plain, opt_flat = info.factory(plain, **kwargs), build_fast(info, flat, flat=True, **kwargs)
+    run(opt_plain, plain, 6)
+    run(opt_flat, flat, 6)
+    monkeypatch.setattr(scratch, "MMAP_BYTES", 0)
+    pooled, pooled_flat = clone_params(start), clone_params(start)
+    opt_pooled = info.factory(pooled, **kwargs)
+    opt_pooled_flat = build_fast(info, pooled_flat, flat=True, **kwargs)
+    run(opt_pooled, pooled, 6)
+    run(opt_pooled_flat, pooled_flat, 6)
+    for want, have, opt_want, opt_have in ((plain, pooled, opt_plain, opt_pooled),
+                                           (flat, pooled_flat, opt_flat, opt_pooled_flat)):
+        for p, q in zip(want, have, strict=True):
+            torch.testing.assert_close(q, p, rtol=0, atol=0)
+            for name, value in opt_want.state[p].items():
+                torch.testing.assert_close(opt_have.state[q][name], value, rtol=0, atol=0)
+
+
+def test_scratch_buffers_are_reused_and_bounded_by_one_block(monkeypatch):
+    # LAMB's direction (one param-sized list) goes to one pooled buffer per block, the same
+    # one every step and for every block: the pool holds the largest block's temporaries
+    monkeypatch.setattr(scratch, "MMAP_BYTES", 0)
+    monkeypatch.setattr(tensorlists, "CPU_BLOCK_BYTES", 64)
+    params = [torch.randn(n, requires_grad=True) for n in (300, 100, 200)]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt = optimkit.LAMB(params, weight_decay=0.01)
+    opt.step()  # creates the state: one bucket, fresh temporaries
+    opt.step()
+    pool = opt._executor.scratch
+    held = [b.data_ptr() for b in pool.buffers]
+    assert pool.nbytes == 300 * 4, pool.nbytes
+    opt.step()
+    assert [b.data_ptr() for b in pool.buffers] == held
 
 
 def test_a_cache_block_frees_its_temporaries_before_the_next(monkeypatch):

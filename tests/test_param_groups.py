@@ -58,3 +58,25 @@ def test_exclude_1d_turns_the_trust_ratio_off_for_biases(recipe):
         runs[flag] = {n: p.detach() - before[n] for n, p in model.named_parameters()}
     assert torch.equal(runs[False]["0.weight"], runs[True]["0.weight"])
     assert not torch.allclose(runs[False]["0.bias"], runs[True]["0.bias"])
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_exclude_1d_on_a_group_of_vectors_is_plain_momentum_sgd(flat):
+    """A group of 1-D params only (param_groups' no-decay group) skips the norms altogether
+    (decided from the shapes): LARS with exclude_1d is then torch's momentum SGD, its weight
+    decay unused, in eager and flat mode, bit for bit."""
+    torch.manual_seed(0)
+    start = [torch.randn(n, dtype=torch.float64) for n in (5, 70, 3)]
+    ours = [p.clone().requires_grad_() for p in start]
+    theirs = [p.clone().requires_grad_() for p in start]
+    opt = optimkit.LARS(ours, lr=0.1, momentum=0.9, weight_decay=0.1, exclude_1d=True,
+                        flat=flat)
+    ref = torch.optim.SGD(theirs, lr=0.1, momentum=0.9, foreach=True)
+    for step in range(5):
+        for a, b in zip(ours, theirs, strict=True):
+            a.grad = torch.full_like(a, 0.1 * step + 0.5).sin_().mul_(a.detach())
+            b.grad = a.grad.clone()
+        opt.step()
+        ref.step()
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a.detach(), b.detach())

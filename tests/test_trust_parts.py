@@ -73,7 +73,7 @@ CASES = [
          dict(trust_coefficient=0.1, exclude_1d=True), [G, t(0.3, 0.4).reshape(1, 2)]),
     # over9000 (float32): ||w|| is that of w' = w (1 - lr wd) = 0.95 w, norm 4.75; ||u|| that of
     # w' - lr d = (3, 4) * 0.95 - 0.1 * (0.6, 0.8) = (2.79, 3.72), norm 4.65: ratio 4.75 / 4.65.
-    Case("new-weights", (new_weights_norm, layer_norms, trust_ratio.with_fixed(weight_decay=0.0)),
+    Case("new-weights", (new_weights_norm, trust_ratio.with_fixed(weight_decay=0.0)),
          [W], [G],
          dict(lr=0.1, weight_decay=0.5), [G * (4.75 / 4.65)]),
     # Adam's direction: m / (sqrt(v) + eps) = 0.1 / (0.2 + 0.05)
@@ -180,7 +180,7 @@ def test_trust_ratio_never_reads_a_tensor_value():
     """No host sync: the step runs with the norms still lazy (meta tensors have no values)."""
     p = torch.empty(3, 2, device="meta")
     b = Bucket([p], [torch.empty(3, 2, device="meta")], {}, {})
-    layer_norms(b, {})
+    layer_norms(b, layer_norms.hypers)
     trust_ratio(b, {**trust_ratio.hypers, "weight_decay": 0.1, "clip": True})
     assert b.update[0].device.type == "meta"
 

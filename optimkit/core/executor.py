@@ -37,12 +37,16 @@ Extension points, for what comes next:
   every bucket, eagerly and inside the compiled graph: ``prepare`` may materialise state kept
   in another dtype or quantised, ``finalize`` writes it back and applies a param update rule
   (stochastic rounding, Kahan compensation). Set one as ``executor.policy``.
+* **Scratch memory.** An eager CPU block holding a param of 32 MiB or more computes its
+  out-of-place foreach results into buffers kept between steps (``Executor.scratch``,
+  ``core/scratch.py``): fresh ones that large page-fault at every step.
 * **Numbers as graph inputs.** ``compiled.SCHEDULED_HYPERS`` lists the hyper-parameters
   passed to the compiled step as tensors (schedules then never recompile).
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -53,6 +57,7 @@ from . import compiled
 from .flat import FlatBucket, FlatStore
 from .parts import Init, Part
 from .recipe import Recipe
+from .scratch import ScratchPool
 from .sharded import ShardedBucket, shard_key
 from .tensorlists import Bucket, is_dtensor
 
@@ -149,11 +154,17 @@ class Executor:
         self._warned_many = False
         # the optimizer state's replacement count when its tensors were last taken in
         self._replaced = 0
+        # eager CPU blocks of very large params: their temporaries' buffers, kept between steps
+        self.scratch = ScratchPool()
 
     # The recipe is the class's (it holds functions, which do not pickle): the optimizer puts it
     # back after unpickling. The eager bucket cache is rebuilt on the next step.
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "recipe": None, "_layout": {}}
+        return {**self.__dict__, "recipe": None, "_layout": {}, "scratch": ScratchPool()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("scratch", ScratchPool())  # pickled before it existed
 
     # ------------------------------------------------------------ configuration
     def add_group(self, group: Mapping[str, Any]) -> None:
@@ -361,11 +372,15 @@ class Executor:
             # popped, so that a block's temporaries (its fields) are freed before the next
             # block makes its own: the step's peak is one block's, not the bucket's
             block = blocks.pop(0)
-            prepared = self.policy.prepare(block, group, arguments)
-            for part in body:
-                part(block, group)
-            self.policy.finalize(block, group, prepared)
-            del block
+            # a block of params of 32 MiB or more: its temporaries in buffers kept from the
+            # last step (core/scratch.py: fresh ones that large page-fault at every step)
+            reuse = self.scratch.reuse() if self._pooled(block) else contextlib.nullcontext()
+            with reuse:
+                prepared = self.policy.prepare(block, group, arguments)
+                for part in body:
+                    part(block, group)
+                self.policy.finalize(block, group, prepared)
+                del block
         self._run_host_gated(bucket, group, parts, arguments)
 
     def _blocks(self, bucket: Bucket) -> list[Bucket]:
@@ -375,6 +390,10 @@ class Executor:
         if bucket.device.type != "cpu" or any(bucket.created.values()) or not self.policy.plain:
             return [bucket]
         return bucket.blocks()
+
+    def _pooled(self, block: Bucket) -> bool:
+        return (block.device.type == "cpu" and self.policy.plain
+                and not any(block.created.values()) and self.scratch.wanted(block.params))
 
     def _run_host_gated(
         self, bucket: Bucket, group: Mapping[str, Any], parts: Sequence[Part], arguments: tuple

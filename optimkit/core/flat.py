@@ -58,11 +58,14 @@ class FlatBucket(Bucket):
     """
 
     __slots__ = ("layout", "row_param", "row_valid", "bounds", "_ndims", "partial", "_blocks",
-                 "_gaps")
+                 "_gaps", "_at_most_1d")
 
     def __init__(self, params, grads, state, created, layout: tuple[Tensor, ...],
-                 blocks: tuple = (), gaps: tuple[int, ...] | None = None):
+                 blocks: tuple = (), gaps: tuple[int, ...] | None = None,
+                 at_most_1d: bool = False):
         super().__init__(params, grads, state, created)
+        # every param of the bucket has ndim <= 1 (False where unknown: inside a compiled step)
+        self._at_most_1d = at_most_1d
         self.layout = layout
         self.row_param, self.row_valid, self.bounds, self._ndims, self.partial = layout
         # ((first param, end param, first row, end row, layout, gaps), ...): the eager CPU blocks
@@ -76,12 +79,12 @@ class FlatBucket(Bucket):
         if len(self._blocks) < 2:
             return [self]
         out = []
-        for p0, p1, r0, r1, layout, gaps in self._blocks:
+        for p0, p1, r0, r1, layout, gaps, at_most_1d in self._blocks:
             cut = lambda t, p0=p0, p1=p1, r0=r0, r1=r1: t[p0:p1] if t.dim() == 1 else t[r0:r1]
             out.append(FlatBucket(
                 [cut(t) for t in self.params], [cut(t) for t in self.grads],
                 {name: [cut(t) for t in tensors] for name, tensors in self.state.items()}, {},
-                layout, gaps=gaps,
+                layout, gaps=gaps, at_most_1d=at_most_1d,
             ))
         return out
 
@@ -99,6 +102,10 @@ class FlatBucket(Bucket):
     def ndims(self) -> Tensor:
         return self._ndims
 
+    @property
+    def at_most_1d(self) -> bool:
+        return self._at_most_1d
+
     # The reductions: sums over each row (one pass over the buffer, fused by inductor into the
     # pass that computes the operand), then each param's rows added up.
     def sum_squares(self, *lists) -> Tensor:
@@ -109,7 +116,14 @@ class FlatBucket(Bucket):
 
     def dots(self, *pairs) -> Tensor:
         if self._gaps is not None and not torch.compiler.is_compiling():
-            return super().dots(*((self._views(a), self._views(b)) for a, b in pairs))
+            views: dict[int, list[Tensor]] = {}  # a list paired with itself stays one list
+
+            def view(tensors):
+                if id(tensors) not in views:
+                    views[id(tensors)] = self._views(tensors)
+                return views[id(tensors)]
+
+            return super().dots(*((view(a), view(b)) for a, b in pairs))
         rows = [self._row_sums(a, b) for left, right in pairs
                 for a, b in zip(left, right, strict=True)]
         return self._total(self._per_param(rows))
@@ -190,6 +204,7 @@ class FlatStore:
             if n:
                 row_valid[bounds[i + 1] - 1] = n - (rows[i] - 1) * CHUNK
         ndims = torch.tensor([p.dim() for p in params])
+        self.at_most_1d = bool((ndims <= 1).all())
         self.layout = _layout(row_param, row_valid, bounds, ndims, device)
         self.gaps = _gaps(self.sizes, rows)
         # eager CPU steps run over blocks of whole params (see Bucket.blocks)
@@ -202,7 +217,7 @@ class FlatStore:
                     (p0, p1, int(bounds[p0]), int(bounds[p1]), _layout(
                         row_param[bounds[p0]:bounds[p1]] - p0, row_valid[bounds[p0]:bounds[p1]],
                         bounds[p0:p1 + 1] - bounds[p0], ndims[p0:p1], device),
-                     _gaps(self.sizes[p0:p1], rows[p0:p1]))
+                     _gaps(self.sizes[p0:p1], rows[p0:p1]), bool((ndims[p0:p1] <= 1).all()))
                     for p0, p1 in ranges
                 )
         with torch.no_grad():
@@ -237,6 +252,9 @@ class FlatStore:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if "at_most_1d" not in state:  # pickled before the stores knew it
+            self.at_most_1d = False
+            self.blocks = tuple((*block, False) for block in self.blocks)
         with torch.no_grad():
             for p, view in zip(self.params, self._views(self.param), strict=True):
                 if not _is_view_of(p, self.param):
@@ -327,7 +345,7 @@ class FlatStore:
                 state[name] = [self.rows_view(flat)]
         return FlatBucket(
             [self.rows_view(self.param)], [self.rows_view(self.grad)], state, {}, self.layout,
-            self.blocks, self.gaps,
+            self.blocks, self.gaps, self.at_most_1d,
         )
 
 

@@ -11,8 +11,8 @@ The parts are:
   in the denominator, LARC's clip, LAMB's clamp of ``||w||``, the zero-norm rule), and
   rescales the direction by it. Everything stays on the device: no ``.item()``, no branch on
   a tensor's value;
-* ``adam_direction``, ``debias_direction`` and ``new_weights_norm`` build what LAMB and Ralamb
-  hand to them.
+* ``adam_direction`` and ``debias_direction`` build what LAMB and Ralamb hand to them, and
+  ``new_weights_norm`` measures over9000's norms for Ralamb in place of ``layer_norms``.
 """
 
 from __future__ import annotations
@@ -66,26 +66,43 @@ def debias_direction(b, betas):
         b.update = torch._foreach_mul(b.update, factor)
 
 
-@stat(reads=("update",), provides=("norm_target", "norm_weights"),
+@stat(reads=("update",), provides=("weight_norms", "update_norms"),
+      overrides=("weight_norms", "update_norms"),
       rules=dict(lr=nonnegative, weight_decay=nonnegative), lr=1e-3, weight_decay=0.0)
 def new_weights_norm(b, lr, weight_decay):
     """over9000's Ralamb compares the would-be new weights with the decayed ones.
 
-    Provides the tensors ``layer_norms`` measures: ``w' = p * (1 - lr * weight_decay)`` as the
-    weights and ``w' - lr * d``, the params after a full, untrusted step, as the update.
-    (over9000 decays float32 params in place before it measures them, so ``||w'||``.)
+    Provides ``||w'||``, ``w' = p * (1 - lr * weight_decay)``, as the weight norms and
+    ``||w' - lr * d||``, the norm of the params after a full, untrusted step, as the update
+    norms (over9000 decays float32 params in place before it measures them, so ``||w'||``).
+    Neither tensor is made: with ``c = 1 - lr * weight_decay`` both norms follow from three
+    per-tensor sums of one ``b.dots`` call, ``||w'||**2 = c**2 p.p`` and
+    ``||w' - lr d||**2 = c**2 p.p - 2 c lr p.d + lr**2 d.d`` (no param-sized temporary; in
+    flat and compiled mode the sums ride on the pass that reads ``p`` and ``d``). Replaces
+    ``layer_norms`` where it runs.
     """
-    decayed = torch._foreach_mul(b.params, 1 - lr * weight_decay)
-    b.norm_target = torch._foreach_add(decayed, b.update, alpha=-lr)
-    b.norm_weights = decayed
+    d = b.update
+    c = 1 - lr * weight_decay
+    pp, pd, dd = b.dots((b.params, b.params), (b.params, d), (d, d))
+    weights = c * c * pp
+    b.weight_norms = weights.sqrt()
+    # rounding may leave a tiny negative where w' and lr * d nearly cancel
+    b.update_norms = (weights - 2 * c * lr * pd + lr * lr * dd).clamp(min=0).sqrt()
 
 
-@stat(reads=("norm_target", "norm_weights"), provides=("weight_norms", "update_norms"))
-def layer_norms(b):
-    """``||w||`` and ``||u||`` per tensor, ``w`` being ``norm_weights`` (the params, unless
-    ``new_weights_norm`` provided the decayed ones) and ``u`` being ``norm_target`` (the update,
-    unless ``new_weights_norm`` provided the would-be new weights). Both lists go through ONE
-    ``b.norms`` call (one reduction, one collective once params are sharded)."""
+@stat(reads=("norm_target", "norm_weights"), provides=("weight_norms", "update_norms"),
+      exclude_1d=False)
+def layer_norms(b, exclude_1d):
+    """``||w||`` and ``||u||`` per tensor, ``w`` being ``norm_weights`` (the params, unless a
+    part provided other tensors) and ``u`` being ``norm_target`` (the update, unless a part
+    provided other tensors). Both lists go through ONE ``b.norms`` call (one reduction, one
+    collective once params are sharded).
+
+    With ``exclude_1d`` a bucket of params with ndim <= 1 only (decided on the host from the
+    shapes) measures nothing: ``trust_ratio`` leaves all of them untouched."""
+    if exclude_1d and b.at_most_1d:
+        b.weight_norms = b.update_norms = b.params[0].new_zeros(b.count)
+        return
     b.weight_norms, b.update_norms = b.norms(b.norm_weights, b.norm_target)
 
 
@@ -111,6 +128,8 @@ def trust_ratio(b, lr, weight_decay, trust_coefficient, eps, clip, clamp_value, 
     tensor is multiplied by its own through ``b.expand``. A direction this step made (LAMB's
     ``m / (sqrt(v) + eps)``) is scaled in place; the gradient itself is never written.
     """
+    if exclude_1d and b.at_most_1d:
+        return  # no tensor adapted (see layer_norms): the direction as it is
     w, u = b.weight_norms, b.update_norms
     ratio = trust_coefficient * w.clamp(max=clamp_value) / (u + weight_decay * w + eps)
     if clip:
