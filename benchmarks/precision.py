@@ -1,11 +1,14 @@
-"""Precision and memory policies on a language-model task: final loss, state memory, step time.
+"""Precision and memory policies on the bench's language-model task: loss, state memory, step time.
 
     python benchmarks/precision.py                      # Adam, AdamW, LAMB, Ranger; 3 seeds
-    python benchmarks/precision.py --quick              # Adam only, 2 seeds, 3 epochs
-    python benchmarks/precision.py -o adam lamb --seeds 5 --epochs 20 --json out.json
+    python benchmarks/precision.py --quick              # Adam only, 2 seeds, 2 epochs
+    python benchmarks/precision.py --timed none         # training only, no step timing
+    python benchmarks/precision.py --seeds 0 --timed fp32+8bit   # step timing only
 
-For each optimizer it trains the task in the six configurations of issue 12, with the same
-hyper-parameters:
+For each optimizer it trains the bench's ``stdlib-lm`` task (``--task``: any task of
+``optimkit.bench.tasks``; a small decoder-only transformer on the standard library's source,
+84k params, 90 % of them in tensors >= 4096 elements) in the six configurations of issue 12,
+with the same hyper-parameters:
 
     fp32                  fp32 params, today's behaviour
     bf16                  bf16 params, plain updates (torch.optim's bf16 behaviour)
@@ -14,19 +17,26 @@ hyper-parameters:
     bf16+kahan            bf16 params, param_update="kahan"
     fp32+8bit             fp32 params, state_bits=8
 
-and the 8-bit optimizers of bitsandbytes and torchao where they import (``--peers``). For each
-configuration it reports the final training loss (mean over the last epoch; the quantity the
-policies could degrade) with a 95 % Student-t interval over the seeds, the held-out loss, the
-state bytes per param (over all params, and over the tensors large enough to be quantized), and
-the compiled step time (``compile=True``) as x the fp32 compiled step of the same optimizer,
-timed in the same process on the task's params (overhead-bound) and on one synthetic tensor
-of ``--big`` elements (bandwidth/compute-bound). bf16 configurations train with bf16 forward
-and backward passes; the losses are computed in fp32.
+and the 8-bit optimizers of bitsandbytes and torchao where they import (``--no-peers`` to
+skip them). The lr follows a cosine decay to 0 over the run (``--schedule``), so the loss
+flattens at its end and the last, small updates are those bf16 params lose to rounding. For
+each configuration it reports the task's test metric (bits per byte for ``stdlib-lm``) and the
+final training loss (mean over the last epoch), each with a 95 % Student-t interval over the
+seeds, whether it is within the fp32 interval or 1 % of the fp32 mean, and the state bytes per
+param (over all params, and over the tensors large enough to be quantized).
 
-The task is the bench's language-model task when ``optimkit.bench.tasks`` has one (``--task``),
-else a character-level GRU on the bench's Zen-of-Python corpus, widened (embedding 32, hidden
-128: 76k params, 95 % of them in tensors >= 4096 elements) so that 8-bit state applies to it:
-the bench's own char-GRU keeps every tensor below bitsandbytes' 4096-element threshold.
+bf16 configurations keep bf16 params (the optimizer sees bf16 params and bf16 grads) but run
+the forward and backward passes in fp32 on the params' values (``--bf16-matmul`` runs them in
+bf16): a CPU without bf16 matrix units runs bf16 matmuls several times slower than fp32 (6x
+for a step of this task on the machine the README's numbers come from), and the policies
+under test are the optimizer's.
+
+Step time: each configuration's compiled step (``compile=True``; a peer's own eager step, as
+they have no compiled CPU path) on fixed random grads, on the task's param shapes (overhead-
+bound) and on one tensor of ``--big`` elements (bandwidth/compute-bound), timed interleaved in
+one process: every round times every configuration (median of ``--repeats`` steps), and a
+ratio is taken to the fp32 step of the same round; the median ratio and its range over
+``--rounds`` rounds are reported.
 """
 
 from __future__ import annotations
@@ -38,17 +48,16 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import optimkit  # noqa: E402
 from optimkit.bench import tasks  # noqa: E402
-from optimkit.bench.scoring import mean_ci  # noqa: E402
+from optimkit.bench.ranking import mean_ci  # noqa: E402
 
 CONFIGS: dict[str, tuple[torch.dtype, dict]] = {
     "fp32": (torch.float32, {}),
@@ -82,55 +91,40 @@ QUANTIZED_MIN = 4096  # bitsandbytes' and optimkit's threshold (optimkit.precisi
 
 # ------------------------------------------------------------------------------ the task
 class Task:
-    """A model factory, seeded epochs of batches and a held-out loss, for any param dtype."""
+    """A bench task (:mod:`optimkit.bench.tasks`) trained with params of any dtype."""
 
-    def __init__(self, name: str | None, epochs: int):
+    def __init__(self, name: str, epochs: int, bf16_matmul: bool = False):
         self.name = name
         self.epochs = epochs
-        if name is None:
-            self._text_setup()
-
-    def _text_setup(self, length: int = 16) -> None:
-        text = tasks.zen_corpus()
-        vocab = sorted(set(text))
-        codes = torch.tensor([vocab.index(c) for c in text], dtype=torch.long)
-        windows = codes[: len(codes) // (length + 1) * (length + 1)].view(-1, length + 1)
-        n_test = max(1, len(windows) // 10)  # the last tenth, never trained on
-        self.vocab = len(vocab)
-        self.train, self.test = windows[:-n_test], windows[-n_test:]
+        self.bf16_matmul = bf16_matmul
+        self.task = tasks.get(name)
 
     def build(self, seed: int, dtype: torch.dtype):
-        """(model, batches(), held_out_loss()) for this seed; a batch is (inputs, loss_fn)."""
-        if self.name is not None:
-            instance = tasks.get(self.name).build(seed)
-            model = instance.model.to(dtype)
+        """(model, forward, batches(), held_out()) for this seed; a batch is (inputs, loss_fn).
 
-            def batches() -> Iterator:
-                for x, y in instance.batches():
-                    yield x, lambda out, y=y: instance.loss_fn(out.float(), y)
-
-            return model, batches, lambda: instance.evaluate("test")
-        torch.manual_seed(seed)
-        model = tasks.CharGRU(self.vocab, embed=32, hidden=128).to(dtype)
-        gen = torch.Generator().manual_seed(seed)
-        vocab = self.vocab
-
-        def loss_of(out, y):
-            return nn.functional.cross_entropy(out.float().reshape(-1, vocab), y.reshape(-1))
+        ``forward(x)`` runs the model in fp32 on the values of its (possibly bf16) params unless
+        ``bf16_matmul``: the gradients reach the bf16 params rounded to bf16, and only the
+        optimizer's policy differs between configurations (this CPU has no bf16 matmul: bf16
+        matmuls made a step of the LM task 6x slower than fp32). ``held_out()`` is the task's
+        test metric of the fp32 values of the trained params."""
+        instance = self.task.build(seed)
+        model = instance.model.to(dtype)
+        if dtype == torch.float32 or self.bf16_matmul:
+            forward = model
+        else:
+            def forward(x):
+                values = {n: p.float() for n, p in model.named_parameters()}
+                return torch.func.functional_call(model, values, (x,))
 
         def batches() -> Iterator:
-            order = torch.randperm(len(self.train), generator=gen)
-            for start in range(0, len(order), 64):
-                w = self.train[order[start:start + 64]]
-                yield w[:, :-1], lambda out, y=w[:, 1:]: loss_of(out, y)
+            for x, y in instance.batches():
+                yield x, lambda out, y=y: instance.loss_fn(out.float(), y)
 
-        @torch.no_grad()
         def held_out() -> float:
-            twin = tasks.CharGRU(vocab, embed=32, hidden=128)
-            twin.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
-            return float(loss_of(twin(self.test[:, :-1]), self.test[:, 1:]))
+            model.float()  # the end of the run: the metric of the trained values, in fp32
+            return instance.evaluate("test")
 
-        return model, batches, held_out
+        return model, forward, batches, held_out, instance.steps_per_epoch
 
 
 # -------------------------------------------------------------------------- optimizers
@@ -188,41 +182,62 @@ def state_bytes(optimizer, params) -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------------------- training
-def train(task: Task, name: str, config: str, seed: int, peer=None) -> dict | None:
+def train(task: Task, name: str, config: str, seed: int, peer=None,
+          schedule: str = "cosine") -> dict | None:
     dtype = CONFIGS[config][0]
-    model, batches, held_out = task.build(seed, dtype)
+    model, forward, batches, held_out, per_epoch = task.build(seed, dtype)
     params = list(model.parameters())
     optimizer = make_optimizer(name, config, params, peer)
     if optimizer is None:
         return None
-    losses: list[float] = []
+    # cosine decay to 0 over the run: the loss flattens at its end, and the late, small
+    # updates are where bf16 params lose them to rounding
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, task.epochs * per_epoch)
+                 if schedule == "cosine" else None)
+    epoch_losses: list[float] = []
     for _ in range(task.epochs):
         losses = []
         for x, loss_fn in batches():
             optimizer.zero_grad()
-            loss = loss_fn(model(x))
+            loss = loss_fn(forward(x))
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
-    final = statistics.fmean(losses) if losses else float("nan")
+            if scheduler is not None:
+                scheduler.step()
+            losses.append(float(loss.detach()))
+        epoch_losses.append(statistics.fmean(losses) if losses else float("nan"))
     all_bytes, big_bytes = state_bytes(optimizer, params)
-    return {"final_loss": final, "test_loss": held_out(), "bytes_per_param": all_bytes,
-            "bytes_per_param_large": big_bytes}
+    return {"final_loss": epoch_losses[-1], "previous_epoch_loss": epoch_losses[-2]
+            if len(epoch_losses) > 1 else float("nan"), "test_metric": held_out(),
+            "bytes_per_param": all_bytes, "bytes_per_param_large": big_bytes}
 
 
 # ---------------------------------------------------------------------------- step time
-def time_steps(make: Callable[[list], object], shapes: list[tuple[int, ...]],
-               dtype: torch.dtype, repeats: int) -> float:
-    """Median ms of one optimizer step on fixed random grads (after 3 warm-up steps)."""
+def timed_optimizer(name: str, config: str, peer, shapes: list[tuple[int, ...]]):
+    """A compiled optimizer of ``config`` (a peer's, eager: it has no compiled CPU path) on
+    fresh params of ``shapes`` with fixed random grads, warmed up (compiled); None when it
+    cannot be built."""
+    dtype = CONFIGS[config][0]
     gen = torch.Generator().manual_seed(0)
     params = [torch.randn(s, generator=gen).to(dtype).requires_grad_() for s in shapes]
     for p in params:
         p.grad = (0.01 * torch.randn(p.shape, generator=gen)).to(dtype)
-    optimizer = make(params)
-    if optimizer is None:
-        return float("nan")
+    if peer is not None:
+        optimizer = make_optimizer(name, config, params, peer)
+    else:
+        try:
+            optimizer = optimkit.create(name, params, **HYPERS[name], **CONFIGS[config][1],
+                                        compile=True)
+        except TypeError as error:  # a keyword this optimkit does not have yet
+            if "unexpected keyword" in str(error):
+                return None
+            raise
     for _ in range(3):
         optimizer.step()
+    return optimizer
+
+
+def median_ms(optimizer, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -231,18 +246,33 @@ def time_steps(make: Callable[[list], object], shapes: list[tuple[int, ...]],
     return 1e3 * statistics.median(times)
 
 
-def compiled_maker(name: str, config: str, peer=None):
-    def make(params):
-        if peer is not None:
-            return make_optimizer(name, config, params, peer)
-        _, policy = CONFIGS[config]
-        try:
-            return optimkit.create(name, params, **HYPERS[name], **policy, compile=True)
-        except TypeError as error:
-            if "unexpected keyword" in str(error):
-                return None
-            raise
-    return make
+def time_interleaved(name: str, variants: list[tuple[str, object]], shapes: dict[str, list],
+                     rounds: int, repeats: int) -> dict[str, dict]:
+    """Step times of every variant, interleaved: each round times every variant once (median
+    of ``repeats`` steps), so that a slow spell of the machine hits all of them; a variant's
+    ratio is taken to the fp32 step of the same round. Returns, per variant label and per
+    shape set, the median ms and the median, min and max of the per-round ratios."""
+    built = {}
+    for config, peer in variants:
+        label = config if peer is None else f"{peer[0]} {peer[2]}"
+        for kind, shape_list in shapes.items():
+            built[label, kind] = timed_optimizer(name, config, peer, shape_list)
+    samples: dict[tuple[str, str], list[float]] = {key: [] for key in built}
+    for _ in range(rounds):
+        for key, optimizer in built.items():
+            if optimizer is not None:
+                samples[key].append(median_ms(optimizer, repeats))
+    out: dict[str, dict] = {}
+    for (label, kind), ms in samples.items():
+        base = samples["fp32", kind]
+        ratios = [a / b for a, b in zip(ms, base)]
+        out.setdefault(label, {})[kind] = {
+            "ms": statistics.median(ms) if ms else float("nan"),
+            "ratio": statistics.median(ratios) if ratios else float("nan"),
+            "ratio_min": min(ratios, default=float("nan")),
+            "ratio_max": max(ratios, default=float("nan")),
+        }
+    return out
 
 
 # ------------------------------------------------------------------------------- report
@@ -252,81 +282,98 @@ def fmt(mean: float, half: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f}" + ("" if math.isnan(half) else f" ± {half:.{digits}f}")
 
 
+def within(row: dict, base: dict, key: str) -> str:
+    """'yes' when ``row``'s mean of ``key`` is inside the fp32 interval or within 1 % of it."""
+    if not base.get("available") or not row.get("available"):
+        return ""
+    mean, _ = row[key]
+    b_mean, b_half = base[key]
+    inside = abs(mean - b_mean) <= (0 if math.isnan(b_half) else b_half)
+    return "yes" if inside or abs(mean - b_mean) <= 0.01 * abs(b_mean) else "no"
+
+
+def variants_of(name: str, args) -> list[tuple[str, object]]:
+    variants = [(config, None) for config in args.configs]
+    if args.peers:
+        variants += [("fp32", peer) for peer in peers_available(name)]
+    return variants
+
+
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
-    task = Task(args.task, args.epochs)
-    model, _, _ = task.build(0, torch.float32)
-    shapes = [tuple(p.shape) for p in model.parameters()]
+    task = Task(args.task, args.epochs, args.bf16_matmul)
+    model = task.build(0, torch.float32)[0]
+    shapes = {"task": [tuple(p.shape) for p in model.parameters()], "big": [(args.big,)]}
     del model
-    results: dict = {"machine": args.machine, "task": args.task or "wide char-GRU",
-                     "epochs": args.epochs, "seeds": args.seeds, "optimizers": {}}
+    results: dict = {"machine": args.machine, "task": args.task, "metric": task.task.metric,
+                     "epochs": args.epochs, "schedule": args.schedule, "seeds": args.seeds,
+                     "bf16_matmul": args.bf16_matmul, "optimizers": {}}
     for name in args.optimizers:
         rows = {}
-        variants = [(config, None) for config in args.configs]
-        if args.peers:
-            variants += [("fp32", peer) for peer in peers_available(name)]
-        base_task = base_big = None
-        for config, peer in variants:
+        variants = variants_of(name, args)
+        for config, peer in variants if args.seeds else []:
             label = config if peer is None else f"{peer[0]} {peer[2]}"
-            runs = [train(task, name, config, seed, peer) for seed in range(args.seeds)]
+            runs = [train(task, name, config, seed, peer, args.schedule)
+                    for seed in range(args.seeds)]
             if any(r is None for r in runs):
                 rows[label] = {"available": False}
                 print(f"{name:7s} {label:24s} not available here", flush=True)
                 continue
-            dtype = CONFIGS[config][0]
-            make = compiled_maker(name, config, peer)
-            # (a peer's step is its own, eager: its ratio is to optimkit's compiled fp32 step)
-            timed = peer is not None or args.timed is None or config in args.timed or (
-                config == "fp32")
-            t_task = time_steps(make, shapes, dtype, args.repeats) if timed else float("nan")
-            t_big = time_steps(make, [(args.big,)], dtype, args.repeats) if timed else float("nan")
-            if config == "fp32" and peer is None:
-                base_task, base_big = t_task, t_big
-            row = {
+            rows[label] = row = {
                 "available": True,
-                "final_loss": mean_ci(r["final_loss"] for r in runs),
-                "test_loss": mean_ci(r["test_loss"] for r in runs),
+                "final_loss": mean_ci([r["final_loss"] for r in runs]),
+                "test_metric": mean_ci([r["test_metric"] for r in runs]),
                 "bytes_per_param": runs[0]["bytes_per_param"],
                 "bytes_per_param_large": runs[0]["bytes_per_param_large"],
-                "step_ms_task": t_task, "step_ms_big": t_big,
-                "x_fp32_task": t_task / base_task if base_task else float("nan"),
-                "x_fp32_big": t_big / base_big if base_big else float("nan"),
                 "runs": runs,
             }
-            rows[label] = row
             print(f"{name:7s} {label:24s} loss {fmt(*row['final_loss'])}  "
-                  f"test {fmt(*row['test_loss'])}  {row['bytes_per_param']:.2f} B/param "
-                  f"({row['bytes_per_param_large']:.2f} on large)  step x{row['x_fp32_task']:.2f}"
-                  f" (task) x{row['x_fp32_big']:.2f} ({args.big} elements)", flush=True)
+                  f"test {fmt(*row['test_metric'])}  {row['bytes_per_param']:.2f} B/param "
+                  f"({row['bytes_per_param_large']:.2f} on large)", flush=True)
+        if args.timed != ["none"]:
+            timed = [(c, p) for c, p in variants
+                     if c == "fp32" or p is not None or args.timed is None or c in args.timed]
+            if ("fp32", None) not in timed:
+                timed.insert(0, ("fp32", None))
+            times = time_interleaved(name, timed, shapes, args.rounds, args.repeats)
+            for label, t in times.items():
+                rows.setdefault(label, {"available": True})["step"] = t
+                print(f"{name:7s} {label:24s} compiled step x{t['task']['ratio']:.2f} "
+                      f"[{t['task']['ratio_min']:.2f}-{t['task']['ratio_max']:.2f}] (task, "
+                      f"{t['task']['ms']:.2f} ms) x{t['big']['ratio']:.2f} "
+                      f"[{t['big']['ratio_min']:.2f}-{t['big']['ratio_max']:.2f}] "
+                      f"({args.big} elements, {t['big']['ms']:.2f} ms)", flush=True)
         results["optimizers"][name] = rows
     return results
 
 
 def markdown(results: dict) -> str:
     lines = [
-        f"Task: {results['task']}, {results['epochs']} epochs, {results['seeds']} seeds; "
-        f"{results['machine']}.",
+        f"Task: {results['task']}, {results['epochs']} epochs ({results['schedule']} lr), "
+        f"{results['seeds']} seeds; {results['machine']}.",
         "",
-        "| optimizer | configuration | final train loss (95 % CI) | within fp32 CI or 1 % | "
-        "test loss | state B/param (all / large tensors) | compiled step (task / big) |",
-        "|---|---|---|---|---|---|---|",
+        f"| optimizer | configuration | {results['metric']} (95 % CI) | within fp32 CI or 1 % "
+        "| final train loss (95 % CI) | within | state B/param (all / large tensors) | "
+        "compiled step x fp32 (task / big) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, rows in results["optimizers"].items():
         base = rows.get("fp32", {})
         for label, row in rows.items():
             if not row.get("available"):
-                lines.append(f"| {name} | {label} | not available | | | | |")
+                lines.append(f"| {name} | {label} | not available | | | | | |")
                 continue
-            mean, half = row["final_loss"]
-            ok = ""
-            if base.get("available"):
-                b_mean, b_half = base["final_loss"]
-                inside = abs(mean - b_mean) <= (b_half if not math.isnan(b_half) else 0)
-                ok = "yes" if inside or abs(mean - b_mean) <= 0.01 * abs(b_mean) else "no"
+            step = row.get("step")
+            step_text = (f"x{step['task']['ratio']:.2f} / x{step['big']['ratio']:.2f}"
+                         if step else "")
+            if "final_loss" not in row:
+                lines.append(f"| {name} | {label} | | | | | | {step_text} |")
+                continue
             lines.append(
-                f"| {name} | {label} | {fmt(mean, half)} | {ok} | {fmt(*row['test_loss'])} | "
-                f"{row['bytes_per_param']:.2f} / {row['bytes_per_param_large']:.2f} | "
-                f"x{row['x_fp32_task']:.2f} / x{row['x_fp32_big']:.2f} |"
+                f"| {name} | {label} | {fmt(*row['test_metric'])} | "
+                f"{within(row, base, 'test_metric')} | {fmt(*row['final_loss'])} | "
+                f"{within(row, base, 'final_loss')} | {row['bytes_per_param']:.2f} / "
+                f"{row['bytes_per_param_large']:.2f} | {step_text} |"
             )
     return "\n".join(lines)
 
@@ -335,14 +382,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-o", "--optimizers", nargs="+", default=list(HYPERS), choices=HYPERS)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
-    parser.add_argument("--task", default=None, help="a task of optimkit.bench.tasks")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--task", default="stdlib-lm", help="a task of optimkit.bench.tasks")
+    parser.add_argument("--seeds", type=int, default=3, help="0: timing only")
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--repeats", type=int, default=20, help="timed steps per configuration")
-    parser.add_argument("--timed", nargs="+", choices=CONFIGS, default=None,
+    parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
+    parser.add_argument("--bf16-matmul", action="store_true",
+                        help="run bf16 configurations' forward and backward in bf16 (default: "
+                        "in fp32 on the bf16 params' values)")
+    parser.add_argument("--repeats", type=int, default=10, help="steps per timing")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--timed", nargs="+", choices=[*CONFIGS, "none"], default=None,
                         help="configurations whose compiled step is timed (default: all; fp32, "
-                        "the baseline, always)")
-    parser.add_argument("--big", type=int, default=2**22, help="elements of the big tensor")
+                        "the baseline, and the peers always; 'none': no timing)")
+    parser.add_argument("--big", type=int, default=2**20, help="elements of the big tensor")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-peers", dest="peers", action="store_false")
     parser.add_argument("--machine", default="CPU, 2 cores shared with other jobs")
@@ -350,8 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.quick:
-        args.optimizers, args.seeds, args.epochs, args.repeats = ["adam"], 2, 3, 5
-        args.big = 2**18
+        args.optimizers, args.seeds, args.epochs, args.repeats = ["adam"], 2, 2, 5
+        args.rounds, args.big = 2, 2**16
     results = run(args)
     print()
     print(markdown(results))

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from optimkit.core.compiled import can_compile
 from optimkit.core.parts import step_counter, zeros
 from optimkit.core.tensorlists import Bucket
 from optimkit.precision import quantize as q
@@ -49,6 +50,21 @@ def test_codes_are_the_dynamic_tree(signed):
     top = used[used > 0.1]
     assert len(top) == (64 if signed else 128)
     assert (top[1:] - top[:-1]).max() == pytest.approx(0.9 / len(top), rel=1e-5)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_decoding_computes_the_table_bit_for_bit(signed):
+    """Decoding is arithmetic (no lookup: see the module doc); eagerly and inside a compiled
+    graph (where the bytes are widened by the ``optimkit::widen`` op) it gives exactly the
+    table's values, NaN byte and unsigned floor included."""
+    table = q.code(signed)
+    codes = torch.arange(256, dtype=torch.uint8).repeat(2).view(2, 256)
+    absmax = torch.tensor([1.0, 0.375])
+    expected = torch.stack([table, table * 0.375]).nan_to_num(7.0)
+    assert torch.equal(q.dequantize(codes, absmax, signed).nan_to_num(7.0), expected)
+    if can_compile(torch.device("cpu")):
+        compiled = torch.compile(q.dequantize, fullgraph=True)(codes, absmax, signed)
+        assert torch.equal(compiled.nan_to_num(7.0), expected)
 
 
 # ----------------------------------------------------------------------- round trips

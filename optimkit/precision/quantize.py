@@ -24,10 +24,19 @@ therefore fine near the block's absmax (steps of 0.7 %) and reaches down to ``1e
 
 Encoding is nearest rounding, computed in closed form from the level (found by comparisons)
 and the fraction, with no search, table or transcendental function, so that ``torch.compile``
-fuses it, cheaply, with the update that produced the state; decoding is one lookup in the
-256-entry table. The single exception to
+fuses it, cheaply, with the update that produced the state. Decoding is closed form too: the
+byte's magnitude ``u`` gives the level by comparisons and the value is the integer
+``9u - 8n + 9`` times a per-level constant, computed in float64 so that it equals the table
+:func:`code` (built from the definition) bit for bit. The single exception to
 "nearest": between 0 and the smallest signed value (``1e-6``) the cut is at ``0.55e-6``, not
 ``0.5e-6``, of the absmax.
+
+Speed (inductor's CPU code, torch 2.13): a table lookup compiles to a scalar gather (8 loads
+and index checks per vector), a bit cast to a scalar loop, and a ``uint8`` load fused into a
+long kernel to a partial-vector load that made the whole kernel ~10x slower than the same
+arithmetic on float input. So no table, no bit cast, and, inside a compiled CPU graph, the
+bytes are widened to float by one ATen kernel (:func:`widen`, an opaque custom op) before the
+fused arithmetic.
 
 Choices, with their reasons:
 
@@ -83,22 +92,13 @@ def _table(signed: bool) -> Tensor:
     return values.to(torch.float32)
 
 
-# Built once, at import: a compiled step then reads the table as a constant input instead of
-# tracing (and fusing into every element's decode) the arithmetic that builds it.
-_TABLES: dict[tuple[bool, torch.device], Tensor] = {
-    (signed, torch.device("cpu")): _table(signed) for signed in (True, False)
-}
+# The values, from the definition, for reference: decoding computes them (``_decode``).
+_TABLES = {signed: _table(signed) for signed in (True, False)}
 
 
 def code(signed: bool, device: torch.device | str = "cpu") -> Tensor:
     """The 256 values a byte decodes to (times the block's absmax), as float32 on ``device``."""
-    device = torch.device(device)
-    table = _TABLES.get((signed, device))
-    if table is None:
-        table = _TABLES[(signed, torch.device("cpu"))].to(device)
-        if not torch.compiler.is_compiling():
-            _TABLES[(signed, device)] = table
-    return table
+    return _TABLES[signed].to(device)
 
 
 def num_blocks(numel: int) -> int:
@@ -114,17 +114,34 @@ def quantizes(numel: int) -> bool:
 def _encode(a: Tensor, bits: int) -> Tensor:
     """Nearest tree index ``j`` in ``[-1, 2**bits - 2]`` of magnitudes ``a`` in ``[0, 1]`` (as
     float); ``j = -1`` is the value below the smallest level (0, or the unsigned floor)."""
-    # The level e (a in (10**-(e+1), 10**-e]) by comparisons, 10**e and n_e = 2**(bits-1-e)
-    # from e's bits: a log10 and a pow would cost several times more than the whole update.
-    # At a level boundary either neighbouring level gives the same value (the fraction k = 0
-    # of level e is the top of level e + 1), so float32's inexact 10**-i is harmless.
-    e = sum((a < 10.0**-i).to(torch.int32) for i in range(1, bits))
-    n = ((bits - 1 + 127 - e) << 23).view(torch.float32)
-    tens = (torch.where(e & 1 > 0, 10.0, 1.0) * torch.where(e & 2 > 0, 100.0, 1.0)
-            * torch.where(e & 4 > 0, 1e4, 1.0))
-    k = torch.round((a * tens - 0.1) * (n / 0.9))
+    # The level e (a in (10**-(e+1), 10**-e]) by comparisons: a log10 and a pow would cost
+    # several times more than the whole update. The thresholds fall with i, so a chain of
+    # selects over them leaves level e's constants: 10**e, n_e = 2**(bits-1-e) and n_e / 0.9
+    # (in float32, the value the division gives). No bit casts: inductor's CPU code casts
+    # bits one element at a time. At a level boundary either neighbouring level gives the same
+    # value (the fraction k = 0 of level e is the top of level e + 1), so float32's inexact
+    # 10**-i is harmless.
+    tens, n, step = _LEVELS[bits][0]
+    for i, (tens_i, n_i, step_i) in enumerate(_LEVELS[bits][1:], start=1):
+        below = a < 10.0**-i
+        tens = torch.where(below, tens_i, tens)
+        n = torch.where(below, n_i, n)
+        step = torch.where(below, step_i, step)
+    k = torch.round((a * tens - 0.1) * step)
     k = torch.minimum(k.clamp(min=0), n)
     return n - 2 + k
+
+
+def _levels(bits: int) -> list[tuple[float, float, float]]:
+    """Per level e: ``(10**e, n_e, n_e / 0.9)``, each the float32 value, as Python floats."""
+    out = []
+    for e in range(bits):
+        n = torch.tensor(2.0 ** (bits - 1 - e), dtype=torch.float32)
+        out.append((10.0**e, float(n), float(n / torch.tensor(0.9, dtype=torch.float32))))
+    return out
+
+
+_LEVELS = {bits: _levels(bits) for bits in (_SIGNED_BITS, _UNSIGNED_BITS)}
 
 
 def _block_scales(blocks: Tensor) -> Tensor:
@@ -176,18 +193,56 @@ def quantize(x: Tensor, signed: bool) -> tuple[Tensor, Tensor]:
     return codes, absmax
 
 
+@torch.library.custom_op("optimkit::widen", mutates_args=())
+def widen(codes: Tensor) -> Tensor:
+    """The bytes as float32 values 0..255: one ATen kernel, opaque to inductor (see the module
+    doc: a ``uint8`` load inside a long fused CPU kernel is what made decoding slow)."""
+    return codes.float()
+
+
+@widen.register_fake
+def _(codes: Tensor) -> Tensor:
+    return torch.empty(codes.shape, dtype=torch.float32, device=codes.device)
+
+
+def _decode(codes: Tensor, signed: bool) -> Tensor:
+    """``code(signed)[codes]`` (float32) by arithmetic: the tree's value of each byte."""
+    bits = _SIGNED_BITS if signed else _UNSIGNED_BITS
+    # float64: the products then round to exactly the table's float32 values (in float32,
+    # 64 of 256 would differ by an ulp); MPS has no float64, and stays within that ulp
+    exact = torch.float32 if codes.device.type == "mps" else torch.float64
+    if codes.device.type == "cpu" and torch.compiler.is_compiling():
+        byte = widen(codes).to(exact)
+    else:
+        byte = codes.to(exact)
+    u = (byte - _ZERO_BYTE).abs() if signed else byte  # the magnitude's rank, 0..2**bits - 1
+    # level L = floor(log2 u) holds n = 2**L values, k = u - n + 1 = 1..n, at the decimal
+    # exponent e = bits - 1 - L: value 10**-e * (0.1 + 0.9 k / n) = (9u - 8n + 9) * c_L
+    n = torch.ones_like(u)
+    c = torch.full_like(u, 10.0**-bits)
+    for level in range(1, bits):
+        above = u >= 2.0**level
+        n = torch.where(above, 2.0**level, n)
+        c = torch.where(above, 10.0 ** (level - bits) / 2**level, c)
+    value = ((9 * u - 8 * n + 9) * c).float()
+    if signed:
+        value = torch.where(byte < _ZERO_BYTE, -value, value)
+        value = torch.where(u == 0, 0.0, value)
+        return torch.where(byte > 2 * _ZERO_BYTE, math.nan, value)  # byte 255
+    return torch.where(u == 0, _UNSIGNED_FLOOR, value)
+
+
 def dequantize(codes: Tensor, absmax: Tensor, signed: bool, out: Tensor | None = None) -> Tensor:
     """The float32 values of ``codes`` (shaped like ``codes``), or written into ``out``."""
-    table = code(signed, codes.device)
     flat = codes.reshape(-1)
     n = flat.numel()
     full = n // BLOCK_SIZE * BLOCK_SIZE
     pieces = []
     if full:
-        values = table[flat[:full].view(-1, BLOCK_SIZE).int()]
+        values = _decode(flat[:full].view(-1, BLOCK_SIZE), signed)
         pieces.append((values * absmax[: full // BLOCK_SIZE, None]).view(-1))
     if full < n:
-        pieces.append(table[flat[full:].int()] * absmax[-1])
+        pieces.append(_decode(flat[full:], signed) * absmax[-1])
     if not pieces:  # an empty tensor (an FSDP2 rank's empty shard)
         pieces.append(torch.zeros(0, dtype=torch.float32, device=codes.device))
     values = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
