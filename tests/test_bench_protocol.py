@@ -75,6 +75,18 @@ def test_a_plateau_reaching_an_edge_extends_the_grid_like_an_edge_best():
     assert len(walk(rules, "t", "o", True, True, lookup, tolerance=0.05).lr_trials) == 7
 
 
+def test_an_optimizer_that_cannot_run_is_not_extended():
+    # Every cell raised: no edge (or plateau) grows the grid, whatever the tolerance, even a
+    # one-lr window whose only lr is both edges.
+    def lookup(spec):
+        return {"final_metric": float("nan"), "diverged": 0, "error": "ValueError: no"}
+
+    rules = Rules(lr_range=(1e-2, 1e-2), budget=19, weight_decays=())
+    for tolerance in (0.0, 1.0):
+        state = walk(rules, "t", "o", True, True, lookup, tolerance=tolerance)
+        assert len(state.lr_grid) == len(rules.initial()) and not state.on_edge
+
+
 def test_the_budget_counts_every_extension_and_an_edge_is_flagged():
     rules = Rules(lr_range=(1e-3, 1e-1), budget=9, weight_decays=())
     lookup, _ = _fake(_peak(100.0))

@@ -199,13 +199,13 @@ def walk(rules: Rules, task: str, optimizer: str, higher_is_better: bool,
         if missing:
             search.needed = missing
             return search
-        pick = best_index(search.lr_trials, higher_is_better)
+        trials = search.lr_trials
+        pick = best_index(trials, higher_is_better)
         at_low, at_high = pick == 0, pick == len(indices) - 1
-        best, edges = search.lr_trials[pick], search.lr_trials
-        grow_low = at_low or within(edges[0], best, tolerance, higher_is_better)
-        grow_high = at_high or within(edges[-1], best, tolerance, higher_is_better)
-        if all(t.failed for t in search.lr_trials):
-            grow_low = grow_high = False  # an optimizer that cannot run: nothing to extend
+        grow_low = at_low or within(trials[0], trials[pick], tolerance, higher_is_better)
+        grow_high = at_high or within(trials[-1], trials[pick], tolerance, higher_is_better)
+        if all(t.failed for t in trials):  # an optimizer that cannot run: nothing to extend
+            at_low = at_high = grow_low = grow_high = False
         room = rules.budget - len(indices)
         # The best's own edge first; of two plateau edges, the high one (each pass adds one).
         sides, new = [at_low and -1, at_high and 1, grow_high and 1, grow_low and -1], []
@@ -215,7 +215,7 @@ def walk(rules: Rules, task: str, optimizer: str, higher_is_better: bool,
             new = [i for i in new if rules.in_limits(i)]
             if new:
                 break
-        if room > 0 and new:
+        if new:  # (empty when no room is left)
             indices = sorted(indices + new)
             continue
         search.lr = search.lr_trials[pick].lr
