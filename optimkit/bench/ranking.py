@@ -64,6 +64,7 @@ import numpy as np
 
 ALPHA = 0.05
 BAG = 101  # bootstrap replicates whose median tier is reported (odd: the median is a tier)
+CLOSE_VOTE = 0.8  # a tier held in fewer replicates than this is shown as a close vote
 BOOTSTRAP = 200
 BOOTSTRAP_SEED = 20240901
 
@@ -184,17 +185,25 @@ def friedman(ranks: np.ndarray, ties: np.ndarray) -> tuple[float, float, float]:
     n, k = ranks.shape
     if n < 2 or k < 2:
         return float("nan"), float("nan"), 1.0
-    sums = ranks.sum(axis=0)
-    chi2 = 12.0 / (n * k * (k + 1)) * float((sums**2).sum()) - 3.0 * n * (k + 1)
-    correction = 1.0 - float(ties.sum()) / (n * (k**3 - k))
-    if correction <= 1e-12:  # every block is one big tie: no evidence of any difference
-        return 0.0, 0.0, 1.0
-    chi2 /= correction
-    denominator = n * (k - 1) - chi2
-    if denominator <= 1e-12:  # every block ranks the optimizers the same way
-        return chi2, float("inf"), 0.0
-    f = (n - 1) * chi2 / denominator
-    p = float(_scipy_stats().f.sf(f, k - 1, (k - 1) * (n - 1)))
+    chi2, f, p = _friedman(ranks.sum(axis=0)[None], np.array([ties.sum()]), n, k)
+    return float(chi2[0]), float(f[0]), float(p[0])
+
+
+def _friedman(sums: np.ndarray, tie_sums: np.ndarray, n: int,
+              k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`friedman` for many replicates at once: ``sums`` (replicates x k) are the rank
+    sums over ``n`` blocks, ``tie_sums`` (replicates) the blocks' summed tie terms."""
+    chi2 = 12.0 / (n * k * (k + 1)) * (sums**2).sum(axis=1) - 3.0 * n * (k + 1)
+    correction = 1.0 - tie_sums / (n * (k**3 - k))
+    # every block one big tie: no evidence of any difference
+    one_tie = correction <= 1e-12
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi2 = np.where(one_tie, 0.0, chi2 / correction)
+        denominator = n * (k - 1) - chi2
+        same_order = denominator <= 1e-12  # every block ranks the optimizers the same way
+        f = np.where(one_tie, 0.0, np.where(same_order, np.inf, (n - 1) * chi2 / denominator))
+    p = np.where(one_tie, 1.0, np.where(same_order, 0.0,
+                                        _scipy_stats().f.sf(f, k - 1, (k - 1) * (n - 1))))
     return chi2, f, p
 
 
@@ -240,20 +249,11 @@ class TaskBlocks:
 def _many(ranks: np.ndarray, ties: np.ndarray, rows: np.ndarray,
           alpha: float) -> np.ndarray:
     """Nemenyi tiers (replicates x k) of the blocks ``rows`` (replicates x N) of ``ranks``."""
-    picked = ranks[rows]  # replicates x N x k
     n, k = rows.shape[1], ranks.shape[1]
-    mean = picked.mean(axis=1)
+    mean = ranks[rows].mean(axis=1)  # replicates x k
     if n < 2 or k < 2:
         return np.ones(mean.shape, dtype=int)
-    sums = mean * n
-    chi2 = 12.0 / (n * k * (k + 1)) * (sums**2).sum(axis=1) - 3.0 * n * (k + 1)
-    correction = 1.0 - ties[rows].sum(axis=1) / (n * (k**3 - k))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        chi2 = np.where(correction > 1e-12, chi2 / correction, 0.0)
-        denominator = n * (k - 1) - chi2
-        f = np.where(denominator > 1e-12, (n - 1) * chi2 / denominator, np.inf)
-    p = _scipy_stats().f.sf(f, k - 1, (k - 1) * (n - 1))
-    p = np.where(correction > 1e-12, p, 1.0)
+    _, _, p = _friedman(mean * n, ties[rows].sum(axis=1), n, k)
     cd = critical_difference(k, n, alpha)
     out = np.ones(mean.shape, dtype=int)
     for r in np.flatnonzero(p < alpha):
@@ -315,6 +315,6 @@ def analyse(names: Sequence[str], tasks: Sequence[TaskBlocks], alpha: float = AL
     return result, stability
 
 
-__all__ = ["ALPHA", "BAG", "BOOTSTRAP", "RankTest", "TaskBlocks", "TaskTest", "analyse",
-           "critical_difference", "friedman", "holm", "make_tiers", "mean_ci", "paired_p",
-           "rank_test", "stars", "tied_with_best"]
+__all__ = ["ALPHA", "BAG", "BOOTSTRAP", "CLOSE_VOTE", "RankTest", "TaskBlocks", "TaskTest",
+           "analyse", "critical_difference", "friedman", "holm", "make_tiers", "mean_ci",
+           "paired_p", "rank_test", "stars", "tied_with_best"]

@@ -366,7 +366,7 @@ def statistics_text(summary: Summary) -> list[str]:
         f"bootstrap resamples of the test seeds (bagging); close votes: "
         + (", ".join(f"{n} {rank.tier_share[n]:.0%} in tier {rank.tiers[n]}"
                      for n in sorted(rank.names, key=lambda n: rank.mean_rank[n])
-                     if rank.tier_share.get(n, 1.0) < 0.8) or "none") + ".",
+                     if rank.tier_share.get(n, 1.0) < ranking.CLOSE_VOTE) or "none") + ".",
         f"Stability: {fmt(summary.stability.get('seeds'), 2)} of the optimizers keep their tier "
         f"under a bootstrap over the test seeds, {fmt(summary.stability.get('tasks'), 2)} under "
         f"a bootstrap over the tasks ({ranking.BOOTSTRAP} replicates each).",
@@ -422,8 +422,8 @@ def _md_table(head: list[str], align: str, body: list[list[str]]) -> list[str]:
 
 def _leader_cells(row: dict[str, Any], n_tasks: int, emoji: bool) -> list[str]:
     share = row.get("tier_share")
-    tier = str(row["tier"] or "–") + (f" ({share:.0%})" if share is not None and share < 0.8
-                                       else "")
+    close = share is not None and share < ranking.CLOSE_VOTE
+    tier = str(row["tier"] or "–") + (f" ({share:.0%})" if close else "")
     return [stars_text(row["stars"], emoji), tier, fmt(row["mean_rank"], 2),
             f"{len(row['tied_with_best_on'])}/{n_tasks}",
             fmt(row["lr_sensitivity_decades"], 2), fmt(row["divergence_rate"], 2),

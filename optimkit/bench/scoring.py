@@ -28,8 +28,8 @@ SCORE_RULE = (
     "Friedman's test with Nemenyi's post-hoc test (alpha 0.05, one block per task and test "
     "seed) cannot tell apart from the best mean rank; tier 2 (★★) applies the same rule to the "
     "rest, tier 3 (★), lower tiers ☆. The grouping is bagged: each optimizer's tier is its "
-    "median tier over 101 bootstrap resamples of the test seeds. Optimizers in one tier are "
-    "tied: their order inside it is not significant."
+    f"median tier over {ranking.BAG} bootstrap resamples of the test seeds. Optimizers in one "
+    "tier are tied: their order inside it is not significant."
 )
 
 
