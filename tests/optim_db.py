@@ -354,13 +354,6 @@ DB: list[OptimizerInfo] = [
             "test_lr_scheduler_drives_the_live_param_groups": (
                 "its step blends in the remembered step sizes, so lr=0 still moves the params"
             ),
-            "test_compiled_steps_follow_eager_under_a_policy": (
-                "8-bit: passes alone and with the other compiled cases, fails (params 4 % apart "
-                "after 8 steps) once test_every_optimizer_keeps_decreasing_the_loss_under_each_"
-                "policy has run first in the same process (also with automatic dynamic shapes "
-                "off); the 8-bit step-size memory turns small differences into code flips; the "
-                "shared state behind it is not yet found"
-            ),
         },
     ),
     OptimizerInfo(

@@ -172,3 +172,44 @@ def test_lookahead_syncs_outside_the_graph_without_recompiling():
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(fast.state[q]["slow_param"], eager.state[p]["slow_param"],
                                    rtol=1e-5, atol=1e-6)
+
+
+@stepper(lr=1e-2)
+def _untraceable_sgd(b, lr):
+    torch._dynamo.graph_break()  # stands for a user's part calling an op dynamo cannot trace
+    torch._foreach_add_(b.params, b.grads, alpha=-lr)
+
+
+class _UntraceableSGD(optimkit.Optimizer):
+    parts = (_untraceable_sgd,)
+    hypers = dict(lr=1e-2)
+    reference = "a test recipe that breaks the graph"
+
+
+@needs_compiler
+@pytest.mark.filterwarnings("default:compile=True. the step does not compile")
+def test_a_graph_break_warns_runs_eagerly_and_leaves_other_optimizers_compiled():
+    """Compiled steps are one graph or none: a step that breaks the graph runs eagerly (with a
+    warning) instead of frame by frame, and never makes dynamo skip the compiled step of
+    every optimizer after it in the process (before fullgraph, a NovoGrad step had turned a
+    later DeepMemory's compiled 8-bit step into a frame-by-frame one, 4 % off)."""
+    start = make_params(torch.float32)
+    plain, broken = clone_params(start), clone_params(start)
+    reference = _UntraceableSGD(plain)
+    opt = _UntraceableSGD(broken, compile=True)
+    with pytest.warns(RuntimeWarning, match="does not compile as one graph"):
+        run(opt, broken, 1)  # no state to create: the first step is a compiled one
+    run(opt, broken, 2, start=1)
+    run(reference, plain, 3)
+    assert not opt._executor.compile
+    for p, q in zip(plain, broken, strict=True):
+        assert torch.equal(p, q)
+    counters.clear()
+    eager_params, compiled_params = clone_params(start), clone_params(start)
+    eager = optimkit.Adam(eager_params, lr=1e-2, flat=True)
+    fast = optimkit.Adam(compiled_params, lr=1e-2, compile=True)
+    run(eager, eager_params, 4)
+    run(fast, compiled_params, 4)
+    assert _graphs() == 1 and not counters["graph_break"]
+    for p, q in zip(eager_params, compiled_params, strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)

@@ -21,6 +21,13 @@ sees ``bucket.created``; the first compiled step is the second step. A part that
 every k-th step (``every=``, Lookahead's sync) is left out of the graph: the executor runs it
 afterwards, eagerly, on the steps it is due, so the graph is the same at every step.
 
+The step compiles as ONE graph (``fullgraph=True``). A graph break would let dynamo compile the
+parts frame by frame instead, and mark ``_traced_step`` as skipped for the whole process: every
+optimizer stepping after it, of any recipe, would then run frame by frame too (that is how a
+NovoGrad step once changed a later DeepMemory's 8-bit results). A recipe whose step does not
+trace (a user's part calling an untraceable op) warns once and runs eagerly; nothing of the
+failed trace has run.
+
 Without a C++ compiler (needed by inductor on the CPU) the optimizer warns and runs eagerly.
 Over a list of N tensors (``flat=False``) dynamo unrolls the step per tensor, compile time grows
 with N and per-tensor scalars become unfused ScalarList ops; so ``compile=True`` turns flat mode
@@ -138,14 +145,15 @@ def _compiled_step():
     # Made at the first compiled step: torch.compile imports torch._dynamo, seconds that an
     # ``import optimkit`` without compile=True need not pay.
     register_inductor_prims()
-    return torch.compile(_traced_step, dynamic=False, options=INDUCTOR_OPTIONS)
+    return torch.compile(_traced_step, dynamic=False, fullgraph=True, options=INDUCTOR_OPTIONS)
 
 
 def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, policy,
-                 arguments: tuple = ()) -> None:
+                 arguments: tuple = ()) -> str | None:
     """Run ``parts`` on ``bucket`` through the compiled step, between the ``policy``'s
     ``prepare`` and ``finalize`` (see core/executor.py); ``arguments`` are the policy's
-    host-side numbers for this bucket (random-bit keys, a graph input; offsets, constants)."""
+    host-side numbers for this bucket (random-bit keys, a graph input; offsets, constants).
+    Returns None, or, where the step does not trace as one graph, why (then nothing ran)."""
     names = list(dict.fromkeys(name for part in parts for name in part.passed))
     layout = None
     if isinstance(bucket, FlatBucket):
@@ -159,10 +167,14 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
     # fall back to eager silently at dynamo's default limit of 8
     with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=256), \
             inductor_config.patch(options):
-        _compiled_step()(
-            tuple(parts), policy, arguments, layout, bucket.params, bucket.grads, bucket.state,
-            *graph_inputs(group, names),
-        )
+        try:
+            _compiled_step()(
+                tuple(parts), policy, arguments, layout, bucket.params, bucket.grads,
+                bucket.state, *graph_inputs(group, names),
+            )
+        except torch._dynamo.exc.Unsupported as error:
+            return str(error).strip().splitlines()[0]
+    return None
 
 
 def warn_eager(reason: str) -> None:

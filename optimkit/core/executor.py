@@ -362,10 +362,13 @@ class Executor:
         if compile and self.compile and not any(bucket.created.values()):
             if compiled.can_compile(bucket.device):
                 self._warn_if_many(bucket)
-                compiled.run_compiled(bucket, group, body, self.policy, arguments)
-                self._run_host_gated(bucket, group, parts, arguments)
-                return
-            compiled.warn_eager("no C++ compiler found for inductor")
+                broken = compiled.run_compiled(bucket, group, body, self.policy, arguments)
+                if broken is None:
+                    self._run_host_gated(bucket, group, parts, arguments)
+                    return
+                compiled.warn_eager(f"the step does not compile as one graph ({broken})")
+            else:
+                compiled.warn_eager("no C++ compiler found for inductor")
             self.compile = False
         blocks = self._blocks(bucket)
         while blocks:

@@ -216,7 +216,13 @@ class Bucket:
 
     def _powsums(self, *lists: Sequence[Tensor]) -> Tensor:
         flat = [t for tensors in lists for t in tensors]
-        sums = torch.stack(torch._foreach_powsum(flat, 2)) if flat else self.params[0].new_zeros(0)
+        if not flat:
+            sums = self.params[0].new_zeros(0)
+        elif torch.compiler.is_compiling():
+            # dynamo cannot trace _foreach_powsum (torch 2.13); inductor fuses these reductions
+            sums = torch.stack([t.square().sum() for t in flat])
+        else:
+            sums = torch.stack(torch._foreach_powsum(flat, 2))
         return sums.view(len(lists), -1)
 
     def _total(self, sums: Tensor) -> Tensor:
