@@ -437,6 +437,103 @@ def _fsdp_policy(case: str, group, workdir: Path, policy: str, layout: str) -> d
     return out
 
 
+def _local_state(opt, param) -> dict[str, torch.Tensor]:
+    return {name: value.to_local().clone() for name, value in opt.state[param].items()
+            if name != "step"}
+
+
+def _dequantized(state: Mapping[str, torch.Tensor], name: str, signed: bool) -> torch.Tensor:
+    from optimkit.precision import quantize as q
+
+    codes = state[name]
+    return q.dequantize(codes, state[name + "_absmax"][: q.num_blocks(codes.numel())], signed)
+
+
+def _policy_conversion(case: str, group, workdir: Path) -> dict:
+    """FSDP2 state handed between policies in memory (``set_optimizer_state_dict`` of another
+    policy's ``get_optimizer_state_dict``; uneven shards): 8-bit -> plain is each shard's
+    dequantization, plain -> 8-bit gives the same codes and scales back, and the run continued
+    from there equals the uninterrupted 8-bit run."""
+    from torch.distributed.checkpoint.state_dict import (
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    dtype, keywords = POLICIES["8bit"]
+    rows = POLICY_ROWS["uneven"]
+    data = _policy_rank_data()
+    straight = _sharded_policy_model(group, rows, dtype)
+    _policy_train(straight, _policy_optimizer(case, straight.parameters(), keywords), dtype, 0,
+                  STEPS, data)
+    model = _sharded_policy_model(group, rows, dtype)
+    weight = model[0].weight
+    eight = _policy_optimizer(case, model.parameters(), keywords)
+    _policy_train(model, eight, dtype, 0, SAVE_AT, data)
+    model.zero_grad(set_to_none=True)
+    saved = _local_state(eight, weight)
+    plain = _policy_optimizer(case, model.parameters(), {})
+    set_optimizer_state_dict(model, plain, get_optimizer_state_dict(model, eight))
+    converted = _local_state(plain, weight)
+    back = _policy_optimizer(case, model.parameters(), keywords)
+    set_optimizer_state_dict(model, back, get_optimizer_state_dict(model, plain))
+    again = _local_state(back, weight)
+    _policy_train(model, back, dtype, SAVE_AT, STEPS, data)
+    return {
+        "plain_dtype": str(converted["grad_avg"].dtype),
+        "dequantized_max_abs": max(
+            (converted[name] - _dequantized(saved, name, name == "grad_avg")).abs().max().item()
+            for name in ("grad_avg", "sqr_avg")),
+        "codes_back": sorted(again) == sorted(saved)
+        and all(torch.equal(again[name], saved[name]) for name in saved),
+        "max_abs": max_abs([_full(p) for p in model.parameters()], [_full(p) for p in
+                                                                   straight.parameters()]),
+    }
+
+
+def _dcp_8bit_into_plain(case: str, group, workdir: Path) -> dict:
+    """The 8-bit DCP checkpoint of ``dcp-8bit-save`` loaded into a plain optimizer: DCP copies
+    the codes into the plain template's float tensors (the optimizer's own: they are lost), so
+    ``set_state_dict`` must refuse them; the route the message gives (load into an 8-bit
+    optimizer, hand its state over in memory) gives each shard's dequantized state."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_optimizer_state_dict,
+        get_state_dict,
+        set_optimizer_state_dict,
+        set_state_dict,
+    )
+
+    dtype, keywords = POLICIES["8bit"]
+    checkpoint = workdir / f"dcp-8bit-{case}"
+    model = _sharded_policy_model(group, POLICY_ROWS["uneven"], dtype)
+    weight = model[0].weight
+    plain = _policy_optimizer(case, model.parameters(), {})
+    model_sd, optim_sd = get_state_dict(model, plain)
+    loaded = {"model": model_sd, "optim": optim_sd}
+    dcp.load(loaded, checkpoint_id=checkpoint, process_group=group)
+    refusal = ""
+    try:
+        set_state_dict(model, plain, model_state_dict=loaded["model"],
+                       optim_state_dict=loaded["optim"])
+    except ValueError as refused:
+        refusal = str(refused)
+    eight = _policy_optimizer(case, model.parameters(), keywords)
+    model_sd, optim_sd = get_state_dict(model, eight)
+    loaded = {"model": model_sd, "optim": optim_sd}
+    dcp.load(loaded, checkpoint_id=checkpoint, process_group=group)
+    set_state_dict(model, eight, model_state_dict=loaded["model"],
+                   optim_state_dict=loaded["optim"])
+    set_optimizer_state_dict(model, plain, get_optimizer_state_dict(model, eight))
+    saved, converted = _local_state(eight, weight), _local_state(plain, weight)
+    return {
+        "refusal": refusal,
+        "saved_dtype": str(saved["grad_avg"].dtype),
+        "dequantized_max_abs": max(
+            (converted[name] - _dequantized(saved, name, name == "grad_avg")).abs().max().item()
+            for name in ("grad_avg", "sqr_avg")),
+    }
+
+
 SCENARIOS: dict[str, Callable[[str, Any, Path], dict]] = {
     "ddp": _ddp,
     "ddp-flat": functools.partial(_ddp, flat=True),
@@ -457,6 +554,9 @@ SCENARIOS: dict[str, Callable[[str, Any, Path], dict]] = {
     "fsdp-stochastic": functools.partial(_fsdp_policy, policy="stochastic", layout="even"),
     "dcp-8bit-save": functools.partial(_dcp_policy, policy="8bit", load=False),
     "dcp-8bit-load": functools.partial(_dcp_policy, policy="8bit", load=True),
+    "fsdp-8bit-convert": _policy_conversion,
+    "dcp-8bit-into-plain-load": _dcp_8bit_into_plain,
 }
 # A "-load" scenario reads what its "-save" scenario wrote, in a later launch.
 SAVED_BY = {name: name.replace("-load", "-save") for name in SCENARIOS if name.endswith("-load")}
+SAVED_BY["dcp-8bit-into-plain-load"] = "dcp-8bit-save"

@@ -164,6 +164,27 @@ def test_fsdp2_dcp_of_8bit_state_resumes_exactly(dist_results, info, scenario):
     _resumes_exactly(dist_results, scenario, info.name)
 
 
+@optims(cases=_in("fsdp-8bit-convert"), argnames="info,scenario",
+        where=lambda i: i.name in POLICY_CASES)
+def test_fsdp2_state_converts_between_policies_in_memory(dist_results, info, scenario):
+    for row in _rows(dist_results, scenario, info.name):
+        assert row["plain_dtype"] == "torch.float32", row
+        assert row["dequantized_max_abs"] == 0.0 and row["codes_back"], row
+    _resumes_exactly(dist_results, scenario, info.name)
+
+
+@optims(cases=_in("dcp-8bit-into-plain-load"), argnames="info,scenario",
+        where=lambda i: i.name in POLICY_CASES)
+def test_fsdp2_dcp_of_8bit_state_into_a_plain_optimizer_is_refused(dist_results, info, scenario):
+    """DCP loads into the template's dtypes: the codes arrive as floats 0..255. The saved
+    groups' state_form says they were codes, so loading refuses them (before, the optimizer
+    trained on them); the route the message gives converts exactly."""
+    for row in _rows(dist_results, scenario, info.name):
+        assert "saved as 8-bit codes" in row["refusal"] and "state_bits=8" in row["refusal"], row
+        assert row["saved_dtype"] == "torch.uint8", row
+        assert row["dequantized_max_abs"] == 0.0, row
+
+
 def _checkpoints(info):
     # ZeRO (eager and flat) and DCP under FSDP2 for every optimizer; DCP of a flat optimizer
     # under DDP for a few

@@ -169,6 +169,29 @@ def test_checkpoints_convert_between_policies():
     assert bf16.state[params[0]]["sqr_avg"].dtype == torch.bfloat16
 
 
+def test_codes_copied_into_float_tensors_are_refused():
+    """What ``torch.distributed.checkpoint`` hands over when an 8-bit checkpoint is loaded
+    into a plain optimizer's template: the codes copied into float tensors, no scales. Each
+    saved group's ``state_form`` names the 8-bit states, so the load refuses them."""
+    x, y, params = _problem(torch.float32)
+    eight = optimkit.Adam(params, lr=1e-2, state_bits=8)
+    eight.zero_grad()
+    ((x @ params[0] + params[1]) - y).pow(2).mean().backward()
+    eight.step()
+    sd = _roundtrip(eight.state_dict())
+    assert [g["state_form"] for g in sd["param_groups"]] == ["8bit:grad_avg,sqr_avg,max_sqr_avg"]
+    plain = optimkit.Adam([p.detach().clone().requires_grad_() for p in params], lr=1e-2)
+    assert plain.state_dict()["param_groups"][0]["state_form"] == "plain"
+    copied = {**sd, "state": {i: {k: v.float() for k, v in entry.items()
+                                  if not k.endswith(ABSMAX_SUFFIX)}
+                              for i, entry in sd["state"].items()}}
+    with pytest.raises(ValueError, match="'grad_avg' was saved as 8-bit codes.*state_bits=8"):
+        plain.load_state_dict(copied)
+    plain.load_state_dict(sd)  # the codes with their scales: converted
+    assert "state_form" not in plain.param_groups[0]
+    assert "state_form" not in plain.torch_state_dict()["param_groups"][0]
+
+
 def test_fp32_state_survives_loading_into_bf16_params():
     """torch's ``load_state_dict`` casts state to the param's dtype (pytorch#43706); with
     ``state_dtype=torch.float32`` the loaded state stays float32."""

@@ -11,7 +11,14 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..precision.policy import ABSMAX_SUFFIX, COMPENSATION, Precision, PrecisionPolicy
+from ..precision.policy import (
+    ABSMAX_SUFFIX,
+    COMPENSATION,
+    STATE_FORM,
+    Precision,
+    PrecisionPolicy,
+    check_saved_form,
+)
 from .executor import Executor
 from .parts import Part
 from .recipe import Recipe, check_recipe
@@ -300,6 +307,10 @@ class Optimizer(torch.optim.Optimizer):
                 index: {k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()}
                 for index, state in sd["state"].items()
             }
+        policy = self._executor.policy
+        form = "plain" if policy.plain else policy.state_form()
+        for group in sd["param_groups"]:
+            group[STATE_FORM] = form
         bad = [
             (index, name)
             for index, state in sd["state"].items()
@@ -336,7 +347,7 @@ class Optimizer(torch.optim.Optimizer):
                         f"torch.optim setting {cls.__name__} does not implement; nothing was "
                         "loaded"
                     )
-            dropped = (*TORCH_SWITCHES, *TORCH_UNSUPPORTED)
+            dropped = (*TORCH_SWITCHES, *TORCH_UNSUPPORTED, STATE_FORM)
             group = {k: v for k, v in saved.items() if k in cls.hypers or k not in dropped}
             groups.append({**self.defaults, **group})
         for group in groups:
@@ -347,6 +358,10 @@ class Optimizer(torch.optim.Optimizer):
             renamed[index] = {
                 (TORCH_STATE_NAMES.get(k, k) if k not in known else k): v for k, v in state.items()
             }
+        for saved in state_dict["param_groups"]:
+            for index in saved["params"]:
+                if index in renamed:
+                    check_saved_form(saved.get(STATE_FORM, "plain"), index, renamed[index])
         super().load_state_dict({**state_dict, "state": renamed, "param_groups": groups})
         for state in self.state.values():  # torch keeps a capturable or fused step on its device
             step = state.get("step")
@@ -417,7 +432,9 @@ class Optimizer(torch.optim.Optimizer):
         """``sd`` (this optimizer's ``state_dict()``) with its state in the plain form."""
         policy = self._executor.policy
         if policy.plain:
-            return sd
+            groups = [{k: v for k, v in group.items() if k != STATE_FORM}
+                      for group in sd["param_groups"]]
+            return {**sd, "param_groups": groups}
         plain = Precision()
         params = [p for group in self.param_groups for p in group["params"]]
         ids = [i for group in sd["param_groups"] for i in group["params"]]
@@ -428,7 +445,7 @@ class Optimizer(torch.optim.Optimizer):
             if policy.own_step:
                 entry.pop("step", None)
             state[index] = entry
-        groups = [{k: v for k, v in group.items() if k != "rounding_seed"}
+        groups = [{k: v for k, v in group.items() if k not in ("rounding_seed", STATE_FORM)}
                   for group in sd["param_groups"]]
         return {**sd, "state": state, "param_groups": groups}
 

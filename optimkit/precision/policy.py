@@ -54,7 +54,13 @@ The result equals the unsharded run's bit for bit in layout when each shard hold
 (``numel`` of a shard a multiple of 256), and within the quantization error otherwise.
 Stochastic rounding draws, per element, the bits of its offset in the full tensor, so sharded
 and unsharded runs round alike. A distributed checkpoint (DCP) of 8-bit state resumes exactly
-with the same number of ranks (codes and scales are sharded DTensors).
+with the same number of ranks (codes and scales are sharded DTensors). Another policy's state
+converts shard by shard when handed over in memory (``set_optimizer_state_dict`` with another
+optimizer's ``get_optimizer_state_dict``). DCP cannot convert: it copies a checkpoint into the
+template's own tensors and dtypes, so 8-bit codes loaded through a template without 8-bit
+state would arrive as numbers 0..255. Each saved param group names its 8-bit states
+(``state_form``), and such a load is refused with the route that works: load into an
+optimizer with ``state_bits=8``, then hand its state over in memory.
 
 **Checkpoints.** ``state_dict()`` holds the stored form (codes, scales, compensation; the seed
 as each group's ``rounding_seed``) and loads back exactly; a checkpoint of another policy (or
@@ -81,6 +87,8 @@ PARAM_UPDATES = ("plain", "stochastic", "kahan")
 STATE_DTYPES = (torch.float32, torch.bfloat16)
 COMPENSATION = "compensation"
 ABSMAX_SUFFIX = "_absmax"
+# The param-group entry of a state_dict that names the states saved as 8-bit codes.
+STATE_FORM = "state_form"
 
 
 class Storage(enum.Enum):
@@ -261,13 +269,11 @@ class Precision:
                 if self.quantized(name, storage, value.numel()):
                     state[name], state[name + ABSMAX_SUFFIX] = value, absmax
                     continue
-                value = q.dequantize(value, absmax, storage is Storage.SIGNED)
+                value = _dequantize_stored(value, absmax, storage)
                 state[name] = value.to(self.storage_dtype(storage, p.dtype))
                 continue
             if self.quantized(name, storage, value.numel()):
-                state[name], state[name + ABSMAX_SUFFIX] = q.quantize(
-                    value, storage is Storage.SIGNED
-                )
+                state[name], state[name + ABSMAX_SUFFIX] = _quantize_new(value, storage)
                 continue
             dtype = self.storage_dtype(storage, p.dtype)
             if dtype not in (None, value.dtype):
@@ -394,6 +400,22 @@ def _quantize_new(value: Tensor, storage: Storage) -> tuple[Tensor, Tensor]:
     return codes, absmax
 
 
+def _dequantize_stored(codes: Tensor, absmax: Tensor, storage: Storage) -> Tensor:
+    """The float32 values of stored codes: the inverse of :func:`_quantize_new`, a DTensor's
+    shard by shard (its scales are the local blocks, padded to the largest shard's count)."""
+    from ..core.tensorlists import is_dtensor
+
+    signed = storage is Storage.SIGNED
+    if not is_dtensor(codes):
+        return q.dequantize(codes, absmax, signed)
+    from torch.distributed.tensor import DTensor
+
+    local = codes.to_local()
+    values = q.dequantize(local, absmax.to_local()[: q.num_blocks(local.numel())], signed)
+    return DTensor.from_local(values, codes.device_mesh, codes.placements, run_check=False,
+                              shape=codes.shape, stride=codes.stride())
+
+
 def _narrower(dtype: torch.dtype, than: torch.dtype) -> bool:
     return dtype in rounding.LOW_PRECISION and torch.finfo(dtype).bits < torch.finfo(than).bits
 
@@ -493,6 +515,27 @@ def state_bytes(state: Mapping[str, Any]) -> int:
     return sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, Tensor))
 
 
+def check_saved_form(form: str, index: Any, state: Mapping[str, Any]) -> None:
+    """``ValueError`` if param ``index``'s ``state``, saved under ``form``, has lost its
+    8-bit codes (see :meth:`PrecisionPolicy.state_form`)."""
+    if not form.startswith("8bit:"):
+        return
+    for name in form[len("8bit:"):].split(","):
+        value = state.get(name)
+        if (isinstance(value, Tensor) and value.dtype != torch.uint8
+                and q.quantizes(value.numel()) and name + ABSMAX_SUFFIX not in state):
+            raise ValueError(
+                f"param {index}'s state {name!r} was saved as 8-bit codes (the state_dict's "
+                f"{STATE_FORM} is {form!r}) but arrives as {value.dtype} without its scales: "
+                "a loader copied the codes into tensors of another form, and their values are "
+                "lost. torch.distributed.checkpoint does this when its template comes from an "
+                "optimizer without state_bits=8 (and it writes into that optimizer's own state "
+                "tensors: load a good state before stepping). To convert, load the checkpoint "
+                "into an optimizer built with state_bits=8, then hand its state_dict() to the "
+                "other one's load_state_dict (exact)"
+            )
+
+
 class PrecisionPolicy:
     """A :class:`Precision` bound to one recipe's declared state: what the executor calls.
 
@@ -546,6 +589,17 @@ class PrecisionPolicy:
         # flat store under a policy steps per tensor over its views, equal to eager bit for
         # bit.
         return False
+
+    def state_form(self) -> str:
+        """What each saved param group says of its state (:data:`STATE_FORM`): the states kept
+        as 8-bit codes where a tensor is large enough (``"8bit:grad_avg,sqr_avg"``), or
+        ``"plain"``. A loader that copies a checkpoint into this optimizer's own tensors
+        (``torch.distributed.checkpoint`` loads into the template's dtypes) would turn codes
+        into numbers 0..255; with this entry, loaded along with the state, the optimizer
+        refuses such a state instead of training on it."""
+        names = [n for n, kind in self.storages.items()
+                 if self.precision.quantized(n, kind, q.MIN_NUMEL)]
+        return "8bit:" + ",".join(names) if names else "plain"
 
     def stored_names(self, names: Sequence[str], p: Tensor) -> list[str]:
         """The state a bucket of params like ``p`` carries for the recipe's ``names``: with
