@@ -194,9 +194,12 @@ def _fsdp(case: str, group, workdir: Path, **speed) -> dict:
     torch.nn.functional.mse_loss(model(x), y).backward()
     with CommDebugMode() as comm:  # the collectives of one optimizer step
         opt.step()
+    executor = getattr(opt, "_executor", None)
     return {
         "rel": rel_error([_full(p) for p in model.parameters()], _single_process(case)),
         "collectives": comm.get_total_counts(),
+        # False where a compiled step fell back to eager (it would still match)
+        "compiled": executor is not None and executor.compile,
     }
 
 

@@ -213,3 +213,23 @@ def test_a_graph_break_warns_runs_eagerly_and_leaves_other_optimizers_compiled()
     assert _graphs() == 1 and not counters["graph_break"]
     for p, q in zip(eager_params, compiled_params, strict=True):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+
+
+@needs_compiler
+def test_a_step_under_a_dispatch_mode_runs_eagerly_once():
+    """dynamo compiles nothing under a user's TorchDispatchMode (FlopCounterMode here): that
+    step runs eagerly, exactly once, with no warning; the next step compiles."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    start = make_params(torch.float32)
+    eager_params, compiled_params = clone_params(start), clone_params(start)
+    eager = optimkit.LAMB(eager_params, lr=1e-2, flat=True)
+    fast = optimkit.LAMB(compiled_params, lr=1e-2, compile=True)
+    run(eager, eager_params, 4)
+    run(fast, compiled_params, 2)
+    with FlopCounterMode(display=False):
+        run(fast, compiled_params, 1, start=2)
+    run(fast, compiled_params, 1, start=3)
+    assert fast._executor.compile and _graphs() == 1
+    for p, q in zip(eager_params, compiled_params, strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)

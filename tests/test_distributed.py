@@ -120,6 +120,8 @@ def test_fsdp2_compiled_step_runs_on_the_local_shards(dist_results, info, scenar
     if not compiled.has_cxx_compiler():
         pytest.skip("inductor needs a C++ compiler on the CPU")
     _matches_the_unsharded_run(dist_results, scenario, info.name)
+    for row in _rows(dist_results, scenario, info.name):
+        assert row["compiled"], "the compiled step fell back to eager"
 
 
 # Precision policies under FSDP2 (issue 12): an element-wise and a layer-wise recipe.

@@ -29,6 +29,9 @@ trace (a user's part calling an untraceable op) warns once and runs eagerly; not
 failed trace has run.
 
 Without a C++ compiler (needed by inductor on the CPU) the optimizer warns and runs eagerly.
+Under a user's TorchDispatchMode (``CommDebugMode``, ``FlopCounterMode``) dynamo compiles
+nothing, so those steps run eagerly, as torch.compile itself would run them, and later steps
+compile again.
 Over a list of N tensors (``flat=False``) dynamo unrolls the step per tensor, compile time grows
 with N and per-tensor scalars become unfused ScalarList ops; so ``compile=True`` turns flat mode
 on by default, where the bucket is one tensor and the step compiles once, in seconds.
@@ -64,6 +67,16 @@ def has_cxx_compiler() -> bool:
 def can_compile(device: torch.device) -> bool:
     """Whether a step on ``device`` can be compiled here (inductor needs a C++ compiler on CPU)."""
     return device.type != "cpu" or has_cxx_compiler()
+
+
+def under_dispatch_mode() -> bool:
+    """Whether dynamo would skip every frame now: a non-infra TorchDispatchMode is active (with
+    ``fullgraph=True`` it raises, after running the step, that nothing was compiled)."""
+    from torch.utils import _python_dispatch as dispatch
+
+    if getattr(torch._dynamo.config, "inline_torch_dispatch_torch_compile", False):
+        return dispatch.any_torch_dispatch_mode_on_stack()
+    return dispatch.is_in_any_mode_without_ignore_compile_internals()
 
 
 def _is_number(value: Any, always: bool) -> bool:

@@ -359,7 +359,8 @@ class Executor:
         host-gated parts (``every``) last, eagerly."""
         body = [part for part in parts if part.every is None]
         arguments = self.policy.arguments(group, bucket, isinstance(bucket, FlatBucket))
-        if compile and self.compile and not any(bucket.created.values()):
+        if (compile and self.compile and not any(bucket.created.values())
+                and not compiled.under_dispatch_mode()):
             if compiled.can_compile(bucket.device):
                 self._warn_if_many(bucket)
                 broken = compiled.run_compiled(bucket, group, body, self.policy, arguments)
