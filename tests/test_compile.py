@@ -233,3 +233,24 @@ def test_a_step_under_a_dispatch_mode_runs_eagerly_once():
     assert fast._executor.compile and _graphs() == 1
     for p, q in zip(eager_params, compiled_params, strict=True):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+
+
+def test_a_policy_flat_store_too_large_to_compile_per_tensor_says_so():
+    """Under a policy a flat store steps per tensor; above PER_TENSOR_COMPILE_MAX tensors those
+    steps run eagerly: compile=True must say so once, and the steps equal eager ones."""
+    from optimkit.core.executor import PER_TENSOR_COMPILE_MAX
+
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(3, generator=gen) for _ in range(PER_TENSOR_COMPILE_MAX + 1)]
+    eager_params, fast_params = clone_params(start), clone_params(start)
+    policy = dict(state_dtype=torch.bfloat16)  # same seed of the random bits for both
+    eager = optimkit.Adam(eager_params, lr=1e-2, **policy,
+                          generator=torch.Generator().manual_seed(1))
+    fast = optimkit.Adam(fast_params, lr=1e-2, **policy, compile=True,
+                         generator=torch.Generator().manual_seed(1))
+    run(eager, eager_params, 3)
+    with pytest.warns(RuntimeWarning, match="precision policy.*run eagerly; flat=False"):
+        run(fast, fast_params, 1)
+    run(fast, fast_params, 2, start=1)  # once (pytest turns a second one into an error)
+    for p, q in zip(eager_params, fast_params, strict=True):
+        assert torch.equal(p, q)

@@ -152,6 +152,7 @@ class Executor:
         # eager: param group index -> the last step's buckets, reused while nothing changed
         self._layout: dict[int, _Layout] = {}
         self._warned_many = False
+        self._warned_eager_store = False
         # the optimizer state's replacement count when its tensors were last taken in
         self._replaced = 0
         # eager CPU blocks of very large params: their temporaries' buffers, kept between steps
@@ -165,6 +166,7 @@ class Executor:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("scratch", ScratchPool())  # pickled before it existed
+        self.__dict__.setdefault("_warned_eager_store", False)
 
     # ------------------------------------------------------------ configuration
     def add_group(self, group: Mapping[str, Any]) -> None:
@@ -345,10 +347,19 @@ class Executor:
             return
         params = [p for p in store.params if p.grad is not None]
         if params:
-            self.run(
-                self._bucket(params, group, parts, state), group, parts,
-                compile=len(params) <= PER_TENSOR_COMPILE_MAX,
-            )
+            compile = len(params) <= PER_TENSOR_COMPILE_MAX
+            if not compile and self.compile and not self._warned_eager_store and (
+                    not self.policy.plain or any(part.shaped for part in parts)):
+                self._warned_eager_store = True
+                why = ("a precision policy" if not self.policy.plain
+                       else "a part that reads each param's shape")
+                warnings.warn(
+                    f"compile=True, flat=True: with {why} a flat store steps per tensor, and "
+                    f"over {len(params)} tensors (more than {PER_TENSOR_COMPILE_MAX}) those "
+                    "steps run eagerly; flat=False compiles them per tensor (compile time "
+                    "grows with the number of tensors)", RuntimeWarning, stacklevel=4,
+                )
+            self.run(self._bucket(params, group, parts, state), group, parts, compile=compile)
             store.absorb(state, names)
 
     def run(
