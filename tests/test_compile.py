@@ -254,3 +254,25 @@ def test_a_policy_flat_store_too_large_to_compile_per_tensor_says_so():
     run(fast, fast_params, 2, start=1)  # once (pytest turns a second one into an error)
     for p, q in zip(eager_params, fast_params, strict=True):
         assert torch.equal(p, q)
+
+
+@needs_compiler
+@pytest.mark.filterwarnings("default:compile=True. the step does not compile")
+def test_past_the_recompile_limit_the_step_runs_eagerly(monkeypatch):
+    """Each bucket shape compiles a graph of its own; past RECOMPILE_LIMIT of them in one
+    process (fullgraph turns dynamo's fallback into an error) the optimizer warns and steps
+    eagerly instead of raising."""
+    monkeypatch.setattr(compiled, "RECOMPILE_LIMIT", 1)
+    first = clone_params(make_params(torch.float32))
+    run(optimkit.Adam(first, lr=1e-2, compile=True), first, 2)
+    start = [torch.ones(7), torch.zeros(3, 2)]
+    plain, other = clone_params(start), clone_params(start)
+    opt = optimkit.Adam(other, lr=1e-2, compile=True)
+    run(opt, other, 1)
+    with pytest.warns(RuntimeWarning, match="holds 1 compiled steps already"):
+        run(opt, other, 1, start=1)
+    run(opt, other, 1, start=2)
+    run(optimkit.Adam(plain, lr=1e-2, flat=True), plain, 3)
+    assert not opt._executor.compile
+    for p, q in zip(plain, other, strict=True):
+        assert torch.equal(p, q)

@@ -145,6 +145,8 @@ def _traced_step(parts, policy, arguments, layout, params, grads, state, numbers
 # step ran 3x slower with it (benchmarks/flat_steps.py). Recomputed in each pass instead, it
 # costs only arithmetic.
 INDUCTOR_OPTIONS = {"realize_reads_threshold": 64}
+# Compiled steps kept per process (dynamo's cache entries of _traced_step).
+RECOMPILE_LIMIT = 256
 
 
 @functools.cache
@@ -177,8 +179,8 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
     import torch._inductor.config as inductor_config
 
     # one cache entry per bucket shape and recipe: many optimizers in one process must not
-    # fall back to eager silently at dynamo's default limit of 8
-    with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=256), \
+    # fall back to eager at dynamo's default limit of 8
+    with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=RECOMPILE_LIMIT), \
             inductor_config.patch(options):
         try:
             _compiled_step()(
@@ -187,6 +189,10 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
             )
         except torch._dynamo.exc.Unsupported as error:
             return str(error).strip().splitlines()[0]
+        except torch._dynamo.exc.FailOnRecompileLimitHit:
+            # fullgraph turns dynamo's eager fallback at the limit into this error
+            return (f"the process holds {RECOMPILE_LIMIT} compiled steps already (one per "
+                    "bucket shape, recipe and policy)")
     return None
 
 
