@@ -338,3 +338,26 @@ def test_compiled_bf16_policy_steps_on_sizes_that_are_not_multiples_of_16(name):
         outs.append(params)
     for a, b in zip(*outs, strict=True):
         assert torch.allclose(a.float(), b.float(), rtol=2**-6, atol=1e-3)
+
+
+@pytest.mark.skipif(not can_compile(torch.device("cpu")), reason="inductor needs a C++ compiler")
+def test_eager_conversions_compile_once_per_kind_whatever_the_ranks():
+    """The eager step's fused conversions (8-bit decode and encode) see 1-d views: params of
+    rank 1 to 4 compile one kernel per code (signed, unsigned), not one per rank; before,
+    a model's ranks passed dynamo's limit of 8 compiles and the conversions ran unfused."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(shape, generator=gen).requires_grad_()
+              for shape in ((4096,), (64, 96), (16, 16, 24), (8, 8, 8, 12))]
+    opt = optimkit.Adam(params, lr=1e-2, state_bits=8)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt.step()
+    assert all(opt.state[p]["grad_avg"].dtype == torch.uint8 for p in params)
+    # decode and encode, each for the signed and the unsigned code
+    assert counters["stats"]["unique_graphs"] <= 4, dict(counters["stats"])
+    torch._dynamo.reset()

@@ -449,11 +449,25 @@ def _fused(fn):
             return fn(*args)
         if compiled is None:
             compiled = torch.compile(fn, dynamic=True, options=COMPILE_OPTIONS)
-        return compiled(*args)
+        # dynamo guards on each tensor's rank and requires_grad: a model's 1-, 2- and 4-d
+        # params and their states passed the default limit of 8 compiles, past which these
+        # ran as the ~30 unfused ops. Contiguous tensors go in as detached 1-d views
+        # (row-major, so element offsets and random bits are the same).
+        flat = [_as_line(a) for a in args]
+        with torch._dynamo.config.patch(recompile_limit=64):
+            out = compiled(*flat)
+        return out.view(args[0].shape) if isinstance(out, Tensor) else out
 
     call.__name__ = call.__qualname__ = fn.__name__
     call.__doc__ = fn.__doc__
     return call
+
+
+def _as_line(value: Any) -> Any:
+    if not isinstance(value, Tensor):
+        return value
+    value = value.detach()
+    return value.view(-1) if value.dim() > 1 and value.is_contiguous() else value
 
 
 def _can_fuse(device: torch.device) -> bool:
