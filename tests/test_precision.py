@@ -67,6 +67,25 @@ def test_decoding_computes_the_table_bit_for_bit(signed):
         assert torch.equal(compiled.nan_to_num(7.0), expected)
 
 
+@pytest.mark.parametrize("signed", [True, False])
+def test_decoding_is_exact_whichever_way_the_sum_is_rounded(signed):
+    """The decode ``k * hi + k * lo`` (``k`` an integer, ``k * hi`` exact) gives the table's
+    value for every byte both with two roundings and contracted into a fused multiply-add
+    (one rounding of the exact sum), as a compiler may emit it."""
+    bits = 7 if signed else 8
+    table = q.code(signed).double()
+    for u in range(1, 2**bits):
+        level = u.bit_length() - 1
+        k = 9 * u - 8 * 2**level + 9
+        hi, lo = q._DECODE[bits][level]
+        assert float(torch.tensor(k * hi, dtype=torch.float32)) == k * hi  # exact
+        want = float(table[127 + u] if signed else table[u])
+        two = torch.tensor(k * hi, dtype=torch.float32) + torch.tensor(k * lo,
+                                                                         dtype=torch.float32)
+        fused = torch.tensor(k * hi + k * lo, dtype=torch.float64).float()
+        assert float(two) == want and float(fused) == want, u
+
+
 # ----------------------------------------------------------------------- round trips
 @pytest.mark.parametrize("signed", [True, False])
 @pytest.mark.parametrize("n", [7, 256, 300, 4096, 5000])

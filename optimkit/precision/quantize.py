@@ -26,8 +26,10 @@ Encoding is nearest rounding, computed in closed form from the level (found by c
 and the fraction, with no search, table or transcendental function, so that ``torch.compile``
 fuses it, cheaply, with the update that produced the state. Decoding is closed form too: the
 byte's magnitude ``u`` gives the level by comparisons and the value is the integer
-``9u - 8n + 9`` times a per-level constant, computed in float64 so that it equals the table
-:func:`code` (built from the definition) bit for bit. The single exception to
+``9u - 8n + 9`` times a per-level constant split in two float32 parts (the integer times the
+first is exact), so that the float32 result equals the table :func:`code` (built from the
+definition) bit for bit, with no float64 arithmetic (slow on most GPUs, absent on MPS).
+The single exception to
 "nearest": between 0 and the smallest signed value (``1e-6``) the cut is at ``0.55e-6``, not
 ``0.5e-6``, of the absmax.
 
@@ -208,28 +210,50 @@ def _(codes: Tensor) -> Tensor:
 def _decode(codes: Tensor, signed: bool) -> Tensor:
     """``code(signed)[codes]`` (float32) by arithmetic: the tree's value of each byte."""
     bits = _SIGNED_BITS if signed else _UNSIGNED_BITS
-    # float64: the products then round to exactly the table's float32 values (in float32,
-    # 64 of 256 would differ by an ulp); MPS has no float64, and stays within that ulp
-    exact = torch.float32 if codes.device.type == "mps" else torch.float64
     if codes.device.type == "cpu" and torch.compiler.is_compiling():
-        byte = widen(codes).to(exact)
+        byte = widen(codes)
     else:
-        byte = codes.to(exact)
+        byte = codes.float()
     u = (byte - _ZERO_BYTE).abs() if signed else byte  # the magnitude's rank, 0..2**bits - 1
     # level L = floor(log2 u) holds n = 2**L values, k = u - n + 1 = 1..n, at the decimal
-    # exponent e = bits - 1 - L: value 10**-e * (0.1 + 0.9 k / n) = (9u - 8n + 9) * c_L
+    # exponent e = bits - 1 - L: value 10**-e * (0.1 + 0.9 k / n) = (9u - 8n + 9) * c_L, with
+    # c_L = hi + lo, hi of 12 significant bits (so that the integer times hi is exact in
+    # float32) and lo the rest: one rounding, of the sum, gives the table's float32 value for
+    # every byte, also where the sum is contracted into a fused multiply-add (checked for all
+    # 256 bytes of both codes by the tests).
     n = torch.ones_like(u)
-    c = torch.full_like(u, 10.0**-bits)
+    hi, lo = _DECODE[bits][0]
+    hi = torch.full_like(u, hi)
+    lo = torch.full_like(u, lo)
     for level in range(1, bits):
         above = u >= 2.0**level
         n = torch.where(above, 2.0**level, n)
-        c = torch.where(above, 10.0 ** (level - bits) / 2**level, c)
-    value = ((9 * u - 8 * n + 9) * c).float()
+        hi = torch.where(above, _DECODE[bits][level][0], hi)
+        lo = torch.where(above, _DECODE[bits][level][1], lo)
+    k = 9 * u - 8 * n + 9
+    value = k * hi + k * lo
     if signed:
         value = torch.where(byte < _ZERO_BYTE, -value, value)
         value = torch.where(u == 0, 0.0, value)
         return torch.where(byte > 2 * _ZERO_BYTE, math.nan, value)  # byte 255
     return torch.where(u == 0, _UNSIGNED_FLOOR, value)
+
+
+def _decode_constants(bits: int) -> list[tuple[float, float]]:
+    """Per level L: ``(hi, lo)`` of ``c_L = 10**(L - bits) / 2**L`` (see :func:`_decode`), each
+    a float32 value as a Python float."""
+    out = []
+    for level in range(bits):
+        c = 10.0 ** (level - bits) / 2**level
+        mantissa, exponent = math.frexp(c)
+        hi = float(torch.tensor(math.ldexp(round(mantissa * 2**12) / 2**12, exponent),
+                                dtype=torch.float32))
+        lo = float(torch.tensor(c - hi, dtype=torch.float32))
+        out.append((hi, lo))
+    return out
+
+
+_DECODE = {bits: _decode_constants(bits) for bits in (_SIGNED_BITS, _UNSIGNED_BITS)}
 
 
 def dequantize(codes: Tensor, absmax: Tensor, signed: bool, out: Tensor | None = None) -> Tensor:
