@@ -361,3 +361,26 @@ def test_eager_conversions_compile_once_per_kind_whatever_the_ranks():
     # decode and encode, each for the signed and the unsigned code
     assert counters["stats"]["unique_graphs"] <= 4, dict(counters["stats"])
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("policy", ["8bit", "stochastic", "kahan"])
+def test_a_non_contiguous_param_steps_like_a_contiguous_one(policy):
+    """A transposed param (its state made like it, non-contiguous too) draws the random bits
+    and quantizes the blocks of its logical row-major order: the same results as a
+    contiguous copy, also where the eager conversions see flattened views."""
+    dtype, kwargs = POLICIES[policy]
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(64, 96, generator=gen).to(dtype)
+    strided = torch.empty(96, 64, dtype=dtype).t()  # (64, 96), non-contiguous
+    strided.copy_(start)
+    strided.requires_grad_()
+    plain = start.clone().requires_grad_()
+    assert not strided.is_contiguous() and torch.equal(strided, plain)
+    opts = [optimkit.Adam([p], lr=1e-2, generator=torch.Generator().manual_seed(3), **kwargs)
+            for p in (strided, plain)]
+    for _ in range(4):
+        g = torch.randn(64, 96, generator=gen).to(dtype)
+        for p, opt in zip((strided, plain), opts, strict=True):
+            p.grad = g.clone()
+            opt.step()
+    assert torch.equal(strided, plain)

@@ -453,7 +453,9 @@ def _fused(fn):
         # params and their states passed the default limit of 8 compiles, past which these
         # ran as the ~30 unfused ops. Contiguous tensors go in as detached 1-d views
         # (row-major, so element offsets and random bits are the same).
-        flat = [_as_line(a) for a in args]
+        # (all or none: a non-contiguous tensor keeps its shape, and so must its partners)
+        line = all(a.is_contiguous() for a in args if isinstance(a, Tensor))
+        flat = [_as_line(a, line) for a in args]
         with torch._dynamo.config.patch(recompile_limit=64):
             out = compiled(*flat)
         return out.view(args[0].shape) if isinstance(out, Tensor) else out
@@ -463,11 +465,11 @@ def _fused(fn):
     return call
 
 
-def _as_line(value: Any) -> Any:
+def _as_line(value: Any, line: bool) -> Any:
     if not isinstance(value, Tensor):
         return value
     value = value.detach()
-    return value.view(-1) if value.dim() > 1 and value.is_contiguous() else value
+    return value.view(-1) if line and value.dim() > 1 else value
 
 
 def _can_fuse(device: torch.device) -> bool:
