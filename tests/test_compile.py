@@ -258,11 +258,13 @@ def test_a_policy_flat_store_too_large_to_compile_per_tensor_says_so():
 
 @needs_compiler
 @pytest.mark.filterwarnings("default:compile=True. the step does not compile")
-def test_past_the_recompile_limit_the_step_runs_eagerly(monkeypatch):
+def test_past_the_recompile_limit_the_step_runs_eagerly(monkeypatch, request):
     """Each bucket shape compiles a graph of its own; past RECOMPILE_LIMIT of them in one
     process (fullgraph turns dynamo's fallback into an error) the optimizer warns and steps
     eagerly instead of raising."""
     monkeypatch.setattr(compiled, "RECOMPILE_LIMIT", 1)
+    compiled._compiled_step.cache_clear()  # made with the limit it reads
+    request.addfinalizer(compiled._compiled_step.cache_clear)
     first = clone_params(make_params(torch.float32))
     run(optimkit.Adam(first, lr=1e-2, compile=True), first, 2)
     start = [torch.ones(7), torch.zeros(3, 2)]

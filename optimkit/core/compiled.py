@@ -160,7 +160,10 @@ def _compiled_step():
     # Made at the first compiled step: torch.compile imports torch._dynamo, seconds that an
     # ``import optimkit`` without compile=True need not pay.
     register_inductor_prims()
-    return torch.compile(_traced_step, dynamic=False, fullgraph=True, options=INDUCTOR_OPTIONS)
+    # one cache entry per bucket shape and recipe: many optimizers in one process must not
+    # fall back to eager at dynamo's default limit of 8
+    return torch.compile(_traced_step, dynamic=False, fullgraph=True, options=INDUCTOR_OPTIONS,
+                         recompile_limit=RECOMPILE_LIMIT)
 
 
 def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, policy,
@@ -178,10 +181,7 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
     options = {} if policy.plain else policy.compile_options(bucket)
     import torch._inductor.config as inductor_config
 
-    # one cache entry per bucket shape and recipe: many optimizers in one process must not
-    # fall back to eager at dynamo's default limit of 8
-    with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=RECOMPILE_LIMIT), \
-            inductor_config.patch(options):
+    with torch._dynamo.config.patch(capture_scalar_outputs=True), inductor_config.patch(options):
         try:
             _compiled_step()(
                 tuple(parts), policy, arguments, layout, bucket.params, bucket.grads,

@@ -448,16 +448,16 @@ def _fused(fn):
         if torch.compiler.is_compiling() or not _can_fuse(args[0].device):
             return fn(*args)
         if compiled is None:
-            compiled = torch.compile(fn, dynamic=True, options=COMPILE_OPTIONS)
+            # (a limit of the call, not a config patch: one costs ~20 us, per tensor and step)
+            compiled = torch.compile(fn, dynamic=True, options=COMPILE_OPTIONS,
+                                     recompile_limit=64)
         # dynamo guards on each tensor's rank and requires_grad: a model's 1-, 2- and 4-d
         # params and their states passed the default limit of 8 compiles, past which these
         # ran as the ~30 unfused ops. Contiguous tensors go in as detached 1-d views
         # (row-major, so element offsets and random bits are the same).
         # (all or none: a non-contiguous tensor keeps its shape, and so must its partners)
         line = all(a.is_contiguous() for a in args if isinstance(a, Tensor))
-        flat = [_as_line(a, line) for a in args]
-        with torch._dynamo.config.patch(recompile_limit=64):
-            out = compiled(*flat)
+        out = compiled(*(_as_line(a, line) for a in args))
         return out.view(args[0].shape) if isinstance(out, Tensor) else out
 
     call.__name__ = call.__qualname__ = fn.__name__
