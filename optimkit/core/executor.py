@@ -337,9 +337,13 @@ class Executor:
         self, store: FlatStore, group: Mapping[str, Any], parts: list[Part], state: dict
     ) -> None:
         names = list({name: None for part in parts for name in part.state})
-        # a part that reads each param's shape needs the per-tensor views
-        one_tensor = store.grads_in_place() and not any(part.shaped for part in parts)
-        one_tensor = one_tensor and self.policy.one_tensor(store.sizes)
+        in_place = store.grads_in_place()
+        # what makes the store step per tensor over its views, whatever its grads
+        per_tensor = (
+            "a part that reads each param's shape" if any(part.shaped for part in parts)
+            else None if self.policy.one_tensor(store.sizes) else "a precision policy"
+        )
+        one_tensor = in_place and per_tensor is None
         names = self.policy.stored_names(names, store.params[0])
         flat = store.bucket(names) if one_tensor else None
         if flat is not None:
@@ -348,14 +352,11 @@ class Executor:
         params = [p for p in store.params if p.grad is not None]
         if params:
             compile = len(params) <= PER_TENSOR_COMPILE_MAX
-            if not compile and self.compile and not self._warned_eager_store and (
-                    not self.policy.plain or any(part.shaped for part in parts)):
+            if not compile and self.compile and per_tensor and not self._warned_eager_store:
                 self._warned_eager_store = True
-                why = ("a precision policy" if not self.policy.plain
-                       else "a part that reads each param's shape")
                 warnings.warn(
-                    f"compile=True, flat=True: with {why} a flat store steps per tensor, and "
-                    f"over {len(params)} tensors (more than {PER_TENSOR_COMPILE_MAX}) those "
+                    f"compile=True, flat=True: with {per_tensor} a flat store steps per tensor, "
+                    f"and over {len(params)} tensors (more than {PER_TENSOR_COMPILE_MAX}) those "
                     "steps run eagerly; flat=False compiles them per tensor (compile time "
                     "grows with the number of tensors)", RuntimeWarning, stacklevel=4,
                 )

@@ -431,9 +431,9 @@ class Optimizer(torch.optim.Optimizer):
     def _without_policy(self, sd: dict[str, Any]) -> dict[str, Any]:
         """``sd`` (this optimizer's ``state_dict()``) with its state in the plain form."""
         policy = self._executor.policy
+        groups = [{k: v for k, v in group.items() if k not in ("rounding_seed", STATE_FORM)}
+                  for group in sd["param_groups"]]
         if policy.plain:
-            groups = [{k: v for k, v in group.items() if k != STATE_FORM}
-                      for group in sd["param_groups"]]
             return {**sd, "param_groups": groups}
         plain = Precision()
         params = [p for group in self.param_groups for p in group["params"]]
@@ -445,8 +445,6 @@ class Optimizer(torch.optim.Optimizer):
             if policy.own_step:
                 entry.pop("step", None)
             state[index] = entry
-        groups = [{k: v for k, v in group.items() if k not in ("rounding_seed", STATE_FORM)}
-                  for group in sd["param_groups"]]
         return {**sd, "state": state, "param_groups": groups}
 
     def __repr__(self) -> str:
