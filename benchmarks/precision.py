@@ -36,7 +36,9 @@ they have no compiled CPU path) on fixed random grads, on the task's param shape
 bound) and on one tensor of ``--big`` elements (bandwidth/compute-bound), timed interleaved in
 one process: every round times every configuration (median of ``--repeats`` steps), and a
 ratio is taken to the fp32 step of the same round; the median ratio and its range over
-``--rounds`` rounds are reported.
+``--rounds`` rounds are reported. ``--device cuda`` times the steps there (each step ends with
+a device synchronize; the peers' CUDA kernels are then their fast path); the training runs stay
+on the CPU, so ``--seeds 0 --device cuda`` is the GPU timing alone.
 """
 
 from __future__ import annotations
@@ -213,15 +215,24 @@ def train(task: Task, name: str, config: str, seed: int, peer=None,
 
 
 # ---------------------------------------------------------------------------- step time
+# Where the timed steps run (``--device``); the training runs stay on the CPU.
+DEVICE = torch.device("cpu")
+
+
+def synchronize() -> None:
+    if DEVICE.type != "cpu":
+        torch.accelerator.synchronize(DEVICE)
+
+
 def timed_optimizer(name: str, config: str, peer, shapes: list[tuple[int, ...]]):
     """A compiled optimizer of ``config`` (a peer's, eager: it has no compiled CPU path) on
     fresh params of ``shapes`` with fixed random grads, warmed up (compiled); None when it
     cannot be built."""
     dtype = CONFIGS[config][0]
     gen = torch.Generator().manual_seed(0)
-    params = [torch.randn(s, generator=gen).to(dtype).requires_grad_() for s in shapes]
+    params = [torch.randn(s, generator=gen).to(DEVICE, dtype).requires_grad_() for s in shapes]
     for p in params:
-        p.grad = (0.01 * torch.randn(p.shape, generator=gen)).to(dtype)
+        p.grad = (0.01 * torch.randn(p.shape, generator=gen)).to(DEVICE, dtype)
     if peer is not None:
         optimizer = make_optimizer(name, config, params, peer)
     else:
@@ -240,8 +251,10 @@ def timed_optimizer(name: str, config: str, peer, shapes: list[tuple[int, ...]])
 def median_ms(optimizer, repeats: int) -> float:
     times = []
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         optimizer.step()
+        synchronize()
         times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
 
@@ -398,18 +411,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-peers", dest="peers", action="store_false")
     parser.add_argument("--machine", default="CPU, 2 cores shared with other jobs")
+    parser.add_argument("--device", default="cpu", help="where the timed steps run")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.quick:
         args.optimizers, args.seeds, args.epochs, args.repeats = ["adam"], 2, 2, 5
         args.rounds, args.big = 2, 2**16
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type != "cpu" and args.machine == parser.get_default("machine"):
+        args.machine = f"{_device_name(DEVICE)} (steps); CPU (training)"
     results = run(args)
     print()
     print(markdown(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     return 0
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     python benchmarks/step_time.py --quick              # W1-W3 shrunk, few repeats
     python benchmarks/step_time.py -w W2 -o adam sgd --modes eager flat flat+compile
     python benchmarks/step_time.py -w W1 --cold          # first compiles with an empty cache
+    python benchmarks/step_time.py --device cuda -w W1 W3 -o lamb lars --modes eager flat+compile
 
 For each workload (W1 resnet-like, W2 many small tensors, W3 a few huge ones) and each
 optimizer it times optimkit's ``eager``, ``compile``, ``flat`` and ``flat+compile`` steps, the
@@ -23,6 +24,11 @@ grads. It reports:
 * the state bytes per param and the time of the first two steps (the second compiles).
 
 Prints a markdown table and writes JSON.
+
+``--device cuda`` (or any device torch has) runs everything there: the params, grads, the
+bandwidth probe and every implementation; each timed step ends with a device synchronize and
+the clock is the wall clock. The pass and byte counts read inductor's C++ code, so on another
+device they are left out (the temporaries of an eager step are counted on any device).
 """
 
 from __future__ import annotations
@@ -114,12 +120,25 @@ BYTE_MODEL = {
 }
 
 
-def make_params(shapes):
+# The device every tensor of a run lives on (``--device``).
+DEVICE = torch.device("cpu")
+
+
+def make_params(shapes, device=None):
+    """Fixed random params and grads of ``shapes`` (drawn on the CPU: the same numbers on
+    every device)."""
+    device = DEVICE if device is None else device
     gen = torch.Generator().manual_seed(1)
-    params = [torch.randn(s, generator=gen).requires_grad_() for s in shapes]
+    params = [torch.randn(s, generator=gen).to(device).requires_grad_() for s in shapes]
     for p in params:
-        p.grad = torch.randn(p.shape, generator=gen) * 1e-2
+        p.grad = (torch.randn(p.shape, generator=gen) * 1e-2).to(device)
     return params
+
+
+def synchronize():
+    """Wait for the device's queued kernels (a CUDA step returns before they have run)."""
+    if DEVICE.type != "cpu":
+        torch.accelerator.synchronize(DEVICE)
 
 
 # Where the peers run another variant of the algorithm than optimkit's defaults, optimkit is
@@ -171,19 +190,23 @@ def time_steps(opt, warmup, repeat):
         opt.step()
     times = []
     for _ in range(repeat):
+        synchronize()
         start = CLOCK()
         opt.step()
+        synchronize()
         times.append(CLOCK() - start)
     return statistics.median(times)
 
 
 def bandwidth(numel, repeat):
     """GB/s of ``a.add_(b)`` (read a, read b, write a) on a tensor of ``numel`` floats."""
-    a, b = torch.randn(numel), torch.randn(numel)
+    a, b = torch.randn(numel, device=DEVICE), torch.randn(numel, device=DEVICE)
     times = []
     for _ in range(repeat + 2):
+        synchronize()
         start = CLOCK()
         a.add_(b)
+        synchronize()
         times.append(CLOCK() - start)
     return 3 * 4 * numel / min(times[2:]) / 1e9  # the limit: the best run, not the typical one
 
@@ -207,13 +230,17 @@ def measure(name, label, build, shapes, warmup, repeat, count=True):
     opt = build(params)
     numel = sum(p.numel() for p in params)
     compiled = "compile" in label and count
+    # the pass and byte counts read inductor's C++ code: CPU only
+    read_code = compiled and DEVICE.type == "cpu"
+    synchronize()
     first = time.perf_counter()
     opt.step()
-    if compiled:  # a compiled step compiles at its second step (the first creates state)
+    if read_code:  # a compiled step compiles at its second step (the first creates state)
         with generated_code() as codes:
             opt.step()
     else:
         opt.step()
+    synchronize()
     first_two = time.perf_counter() - first
     ms = time_steps(opt, warmup, repeat) * 1e3
     n_state, state_bytes = param_sized_state(opt, params)
@@ -222,12 +249,12 @@ def measure(name, label, build, shapes, warmup, repeat, count=True):
         "state_tensors_per_param": n_state, "state_bytes_per_param": state_bytes, "numel": numel,
     }
     param_bytes = sum(p.numel() * p.element_size() for p in params)
-    if compiled:
+    if read_code:
         counts = analyse(codes, numel)
         row.update(temporaries=counts.temporaries, kernels=counts.kernels,
                    passes=len(counts.passes), generated_bytes_per_param=counts.bytes_per_element,
                    graphs=len(codes))
-    elif count:
+    elif count and not compiled:
         with TemporaryPeak() as tracker:
             opt.step()
         # optimkit's eager CPU blocks of 32 MiB or more reuse buffers kept between steps
@@ -279,7 +306,8 @@ def run(args):
             row["fraction_of_bandwidth"] = row["gb_per_s"] / bw
             row["x_fused_adam"] = row["ms"] / base["ms"]
         results.append({
-            "workload": wname, "tensors": len(shapes), "numel": numel,
+            "workload": wname, "device": _device_name(DEVICE), "tensors": len(shapes),
+            "numel": numel,
             "bandwidth_gb_per_s": bw, "fused_adam_ms": base["ms"], "rows": rows,
         })
     return results
@@ -289,7 +317,8 @@ def markdown(results):
     lines = []
     for wl in results:
         lines.append(
-            f"\n### {wl['workload']}: {wl['tensors']} tensors, {wl['numel'] / 1e6:.1f}M params; "
+            f"\n### {wl['workload']} on {wl.get('device', 'cpu')}: {wl['tensors']} tensors, "
+            f"{wl['numel'] / 1e6:.1f}M params; "
             f"bandwidth {wl['bandwidth_gb_per_s']:.1f} GB/s; torch fused Adam "
             f"{wl['fused_adam_ms']:.2f} ms\n"
         )
@@ -308,7 +337,8 @@ def markdown(results):
                 f"| {row['optimizer']} | {row['implementation']} | {row['ms']:.2f} "
                 f"| {row['x_fused_adam']:.2f} | {row['gb_per_s']:.1f} "
                 f"| {100 * row['fraction_of_bandwidth']:.0f} | {row['floor_bytes_per_param']:.0f} "
-                f"| {generated} | {row['temporaries']:.2f} | {row['state_bytes_per_param']:.1f} "
+                f"| {generated} | {row.get('temporaries', float('nan')):.2f} "
+                f"| {row['state_bytes_per_param']:.1f} "
                 f"| {row['first_two_steps_s']:.1f} |"
             )
     return "\n".join(lines)
@@ -337,8 +367,14 @@ def parse(argv=None):
                         "machine: leaves out the time other processes hold the core)")
     parser.add_argument("--cold", action="store_true",
                         help="an empty inductor cache: first-compile times as on a fresh machine")
+    parser.add_argument("--device", default="cpu",
+                        help="where the params, grads and steps live (cuda: wall clock, each "
+                        "step synchronized; no pass counts)")
     parser.add_argument("--json", default="benchmarks/step_time.json")
     args = parser.parse_args(argv)
+    args.device = torch.device(args.device)
+    if args.device.type != "cpu" and args.clock == "cpu":
+        parser.error("--clock cpu times the host process: use the wall clock with --device")
     if args.optimizers is None:
         args.optimizers = registry.available()
     for name in args.optimizers:
@@ -354,14 +390,21 @@ def main(argv=None):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="step_time_inductor_")
     if args.threads:
         torch.set_num_threads(args.threads)
+    global CLOCK, DEVICE
     if args.clock == "cpu":
-        global CLOCK
         CLOCK = time.process_time
+    DEVICE = args.device
     results = run(args)
     print(markdown(results))
     meta = {"argv": sys.argv[1:], "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "clock": args.clock, "rounds": args.rounds}
+            "clock": args.clock, "rounds": args.rounds, "device": _device_name(args.device)}
     Path(args.json).write_text(json.dumps({**meta, "results": results}, indent=1))
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type
 
 
 if __name__ == "__main__":
