@@ -103,6 +103,68 @@ def test_flat_mode_equals_eager_under_each_policy(info, policy):
         assert torch.equal(value, s_flat[name]), name
 
 
+@optims(cases=lambda info: ((name, (name,)) for name in POLICIES), argnames="info,policy")
+def test_an_eager_policy_step_over_blocks_equals_the_whole_bucket(info, policy, monkeypatch):
+    """Under a policy an eager step runs over blocks of params, each dequantized / widened,
+    stepped and written back before the next (the working copies are one block's): the same
+    params and state bit for bit as one block, the first step's state creation included."""
+    from optimkit.core import tensorlists
+
+    dtype, kwargs = POLICIES[policy]
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(32, 64, generator=gen)
+    y = torch.randn(32, 64, generator=gen)
+    start = [0.1 * torch.randn(64, 96, generator=gen), 0.1 * torch.randn(96, 64, generator=gen),
+             torch.zeros(64), 0.1 * torch.randn(64, 64, generator=gen)]
+    outs = []
+    for limit in (1 << 30, 1024):  # one block; a block per param
+        monkeypatch.setattr(tensorlists, "CPU_BLOCK_BYTES", limit)
+        params = [t.clone().to(dtype).requires_grad_() for t in start]
+        torch.manual_seed(0)  # the rounding seed is drawn at construction
+        opt = info.factory(params, **{**info.pinned, **info.converge, "lr": _lr(info), **kwargs})
+        for _ in range(4):
+            opt.zero_grad()
+            w1, w2, b, w3 = params
+            ((x.to(dtype) @ w1 @ w2 + b) @ w3).float().sub(y).pow(2).mean().backward()
+            opt.step()
+        outs.append(([p.detach().clone() for p in params],
+                     [{k: v.clone() for k, v in opt.state[p].items()} for p in params]))
+    (p_whole, s_whole), (p_blocks, s_blocks) = outs
+    for a, b in zip(p_whole, p_blocks, strict=True):
+        assert torch.equal(a, b), (a.float() - b.float()).abs().max()
+    for whole, blocks in zip(s_whole, s_blocks, strict=True):
+        assert whole.keys() == blocks.keys()
+        for name, value in whole.items():
+            assert torch.equal(value, blocks[name]), name
+
+
+def test_an_eager_8bit_step_holds_one_block_of_working_state(monkeypatch):
+    """The float32 working copies of 8-bit state are made block by block: the temporaries an
+    8-bit Adam step keeps alive at once do not grow with the number of params, only with the
+    block (whole, the step held 3x the params' size: more than the fp32 state 8-bit
+    replaces). (Under the tracker's dispatch mode the fused conversions run unfused, which
+    adds a constant of a few param sizes.)"""
+    from benchmarks.counting import TemporaryPeak
+    from optimkit.core import tensorlists
+
+    n = 8192
+
+    def peak(count, per_block):
+        monkeypatch.setattr(tensorlists, "CPU_BLOCK_BYTES", per_block * n * 4)
+        params = [torch.randn(n, requires_grad=True) for _ in range(count)]
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt = optimkit.Adam(params, state_bits=8)
+        opt.step()
+        opt.step()
+        with TemporaryPeak() as tracker:
+            opt.step()
+        return tracker.peak / (n * 4)  # in param sizes
+
+    assert abs(peak(16, 1) - peak(8, 1)) < 1
+    assert peak(16, 16) - peak(8, 8) > 16  # one block: 8 more params, 3 param sizes each
+
+
 def _roundtrip(sd):
     buffer = io.BytesIO()
     torch.save(sd, buffer)

@@ -68,6 +68,9 @@ PER_TENSOR_COMPILE_MAX = 32
 MANY_TENSORS = 256
 # The random-bit stream of a policy's second write-back in one step (a host-gated part's).
 HOST_GATED_STREAM = 1000
+# An eager step under a precision policy, off the CPU, runs over blocks of at most this many
+# bytes of params (per list): its working copies of the state are one block's (see _blocks).
+POLICY_BLOCK_BYTES = 256 << 20
 
 
 class BucketPolicy:
@@ -383,29 +386,50 @@ class Executor:
             else:
                 compiled.warn_eager("no C++ compiler found for inductor")
             self.compile = False
-        blocks = self._blocks(bucket)
+        blocks = self._blocks(bucket, arguments)
         while blocks:
             # popped, so that a block's temporaries (its fields) are freed before the next
             # block makes its own: the step's peak is one block's, not the bucket's
-            block = blocks.pop(0)
+            block, block_arguments = blocks.pop(0)
             # a block of params of 32 MiB or more: its temporaries in buffers kept from the
             # last step (core/scratch.py: fresh ones that large page-fault at every step)
             reuse = self.scratch.reuse() if self._pooled(block) else contextlib.nullcontext()
             with reuse:
-                prepared = self.policy.prepare(block, group, arguments)
+                prepared = self.policy.prepare(block, group, block_arguments)
                 for part in body:
                     part(block, group)
                 self.policy.finalize(block, group, prepared)
-                del block
+                del block, prepared
+        bucket.forget_steps()  # counted in the blocks: the host-gated parts read the new ones
         self._run_host_gated(bucket, group, parts, arguments)
 
-    def _blocks(self, bucket: Bucket) -> list[Bucket]:
-        """An eager CPU step runs over cache-sized blocks of params (``Bucket.blocks``); one
-        that creates state runs whole, and so does one under a precision policy (its
-        per-tensor arguments are the whole bucket's)."""
-        if bucket.device.type != "cpu" or any(bucket.created.values()) or not self.policy.plain:
-            return [bucket]
-        return bucket.blocks()
+    def _blocks(self, bucket: Bucket, arguments: tuple) -> list[tuple[Bucket, tuple]]:
+        """The blocks of params an eager step runs over, one after the other, each with its
+        share of the policy's per-tensor ``arguments``.
+
+        * Plain, on the CPU: cache-sized blocks (``Bucket.blocks``); a bucket that creates
+          state runs whole.
+        * Under a precision policy, on every device: blocks of at most
+          :data:`POLICY_BLOCK_BYTES` of params (the CPU's cache-sized ones there), so that the
+          working copies of the state (8-bit codes widened to float32, bf16 state to the
+          compute dtype) and the parts' temporaries are one block's, not the whole bucket's:
+          whole, an 8-bit Adam step held 3x the params' size more than an fp32 one. Each
+          tensor keeps its random-bit key and element offset, so the result is the same bit
+          for bit. A sharded (FSDP2) bucket runs whole: its norms are collectives, which every
+          rank must issue for the same blocks.
+        """
+        if not self.policy.plain:
+            if type(bucket) is not Bucket:
+                return [(bucket, arguments)]
+            cpu = bucket.device.type == "cpu"
+            spans = bucket.spans(None if cpu else POLICY_BLOCK_BYTES)
+            if len(spans) == 1:
+                return [(bucket, arguments)]
+            keys, *offsets = arguments
+            return [(bucket.cut(i, j), (keys[i:j], *offsets[i:j])) for i, j in spans]
+        if bucket.device.type != "cpu" or any(bucket.created.values()):
+            return [(bucket, arguments)]
+        return [(block, arguments) for block in bucket.blocks()]
 
     def _pooled(self, block: Bucket) -> bool:
         return (block.device.type == "cpu" and self.policy.plain

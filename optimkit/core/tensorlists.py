@@ -140,15 +140,23 @@ class Bucket:
         that the block's params, grads, state and temporaries stay in the cache from one
         part's pass to the next. Every part treats each param on its own, so the result is
         the same."""
-        limit = CPU_BLOCK_BYTES // self.params[0].element_size()
-        ranges = block_ranges([p.numel() for p in self.params], limit)
-        if len(ranges) == 1:
-            return [self]
-        return [
-            Bucket(self.params[i:j], self.grads[i:j],
-                   {name: tensors[i:j] for name, tensors in self.state.items()}, {})
-            for i, j in ranges
-        ]
+        spans = self.spans()
+        return [self] if len(spans) == 1 else [self.cut(i, j) for i, j in spans]
+
+    def spans(self, limit_bytes: int | None = None) -> list[tuple[int, int]]:
+        """``(start, stop)`` of consecutive params holding at most ``limit_bytes`` per list (a
+        bigger param alone; default :data:`CPU_BLOCK_BYTES`)."""
+        limit_bytes = CPU_BLOCK_BYTES if limit_bytes is None else limit_bytes
+        limit = limit_bytes // self.params[0].element_size()
+        return block_ranges([p.numel() for p in self.params], limit)
+
+    def cut(self, start: int, stop: int) -> Bucket:
+        """The params ``start:stop``: params, grads, state and which of them created state."""
+        created = {name: [k - start for k in indices if start <= k < stop]
+                   for name, indices in self.created.items()}
+        return Bucket(self.params[start:stop], self.grads[start:stop],
+                      {name: tensors[start:stop] for name, tensors in self.state.items()},
+                      {name: indices for name, indices in created.items() if indices})
 
     def select(self, indices: Sequence[int]) -> Bucket:
         """A bucket of the tensors at ``indices`` only: params, grads and state (no fields)."""
@@ -166,6 +174,11 @@ class Bucket:
             torch._foreach_add_(steps, _ONE, alpha=1.0)
         else:
             torch._foreach_add_(steps, 1)
+        self._steps = None
+
+    def forget_steps(self) -> None:
+        """Read the step counts again at the next ``steps`` (another bucket over the same
+        tensors, a block, counted them)."""
         self._steps = None
 
     @property
