@@ -278,3 +278,28 @@ def test_past_the_recompile_limit_the_step_runs_eagerly(monkeypatch, request):
     assert not opt._executor.compile
     for p, q in zip(plain, other, strict=True):
         assert torch.equal(p, q)
+
+
+@needs_compiler
+@pytest.mark.parametrize("name", ["Adam", "Adagrad", "RAdam", "QHAdam", "LAMB", "AdaMod"])
+def test_a_per_tensor_compiled_step_runs_fused_and_in_place(name):
+    # Per-tensor numbers (bias corrections, step sizes) reach the ops as 0-d tensors, not as
+    # traced Python numbers: inductor ran those ScalarList ops as separate aten kernels, out
+    # of place, holding three param-sized buffers per tensor (Adam) and inlining beta ** t into
+    # every loop once fused (benchmarks/step_memory.py)
+    from benchmarks.counting import analyse, generated_code
+
+    n = 8192
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(n, generator=gen).requires_grad_() for _ in range(3)]
+    for p in params:
+        p.grad = torch.randn(n, generator=gen)
+    opt = getattr(optimkit, name)(params, compile=True, flat=False)
+    opt.step()  # creates the state, eagerly
+    with generated_code() as codes:
+        opt.step()
+    assert codes
+    text = "\n".join(codes)
+    assert "ScalarList" not in text
+    assert "std::pow" not in text  # the per-tensor numbers are computed once, not per vector
+    assert analyse(codes, n).temporaries == 0

@@ -316,12 +316,31 @@ def scalars(values: Tensor | float) -> list[float] | float:
     if isinstance(values, Tensor) and values.dim() == 1:
         if torch.compiler.is_compiling():
             if values.numel() == 1:
-                # one number (a flat bucket): the ops' Scalar overloads, which inductor fuses;
-                # it leaves ScalarList ops of traced values as separate, unfused kernels
+                # one number (a flat bucket): the ops' Scalar overloads, which inductor fuses
                 return values[0].item()
-            return [v.item() for v in values.unbind()]
+            # 0-d tensors, which inductor fuses into the loops; ScalarList ops of traced
+            # values it runs as separate, out-of-place kernels (three param-sized buffers per
+            # tensor for Adam, benchmarks/step_memory.py). See addcdiv_ for the one op
+            # without a tensor-list form. Realized first: else inductor inlines the math that
+            # made them (beta ** t: a double pow per vector of 8) into every elementwise loop.
+            realize = torch.ops.prims.inductor_force_stride_order
+            return list(realize(values, values.stride()).unbind())
         return values.tolist()
     return values
+
+
+def addcdiv_(target: Sequence[Tensor], numerators: Sequence[Tensor],
+             denominators: Sequence[Tensor], values: list | float) -> None:
+    """``torch._foreach_addcdiv_(target, numerators, denominators, values)`` where ``values``
+    (from :func:`scalars`) may also be 0-d tensors, as inside a compiled per-tensor step:
+    then ``target += values * (numerators / denominators)``, addcdiv's own order, which
+    inductor fuses into one loop with no buffer."""
+    if isinstance(values, list) and values and isinstance(values[0], Tensor):
+        quotients = torch._foreach_div(numerators, denominators)
+        torch._foreach_mul_(quotients, values)
+        torch._foreach_add_(target, quotients)
+    else:
+        torch._foreach_addcdiv_(target, numerators, denominators, values)
 
 
 def sigmoid_(tensors: Sequence[Tensor]) -> None:

@@ -7,7 +7,7 @@ import torch
 from ..core.parts import stepper
 from ..core.rules import betas as betas_rule
 from ..core.rules import nonnegative, weights
-from ..core.tensorlists import debias, is_one, scalars
+from ..core.tensorlists import addcdiv_, debias, is_one, scalars
 
 _ADAM_RULES = dict(lr=nonnegative, betas=betas_rule, eps=nonnegative)
 
@@ -32,7 +32,7 @@ def adam_step(b, lr, betas, eps):
     # Divided, as torch.optim.Adam does, so that a torch checkpoint continues bit for bit.
     torch._foreach_div_(denom, scalars(corrected2**0.5))
     torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(b.params, b.first_moment, denom, scalars(step_size))
+    addcdiv_(b.params, b.first_moment, denom, scalars(step_size))
 
 
 @stepper(reads=("step_size", "first_moment"))
@@ -73,4 +73,4 @@ def adagrad_step(b, lr, lr_decay, eps):
     std = torch._foreach_sqrt(b.second_moment)
     torch._foreach_add_(std, eps)
     # the per-tensor step size rides on addcdiv: no param-sized numerator is allocated
-    torch._foreach_addcdiv_(b.params, b.grads, std, scalars(minus_lr))
+    addcdiv_(b.params, b.grads, std, scalars(minus_lr))
