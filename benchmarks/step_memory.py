@@ -1,6 +1,6 @@
 """Peak memory of one optimizer step above what stays resident, per precision policy (CPU).
 
-    python benchmarks/step_memory.py                    # Adam, 64 tensors of 2**20, every config
+    python benchmarks/step_memory.py                    # Adam, 16 tensors of 2**22, every config
     python benchmarks/step_memory.py -o lamb --tensors 16 --numel 4194304
 
 The state a policy keeps between steps is one number (``precision.py`` reports it); the
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--optimizers", nargs="+", default=["adam"])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    parser.add_argument("--tensors", type=int, default=64)
-    parser.add_argument("--numel", type=int, default=2**20)
+    parser.add_argument("--tensors", type=int, default=16)
+    parser.add_argument("--numel", type=int, default=2**22)
     parser.add_argument("--json", default=None)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -32,9 +32,10 @@ Without a C++ compiler (needed by inductor on the CPU) the optimizer warns and r
 Under a user's TorchDispatchMode (``CommDebugMode``, ``FlopCounterMode``) dynamo compiles
 nothing, so those steps run eagerly, as torch.compile itself would run them, and later steps
 compile again.
-Over a list of N tensors (``flat=False``) dynamo unrolls the step per tensor, compile time grows
-with N and per-tensor scalars become unfused ScalarList ops; so ``compile=True`` turns flat mode
-on by default, where the bucket is one tensor and the step compiles once, in seconds.
+Over a list of N tensors (``flat=False``) dynamo unrolls the step per tensor and compile time
+grows with N (per-tensor numbers reach the ops as 0-d tensors: see ``tensorlists.scalars``); so
+``compile=True`` turns flat mode on by default, where the bucket is one tensor and the step
+compiles once, in seconds.
 """
 
 from __future__ import annotations
