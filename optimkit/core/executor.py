@@ -425,8 +425,8 @@ class Executor:
             spans = bucket.spans(None if cpu else POLICY_BLOCK_BYTES)
             if len(spans) == 1:
                 return [(bucket, arguments)]
-            keys, *offsets = arguments
-            return [(bucket.cut(i, j), (keys[i:j], *offsets[i:j])) for i, j in spans]
+            return [(bucket.select(range(i, j)), _arguments_of(arguments, range(i, j)))
+                    for i, j in spans]
         if bucket.device.type != "cpu" or any(bucket.created.values()):
             return [(bucket, arguments)]
         return [(block, arguments) for block in bucket.blocks()]
@@ -449,8 +449,7 @@ class Executor:
             if not all(due):
                 chosen = [i for i, d in enumerate(due) if d]
                 target = bucket.select(chosen)
-                if len(arguments) > 1:  # the policy's (keys, offset per tensor)
-                    arguments = (arguments[0][chosen], *(arguments[1 + i] for i in chosen))
+                arguments = _arguments_of(arguments, chosen)
             # its own write-back: the part's state and the params, with fresh random bits
             prepared = self.policy.prepare(target, group, arguments, names=tuple(part.state))
             part(target, group)
@@ -464,6 +463,15 @@ class Executor:
                 "and takes minutes to compile; pass flat=True as well to compile one flat step",
                 RuntimeWarning, stacklevel=5,
             )
+
+
+def _arguments_of(arguments: tuple, indices: Sequence[int]) -> tuple:
+    """A policy's per-tensor ``arguments`` (``(keys, offset of each tensor)``, or ``()``) for
+    the tensors at ``indices`` of their bucket."""
+    if len(arguments) <= 1:
+        return arguments
+    keys, *offsets = arguments
+    return (keys[list(indices)], *(offsets[i] for i in indices))
 
 
 class _Layout:

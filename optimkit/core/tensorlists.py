@@ -141,7 +141,7 @@ class Bucket:
         part's pass to the next. Every part treats each param on its own, so the result is
         the same."""
         spans = self.spans()
-        return [self] if len(spans) == 1 else [self.cut(i, j) for i, j in spans]
+        return [self] if len(spans) == 1 else [self.select(range(i, j)) for i, j in spans]
 
     def spans(self, limit_bytes: int | None = None) -> list[tuple[int, int]]:
         """``(start, stop)`` of consecutive params holding at most ``limit_bytes`` per list (a
@@ -150,20 +150,17 @@ class Bucket:
         limit = limit_bytes // self.params[0].element_size()
         return block_ranges([p.numel() for p in self.params], limit)
 
-    def cut(self, start: int, stop: int) -> Bucket:
-        """The params ``start:stop``: params, grads, state and which of them created state."""
-        created = {name: [k - start for k in indices if start <= k < stop]
-                   for name, indices in self.created.items()}
-        return Bucket(self.params[start:stop], self.grads[start:stop],
-                      {name: tensors[start:stop] for name, tensors in self.state.items()},
-                      {name: indices for name, indices in created.items() if indices})
-
     def select(self, indices: Sequence[int]) -> Bucket:
-        """A bucket of the tensors at ``indices`` only: params, grads and state (no fields)."""
+        """A bucket of the tensors at ``indices`` only: params, grads, state and which of them
+        created state (no fields)."""
         pick = lambda tensors: [tensors[i] for i in indices]
+        position = {old: new for new, old in enumerate(indices)}
+        created = {name: [position[k] for k in made if k in position]
+                   for name, made in self.created.items()}
         return Bucket(
             pick(self.params), pick(self.grads),
-            {name: pick(tensors) for name, tensors in self.state.items()}, {},
+            {name: pick(tensors) for name, tensors in self.state.items()},
+            {name: made for name, made in created.items() if made},
         )
 
     # ------------------------------------------------------------ step counts
