@@ -58,6 +58,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import optimkit  # noqa: E402
+from benchmarks import devices  # noqa: E402
 from optimkit.bench import tasks  # noqa: E402
 from optimkit.bench.ranking import mean_ci  # noqa: E402
 
@@ -220,8 +221,7 @@ DEVICE = torch.device("cpu")
 
 
 def synchronize() -> None:
-    if DEVICE.type != "cpu":
-        torch.accelerator.synchronize(DEVICE)
+    devices.synchronize(DEVICE)
 
 
 def timed_optimizer(name: str, config: str, peer, shapes: list[tuple[int, ...]]):
@@ -421,17 +421,13 @@ def main(argv: list[str] | None = None) -> int:
     global DEVICE
     DEVICE = torch.device(args.device)
     if DEVICE.type != "cpu" and args.machine == parser.get_default("machine"):
-        args.machine = f"{_device_name(DEVICE)} (steps); CPU (training)"
+        args.machine = f"{devices.device_name(DEVICE)} (steps); CPU (training)"
     results = run(args)
     print()
     print(markdown(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     return 0
-
-
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 if __name__ == "__main__":

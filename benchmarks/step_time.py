@@ -48,6 +48,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE), str(HERE.parent / "tests")]
 
+import devices  # noqa: E402
 import optim_db  # noqa: E402  (the test database: each optimizer's peers)
 from counting import TemporaryPeak, analyse, generated_code  # noqa: E402
 
@@ -136,9 +137,7 @@ def make_params(shapes, device=None):
 
 
 def synchronize():
-    """Wait for the device's queued kernels (a CUDA step returns before they have run)."""
-    if DEVICE.type != "cpu":
-        torch.accelerator.synchronize(DEVICE)
+    devices.synchronize(DEVICE)
 
 
 # Where the peers run another variant of the algorithm than optimkit's defaults, optimkit is
@@ -306,7 +305,7 @@ def run(args):
             row["fraction_of_bandwidth"] = row["gb_per_s"] / bw
             row["x_fused_adam"] = row["ms"] / base["ms"]
         results.append({
-            "workload": wname, "device": _device_name(DEVICE), "tensors": len(shapes),
+            "workload": wname, "device": devices.device_name(DEVICE), "tensors": len(shapes),
             "numel": numel,
             "bandwidth_gb_per_s": bw, "fused_adam_ms": base["ms"], "rows": rows,
         })
@@ -397,14 +396,8 @@ def main(argv=None):
     results = run(args)
     print(markdown(results))
     meta = {"argv": sys.argv[1:], "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "clock": args.clock, "rounds": args.rounds, "device": _device_name(args.device)}
+            "clock": args.clock, "rounds": args.rounds, "device": devices.device_name(args.device)}
     Path(args.json).write_text(json.dumps({**meta, "results": results}, indent=1))
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return device.type
 
 
 if __name__ == "__main__":
