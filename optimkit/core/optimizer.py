@@ -11,14 +11,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..precision.policy import (
-    ABSMAX_SUFFIX,
-    COMPENSATION,
-    STATE_FORM,
-    Precision,
-    PrecisionPolicy,
-    check_saved_form,
-)
+# (the module, not its names: precision imports core.policy, so either may load first)
+from ..precision import policy as _precision
 from .executor import Executor
 from .parts import Part
 from .recipe import Recipe, check_recipe
@@ -226,7 +220,7 @@ class Optimizer(torch.optim.Optimizer):
                 raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
         defaults = {**cls.hypers, **hypers}
         cls.recipe.validate(defaults)
-        precision = Precision.from_keywords(
+        precision = _precision.Precision.from_keywords(
             state_dtype=state_dtype, state_bits=state_bits, param_update=param_update,
             generator=generator,
         )
@@ -242,7 +236,7 @@ class Optimizer(torch.optim.Optimizer):
             flat = bool(compile) and not _has_dtensor(params)
         self._executor = Executor(cls.recipe, cls.__name__, flat=bool(flat), compile=bool(compile))
         if not precision.plain:
-            self._executor.policy = PrecisionPolicy(precision, cls.recipe.storage)
+            self._executor.policy = _precision.PrecisionPolicy(precision, cls.recipe.storage)
             # before flat mode moves the params into its buffers
             precision.check(cls.recipe.storage, _tensors_of(params), cls.__name__)
         super().__init__(params, defaults)
@@ -310,7 +304,7 @@ class Optimizer(torch.optim.Optimizer):
         policy = self._executor.policy
         form = "plain" if policy.plain else policy.state_form()
         for group in sd["param_groups"]:
-            group[STATE_FORM] = form
+            group[_precision.STATE_FORM] = form
         bad = [
             (index, name)
             for index, state in sd["state"].items()
@@ -347,7 +341,7 @@ class Optimizer(torch.optim.Optimizer):
                         f"torch.optim setting {cls.__name__} does not implement; nothing was "
                         "loaded"
                     )
-            dropped = (*TORCH_SWITCHES, *TORCH_UNSUPPORTED, STATE_FORM)
+            dropped = (*TORCH_SWITCHES, *TORCH_UNSUPPORTED, _precision.STATE_FORM)
             group = {k: v for k, v in saved.items() if k in cls.hypers or k not in dropped}
             groups.append({**self.defaults, **group})
         for group in groups:
@@ -361,7 +355,8 @@ class Optimizer(torch.optim.Optimizer):
         for saved in state_dict["param_groups"]:
             for index in saved["params"]:
                 if index in renamed:
-                    check_saved_form(saved.get(STATE_FORM, "plain"), index, renamed[index])
+                    _precision.check_saved_form(saved.get(_precision.STATE_FORM, "plain"),
+                                                index, renamed[index])
         super().load_state_dict({**state_dict, "state": renamed, "param_groups": groups})
         for state in self.state.values():  # torch keeps a capturable or fused step on its device
             step = state.get("step")
@@ -379,7 +374,7 @@ class Optimizer(torch.optim.Optimizer):
         state of bf16 params), then bring it to this optimizer's policy."""
         policy = self._executor.policy
         if policy.plain:  # a policy's checkpoint into a plain optimizer: back to plain state
-            policy = PrecisionPolicy(Precision(), type(self).recipe.storage)
+            policy = _precision.PrecisionPolicy(_precision.Precision(), type(self).recipe.storage)
         ids = [i for group in saved_groups for i in group["params"]]
         params = [p for group in self.param_groups for p in group["params"]]
         for saved_id, p in zip(ids, params, strict=True):
@@ -431,11 +426,12 @@ class Optimizer(torch.optim.Optimizer):
     def _without_policy(self, sd: dict[str, Any]) -> dict[str, Any]:
         """``sd`` (this optimizer's ``state_dict()``) with its state in the plain form."""
         policy = self._executor.policy
-        groups = [{k: v for k, v in group.items() if k not in ("rounding_seed", STATE_FORM)}
+        dropped = ("rounding_seed", _precision.STATE_FORM)
+        groups = [{k: v for k, v in group.items() if k not in dropped}
                   for group in sd["param_groups"]]
         if policy.plain:
             return {**sd, "param_groups": groups}
-        plain = Precision()
+        plain = _precision.Precision()
         params = [p for group in self.param_groups for p in group["params"]]
         ids = [i for group in sd["param_groups"] for i in group["params"]]
         state = {}
@@ -455,7 +451,7 @@ class Optimizer(torch.optim.Optimizer):
 
 def _policy_entry(name: str) -> bool:
     """Whether a state name is a precision policy's own (8-bit scales, Kahan compensation)."""
-    return name.endswith(ABSMAX_SUFFIX) or name == COMPENSATION
+    return name.endswith(_precision.ABSMAX_SUFFIX) or name == _precision.COMPENSATION
 
 
 # Attributes under which wrappers (Lookahead and the like) keep the optimizer they wrap.

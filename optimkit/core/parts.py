@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from ..precision.policy import Storage
+from .policy import Storage
 from .rules import GroupCheck, Rule
 from .tensorlists import FIELDS
 

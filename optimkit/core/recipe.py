@@ -10,8 +10,8 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..precision.policy import Storage
 from .parts import NO_DEFAULT, Init, Part, implied_storage
+from .policy import Storage
 from .rules import GroupCheck, Rule
 from .tensorlists import FIELDS
 

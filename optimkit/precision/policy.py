@@ -72,7 +72,6 @@ entries dropped.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -80,6 +79,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..core.policy import Storage
 from . import quantize as q
 from . import rounding
 
@@ -89,20 +89,6 @@ COMPENSATION = "compensation"
 ABSMAX_SUFFIX = "_absmax"
 # The param-group entry of a state_dict that names the states saved as 8-bit codes.
 STATE_FORM = "state_form"
-
-
-class Storage(enum.Enum):
-    """How a state may be stored, declared by the part that creates it."""
-
-    SIGNED = "signed"  # a moment that may be negative (first moment, momentum, previous grad)
-    POSITIVE = "positive"  # a moment that is never negative (second moment, step-size memory)
-    EXACT = "exact"  # keeps at least the param's precision (a copy of the param)
-    SCALAR = "scalar"  # one number per tensor (layer-wise moments)
-    COUNTER = "counter"  # the step counter
-
-    @property
-    def quantizable(self) -> bool:
-        return self in (Storage.SIGNED, Storage.POSITIVE)
 
 
 # why a kind of state is never quantized, for the error message
