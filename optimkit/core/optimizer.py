@@ -11,10 +11,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-# (the module, not its names: precision imports core.policy, so either may load first)
-from ..precision import policy as _precision
 from .executor import Executor
 from .parts import Part
+from .policy import POLICY_KEYWORDS, STATE_FORM, BucketPolicy, policies
 from .recipe import Recipe, check_recipe
 from .rules import CONVENTIONS
 from .tensorlists import is_dtensor
@@ -111,10 +110,7 @@ def _tensors_of(params: list) -> list[Tensor]:
 
 # The keywords every optimizer takes besides its hyper-parameters: the speed modes and the
 # precision and memory policy (see optimkit.precision), with their defaults.
-MODE_KEYWORDS: dict[str, Any] = {
-    "compile": False, "flat": None, "state_dtype": None, "state_bits": None,
-    "param_update": "plain", "generator": None,
-}
+MODE_KEYWORDS: dict[str, Any] = {"compile": False, "flat": None, **POLICY_KEYWORDS}
 
 
 
@@ -220,14 +216,11 @@ class Optimizer(torch.optim.Optimizer):
                 raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
         defaults = {**cls.hypers, **hypers}
         cls.recipe.validate(defaults)
-        precision = _precision.Precision.from_keywords(
-            state_dtype=state_dtype, state_bits=state_bits, param_update=param_update,
-            generator=generator,
+        policy = policies().from_keywords(
+            cls.recipe.storage, state_dtype=state_dtype, state_bits=state_bits,
+            param_update=param_update, generator=generator,
         )
-        if not precision.plain:
-            # the seed of the random bits is run state: it travels in the param groups, so a
-            # resumed run draws what the uninterrupted one would have
-            defaults["rounding_seed"] = precision.seed
+        defaults.update(policy.group_defaults())
         params = _as_param_list(params)
         if flat is None:
             # compile=True implies flat: a compiled step over separate tensors unrolls per
@@ -235,10 +228,9 @@ class Optimizer(torch.optim.Optimizer):
             # DTensor params (FSDP2), which flat mode cannot hold: those compile per tensor.
             flat = bool(compile) and not _has_dtensor(params)
         self._executor = Executor(cls.recipe, cls.__name__, flat=bool(flat), compile=bool(compile))
-        if not precision.plain:
-            self._executor.policy = _precision.PrecisionPolicy(precision, cls.recipe.storage)
-            # before flat mode moves the params into its buffers
-            precision.check(cls.recipe.storage, _tensors_of(params), cls.__name__)
+        self._executor.policy = policy
+        # before flat mode moves the params into its buffers
+        policy.check(_tensors_of(params), cls.__name__)
         super().__init__(params, defaults)
         self.state = OptimizerState(self.state)
 
@@ -301,10 +293,9 @@ class Optimizer(torch.optim.Optimizer):
                 index: {k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()}
                 for index, state in sd["state"].items()
             }
-        policy = self._executor.policy
-        form = "plain" if policy.plain else policy.state_form()
+        entries = self._executor.policy.saved_entries()
         for group in sd["param_groups"]:
-            group[_precision.STATE_FORM] = form
+            group.update(entries)
         bad = [
             (index, name)
             for index, state in sd["state"].items()
@@ -341,7 +332,7 @@ class Optimizer(torch.optim.Optimizer):
                         f"torch.optim setting {cls.__name__} does not implement; nothing was "
                         "loaded"
                     )
-            dropped = (*TORCH_SWITCHES, *TORCH_UNSUPPORTED, _precision.STATE_FORM)
+            dropped = (*TORCH_SWITCHES, *TORCH_UNSUPPORTED, STATE_FORM)
             group = {k: v for k, v in saved.items() if k in cls.hypers or k not in dropped}
             groups.append({**self.defaults, **group})
         for group in groups:
@@ -352,40 +343,21 @@ class Optimizer(torch.optim.Optimizer):
             renamed[index] = {
                 (TORCH_STATE_NAMES.get(k, k) if k not in known else k): v for k, v in state.items()
             }
-        for saved in state_dict["param_groups"]:
-            for index in saved["params"]:
-                if index in renamed:
-                    _precision.check_saved_form(saved.get(_precision.STATE_FORM, "plain"),
-                                                index, renamed[index])
+        policy = self._stored_forms()
+        policy.check_loaded(state_dict["param_groups"], renamed)
         super().load_state_dict({**state_dict, "state": renamed, "param_groups": groups})
         for state in self.state.values():  # torch keeps a capturable or fused step on its device
             step = state.get("step")
             if isinstance(step, Tensor) and not step.is_cpu:
                 state["step"] = step.to("cpu", torch.float32)
-        policy = self._executor.policy
-        stored_forms = any(_policy_entry(name) for state in renamed.values() for name in state)
-        if not policy.plain or stored_forms:
-            self._keep_stored_forms(state_dict["param_groups"], renamed)
+        policy.load_stored(self.param_groups, self.state, state_dict["param_groups"], renamed)
         self._executor.state_loaded(self.state)
 
-    def _keep_stored_forms(self, saved_groups: list, saved_state: Mapping) -> None:
-        """torch's ``load_state_dict`` casts every state tensor but ``step`` to its param's
-        dtype: put back each loaded tensor in its own dtype (8-bit codes, their scales, fp32
-        state of bf16 params), then bring it to this optimizer's policy."""
+    def _stored_forms(self) -> BucketPolicy:
+        """The policy that reads and writes this optimizer's checkpoints: its own, or for a
+        plain optimizer the one that converts other policies' stored forms to plain state."""
         policy = self._executor.policy
-        if policy.plain:  # a policy's checkpoint into a plain optimizer: back to plain state
-            policy = _precision.PrecisionPolicy(_precision.Precision(), type(self).recipe.storage)
-        ids = [i for group in saved_groups for i in group["params"]]
-        params = [p for group in self.param_groups for p in group["params"]]
-        for saved_id, p in zip(ids, params, strict=True):
-            saved = saved_state.get(saved_id)
-            if saved is None:
-                continue
-            state = self.state[p]
-            for name, value in saved.items():
-                if isinstance(value, Tensor) and name != "step":
-                    state[name] = value.to(device=p.device)
-            policy.conform(p, state)
+        return policies().converter(type(self).recipe.storage) if policy.plain else policy
 
     def torch_state_dict(self) -> dict[str, Any]:
         """This optimizer's ``state_dict`` as ``torch.optim.<torch_class>`` saves it, so that
@@ -407,7 +379,7 @@ class Optimizer(torch.optim.Optimizer):
             raise ValueError(f"{cls.__name__} reproduces no torch.optim class: no torch format")
         names = TORCH_FORMATS[cls.torch_class]
         theirs = set(inspect.signature(getattr(torch.optim, cls.torch_class)).parameters)
-        sd = self._without_policy(self.state_dict())
+        sd = self._stored_forms().plain_state_dict(self.state_dict(), self.param_groups)
         groups = []
         for index, group in enumerate(sd["param_groups"]):
             for name, value in group.items():
@@ -423,35 +395,10 @@ class Optimizer(torch.optim.Optimizer):
         }
         return {**sd, "state": state, "param_groups": groups}
 
-    def _without_policy(self, sd: dict[str, Any]) -> dict[str, Any]:
-        """``sd`` (this optimizer's ``state_dict()``) with its state in the plain form."""
-        policy = self._executor.policy
-        dropped = ("rounding_seed", _precision.STATE_FORM)
-        groups = [{k: v for k, v in group.items() if k not in dropped}
-                  for group in sd["param_groups"]]
-        if policy.plain:
-            return {**sd, "param_groups": groups}
-        plain = _precision.Precision()
-        params = [p for group in self.param_groups for p in group["params"]]
-        ids = [i for group in sd["param_groups"] for i in group["params"]]
-        state = {}
-        for index, entry in sd["state"].items():
-            entry = dict(entry)
-            plain.conform(params[ids.index(index)], entry, policy.storages)
-            if policy.own_step:
-                entry.pop("step", None)
-            state[index] = entry
-        return {**sd, "state": state, "param_groups": groups}
-
     def __repr__(self) -> str:
         head = super().__repr__()
         recipe = " -> ".join(part.name for part in type(self).parts)
         return f"{head}\nRecipe: {recipe}"
-
-
-def _policy_entry(name: str) -> bool:
-    """Whether a state name is a precision policy's own (8-bit scales, Kahan compensation)."""
-    return name.endswith(_precision.ABSMAX_SUFFIX) or name == _precision.COMPENSATION
 
 
 # Attributes under which wrappers (Lookahead and the like) keep the optimizer they wrap.

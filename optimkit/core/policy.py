@@ -31,6 +31,13 @@ class Storage(enum.Enum):
         return self in (Storage.SIGNED, Storage.POSITIVE)
 
 
+# The param-group entry of a state_dict that says in which form its state is saved.
+STATE_FORM = "state_form"
+# The optimizer keywords that choose a policy, with their defaults (the plain policy's).
+POLICY_KEYWORDS: dict[str, Any] = {
+    "state_dtype": None, "state_bits": None, "param_update": "plain", "generator": None,
+}
+
 
 class BucketPolicy:
     """How a bucket's tensors are stored, handed to the parts and kept afterwards.
@@ -51,9 +58,66 @@ class BucketPolicy:
       ``stored_names(names, p)``: the state a bucket of params like ``p`` carries for the
       recipe's ``names`` (the policy may keep more: 8-bit scales, a compensation);
     * ``conform(p, state)``: bring a param's loaded state to the policy's form.
+
+    And around the optimizer (``core/optimizer.py``), which never looks inside a policy:
+
+    * ``from_keywords(storages, **keywords)`` (a class method): the policy of an optimizer's
+      :data:`POLICY_KEYWORDS` for a recipe whose states are stored as ``storages``;
+      ``converter(storages)``: the policy that reads other policies' checkpoints into plain
+      state. The class that provides them is :func:`policies` (set by :func:`use_policies`);
+    * ``check(params, owner)``: refuse keywords that make no sense for these params;
+      ``group_defaults()``: entries the policy keeps in every param group (a random seed);
+    * checkpoints: ``saved_entries()`` (param-group entries of ``state_dict()``),
+      ``check_loaded`` (refuse a checkpoint before anything changes), ``load_stored`` (after
+      torch's ``load_state_dict``: bring the loaded state to this policy's form) and
+      ``plain_state_dict`` (a ``state_dict`` in the plain form, for ``torch_state_dict``).
     """
 
+    # whether the policy changes nothing (the executor then runs its cache-blocked CPU steps)
     plain = True
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_keywords(cls, storages: Mapping[str, Storage], **keywords: Any) -> BucketPolicy:
+        """The plain policy; ``ValueError`` naming a keyword that asks for another one (no
+        precision policies are loaded: ``optimkit.precision`` provides them)."""
+        for name, value in keywords.items():
+            if value is not POLICY_KEYWORDS[name] and value != POLICY_KEYWORDS[name]:
+                raise ValueError(
+                    f"{name}: no precision policy is loaded; import optimkit.precision"
+                )
+        return PLAIN
+
+    @classmethod
+    def converter(cls, storages: Mapping[str, Storage]) -> BucketPolicy:
+        return PLAIN
+
+    def check(self, params: Sequence[Tensor], owner: str) -> None:
+        pass
+
+    def group_defaults(self) -> dict[str, Any]:
+        return {}
+
+    # ------------------------------------------------------------ checkpoints
+    def saved_entries(self) -> dict[str, Any]:
+        return {STATE_FORM: "plain"}
+
+    def check_loaded(self, saved_groups: Sequence[Mapping[str, Any]],
+                     saved_state: Mapping[Any, Mapping[str, Any]]) -> None:
+        pass
+
+    def load_stored(self, param_groups: Sequence[Mapping[str, Any]], state: Mapping,
+                    saved_groups: Sequence[Mapping[str, Any]],
+                    saved_state: Mapping[Any, Mapping[str, Any]]) -> None:
+        pass
+
+    def plain_state_dict(self, sd: dict[str, Any],
+                         param_groups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        groups = [{k: v for k, v in group.items() if k != STATE_FORM}
+                  for group in sd["param_groups"]]
+        return {**sd, "param_groups": groups}
+
+    # ------------------------------------------------------------ the step
 
     def key(self, p: Tensor) -> Any:
         return None
@@ -96,3 +160,19 @@ class BucketPolicy:
 
 
 PLAIN = BucketPolicy()
+
+
+_policies: type[BucketPolicy] = BucketPolicy
+
+
+def use_policies(cls: type[BucketPolicy]) -> None:
+    """Make ``cls`` the provider of the optimizers' policies (``cls.from_keywords`` and
+    ``cls.converter``). ``optimkit.precision`` calls it when imported: the core never imports
+    it, and ``optimkit.recipes`` imports it."""
+    global _policies
+    _policies = cls
+
+
+def policies() -> type[BucketPolicy]:
+    """The class that provides the optimizers' policies (see :func:`use_policies`)."""
+    return _policies

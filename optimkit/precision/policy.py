@@ -79,7 +79,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core.policy import Storage
+from ..core.policy import PLAIN, STATE_FORM, BucketPolicy, Storage, use_policies
 from . import quantize as q
 from . import rounding
 
@@ -87,8 +87,8 @@ PARAM_UPDATES = ("plain", "stochastic", "kahan")
 STATE_DTYPES = (torch.float32, torch.bfloat16)
 COMPENSATION = "compensation"
 ABSMAX_SUFFIX = "_absmax"
-# The param-group entry of a state_dict that names the states saved as 8-bit codes.
-STATE_FORM = "state_form"
+# (STATE_FORM, the param-group entry of a state_dict that names the states saved as 8-bit
+# codes, is the core's: every optimizer writes it)
 
 
 # why a kind of state is never quantized, for the error message
@@ -538,7 +538,7 @@ def check_saved_form(form: str, index: Any, state: Mapping[str, Any]) -> None:
             )
 
 
-class PrecisionPolicy:
+class PrecisionPolicy(BucketPolicy):
     """A :class:`Precision` bound to one recipe's declared state: what the executor calls.
 
     The executor (``optimkit/core/executor.py``) asks it
@@ -569,10 +569,33 @@ class PrecisionPolicy:
 
     def __init__(self, precision: Precision, storages: Mapping[str, Storage]) -> None:
         self.precision = precision
+        self.declared = dict(storages)  # the recipe's, without the policy's own state
         self.storages = {**storages, **precision.extra_state(storages)}
         # a step counter the recipe lacks, kept for the random bits: the policy counts it
         self.own_step = "step" in self.storages and "step" not in storages
         self._offsets: dict[int, tuple[list, dict[tuple, dict[int, int]]]] = {}
+
+    @classmethod
+    def from_keywords(cls, storages: Mapping[str, Storage], **keywords: Any) -> BucketPolicy:
+        """The policy of an optimizer's keywords (``state_dtype``, ``state_bits``,
+        ``param_update``, ``generator``), ``ValueError`` naming a bad one; the plain policy
+        when they change nothing. The seed is drawn in every case (see
+        :meth:`Precision.from_keywords`)."""
+        precision = Precision.from_keywords(**keywords)
+        return PLAIN if precision.plain else cls(precision, storages)
+
+    @classmethod
+    def converter(cls, storages: Mapping[str, Storage]) -> PrecisionPolicy:
+        """The plain policy that reads any policy's checkpoint into plain state."""
+        return cls(Precision(), storages)
+
+    def check(self, params: Sequence[Tensor], owner: str) -> None:
+        self.precision.check(self.declared, params, owner)
+
+    def group_defaults(self) -> dict[str, Any]:
+        # the seed of the random bits is run state: it travels in the param groups, so a
+        # resumed run draws what the uninterrupted one would have
+        return {} if self.precision.plain else {"rounding_seed": self.precision.seed}
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_offsets": {}}
@@ -684,6 +707,63 @@ class PrecisionPolicy:
     def conform(self, p: Tensor, state: dict[str, Any]) -> None:
         self.precision.conform(p, state, self.storages)
 
+    # ------------------------------------------------------------------ checkpoints
+    def saved_entries(self) -> dict[str, Any]:
+        return {STATE_FORM: "plain" if self.precision.plain else self.state_form()}
+
+    def check_loaded(self, saved_groups: Sequence[Mapping[str, Any]],
+                     saved_state: Mapping[Any, Mapping[str, Any]]) -> None:
+        """``ValueError`` if a loaded state has lost its 8-bit codes (see
+        :func:`check_saved_form`), before anything changes."""
+        for saved in saved_groups:
+            for index in saved["params"]:
+                if index in saved_state:
+                    check_saved_form(saved.get(STATE_FORM, "plain"), index, saved_state[index])
+
+    def load_stored(self, param_groups: Sequence[Mapping[str, Any]], state: Mapping,
+                    saved_groups: Sequence[Mapping[str, Any]],
+                    saved_state: Mapping[Any, Mapping[str, Any]]) -> None:
+        """torch's ``load_state_dict`` casts every state tensor but ``step`` to its param's
+        dtype: put back each loaded tensor in its own dtype (8-bit codes, their scales, fp32
+        state of bf16 params), then bring it to this optimizer's policy. (A plain policy, the
+        :meth:`converter`, does so only for a checkpoint holding a policy's own entries.)"""
+        if self.precision.plain and not any(
+            _policy_entry(name) for entry in saved_state.values() for name in entry
+        ):
+            return
+        ids = [i for group in saved_groups for i in group["params"]]
+        params = [p for group in param_groups for p in group["params"]]
+        for saved_id, p in zip(ids, params, strict=True):
+            saved = saved_state.get(saved_id)
+            if saved is None:
+                continue
+            entry = state[p]
+            for name, value in saved.items():
+                if isinstance(value, Tensor) and name != "step":
+                    entry[name] = value.to(device=p.device)
+            self.conform(p, entry)
+
+    def plain_state_dict(self, sd: dict[str, Any],
+                         param_groups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """``sd`` (the optimizer's ``state_dict()``) with its state in the plain form: 8-bit
+        state dequantized, every moment cast to its param's dtype, the compensation, the
+        policy's own step counter and ``rounding_seed`` left out."""
+        groups = [{k: v for k, v in group.items() if k not in ("rounding_seed", STATE_FORM)}
+                  for group in sd["param_groups"]]
+        if self.precision.plain:
+            return {**sd, "param_groups": groups}
+        plain = Precision()
+        params = [p for group in param_groups for p in group["params"]]
+        ids = [i for group in sd["param_groups"] for i in group["params"]]
+        state = {}
+        for index, entry in sd["state"].items():
+            entry = dict(entry)
+            plain.conform(params[ids.index(index)], entry, self.storages)
+            if self.own_step:
+                entry.pop("step", None)
+            state[index] = entry
+        return {**sd, "state": state, "param_groups": groups}
+
     # ------------------------------------------------------------------ the step
     def prepare(self, bucket: Any, group: Mapping[str, Any], arguments: tuple[int, ...],
                 names: Sequence[str] | None = None) -> _Stored:
@@ -704,6 +784,14 @@ class PrecisionPolicy:
         self.precision.finalize(bucket, stored, stream=stream)
 
 
+def _policy_entry(name: str) -> bool:
+    """Whether a state name is a precision policy's own (8-bit scales, Kahan compensation)."""
+    return name.endswith(ABSMAX_SUFFIX) or name == COMPENSATION
+
+
 def _step_counter(p: Tensor, group: Mapping[str, Any]) -> Tensor:
     # torch.optim's format (as optimkit.core.parts.step_counter): a float32 0-d CPU tensor
     return torch.tensor(0.0, dtype=torch.float32)
+
+
+use_policies(PrecisionPolicy)
