@@ -54,6 +54,7 @@ class BucketPolicy:
       and ``finalize`` (after them: write the working copies back, round the params). Both run
       inside the compiled graph in compiled mode, so they must not read tensor values on the
       host. ``names`` limits ``prepare`` to some state (a host-gated part runs on its own);
+      ``compile_options(bucket)``: inductor options of a compiled step;
     * ``one_tensor(sizes)``: whether a flat store may run as one tensor, and
       ``stored_names(names, p)``: the state a bucket of params like ``p`` carries for the
       recipe's ``names`` (the policy may keep more: 8-bit scales, a compensation);
@@ -157,6 +158,10 @@ class BucketPolicy:
 
     def conform(self, p: Tensor, state: dict[str, Any]) -> None:
         pass
+
+    def compile_options(self, bucket: Bucket) -> dict[str, Any]:
+        """inductor options of a compiled step of ``bucket`` (none: inductor's defaults)."""
+        return {}
 
 
 PLAIN = BucketPolicy()
