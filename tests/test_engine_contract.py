@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import optimkit
-from optimkit import Optimizer
+from optimkit import Optimizer, stat, stats, steppers
+from optimkit.core import contract
 from optimkit.core import policy as core_policy
 from optimkit.precision import policy as precision_policy
 
@@ -63,3 +64,85 @@ def test_the_precision_policy_is_a_bucket_policy_and_storage_lives_in_the_core()
     opt = optimkit.Adam([torch.zeros(4096, requires_grad=True)], state_bits=8)
     assert isinstance(opt._executor.policy, precision_policy.PrecisionPolicy)
     assert optimkit.Adam([torch.zeros(3, requires_grad=True)])._executor.policy is core_policy.PLAIN
+
+
+# ------------------------------------------------------- the contract at run time (row 6)
+@pytest.fixture
+def enforced():
+    previous = contract.enforce(True)
+    yield
+    contract.enforce(previous)
+
+
+def _recipe(*parts, **hypers):
+    return type("Recipe", (Optimizer,), {"parts": parts, "hypers": hypers})
+
+
+def _two_steps(opt, params):
+    for step in range(2):
+        for i, p in enumerate(params):
+            p.grad = torch.full_like(p, 0.1 * (i + step + 1))
+        opt.step()
+
+
+@stat()
+def peek_second_moment(b):
+    """Reads sqr_avg without declaring it, before the part that writes it."""
+    b.update = torch._foreach_div(b.grads, torch._foreach_add(b.state["sqr_avg"], 1.0))
+
+
+def test_the_suite_runs_with_the_contract_enforced():
+    assert contract.ENFORCED
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_an_undeclared_state_read_before_its_writer_raises_naming_the_part(enforced, flat):
+    # check_recipe accepts it: the read is not declared, so there is nothing to check
+    Peeking = _recipe(peek_second_moment, stats.average_sqr_grad, steppers.sgd_step)
+    params = [torch.ones(3, requires_grad=True), torch.ones(2, 2, requires_grad=True)]
+    opt = Peeking(params, flat=flat)
+    with pytest.raises(contract.ContractViolation, match="peek_second_moment uses state 'sqr_avg'"):
+        _two_steps(opt, params)
+
+
+def test_undeclared_fields_raise_naming_the_part(enforced):
+    @stat(reads=("first_moment",))
+    def reads_second_moment(b):
+        b.update = b.second_moment
+
+    @stat()
+    def sets_update(b):
+        b.update = torch._foreach_mul(b.grads, 2.0)
+
+    params = [torch.ones(3, requires_grad=True)]
+    reader = _recipe(stats.step_stat, stats.average_grad, stats.average_sqr_grad,
+                     reads_second_moment, steppers.sgd_step)(params)
+    with pytest.raises(contract.ContractViolation,
+                       match="reads_second_moment reads the field 'second_moment'"):
+        _two_steps(reader, params)
+    setter = _recipe(sets_update, steppers.sgd_step)(params)
+    with pytest.raises(contract.ContractViolation, match="sets_update sets the field 'update'"):
+        _two_steps(setter, params)
+
+
+def test_the_step_counts_are_the_step_state(enforced):
+    @stat()
+    def uses_steps(b):
+        b.update = torch._foreach_div(b.grads, b.steps.tolist())
+
+    params = [torch.ones(3, requires_grad=True)]
+    opt = _recipe(stats.step_stat, uses_steps, steppers.sgd_step)(params)
+    with pytest.raises(contract.ContractViolation, match="uses_steps uses state 'step'"):
+        _two_steps(opt, params)
+
+
+def test_declared_access_runs_and_enforcement_off_checks_nothing(enforced):
+    @stat(reads=("sqr_avg",), provides=("update",))
+    def declared(b):
+        b.update = torch._foreach_div(b.grads, torch._foreach_add(b.state["sqr_avg"], 1.0))
+
+    params = [torch.ones(3, requires_grad=True)]
+    _two_steps(_recipe(stats.average_sqr_grad, declared, steppers.sgd_step)(params), params)
+    contract.enforce(False)
+    Peeking = _recipe(peek_second_moment, stats.average_sqr_grad, steppers.sgd_step)
+    _two_steps(Peeking(params), params)  # unchecked: last step's values, silently

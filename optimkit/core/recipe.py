@@ -13,11 +13,7 @@ from typing import Any
 from .parts import NO_DEFAULT, Init, Part, implied_storage
 from .policy import Storage
 from .rules import GroupCheck, Rule
-from .tensorlists import FIELDS
-
-# Fields every bucket starts with: the gradient, which is also the update (and what a trust
-# ratio measures) until a part provides another, and the params a trust ratio weighs it with.
-INITIAL_FIELDS = ("grads", "update", "norm_target", "norm_weights")
+from .tensorlists import FIELDS, INITIAL_FIELDS
 
 
 @dataclasses.dataclass(frozen=True)
