@@ -14,8 +14,18 @@ import pytest
 import torch
 
 import optimkit
-from optimkit import Optimizer, stat, stats, steppers
-from optimkit.core import contract
+from optimkit import (
+    Layout,
+    Optimizer,
+    own_shape,
+    stat,
+    stats,
+    step_counter,
+    steppers,
+    zero_scalar,
+    zeros,
+)
+from optimkit.core import compiled, contract
 from optimkit.core import policy as core_policy
 from optimkit.precision import policy as precision_policy
 
@@ -146,3 +156,106 @@ def test_declared_access_runs_and_enforcement_off_checks_nothing(enforced):
     contract.enforce(False)
     Peeking = _recipe(peek_second_moment, stats.average_sqr_grad, steppers.sgd_step)
     _two_steps(Peeking(params), params)  # unchecked: last step's values, silently
+
+
+# ------------------------------------------------------------- state layouts (row 3)
+def _factor(p, group):
+    return p.new_zeros(p.shape[0], p.shape[0])
+
+
+def _line(p, group):
+    return p.new_zeros(p.numel())
+
+
+@stat(state={"factor": own_shape(_factor)}, storage={"factor": "signed"}, provides=("update",),
+      shaped=True, beta=0.5)
+def factor_direction(b, beta):
+    """A left factor F = beta F + G G^T of each param's gradient seen as [rows, rest], and the
+    update F G / (1 + trace F): a state of its own shape ([rows, rows])."""
+    updates = []
+    for g, factor in zip(b.grads, b.state["factor"], strict=True):
+        rows = g.reshape(g.shape[0], -1)
+        factor.mul_(beta).addmm_(rows, rows.T)
+        updates.append((factor @ rows).reshape(g.shape) / (1 + factor.diagonal().sum()))
+    b.update = updates
+
+
+@stat(state={"line_avg": own_shape(_line)}, reads=("update",), provides=("update",),
+      shaped=True)
+def line_momentum(b):
+    """Adds a running average of each gradient kept as a line (numel,): same element count as
+    the param, another shape."""
+    for g, line in zip(b.grads, b.state["line_avg"], strict=True):
+        line.lerp_(g.reshape(-1), 0.5)
+    b.update = [u + line.view(u.shape) for u, line in zip(b.update, b.state["line_avg"],
+                                                           strict=True)]
+
+
+Factored = _recipe(factor_direction, line_momentum, steppers.sgd_step, lr=0.125)
+
+
+def test_states_declare_their_layout():
+    from optimkit.core.parts import layout_of
+
+    assert {init: layout_of(init) for init in (zeros, step_counter, zero_scalar)} == {
+        zeros: Layout.PARAM, step_counter: Layout.SCALAR, zero_scalar: Layout.SCALAR}
+    assert layout_of(optimkit.full("lr")) is Layout.PARAM
+    assert Factored.recipe.layouts == {"factor": Layout.OWN, "line_avg": Layout.OWN}
+    opt = optimkit.Adam([torch.zeros(4096, requires_grad=True)], state_bits=8)
+    assert opt.state_layouts().items() >= {
+        "step": Layout.SCALAR, "grad_avg": Layout.PARAM, "sqr_avg": Layout.PARAM,
+        "grad_avg_absmax": Layout.OWN, "sqr_avg_absmax": Layout.OWN}.items()
+
+
+def _factored_run(**modes):
+    gen = torch.Generator().manual_seed(0)
+    # the factor of the (4, 2, 2) param is 4x4, the line of the (4, 4) param (16,): both have
+    # the param's element count, neither its shape
+    params = [torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+              for shape in [(4, 2, 2), (4, 4), (3,)]]
+    opt = Factored(params, **modes)
+    for step in range(3):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        opt.step()
+        if step == 1:
+            opt.load_state_dict(opt.state_dict())  # flat mode takes the state in again
+    return opt, params
+
+
+@pytest.mark.parametrize("modes", [dict(flat=True), dict(compile=True)], ids=["flat", "compiled"])
+def test_a_state_of_its_own_shape_is_never_reviewed_as_the_param(modes):
+    if modes.get("compile") and not compiled.has_cxx_compiler():
+        pytest.skip("inductor needs a C++ compiler on the CPU")
+    eager, expected = _factored_run(flat=False)
+    opt, params = _factored_run(**modes)
+    assert opt._executor.flat
+    # bit for bit (lr and beta are powers of 2: a compiled step rounds other float64 hypers
+    # differently, for every recipe)
+    for p, q in zip(params, expected, strict=True):
+        assert torch.equal(p, q)
+        for name, value in eager.state[q].items():
+            assert opt.state[p][name].shape == value.shape, name
+            assert torch.equal(opt.state[p][name], value), name
+    assert eager.state[expected[0]]["factor"].shape == (4, 4)
+    assert eager.state[expected[1]]["line_avg"].shape == (16,)
+
+
+def test_precision_policies_never_quantize_a_state_of_its_own_shape():
+    Mixed = _recipe(stats.average_sqr_grad, factor_direction, line_momentum, steppers.sgd_step)
+    params = [torch.randn(64, 64, requires_grad=True)]
+    opt = Mixed(params, state_bits=8)
+    _two_steps(opt, params)
+    state = opt.state[params[0]]
+    assert state["sqr_avg"].dtype == torch.uint8  # the param-shaped moment is quantized
+    assert state["factor"].dtype == state["line_avg"].dtype == torch.float32
+    assert state["factor"].shape == (64, 64) and "factor_absmax" not in state
+    with pytest.raises(ValueError, match="state_bits: .*'factor' cannot be quantized"):
+        Mixed(params, state_bits={"factor": 8})
+    with pytest.raises(ValueError, match="state_bits: .* keeps no state that may be quantized"):
+        _recipe(factor_direction, steppers.sgd_step)(params, state_bits=8)
+    # narrowed where its part declares a storage; exact (fp32) where not
+    opt = Mixed(params, state_dtype=torch.bfloat16)
+    _two_steps(opt, params)
+    state = opt.state[params[0]]
+    assert (state["factor"].dtype, state["line_avg"].dtype) == (torch.bfloat16, torch.float32)

@@ -56,7 +56,7 @@ from torch import Tensor
 from . import compiled
 from .flat import FlatBucket, FlatStore
 from .parts import Init, Part
-from .policy import PLAIN, BucketPolicy
+from .policy import PLAIN, BucketPolicy, Layout
 from .recipe import Recipe
 from .scratch import ScratchPool
 from .sharded import ShardedBucket, shard_key
@@ -130,10 +130,16 @@ class Executor:
             for stores in self.stores:
                 for store in stores:
                     names = list(self.recipe.state_inits)
-                    store.absorb(state, self.policy.stored_names(names, store.params[0]))
+                    store.absorb(state, self.policy.stored_names(names, store.params[0]),
+                                 self.layouts())
         if compile is not None:
             self.compile = bool(compile)
         self._layout.clear()
+
+    def layouts(self) -> dict[str, Layout]:
+        """How each state a bucket carries (the recipe's and the policy's) lines up with its
+        param, as declared: what flat mode's stores read."""
+        return self.policy.layouts(self.recipe.layouts)
 
     def _check_flat(self, group: Mapping[str, Any]) -> None:
         for p in group["params"]:
@@ -167,7 +173,7 @@ class Executor:
         self._replaced = getattr(state, "replaced", 0)
         for stores in self.stores:
             for store in stores:
-                store.readopt(state)
+                store.readopt(state, self.layouts())
 
     # ------------------------------------------------------------------ the step
     def step(self, groups: Sequence[Mapping[str, Any]], state: dict[Tensor, dict]) -> None:
@@ -299,7 +305,7 @@ class Executor:
                     "grows with the number of tensors)", RuntimeWarning, stacklevel=4,
                 )
             self.run(self._bucket(params, group, parts, state), group, parts, compile=compile)
-            store.absorb(state, names)
+            store.absorb(state, names, self.layouts())
 
     def run(
         self, bucket: Bucket, group: Mapping[str, Any], parts: Sequence[Part], compile: bool = True

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .executor import Executor
 from .parts import Part
-from .policy import POLICY_KEYWORDS, STATE_FORM, BucketPolicy, policies
+from .policy import POLICY_KEYWORDS, STATE_FORM, BucketPolicy, Layout, policies
 from .recipe import Recipe, check_recipe
 from .rules import CONVENTIONS
 from .tensorlists import is_dtensor
@@ -217,7 +217,7 @@ class Optimizer(torch.optim.Optimizer):
         defaults = {**cls.hypers, **hypers}
         cls.recipe.validate(defaults)
         policy = policies().from_keywords(
-            cls.recipe.storage, state_dtype=state_dtype, state_bits=state_bits,
+            cls.recipe.storage, cls.recipe.layouts, state_dtype=state_dtype, state_bits=state_bits,
             param_update=param_update, generator=generator,
         )
         defaults.update(policy.group_defaults())
@@ -357,7 +357,14 @@ class Optimizer(torch.optim.Optimizer):
         """The policy that reads and writes this optimizer's checkpoints: its own, or for a
         plain optimizer the one that converts other policies' stored forms to plain state."""
         policy = self._executor.policy
-        return policies().converter(type(self).recipe.storage) if policy.plain else policy
+        recipe = type(self).recipe
+        return policies().converter(recipe.storage, recipe.layouts) if policy.plain else policy
+
+    def state_layouts(self) -> dict[str, Layout]:
+        """How each state this optimizer keeps lines up with its param (:class:`Layout`:
+        ``PARAM``, ``SCALAR`` or ``OWN``), as declared by the recipe and the policy (8-bit
+        block scales, a compensation): what flat mode and a count of state bytes read."""
+        return self._executor.layouts()
 
     def torch_state_dict(self) -> dict[str, Any]:
         """This optimizer's ``state_dict`` as ``torch.optim.<torch_class>`` saves it, so that

@@ -38,20 +38,53 @@ from typing import Any
 import torch
 
 from . import contract
-from .policy import Storage
+from .policy import Layout, Storage
 from .rules import GroupCheck, Rule
 from .tensorlists import FIELDS
 
-# How a state tensor starts. Each is called as init(param, group) and returns a new tensor.
+# How a state tensor starts. Each is called as init(param, group) and returns a new tensor;
+# its ``layout`` attribute (:class:`Layout`) says how that tensor lines up with the param.
 Init = Callable[[torch.Tensor, Mapping[str, Any]], torch.Tensor]
 
 
+def layout_of(init: Init) -> Layout:
+    """How the state ``init`` makes lines up with its param: declared by the init (``zeros``,
+    ``copy_of_param``, ``full``: the param's shape; ``step_counter``, ``zero_scalar``: one
+    number; :func:`own_shape`: a shape of its own). An init that declares nothing makes a
+    param-shaped state."""
+    return getattr(init, "layout", Layout.PARAM)
+
+
+def _laid_out(layout: Layout):
+    def mark(init: Init) -> Init:
+        init.layout = layout  # type: ignore[attr-defined]
+        return init
+
+    return mark
+
+
+@_laid_out(Layout.PARAM)
 def zeros(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
     return torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
+@_laid_out(Layout.PARAM)
 def copy_of_param(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
     return p.detach().clone(memory_format=torch.preserve_format)
+
+
+def own_shape(make: Init) -> Init:
+    """A state of its own shape, made by ``make(param, group)`` (e.g. a ``[n, n]`` factor of a
+    ``[n, ...]`` param). Flat mode keeps it per param (never re-viewed as the param), the
+    precision policies never quantize it and narrow it only where a part declares its storage
+    ``"signed"`` or ``"positive"``; a part using it reads the param's shape (``shaped=True``)."""
+
+    def init(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
+        return make(p, group)
+
+    init.__name__ = f"own_shape({getattr(make, '__name__', 'init')})"
+    init.layout = Layout.OWN  # type: ignore[attr-defined]
+    return init
 
 
 def full(hyper: str) -> Init:
@@ -61,14 +94,17 @@ def full(hyper: str) -> Init:
         return torch.full_like(p, group[hyper], memory_format=torch.preserve_format)
 
     init.__name__ = f"full({hyper})"
+    init.layout = Layout.PARAM  # type: ignore[attr-defined]
     return init
 
 
+@_laid_out(Layout.SCALAR)
 def step_counter(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
     # torch.optim's format: a float32 0-d tensor on the CPU, so reading it never waits for a device.
     return torch.tensor(0.0, dtype=torch.float32)
 
 
+@_laid_out(Layout.SCALAR)
 def zero_scalar(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
     """A 0-d zero with the param's dtype and device: one number per tensor (a layer-wise stat)."""
     return torch.zeros((), dtype=p.dtype, device=p.device)

@@ -31,6 +31,15 @@ class Storage(enum.Enum):
         return self in (Storage.SIGNED, Storage.POSITIVE)
 
 
+class Layout(enum.Enum):
+    """How a state tensor is laid out against its param, declared by its init (see
+    :func:`optimkit.core.parts.layout_of`); never guessed from an element count."""
+
+    PARAM = "param"  # the param's shape, element for element (moments, copies of the param)
+    SCALAR = "scalar"  # one 0-d number per param (step counters, layer-wise moments)
+    OWN = "own"  # a shape of its own (a factor, block scales): not aligned with the param's
+
+
 # The param-group entry of a state_dict that says in which form its state is saved.
 STATE_FORM = "state_form"
 # The optimizer keywords that choose a policy, with their defaults (the plain policy's).
@@ -57,14 +66,15 @@ class BucketPolicy:
       ``compile_options(bucket)``: inductor options of a compiled step;
     * ``one_tensor(sizes)``: whether a flat store may run as one tensor, and
       ``stored_names(names, p)``: the state a bucket of params like ``p`` carries for the
-      recipe's ``names`` (the policy may keep more: 8-bit scales, a compensation);
+      recipe's ``names`` (the policy may keep more: 8-bit scales, a compensation), and
+      ``layouts(layouts)``: the :class:`Layout` of each of those, from the recipe's;
     * ``conform(p, state)``: bring a param's loaded state to the policy's form.
 
     And around the optimizer (``core/optimizer.py``), which never looks inside a policy:
 
-    * ``from_keywords(storages, **keywords)`` (a class method): the policy of an optimizer's
-      :data:`POLICY_KEYWORDS` for a recipe whose states are stored as ``storages``;
-      ``converter(storages)``: the policy that reads other policies' checkpoints into plain
+    * ``from_keywords(storages, layouts, **keywords)`` (a class method): the policy of an
+      optimizer's :data:`POLICY_KEYWORDS` for a recipe whose states are declared so;
+      ``converter(storages, layouts)``: the policy that reads other policies' checkpoints into plain
       state. The class that provides them is :func:`policies` (set by :func:`use_policies`);
     * ``check(params, owner)``: refuse keywords that make no sense for these params;
       ``group_defaults()``: entries the policy keeps in every param group (a random seed);
@@ -79,7 +89,8 @@ class BucketPolicy:
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def from_keywords(cls, storages: Mapping[str, Storage], **keywords: Any) -> BucketPolicy:
+    def from_keywords(cls, storages: Mapping[str, Storage], layouts: Mapping[str, Layout],
+                      **keywords: Any) -> BucketPolicy:
         """The plain policy; ``ValueError`` naming a keyword that asks for another one (no
         precision policies are loaded: ``optimkit.precision`` provides them)."""
         for name, value in keywords.items():
@@ -90,7 +101,8 @@ class BucketPolicy:
         return PLAIN
 
     @classmethod
-    def converter(cls, storages: Mapping[str, Storage]) -> BucketPolicy:
+    def converter(cls, storages: Mapping[str, Storage], layouts: Mapping[str, Layout]
+                  ) -> BucketPolicy:
         return PLAIN
 
     def check(self, params: Sequence[Tensor], owner: str) -> None:
@@ -128,6 +140,9 @@ class BucketPolicy:
 
     def stored_names(self, names: Sequence[str], p: Tensor) -> list[str]:
         return list(names)
+
+    def layouts(self, layouts: Mapping[str, Layout]) -> dict[str, Layout]:
+        return dict(layouts)
 
     def arguments(self, group: Mapping[str, Any], bucket: Bucket, flat: bool) -> tuple:
         return ()

@@ -10,8 +10,8 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .parts import NO_DEFAULT, Init, Part, implied_storage
-from .policy import Storage
+from .parts import NO_DEFAULT, Init, Part, implied_storage, layout_of
+from .policy import Layout, Storage
 from .rules import GroupCheck, Rule
 from .tensorlists import FIELDS, INITIAL_FIELDS
 
@@ -27,6 +27,8 @@ class Recipe:
     checks: tuple[GroupCheck, ...]
     # state name -> how a precision policy may store it (declared by the parts)
     storage: Mapping[str, Storage] = dataclasses.field(default_factory=dict)
+    # state name -> how it lines up with its param (declared by its init)
+    layouts: Mapping[str, Layout] = dataclasses.field(default_factory=dict)
 
     def validate(self, group: Mapping[str, Any]) -> None:
         """Apply every part's rules and checks to a param group (``ValueError`` on bad values)."""
@@ -71,7 +73,8 @@ def check_recipe(owner: str, parts: Iterable[Any], own_hypers: Mapping[str, Any]
                 )
     for name, init in state_inits.items():
         storage.setdefault(name, implied_storage(init))
-    return Recipe(parts, state_inits, hypers, rules, tuple(checks), storage)
+    layouts = {name: layout_of(init) for name, init in state_inits.items()}
+    return Recipe(parts, state_inits, hypers, rules, tuple(checks), storage, layouts)
 
 
 def _check_order(owner: str, parts: tuple[Part, ...]) -> dict[str, Init]:

@@ -79,7 +79,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core.policy import PLAIN, STATE_FORM, BucketPolicy, Storage, use_policies
+from ..core.policy import PLAIN, STATE_FORM, BucketPolicy, Layout, Storage, use_policies
 from . import quantize as q
 from . import rounding
 
@@ -567,7 +567,17 @@ class PrecisionPolicy(BucketPolicy):
             return {**COMPILE_OPTIONS, "cpp.simdlen": 0}
         return COMPILE_OPTIONS
 
-    def __init__(self, precision: Precision, storages: Mapping[str, Storage]) -> None:
+    def __init__(self, precision: Precision, storages: Mapping[str, Storage],
+                 layouts: Mapping[str, Layout] | None = None) -> None:
+        # states of their own shape: 8-bit blocks follow the param's elements, so they are
+        # never quantized (state_bits=8 means the param-shaped ones; naming one is refused)
+        self.unaligned = frozenset(n for n, kind in (layouts or {}).items()
+                                   if kind is Layout.OWN)
+        aligned = [n for n, kind in storages.items() if kind.quantizable
+                   and n not in self.unaligned]
+        if self.unaligned and aligned and precision.state_bits is not None and not isinstance(
+                precision.state_bits, Mapping):
+            precision = dataclasses.replace(precision, state_bits=dict.fromkeys(aligned, 8))
         self.precision = precision
         self.declared = dict(storages)  # the recipe's, without the policy's own state
         self.storages = {**storages, **precision.extra_state(storages)}
@@ -576,21 +586,32 @@ class PrecisionPolicy(BucketPolicy):
         self._offsets: dict[int, tuple[list, dict[tuple, dict[int, int]]]] = {}
 
     @classmethod
-    def from_keywords(cls, storages: Mapping[str, Storage], **keywords: Any) -> BucketPolicy:
+    def from_keywords(cls, storages: Mapping[str, Storage], layouts: Mapping[str, Layout],
+                      **keywords: Any) -> BucketPolicy:
         """The policy of an optimizer's keywords (``state_dtype``, ``state_bits``,
         ``param_update``, ``generator``), ``ValueError`` naming a bad one; the plain policy
         when they change nothing. The seed is drawn in every case (see
         :meth:`Precision.from_keywords`)."""
         precision = Precision.from_keywords(**keywords)
-        return PLAIN if precision.plain else cls(precision, storages)
+        return PLAIN if precision.plain else cls(precision, storages, layouts)
 
     @classmethod
-    def converter(cls, storages: Mapping[str, Storage]) -> PrecisionPolicy:
+    def converter(cls, storages: Mapping[str, Storage], layouts: Mapping[str, Layout]
+                  ) -> PrecisionPolicy:
         """The plain policy that reads any policy's checkpoint into plain state."""
-        return cls(Precision(), storages)
+        return cls(Precision(), storages, layouts)
 
     def check(self, params: Sequence[Tensor], owner: str) -> None:
-        self.precision.check(self.declared, params, owner)
+        bits = self.precision.state_bits
+        for name in bits if isinstance(bits, Mapping) else ():
+            if name in self.unaligned:
+                raise ValueError(
+                    f"state_bits: {owner}'s state {name!r} cannot be quantized: it has a shape "
+                    "of its own, and 8-bit blocks follow the param's elements"
+                )
+        # (a state of its own shape counts as exact: "keeps no state that may be quantized")
+        self.precision.check({n: Storage.EXACT if n in self.unaligned else kind
+                              for n, kind in self.declared.items()}, params, owner)
 
     def group_defaults(self) -> dict[str, Any]:
         # the seed of the random bits is run state: it travels in the param groups, so a
@@ -636,6 +657,19 @@ class PrecisionPolicy(BucketPolicy):
                 out.append(name + ABSMAX_SUFFIX)
         if COMPENSATION in self.storages and p.dtype in rounding.LOW_PRECISION:
             out.append(COMPENSATION)
+        return out
+
+    def layouts(self, layouts: Mapping[str, Layout]) -> dict[str, Layout]:
+        """The recipe's ``layouts`` and the policy's own state's: 8-bit block scales have their
+        own shape, the compensation is the param's, the policy's step counter one number."""
+        out = dict(layouts)
+        for name, kind in self.storages.items():
+            if kind.quantizable:
+                out[name + ABSMAX_SUFFIX] = Layout.OWN
+        if COMPENSATION in self.storages:
+            out[COMPENSATION] = Layout.PARAM
+        if self.own_step:
+            out["step"] = Layout.SCALAR
         return out
 
     def offsets(self, group: Mapping[str, Any], params: Sequence[Tensor]) -> tuple[int, ...]:
