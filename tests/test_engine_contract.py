@@ -27,6 +27,7 @@ from optimkit import (
 )
 from optimkit.core import compiled, contract
 from optimkit.core import policy as core_policy
+from optimkit.core.rules import betas as betas_rule
 from optimkit.precision import policy as precision_policy
 
 CORE = pathlib.Path(optimkit.__file__).parent / "core"
@@ -259,3 +260,30 @@ def test_precision_policies_never_quantize_a_state_of_its_own_shape():
     _two_steps(opt, params)
     state = opt.state[params[0]]
     assert (state["factor"].dtype, state["line_avg"].dtype) == (torch.bfloat16, torch.float32)
+
+
+# ------------------------------------------------------------ tuple hypers (row 7)
+@stat(state={"grad_avg": zeros, "diff_avg": zeros, "sqr_avg": zeros}, provides=("update",),
+      rules=dict(betas=betas_rule), betas=(0.9, 0.92, 0.99))
+def three_beta_direction(b, betas):
+    """Adan-like: three running averages, one beta each (unpacked: a 2-tuple fails here)."""
+    beta1, beta2, beta3 = betas
+    torch._foreach_lerp_(b.state["grad_avg"], b.grads, 1 - beta1)
+    torch._foreach_lerp_(b.state["diff_avg"], b.grads, 1 - beta2)
+    torch._foreach_mul_(b.state["sqr_avg"], beta3)
+    torch._foreach_addcmul_(b.state["sqr_avg"], b.grads, b.grads, value=1 - beta3)
+    denominators = torch._foreach_add(torch._foreach_sqrt(b.state["sqr_avg"]), 1e-8)
+    b.update = torch._foreach_div(b.state["grad_avg"], denominators)
+
+
+ThreeBetas = _recipe(three_beta_direction, steppers.sgd_step)
+
+
+@pytest.mark.xfail(strict=True, reason="the arity check of tuple hypers comes with issue 24 "
+                   "row 7 (the dropin branch): drop this mark when it is merged")
+def test_a_tuple_hyper_keeps_the_arity_of_its_default():
+    params = [torch.ones(3, requires_grad=True)]
+    _two_steps(ThreeBetas(params, betas=(0.9, 0.92, 0.99)), params)
+    # refused when built, naming the keyword: not "not enough values to unpack" at step 1
+    with pytest.raises(ValueError, match="betas"):
+        ThreeBetas(params, betas=(0.9, 0.99))
