@@ -4,7 +4,11 @@ A part is a small function ``fn(bucket, **hypers)`` over the aligned tensor list
 (param group, device, dtype) bucket. It declares everything it shares with the other parts:
 
 * ``state``: the per-parameter state it creates (name and how to initialise it), which the
-  optimizer allocates lazily, at a param's first step, and hands in as ``bucket.state[name]``;
+  optimizer allocates lazily, at a param's first step, and hands in as ``bucket.state[name]``.
+  The init declares the state's layout (:class:`~optimkit.core.policy.Layout`): the param's
+  shape (``zeros``, ``copy_of_param``, ``full``), one number (``step_counter``,
+  ``zero_scalar``) or a shape of its own (:func:`own_shape`), which flat mode and the
+  precision policies read; nothing is guessed from an element count;
 * ``reads``: the state names and per-step fields (:data:`~optimkit.core.tensorlists.FIELDS`:
   ``first_moment``, ``second_moment``, ``step_size``...) it needs from earlier parts;
 * ``provides``: the per-step fields it sets (``update``, ``second_moment``...); a part that
@@ -15,7 +19,7 @@ A part is a small function ``fn(bucket, **hypers)`` over the aligned tensor list
   :mod:`optimkit.core.rules`). They are read from the live ``param_groups`` on every step, so
   schedulers act on them at once;
 * ``storage``: how each state it creates may be stored by a precision policy
-  (:class:`~optimkit.precision.Storage`: ``"signed"`` and ``"positive"`` moments may be kept in
+  (:class:`~optimkit.core.policy.Storage`: ``"signed"`` and ``"positive"`` moments may be kept in
   bf16 or 8 bits; a copy of the params stays ``"exact"``). A state the part does not declare is
   a counter (``step_counter``), a per-tensor scalar (``zero_scalar``) or else ``"exact"``: never
   quantized, so a new part is never quantized by accident.
@@ -23,6 +27,8 @@ A part is a small function ``fn(bucket, **hypers)`` over the aligned tensor list
 A recipe (:class:`optimkit.Optimizer` subclass) is checked against these declarations when
 its class is created: a read that no earlier part provides, two parts creating one state, a
 hyper-parameter the function takes but does not declare all raise ``TypeError`` naming the part.
+What a part touches when it runs is checked in the test suite (:mod:`optimkit.core.contract`):
+a state or field it does not declare raises ``ContractViolation`` naming the part.
 
 A *stat* updates state (``grad_avg``, ``sqr_avg``, ``step``...), a *stepper* writes the params.
 Neither may modify ``p.grad``: a part that changes the gradient provides ``grads`` as a new list.
