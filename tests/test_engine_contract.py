@@ -287,3 +287,15 @@ def test_a_tuple_hyper_keeps_the_arity_of_its_default():
     # refused when built, naming the keyword: not "not enough values to unpack" at step 1
     with pytest.raises(ValueError, match="betas"):
         ThreeBetas(params, betas=(0.9, 0.99))
+
+
+def test_param_shaped_state_of_0d_params_is_not_taken_for_a_scalar_state():
+    # a flat store of 0-d params only: their moments are 0-d like a step counter, but declared
+    # param-shaped, so they live in a buffer laid out as the params' (the element-count guess
+    # stacked them as scalars, and the second step failed on [rows, CHUNK] vs [count])
+    runs = []
+    for flat in (False, True):
+        params = [torch.tensor(1.0, requires_grad=True), torch.tensor(2.0, requires_grad=True)]
+        _two_steps(optimkit.Adam(params, flat=flat), params)
+        runs.append(params)
+    assert all(torch.equal(p, q) for p, q in zip(*runs, strict=True))
