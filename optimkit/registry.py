@@ -51,6 +51,20 @@ class Entry:
         return doc.splitlines()[0] if doc else ""
 
     @property
+    def defaults(self) -> dict[str, Any]:
+        """The optimizer's default hyper-parameters (a recipe's ``hypers``; for another
+        factory, its signature's keyword defaults other than the speed and precision modes)."""
+        cls = self.factory if isinstance(self.factory, type) else None
+        if cls is not None and getattr(cls, "recipe", None) is not None:
+            return dict(cls.hypers)
+        try:
+            parameters = inspect.signature(self.factory).parameters.values()
+        except (TypeError, ValueError):
+            return {}
+        return {p.name: p.default for p in parameters
+                if p.default is not inspect.Parameter.empty}
+
+    @property
     def parts(self) -> tuple[str, ...]:
         """The names of the parts it runs, in order; a part that runs every k-th step shows
         its period and weight (``lookahead(k=6, alpha=0.5)``)."""
