@@ -223,10 +223,11 @@ class Optimizer(torch.optim.Optimizer):
     * ``foreach`` (``None``, ``True``, ``False``): no effect. optimkit always runs ``_foreach``
       ops over tensor lists; ``foreach=False`` does not select a per-param loop.
     * ``fused`` (``None``, ``True``, ``False``): no effect; the step is the same eager step,
-      bit for bit. torch's ``fused=True`` is one hand-written kernel; optimkit's nearest mode
-      is ``compile=True``, which is not switched on for it because it costs a compilation
-      (seconds to minutes) at the first step, needs a C++ toolchain and moves the params
-      into flat buffers: ask for it by name.
+      bit for bit. torch's ``fused=True`` is one hand-written kernel; optimkit's nearest
+      modes are ``flat=True`` (a few kernels over one buffer) and ``compile=True``. Neither is
+      switched on by ``fused``: flat mode turns the params into views of one buffer, and
+      compiling costs seconds to minutes at the first step and needs a C++ toolchain, which
+      a one-line port from torch.optim does not expect. Ask for them by name.
     * ``capturable``: only ``False``. The step counters are CPU tensors, read on the host
       (bias corrections, every-k-th-step parts), so the step cannot be captured in a CUDA
       graph.
@@ -283,7 +284,7 @@ class Optimizer(torch.optim.Optimizer):
         cls = type(self)
         if cls.recipe is None:
             raise TypeError("optimkit.Optimizer is abstract: use a recipe such as optimkit.Adam")
-        for name in [k for k in hypers if k in cls.torch_keywords and k not in cls.hypers]:
+        for name in [k for k in hypers if k in cls.torch_keywords]:
             check_torch_keyword(cls.__name__, name, hypers.pop(name))  # never a hyper
         for name in hypers:
             if name not in cls.hypers:
