@@ -49,6 +49,36 @@ TORCH_SWITCHES = ("foreach", "fused", "capturable")
 # torch.optim group settings optimkit does not implement: only these values load.
 TORCH_UNSUPPORTED = {"maximize": False, "differentiable": False}
 
+# torch.optim's implementation keywords, taken by the constructor so that code written for
+# torch.optim runs unchanged (see Optimizer's docstring): name -> (torch's default, the values
+# optimkit accepts, why the others are refused). None of them reaches the param groups.
+TORCH_KEYWORDS: dict[str, tuple[Any, tuple[Any, ...], str]] = {
+    "foreach": (None, (None, True, False), ""),
+    "fused": (None, (None, True, False), ""),
+    "capturable": (False, (False,), "optimkit keeps each param's step counter as a CPU tensor "
+                   "and reads it on the host, so its step cannot be captured in a CUDA graph"),
+    "differentiable": (False, (False,), "optimkit's step runs under torch.no_grad(); "
+                       "differentiating through it is not implemented"),
+    "maximize": (False, (False,), "optimkit only minimises; minimise the negated objective "
+                 "instead"),
+}
+# The torch keywords a recipe without a torch.optim twin takes: the ones other optimizer
+# libraries (torch_optimizer, pytorch_optimizer) use as well.
+COMMON_TORCH_KEYWORDS = ("foreach", "maximize")
+
+
+def check_torch_keyword(owner: str, name: str, value: Any) -> None:
+    """``ValueError`` naming ``name`` unless ``value`` is one optimkit accepts (see
+    ``TORCH_KEYWORDS``): ``True``, ``False`` or ``None`` where those are no-ops, ``False``
+    (torch's default) where the feature is not implemented."""
+    _, accepted, why = TORCH_KEYWORDS[name]
+    if any(value is ok for ok in accepted):
+        return
+    if why and isinstance(value, bool):
+        raise ValueError(f"{owner}: {name}={value!r} is not supported: {why}")
+    said = " or ".join(repr(ok) for ok in accepted)
+    raise ValueError(f"Invalid {name}: {value!r}; {name} must be {said}")
+
 
 def _as_param_list(params: Any) -> list:
     if isinstance(params, Tensor):
@@ -183,6 +213,30 @@ class Optimizer(torch.optim.Optimizer):
 
     ``state_dict()`` holds the state as it is stored (8-bit codes and their ``<name>_absmax``);
     ``load_state_dict`` brings a checkpoint of any policy (or torch.optim's) to this one.
+
+    torch.optim's implementation keywords are accepted, so that code written for torch.optim
+    runs unchanged. A recipe with a torch.optim twin (``torch_class``: SGD, Adagrad, RMSprop,
+    Adam, AdamW, RAdam) takes exactly those of its twin's signature; every other recipe takes
+    ``foreach`` and ``maximize``. They are consumed by the constructor (and dropped from dicts
+    given to ``add_param_group``): they never reach ``param_groups`` or ``state_dict()``.
+
+    * ``foreach`` (``None``, ``True``, ``False``): no effect. optimkit always runs ``_foreach``
+      ops over tensor lists; ``foreach=False`` does not select a per-param loop.
+    * ``fused`` (``None``, ``True``, ``False``): no effect; the step is the same eager step,
+      bit for bit. torch's ``fused=True`` is one hand-written kernel; optimkit's nearest
+      modes are ``flat=True`` (a few kernels over one buffer) and ``compile=True``. Neither is
+      switched on by ``fused``: flat mode turns the params into views of one buffer, and
+      compiling costs seconds to minutes at the first step and needs a C++ toolchain, which
+      a one-line port from torch.optim does not expect. Ask for them by name.
+    * ``capturable``: only ``False``. The step counters are CPU tensors, read on the host
+      (bias corrections, every-k-th-step parts), so the step cannot be captured in a CUDA
+      graph.
+    * ``differentiable``: only ``False`` (the step runs under ``torch.no_grad()``).
+    * ``maximize``: only ``False`` (not implemented; negate the loss).
+
+    A refused value raises ``ValueError`` naming the keyword. Hyper-parameters of the wrong
+    type or arity (``lr="1e-3"``, ``betas=0.9``, ``betas=(0.9,)``, ``amsgrad="False"``) raise
+    ``ValueError`` naming them at construction (:func:`optimkit.core.rules.like_default`).
     """
 
     parts: ClassVar[tuple[Part, ...]] = ()
@@ -191,6 +245,9 @@ class Optimizer(torch.optim.Optimizer):
     recipe: ClassVar[Recipe | None] = None
     # The torch.optim class (by name) whose checkpoints this recipe reads and writes exactly.
     torch_class: ClassVar[str | None] = None
+    # The torch.optim keywords the constructor takes (name -> torch's default): those of
+    # ``torch_class``'s signature, else COMMON_TORCH_KEYWORDS.
+    torch_keywords: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -202,11 +259,17 @@ class Optimizer(torch.optim.Optimizer):
         cls.recipe = check_recipe(cls.__name__, cls.parts, own or {})
         cls.hypers = dict(cls.recipe.hypers)
         cls.state_inits = dict(cls.recipe.state_inits)
+        if cls.torch_class is not None:
+            theirs = inspect.signature(getattr(torch.optim, cls.torch_class)).parameters
+            names = [k for k in TORCH_KEYWORDS if k in theirs]
+        else:
+            names = list(COMMON_TORCH_KEYWORDS)
+        cls.torch_keywords = {k: TORCH_KEYWORDS[k][0] for k in names if k not in cls.hypers}
         cls.__signature__ = inspect.Signature(
             [inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
             + [
                 inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
-                for k, v in cls.hypers.items()
+                for k, v in {**cls.hypers, **cls.torch_keywords}.items()
             ]
             + [
                 inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
@@ -221,6 +284,8 @@ class Optimizer(torch.optim.Optimizer):
         cls = type(self)
         if cls.recipe is None:
             raise TypeError("optimkit.Optimizer is abstract: use a recipe such as optimkit.Adam")
+        for name in [k for k in hypers if k in cls.torch_keywords]:
+            check_torch_keyword(cls.__name__, name, hypers.pop(name))  # never a hyper
         for name in hypers:
             if name not in cls.hypers:
                 raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
@@ -271,6 +336,17 @@ class Optimizer(torch.optim.Optimizer):
             executor.state_loaded(self.state)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``, then the recipe's checks (``ValueError`` naming the
+        hyper-parameter; the group is then not added). torch's implementation keywords in the
+        group (``{"params": ..., "foreach": True}``) are checked as the constructor checks them
+        and left out of the group."""
+        cls = type(self)
+        if isinstance(param_group, Mapping):
+            torch_keys = [k for k in param_group if k in TORCH_KEYWORDS and k not in cls.hypers]
+            for name in torch_keys:
+                check_torch_keyword(cls.__name__, name, param_group[name])
+            if torch_keys:
+                param_group = {k: v for k, v in param_group.items() if k not in torch_keys}
         super().add_param_group(param_group)
         try:
             type(self).recipe.validate(self.param_groups[-1])
