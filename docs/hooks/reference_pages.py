@@ -59,8 +59,13 @@ def _part_anchor(part) -> str | None:
 
 def _part_link(part) -> str:
     anchor = _part_anchor(part)
-    label = part.name.replace("[", "\\[").replace("]", "\\]")
-    return f"[`{label}`][{anchor}]" if anchor else f"`{label}`"
+    return f"[`{part.name}`][{anchor}]" if anchor else f"`{part.name}`"
+
+
+def _gate(part) -> str | None:
+    """The hyper-parameter that switches a part on (``only_if``), from its label."""
+    label = part.label
+    return label[label.index("[") + 1 : -1] if "[" in label else None
 
 
 def _optimizer_page(entry) -> str:
@@ -102,12 +107,12 @@ def _optimizer_page(entry) -> str:
         users = [p for p in cls.parts if name in p.hypers and name not in p.fixed]
         lines.append(f"| `{name}` | {_code(default)} | {', '.join(_part_link(p) for p in users)} |")
     flags = [n for n, v in cls.hypers.items() if isinstance(v, bool)]
-    gated = [p for p in cls.parts if p.when is not None]
+    gated = [p for p in cls.parts if p.when is not None and _gate(p)]
     lines += ["", "## Variant flags", ""]
     if flags or gated:
         lines += ["| flag | default | what it switches |", "|---|---|---|"]
         for name in flags:
-            parts = [p for p in gated if name in p.gates or name in p.hypers]
+            parts = [p for p in gated if _gate(p) == name]
             what = (
                 "runs " + ", ".join(_part_link(p) for p in parts)
                 if parts
@@ -115,9 +120,10 @@ def _optimizer_page(entry) -> str:
             )
             lines.append(f"| `{name}` | {_code(cls.hypers[name])} | {what} |")
         for part in gated:
-            if not any(g in flags for g in part.gates) and not any(f in part.hypers for f in flags):
-                keys = ", ".join(f"`{k}`" for k in part.hypers)
-                lines.append(f"| {keys} | | runs {_part_link(part)} when set |")
+            if _gate(part) not in flags:
+                gate = _gate(part)
+                lines.append(f"| `{gate}` | {_code(cls.hypers.get(gate))} | runs "
+                             f"{_part_link(part)} when set (e.g. > 0) |")
     else:
         lines.append("None: every part always runs.")
     fixed = [(p, k, v) for p in cls.parts for k, v in p.fixed.items()]
@@ -159,7 +165,7 @@ def _optimizer_page(entry) -> str:
         if part.every:
             when = f"every `{part.every}` steps"
         elif part.when is not None:
-            when = "when " + ", ".join(f"`{g}`" for g in (part.gates or tuple(part.hypers)))
+            when = f"when `{_gate(part)}`" if _gate(part) else "when its condition holds"
         else:
             when = "always"
         lines.append(f"| {i} | {_part_link(part)} | {part.kind} | {hypers} | {reads} | "
@@ -278,6 +284,7 @@ def _generate() -> dict[str, str]:
     for module_name in [public_api.BENCH, *public_api.bench_modules()]:
         pages[f"reference/bench/{_slug(module_name)}.md"] = _module_page(
             module_name, f"`{module_name}`", names)
+    pages["index.md"] = _home()
     pages["changelog.md"] = _root_page("CHANGELOG.md", "Changelog")
     pages["contributing.md"] = _root_page("CONTRIBUTING.md", "Contributing")
     return pages
@@ -313,3 +320,10 @@ def _root_page(name: str, title: str) -> str:
     if not path.exists():
         return f"# {title}\n\n`{name}` is not written yet.\n"
     return path.read_text(encoding="utf-8")
+
+
+def _home() -> str:
+    """The home page is the README, its links moved from the repository root to ``docs/``."""
+    text = _root_page("README.md", "optimkit")
+    return (text.replace("](docs/", "](").replace("](CHANGELOG.md)", "](changelog.md)")
+            .replace("](CONTRIBUTING.md)", "](contributing.md)"))
