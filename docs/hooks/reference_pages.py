@@ -315,15 +315,18 @@ def on_files(files, config, **kwargs):
 
 
 def _root_page(name: str, title: str) -> str:
-    """A page made from a file at the repository's root (CHANGELOG.md, CONTRIBUTING.md)."""
+    """A page made from a file at the repository's root (README.md, CHANGELOG.md,
+    CONTRIBUTING.md), its links moved from the root to ``docs/``."""
     path = Path(__file__).resolve().parents[2] / name
     if not path.exists():
         return f"# {title}\n\n`{name}` is not written yet.\n"
-    return path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8").replace("](docs/", "](")
+    for root, page in (("README.md", "index.md"), ("CHANGELOG.md", "changelog.md"),
+                       ("CONTRIBUTING.md", "contributing.md")):
+        text = text.replace(f"]({root})", f"]({page})").replace(f"]({root}#", f"]({page}#")
+    return text
 
 
 def _home() -> str:
-    """The home page is the README, its links moved from the repository root to ``docs/``."""
-    text = _root_page("README.md", "optimkit")
-    return (text.replace("](docs/", "](").replace("](CHANGELOG.md)", "](changelog.md)")
-            .replace("](CONTRIBUTING.md)", "](contributing.md)"))
+    """The home page is the README."""
+    return _root_page("README.md", "optimkit")
