@@ -73,8 +73,6 @@ def _optimizer_page(entry) -> str:
     lines = [
         f"# {cls.__name__} (`{entry.name}`)",
         "",
-        _first_line(cls),
-        "",
         "| | |",
         "|---|---|",
         f"| create | `optimkit.create(\"{entry.name}\", params, ...)` or "
@@ -93,6 +91,7 @@ def _optimizer_page(entry) -> str:
         f"::: optimkit.recipes.{cls.__name__}",
         "    options:",
         "      show_root_heading: false",
+        "      show_bases: false",
         "      members: false",
         "",
         "## Defaults",
@@ -234,7 +233,26 @@ def _module_page(module_name: str, title: str, registered: set[str]) -> str:
         if inspect.ismodule(obj):
             lines.append("      members: false")
         lines.append("")
+        if type(obj).__name__ == "Part":
+            lines += _part_declarations(obj)
     return "\n".join(lines) + "\n"
+
+
+def _part_declarations(part) -> list[str]:
+    """What a part declares (read from the part), as a small table under its docstring."""
+    def names(items):
+        return ", ".join(f"`{n}`" for n in items) or "none"
+
+    state = ", ".join(
+        f"`{n}` ({init.__name__}{', ' + part.storage[n].value if n in part.storage else ''})"
+        for n, init in part.state.items()
+    ) or "none"
+    hypers = ", ".join(f"`{k}={v!r}`" for k, v in part.hypers.items()) or "none"
+    rows = [("kind", part.kind), ("state (init, storage)", state), ("reads", names(part.reads)),
+            ("provides", names(part.provides)), ("hyper-parameters (defaults)", hypers)]
+    if part.every:
+        rows.append(("runs", f"every `{part.every}` steps, outside the compiled step"))
+    return ["| declares | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), ""]
 
 
 def _anchor_of(name: str, obj, registered_classes: dict) -> str:
@@ -296,7 +314,7 @@ def on_config(config, **kwargs):
     _, registry = _optimkit()
     section = [
         {"Index": "reference/index.md"},
-        {"Optimizers": ["reference/optimizers/index.md"]
+        {"Optimizers": [{"All optimizers": "reference/optimizers/index.md"}]
          + [{e.factory.__name__: f"reference/optimizers/{e.name}.md"} for e in registry.entries()]},
         {"API": [{title: f"reference/api/{_slug(m)}.md"} for m, title in public_api.MODULES]},
         {"optimkit bench": [f"reference/bench/{_slug(m)}.md"
