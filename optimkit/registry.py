@@ -83,6 +83,7 @@ REGISTRY: dict[str, Entry] = {}
 
 
 def register(entry: Entry) -> Entry:
+    """Add an optimizer to the catalogue; a name or alias registered twice raises ``ValueError``."""
     for name in (entry.name, *entry.aliases):
         if name in REGISTRY:
             raise ValueError(f"optimizer {name!r} is registered twice")
@@ -107,10 +108,12 @@ def available(pattern: str | None = None) -> list[str]:
 
 
 def entries() -> list[Entry]:
+    """The catalogue's entries, one per optimizer, in the order they were registered."""
     return [REGISTRY[name] for name in available()]
 
 
 def get(name: str) -> Entry:
+    """The entry of an optimizer name or alias (any case); an unknown name raises ``ValueError``."""
     key = name.lower()
     if key not in REGISTRY:
         raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(available())}")

@@ -473,6 +473,7 @@ def _configure_plot(parser: argparse.ArgumentParser):
 
 
 def run_plot(args: argparse.Namespace) -> int:
+    """``optimkit plot``: draw optimizers' trajectories on a 2-D test function."""
     from .plots import trajectories
     from .runner import run_cell
     from .search import Rules, walk

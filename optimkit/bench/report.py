@@ -456,6 +456,7 @@ def _reach(pair) -> str:
 
 
 def leaderboard(summary: Summary) -> str:
+    """``leaderboard.md``: the notes' table with the Score filled, and the per-task results."""
     c = summary.config
     real = summary.real_tasks
     lines = ["# optimkit bench: leaderboard", ""]
@@ -569,6 +570,7 @@ def _table(head: list[str], body: list[list[str]], table_id: str = "",
 
 
 def page(summary: Summary, pictures: list[Path]) -> str:
+    """``report.html``: the self-contained report page."""
     c = summary.config
     real = summary.real_tasks
     rows = optimizer_rows(summary)

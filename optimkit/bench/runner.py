@@ -60,6 +60,7 @@ class CellSpec:
 
 
 def canonical(hypers: dict[str, Any]) -> str:
+    """Hyper-parameters as canonical JSON (sorted keys), the form cells are keyed by."""
     return json.dumps(hypers, sort_keys=True, separators=(",", ":"))
 
 

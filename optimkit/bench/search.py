@@ -254,6 +254,7 @@ def walk(rules: Rules, task: str, optimizer: str, higher_is_better: bool,
 
 
 def final_specs(rules: Rules, search: Search) -> list[CellSpec]:
+    """The test cells of a finished search: its chosen hypers on every test seed."""
     return [CellSpec.make(search.task, search.optimizer, search.hypers, seed, "final",
                           rules.device, rules.schedule) for seed in rules.test_seeds]
 

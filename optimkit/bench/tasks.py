@@ -336,16 +336,19 @@ def _stdlib_lm(seed: int, device: str) -> Instance:
 
 # ------------------------------------------------------------------------- 2-D functions
 def rosenbrock(xy: Tensor) -> Tensor:
+    """Rosenbrock's function, minimum 0 at (1, 1)."""
     x, y = xy[0], xy[1]
     return (1 - x) ** 2 + 100 * (y - x**2) ** 2
 
 
 def beale(xy: Tensor) -> Tensor:
+    """Beale's function, minimum 0 at (3, 0.5)."""
     x, y = xy[0], xy[1]
     return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2
 
 
 def rastrigin(xy: Tensor) -> Tensor:
+    """Rastrigin's function in 2-D, minimum 0 at the origin, many local minima."""
     return 20 + (xy**2 - 10 * torch.cos(2 * math.pi * xy)).sum(0)
 
 
@@ -409,6 +412,7 @@ TASKS: dict[str, Task] = {}
 
 
 def register(task: Task) -> Task:
+    """Add a task to the suite; a name registered twice raises ``ValueError``."""
     if task.name in TASKS:
         raise ValueError(f"task {task.name!r} is registered twice")
     TASKS[task.name] = task
@@ -423,6 +427,8 @@ def get(name: str) -> Task:
 
 
 def names(illustrative: bool | None = None) -> list[str]:
+    """Task names in registration order; ``illustrative`` picks the toy (True) or the ranked (False)
+    ones."""
     wanted = lambda t: illustrative is None or t.illustrative == illustrative
     return [t.name for t in TASKS.values() if wanted(t)]
 

@@ -97,21 +97,27 @@ class BucketPolicy:
     plain = True
 
     def key(self, p: Tensor) -> Any:
+        """The part of a param's bucket key the policy adds (None: none)."""
         return None
 
     def one_tensor(self, sizes: Sequence[int]) -> bool:
+        """Whether a flat store of tensors of these sizes may step as one tensor."""
         return True
 
     def stored_names(self, names: Sequence[str], p: Tensor) -> list[str]:
+        """The state a bucket of params like ``p`` carries for the recipe's ``names``."""
         return list(names)
 
     def arguments(self, group: Mapping[str, Any], bucket: Bucket, flat: bool) -> tuple:
+        """Host-side numbers of one bucket's step, handed to ``prepare`` (none here)."""
         return ()
 
     def collect(
         self, params: list[Tensor], group: Mapping[str, Any], inits: Mapping[str, Init],
         all_state: dict,
     ) -> tuple[dict[str, list[Tensor]], dict[str, list[int]]]:
+        """The bucket's state lists by name, creating a param's state at its first step; also which
+        tensors were created."""
         lists: dict[str, list[Tensor]] = {name: [] for name in inits}
         created: dict[str, list[int]] = {}
         for i, p in enumerate(params):
@@ -126,13 +132,16 @@ class BucketPolicy:
 
     def prepare(self, bucket: Bucket, group: Mapping[str, Any], arguments: tuple,
                 names: Sequence[str] | None = None) -> Any:
+        """Before the parts: hand them working tensors (nothing to do here)."""
         return None
 
     def finalize(self, bucket: Bucket, group: Mapping[str, Any], prepared: Any,
                  stream: int = 0) -> None:
+        """After the parts: write working tensors back (nothing to do here)."""
         pass
 
     def conform(self, p: Tensor, state: dict[str, Any]) -> None:
+        """Bring a param's loaded state to the policy's form (already in it here)."""
         pass
 
 
@@ -173,6 +182,7 @@ class Executor:
 
     # ------------------------------------------------------------ configuration
     def add_group(self, group: Mapping[str, Any]) -> None:
+        """Take in a param group added after construction (flat mode makes its stores)."""
         if self.flat:
             self._add_stores(group)
         self._layout.clear()
@@ -181,6 +191,8 @@ class Executor:
         self, groups: Sequence[Mapping[str, Any]], state: Mapping[Tensor, dict],
         compile: bool | None, flat: bool | None,
     ) -> None:
+        """Switch flat and compiled modes (``None`` keeps a mode as it is); flat mode cannot be
+        turned off once on."""
         if compile and flat is None:
             flat = not any(is_dtensor(p) for group in groups for p in group["params"])
         if flat is not None and bool(flat) != self.flat:

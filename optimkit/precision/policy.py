@@ -102,6 +102,7 @@ class Storage(enum.Enum):
 
     @property
     def quantizable(self) -> bool:
+        """Whether a state stored this way may be kept in 8 bits."""
         return self in (Storage.SIGNED, Storage.POSITIVE)
 
 

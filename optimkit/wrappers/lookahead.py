@@ -182,6 +182,7 @@ class Lookahead(torch.optim.Optimizer):
     # ------------------------------------------------------------ the inner optimizer's views
     @property
     def param_groups(self) -> list[dict[str, Any]]:
+        """The inner optimizer's param groups (schedulers reach them through the wrapper)."""
         return self.optimizer.param_groups
 
     @param_groups.setter
@@ -190,6 +191,7 @@ class Lookahead(torch.optim.Optimizer):
 
     @property
     def defaults(self) -> dict[str, Any]:
+        """The inner optimizer's defaults."""
         return self.optimizer.defaults
 
     @defaults.setter
@@ -198,6 +200,7 @@ class Lookahead(torch.optim.Optimizer):
 
     @property
     def state(self) -> _State:
+        """Per-param state: the inner optimizer's, with the slow weights (``slow_param``)."""
         return _State(self)
 
     @property
