@@ -400,7 +400,7 @@ class Optimizer(torch.optim.Optimizer):
         groups = []
         for index, (saved, own) in enumerate(zip(saved_groups, self.param_groups, strict=True)):
             for name in ("params", "lr"):
-                if name not in saved:
+                if name not in saved and (name == "params" or name in cls.hypers):
                     raise ValueError(
                         f"param group {index} of the state_dict has no {name!r}, which every "
                         f"optimkit and torch.optim param group saves: not an optimizer's "

@@ -64,9 +64,10 @@ optimizer with ``state_bits=8``, then hand its state over in memory.
 
 **Checkpoints.** ``state_dict()`` holds the stored form (codes, scales, compensation; the seed
 as each group's ``rounding_seed``) and loads back exactly; a checkpoint of another policy (or
-of torch.optim) is converted on load (:meth:`Precision.conform`). ``torch_state_dict()``
-converts to torch's form: moments dequantized and cast to the param's dtype, the policy's
-entries dropped.
+of torch.optim) is converted on load (:meth:`Precision.conform`), after every param's state
+was checked against the stored forms (:func:`check_loaded_state`): a refused load changes
+nothing. ``torch_state_dict()`` converts to torch's form: moments dequantized and cast to the
+param's dtype, the policy's entries dropped.
 """
 
 from __future__ import annotations
