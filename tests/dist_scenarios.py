@@ -18,6 +18,8 @@ batch, and reports how far the result is from a run without the distributed wrap
 * ``dcp-save`` / ``dcp-load``: the same with FSDP2 and ``torch.distributed.checkpoint``
   (``get_state_dict`` / ``dcp.save`` / ``dcp.load`` / ``set_state_dict``); ``dcp-flat-...``
   with a DDP model (replicated params) and ``flat=True``.
+* ``fsdp-other-shapes``: the FSDP2 optimizer state of a model of other shapes, handed over in
+  memory, is refused at load and changes nothing.
 
 The cases are every optimizer of the test database (``tests/optim_db.py``) plus
 ``optimkit.Lookahead`` around ``torch.optim.Adam``; :func:`cases` is the one place that reads
@@ -537,6 +539,37 @@ def _dcp_8bit_into_plain(case: str, group, workdir: Path) -> dict:
     }
 
 
+def _other_shapes(case: str, group, workdir: Path) -> dict:
+    """FSDP2 state of a model of other shapes handed over in memory
+    (``set_optimizer_state_dict``): refused at load, naming the param by its FQN and both
+    global shapes (the state's DTensors and the params are compared by their global shapes,
+    not by their shards'), and nothing changes."""
+    from torch.distributed.checkpoint.state_dict import (
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    dtype, data = torch.float32, _policy_rank_data()
+    other = _sharded_policy_model(group, POLICY_ROWS["even"], dtype)
+    other_opt = _policy_optimizer(case, other.parameters(), {})
+    _policy_train(other, other_opt, dtype, 0, 2, data)
+    model = _sharded_policy_model(group, POLICY_ROWS["uneven"], dtype)
+    opt = _policy_optimizer(case, model.parameters(), {})
+    _policy_train(model, opt, dtype, 0, 2, data)
+    before = [_local_state(opt, p) for p in model.parameters()]
+    refusal = ""
+    try:
+        set_optimizer_state_dict(model, opt, get_optimizer_state_dict(other, other_opt))
+    except ValueError as refused:
+        refusal = str(refused)
+    after = [_local_state(opt, p) for p in model.parameters()]
+    return {
+        "refusal": refusal,
+        "unchanged": all(a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+                         for a, b in zip(before, after, strict=True)),
+    }
+
+
 SCENARIOS: dict[str, Callable[[str, Any, Path], dict]] = {
     "ddp": _ddp,
     "ddp-flat": functools.partial(_ddp, flat=True),
@@ -559,6 +592,7 @@ SCENARIOS: dict[str, Callable[[str, Any, Path], dict]] = {
     "dcp-8bit-load": functools.partial(_dcp_policy, policy="8bit", load=True),
     "fsdp-8bit-convert": _policy_conversion,
     "dcp-8bit-into-plain-load": _dcp_8bit_into_plain,
+    "fsdp-other-shapes": _other_shapes,
 }
 # A "-load" scenario reads what its "-save" scenario wrote, in a later launch.
 SAVED_BY = {name: name.replace("-load", "-save") for name in SCENARIOS if name.endswith("-load")}

@@ -187,6 +187,18 @@ def test_fsdp2_dcp_of_8bit_state_into_a_plain_optimizer_is_refused(dist_results,
         assert row["dequantized_max_abs"] == 0.0, row
 
 
+@optims(cases=_in("fsdp-other-shapes"), argnames="info,scenario",
+        where=lambda i: i.name in POLICY_CASES)
+def test_fsdp2_state_of_other_shapes_is_refused_naming_the_param(dist_results, info, scenario):
+    """An FSDP2 optimizer state of a model of other shapes, handed over with
+    ``set_optimizer_state_dict``: the global shapes are compared (each rank's shards would
+    not show the difference the same way), the param is named by its FQN, nothing changes."""
+    for row in _rows(dist_results, scenario, info.name):
+        assert "'0.weight'" in row["refusal"], row
+        assert "(128, 64)" in row["refusal"] and "(100, 64)" in row["refusal"], row
+        assert row["unchanged"], row
+
+
 def _checkpoints(info):
     # ZeRO (eager and flat) and DCP under FSDP2 for every optimizer; DCP of a flat optimizer
     # under DDP for a few

@@ -17,6 +17,8 @@ from ..precision.policy import (
     STATE_FORM,
     Precision,
     PrecisionPolicy,
+    Storage,
+    check_loaded_state,
     check_saved_form,
 )
 from .executor import Executor
@@ -391,7 +393,8 @@ class Optimizer(torch.optim.Optimizer):
             (index, name)
             for index, state in sd["state"].items()
             for name, value in state.items()
-            if isinstance(value, Tensor) and value.is_floating_point()
+            # (a meta tensor has no values: torch.optim saves it as it is)
+            if isinstance(value, Tensor) and value.is_floating_point() and not value.is_meta
             and not bool(torch.isfinite(value).all())
         ]
         if bad:
@@ -404,18 +407,86 @@ class Optimizer(torch.optim.Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load optimkit's format or torch.optim's.
+        """Load optimkit's format or torch.optim's; a state_dict that is refused changes
+        nothing (params, state and param groups stay as they were).
 
         From torch: the state names are translated (``exp_avg`` -> ``grad_avg``, ...), the
         hyper-parameters torch's groups lack (``decoupled_weight_decay``, ``n_sma_threshold``,
         ...) come from this optimizer's defaults, the switches that only choose how torch runs
-        (``foreach``, ``fused``, ``capturable``) are dropped, and a setting optimkit does not
-        implement (``maximize=True``, ``differentiable=True``) raises ``ValueError`` before
-        anything changes. The speed modes stay as they are.
+        (``foreach``, ``fused``, ``capturable``) are dropped. A checkpoint of any precision
+        policy is brought to this optimizer's. The speed modes stay as they are.
+
+        The whole state_dict is checked against the recipe before anything is copied;
+        ``ValueError``, naming the param group or the param (its index or name in the
+        state_dict, group and position, and its ``param_names`` entry where there is one), for:
+
+        * another number of param groups or of params in a group; a group without ``params``
+          or ``lr`` (every optimkit and torch.optim group saves them); a hyper-parameter
+          value the recipe's rules refuse; a torch.optim setting optimkit does not implement
+          (``maximize=True``, ``differentiable=True``);
+        * a state name the recipe does not keep (after torch's names are translated; the
+          precision policies' ``<name>_absmax``, ``compensation`` and, under a policy, their
+          ``step`` are known): the state of another optimizer;
+        * a param whose state lacks some of what the recipe keeps for every param that has
+          stepped (``step``, ``exp_avg_sq``, ...). A param with no state at all is fine (it
+          has not stepped yet), and so is a state that only some param groups use
+          (``max_exp_avg_sq`` of ``amsgrad=True``, a momentum buffer) missing: the step
+          creates it, as it would have in the run that saved the checkpoint;
+        * a state whose shape does not fit its param (see
+          :func:`optimkit.precision.policy.check_loaded_state`): a checkpoint of a model of
+          other shapes; 8-bit codes without their scales, or saved as codes and arriving as
+          numbers (:func:`optimkit.precision.policy.check_saved_form`).
         """
+        groups, state = self._checked_state_dict(state_dict)
+        previous = self.state, self.param_groups
+        try:
+            super().load_state_dict({**state_dict, "state": state, "param_groups": groups})
+            # torch keeps a capturable or fused step on its device
+            for entry in self.state.values():
+                step = entry.get("step")
+                if isinstance(step, Tensor) and not step.is_cpu:
+                    entry["step"] = step.to("cpu", torch.float32)
+            policy = self._executor.policy
+            stored_forms = any(_policy_entry(name) for entry in state.values() for name in entry)
+            if not policy.plain or stored_forms:
+                self._keep_stored_forms(state_dict["param_groups"], state)
+            self._executor.state_loaded(self.state)
+        except BaseException:
+            # (checked above, so not expected: a conversion that fails still changes nothing)
+            self.state, self.param_groups = previous
+            self._executor.state_loaded(self.state)
+            raise
+
+    def _checked_state_dict(self, state_dict: Mapping[str, Any]) -> tuple[list, dict]:
+        """The param groups and the per-param state (torch's names translated) that
+        ``load_state_dict`` hands to torch's, after checking all of it (see there)."""
         cls = type(self)
+        if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(
+                state_dict):
+            raise ValueError(
+                "state_dict: expected an optimizer's state_dict, a dict with 'state' and "
+                f"'param_groups'; got {_describe(state_dict)}"
+            )
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"state_dict has {len(saved_groups)} param group(s), {cls.__name__} has "
+                f"{len(self.param_groups)}; nothing was loaded"
+            )
         groups = []
-        for index, saved in enumerate(state_dict["param_groups"]):
+        for index, (saved, own) in enumerate(zip(saved_groups, self.param_groups, strict=True)):
+            for name in ("params", "lr"):
+                if name not in saved and (name == "params" or name in cls.hypers):
+                    raise ValueError(
+                        f"param group {index} of the state_dict has no {name!r}, which every "
+                        f"optimkit and torch.optim param group saves: not an optimizer's "
+                        "state_dict, or a damaged one; nothing was loaded"
+                    )
+            if len(saved["params"]) != len(own["params"]):
+                raise ValueError(
+                    f"param group {index} of the state_dict has {len(saved['params'])} params, "
+                    f"{cls.__name__}'s has {len(own['params'])}; nothing was loaded"
+                )
             for name, supported in TORCH_UNSUPPORTED.items():
                 if name not in cls.hypers and name in saved and bool(saved[name]) != supported:
                     raise ValueError(
@@ -428,26 +499,77 @@ class Optimizer(torch.optim.Optimizer):
             groups.append({**self.defaults, **group})
         for group in groups:
             cls.recipe.validate(group)
+
         known = set(cls.state_inits)
-        renamed = {}
-        for index, state in state_dict["state"].items():
-            renamed[index] = {
-                (TORCH_STATE_NAMES.get(k, k) if k not in known else k): v for k, v in state.items()
-            }
-        for saved in state_dict["param_groups"]:
-            for index in saved["params"]:
-                if index in renamed:
-                    check_saved_form(saved.get(STATE_FORM, "plain"), index, renamed[index])
-        super().load_state_dict({**state_dict, "state": renamed, "param_groups": groups})
-        for state in self.state.values():  # torch keeps a capturable or fused step on its device
-            step = state.get("step")
-            if isinstance(step, Tensor) and not step.is_cpu:
-                state["step"] = step.to("cpu", torch.float32)
-        policy = self._executor.policy
-        stored_forms = any(_policy_entry(name) for state in renamed.values() for name in state)
-        if not policy.plain or stored_forms:
-            self._keep_stored_forms(state_dict["param_groups"], renamed)
-        self._executor.state_loaded(self.state)
+        # the state every param that has stepped keeps: that of the parts no hyper switches
+        # off (a switched part's state may be missing: switched on after the param's last
+        # step, it is created at the next one, in the run that saved it too)
+        always = {name for part in cls.recipe.parts if part.when is None for name in part.state}
+        storages = dict(cls.recipe.storage)
+        storages.setdefault("step", Storage.COUNTER)  # a policy's own counter
+        storages.setdefault(COMPENSATION, Storage.EXACT)
+        renamed: dict[Any, dict] = {}
+        for g, (saved, own) in enumerate(zip(saved_groups, self.param_groups, strict=True)):
+            policy_step = "step" in known or "rounding_seed" in saved
+            names = saved.get("param_names") or own.get("param_names")
+            for position, (index, p) in enumerate(zip(saved["params"], own["params"],
+                                                      strict=True)):
+                entry = state_dict["state"].get(index)
+                if entry is None:
+                    continue
+                name = f", {names[position]!r}" if names and position < len(names) else ""
+                where = f"param {index!r} (group {g}, position {position}{name})"
+                if not isinstance(entry, Mapping):
+                    raise ValueError(f"{where}: its state is {_describe(entry)}, not a dict")
+                entry = self._renamed(where, entry, known, policy_step)
+                present = {k for k in entry if k in known}
+                missing = sorted(always - present)
+                if present and missing:
+                    raise ValueError(
+                        f"{where}: its state has {_names(sorted(present))} but lacks "
+                        f"{_names(missing)}, which {cls.__name__} keeps for every param that "
+                        "has stepped: the state_dict of another optimizer, or a damaged one; "
+                        "nothing was loaded"
+                    )
+                check_saved_form(saved.get(STATE_FORM, "plain"), index, entry)
+                check_loaded_state(where, entry, storages, p.shape)
+                renamed[index] = entry
+        # entries of no listed param: torch keeps them as they are
+        for index, entry in state_dict["state"].items():
+            if index not in renamed and entry is not None:
+                renamed.setdefault(index, entry)
+        return groups, renamed
+
+    def _renamed(self, where: str, entry: Mapping[str, Any], known: set[str],
+                 policy_step: bool) -> dict[str, Any]:
+        """A param's saved state with torch's names translated; ``ValueError`` for a name
+        neither the recipe nor a precision policy keeps."""
+        cls = type(self)
+        out: dict[str, Any] = {}
+        foreign = []
+        for saved_name, value in entry.items():
+            if value is None:  # (torch.optim once saved an unused momentum buffer as None)
+                continue
+            name = saved_name if saved_name in known else TORCH_STATE_NAMES.get(
+                saved_name, saved_name)
+            own = (name in known or name == COMPENSATION or (name == "step" and policy_step)
+                   or (name.endswith(ABSMAX_SUFFIX) and name[:-len(ABSMAX_SUFFIX)] in known))
+            if not own:
+                foreign.append(repr(saved_name) + (f" (read as {name!r})" if name != saved_name
+                                                   else ""))
+            elif name in out:
+                raise ValueError(
+                    f"{where}: its state has both {name!r} and torch.optim's name for it; "
+                    "nothing was loaded"
+                )
+            out[name] = value
+        if foreign:
+            raise ValueError(
+                f"{where}: {cls.__name__} keeps no state {', '.join(foreign)} (its states: "
+                f"{_names(sorted(known)) or 'none'}): the state_dict of another optimizer; "
+                "nothing was loaded"
+            )
+        return out
 
     def _keep_stored_forms(self, saved_groups: list, saved_state: Mapping) -> None:
         """torch's ``load_state_dict`` casts every state tensor but ``step`` to its param's
@@ -527,6 +649,14 @@ class Optimizer(torch.optim.Optimizer):
         head = super().__repr__()
         recipe = " -> ".join(part.name for part in type(self).parts)
         return f"{head}\nRecipe: {recipe}"
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(repr(name) for name in names)
+
+
+def _describe(value: Any) -> str:
+    return "None" if value is None else f"a {type(value).__name__}"
 
 
 def _policy_entry(name: str) -> bool:

@@ -64,9 +64,10 @@ optimizer with ``state_bits=8``, then hand its state over in memory.
 
 **Checkpoints.** ``state_dict()`` holds the stored form (codes, scales, compensation; the seed
 as each group's ``rounding_seed``) and loads back exactly; a checkpoint of another policy (or
-of torch.optim) is converted on load (:meth:`Precision.conform`). ``torch_state_dict()``
-converts to torch's form: moments dequantized and cast to the param's dtype, the policy's
-entries dropped.
+of torch.optim) is converted on load (:meth:`Precision.conform`), after every param's state
+was checked against the stored forms (:func:`check_loaded_state`): a refused load changes
+nothing. ``torch_state_dict()`` converts to torch's form: moments dequantized and cast to the
+param's dtype, the policy's entries dropped.
 """
 
 from __future__ import annotations
@@ -550,6 +551,65 @@ def check_saved_form(form: str, index: Any, state: Mapping[str, Any]) -> None:
                 "tensors: load a good state before stepping). To convert, load the checkpoint "
                 "into an optimizer built with state_bits=8, then hand its state_dict() to the "
                 "other one's load_state_dict (exact)"
+            )
+
+
+def check_loaded_state(where: str, state: Mapping[str, Any], storages: Mapping[str, Storage],
+                       shape: Sequence[int]) -> None:
+    """``ValueError`` naming ``where`` (the param), the state and both shapes if a param's state
+    as loaded does not fit a param of ``shape`` in any stored form, so that a load refuses it
+    before anything changes (instead of a broadcasting error at the first step):
+
+    * moments, copies of the param and the Kahan compensation are shaped like the param (a
+      DTensor's shape is the global one, like its param's), in any float dtype or as 8-bit
+      codes (uint8, shaped like the param);
+    * 8-bit codes come with their ``<name>_absmax`` scales: a 1-d tensor of at least one scale
+      per 256-element block (an FSDP2 shard's are padded to the largest shard's count), and only
+      for a state that may be quantized;
+    * per-tensor scalars and the step counter are 0-d tensors (the counter may be a Python
+      number, as torch.optim saved it before 1.12).
+
+    ``storages`` says how each state name may be stored (the policy's own names included);
+    names it lacks and the scales themselves are checked by the caller, not here.
+    """
+    param_shape = tuple(shape)
+    for name, value in state.items():
+        storage = storages.get(name)
+        if storage is None:
+            continue
+        if storage is Storage.COUNTER and isinstance(value, (int, float)) and not isinstance(
+                value, bool):
+            continue
+        if not isinstance(value, Tensor):
+            raise ValueError(f"{where}: state {name!r} is a {type(value).__name__}, not a tensor")
+        scalar = storage in (Storage.COUNTER, Storage.SCALAR)
+        if tuple(value.shape) != (() if scalar else param_shape):
+            wanted = "a 0-d tensor" if scalar else "shaped like the param"
+            raise ValueError(
+                f"{where}: state {name!r} has shape {tuple(value.shape)}, but it is {wanted} "
+                f"and the param has shape {param_shape}: the state_dict was saved for other "
+                "params (a model of other shapes, or its params in another order)"
+            )
+        if value.dtype != torch.uint8:
+            continue
+        if not storage.quantizable:
+            raise ValueError(
+                f"{where}: state {name!r} is uint8 (8-bit codes), but it is never quantized: "
+                f"{_NOT_QUANTIZABLE[storage]}"
+            )
+        scales = state.get(name + ABSMAX_SUFFIX)
+        if not isinstance(scales, Tensor):
+            raise ValueError(
+                f"{where}: state {name!r} holds 8-bit codes without their scales "
+                f"{name + ABSMAX_SUFFIX!r}, so its values are lost; save and load the whole "
+                "state (codes and scales)"
+            )
+        blocks = q.num_blocks(value.numel())
+        if scales.dim() != 1 or scales.numel() < blocks:
+            raise ValueError(
+                f"{where}: state {name + ABSMAX_SUFFIX!r} has shape {tuple(scales.shape)}; the "
+                f"8-bit codes of {name!r} (shape {tuple(value.shape)}) need a 1-d tensor of at "
+                f"least {blocks} block scales"
             )
 
 
