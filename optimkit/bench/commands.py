@@ -40,25 +40,28 @@ def _canonical(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(registry.get(name).name for name in names))
 
 
-def _positive(text: str) -> int:
-    return _whole(text, 1)
+def _whole(low: int, high: int):
+    """An argparse type: a whole number in [low, high]. The upper bounds keep a typo (an extra
+    zero or three) from allocating the run's seed lists or process pool before any check."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
 
 
-def _whole(text: str, low: int = 0) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-    return value
+def _floats(text: str, low: float = 0.0, high: float | None = None,
+            most: int | None = None) -> tuple[float, ...]:
+    from .suite import MAX_WEIGHT_DECAY, MAX_WEIGHT_DECAYS
 
-
-def _seeds(text: str) -> int:
-    return _whole(text, 2)
-
-
-def _floats(text: str) -> tuple[float, ...]:
+    high = MAX_WEIGHT_DECAY if high is None else high
+    most = MAX_WEIGHT_DECAYS if most is None else most
     if text.strip().lower() in ("", "none", "0"):
         return ()
     try:
@@ -66,23 +69,32 @@ def _floats(text: str) -> tuple[float, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") \
             from None
-    if any(not v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"every value must be > 0, got {text!r}")
+    if any(not low < v <= high for v in values):  # NaN and inf fail too
+        raise argparse.ArgumentTypeError(f"every value must be > {low:g} and <= {high:g}, "
+                                         f"got {text!r}")
+    if len(values) > most:
+        raise argparse.ArgumentTypeError(f"at most {most} values, got {len(values)}")
     return values
 
 
 def _lr_range(text: str) -> tuple[float, float]:
-    values = _floats(text)
-    if len(values) != 2 or values[0] > values[1]:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH with 0 < LOW <= HIGH, got {text!r}")
+    from .search import LR_LIMITS
+
+    values = _floats(text, 0.0, LR_LIMITS[1], 2)
+    if len(values) != 2 or values[0] > values[1] or values[0] < LR_LIMITS[0]:
+        raise argparse.ArgumentTypeError(
+            f"expected LOW,HIGH with {LR_LIMITS[0]:g} <= LOW <= HIGH <= {LR_LIMITS[1]:g}, "
+            f"got {text!r}")
     return values
 
 
 # ------------------------------------------------------------------ optimkit bench
 @add("bench", "Score every optimizer of the notes' table on the benchmark suite; write the report.")
 def _configure_bench(parser: argparse.ArgumentParser):
-    from .suite import DEFAULT_PRESET, PRESETS
+    from .suite import DEFAULT_PRESET, LIMITS, PRESETS
 
+    _seeds, _tuning, _budget, _start, _workers = (
+        _whole(*LIMITS[k]) for k in ("seeds", "tuning_seeds", "budget", "seed_start", "workers"))
     presets = "; ".join(f"{name}: {', '.join(p.tasks)}, {p.seeds} test seeds"
                         for name, p in PRESETS.items())
     parser.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
@@ -92,13 +104,14 @@ def _configure_bench(parser: argparse.ArgumentParser):
     parser.add_argument("--tasks", help="comma-separated tasks (default: the preset's); known: "
                         + ", ".join(task_registry.TASKS))
     parser.add_argument("--seeds", type=_seeds,
-                        help="test seeds per (task, optimizer), >= 2 (default: the preset's)")
-    parser.add_argument("--seed-start", type=_whole, default=0,
+                        help=f"test seeds per (task, optimizer), {LIMITS['seeds'][0]} to "
+                        f"{LIMITS['seeds'][1]} (default: the preset's)")
+    parser.add_argument("--seed-start", type=_start, default=0,
                         help="first seed: tuning uses seeds S, S+1, testing the next --seeds "
                         "(default: %(default)s)")
-    parser.add_argument("--tuning-seeds", type=_positive,
+    parser.add_argument("--tuning-seeds", type=_tuning,
                         help="validation seeds each tuning point runs on (default: 2)")
-    parser.add_argument("--budget", type=_positive,
+    parser.add_argument("--budget", type=_budget,
                         help="most lrs tried per (task, optimizer), grid extensions included "
                         "(default: the preset's: " + ", ".join(
                             f"{n} {p.budget}" for n, p in PRESETS.items()) + ")")
@@ -126,7 +139,7 @@ def _configure_bench(parser: argparse.ArgumentParser):
     parser.add_argument("--replace", action="store_true",
                         help="let this run replace the report of a different run in --out "
                         "(default: refuse)")
-    parser.add_argument("--workers", type=_positive, default=None,
+    parser.add_argument("--workers", type=_workers, default=None,
                         help="parallel cells (default: the CPU count, here "
                         f"{os.cpu_count() or 1})")
     parser.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -467,7 +480,7 @@ def _configure_plot(parser: argparse.ArgumentParser):
                         help="output folder, never a bench report's (default: ./%(default)s)")
     parser.add_argument("--lr", type=float, default=None,
                         help="one lr for all (default: each tuned by the bench's lr search)")
-    parser.add_argument("--budget", type=_positive, default=13,
+    parser.add_argument("--budget", type=_whole(1, 31), default=13,
                         help="most lrs tried when tuning (default: %(default)s)")
     return run_plot
 
@@ -475,7 +488,7 @@ def _configure_plot(parser: argparse.ArgumentParser):
 def run_plot(args: argparse.Namespace) -> int:
     from .plots import trajectories
     from .runner import run_cell
-    from .search import Rules, walk
+    from .search import LR_LIMITS, Rules, walk
     from .store import DB_NAME
 
     if args.function not in task_registry.SURFACES:
@@ -485,8 +498,9 @@ def run_plot(args: argparse.Namespace) -> int:
     if not names:
         raise ValueError("--optimizers: give at least one name (it is empty)")
     names = _canonical(names)  # ValueError naming an unknown one
-    if args.lr is not None and not args.lr > 0:
-        raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if args.lr is not None and not LR_LIMITS[0] <= args.lr <= LR_LIMITS[1]:  # NaN, inf too
+        raise ValueError(f"--lr must be between {LR_LIMITS[0]:g} and {LR_LIMITS[1]:g}, "
+                         f"got {args.lr}")
     out = check_folder(args.out)
     if (out / DB_NAME).exists():
         raise ValueError(f"--out {out} holds a bench report; optimkit plot writes elsewhere "

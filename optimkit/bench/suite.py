@@ -68,6 +68,13 @@ PRESETS: dict[str, Preset] = {
 }
 DEFAULT_PRESET = "standard"
 TUNING_SEEDS = 2
+# Bounds of the run's numbers (the flags and a recorded run alike): far above any useful run,
+# low enough that a typo is refused before the seed lists or the process pool are allocated.
+LIMITS: dict[str, tuple[int, int]] = {
+    "seeds": (2, 1000), "tuning_seeds": (1, 100), "budget": (1, 100), "workers": (1, 1024),
+    "per_decade": (1, 12), "extend": (1, 10), "seed_start": (0, 10**9),
+}
+MAX_WEIGHT_DECAY, MAX_WEIGHT_DECAYS = 10.0, 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,11 +110,15 @@ class Config:
             task_registry.get(name)
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        for field, low in (("seeds", 2), ("tuning_seeds", 1), ("budget", 1), ("workers", 1),
-                           ("per_decade", 1), ("extend", 1), ("seed_start", 0)):
+        for field, (low, high) in LIMITS.items():
             value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{field} must be an int >= {low}, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"{field} must be an int between {low} and {high}, "
+                                 f"got {value!r}")
+        if len(self.weight_decays) > MAX_WEIGHT_DECAYS or any(
+                not 0 < w <= MAX_WEIGHT_DECAY for w in self.weight_decays):
+            raise ValueError(f"weight_decays: at most {MAX_WEIGHT_DECAYS} values in "
+                             f"(0, {MAX_WEIGHT_DECAY:g}], got {self.weight_decays!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.executor not in ("local", "ray"):

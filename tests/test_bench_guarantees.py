@@ -1,0 +1,103 @@
+"""Nothing silently wrong: a missing dependency, an absurd number, a tampered or damaged
+database and a changed interpreter each end in one clear line, never in wrong results."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from bench_helpers import TINY, outcome_rows, run_tiny
+
+from optimkit.bench import store as store_module
+from optimkit.bench import suite
+from optimkit.cli import build_parser, main
+
+
+@pytest.fixture(scope="module")
+def tiny_db(tmp_path_factory) -> Path:
+    """The database of one tiny run (copy it before changing it)."""
+    out = tmp_path_factory.mktemp("guarantees") / "report"
+    assert run_tiny(out) == 0
+    return out / "results.sqlite"
+
+
+def _copy(db: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(db, folder / "results.sqlite")
+    return folder
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+# ------------------------------------------------------------------ C3: bounded numbers
+@pytest.mark.parametrize("flag, value", [
+    ("--seeds", "1000000000"), ("--tuning-seeds", "1000000000"), ("--budget", "1000000000"),
+    ("--workers", "1000000"), ("--seed-start", "1000000000000"),
+    ("--lr-range", "1e-3,inf"), ("--lr-range", "1e-30,1e-3"), ("--lr-range", "nan,1"),
+    ("--weight-decays", "inf"), ("--weight-decays", ",".join(["0.1"] * 50)),
+])
+def test_absurd_numbers_are_refused_with_their_bound_before_any_work(tmp_path, capsys, flag,
+                                                                      value):
+    parser = build_parser(["bench"])
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["bench", flag, value, "--out", str(tmp_path / "never")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and ("between" in err or "at most" in err or "<=" in err)
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_recorded_run_with_absurd_numbers_is_refused_before_allocating():
+    # The run of `--resume` comes from the database, not from the flags: the same bounds.
+    with pytest.raises(ValueError, match="seeds must be an int between 2 and 1000"):
+        suite.Config.for_preset("quick", seeds=10**9)
+    with pytest.raises(ValueError, match="workers"):
+        suite.Config.for_preset("quick", workers=10**6)
+
+
+def test_plot_refuses_an_infinite_lr(tmp_path, capsys):
+    assert main(["plot", "beale", "--lr", "inf", "--out", str(tmp_path / "no")]) == 2
+    assert "--lr" in _one_line(capsys)
+    assert not (tmp_path / "no").exists()
+
+
+# ------------------------------------------------------------------ U1: damaged databases
+def _damage(kind: str, db: Path, folder: Path, monkeypatch) -> Path:
+    if kind == "garbage":
+        folder.mkdir()
+        (folder / "results.sqlite").write_bytes(b"not a database, just bytes\n" * 200)
+    elif kind == "truncated":
+        _copy(db, folder)
+        data = (folder / "results.sqlite").read_bytes()
+        (folder / "results.sqlite").write_bytes(data[: len(data) // 3])
+    else:  # read-only: what sqlite says when the file cannot be written (even as root)
+        _copy(db, folder)
+        monkeypatch.setattr(store_module, "_connect", lambda path: sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True))
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "read-only"])
+def test_a_damaged_database_is_one_line_naming_the_file_exit_2(tiny_db, tmp_path, capsys,
+                                                               monkeypatch, kind):
+    folder = _damage(kind, tiny_db, tmp_path / "damaged", monkeypatch)
+    db = folder / "results.sqlite"
+    before = db.read_bytes()
+    assert main(["bench", *TINY, "--out", str(folder), "--workers", "1", "--quiet"]) == 2
+    err = _one_line(capsys)
+    assert str(db) in err
+    assert ("read-only" if kind == "read-only" else "damaged") in err
+    assert db.read_bytes() == before
+    if kind == "read-only":  # reading needs no write access: the report still builds
+        assert main(["report", "--out", str(folder)]) == 0
+        return
+    assert main(["report", "--out", str(folder)]) == 2
+    assert str(db) in _one_line(capsys)
+    assert main(["bench", "--resume", "--out", str(folder), "--quiet"]) == 2
+    assert str(db) in _one_line(capsys)
