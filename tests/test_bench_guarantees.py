@@ -101,3 +101,49 @@ def test_a_damaged_database_is_one_line_naming_the_file_exit_2(tiny_db, tmp_path
     assert str(db) in _one_line(capsys)
     assert main(["bench", "--resume", "--out", str(folder), "--quiet"]) == 2
     assert str(db) in _one_line(capsys)
+
+
+# ------------------------------------------------------------------ X1: stored text is inert
+SCRIPT = "<script>alert(1)</script>"
+IMG = '"><img src=x onerror=alert(1)>'
+
+
+def test_stored_text_is_escaped_in_the_html_and_inert_in_the_markdown(tiny_db, tmp_path):
+    import json
+
+    folder = _copy(tiny_db, tmp_path / "tampered")
+    with sqlite3.connect(folder / "results.sqlite") as conn:
+        meta = json.loads(conn.execute("SELECT meta FROM tasks WHERE name='diabetes-mlp'")
+                          .fetchone()[0])
+        meta.update(description=IMG, metric=f"R2 | col\n## injected {SCRIPT}", epochs=SCRIPT)
+        conn.execute("UPDATE tasks SET meta=? WHERE name='diabetes-mlp'", (json.dumps(meta),))
+        run_id, config = conn.execute("SELECT id, config FROM runs ORDER BY id DESC").fetchone()
+        config = json.loads(config)
+        version = config["version"] + IMG
+        conn.execute("UPDATE runs SET config=? WHERE id=?",
+                     (json.dumps({**config, "version": version}), run_id))
+        conn.execute("UPDATE cells SET version=?", (version,))
+    assert main(["report", "--out", str(folder)]) == 0
+    page = (folder / "report.html").read_text()
+    for raw in (SCRIPT, "<img src=x", "<script>"):
+        assert raw not in page, raw
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # rendered, as text
+    assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in page
+    board = (folder / "leaderboard.md").read_text()
+    assert "<script>" not in board and "<img" not in board
+    lines = board.splitlines()
+    assert not any(line.startswith("## injected") for line in lines)
+    heading = next(line for line in lines if line.startswith("## diabetes-mlp: "))
+    assert "R2 \\| col ## injected &lt;script&gt;" in heading
+
+
+def test_a_stored_number_of_the_wrong_type_is_refused_not_a_traceback(tiny_db, tmp_path,
+                                                                    capsys):
+    import json
+
+    folder = _copy(tiny_db, tmp_path / "tampered")
+    with sqlite3.connect(folder / "results.sqlite") as conn:
+        meta = json.loads(conn.execute("SELECT meta FROM tasks").fetchone()[0])
+        conn.execute("UPDATE tasks SET meta=?", (json.dumps({**meta, "tolerance": IMG}),))
+    assert main(["report", "--out", str(folder)]) == 2
+    assert str(folder / "results.sqlite") in _one_line(capsys)

@@ -225,8 +225,17 @@ class Store:
 
     @_guarded
     def task_meta(self) -> dict[str, dict[str, Any]]:
+        """Each task's description; the fields the statistics read must have their types (the
+        text fields are free: the report escapes them)."""
         rows = self.conn.execute("SELECT name, meta FROM tasks")
-        return {row["name"]: json.loads(row["meta"]) for row in rows}
+        metas = {row["name"]: json.loads(row["meta"]) for row in rows}
+        for name, meta in metas.items():
+            for field, kinds in (("higher_is_better", bool), ("illustrative", bool),
+                                 ("target", (int, float)), ("tolerance", (int, float))):
+                value = meta.get(field, False if kinds is bool else 0.0)
+                if not isinstance(value, kinds) or (kinds is not bool and isinstance(value, bool)):
+                    raise TypeError(f"task {name!r}: {field} is {value!r}")
+        return metas
 
 
 def _none_to_nan(value: Any) -> float:
