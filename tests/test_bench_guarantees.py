@@ -3,15 +3,17 @@ database and a changed interpreter each end in one clear line, never in wrong re
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
 from bench_helpers import TINY, outcome_rows, run_tiny
 
 from optimkit.bench import store as store_module
-from optimkit.bench import suite
+from optimkit.bench import suite, tasks
 from optimkit.cli import build_parser, main
 
 
@@ -147,3 +149,72 @@ def test_a_stored_number_of_the_wrong_type_is_refused_not_a_traceback(tiny_db, t
         conn.execute("UPDATE tasks SET meta=?", (json.dumps({**meta, "tolerance": IMG}),))
     assert main(["report", "--out", str(folder)]) == 2
     assert str(folder / "results.sqlite") in _one_line(capsys)
+
+
+# ------------------------------------------------------------------ S5: environment failures
+SMALL = ["--optimizers", "sgd,adam", "--seeds", "2", "--tuning-seeds", "1", "--lr-range",
+         "0.1,0.1", "--budget", "1", "--weight-decays", "none", "--no-cost", "--workers", "1",
+         "--quiet"]
+
+
+@pytest.mark.parametrize("module, args, needed_by", [
+    ("sklearn", ["--preset", "quick"], "task digits-mlp"),
+    ("sklearn", TINY, "task diabetes-mlp"),
+    ("scipy", ["--tasks", "mnist1d-cnn", *SMALL], "statistics"),
+    ("matplotlib", ["--tasks", "mnist1d-cnn", *SMALL], "plots"),
+])
+def test_a_missing_extra_is_named_before_any_work(tmp_path, capsys, monkeypatch, module, args,
+                                                  needed_by):
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now fails, as if absent
+    out = tmp_path / "never"
+    assert main(["bench", *args, "--out", str(out), "--quiet"]) == 2
+    err = _one_line(capsys)
+    for part in (f"module {module}", needed_by, "pip install 'optimkit[bench]'"):
+        assert part in err, part
+    assert not out.exists()  # nothing written, no store
+
+
+def _register(monkeypatch, name: str, error: BaseException) -> None:
+    base = tasks.get("mnist1d-cnn")  # a task that declares no requirement
+
+    def build(seed: int, device: str):
+        if isinstance(error, ImportError):
+            import optimkit_no_such_module_for_a_test  # noqa: F401
+        raise error
+
+    monkeypatch.setitem(tasks.TASKS, name, dataclasses.replace(base, name=name, builder=build))
+
+
+@pytest.mark.parametrize("error", [ImportError(), FileNotFoundError(2, "No such file",
+                                                                    "/data/train.npy")])
+def test_an_environment_error_in_a_cell_stops_the_run_and_is_never_stored(
+        tmp_path, capsys, monkeypatch, error):
+    _register(monkeypatch, "needs-env", error)
+    out = tmp_path / "report"
+    assert main(["bench", "--tasks", "needs-env", *SMALL, "--out", str(out)]) == 2
+    err = _one_line(capsys)
+    assert "environment error" in err and "needs-env" in err
+    assert ("optimkit_no_such_module_for_a_test" if isinstance(error, ImportError)
+            else "/data/train.npy") in err
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 0
+    assert not (out / "report.html").exists()
+
+
+def test_environment_failures_stored_by_an_old_version_are_run_again(tiny_db, tmp_path,
+                                                                     capsys):
+    folder = _copy(tiny_db, tmp_path / "old")
+    db = folder / "results.sqlite"
+    with sqlite3.connect(db) as conn:
+        broken = conn.execute(
+            "UPDATE cells SET error=?, final_metric=NULL, diverged=1, steps=0 WHERE "
+            "optimizer='sgd'", ("ModuleNotFoundError: No module named 'sklearn'",)).rowcount
+    assert broken > 0
+    # Not trusted by the report...
+    assert main(["report", "--out", str(folder)]) == 2
+    err = _one_line(capsys)
+    assert f"{broken} cells" in err and "environment" in err and str(db) in err
+    # ...and run again by the bench, which then gives the database of a clean run.
+    assert run_tiny(folder) == 0
+    assert f"({broken} run now, " in capsys.readouterr().out
+    assert outcome_rows(db) == outcome_rows(tiny_db)

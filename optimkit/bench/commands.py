@@ -156,6 +156,34 @@ def _configure_bench(parser: argparse.ArgumentParser):
     return run_bench
 
 
+# What the report needs besides the tasks: module -> (package to install, what needs it).
+REPORT_NEEDS = {"scipy": ("scipy", "the statistics of the Score"),
+                "matplotlib": ("matplotlib", "the report's plots")}
+# The packages the [bench] extra installs, by module name.
+BENCH_EXTRA = {"sklearn": "scikit-learn", "scipy": "scipy", "matplotlib": "matplotlib"}
+
+
+def check_dependencies(tasks: tuple[str, ...] = (), report: bool = True) -> None:
+    """ValueError naming every missing package, what needs it and how to install it, before
+    any work: a run without them would store every cell of a task as failed."""
+    needs: dict[str, list[str]] = {}
+    for name in tasks:
+        for module in task_registry.get(name).requires:
+            needs.setdefault(module, []).append(f"task {name}")
+    if report:
+        for module, (_, why) in REPORT_NEEDS.items():
+            needs.setdefault(module, []).append(why)
+    missing = task_registry.missing_modules(needs)
+    if not missing:
+        return
+    parts = [f"{BENCH_EXTRA.get(m, m)} (module {m}, for {', '.join(needs[m])})" for m in missing]
+    ours = [m for m in missing if m in BENCH_EXTRA]
+    other = [m for m in missing if m not in BENCH_EXTRA]
+    how = (["pip install 'optimkit[bench]'"] if ours else []) + (
+        [f"install the package(s) providing {', '.join(other)}"] if other else [])
+    raise ValueError(f"missing {'; '.join(parts)}: {' and '.join(how)}; nothing was run")
+
+
 def _check_notes(notes: str | None) -> None:
     if notes is not None and not Path(notes).is_file():
         raise ValueError(f"--notes {notes!r} is not a readable file")
@@ -373,10 +401,12 @@ def _interrupted(where: dict) -> str:
 
 def _bench(args: argparse.Namespace, where: dict) -> int:
     from . import report, suite
+    from .runner import EnvironmentFailure
     from .store import Store
 
     _check_notes(args.notes)
     config, out = _bench_config(args)  # every check before the folder is created
+    check_dependencies(config.tasks)
     out.mkdir(parents=True, exist_ok=True)
     tally = suite.Tally()
     quiet = args.quiet
@@ -395,11 +425,18 @@ def _bench(args: argparse.Namespace, where: dict) -> int:
             bar, update = _rich_progress(total)
         if bar is None and not quiet and not sys.stdout.isatty():
             update = LineProgress()
-        if bar is not None:
-            with bar:
+        try:
+            if bar is not None:
+                with bar:
+                    suite.run(config, store, update, tally)
+            else:
                 suite.run(config, store, update, tally)
-        else:
-            suite.run(config, store, update, tally)
+        except EnvironmentFailure as err:
+            print(f"optimkit bench: error: the run stopped on an environment error, not an "
+                  f"optimizer's failure (not stored): {err}. {tally.finished} cells are saved; "
+                  f"fix the environment, then finish with `optimkit bench --resume --out {out}`",
+                  file=sys.stderr, flush=True)
+            return 2
         failures = store.errors(config.version)
     summary = report.load(out)
     files = report.build(out, args.notes, summary)
@@ -434,6 +471,7 @@ def _configure_report(parser: argparse.ArgumentParser):
 
         out = check_folder(args.out)
         _check_notes(args.notes)
+        check_dependencies()
         summary = report.load(out)
         files = report.build(out, args.notes, summary)
         print(f"optimkit report: wrote {len(files)} files in {out}/ from the cells of optimkit "

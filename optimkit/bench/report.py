@@ -44,6 +44,14 @@ def load(out: Path | str) -> Summary:
         config = store.last_config()
         if config is None:
             raise ValueError(f"the database in {out} records no run")
+        broken = store.environment_failures(config["version"])
+        if broken:
+            task, optimizer, error = broken[0]
+            raise ValueError(
+                f"{store.path}: {len(broken)} cells are recorded as failed for the environment, "
+                f"not the optimizer (e.g. {optimizer} on {task}: {error}); an older optimkit "
+                "stored them as results. Rerun the same `optimkit bench` command (or "
+                f"`optimkit bench --resume --out {out}`) to compute them again")
         return summarise(Config.from_json(config, version=config["version"]),
                          store.task_meta(), store.cells())
 

@@ -14,6 +14,7 @@ times ``step()`` on a model of more than 10M parameters instead (:mod:`.cost`).
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import math
@@ -31,6 +32,24 @@ DIVERGENCE_FACTOR = 1e3
 CURVE_POINTS = 100
 SCHEDULES = ("cosine", "constant")
 WARMUP = 0.05  # share of the steps spent warming up under the "cosine" schedule
+
+# Failures of the machine, not of the optimizer: a missing package or data file, an unreadable
+# file, no memory left. A cell that raises one stops the run (EnvironmentFailure) instead of
+# being recorded as the optimizer's failure; rows recorded so by older versions are not trusted.
+ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (ImportError, OSError, MemoryError)
+ENVIRONMENT_ERROR_NAMES = frozenset(
+    name for name, kind in vars(builtins).items()
+    if isinstance(kind, type) and issubclass(kind, ENVIRONMENT_ERRORS))
+
+
+class EnvironmentFailure(Exception):
+    """A cell could not run because of the environment (see ``ENVIRONMENT_ERRORS``); its
+    message names the cell and the original error. Never recorded as a result."""
+
+
+def is_environment_error(error: str | None) -> bool:
+    """Whether a recorded error text (``"Type: message"``) is an environment failure."""
+    return bool(error) and error.split(":", 1)[0].strip() in ENVIRONMENT_ERROR_NAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +138,10 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
             result = measure(spec)
         else:
             result = _train(spec)
+    except ENVIRONMENT_ERRORS as err:
+        raise EnvironmentFailure(
+            f"{spec.task} / {spec.optimizer} ({spec.role}, lr {spec.lr:g}, seed {spec.seed}): "
+            f"{type(err).__name__}: {err}") from None
     except Exception as err:  # noqa: BLE001  (one broken optimizer must not end the run)
         result = failed(err)
     finally:

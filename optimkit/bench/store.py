@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .runner import CellSpec
+from .runner import CellSpec, is_environment_error
 
 DB_NAME = "results.sqlite"
 
@@ -187,11 +187,24 @@ class Store:
     # ------------------------------------------------------------------ reads
     @_guarded
     def outcomes(self, version: str, device: str) -> list[dict[str, Any]]:
-        """Key and outcome of every cell of ``version`` on ``device`` (what the search reads)."""
+        """Key and outcome of every cell of ``version`` on ``device`` (what the search reads).
+
+        A cell recorded as failed for the environment (a missing module or file: see
+        :func:`.runner.is_environment_error`, stored so by older versions) is left out, so the
+        search runs it again."""
         rows = self.conn.execute(
             "SELECT task, optimizer, hypers, seed, role, device, schedule, final_metric, diverged,"
             " error FROM cells WHERE version=? AND device=?", (version, device))
-        return [{**dict(r), "final_metric": _none_to_nan(r["final_metric"])} for r in rows]
+        return [{**dict(r), "final_metric": _none_to_nan(r["final_metric"])} for r in rows
+                if not is_environment_error(r["error"])]
+
+    @_guarded
+    def environment_failures(self, version: str) -> list[tuple[str, str, str]]:
+        """(task, optimizer, error) of the cells of ``version`` recorded as failed for the
+        environment, not the optimizer (older versions stored them as results)."""
+        rows = self.conn.execute("SELECT task, optimizer, error FROM cells WHERE version=? AND "
+                                 "error IS NOT NULL ORDER BY task, optimizer", (version,))
+        return [tuple(r) for r in rows if is_environment_error(r["error"])]
 
     @_guarded
     def cells(self, version: str | None = None, device: str | None = None) -> list[dict]:

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import io
 import math
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +62,7 @@ class Task:
     # (absolute, in the metric's unit) of the best lr's.
     tolerance: float = 0.01
     info: Callable[[], dict] | None = None  # facts about the data that the report records
+    requires: tuple[str, ...] = ()  # modules the builder imports, checked before a run starts
 
     def build(self, seed: int, device: str = "cpu") -> Instance:
         """A fresh, seeded instance of the task (model, data, loss) on ``device``."""
@@ -422,6 +425,22 @@ def get(name: str) -> Task:
     return TASKS[name]
 
 
+def missing_modules(modules: Iterable[str]) -> list[str]:
+    """The modules of ``modules`` that cannot be imported here (found without importing)."""
+    missing = []
+    for name in dict.fromkeys(modules):
+        if name in sys.modules:
+            gone = sys.modules[name] is None  # how Python marks a module blocked from import
+        else:
+            try:
+                gone = importlib.util.find_spec(name) is None
+            except (ImportError, ValueError):  # a parent package is missing or broken
+                gone = True
+        if gone:
+            missing.append(name)
+    return missing
+
+
 def names(illustrative: bool | None = None) -> list[str]:
     wanted = lambda t: illustrative is None or t.illustrative == illustrative
     return [t.name for t in TASKS.values() if wanted(t)]
@@ -429,15 +448,15 @@ def names(illustrative: bool | None = None) -> list[str]:
 
 register(Task(
     "digits-mlp", "MLP 64-64-10 on scikit-learn's 8x8 digits (1,797 images)",
-    "test accuracy", 0.95, True, 8, _digits_mlp,
+    "test accuracy", 0.95, True, 8, _digits_mlp, requires=("sklearn",),
 ))
 register(Task(
     "digits-cnn", "2-layer CNN on scikit-learn's 8x8 digits",
-    "test accuracy", 0.90, True, 6, _digits_cnn,
+    "test accuracy", 0.90, True, 6, _digits_cnn, requires=("sklearn",),
 ))
 register(Task(
     "diabetes-mlp", "MLP 10-32-1 regression on scikit-learn's diabetes data (442 patients)",
-    "test R²", 0.40, True, 20, _diabetes_mlp,
+    "test R²", 0.40, True, 20, _diabetes_mlp, requires=("sklearn",),
 ))
 register(Task(
     "zen-char-gru", "character-level GRU on the Zen of Python and builtin docstrings",
