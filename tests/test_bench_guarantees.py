@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from bench_helpers import TINY, outcome_rows, run_tiny
 
+from optimkit.bench import fingerprint, suite, tasks
 from optimkit.bench import store as store_module
-from optimkit.bench import suite, tasks
 from optimkit.cli import build_parser, main
 
 
@@ -218,3 +218,98 @@ def test_environment_failures_stored_by_an_old_version_are_run_again(tiny_db, tm
     assert run_tiny(folder) == 0
     assert f"({broken} run now, " in capsys.readouterr().out
     assert outcome_rows(db) == outcome_rows(tiny_db)
+
+
+# ------------------------------------------------------------------ U5: what differs
+def test_resume_after_only_the_interpreter_changed_says_so(tiny_db, tmp_path, capsys,
+                                                           monkeypatch):
+    folder = _copy(tiny_db, tmp_path / "interpreter")
+    here = fingerprint.runtime()
+    other = here.replace("python ", "python 3.99.0 (another interpreter) was ", 1)
+    monkeypatch.setattr(fingerprint, "runtime", lambda: other)
+    fingerprint._installed.cache_clear()
+    try:
+        assert main(["bench", "--resume", "--out", str(folder), "--quiet"]) == 2
+    finally:
+        monkeypatch.undo()
+        fingerprint._installed.cache_clear()
+    err = _one_line(capsys)
+    assert "the Python interpreter was " in err and "is now 3.99.0 (another interpreter)" in err
+    assert "optimkit's code" not in err and "torch" not in err.split("what differs")[1]
+
+
+def test_resume_after_a_code_change_names_the_files(tiny_db, tmp_path, capsys, monkeypatch):
+    folder = _copy(tiny_db, tmp_path / "code")
+    copy = tmp_path / "optimkit"
+    shutil.copytree(fingerprint.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(copy / "bench" / "search.py", "a") as handle:
+        handle.write("\n# a numerics change\n")
+    monkeypatch.setattr(fingerprint, "PACKAGE", copy)
+    fingerprint._installed.cache_clear()
+    try:
+        assert main(["bench", "--resume", "--out", str(folder), "--quiet"]) == 2
+    finally:
+        monkeypatch.undo()
+        fingerprint._installed.cache_clear()
+    err = _one_line(capsys)
+    assert "optimkit's code: optimkit/bench/search.py." in err
+    assert "interpreter" not in err
+
+
+# ------------------------------------------------------------------ bench your own model
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "bench_my_model.py"
+OWN = ["--optimizers", "sgd,adam", "--seeds", "2", "--tuning-seeds", "1", "--lr-range",
+       "0.01,0.1", "--budget", "4", "--weight-decays", "none", "--no-cost", "--workers", "1",
+       "--quiet"]
+
+
+def test_bench_your_own_model_end_to_end(tmp_path, capsys):
+    import json
+
+    module = tmp_path / "my_tasks.py"
+    shutil.copyfile(EXAMPLE, module)
+    out = tmp_path / "report"
+    assert main(["bench", "--task-module", str(module), *OWN, "--out", str(out)]) == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert [t["name"] for t in board["tasks"]] == ["my-mlp-regression"]  # the preset's replaced
+    assert {o["name"] for o in board["optimizers"]} == {"sgd", "adam"}
+    assert all(o["tier"] is not None for o in board["optimizers"])
+    assert "## my-mlp-regression: test MSE (ranked)" in (out / "leaderboard.md").read_text()
+    assert 'id="task-my-mlp-regression"' in (out / "report.html").read_text()
+    capsys.readouterr()
+    # The report needs the database alone, not the task module.
+    module.rename(tmp_path / "moved.py")
+    assert main(["report", "--out", str(out)]) == 0
+    # An edited task module is part of the version: never silently resumed.
+    (tmp_path / "moved.py").rename(module)
+    with open(module, "a") as handle:
+        handle.write("\n# the model changed\n")
+    capsys.readouterr()
+    assert main(["bench", "--resume", "--out", str(out), "--quiet"]) == 2
+    err = _one_line(capsys)
+    assert f"the task module {module.resolve()} changed" in err and "optimkit's code" not in err
+
+
+def test_task_module_errors_are_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('bad task file')\n")
+    for spec, message in ((str(tmp_path / "absent.py"), "no such file"),
+                          ("no_such_module_anywhere", "no such module"),
+                          (str(empty), "registers no task"),
+                          (str(broken), "RuntimeError: bad task file")):
+        assert main(["bench", "--task-module", spec, *OWN, "--out", str(tmp_path / "n")]) == 2
+        err = _one_line(capsys)
+        assert "--task-module" in err and message in err, err
+    assert not (tmp_path / "n").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(name="a|b"), "task name"), (dict(name="cost"), "task name"),
+    (dict(higher_is_better="yes"), "higher_is_better"), (dict(epochs=0), "epochs"),
+    (dict(target=float("nan")), "target"), (dict(requires="sklearn"), "requires"),
+])
+def test_a_malformed_task_is_refused_at_registration(change, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(tasks.get("mnist1d-cnn"), **change)

@@ -28,7 +28,8 @@ PRESET_OUT = {"standard": DEFAULT_OUT, "quick": f"{DEFAULT_OUT}-quick",
 PROGRESS_EVERY = 30.0  # seconds between progress lines when stdout is not a terminal
 # What makes two runs the same run (a folder's report shows one run).
 _IDENTITY = ("preset", "optimizers", "tasks", "seeds", "seed_start", "tuning_seeds", "lr_range",
-             "per_decade", "budget", "extend", "weight_decays", "schedule", "cost", "device")
+             "per_decade", "budget", "extend", "weight_decays", "schedule", "cost", "device",
+             "task_modules")
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -101,8 +102,14 @@ def _configure_bench(parser: argparse.ArgumentParser):
                         help=f"which suite (default: %(default)s). {presets}")
     parser.add_argument("--optimizers", help="comma-separated names (default: every registered "
                         "optimizer that is a row of the notes' table)")
-    parser.add_argument("--tasks", help="comma-separated tasks (default: the preset's); known: "
-                        + ", ".join(task_registry.TASKS))
+    parser.add_argument("--tasks", help="comma-separated tasks (default: the preset's, or the "
+                        "tasks of --task-module); known: " + ", ".join(task_registry.TASKS))
+    parser.add_argument("--task-module", action="append", metavar="FILE_OR_MODULE",
+                        help="a .py file or a module name that registers tasks with "
+                        "optimkit.bench.tasks.register (repeatable). Its tasks replace the "
+                        "preset's (the preset still sets the seeds, lr window, budget, weight "
+                        "decays and cost cell); --tasks picks among its and the built-in tasks "
+                        "(default: none)")
     parser.add_argument("--seeds", type=_seeds,
                         help=f"test seeds per (task, optimizer), {LIMITS['seeds'][0]} to "
                         f"{LIMITS['seeds'][1]} (default: the preset's)")
@@ -190,7 +197,7 @@ def _check_notes(notes: str | None) -> None:
 
 
 _RECORDED_FLAGS = ("preset", "optimizers", "tasks", "seeds", "tuning_seeds", "budget",
-                   "lr_range", "weight_decays", "schedule", "cost", "device")
+                   "lr_range", "weight_decays", "schedule", "cost", "device", "task_module")
 
 
 def _bench_config(args: argparse.Namespace):
@@ -213,16 +220,31 @@ def _bench_config(args: argparse.Namespace):
             recorded = store.last_config()
         if recorded is None:
             raise ValueError(f"--resume: the database in {out} records no run")
-        _check_same_code(recorded.get("version", "?"), out)
-        return Config.from_json(recorded, workers=workers, executor=args.executor), out
+        modules = tuple(recorded.get("task_modules") or ())
+        for module in modules:
+            task_registry.load_module(module)  # ValueError naming it (a file moved away)
+        _check_same_code(recorded, out)
+        try:
+            config = Config.from_json(recorded, workers=workers, executor=args.executor)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"--resume: the run recorded in {out} cannot be replayed: {err}") \
+                from None
+        return config, out
     if args.optimizers is not None and not _names(args.optimizers):
         raise ValueError("--optimizers: give at least one name (it is empty)")
     if args.tasks is not None and not _names(args.tasks):
         raise ValueError("--tasks: give at least one task (it is empty)")
+    modules, module_tasks = [], []
+    for spec in args.task_module or ():
+        module_tasks += task_registry.load_module(spec)  # ValueError naming it
+        path = task_registry.module_file(spec)
+        # Recorded so that --resume and the workers find it from any folder.
+        modules.append(str(path) if spec.endswith(".py") or Path(spec).is_file() else spec)
+    tasks = _names(args.tasks) if args.tasks else tuple(dict.fromkeys(module_tasks)) or None
     config = Config.for_preset(
         args.preset,
         optimizers=_canonical(_names(args.optimizers)) if args.optimizers else None,
-        tasks=_names(args.tasks) if args.tasks else None,
+        tasks=tasks, task_modules=tuple(modules) or None,
         seeds=args.seeds, seed_start=args.seed_start, tuning_seeds=args.tuning_seeds,
         budget=args.budget, lr_range=args.lr_range, weight_decays=args.weight_decays,
         schedule=args.schedule, cost=args.cost, device=args.device, workers=workers,
@@ -239,20 +261,26 @@ def _bench_config(args: argparse.Namespace):
     return config, out
 
 
-def _check_same_code(recorded: str, out: Path) -> None:
-    """Refuse to resume a run recorded by other code: its cells would not be comparable."""
-    from .fingerprint import code_version
+def _check_same_code(recorded: dict, out: Path) -> None:
+    """Refuse to resume a run recorded by another version (code, task modules, torch, numpy or
+    Python): its cells would not be comparable. The message says which of them differs."""
+    from . import fingerprint
 
-    if recorded != code_version():
+    files = [task_registry.module_file(m) for m in recorded.get("task_modules") or ()]
+    version, installed = recorded.get("version", "?"), fingerprint.code_version(files)
+    if version != installed:
+        what = fingerprint.differences(recorded.get("fingerprint"),
+                                       fingerprint.components(task_files=files))
         raise ValueError(
-            f"--resume: the run in {out} was recorded by optimkit {recorded}, the installed code "
-            f"is optimkit {code_version()}; cells computed by the two would not be comparable. "
-            "Start a new run with another --out, or re-install the code that started this run")
+            f"--resume: the run in {out} was recorded by optimkit {version}, this environment "
+            f"is optimkit {installed}; what differs: {what}. Cells computed by the two would not "
+            "be comparable: start a new run with another --out, or re-install the code and "
+            "packages that started this run")
 
 
 def _identity(config: dict) -> dict:
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()
-            if k in _IDENTITY}
+            if k in _IDENTITY and not (k == "task_modules" and not v)}  # older runs lack it
 
 
 def _check_same_run(config, out: Path, replace: bool) -> None:
@@ -400,7 +428,7 @@ def _interrupted(where: dict) -> str:
 
 
 def _bench(args: argparse.Namespace, where: dict) -> int:
-    from . import report, suite
+    from . import fingerprint, report, suite
     from .runner import EnvironmentFailure
     from .store import Store
 
@@ -411,7 +439,9 @@ def _bench(args: argparse.Namespace, where: dict) -> int:
     tally = suite.Tally()
     quiet = args.quiet
     with Store(out) as store:
-        store.record_run(config.to_json(), [task_registry.get(t).meta() for t in config.tasks])
+        files = [task_registry.module_file(m) for m in config.task_modules]
+        store.record_run({**config.to_json(), "fingerprint": fingerprint.components(
+            task_files=files)}, [task_registry.get(t).meta() for t in config.tasks])
         where.update(out=out, config=config)
         total = suite.count_cells(config)
         if not quiet:

@@ -52,7 +52,8 @@ def load(out: Path | str) -> Summary:
                 f"not the optimizer (e.g. {optimizer} on {task}: {error}); an older optimkit "
                 "stored them as results. Rerun the same `optimkit bench` command (or "
                 f"`optimkit bench --resume --out {out}`) to compute them again")
-        return summarise(Config.from_json(config, version=config["version"]),
+        return summarise(Config.from_json(config, version=config["version"],
+                                          check_tasks=False),
                          store.task_meta(), store.cells())
 
 

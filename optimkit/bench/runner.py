@@ -126,8 +126,16 @@ def _thin(points: list, limit: int = CURVE_POINTS) -> list:
     return picked + [points[-1]]
 
 
-def run_cell(spec: CellSpec) -> dict[str, Any]:
-    """Train one cell and return its results (a flat dict of JSON-able values)."""
+def run_cell(spec: CellSpec, task_modules: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Train one cell and return its results (a flat dict of JSON-able values).
+
+    ``task_modules`` (``--task-module``) are loaded first, once per process: a pool worker
+    knows only the built-in tasks. A module that fails to load is an environment failure."""
+    for module in task_modules:
+        try:
+            task_registry.load_module(module)
+        except Exception as err:  # noqa: BLE001  (never the optimizer's failure)
+            raise EnvironmentFailure(f"{spec.task} / {spec.optimizer}: {err}") from None
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core per cell: deterministic and fair between workers
     cpu = time.process_time()
