@@ -221,18 +221,23 @@ def test_environment_failures_stored_by_an_old_version_are_run_again(tiny_db, tm
 
 
 # ------------------------------------------------------------------ U5: what differs
+def _forget_version() -> None:
+    """Drop the cached version of the installed code (computed once per process)."""
+    fingerprint._installed.cache_clear()
+
+
 def test_resume_after_only_the_interpreter_changed_says_so(tiny_db, tmp_path, capsys,
                                                            monkeypatch):
     folder = _copy(tiny_db, tmp_path / "interpreter")
     here = fingerprint.runtime()
     other = here.replace("python ", "python 3.99.0 (another interpreter) was ", 1)
     monkeypatch.setattr(fingerprint, "runtime", lambda: other)
-    fingerprint._installed.cache_clear()
+    _forget_version()
     try:
         assert main(["bench", "--resume", "--out", str(folder), "--quiet"]) == 2
     finally:
         monkeypatch.undo()
-        fingerprint._installed.cache_clear()
+        _forget_version()
     err = _one_line(capsys)
     assert "the Python interpreter was " in err and "is now 3.99.0 (another interpreter)" in err
     assert "optimkit's code" not in err and "torch" not in err.split("what differs")[1]
@@ -245,12 +250,12 @@ def test_resume_after_a_code_change_names_the_files(tiny_db, tmp_path, capsys, m
     with open(copy / "bench" / "search.py", "a") as handle:
         handle.write("\n# a numerics change\n")
     monkeypatch.setattr(fingerprint, "PACKAGE", copy)
-    fingerprint._installed.cache_clear()
+    _forget_version()
     try:
         assert main(["bench", "--resume", "--out", str(folder), "--quiet"]) == 2
     finally:
         monkeypatch.undo()
-        fingerprint._installed.cache_clear()
+        _forget_version()
     err = _one_line(capsys)
     assert "optimkit's code: optimkit/bench/search.py." in err
     assert "interpreter" not in err
