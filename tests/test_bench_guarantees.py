@@ -139,6 +139,19 @@ def test_stored_text_is_escaped_in_the_html_and_inert_in_the_markdown(tiny_db, t
     assert "R2 \\| col ## injected &lt;script&gt;" in heading
 
 
+def test_a_stored_task_name_never_becomes_a_path(tiny_db, tmp_path, capsys):
+    import json
+
+    folder = _copy(tiny_db, tmp_path / "tampered")
+    with sqlite3.connect(folder / "results.sqlite") as conn:
+        run_id, config = conn.execute("SELECT id, config FROM runs ORDER BY id DESC").fetchone()
+        config = {**json.loads(config), "tasks": ["../../escaped"]}
+        conn.execute("UPDATE runs SET config=? WHERE id=?", (json.dumps(config), run_id))
+    assert main(["report", "--out", str(folder)]) == 2
+    assert "not a task name" in _one_line(capsys)
+    assert not list(tmp_path.glob("**/*escaped*"))
+
+
 def test_a_stored_number_of_the_wrong_type_is_refused_not_a_traceback(tiny_db, tmp_path,
                                                                     capsys):
     import json
@@ -199,6 +212,23 @@ def test_an_environment_error_in_a_cell_stops_the_run_and_is_never_stored(
     with sqlite3.connect(out / "results.sqlite") as conn:
         assert conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 0
     assert not (out / "report.html").exists()
+
+
+def test_an_environment_error_in_a_pool_worker_stops_the_run(tmp_path, capsys):
+    module = tmp_path / "needs_data.py"
+    module.write_text(
+        "from optimkit.bench import tasks\n"
+        "def build(seed, device):\n"
+        "    open('/no/such/folder/data.npy', 'rb')\n"
+        "tasks.register(tasks.Task('needs-data', 'reads a missing file', 'test MSE', 0.1,\n"
+        "                          False, 1, build))\n")
+    out = tmp_path / "report"
+    assert main(["bench", "--task-module", str(module), *SMALL, "--workers", "2",
+                 "--out", str(out)]) == 2
+    err = _one_line(capsys)
+    assert "environment error" in err and "/no/such/folder/data.npy" in err
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 0
 
 
 def test_environment_failures_stored_by_an_old_version_are_run_again(tiny_db, tmp_path,
@@ -274,11 +304,16 @@ def test_bench_your_own_model_end_to_end(tmp_path, capsys):
     module = tmp_path / "my_tasks.py"
     shutil.copyfile(EXAMPLE, module)
     out = tmp_path / "report"
-    assert main(["bench", "--task-module", str(module), *OWN, "--out", str(out)]) == 0
+    # Two workers: the pool's processes must load the task module themselves.
+    assert main(["bench", "--task-module", str(module), *OWN, "--workers", "2",
+                 "--out", str(out)]) == 0
     board = json.loads((out / "leaderboard.json").read_text())
     assert [t["name"] for t in board["tasks"]] == ["my-mlp-regression"]  # the preset's replaced
     assert {o["name"] for o in board["optimizers"]} == {"sgd", "adam"}
     assert all(o["tier"] is not None for o in board["optimizers"])
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM cells WHERE error IS NOT NULL").fetchone() \
+            == (0,)
     assert "## my-mlp-regression: test MSE (ranked)" in (out / "leaderboard.md").read_text()
     assert 'id="task-my-mlp-regression"' in (out / "report.html").read_text()
     capsys.readouterr()

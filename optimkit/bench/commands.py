@@ -1,7 +1,10 @@
 """``optimkit bench``, ``optimkit report``, ``optimkit plot`` and ``optimkit compare``.
 
 Every argument and every output path is checked before any work starts: a bad optimizer, task,
-number, device or output folder is refused with a one-line error and exit status 2.
+number (each has a bound), device, output folder or task module, a missing package, and a
+damaged, foreign or read-only results database are refused with a one-line error naming what is
+wrong and exit status 2. A cell that fails for the environment (a missing module or file) stops
+the run the same way and is never stored as the optimizer's result.
 Ctrl-C (or SIGTERM) during a bench stops the workers, keeps every finished cell, prints one line
 saying how to resume, and exits with status 130 (143 for SIGTERM); later signals are ignored
 while it stops.
@@ -222,7 +225,11 @@ def _bench_config(args: argparse.Namespace):
             raise ValueError(f"--resume: the database in {out} records no run")
         modules = tuple(recorded.get("task_modules") or ())
         for module in modules:
-            task_registry.load_module(module)  # ValueError naming it (a file moved away)
+            try:
+                task_registry.load_module(module)
+            except ValueError as err:  # a file moved away, or broken since
+                raise ValueError(f"--resume: the run's task module cannot be loaded: {err}") \
+                    from None
         _check_same_code(recorded, out)
         try:
             config = Config.from_json(recorded, workers=workers, executor=args.executor)
