@@ -345,6 +345,22 @@ def test_task_module_errors_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "n").exists()
 
 
+def test_a_task_whose_builder_raises_stops_the_run_and_fails_no_optimizer(tmp_path, capsys):
+    module = tmp_path / "buggy.py"
+    module.write_text(
+        "from optimkit.bench import tasks\n"
+        "def build(seed, device):\n"
+        "    raise IndexError('bug in my task')\n"
+        "tasks.register(tasks.Task('buggy', 'a builder with a bug', 'test MSE', 0.1, False, 1,\n"
+        "                          build))\n")
+    out = tmp_path / "report"
+    assert main(["bench", "--task-module", str(module), *SMALL, "--out", str(out)]) == 2
+    err = _one_line(capsys)
+    assert "task buggy failed to build" in err and "IndexError: bug in my task" in err
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 0
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(name="a|b"), "task name"), (dict(name="cost"), "task name"),
     (dict(higher_is_better="yes"), "higher_is_better"), (dict(epochs=0), "epochs"),

@@ -469,9 +469,9 @@ def _bench(args: argparse.Namespace, where: dict) -> int:
             else:
                 suite.run(config, store, update, tally)
         except EnvironmentFailure as err:
-            print(f"optimkit bench: error: the run stopped on an environment error, not an "
-                  f"optimizer's failure (not stored): {err}. {tally.finished} cells are saved; "
-                  f"fix the environment, then finish with `optimkit bench --resume --out {out}`",
+            print(f"optimkit bench: error: the run stopped on a failure that is not an "
+                  f"optimizer's (not stored): {err}. {tally.finished} cells are saved; fix it, "
+                  f"then finish with `optimkit bench --resume --out {out}`",
                   file=sys.stderr, flush=True)
             return 2
         failures = store.errors(config.version)

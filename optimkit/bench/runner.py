@@ -43,8 +43,9 @@ ENVIRONMENT_ERROR_NAMES = frozenset(
 
 
 class EnvironmentFailure(Exception):
-    """A cell could not run because of the environment (see ``ENVIRONMENT_ERRORS``); its
-    message names the cell and the original error. Never recorded as a result."""
+    """A cell could not run for a reason that is not the optimizer's: the environment (see
+    ``ENVIRONMENT_ERRORS``), a task module that does not load, or a task whose ``build``
+    raises. Its message names the cell and the original error; never recorded as a result."""
 
 
 def is_environment_error(error: str | None) -> bool:
@@ -135,7 +136,8 @@ def run_cell(spec: CellSpec, task_modules: tuple[str, ...] = ()) -> dict[str, An
         try:
             task_registry.load_module(module)
         except Exception as err:  # noqa: BLE001  (never the optimizer's failure)
-            raise EnvironmentFailure(f"{spec.task} / {spec.optimizer}: {err}") from None
+            raise EnvironmentFailure(f"{spec.task} / {spec.optimizer}: {err} (a task module "
+                                     "that does not load)") from None
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core per cell: deterministic and fair between workers
     cpu = time.process_time()
@@ -146,10 +148,12 @@ def run_cell(spec: CellSpec, task_modules: tuple[str, ...] = ()) -> dict[str, An
             result = measure(spec)
         else:
             result = _train(spec)
+    except EnvironmentFailure:
+        raise
     except ENVIRONMENT_ERRORS as err:
         raise EnvironmentFailure(
-            f"{spec.task} / {spec.optimizer} ({spec.role}, lr {spec.lr:g}, seed {spec.seed}): "
-            f"{type(err).__name__}: {err}") from None
+            f"environment error in {spec.task} / {spec.optimizer} ({spec.role}, lr "
+            f"{spec.lr:g}, seed {spec.seed}): {type(err).__name__}: {err}") from None
     except Exception as err:  # noqa: BLE001  (one broken optimizer must not end the run)
         result = failed(err)
     finally:
@@ -187,7 +191,13 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: i
 def _train(spec: CellSpec) -> dict[str, Any]:
     _seed_everything(spec.seed)
     task = task_registry.get(spec.task)
-    instance = task.build(spec.seed, spec.device)
+    try:
+        instance = task.build(spec.seed, spec.device)
+    except ENVIRONMENT_ERRORS:
+        raise
+    except Exception as err:  # noqa: BLE001  (no optimizer exists yet: never its failure)
+        raise EnvironmentFailure(f"task {spec.task} failed to build (seed {spec.seed}), before "
+                                 f"any optimizer ran: {type(err).__name__}: {err}") from None
     model = instance.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = registry.create(spec.optimizer, params, **json.loads(spec.hypers))

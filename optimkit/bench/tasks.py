@@ -79,9 +79,10 @@ class Task:
 
     Cost: every run trains from scratch on one CPU thread; a (task, optimizer) pair takes
     about ``(lrs tried + weight decays) * tuning seeds + seeds`` runs (some 20 to 60 with the
-    presets), so keep one run to seconds. A builder that raises ``ImportError`` or
-    ``OSError`` (a missing package or data file) stops the run instead of failing the
-    optimizer; any other exception during a run is recorded as the optimizer's failure.
+    presets), so keep one run to seconds. A builder that raises stops the whole run (it is
+    never an optimizer's failure), and so does an ``ImportError``, ``OSError`` or
+    ``MemoryError`` anywhere in a run (a missing package or data file); any other exception
+    during training is recorded as that optimizer's failure (ranked last on the task).
     """
 
     name: str
