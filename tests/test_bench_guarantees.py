@@ -10,18 +10,24 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench_helpers import TINY, outcome_rows, run_tiny
+from bench_helpers import TINY, outcome_rows
 
 from optimkit.bench import fingerprint, suite, tasks
 from optimkit.bench import store as store_module
 from optimkit.cli import build_parser, main
+
+# Two optimizers, one lr, one tuning seed, two test seeds: 6 cells.
+SMALL = ["--optimizers", "sgd,adam", "--seeds", "2", "--tuning-seeds", "1", "--lr-range",
+         "0.1,0.1", "--budget", "1", "--weight-decays", "none", "--no-cost", "--workers", "1",
+         "--quiet"]
+RUN = ["--tasks", "diabetes-mlp", *SMALL]
 
 
 @pytest.fixture(scope="module")
 def tiny_db(tmp_path_factory) -> Path:
     """The database of one tiny run (copy it before changing it)."""
     out = tmp_path_factory.mktemp("guarantees") / "report"
-    assert run_tiny(out) == 0
+    assert main(["bench", *RUN, "--out", str(out)]) == 0
     return out / "results.sqlite"
 
 
@@ -91,7 +97,7 @@ def test_a_damaged_database_is_one_line_naming_the_file_exit_2(tiny_db, tmp_path
     folder = _damage(kind, tiny_db, tmp_path / "damaged", monkeypatch)
     db = folder / "results.sqlite"
     before = db.read_bytes()
-    assert main(["bench", *TINY, "--out", str(folder), "--workers", "1", "--quiet"]) == 2
+    assert main(["bench", *RUN, "--out", str(folder)]) == 2
     err = _one_line(capsys)
     assert str(db) in err
     assert ("read-only" if kind == "read-only" else "damaged") in err
@@ -165,9 +171,6 @@ def test_a_stored_number_of_the_wrong_type_is_refused_not_a_traceback(tiny_db, t
 
 
 # ------------------------------------------------------------------ S5: environment failures
-SMALL = ["--optimizers", "sgd,adam", "--seeds", "2", "--tuning-seeds", "1", "--lr-range",
-         "0.1,0.1", "--budget", "1", "--weight-decays", "none", "--no-cost", "--workers", "1",
-         "--quiet"]
 
 
 @pytest.mark.parametrize("module, args, needed_by", [
@@ -245,7 +248,7 @@ def test_environment_failures_stored_by_an_old_version_are_run_again(tiny_db, tm
     err = _one_line(capsys)
     assert f"{broken} cells" in err and "environment" in err and str(db) in err
     # ...and run again by the bench, which then gives the database of a clean run.
-    assert run_tiny(folder) == 0
+    assert main(["bench", *RUN, "--out", str(folder)]) == 0
     assert f"({broken} run now, " in capsys.readouterr().out
     assert outcome_rows(db) == outcome_rows(tiny_db)
 
@@ -294,7 +297,7 @@ def test_resume_after_a_code_change_names_the_files(tiny_db, tmp_path, capsys, m
 # ------------------------------------------------------------------ bench your own model
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "bench_my_model.py"
 OWN = ["--optimizers", "sgd,adam", "--seeds", "2", "--tuning-seeds", "1", "--lr-range",
-       "0.01,0.1", "--budget", "4", "--weight-decays", "none", "--no-cost", "--workers", "1",
+       "0.03,0.03", "--budget", "1", "--weight-decays", "none", "--no-cost", "--workers", "1",
        "--quiet"]
 
 
