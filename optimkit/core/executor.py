@@ -400,7 +400,6 @@ class Executor:
                     part(block, group)
                 self.policy.finalize(block, group, prepared)
                 del block, prepared
-        bucket.forget_steps()  # counted in the blocks: the host-gated parts read the new ones
         self._run_host_gated(bucket, group, parts, arguments)
 
     def _blocks(self, bucket: Bucket, arguments: tuple) -> list[tuple[Bucket, tuple]]:
@@ -438,6 +437,17 @@ class Executor:
     def _run_host_gated(
         self, bucket: Bucket, group: Mapping[str, Any], parts: Sequence[Part], arguments: tuple
     ) -> None:
+        """Run the ``every`` parts on the tensors whose step count, after this step's body, is
+        a multiple of theirs (Lookahead syncs right after steps k, 2k, ...).
+
+        Every path gets here (eager blocks, the compiled graph, flat per-tensor steps, sharded
+        buckets) and in none of them did ``bucket`` count the step itself: the blocks, or the
+        compiled graph's own bucket, did. So the counts ``bucket`` cached before the body (a
+        policy's ``arguments`` read them for the random bits) are the previous step's: read
+        them again here, whatever the path."""
+        if not any(part.every is not None for part in parts):
+            return
+        bucket.forget_steps()
         for part in parts:
             if part.every is None:
                 continue
