@@ -161,9 +161,10 @@ class Optimizer(torch.optim.Optimizer):
       kernels over one tensor whatever the number of params (see ``core/flat.py``). Params
       become contiguous; params frozen (``requires_grad=False``) when flat mode starts stay
       out of the buffers, and so do tied params (sharing storage, ``b.data = a.data``): they
-      step per tensor, one after the other, and stay tied, as in every mode. Grads keep torch's semantics, so flat mode steps exactly the params
-      eager mode steps: ``zero_grad()`` sets them to None and the step copies the fresh ones
-      into the buffer; ``zero_grad(set_to_none=False)`` keeps the views and saves that copy.
+      step per tensor, one after the other, and stay tied, as in every mode. Grads keep
+      torch's semantics, so flat mode steps exactly the params eager mode steps:
+      ``zero_grad()`` sets them to None and the step copies the fresh ones into the buffer;
+      ``zero_grad(set_to_none=False)`` keeps the views and saves that copy.
       ``state_dict()`` holds per-param copies in torch's format, so flat and non-flat
       checkpoints interchange. DTensor params (FSDP2) are refused: FSDP2 owns their storage.
 
