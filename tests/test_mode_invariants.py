@@ -9,10 +9,16 @@ behaviour where an earlier bug hid inside the suite's tolerances (issue 21):
   never one step late (compiled steps under a policy synced at k+1, 2k+1);
 * tied params (sharing storage, ``b.data = a.data``): they stay tied and step as in eager mode,
   which steps them one after the other as torch.optim does (flat and compiled untied them).
+
+Eager and flat mode run every recipe x policy. A compiled case costs seconds of compile on
+two cores, so by default the compiled modes run a covering set (every policy and recipe at
+least once, both compiled layouts); ``OPTIMKIT_TEST_ALL_MODES=1`` runs the whole matrix (74
+compiled cases, about 25 minutes on 2 shared cores).
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -40,6 +46,17 @@ POLICIES = {
 }
 # policies that round params to nearest: a synced param is its slow weights bit for bit
 NEAREST = {"plain", "8bit", "bf16-state", "fp32-state"}
+ALL_MODES = os.environ.get("OPTIMKIT_TEST_ALL_MODES") == "1"
+
+
+def _matrix(recipes, compiled, modes=tuple(MODES)):
+    """``(recipe, policy, mode)`` cases: every recipe x policy x mode, the compiled modes only
+    for the ``compiled`` ``(recipe, policy, mode)`` unless ``OPTIMKIT_TEST_ALL_MODES=1``."""
+    return [
+        pytest.param(name, policy, mode, id=f"{name}-{policy}-{mode}")
+        for name in recipes for policy in POLICIES for mode in modes
+        if mode not in COMPILED or ALL_MODES or (name, policy, mode) in compiled
+    ]
 
 
 def _mode(mode):
@@ -59,9 +76,17 @@ def _fresh_dynamo():
 # ------------------------------------------------------------------ Lookahead's timing
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("policy", POLICIES)
-@pytest.mark.parametrize("name", ["Ranger", "RangerLars", "LookaheadSGD"])
+# the compiled cases run by default: each policy (the bug needed one), recipe and layout
+LOOKAHEAD_COMPILED = {
+    ("LookaheadSGD", "8bit", "compiled"), ("Ranger", "bf16-state", "compiled-per-tensor"),
+    ("RangerLars", "fp32-state", "compiled"), ("LookaheadSGD", "stochastic",
+                                                "compiled-per-tensor"),
+    ("Ranger", "kahan", "compiled"),
+}
+
+
+@pytest.mark.parametrize(("name", "policy", "mode"),
+                         _matrix(["Ranger", "RangerLars", "LookaheadSGD"], LOOKAHEAD_COMPILED))
 def test_lookahead_syncs_right_after_steps_k_and_2k(name, policy, mode):
     """The slow weights move only at steps k and 2k, and the params then are the slow weights
     (bit for bit where params round to nearest); right after steps k-1 and k+1 they are not.
@@ -108,7 +133,7 @@ def _tied_params(dtype, listed_twice=False):
     or, ``listed_twice``, ``[a, d, a]``."""
     gen = torch.Generator().manual_seed(0)
     a = torch.nn.Parameter(torch.randn(64, 64, generator=gen).to(dtype))
-    d = torch.nn.Parameter(torch.randn(8, generator=gen).to(dtype))
+    d = torch.nn.Parameter(torch.randn(64, generator=gen).to(dtype))  # c's graph, compiled
     if listed_twice:
         return [a, d, a]
     b = torch.nn.Parameter(torch.zeros(64, 64, dtype=dtype))
@@ -149,9 +174,15 @@ def _tied_run(name, policy, mode, listed_twice=False):
     return params
 
 
-@pytest.mark.parametrize("mode", [m for m in MODES if m != "eager"])
-@pytest.mark.parametrize("policy", POLICIES)
-@pytest.mark.parametrize("name", TIED)
+TIED_COMPILED = {
+    ("Adam", "plain", "compiled"), ("Adam", "plain", "compiled-per-tensor"),
+    ("SGD", "8bit", "compiled"), ("LAMB", "stochastic", "compiled-per-tensor"),
+    ("LAMB", "kahan", "compiled"),
+}
+
+
+@pytest.mark.parametrize(("name", "policy", "mode"),
+                         _matrix(TIED, TIED_COMPILED, [m for m in MODES if m != "eager"]))
 def test_tied_params_stay_tied_and_step_as_in_eager_mode(name, policy, mode):
     eager = _tied_run(name, policy, "eager")
     fast = _tied_run(name, policy, mode)

@@ -330,7 +330,8 @@ class Executor:
         precision policy's key); a param that shares its storage with another of ``params`` (a
         tied weight, see the module doc) in a bucket of its own, in the order of ``params``."""
         buckets: dict[Any, list[Tensor]] = {}
-        tied = tied_storages(params)
+        # among the params that step (flat mode's loose ones are mostly frozen, with no grad)
+        tied = tied_storages([p for p in params if p.grad is not None])
         for index, p in enumerate(params):
             if p.grad is None:
                 continue
