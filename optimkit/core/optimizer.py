@@ -192,9 +192,11 @@ class Optimizer(torch.optim.Optimizer):
       contiguous buffer, ``p.data`` and ``p.grad`` being views into it; a step is then a few
       kernels over one tensor whatever the number of params (see ``core/flat.py``). Params
       become contiguous; params frozen (``requires_grad=False``) when flat mode starts stay
-      out of the buffers. Grads keep torch's semantics, so flat mode steps exactly the params
-      eager mode steps: ``zero_grad()`` sets them to None and the step copies the fresh ones
-      into the buffer; ``zero_grad(set_to_none=False)`` keeps the views and saves that copy.
+      out of the buffers, and so do tied params (sharing storage, ``b.data = a.data``): they
+      step per tensor, one after the other, and stay tied, as in every mode. Grads keep
+      torch's semantics, so flat mode steps exactly the params eager mode steps:
+      ``zero_grad()`` sets them to None and the step copies the fresh ones into the buffer;
+      ``zero_grad(set_to_none=False)`` keeps the views and saves that copy.
       ``state_dict()`` holds per-param copies in torch's format, so flat and non-flat
       checkpoints interchange. DTensor params (FSDP2) are refused: FSDP2 owns their storage.
 
@@ -307,13 +309,17 @@ class Optimizer(torch.optim.Optimizer):
             # tensor (160 tensors: two minutes to compile, and no faster than eager). Not for
             # DTensor params (FSDP2), which flat mode cannot hold: those compile per tensor.
             flat = bool(compile) and not _has_dtensor(params)
-        self._executor = Executor(cls.recipe, cls.__name__, flat=bool(flat), compile=bool(compile))
+        # flat mode starts once every group is in: its buffers must know which params are
+        # tied (share storage) across the groups, and a refused group then moves no param
+        self._executor = Executor(cls.recipe, cls.__name__, flat=False, compile=bool(compile))
         if not precision.plain:
             self._executor.policy = PrecisionPolicy(precision, cls.recipe.storage)
             # before flat mode moves the params into its buffers
             precision.check(cls.recipe.storage, _tensors_of(params), cls.__name__)
         super().__init__(params, defaults)
         self.state = OptimizerState(self.state)
+        if flat:
+            self._executor.set_speed(self.param_groups, self.state, compile=None, flat=True)
 
     # Pickling and deepcopy: torch.optim keeps only defaults, state and param_groups; the speed
     # modes (and flat mode's buffers, which the params are views of) travel in the executor.
