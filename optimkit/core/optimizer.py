@@ -247,6 +247,8 @@ class Optimizer(torch.optim.Optimizer):
             precision.check(cls.recipe.storage, _tensors_of(params), cls.__name__)
         super().__init__(params, defaults)
         self.state = OptimizerState(self.state)
+        precision.check_groups(cls.recipe.storage, cls.recipe.parts, self.param_groups,
+                               cls.__name__)
 
     # Pickling and deepcopy: torch.optim keeps only defaults, state and param_groups; the speed
     # modes (and flat mode's buffers, which the params are views of) travel in the executor.

@@ -74,6 +74,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -132,10 +133,19 @@ class Precision:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.state_dtype is not None and self.state_dtype not in STATE_DTYPES:
+        dtype = self.state_dtype
+        if dtype is not None and dtype not in STATE_DTYPES:
+            if not isinstance(dtype, torch.dtype):
+                why = f"of type {type(dtype).__name__}, not a torch.dtype"
+            elif dtype == torch.float16:
+                why = "float16 state overflows in squared gradients"
+            elif dtype.is_floating_point:
+                why = "state is kept in float32 at most; use None for the params' own dtype"
+            else:
+                why = "optimizer state is floating point; state_bits=8 quantizes it"
             raise ValueError(
-                f"state_dtype: expected None, torch.float32 or torch.bfloat16, got "
-                f"{self.state_dtype!r} (float16 state overflows in squared gradients)"
+                f"state_dtype: expected None, torch.float32 or torch.bfloat16, got {dtype!r} "
+                f"({why})"
             )
         bits = self.state_bits
         values = bits.values() if isinstance(bits, Mapping) else [bits]
@@ -158,7 +168,14 @@ class Precision:
     ) -> Precision:
         """The policy of an optimizer's keywords; its seed is drawn from ``generator`` (or from
         torch's default generator, so ``torch.manual_seed`` reproduces a run)."""
-        seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(
+                f"generator: expected a torch.Generator or None, got {generator!r} (of type "
+                f"{type(generator).__name__}); for a fixed seed pass "
+                "torch.Generator().manual_seed(seed)"
+            )
+        device = None if generator is None else generator.device
+        seed = int(torch.randint(0, 2**31 - 1, (), generator=generator, device=device))
         return cls(state_dtype, state_bits, param_update, seed)
 
     @property
@@ -198,6 +215,32 @@ class Precision:
                     )
         elif bits is not None and not any(s.quantizable for s in storages.values()):
             raise ValueError(f"state_bits: {owner} keeps no state that may be quantized")
+
+    def check_groups(self, storages: Mapping[str, Storage], parts: Sequence[Any],
+                     groups: Sequence[Mapping[str, Any]], owner: str) -> None:
+        """Warn (``UserWarning``) when ``state_bits`` quantizes nothing because the parts that
+        keep quantizable state run in no param group (``SGD(momentum=0)``: no momentum
+        buffer). A warning, not a refusal: a group's hyper-parameters may change later (a
+        group added with momentum, a loaded checkpoint), and then its state is quantized."""
+        bits = self.state_bits
+        if bits is None:
+            return
+        idle = []
+        for part in parts:
+            names = [n for n in part.state if storages[n].quantizable
+                     and (not isinstance(bits, Mapping) or n in bits)]
+            if not names:
+                continue
+            if any(part.active(group) for group in groups):
+                return
+            idle.append(f"{', '.join(names)} (part {part.name})")
+        if idle:
+            warnings.warn(
+                f"state_bits: {owner} quantizes nothing with these hyper-parameters: no param "
+                f"group runs the parts that keep {'; '.join(idle)}, so there is no state to "
+                "store in 8 bits",
+                UserWarning, stacklevel=3,
+            )
 
     # --------------------------------------------------------------- storage plan
     def quantized(self, name: str, storage: Storage, numel: int) -> bool:
@@ -317,7 +360,9 @@ class Precision:
                 if t.dtype == torch.uint8:
                     # (an FSDP2 shard's scales may be longer than its blocks: see _quantize_new)
                     scales = absmax[i][: q.num_blocks(t.numel())] if absmax is not None else None
-                    working.append(_dequantize(t, scales, storage is Storage.SIGNED))
+                    value = _dequantize(t, scales, storage is Storage.SIGNED)
+                    # float32 values; float64 params compute in float64 (a no-op otherwise)
+                    working.append(value.to(compute))
                     converted.append((i, t, scales))
                 elif t.dtype != compute:
                     working.append(t.to(compute))
