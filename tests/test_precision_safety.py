@@ -7,6 +7,7 @@ The 8-bit checkpoints across world sizes are tested with the distributed scenari
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 
@@ -16,6 +17,7 @@ import torch
 import optimkit
 from optimkit.core.compiled import can_compile
 from optimkit.precision import quantize as q
+from optimkit.precision.policy import scale_layout
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
 needs_inductor = pytest.mark.skipif(not can_compile(torch.device("cpu")),
@@ -219,3 +221,36 @@ def test_state_bits_with_state_in_some_param_group_does_not_warn():
     a.grad, b.grad = torch.randn(4096), torch.randn(4096)
     opt.step()
     assert opt.state[b]["momentum_buffer"].dtype == torch.uint8
+
+
+# ------------------------------------------ S2: 8-bit checkpoints across shard layouts
+def test_scale_layouts_that_move_between_shardings_exactly():
+    """Shards of whole 256-element blocks, all of ``ceil(rows / shards)`` rows, have the
+    unsharded layout (1); any other sharding has its own (its shard count)."""
+    assert scale_layout((128, 64), 2) == 1  # 64 rows of 64: 16 blocks per shard
+    assert scale_layout((100, 64), 2) == 2  # 50 rows of 64 = 3200: a block cut at rank 1
+    assert scale_layout((12, 512), 8) == 8  # 2 rows per shard, the last two shards empty
+    assert scale_layout((12, 512), 4) == 1
+    assert scale_layout((100, 64), 1) == 1
+
+
+def test_8bit_state_saved_in_another_shard_layout_is_refused_and_nothing_changes():
+    """A state_dict whose group says its 8-bit state was quantized in 2 shards (an FSDP2
+    checkpoint), loaded into an unsharded optimizer: refused, naming both layouts, before
+    anything changes (the DCP scenario ``dcp-8bit-one-rank-load`` does this end to end)."""
+    p = torch.nn.Parameter(torch.randn(100, 64))
+    opt = optimkit.Adam([p], lr=1e-2, state_bits=8)
+    _run(opt, p, [g.view(100, 64) for g in _grads(6400, 2)])
+    sd = opt.state_dict()
+    assert sd["param_groups"][0]["state_form"] == "8bit:grad_avg,sqr_avg,max_sqr_avg"
+    before = {k: v.clone() for k, v in opt.state[p].items()}
+    sharded = copy.deepcopy(sd)
+    sharded["param_groups"][0]["state_form"] += ";shards=2"
+    sharded["param_groups"][0]["lr"] = 0.5
+    sharded["state"][0]["grad_avg_absmax"] = torch.zeros(26)  # 2 shards of 13 blocks
+    with pytest.raises(ValueError, match=r"param 0's 8-bit state was saved quantized in 2 "
+                                         r"shards along dim 0 .* holds it unsharded"):
+        opt.load_state_dict(sharded)
+    assert opt.param_groups[0]["lr"] == 1e-2
+    assert all(torch.equal(opt.state[p][k], v) for k, v in before.items())
+    opt.load_state_dict(sd)  # its own layout loads

@@ -18,6 +18,7 @@ from ..precision.policy import (
     Precision,
     PrecisionPolicy,
     check_saved_form,
+    check_saved_layout,
 )
 from .executor import Executor
 from .parts import Part
@@ -310,9 +311,8 @@ class Optimizer(torch.optim.Optimizer):
                 for index, state in sd["state"].items()
             }
         policy = self._executor.policy
-        form = "plain" if policy.plain else policy.state_form()
-        for group in sd["param_groups"]:
-            group[STATE_FORM] = form
+        for group, saved in zip(self.param_groups, sd["param_groups"], strict=True):
+            saved[STATE_FORM] = "plain" if policy.plain else policy.state_form(group["params"])
         bad = [
             (index, name)
             for index, state in sd["state"].items()
@@ -360,10 +360,15 @@ class Optimizer(torch.optim.Optimizer):
             renamed[index] = {
                 (TORCH_STATE_NAMES.get(k, k) if k not in known else k): v for k, v in state.items()
             }
-        for saved in state_dict["param_groups"]:
-            for index in saved["params"]:
+        groups_match = len(state_dict["param_groups"]) == len(self.param_groups)
+        for position, saved in enumerate(state_dict["param_groups"]):
+            form = saved.get(STATE_FORM, "plain")
+            params = self.param_groups[position]["params"] if groups_match else []
+            for j, index in enumerate(saved["params"]):
                 if index in renamed:
-                    check_saved_form(saved.get(STATE_FORM, "plain"), index, renamed[index])
+                    check_saved_form(form, index, renamed[index])
+                    if len(params) == len(saved["params"]):  # (else torch refuses below)
+                        check_saved_layout(form, j, index, renamed[index], params[j])
         super().load_state_dict({**state_dict, "state": renamed, "param_groups": groups})
         for state in self.state.values():  # torch keeps a capturable or fused step on its device
             step = state.get("step")

@@ -406,6 +406,30 @@ class Precision:
             bucket.params = params
 
 
+def _shard_count(p: Tensor) -> int:
+    """How many shards along dim 0 a param's 8-bit state is quantized in (1: not a DTensor)."""
+    from ..core.tensorlists import is_dtensor
+
+    if not is_dtensor(p):
+        return 1
+    return math.prod(p.device_mesh.size(dim) for dim, placement in enumerate(p.placements)
+                     if placement.is_shard())
+
+
+def scale_layout(shape: Sequence[int], shards: int) -> int:
+    """Which block each scale of an 8-bit state of ``shape`` quantized in ``shards`` shards
+    along dim 0 (:func:`_quantize_new`) belongs to, as a number: 1 where the blocks and the
+    scales' global layout are the unsharded tensor's (every shard ``ceil(rows / shards)`` rows
+    of whole 256-element blocks), else ``shards``. Two states with the same number move
+    between their shardings exactly (``torch.distributed.checkpoint`` reshards codes and scales
+    alike); others would put block scales on other blocks."""
+    if shards == 1 or not shape:
+        return 1
+    rows, cols = shape[0], math.prod(shape[1:])
+    chunk = -(-rows // shards)
+    return 1 if chunk * shards == rows and chunk * cols % q.BLOCK_SIZE == 0 else shards
+
+
 def _quantize_new(value: Tensor, storage: Storage) -> tuple[Tensor, Tensor]:
     """Codes and block scales of a fresh state tensor.
 
@@ -581,7 +605,7 @@ def check_saved_form(form: str, index: Any, state: Mapping[str, Any]) -> None:
     8-bit codes (see :meth:`PrecisionPolicy.state_form`)."""
     if not form.startswith("8bit:"):
         return
-    for name in form[len("8bit:"):].split(","):
+    for name in _form_parts(form)[0]:
         value = state.get(name)
         if (isinstance(value, Tensor) and value.dtype != torch.uint8
                 and q.quantizes(value.numel()) and name + ABSMAX_SUFFIX not in state):
@@ -595,6 +619,42 @@ def check_saved_form(form: str, index: Any, state: Mapping[str, Any]) -> None:
                 "into an optimizer built with state_bits=8, then hand its state_dict() to the "
                 "other one's load_state_dict (exact)"
             )
+
+
+def _form_parts(form: str) -> tuple[list[str], list[int] | None]:
+    """The 8-bit state names of a saved ``form`` and its per-param layout numbers (None: every
+    param's is 1, the unsharded layout)."""
+    names, _, shards = form[len("8bit:"):].partition(";shards=")
+    return names.split(","), [int(n) for n in shards.split(",")] if shards else None
+
+
+def check_saved_layout(form: str, position: int, index: Any, state: Mapping[str, Any],
+                       param: Tensor) -> None:
+    """``ValueError`` if param ``index``'s 8-bit ``state`` (at ``position`` in its saved
+    group, saved under ``form``) was quantized in another shard layout than ``param``'s: its
+    block scales would belong to other blocks (see :func:`scale_layout`)."""
+    if not form.startswith("8bit:") or not any(
+            isinstance(state.get(name), Tensor) and name + ABSMAX_SUFFIX in state
+            for name in _form_parts(form)[0]):
+        return
+    layouts = _form_parts(form)[1]
+    saved = layouts[position] if layouts is not None and position < len(layouts) else 1
+    here = scale_layout(tuple(param.shape), _shard_count(param))
+    if saved != here:
+        def said(n: int) -> str:
+            return "unsharded" if n == 1 else f"quantized in {n} shards along dim 0"
+
+        raise ValueError(
+            f"param {index}'s 8-bit state was saved {said(saved)} (the state_dict's "
+            f"{STATE_FORM} is {form!r}), and this optimizer holds it {said(here)}: 8-bit "
+            "blocks of 256 restart at each shard's first element, so its block scales would "
+            "land on other blocks; nothing was loaded. Load it with the sharding it was saved "
+            "with. To move it to another number of ranks, convert it there: load it into an "
+            "optimizer with state_bits=8, hand that optimizer's state to one without "
+            "state_bits (set_optimizer_state_dict / load_state_dict: each shard dequantized "
+            "exactly), and checkpoint that one; its plain state reshards, and handing it to an "
+            "optimizer with state_bits=8 requantizes it"
+        )
 
 
 class PrecisionPolicy:
@@ -651,16 +711,30 @@ class PrecisionPolicy:
         # bit.
         return False
 
-    def state_form(self) -> str:
-        """What each saved param group says of its state (:data:`STATE_FORM`): the states kept
-        as 8-bit codes where a tensor is large enough (``"8bit:grad_avg,sqr_avg"``), or
-        ``"plain"``. A loader that copies a checkpoint into this optimizer's own tensors
+    def state_form(self, params: Sequence[Tensor] = ()) -> str:
+        """What a saved param group of ``params`` says of its state (:data:`STATE_FORM`): the
+        states kept as 8-bit codes where a tensor is large enough (``"8bit:grad_avg,sqr_avg"``),
+        or ``"plain"``. A loader that copies a checkpoint into this optimizer's own tensors
         (``torch.distributed.checkpoint`` loads into the template's dtypes) would turn codes
         into numbers 0..255; with this entry, loaded along with the state, the optimizer
-        refuses such a state instead of training on it."""
+        refuses such a state instead of training on it.
+
+        Where a param's 8-bit state is quantized per shard in a layout that is not the
+        unsharded one (:func:`scale_layout`), the form adds each param's layout number,
+        ``";shards=1,2"``, so that a load under another sharding is refused."""
         names = [n for n, kind in self.storages.items()
                  if self.precision.quantized(n, kind, q.MIN_NUMEL)]
-        return "8bit:" + ",".join(names) if names else "plain"
+        if not names:
+            return "plain"
+        layouts = [self.layout(p) for p in params]
+        shards = f";shards={','.join(map(str, layouts))}" if any(n != 1 for n in layouts) else ""
+        return "8bit:" + ",".join(names) + shards
+
+    def layout(self, p: Tensor) -> int:
+        """:func:`scale_layout` of ``p``'s 8-bit state (1 where it has none)."""
+        if not self.key(p):
+            return 1
+        return scale_layout(tuple(p.shape), _shard_count(p))
 
     def stored_names(self, names: Sequence[str], p: Tensor) -> list[str]:
         """The state a bucket of params like ``p`` carries for the recipe's ``names``: with
