@@ -176,7 +176,9 @@ class Optimizer(torch.optim.Optimizer):
     * ``state_dtype``: ``None`` (the param's dtype), ``torch.float32`` (fp32 state for bf16
       params: the update is computed in fp32) or ``torch.bfloat16`` (half the state memory);
     * ``state_bits=8``: block-wise 8-bit state for every moment the recipe declares may be
-      quantized (tensors of 4096 elements and more; ``{name: 8}`` picks some);
+      quantized (tensors of 4096 elements and more; ``{name: 8}`` picks some; float64 params
+      included). A ``UserWarning`` when no param group runs a part with such state
+      (``SGD(momentum=0)``);
     * ``param_update``: ``"plain"``, ``"stochastic"`` (stochastic rounding into bf16/fp16
       params) or ``"kahan"`` (a compensation buffer in the param's dtype);
     * ``generator``: the ``torch.Generator`` the seed of stochastic rounding is drawn from

@@ -18,7 +18,9 @@ them, :meth:`Precision.finalize` writes the working tensors back into storage:
 
 * the compute dtype is float32 when the params are bf16/fp16 and the policy changes anything
   for them (wider state, 8-bit state, or a ``param_update`` rule): the update of a bf16 param
-  with fp32 state is computed in fp32, never in bf16. Otherwise it is the param's dtype.
+  with fp32 state is computed in fp32, never in bf16. Otherwise it is the param's dtype:
+  8-bit state of float64 params is decoded into float64 (its values are float32 numbers; a
+  value beyond float32's range is stored as inf, see :mod:`.quantize`).
 * a state stored in the compute dtype is handed over as it is (updated in place); a narrower
   one (bf16 state, 8-bit codes) is materialised in the compute dtype and written back after
   the parts: 8-bit codes are requantized (nearest), bf16/fp16 state is written with
@@ -54,7 +56,13 @@ The result equals the unsharded run's bit for bit in layout when each shard hold
 (``numel`` of a shard a multiple of 256), and within the quantization error otherwise.
 Stochastic rounding draws, per element, the bits of its offset in the full tensor, so sharded
 and unsharded runs round alike. A distributed checkpoint (DCP) of 8-bit state resumes exactly
-with the same number of ranks (codes and scales are sharded DTensors). Another policy's state
+with the same number of ranks (codes and scales are sharded DTensors), and with any other
+number where both shardings have the unsharded layout (every shard ``ceil(rows / ranks)``
+rows of whole 256-element blocks: the scales are then the unsharded tensor's, and DCP
+reshards them like the codes). Under another layout the scales would belong to other
+blocks: each saved param group records its params' layouts in its ``state_form``
+(``";shards=..."``), and a load under a different one is refused naming both, before
+anything changes (or DCP itself refuses a scale tensor of another size). Another policy's state
 converts shard by shard when handed over in memory (``set_optimizer_state_dict`` with another
 optimizer's ``get_optimizer_state_dict``). DCP cannot convert: it copies a checkpoint into the
 template's own tensors and dtypes, so 8-bit codes loaded through a template without 8-bit
@@ -189,7 +197,8 @@ class Precision:
 
         ``ValueError`` naming the keyword: ``param_update`` without a bf16/fp16 param,
         ``state_bits`` naming a state the recipe lacks or one that must stay exact, or
-        ``state_bits=8`` for a recipe without a state that may be quantized.
+        ``state_bits=8`` for a recipe without a state that may be quantized (a recipe whose
+        quantizable state no param group uses warns instead: :meth:`check_groups`).
         """
         if self.param_update != "plain":
             dtypes = {p.dtype for p in params}
