@@ -20,6 +20,7 @@ from ..precision.policy import (
     Storage,
     check_loaded_state,
     check_saved_form,
+    check_saved_layout,
 )
 from .executor import Executor
 from .parts import Part
@@ -209,7 +210,9 @@ class Optimizer(torch.optim.Optimizer):
     * ``state_dtype``: ``None`` (the param's dtype), ``torch.float32`` (fp32 state for bf16
       params: the update is computed in fp32) or ``torch.bfloat16`` (half the state memory);
     * ``state_bits=8``: block-wise 8-bit state for every moment the recipe declares may be
-      quantized (tensors of 4096 elements and more; ``{name: 8}`` picks some);
+      quantized (tensors of 4096 elements and more; ``{name: 8}`` picks some; float64 params
+      included). A ``UserWarning`` when no param group runs a part with such state
+      (``SGD(momentum=0)``);
     * ``param_update``: ``"plain"``, ``"stochastic"`` (stochastic rounding into bf16/fp16
       params) or ``"kahan"`` (a compensation buffer in the param's dtype);
     * ``generator``: the ``torch.Generator`` the seed of stochastic rounding is drawn from
@@ -318,6 +321,8 @@ class Optimizer(torch.optim.Optimizer):
             precision.check(cls.recipe.storage, _tensors_of(params), cls.__name__)
         super().__init__(params, defaults)
         self.state = OptimizerState(self.state)
+        precision.check_groups(cls.recipe.storage, cls.recipe.parts, self.param_groups,
+                               cls.__name__)
         if flat:
             self._executor.set_speed(self.param_groups, self.state, compile=None, flat=True)
 
@@ -392,9 +397,8 @@ class Optimizer(torch.optim.Optimizer):
                 for index, state in sd["state"].items()
             }
         policy = self._executor.policy
-        form = "plain" if policy.plain else policy.state_form()
-        for group in sd["param_groups"]:
-            group[STATE_FORM] = form
+        for group, saved in zip(self.param_groups, sd["param_groups"], strict=True):
+            saved[STATE_FORM] = "plain" if policy.plain else policy.state_form(group["params"])
         bad = [
             (index, name)
             for index, state in sd["state"].items()
@@ -538,6 +542,7 @@ class Optimizer(torch.optim.Optimizer):
                         "nothing was loaded"
                     )
                 check_saved_form(saved.get(STATE_FORM, "plain"), index, entry)
+                check_saved_layout(saved.get(STATE_FORM, "plain"), position, index, entry, p)
                 check_loaded_state(where, entry, storages, p.shape)
                 renamed[index] = entry
         # entries of no listed param: torch keeps them as they are
