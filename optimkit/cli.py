@@ -28,7 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "Draw optimizer paths on a 2-D test function (rosenbrock, beale, rastrigin)."),
     "compare": ("optimkit.bench.commands",
                 "Compare the tiers of two bench runs (e.g. --seed-start 0 and 100)."),
-    "list": ("optimkit.listing", "List every optimizer: year, paper, reference, parts and status."),
+    "list": ("optimkit.listing",
+             "List every optimizer: year, paper, reference, parts, status and defaults."),
     "lr-find": ("optimkit.training.lr_find_cli",
                 "Run the LR range test for an optimizer on a built-in task; print suggestions."),
 }

@@ -8,10 +8,13 @@ in the test database, ``tests/optim_db.py``, one entry per optimizer here.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+import fnmatch
+import inspect
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
+from torch import nn
 
 from . import recipes
 
@@ -34,12 +37,32 @@ class Entry:
     paper: str | None = None
     status: str = "stable"
     aliases: tuple[str, ...] = ()
+    # How ``create`` splits a model's params into param groups for this optimizer:
+    # ``model_groups(model, options)`` -> param groups, ``options`` being create's grouping
+    # keywords (see ``default_model_groups``). None: ``default_model_groups``. The extension
+    # point for optimizers that route some params elsewhere (Muon-style optimizers send the
+    # embeddings and the head to an auxiliary optimizer).
+    model_groups: Callable[[nn.Module, Mapping[str, Any]], list[dict[str, Any]]] | None = None
 
     @property
     def description(self) -> str:
         """The first line of the optimizer's docstring."""
         doc = (getattr(self.factory, "__doc__", None) or "").strip()
         return doc.splitlines()[0] if doc else ""
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The optimizer's default hyper-parameters (a recipe's ``hypers``; for another
+        factory, its signature's keyword defaults other than the speed and precision modes)."""
+        cls = self.factory if isinstance(self.factory, type) else None
+        if cls is not None and getattr(cls, "recipe", None) is not None:
+            return dict(cls.hypers)
+        try:
+            parameters = inspect.signature(self.factory).parameters.values()
+        except (TypeError, ValueError):
+            return {}
+        return {p.name: p.default for p in parameters
+                if p.default is not inspect.Parameter.empty}
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -60,6 +83,7 @@ REGISTRY: dict[str, Entry] = {}
 
 
 def register(entry: Entry) -> Entry:
+    """Add an optimizer to the catalogue; a name or alias registered twice raises ``ValueError``."""
     for name in (entry.name, *entry.aliases):
         if name in REGISTRY:
             raise ValueError(f"optimizer {name!r} is registered twice")
@@ -67,32 +91,237 @@ def register(entry: Entry) -> Entry:
     return entry
 
 
-def available() -> list[str]:
-    """The names ``create`` accepts (aliases left out), in the order they were registered."""
+def available(pattern: str | None = None) -> list[str]:
+    """The names ``create`` accepts (aliases left out), in the order they were registered.
+
+    ``pattern`` keeps the optimizers whose name or an alias matches it, as ``fnmatch`` does
+    (case-insensitive): ``available("adam*")``, ``available("*lars*")``.
+    """
     seen: list[str] = []
     for entry in REGISTRY.values():
-        if entry.name not in seen:
+        if entry.name in seen:
+            continue
+        if pattern is None or any(fnmatch.fnmatchcase(name, pattern.lower())
+                                  for name in (entry.name, *entry.aliases)):
             seen.append(entry.name)
     return seen
 
 
 def entries() -> list[Entry]:
+    """The catalogue's entries, one per optimizer, in the order they were registered."""
     return [REGISTRY[name] for name in available()]
 
 
 def get(name: str) -> Entry:
+    """The entry of an optimizer name or alias (any case); an unknown name raises ``ValueError``."""
     key = name.lower()
     if key not in REGISTRY:
         raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(available())}")
     return REGISTRY[key]
 
 
-def create(name: str, params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
-    """Build an optimizer by its lower-case name.
+# The prefix of ``create``'s names that wraps the optimizer in ``optimkit.Lookahead``.
+LOOKAHEAD_PREFIX = "lookahead_"
+# Modules whose params get no weight decay by default (their weights are often not 1-D:
+# LayerNorm((h, w)), GroupNorm over conv channels stay 1-D, but the rule is by kind).
+NORM_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
 
-    ``optimkit.create("radam", model.parameters(), lr=1e-3)``; ``available()`` lists the names.
+
+def create(name: str, model_or_params: nn.Module | Iterable[Any], *,
+           weight_decay_exclude_1d: bool | None = None,
+           no_decay: Callable[[str, torch.Tensor], bool] | Iterable[str] | str | None = None,
+           layer_decay: float | None = None, **kwargs: Any) -> torch.optim.Optimizer:
+    """Build an optimizer by its lower-case name (``available()`` lists them), from a model or
+    from params.
+
+    ``create("adamw", model, lr=1e-3, weight_decay=0.05)``: given an ``nn.Module``, its
+    trainable params are grouped (``default_model_groups``):
+
+    * ``weight_decay_exclude_1d=True`` (the default for a model): params with ``ndim <= 1``
+      (biases, norm weights), the params of normalisation layers (``NORM_LAYERS``) and the
+      names the model's ``no_weight_decay()`` returns (timm's convention), if it has one, get
+      ``weight_decay=0``; the others get ``weight_decay`` (the keyword, else the optimizer's
+      default). With a zero ``weight_decay`` nothing is split. Each group carries
+      ``param_names``.
+    * ``no_decay``: more params without weight decay, as ``fnmatch`` patterns of their names
+      (``"*.bias"``, ``["pos_embed", "*.gamma"]``) or a function ``(name, param) -> bool``.
+    * ``layer_decay`` (in (0, 1]): layer-wise lr decay as in BEiT / timm. Each param's group
+      gets ``lr * layer_decay ** (top - depth)``: depth 0 for the params before the first
+      block (embeddings, stem), the block's ordinal (1, 2, ...) for the params of a block,
+      and the top depth for the params after the last block (final norm, head). A block is
+      the name up to its first numbered component (``blocks.3``, ``encoder.layer.11``,
+      ``layer2.0``), in the order of ``named_parameters()``; a model without numbered
+      components counts its top-level children instead. The deepest params keep ``lr``;
+      the groups' lrs are then where torch's schedulers start from.
+
+    The name ``"lookahead_<name>"`` wraps the optimizer in :class:`optimkit.Lookahead`:
+    ``lookahead_k`` / ``lookahead_alpha`` are the wrapper's ``k`` and ``alpha``, and so are
+    ``k`` / ``alpha`` unless the inner optimizer takes a keyword of that name
+    (``create("lookahead_rmsprop", ..., alpha=0.9)`` is RMSprop's alpha, as without the
+    prefix).
+
+    Params (an iterable of tensors or of param-group dicts) go to the optimizer as they are;
+    the grouping keywords then raise ``ValueError``. Every other keyword goes to the
+    optimizer. The registry entry's ``model_groups`` may replace the default grouping.
     """
-    return get(name).factory(params, **kwargs)
+    wrapper: dict[str, Any] | None = None
+    if name.lower() not in REGISTRY and name.lower().startswith(LOOKAHEAD_PREFIX):
+        name = name[len(LOOKAHEAD_PREFIX):]
+        wrapper = {}
+    entry = get(name)
+    if wrapper is not None:
+        takes = _keywords(entry.factory)
+        for key in ("k", "alpha"):
+            if LOOKAHEAD_PREFIX + key in kwargs:
+                wrapper[key] = kwargs.pop(LOOKAHEAD_PREFIX + key)
+            elif key in kwargs and key not in takes:
+                wrapper[key] = kwargs.pop(key)
+    options = {"weight_decay_exclude_1d": weight_decay_exclude_1d, "no_decay": no_decay,
+               "layer_decay": layer_decay}
+    if isinstance(model_or_params, nn.Module):
+        defaults = getattr(entry.factory, "hypers", {})
+        options = {
+            **options,
+            "weight_decay": kwargs.get("weight_decay", defaults.get("weight_decay", 0.0)),
+            "lr": kwargs.get("lr", defaults.get("lr")),
+        }
+        if "weight_decay" not in defaults and "weight_decay" not in kwargs:
+            options["weight_decay"] = None  # the optimizer takes none: no decay groups
+        params: Any = (entry.model_groups or default_model_groups)(model_or_params, options)
+    else:
+        given = [k for k, v in options.items() if v is not None]
+        if given:
+            raise ValueError(
+                f"{given[0]}: the grouping keywords need a model (an nn.Module), got "
+                f"{type(model_or_params).__name__}; pass the model, or build the param groups"
+            )
+        params = model_or_params
+    optimizer = entry.factory(params, **kwargs)
+    if wrapper is not None:
+        from .wrappers import Lookahead
+
+        optimizer = Lookahead(optimizer, **wrapper)
+    return optimizer
+
+
+def _keywords(factory: Callable[..., Any]) -> set[str]:
+    try:
+        return set(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def default_model_groups(model: nn.Module, options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``create``'s param groups for a model (see ``create``): the decay / no-decay split of
+    :func:`optimkit.param_groups`, each group split further by depth under ``layer_decay``.
+
+    ``options``: ``weight_decay`` (None: the optimizer takes none, nothing is split),
+    ``lr`` (the base lr ``layer_decay`` scales), ``weight_decay_exclude_1d`` (None: True),
+    ``no_decay`` and ``layer_decay``.
+    """
+    from .training import param_groups
+
+    weight_decay = options.get("weight_decay")
+    layer_decay = options.get("layer_decay")
+    if layer_decay is not None and (isinstance(layer_decay, bool)
+                                    or not isinstance(layer_decay, (int, float))
+                                    or not 0.0 < layer_decay <= 1.0):
+        raise ValueError(f"Invalid layer_decay: {layer_decay!r}; layer_decay must be in (0, 1]")
+    exclude = options.get("weight_decay_exclude_1d")
+    exclude = True if exclude is None else exclude
+    if not isinstance(exclude, bool):
+        raise ValueError(f"Invalid weight_decay_exclude_1d: {exclude!r}; must be True or False")
+    rule = _no_decay_rule(model, exclude, options.get("no_decay"))
+    if weight_decay is None or (not isinstance(weight_decay, torch.Tensor)
+                                and weight_decay == 0):
+        groups = param_groups(model, 0.0, no_decay=lambda name, p: False)
+        for group in groups:
+            del group["weight_decay"]  # the optimizer's own default (or none)
+    else:
+        groups = param_groups(model, weight_decay, no_decay=rule)
+    if layer_decay is None:
+        return groups
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    depths = layer_depths(names)
+    top = max(depths.values(), default=0)
+    lr = options.get("lr")
+    if lr is None:
+        raise ValueError("layer_decay: the optimizer has no lr to scale")
+    split: dict[tuple[int, int], dict[str, Any]] = {}
+    for index, group in enumerate(groups):
+        for name, p in zip(group["param_names"], group["params"], strict=True):
+            depth = depths[name]
+            out = split.setdefault((depth, index), {
+                **{k: v for k, v in group.items() if k not in ("params", "param_names")},
+                "params": [], "param_names": [], "lr": lr * layer_decay ** (top - depth),
+            })
+            out["params"].append(p)
+            out["param_names"].append(name)
+    return [split[key] for key in sorted(split)]
+
+
+def _no_decay_rule(model: nn.Module, exclude_1d: bool,
+                   no_decay: Any) -> Callable[[str, torch.Tensor], bool]:
+    """The ``(name, param) -> bool`` rule of the params that get no weight decay."""
+    hook = None
+    patterns: list[str] = []
+    if callable(no_decay):
+        hook = no_decay
+    elif isinstance(no_decay, str):
+        patterns = [no_decay]
+    elif no_decay is not None:
+        try:
+            patterns = list(no_decay)
+        except TypeError:
+            patterns = [None]  # refused below
+        if not all(isinstance(p, str) for p in patterns):
+            raise ValueError(f"Invalid no_decay: {no_decay!r}; no_decay must be name patterns "
+                             "or a function (name, param) -> bool")
+    norms: set[int] = set()
+    if exclude_1d:
+        norms = {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS)
+                 for p in m.parameters(recurse=False)}
+        listed = getattr(model, "no_weight_decay", None)
+        if callable(listed):
+            patterns += [str(n) for n in listed()]
+
+    def rule(name: str, param: torch.Tensor) -> bool:
+        if exclude_1d and (param.ndim <= 1 or id(param) in norms):
+            return True
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+            return True
+        return bool(hook(name, param)) if hook is not None else False
+
+    return rule
+
+
+def layer_depths(names: Iterable[str]) -> dict[str, int]:
+    """Each param name's depth for layer-wise lr decay (see ``create``): 0 before the first
+    block, the block's ordinal inside one, the top (number of blocks + 1) after the last."""
+    names = list(names)
+    blocks: dict[str, int] = {}
+    depth: dict[str, int] = {}
+    after: list[str] = []
+    for name in names:
+        parts = name.split(".")
+        numbered = next((i for i, part in enumerate(parts) if part.isdigit()), None)
+        if numbered is None:
+            if blocks:
+                after.append(name)
+            else:
+                depth[name] = 0
+            continue
+        block = ".".join(parts[:numbered + 1])
+        depth[name] = blocks.setdefault(block, len(blocks) + 1)
+    if not blocks:  # no numbered blocks: the top-level children, in order
+        children: dict[str, int] = {}
+        return {name: children.setdefault(name.split(".")[0], len(children)) for name in names}
+    for name in after:
+        depth[name] = len(blocks) + 1
+    return depth
 
 
 def _add(name, factory, reproduces, year, paper, **more):

@@ -343,12 +343,12 @@ def test_resume_refuses_a_run_recorded_by_other_code(tiny, tmp_path, capsys, mon
     (copy / "results.sqlite").write_bytes((out / "results.sqlite").read_bytes())
     recorded = report.load(copy).config.version
     assert recorded == fingerprint.code_version()
-    monkeypatch.setattr(fingerprint, "code_version", lambda: "0.1.0+changedcode0")
+    monkeypatch.setattr(fingerprint, "code_version", lambda *files: "0.1.0+changedcode0")
     before = outcome_rows(copy / "results.sqlite")
     assert main(["bench", "--out", str(copy), "--resume", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
-    for part in (f"recorded by optimkit {recorded}", "installed code is optimkit "
+    for part in (f"recorded by optimkit {recorded}", "this environment is optimkit "
                  "0.1.0+changedcode0", "not be comparable", "--out", "re-install"):
         assert part in err, part
     assert outcome_rows(copy / "results.sqlite") == before  # nothing run

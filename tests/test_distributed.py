@@ -187,6 +187,35 @@ def test_fsdp2_dcp_of_8bit_state_into_a_plain_optimizer_is_refused(dist_results,
         assert row["dequantized_max_abs"] == 0.0, row
 
 
+@optims(cases=_in("fsdp-other-shapes"), argnames="info,scenario",
+        where=lambda i: i.name in POLICY_CASES)
+def test_fsdp2_state_of_other_shapes_is_refused_naming_the_param(dist_results, info, scenario):
+    """An FSDP2 optimizer state of a model of other shapes, handed over with
+    ``set_optimizer_state_dict``: the global shapes are compared (each rank's shards would
+    not show the difference the same way), the param is named by its FQN, nothing changes."""
+    for row in _rows(dist_results, scenario, info.name):
+        assert "'0.weight'" in row["refusal"], row
+        assert "(128, 64)" in row["refusal"] and "(100, 64)" in row["refusal"], row
+        assert row["unchanged"], row
+
+
+@optims(cases=_in("dcp-8bit-reshard-load"), argnames="info,scenario",
+        where=lambda i: i.name in POLICY_CASES)
+def test_fsdp2_dcp_of_8bit_state_onto_another_world_size(dist_results, info, scenario):
+    """2-rank checkpoints of 8-bit state loaded by one process. Shards of whole 256-element
+    blocks have the unsharded layout: the load gives the saved codes and scales exactly.
+    Shards cut inside a block: the saved groups' state_form records the layout and the load is
+    refused naming both (before: it loaded, its moments off by 20-37 % of their max)."""
+    for row in _rows(dist_results, scenario, info.name):
+        even, odd = row["even"], row["odd"]
+        assert even["refusal"] == "" and even["exact"], even
+        assert even["saved_form"].startswith("8bit:") and ";shards" not in even["saved_form"]
+        assert odd["saved_form"].endswith(";shards=2,1,1,1"), odd
+        assert "saved quantized in 2 shards along dim 0" in odd["refusal"], odd
+        assert "holds it unsharded" in odd["refusal"], odd
+        assert "nothing was loaded" in odd["refusal"] and odd["groups_kept"], odd
+
+
 def _checkpoints(info):
     # ZeRO (eager and flat) and DCP under FSDP2 for every optimizer; DCP of a flat optimizer
     # under DDP for a few

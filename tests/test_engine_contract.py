@@ -279,8 +279,6 @@ def three_beta_direction(b, betas):
 ThreeBetas = _recipe(three_beta_direction, steppers.sgd_step)
 
 
-@pytest.mark.xfail(strict=True, reason="the arity check of tuple hypers comes with issue 24 "
-                   "row 7 (the dropin branch): drop this mark when it is merged")
 def test_a_tuple_hyper_keeps_the_arity_of_its_default():
     params = [torch.ones(3, requires_grad=True)]
     _two_steps(ThreeBetas(params, betas=(0.9, 0.92, 0.99)), params)

@@ -129,8 +129,9 @@ def test_quantizing_decoded_values_is_the_identity(signed):
 
 
 def test_zero_inf_and_nan_blocks():
-    """Documented: a zero block reads back as zeros; inf or NaN anywhere in a block makes that
-    block (only) read back as NaN; nothing raises."""
+    """Documented: a zero block reads back as zeros; NaN anywhere in a block makes that block
+    (only) read back as NaN; inf reads back as inf, its block scaled by the largest float32
+    and otherwise finite (issue 21: it was NaN); nothing raises."""
     x = torch.randn(4 * q.BLOCK_SIZE + 10)
     x[: q.BLOCK_SIZE] = 0
     x[q.BLOCK_SIZE + 3] = math.inf
@@ -141,9 +142,13 @@ def test_zero_inf_and_nan_blocks():
         codes, absmax = q.quantize(values, signed)
         back = q.dequantize(codes, absmax, signed)
         assert torch.equal(back[: q.BLOCK_SIZE], torch.zeros(q.BLOCK_SIZE))
-        for block in (1, 2, 4):
-            assert back[block * q.BLOCK_SIZE:(block + 1) * q.BLOCK_SIZE].isnan().all()
-            assert absmax[block].isnan()
+        assert back[2 * q.BLOCK_SIZE:3 * q.BLOCK_SIZE].isnan().all()
+        assert absmax[2].isnan()
+        for block, where in ((1, q.BLOCK_SIZE + 3), (4, x.numel() - 2)):
+            assert absmax[block] == torch.finfo(torch.float32).max
+            assert back[where] == values[where]  # +-inf
+            rest = back[block * q.BLOCK_SIZE:(block + 1) * q.BLOCK_SIZE]
+            assert rest.isinf().sum() == 1 and not rest.isnan().any()
         finite = back[3 * q.BLOCK_SIZE:4 * q.BLOCK_SIZE]
         expected = values[3 * q.BLOCK_SIZE:4 * q.BLOCK_SIZE]
         assert torch.allclose(finite, expected, atol=0.008 * expected.abs().max())

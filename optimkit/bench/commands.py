@@ -1,7 +1,10 @@
 """``optimkit bench``, ``optimkit report``, ``optimkit plot`` and ``optimkit compare``.
 
 Every argument and every output path is checked before any work starts: a bad optimizer, task,
-number, device or output folder is refused with a one-line error and exit status 2.
+number (each has a bound), device, output folder or task module, a missing package, and a
+damaged, foreign or read-only results database are refused with a one-line error naming what is
+wrong and exit status 2. A cell that fails for the environment (a missing module or file) stops
+the run the same way and is never stored as the optimizer's result.
 Ctrl-C (or SIGTERM) during a bench stops the workers, keeps every finished cell, prints one line
 saying how to resume, and exits with status 130 (143 for SIGTERM); later signals are ignored
 while it stops.
@@ -28,7 +31,8 @@ PRESET_OUT = {"standard": DEFAULT_OUT, "quick": f"{DEFAULT_OUT}-quick",
 PROGRESS_EVERY = 30.0  # seconds between progress lines when stdout is not a terminal
 # What makes two runs the same run (a folder's report shows one run).
 _IDENTITY = ("preset", "optimizers", "tasks", "seeds", "seed_start", "tuning_seeds", "lr_range",
-             "per_decade", "budget", "extend", "weight_decays", "schedule", "cost", "device")
+             "per_decade", "budget", "extend", "weight_decays", "schedule", "cost", "device",
+             "task_modules")
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -40,25 +44,28 @@ def _canonical(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(registry.get(name).name for name in names))
 
 
-def _positive(text: str) -> int:
-    return _whole(text, 1)
+def _whole(low: int, high: int):
+    """An argparse type: a whole number in [low, high]. The upper bounds keep a typo (an extra
+    zero or three) from allocating the run's seed lists or process pool before any check."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
 
 
-def _whole(text: str, low: int = 0) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-    return value
+def _floats(text: str, low: float = 0.0, high: float | None = None,
+            most: int | None = None) -> tuple[float, ...]:
+    from .suite import MAX_WEIGHT_DECAY, MAX_WEIGHT_DECAYS
 
-
-def _seeds(text: str) -> int:
-    return _whole(text, 2)
-
-
-def _floats(text: str) -> tuple[float, ...]:
+    high = MAX_WEIGHT_DECAY if high is None else high
+    most = MAX_WEIGHT_DECAYS if most is None else most
     if text.strip().lower() in ("", "none", "0"):
         return ()
     try:
@@ -66,39 +73,55 @@ def _floats(text: str) -> tuple[float, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") \
             from None
-    if any(not v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"every value must be > 0, got {text!r}")
+    if any(not low < v <= high for v in values):  # NaN and inf fail too
+        raise argparse.ArgumentTypeError(f"every value must be > {low:g} and <= {high:g}, "
+                                         f"got {text!r}")
+    if len(values) > most:
+        raise argparse.ArgumentTypeError(f"at most {most} values, got {len(values)}")
     return values
 
 
 def _lr_range(text: str) -> tuple[float, float]:
-    values = _floats(text)
-    if len(values) != 2 or values[0] > values[1]:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH with 0 < LOW <= HIGH, got {text!r}")
+    from .search import LR_LIMITS
+
+    values = _floats(text, 0.0, LR_LIMITS[1], 2)
+    if len(values) != 2 or values[0] > values[1] or values[0] < LR_LIMITS[0]:
+        raise argparse.ArgumentTypeError(
+            f"expected LOW,HIGH with {LR_LIMITS[0]:g} <= LOW <= HIGH <= {LR_LIMITS[1]:g}, "
+            f"got {text!r}")
     return values
 
 
 # ------------------------------------------------------------------ optimkit bench
 @add("bench", "Score every optimizer of the notes' table on the benchmark suite; write the report.")
 def _configure_bench(parser: argparse.ArgumentParser):
-    from .suite import DEFAULT_PRESET, PRESETS
+    from .suite import DEFAULT_PRESET, LIMITS, PRESETS
 
+    _seeds, _tuning, _budget, _start, _workers = (
+        _whole(*LIMITS[k]) for k in ("seeds", "tuning_seeds", "budget", "seed_start", "workers"))
     presets = "; ".join(f"{name}: {', '.join(p.tasks)}, {p.seeds} test seeds"
                         for name, p in PRESETS.items())
     parser.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
                         help=f"which suite (default: %(default)s). {presets}")
     parser.add_argument("--optimizers", help="comma-separated names (default: every registered "
                         "optimizer that is a row of the notes' table)")
-    parser.add_argument("--tasks", help="comma-separated tasks (default: the preset's); known: "
-                        + ", ".join(task_registry.TASKS))
+    parser.add_argument("--tasks", help="comma-separated tasks (default: the preset's, or the "
+                        "tasks of --task-module); known: " + ", ".join(task_registry.TASKS))
+    parser.add_argument("--task-module", action="append", metavar="FILE_OR_MODULE",
+                        help="a .py file or a module name that registers tasks with "
+                        "optimkit.bench.tasks.register (repeatable). Its tasks replace the "
+                        "preset's (the preset still sets the seeds, lr window, budget, weight "
+                        "decays and cost cell); --tasks picks among its and the built-in tasks "
+                        "(default: none)")
     parser.add_argument("--seeds", type=_seeds,
-                        help="test seeds per (task, optimizer), >= 2 (default: the preset's)")
-    parser.add_argument("--seed-start", type=_whole, default=0,
+                        help=f"test seeds per (task, optimizer), {LIMITS['seeds'][0]} to "
+                        f"{LIMITS['seeds'][1]} (default: the preset's)")
+    parser.add_argument("--seed-start", type=_start, default=0,
                         help="first seed: tuning uses seeds S, S+1, testing the next --seeds "
                         "(default: %(default)s)")
-    parser.add_argument("--tuning-seeds", type=_positive,
+    parser.add_argument("--tuning-seeds", type=_tuning,
                         help="validation seeds each tuning point runs on (default: 2)")
-    parser.add_argument("--budget", type=_positive,
+    parser.add_argument("--budget", type=_budget,
                         help="most lrs tried per (task, optimizer), grid extensions included "
                         "(default: the preset's: " + ", ".join(
                             f"{n} {p.budget}" for n, p in PRESETS.items()) + ")")
@@ -126,7 +149,7 @@ def _configure_bench(parser: argparse.ArgumentParser):
     parser.add_argument("--replace", action="store_true",
                         help="let this run replace the report of a different run in --out "
                         "(default: refuse)")
-    parser.add_argument("--workers", type=_positive, default=None,
+    parser.add_argument("--workers", type=_workers, default=None,
                         help="parallel cells (default: the CPU count, here "
                         f"{os.cpu_count() or 1})")
     parser.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -143,13 +166,41 @@ def _configure_bench(parser: argparse.ArgumentParser):
     return run_bench
 
 
+# What the report needs besides the tasks: module -> (package to install, what needs it).
+REPORT_NEEDS = {"scipy": ("scipy", "the statistics of the Score"),
+                "matplotlib": ("matplotlib", "the report's plots")}
+# The packages the [bench] extra installs, by module name.
+BENCH_EXTRA = {"sklearn": "scikit-learn", "scipy": "scipy", "matplotlib": "matplotlib"}
+
+
+def check_dependencies(tasks: tuple[str, ...] = (), report: bool = True) -> None:
+    """ValueError naming every missing package, what needs it and how to install it, before
+    any work: a run without them would store every cell of a task as failed."""
+    needs: dict[str, list[str]] = {}
+    for name in tasks:
+        for module in task_registry.get(name).requires:
+            needs.setdefault(module, []).append(f"task {name}")
+    if report:
+        for module, (_, why) in REPORT_NEEDS.items():
+            needs.setdefault(module, []).append(why)
+    missing = task_registry.missing_modules(needs)
+    if not missing:
+        return
+    parts = [f"{BENCH_EXTRA.get(m, m)} (module {m}, for {', '.join(needs[m])})" for m in missing]
+    ours = [m for m in missing if m in BENCH_EXTRA]
+    other = [m for m in missing if m not in BENCH_EXTRA]
+    how = (["pip install 'optimkit[bench]'"] if ours else []) + (
+        [f"install the package(s) providing {', '.join(other)}"] if other else [])
+    raise ValueError(f"missing {'; '.join(parts)}: {' and '.join(how)}; nothing was run")
+
+
 def _check_notes(notes: str | None) -> None:
     if notes is not None and not Path(notes).is_file():
         raise ValueError(f"--notes {notes!r} is not a readable file")
 
 
 _RECORDED_FLAGS = ("preset", "optimizers", "tasks", "seeds", "tuning_seeds", "budget",
-                   "lr_range", "weight_decays", "schedule", "cost", "device")
+                   "lr_range", "weight_decays", "schedule", "cost", "device", "task_module")
 
 
 def _bench_config(args: argparse.Namespace):
@@ -172,16 +223,35 @@ def _bench_config(args: argparse.Namespace):
             recorded = store.last_config()
         if recorded is None:
             raise ValueError(f"--resume: the database in {out} records no run")
-        _check_same_code(recorded.get("version", "?"), out)
-        return Config.from_json(recorded, workers=workers, executor=args.executor), out
+        modules = tuple(recorded.get("task_modules") or ())
+        for module in modules:
+            try:
+                task_registry.load_module(module)
+            except ValueError as err:  # a file moved away, or broken since
+                raise ValueError(f"--resume: the run's task module cannot be loaded: {err}") \
+                    from None
+        _check_same_code(recorded, out)
+        try:
+            config = Config.from_json(recorded, workers=workers, executor=args.executor)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"--resume: the run recorded in {out} cannot be replayed: {err}") \
+                from None
+        return config, out
     if args.optimizers is not None and not _names(args.optimizers):
         raise ValueError("--optimizers: give at least one name (it is empty)")
     if args.tasks is not None and not _names(args.tasks):
         raise ValueError("--tasks: give at least one task (it is empty)")
+    modules, module_tasks = [], []
+    for spec in args.task_module or ():
+        module_tasks += task_registry.load_module(spec)  # ValueError naming it
+        path = task_registry.module_file(spec)
+        # Recorded so that --resume and the workers find it from any folder.
+        modules.append(str(path) if spec.endswith(".py") or Path(spec).is_file() else spec)
+    tasks = _names(args.tasks) if args.tasks else tuple(dict.fromkeys(module_tasks)) or None
     config = Config.for_preset(
         args.preset,
         optimizers=_canonical(_names(args.optimizers)) if args.optimizers else None,
-        tasks=_names(args.tasks) if args.tasks else None,
+        tasks=tasks, task_modules=tuple(modules) or None,
         seeds=args.seeds, seed_start=args.seed_start, tuning_seeds=args.tuning_seeds,
         budget=args.budget, lr_range=args.lr_range, weight_decays=args.weight_decays,
         schedule=args.schedule, cost=args.cost, device=args.device, workers=workers,
@@ -198,20 +268,26 @@ def _bench_config(args: argparse.Namespace):
     return config, out
 
 
-def _check_same_code(recorded: str, out: Path) -> None:
-    """Refuse to resume a run recorded by other code: its cells would not be comparable."""
-    from .fingerprint import code_version
+def _check_same_code(recorded: dict, out: Path) -> None:
+    """Refuse to resume a run recorded by another version (code, task modules, torch, numpy or
+    Python): its cells would not be comparable. The message says which of them differs."""
+    from . import fingerprint
 
-    if recorded != code_version():
+    files = [task_registry.module_file(m) for m in recorded.get("task_modules") or ()]
+    version, installed = recorded.get("version", "?"), fingerprint.code_version(files)
+    if version != installed:
+        what = fingerprint.differences(recorded.get("fingerprint"),
+                                       fingerprint.components(task_files=files))
         raise ValueError(
-            f"--resume: the run in {out} was recorded by optimkit {recorded}, the installed code "
-            f"is optimkit {code_version()}; cells computed by the two would not be comparable. "
-            "Start a new run with another --out, or re-install the code that started this run")
+            f"--resume: the run in {out} was recorded by optimkit {version}, this environment "
+            f"is optimkit {installed}; what differs: {what}. Cells computed by the two would not "
+            "be comparable: start a new run with another --out, or re-install the code and "
+            "packages that started this run")
 
 
 def _identity(config: dict) -> dict:
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()
-            if k in _IDENTITY}
+            if k in _IDENTITY and not (k == "task_modules" and not v)}  # older runs lack it
 
 
 def _check_same_run(config, out: Path, replace: bool) -> None:
@@ -359,16 +435,20 @@ def _interrupted(where: dict) -> str:
 
 
 def _bench(args: argparse.Namespace, where: dict) -> int:
-    from . import report, suite
+    from . import fingerprint, report, suite
+    from .runner import EnvironmentFailure
     from .store import Store
 
     _check_notes(args.notes)
     config, out = _bench_config(args)  # every check before the folder is created
+    check_dependencies(config.tasks)
     out.mkdir(parents=True, exist_ok=True)
     tally = suite.Tally()
     quiet = args.quiet
     with Store(out) as store:
-        store.record_run(config.to_json(), [task_registry.get(t).meta() for t in config.tasks])
+        files = [task_registry.module_file(m) for m in config.task_modules]
+        store.record_run({**config.to_json(), "fingerprint": fingerprint.components(
+            task_files=files)}, [task_registry.get(t).meta() for t in config.tasks])
         where.update(out=out, config=config)
         total = suite.count_cells(config)
         if not quiet:
@@ -382,11 +462,18 @@ def _bench(args: argparse.Namespace, where: dict) -> int:
             bar, update = _rich_progress(total)
         if bar is None and not quiet and not sys.stdout.isatty():
             update = LineProgress()
-        if bar is not None:
-            with bar:
+        try:
+            if bar is not None:
+                with bar:
+                    suite.run(config, store, update, tally)
+            else:
                 suite.run(config, store, update, tally)
-        else:
-            suite.run(config, store, update, tally)
+        except EnvironmentFailure as err:
+            print(f"optimkit bench: error: the run stopped on a failure that is not an "
+                  f"optimizer's (not stored): {err}. {tally.finished} cells are saved; fix it, "
+                  f"then finish with `optimkit bench --resume --out {out}`",
+                  file=sys.stderr, flush=True)
+            return 2
         failures = store.errors(config.version)
     summary = report.load(out)
     files = report.build(out, args.notes, summary)
@@ -421,6 +508,7 @@ def _configure_report(parser: argparse.ArgumentParser):
 
         out = check_folder(args.out)
         _check_notes(args.notes)
+        check_dependencies()
         summary = report.load(out)
         files = report.build(out, args.notes, summary)
         print(f"optimkit report: wrote {len(files)} files in {out}/ from the cells of optimkit "
@@ -467,15 +555,16 @@ def _configure_plot(parser: argparse.ArgumentParser):
                         help="output folder, never a bench report's (default: ./%(default)s)")
     parser.add_argument("--lr", type=float, default=None,
                         help="one lr for all (default: each tuned by the bench's lr search)")
-    parser.add_argument("--budget", type=_positive, default=13,
+    parser.add_argument("--budget", type=_whole(1, 31), default=13,
                         help="most lrs tried when tuning (default: %(default)s)")
     return run_plot
 
 
 def run_plot(args: argparse.Namespace) -> int:
+    """``optimkit plot``: draw optimizers' trajectories on a 2-D test function."""
     from .plots import trajectories
     from .runner import run_cell
-    from .search import Rules, walk
+    from .search import LR_LIMITS, Rules, walk
     from .store import DB_NAME
 
     if args.function not in task_registry.SURFACES:
@@ -485,8 +574,9 @@ def run_plot(args: argparse.Namespace) -> int:
     if not names:
         raise ValueError("--optimizers: give at least one name (it is empty)")
     names = _canonical(names)  # ValueError naming an unknown one
-    if args.lr is not None and not args.lr > 0:
-        raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if args.lr is not None and not LR_LIMITS[0] <= args.lr <= LR_LIMITS[1]:  # NaN, inf too
+        raise ValueError(f"--lr must be between {LR_LIMITS[0]:g} and {LR_LIMITS[1]:g}, "
+                         f"got {args.lr}")
     out = check_folder(args.out)
     if (out / DB_NAME).exists():
         raise ValueError(f"--out {out} holds a bench report; optimkit plot writes elsewhere "

@@ -50,6 +50,7 @@ def corpus() -> dict[str, Tensor]:
 
 
 def corpus_info() -> dict[str, object]:
+    """The corpus's identity: Python version, a SHA-256 of its bytes, and its split sizes."""
     data = corpus()
     digest = hashlib.sha256()
     for name in ("train", "val", "test"):
@@ -102,10 +103,12 @@ class TinyGPT(nn.Module):
 
 
 def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean next-byte cross-entropy, in nats."""
     return nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
 
 
 def bits_per_byte(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean next-byte cross-entropy, in bits per byte (the LM task's metric)."""
     return lm_loss(logits, targets) / math.log(2)
 
 

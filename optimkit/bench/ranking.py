@@ -161,10 +161,12 @@ class RankTest:
 
     @property
     def stars(self) -> dict[str, int]:
+        """Stars per optimizer, from its tier."""
         return {n: stars(t) for n, t in self.tiers.items()}
 
 
 def stars(tier: int) -> int:
+    """Stars of a tier: 3 for tier 1, 2 for tier 2, 1 for tier 3, 0 below."""
     return max(0, min(3, 4 - tier))
 
 

@@ -44,7 +44,16 @@ def load(out: Path | str) -> Summary:
         config = store.last_config()
         if config is None:
             raise ValueError(f"the database in {out} records no run")
-        return summarise(Config.from_json(config, version=config["version"]),
+        broken = store.environment_failures(config["version"])
+        if broken:
+            task, optimizer, error = broken[0]
+            raise ValueError(
+                f"{store.path}: {len(broken)} cells are recorded as failed for the environment, "
+                f"not the optimizer (e.g. {optimizer} on {task}: {error}); an older optimkit "
+                "stored them as results. Rerun the same `optimkit bench` command (or "
+                f"`optimkit bench --resume --out {out}`) to compute them again")
+        return summarise(Config.from_json(config, version=config["version"],
+                                          check_tasks=False),
                          store.task_meta(), store.cells())
 
 
@@ -415,6 +424,20 @@ def _description(name: str) -> str:
     return text or ""
 
 
+def _num(value: Any) -> str:
+    """A stored number as ``:g`` text; anything else (a hand-edited database) as its text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:g}"
+    return str(value)
+
+
+def md(value: Any) -> str:
+    """Stored text made inert in markdown: one line, no table-breaking ``|``, no raw HTML."""
+    text = " ".join(str(value).splitlines())
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("|", "\\|"))
+
+
 def _md_table(head: list[str], align: str, body: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", align,
             *("| " + " | ".join(row) + " |" for row in body)]
@@ -436,14 +459,14 @@ TASK_HEAD = ["", "mean ± 95 % CI", "tied", "rank", "lr", "weight decay", "lrs t
              "lr sensitivity", "to target", "diverged"]
 
 
-def _task_cells(row: dict[str, Any], pair, escape=lambda s: s) -> list[str]:
+def _task_cells(row: dict[str, Any], pair) -> list[str]:
     sens = fmt(row["lr_sensitivity_decades"], 2)
     if row["lr_sensitivity_lower_bound"] and sens != "–":
         sens = "≥ " + sens
     lr = fmt(row["lr"], 3) + (" (edge!)" if row["lr_on_edge"] else "")
-    return [escape(mean_pm(row["mean"], row["ci95"], row["error"])),
+    return [mean_pm(row["mean"], row["ci95"], row["error"]),
             "yes" if row["tied_with_best"] else "", fmt(row["rank_on_task"], 2), lr,
-            fmt(row["weight_decay"], 3), str(row["lrs_tried"]), sens, escape(_reach(pair)),
+            fmt(row["weight_decay"], 3), str(row["lrs_tried"]), sens, _reach(pair),
             fmt(row["divergence_rate"], 2)]
 
 
@@ -456,14 +479,16 @@ def _reach(pair) -> str:
 
 
 def leaderboard(summary: Summary) -> str:
+    """``leaderboard.md``: the notes' table with the Score filled, and the per-task results."""
     c = summary.config
     real = summary.real_tasks
     lines = ["# optimkit bench: leaderboard", ""]
     if c.provisional:
         lines += [f"**{PROVISIONAL}**", ""]
     lines += [
-        f"optimkit {c.version}, preset {c.preset}, device {c.device}; {len(c.optimizers)} "
-        f"optimizers, {len(real)} ranked tasks ({', '.join(real)}). The same search for every "
+        f"optimkit {md(c.version)}, preset {md(c.preset)}, device {md(c.device)}; "
+        f"{len(c.optimizers)} optimizers, {len(real)} ranked tasks "
+        f"({', '.join(md(t) for t in real)}). The same search for every "
         f"optimizer: {_grid_text(summary)}.", "",
         f"**Score**: {SCORE_RULE}", "",
         *[f"{line}" for line in statistics_text(summary)], "",
@@ -476,18 +501,19 @@ def leaderboard(summary: Summary) -> str:
         "step() time on a 10.9M-parameter transformer as a multiple of torch's fused Adam, "
         "both eager on one thread.", "",
     ]
-    body = [[f"**{row['name']}**", _description(row["name"]), _paper(row["name"]),
+    body = [[f"**{md(row['name'])}**", _description(row["name"]), _paper(row["name"]),
              *_leader_cells(row, len(real), True)] for row in optimizer_rows(summary)]
     lines += _md_table(["", "Reproduces", "Paper", *LEADER_HEAD],
                        "|:--|:--|:--|:--|" + "--:|" * (len(LEADER_HEAD) - 1), body)
     for task in summary.tasks:
         meta = summary.tasks[task]
         kind = "illustrative, not ranked" if meta["illustrative"] else "ranked"
-        lines += ["", f"## {task}: {meta['metric']} ({kind})", "", meta["description"] + ".",
-                  f"Tolerance of the lr sensitivity: {meta.get('tolerance', 0.01):g}; target "
-                  f"{'≥' if meta['higher_is_better'] else '≤'} {meta['target']:g} "
-                  "(validation, for 'to target').", ""]
-        body = [[f"**{row['optimizer']}**", *_task_cells(row, summary.pairs[(task,
+        lines += ["", f"## {md(task)}: {md(meta['metric'])} ({kind})", "",
+                  md(meta["description"]) + ".",
+                  f"Tolerance of the lr sensitivity: {md(_num(meta.get('tolerance', 0.01)))}; "
+                  f"target {'≥' if meta['higher_is_better'] else '≤'} {md(_num(meta['target']))}"
+                  " (validation, for 'to target').", ""]
+        body = [[f"**{md(row['optimizer'])}**", *_task_cells(row, summary.pairs[(task,
                                                                           row["optimizer"])])]
                 for row in pair_rows(summary, [task])]
         lines += _md_table(TASK_HEAD, "|:--|" + "--:|" * (len(TASK_HEAD) - 1), body)
@@ -514,8 +540,9 @@ def fill_notes(text: str, summary: Summary) -> str:
         elif in_table and not line.lstrip().startswith("|"):
             in_table = False
             if not done:
-                out += ["", f"Score measured by `optimkit bench` (preset {summary.config.preset},"
-                        f" optimkit {summary.config.version}): {SCORE_RULE}"
+                out += ["", f"Score measured by `optimkit bench` (preset "
+                        f"{md(summary.config.preset)}, optimkit {md(summary.config.version)}): "
+                        f"{SCORE_RULE}"
                         + (f" {PROVISIONAL}" if summary.config.provisional else "")]
                 done = True
         elif in_table and score_col is not None and len(cells) > score_col:
@@ -557,27 +584,38 @@ white-space:normal}
 """
 
 
-def _table(head: list[str], body: list[list[str]], table_id: str = "",
+class Markup(str):
+    """HTML built here, from escaped parts: the one kind of cell :func:`_table` does not
+    escape. Every other cell, and every id and class, is escaped, whatever its origin."""
+
+
+def _cell(value: Any) -> str:
+    return value if isinstance(value, Markup) else html.escape(str(value))
+
+
+def _table(head: list[str], body: list[list[Any]], table_id: str = "",
            row_class: list[str] | None = None) -> str:
-    ident = f' id="{table_id}"' if table_id else ""
+    ident = f' id="{html.escape(table_id)}"' if table_id else ""
     out = [f"<table{ident}><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
            + "</tr></thead><tbody>"]
     for i, row in enumerate(body):
-        cls = f' class="{row_class[i]}"' if row_class and row_class[i] else ""
-        out.append(f"<tr{cls}>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>")
+        cls = f' class="{html.escape(row_class[i])}"' if row_class and row_class[i] else ""
+        out.append(f"<tr{cls}>" + "".join(f"<td>{_cell(cell)}</td>" for cell in row) + "</tr>")
     return "\n".join(out) + "</tbody></table>"
 
 
 def page(summary: Summary, pictures: list[Path]) -> str:
+    """``report.html``: the self-contained report page."""
     c = summary.config
     real = summary.real_tasks
     rows = optimizer_rows(summary)
     body, classes = [], []
     for row in rows:
         cells = _leader_cells(row, len(real), False)
-        cells[0] = (f'<span class="stars" title="{row["stars"]} of 3 stars">{cells[0]}</span>'
+        cells[0] = (Markup(f'<span class="stars" title="{html.escape(str(row["stars"]))} of 3 '
+                           f'stars">{html.escape(cells[0])}</span>')
                     if row["stars"] is not None else "–")
-        body.append([f"<b>{html.escape(row['name'])}</b>", *cells])
+        body.append([Markup(f"<b>{html.escape(row['name'])}</b>"), *cells])
         classes.append("tier1" if row["tier"] == 1 else "")
     by_name = {p.name: p for p in pictures}
     sections = []
@@ -585,27 +623,28 @@ def page(summary: Summary, pictures: list[Path]) -> str:
         rows_t = pair_rows(summary, [task])
         table = _table(
             ["optimizer", *TASK_HEAD[1:]],
-            [[f"<b>{html.escape(r['optimizer'])}</b>",
-              *_task_cells(r, summary.pairs[(task, r["optimizer"])], html.escape)]
+            [[Markup(f"<b>{html.escape(r['optimizer'])}</b>"),
+              *_task_cells(r, summary.pairs[(task, r["optimizer"])])]
              for r in rows_t], f"task-{task}",
             ["tier1" if r["tied_with_best"] else "" for r in rows_t])
         figures = "".join(_figure(by_name[n]) for n in (f"task-{task}.png", f"curves-{task}.png",
                                                          f"trajectories-{task}.png")
                           if n in by_name)
         kind = "illustrative, not ranked" if meta["illustrative"] else "ranked"
-        sections.append(f"<h3>{html.escape(task)}: {html.escape(meta['metric'])} ({kind})</h3>"
-                        f'<p class="note">{html.escape(meta["description"])}; lr-sensitivity '
-                        f"tolerance {meta.get('tolerance', 0.01):g}; rows marked at the left are "
-                        f"tied with the best.</p>{table}{figures}")
+        sections.append(f"<h3>{html.escape(task)}: {html.escape(str(meta['metric']))} ({kind})"
+                        f'</h3><p class="note">{html.escape(str(meta["description"]))}; '
+                        "lr-sensitivity tolerance "
+                        f"{html.escape(_num(meta.get('tolerance', 0.01)))}; rows marked at the "
+                        f"left are tied with the best.</p>{table}{figures}")
     shown = {f"task-{t}.png" for t in summary.tasks} | {f"curves-{t}.png" for t in summary.tasks}
     shown |= {f"trajectories-{t}.png" for t in summary.tasks}
     overview = "".join(_figure(p) for p in pictures if p.name not in shown)
     stats = "".join(f'<p class="note{" warn" if line.startswith("Warning") else ""}">'
                     f"{html.escape(line)}</p>" for line in statistics_text(summary))
     provisional = f'<p class="warn"><b>{html.escape(PROVISIONAL)}</b></p>' if c.provisional else ""
-    tasks_body = [[html.escape(t), html.escape(m["description"]), html.escape(m["metric"]),
-                   ("≥ " if m["higher_is_better"] else "≤ ") + f"{m['target']:g}",
-                   str(m["epochs"]), "illustrative" if m["illustrative"] else "ranked"]
+    tasks_body = [[t, m["description"], m["metric"],  # escaped by _table, like every cell
+                   ("≥ " if m["higher_is_better"] else "≤ ") + _num(m["target"]),
+                   m["epochs"], "illustrative" if m["illustrative"] else "ranked"]
                   for t, m in summary.tasks.items()]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

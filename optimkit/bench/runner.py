@@ -14,6 +14,7 @@ times ``step()`` on a model of more than 10M parameters instead (:mod:`.cost`).
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import math
@@ -31,6 +32,25 @@ DIVERGENCE_FACTOR = 1e3
 CURVE_POINTS = 100
 SCHEDULES = ("cosine", "constant")
 WARMUP = 0.05  # share of the steps spent warming up under the "cosine" schedule
+
+# Failures of the machine, not of the optimizer: a missing package or data file, an unreadable
+# file, no memory left. A cell that raises one stops the run (EnvironmentFailure) instead of
+# being recorded as the optimizer's failure; rows recorded so by older versions are not trusted.
+ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (ImportError, OSError, MemoryError)
+ENVIRONMENT_ERROR_NAMES = frozenset(
+    name for name, kind in vars(builtins).items()
+    if isinstance(kind, type) and issubclass(kind, ENVIRONMENT_ERRORS))
+
+
+class EnvironmentFailure(Exception):
+    """A cell could not run for a reason that is not the optimizer's: the environment (see
+    ``ENVIRONMENT_ERRORS``), a task module that does not load, or a task whose ``build``
+    raises. Its message names the cell and the original error; never recorded as a result."""
+
+
+def is_environment_error(error: str | None) -> bool:
+    """Whether a recorded error text (``"Type: message"``) is an environment failure."""
+    return bool(error) and error.split(":", 1)[0].strip() in ENVIRONMENT_ERROR_NAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +80,7 @@ class CellSpec:
 
 
 def canonical(hypers: dict[str, Any]) -> str:
+    """Hyper-parameters as canonical JSON (sorted keys), the form cells are keyed by."""
     return json.dumps(hypers, sort_keys=True, separators=(",", ":"))
 
 
@@ -107,8 +128,17 @@ def _thin(points: list, limit: int = CURVE_POINTS) -> list:
     return picked + [points[-1]]
 
 
-def run_cell(spec: CellSpec) -> dict[str, Any]:
-    """Train one cell and return its results (a flat dict of JSON-able values)."""
+def run_cell(spec: CellSpec, task_modules: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Train one cell and return its results (a flat dict of JSON-able values).
+
+    ``task_modules`` (``--task-module``) are loaded first, once per process: a pool worker
+    knows only the built-in tasks. A module that fails to load is an environment failure."""
+    for module in task_modules:
+        try:
+            task_registry.load_module(module)
+        except Exception as err:  # noqa: BLE001  (never the optimizer's failure)
+            raise EnvironmentFailure(f"{spec.task} / {spec.optimizer}: {err} (a task module "
+                                     "that does not load)") from None
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core per cell: deterministic and fair between workers
     cpu = time.process_time()
@@ -119,6 +149,12 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
             result = measure(spec)
         else:
             result = _train(spec)
+    except EnvironmentFailure:
+        raise
+    except ENVIRONMENT_ERRORS as err:
+        raise EnvironmentFailure(
+            f"environment error in {spec.task} / {spec.optimizer} ({spec.role}, lr "
+            f"{spec.lr:g}, seed {spec.seed}): {type(err).__name__}: {err}") from None
     except Exception as err:  # noqa: BLE001  (one broken optimizer must not end the run)
         result = failed(err)
     finally:
@@ -156,7 +192,13 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: i
 def _train(spec: CellSpec) -> dict[str, Any]:
     _seed_everything(spec.seed)
     task = task_registry.get(spec.task)
-    instance = task.build(spec.seed, spec.device)
+    try:
+        instance = task.build(spec.seed, spec.device)
+    except ENVIRONMENT_ERRORS:
+        raise
+    except Exception as err:  # noqa: BLE001  (no optimizer exists yet: never its failure)
+        raise EnvironmentFailure(f"task {spec.task} failed to build (seed {spec.seed}), before "
+                                 f"any optimizer ran: {type(err).__name__}: {err}") from None
     model = instance.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = registry.create(spec.optimizer, params, **json.loads(spec.hypers))

@@ -54,8 +54,9 @@ class Rules:
 
     def __post_init__(self) -> None:
         low, high = self.lr_range
-        if not (0 < low <= high):
-            raise ValueError(f"lr_range must be 0 < low <= high, got {self.lr_range!r}")
+        if not (LR_LIMITS[0] <= low <= high <= LR_LIMITS[1]):  # NaN and inf fail too
+            raise ValueError(f"lr_range must be {LR_LIMITS[0]:g} <= low <= high <= "
+                             f"{LR_LIMITS[1]:g}, got {self.lr_range!r}")
         if self.per_decade < 1:
             raise ValueError(f"per_decade must be >= 1, got {self.per_decade!r}")
         if self.budget < len(self.initial()):
@@ -254,6 +255,7 @@ def walk(rules: Rules, task: str, optimizer: str, higher_is_better: bool,
 
 
 def final_specs(rules: Rules, search: Search) -> list[CellSpec]:
+    """The test cells of a finished search: its chosen hypers on every test seed."""
     return [CellSpec.make(search.task, search.optimizer, search.hypers, seed, "final",
                           rules.device, rules.schedule) for seed in rules.test_seeds]
 

@@ -68,6 +68,13 @@ PRESETS: dict[str, Preset] = {
 }
 DEFAULT_PRESET = "standard"
 TUNING_SEEDS = 2
+# Bounds of the run's numbers (the flags and a recorded run alike): far above any useful run,
+# low enough that a typo is refused before the seed lists or the process pool are allocated.
+LIMITS: dict[str, tuple[int, int]] = {
+    "seeds": (2, 1000), "tuning_seeds": (1, 100), "budget": (1, 100), "workers": (1, 1024),
+    "per_decade": (1, 12), "extend": (1, 10), "seed_start": (0, 10**9),
+}
+MAX_WEIGHT_DECAY, MAX_WEIGHT_DECAYS = 10.0, 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,9 +97,14 @@ class Config:
     device: str = "cpu"
     workers: int = 1
     executor: str = "local"
-    version: str = dataclasses.field(default_factory=code_version)  # whose cells these are
+    # Task modules (absolute .py paths or module names) that register tasks of this run; their
+    # source is part of the version, and the workers load them.
+    task_modules: tuple[str, ...] = ()
+    version: str = ""  # whose cells these are (default: the installed code's, task modules in)
+    # False where only the stored cells are read (the report): the tasks need not be loaded.
+    check_tasks: dataclasses.InitVar[bool] = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, check_tasks: bool = True) -> None:
         if not self.optimizers:
             raise ValueError("optimizers: give at least one")
         if not self.tasks:
@@ -100,14 +112,24 @@ class Config:
         for name in self.optimizers:
             registry.get(name)  # ValueError naming it
         for name in self.tasks:
-            task_registry.get(name)
+            if check_tasks:
+                task_registry.get(name)
+            elif not isinstance(name, str) or not task_registry._NAME.fullmatch(name):
+                raise ValueError(f"tasks: {name!r} is not a task name")
+        if not self.version:
+            object.__setattr__(self, "version", code_version(
+                [task_registry.module_file(m) for m in self.task_modules]))
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        for field, low in (("seeds", 2), ("tuning_seeds", 1), ("budget", 1), ("workers", 1),
-                           ("per_decade", 1), ("extend", 1), ("seed_start", 0)):
+        for field, (low, high) in LIMITS.items():
             value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{field} must be an int >= {low}, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"{field} must be an int between {low} and {high}, "
+                                 f"got {value!r}")
+        if len(self.weight_decays) > MAX_WEIGHT_DECAYS or any(
+                not 0 < w <= MAX_WEIGHT_DECAY for w in self.weight_decays):
+            raise ValueError(f"weight_decays: at most {MAX_WEIGHT_DECAYS} values in "
+                             f"(0, {MAX_WEIGHT_DECAY:g}], got {self.weight_decays!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.executor not in ("local", "ray"):
@@ -151,7 +173,7 @@ class Config:
     def from_json(data: dict[str, Any], **override: Any) -> Config:
         fields = {f.name for f in dataclasses.fields(Config)}
         kept = {k: v for k, v in data.items() if k in fields and k != "version"}
-        for name in ("optimizers", "tasks", "lr_range", "weight_decays"):
+        for name in ("optimizers", "tasks", "lr_range", "weight_decays", "task_modules"):
             if name in kept:
                 kept[name] = tuple(kept[name])
         return Config(**{**kept, **override})
@@ -253,7 +275,8 @@ class PoolExecutor:
     inherits this process's torch threads, and none pays for importing torch again.
     """
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, task_modules: tuple[str, ...] = ()):
+        self.task_modules = task_modules
         methods = multiprocessing.get_all_start_methods()
         method = "forkserver" if "forkserver" in methods else "spawn"
         ctx = multiprocessing.get_context(method)
@@ -264,7 +287,7 @@ class PoolExecutor:
             initargs=(os.getpid(),))
 
     def submit(self, spec: CellSpec):
-        return self.pool.submit(run_cell, spec)
+        return self.pool.submit(run_cell, spec, self.task_modules)
 
     def wait(self, pending: set) -> tuple[set, set]:
         done, rest = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
@@ -296,7 +319,8 @@ class PoolExecutor:
 class RayExecutor:
     """The same cells as Ray tasks (optional extra ``ray``); joins a running Ray or starts one."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, task_modules: tuple[str, ...] = ()):
+        self.task_modules = task_modules
         try:
             import ray
         except ImportError:
@@ -308,7 +332,7 @@ class RayExecutor:
         self.submitted: list = []
 
     def submit(self, spec: CellSpec):
-        ref = self.remote.remote(spec)
+        ref = self.remote.remote(spec, self.task_modules)
         self.submitted.append(ref)
         return ref
 
@@ -332,10 +356,10 @@ class RayExecutor:
 
 def make_executor(config: Config):
     if config.executor == "ray":
-        return RayExecutor(config.workers)
+        return RayExecutor(config.workers, config.task_modules)
     if config.workers == 1:
-        return InlineExecutor()
-    return PoolExecutor(config.workers)
+        return InlineExecutor()  # this process has loaded the task modules
+    return PoolExecutor(config.workers, config.task_modules)
 
 
 # ------------------------------------------------------------------ the run

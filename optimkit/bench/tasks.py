@@ -28,9 +28,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import importlib
+import importlib.util
 import io
 import math
-from collections.abc import Callable, Iterator
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -44,9 +50,40 @@ LM_EVAL_WINDOWS = (96, 384)  # (validation, test)
 MNIST1D_CHANNELS, MNIST1D_BATCH = 24, 64
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """One benchmark task: what is trained, how it is scored and what counts as reached."""
+    """One benchmark task: what is trained, how it is scored and what counts as reached.
+
+    The task protocol (what :func:`register` accepts; the built-in tasks follow it too):
+
+    * ``name``: letters, digits, ``.``, ``_``, ``-`` (it names files and report sections);
+      ``description``: one line for the report;
+    * ``metric`` (e.g. ``"test MSE"``) and ``higher_is_better``: the direction the ranking
+      uses (an accuracy: ``True``; a loss or error: ``False``);
+    * ``target``: the validation value that counts as reached (the report's "to target");
+      ``tolerance``: the absolute margin, in the metric's unit, within which an lr counts as
+      as good as the best one (the lr-sensitivity measure; 0.01 by default);
+    * ``epochs``: calls of ``Instance.batches()`` per run; the lr schedule (warm-up + cosine)
+      spans ``epochs * Instance.steps_per_epoch`` optimizer steps;
+    * ``builder(seed, device) -> Instance``: a fresh model, its data and its scoring. The
+      seed must drive everything random about a run (initial weights, batch order): the same
+      seed gives the same numbers. The data split must not depend on it, and the test split
+      must never be used for training or for ``evaluate("val")``. Tuning runs use seeds
+      ``seed_start, seed_start+1`` (validation split), the scored runs the next ``--seeds``
+      seeds (test split, read once at the end);
+    * ``requires``: modules the builder imports that may be missing (e.g. ``("sklearn",)``):
+      checked before a run starts, so a missing package is one error, not failed cells.
+
+    Cost: every run trains from scratch on one CPU thread; a (task, optimizer) pair takes
+    about ``(lrs tried + weight decays) * tuning seeds + seeds`` runs (some 20 to 60 with the
+    presets), so keep one run to seconds. A builder that raises stops the whole run (it is
+    never an optimizer's failure), and so does an ``ImportError``, ``OSError`` or
+    ``MemoryError`` anywhere in a run (a missing package or data file); any other exception
+    during training is recorded as that optimizer's failure (ranked last on the task).
+    """
 
     name: str
     description: str
@@ -60,6 +97,33 @@ class Task:
     # (absolute, in the metric's unit) of the best lr's.
     tolerance: float = 0.01
     info: Callable[[], dict] | None = None  # facts about the data that the report records
+    requires: tuple[str, ...] = ()  # modules the builder imports, checked before a run starts
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name) or \
+                self.name == "cost":
+            raise ValueError(f"task name must be 1 to 64 letters, digits, '.', '_' or '-' (not "
+                             f"'cost'), got {self.name!r}")
+        for field in ("description", "metric"):
+            if not isinstance(getattr(self, field), str):
+                raise ValueError(f"task {self.name}: {field} must be a str")
+        for field in ("higher_is_better", "illustrative"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"task {self.name}: {field} must be True or False")
+        for field in ("target", "tolerance"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not math.isfinite(value) or (field == "tolerance" and value < 0):
+                raise ValueError(f"task {self.name}: {field} must be a finite number"
+                                 f"{' >= 0' if field == 'tolerance' else ''}, got {value!r}")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or \
+                not 1 <= self.epochs <= 10_000:
+            raise ValueError(f"task {self.name}: epochs must be an int from 1 to 10000, "
+                             f"got {self.epochs!r}")
+        if not callable(self.builder):
+            raise ValueError(f"task {self.name}: builder must be callable(seed, device)")
+        if isinstance(self.requires, str) or not all(isinstance(m, str) for m in self.requires):
+            raise ValueError(f"task {self.name}: requires must be a tuple of module names")
 
     def build(self, seed: int, device: str = "cpu") -> Instance:
         """A fresh, seeded instance of the task (model, data, loss) on ``device``."""
@@ -91,7 +155,17 @@ class Task:
 
 @dataclasses.dataclass
 class Instance:
-    """A built task: the model to train and everything needed to train and score it."""
+    """A built task: the model to train and everything needed to train and score it.
+
+    * ``model``: an ``nn.Module`` on the requested device; every parameter with
+      ``requires_grad`` is handed to the optimizer;
+    * ``loss_fn(model(inputs), targets)``: a scalar tensor to minimise;
+    * ``batches()``: one training epoch of ``(inputs, targets)``, in a seeded order (each
+      call may shuffle anew, from a generator seeded by the run's seed);
+    * ``evaluate(split)``: the metric (a float) on ``"val"`` or ``"test"``, without training
+      (use ``torch.no_grad()`` and eval mode);
+    * ``steps_per_epoch``: how many batches one ``batches()`` call yields.
+    """
 
     model: nn.Module
     loss_fn: Callable[[Tensor, Tensor], Tensor]
@@ -336,16 +410,19 @@ def _stdlib_lm(seed: int, device: str) -> Instance:
 
 # ------------------------------------------------------------------------- 2-D functions
 def rosenbrock(xy: Tensor) -> Tensor:
+    """Rosenbrock's function, minimum 0 at (1, 1)."""
     x, y = xy[0], xy[1]
     return (1 - x) ** 2 + 100 * (y - x**2) ** 2
 
 
 def beale(xy: Tensor) -> Tensor:
+    """Beale's function, minimum 0 at (3, 0.5)."""
     x, y = xy[0], xy[1]
     return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2
 
 
 def rastrigin(xy: Tensor) -> Tensor:
+    """Rastrigin's function in 2-D, minimum 0 at the origin, many local minima."""
     return 20 + (xy**2 - 10 * torch.cos(2 * math.pi * xy)).sum(0)
 
 
@@ -408,11 +485,88 @@ def _surface_builder(name: str):
 TASKS: dict[str, Task] = {}
 
 
+_loading: list[list[str]] = []  # the names registered by the task modules being loaded
+
+
 def register(task: Task) -> Task:
-    if task.name in TASKS:
+    """Add ``task`` (a :class:`Task`, see its protocol) to the tasks ``optimkit bench`` knows.
+
+    Call it at import time of a task module, then run ``optimkit bench --task-module
+    my_tasks.py`` (a file, or an importable module name): the module's tasks are benched with
+    the same protocol, statistics and report as the built-in ones. A name may be registered
+    once; loading the same task module again replaces its own tasks. Returns ``task``.
+    """
+    if not isinstance(task, Task):
+        raise ValueError(f"register() takes a Task, got {type(task).__name__}")
+    known = TASKS.get(task.name)
+    if known is not None and not (_loading and _same_module(known, task)):
         raise ValueError(f"task {task.name!r} is registered twice")
     TASKS[task.name] = task
+    if _loading:
+        _loading[-1].append(task.name)
     return task
+
+
+def _same_module(a: Task, b: Task) -> bool:
+    module = getattr(a.builder, "__module__", None)
+    return module is not None and module == getattr(b.builder, "__module__", None)
+
+
+_MODULES: dict[tuple[str, str], tuple[str, ...]] = {}  # (spec, content hash) -> task names
+
+
+def module_file(spec: str) -> Path:
+    """The source file of a task module: ``spec`` is a path to a ``.py`` file or a module
+    name; ValueError naming it when there is none."""
+    if spec.endswith(".py") or "/" in spec or "\\" in spec or Path(spec).is_file():
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ValueError(f"--task-module {spec!r}: no such file")
+        return path.resolve()
+    try:
+        found = importlib.util.find_spec(spec)
+    except (ImportError, ValueError) as err:
+        raise ValueError(f"--task-module {spec!r}: {err}") from None
+    if found is None or not found.origin or not Path(found.origin).is_file():
+        raise ValueError(f"--task-module {spec!r}: no such module (nor a .py file)")
+    return Path(found.origin).resolve()
+
+
+def load_module(spec: str) -> tuple[str, ...]:
+    """Import the task module ``spec`` (a ``.py`` path or a module name) and return the names
+    of the tasks it registers. Loading the same content again is free; an edited file is run
+    again (its tasks are replaced). ValueError naming ``spec`` on any failure."""
+    path = module_file(spec)
+    source = path.read_bytes()
+    key = (spec, hashlib.sha256(source).hexdigest())
+    if key in _MODULES:
+        return _MODULES[key]
+    is_file = spec.endswith(".py") or Path(spec).is_file()
+    name = f"optimkit_task_module_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}" \
+        if is_file else spec
+    _loading.append([])
+    try:
+        if is_file:
+            loader_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[name] = module
+            loader_spec.loader.exec_module(module)
+        elif name in sys.modules:
+            importlib.reload(sys.modules[name])
+        else:
+            importlib.import_module(name)
+    except Exception as err:  # noqa: BLE001  (the user's code: report it in one line)
+        if is_file:
+            sys.modules.pop(name, None)
+        raise ValueError(f"--task-module {spec!r} failed to load: {type(err).__name__}: "
+                         f"{err}") from None
+    finally:
+        names = tuple(dict.fromkeys(_loading.pop()))
+    if not names:
+        raise ValueError(f"--task-module {spec!r} registers no task (call "
+                         "optimkit.bench.tasks.register(Task(...)) in it)")
+    _MODULES[key] = names
+    return names
 
 
 def get(name: str) -> Task:
@@ -422,22 +576,40 @@ def get(name: str) -> Task:
     return TASKS[name]
 
 
+def missing_modules(modules: Iterable[str]) -> list[str]:
+    """The modules of ``modules`` that cannot be imported here (found without importing)."""
+    missing = []
+    for name in dict.fromkeys(modules):
+        if name in sys.modules:
+            gone = sys.modules[name] is None  # how Python marks a module blocked from import
+        else:
+            try:
+                gone = importlib.util.find_spec(name) is None
+            except (ImportError, ValueError):  # a parent package is missing or broken
+                gone = True
+        if gone:
+            missing.append(name)
+    return missing
+
+
 def names(illustrative: bool | None = None) -> list[str]:
+    """Task names in registration order; ``illustrative`` picks the toy (True) or the ranked (False)
+    ones."""
     wanted = lambda t: illustrative is None or t.illustrative == illustrative
     return [t.name for t in TASKS.values() if wanted(t)]
 
 
 register(Task(
     "digits-mlp", "MLP 64-64-10 on scikit-learn's 8x8 digits (1,797 images)",
-    "test accuracy", 0.95, True, 8, _digits_mlp,
+    "test accuracy", 0.95, True, 8, _digits_mlp, requires=("sklearn",),
 ))
 register(Task(
     "digits-cnn", "2-layer CNN on scikit-learn's 8x8 digits",
-    "test accuracy", 0.90, True, 6, _digits_cnn,
+    "test accuracy", 0.90, True, 6, _digits_cnn, requires=("sklearn",),
 ))
 register(Task(
     "diabetes-mlp", "MLP 10-32-1 regression on scikit-learn's diabetes data (442 patients)",
-    "test R²", 0.40, True, 20, _diabetes_mlp,
+    "test R²", 0.40, True, 20, _diabetes_mlp, requires=("sklearn",),
 ))
 register(Task(
     "zen-char-gru", "character-level GRU on the Zen of Python and builtin docstrings",

@@ -17,6 +17,15 @@ An :class:`optimkit.Optimizer` holds the recipe, its state and the torch API; it
 Whatever the mode, one step first validates every gradient of every group (sparse gradients
 and complex params are refused) before any param changes, then runs the groups.
 
+**Tied params.** Params that share storage (weight tying done as ``b.data = a.data``, a view
+``b.data = a.data[0]``, or one Parameter listed twice in a group, which torch.optim warns
+about and steps twice) step one after the other, each as a bucket of its own, in the order
+of the groups: each sees the update of the ones before it, as in torch.optim's per-param
+(``foreach=False``) loop, and the tie holds. Every mode does this: flat mode keeps them out
+of its buffers (copying one into a buffer would untie it; see ``core/flat.py``), and a
+compiled step never gets two inputs that alias. Their own state stays per param, as in
+torch.optim. Tensors of no elements, and DTensors (FSDP2 owns their storage), are never tied.
+
 A part declared with ``every="k"`` (Lookahead's sync) runs after the others, on the tensors
 whose step count is a multiple of ``group["k"]``: decided on the host from the CPU step
 counters, and outside the compiled graph, so the compiled step neither recompiles nor breaks
@@ -48,7 +57,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor
@@ -108,14 +117,21 @@ class Executor:
 
     # ------------------------------------------------------------ configuration
     def add_group(self, group: Mapping[str, Any]) -> None:
+        """Take in a param group added after construction (flat mode makes its stores)."""
         if self.flat:
-            self._add_stores(group)
+            # the storages of the earlier groups: a new param tied to one of theirs stays out
+            taken = {storage_of(store.param) for stores in self.stores for store in stores}
+            taken.update(storage_of(p) for loose in self.loose for p in loose)
+            taken.discard(None)
+            self._add_stores(group, tied_storages(group["params"], taken))
         self._layout.clear()
 
     def set_speed(
         self, groups: Sequence[Mapping[str, Any]], state: Mapping[Tensor, dict],
         compile: bool | None, flat: bool | None,
     ) -> None:
+        """Switch flat and compiled modes (``None`` keeps a mode as it is); flat mode cannot be
+        turned off once on."""
         if compile and flat is None:
             flat = not any(is_dtensor(p) for group in groups for p in group["params"])
         if flat is not None and bool(flat) != self.flat:
@@ -125,8 +141,10 @@ class Executor:
                 self._check_flat(group)
             self.flat = True
             self.stores, self.loose = [], []
+            # over all the groups at once: a param tied to one of a later group stays out too
+            tied = tied_storages([p for group in groups for p in group["params"]])
             for group in groups:
-                self._add_stores(group)
+                self._add_stores(group, tied)
             for stores in self.stores:
                 for store in stores:
                     names = list(self.recipe.state_inits)
@@ -152,14 +170,15 @@ class Executor:
             if p.is_complex() or p.is_sparse:
                 raise ValueError("flat=True needs dense real params; got a complex or sparse one")
 
-    def _add_stores(self, group: Mapping[str, Any]) -> None:
+    def _add_stores(self, group: Mapping[str, Any], tied: set[int]) -> None:
         """One store per (device, dtype, policy key) of the group's params; frozen params stay
-        out, so a fine-tuning run keeps the one-tensor step."""
+        out, so a fine-tuning run keeps the one-tensor step, and so do params on a ``tied``
+        storage (shared with another param: moved into a buffer, one would be untied)."""
         self._check_flat(group)
         by_kind: dict[tuple, list[Tensor]] = {}
         loose = []
         for p in group["params"]:
-            if p.requires_grad:
+            if p.requires_grad and storage_of(p) not in tied:
                 by_kind.setdefault((p.device, p.dtype, self.policy.key(p)), []).append(p)
             else:
                 loose.append(p)
@@ -252,9 +271,12 @@ class Executor:
 
     def _split(self, params: Sequence[Tensor]) -> list[list[Tensor]]:
         """The params with a grad, by (device, dtype, mesh and placements for DTensors, and the
-        precision policy's key)."""
-        buckets: dict[tuple, list[Tensor]] = {}
-        for p in params:
+        precision policy's key); a param that shares its storage with another of ``params`` (a
+        tied weight, see the module doc) in a bucket of its own, in the order of ``params``."""
+        buckets: dict[Any, list[Tensor]] = {}
+        # among the params that step (flat mode's loose ones are mostly frozen, with no grad)
+        tied = tied_storages([p for p in params if p.grad is not None])
+        for index, p in enumerate(params):
             if p.grad is None:
                 continue
             if p.is_complex():
@@ -262,6 +284,9 @@ class Executor:
                     f"{self.owner} does not support complex parameters; "
                     "optimise torch.view_as_real(p) instead"
                 )
+            if tied and storage_of(p) in tied:
+                buckets[index] = [p]
+                continue
             buckets.setdefault((p.device, p.dtype, shard_key(p), self.policy.key(p)), []).append(p)
         return list(buckets.values())
 
@@ -341,7 +366,6 @@ class Executor:
                     part(block, group)
                 self.policy.finalize(block, group, prepared)
                 del block, prepared
-        bucket.forget_steps()  # counted in the blocks: the host-gated parts read the new ones
         self._run_host_gated(bucket, group, parts, arguments)
 
     def _blocks(self, bucket: Bucket, arguments: tuple) -> list[tuple[Bucket, tuple]]:
@@ -379,6 +403,17 @@ class Executor:
     def _run_host_gated(
         self, bucket: Bucket, group: Mapping[str, Any], parts: Sequence[Part], arguments: tuple
     ) -> None:
+        """Run the ``every`` parts on the tensors whose step count, after this step's body, is
+        a multiple of theirs (Lookahead syncs right after steps k, 2k, ...).
+
+        Every path gets here (eager blocks, the compiled graph, flat per-tensor steps, sharded
+        buckets) and in none of them did ``bucket`` count the step itself: the blocks, or the
+        compiled graph's own bucket, did. So the counts ``bucket`` cached before the body (a
+        policy's ``arguments`` read them for the random bits) are the previous step's: read
+        them again here, whatever the path."""
+        if not any(part.every is not None for part in parts):
+            return
+        bucket.forget_steps()
         for part in parts:
             if part.every is None:
                 continue
@@ -404,6 +439,27 @@ class Executor:
                 "and takes minutes to compile; pass flat=True as well to compile one flat step",
                 RuntimeWarning, stacklevel=5,
             )
+
+
+def storage_of(p: Tensor) -> int | None:
+    """The address of ``p``'s storage, by which tied params are found; None for a tensor that
+    cannot be tied (no elements, a DTensor, the meta device)."""
+    if p.numel() == 0 or is_dtensor(p) or p.device.type == "meta":
+        return None
+    return p.untyped_storage().data_ptr()
+
+
+def tied_storages(params: Sequence[Tensor], taken: Collection[int] = ()) -> set[int]:
+    """The storages (:func:`storage_of`) that more than one of ``params`` hold, or that one of
+    them shares with ``taken``: the params on those are tied (one Parameter listed twice too)."""
+    seen, tied = set(taken), set()
+    for p in params:
+        storage = storage_of(p)
+        if storage is not None:
+            if storage in seen:
+                tied.add(storage)
+            seen.add(storage)
+    return tied
 
 
 def _arguments_of(arguments: tuple, indices: Sequence[int]) -> tuple:

@@ -26,6 +26,15 @@ temporaries (``benchmarks/segmented.py`` measures the alternatives). Otherwise (
 None, a param joined late, a part that reads each param's shape) the step falls back to the
 per-tensor path over the views, which gives the same result.
 
+Params frozen when flat mode starts, and tied params, stay out of the buffers and step per
+tensor when they get a grad. Tied means sharing storage with another param of the optimizer
+(any group): weight tying done as ``b.data = a.data``, a view ``b.data = a.data[0]``, one
+Parameter listed twice. Copying one of them into a buffer would untie it (``p.data`` then
+points at the buffer, its twin at the old storage): kept out, they step one after the other,
+each seeing the other's update, and stay tied, as in eager mode (``core/executor.py``). A tie
+made after flat mode started (``b.data = a.data`` on params already in the buffers) is not
+seen.
+
 A copy of the store (``copy.deepcopy`` or pickling of the model and the optimizer together)
 points its params and grads at its own buffers again (:meth:`FlatStore.__setstate__`).
 """

@@ -42,6 +42,36 @@ TORCH_SWITCHES = ("foreach", "fused", "capturable")
 # torch.optim group settings optimkit does not implement: only these values load.
 TORCH_UNSUPPORTED = {"maximize": False, "differentiable": False}
 
+# torch.optim's implementation keywords, taken by the constructor so that code written for
+# torch.optim runs unchanged (see Optimizer's docstring): name -> (torch's default, the values
+# optimkit accepts, why the others are refused). None of them reaches the param groups.
+TORCH_KEYWORDS: dict[str, tuple[Any, tuple[Any, ...], str]] = {
+    "foreach": (None, (None, True, False), ""),
+    "fused": (None, (None, True, False), ""),
+    "capturable": (False, (False,), "optimkit keeps each param's step counter as a CPU tensor "
+                   "and reads it on the host, so its step cannot be captured in a CUDA graph"),
+    "differentiable": (False, (False,), "optimkit's step runs under torch.no_grad(); "
+                       "differentiating through it is not implemented"),
+    "maximize": (False, (False,), "optimkit only minimises; minimise the negated objective "
+                 "instead"),
+}
+# The torch keywords a recipe without a torch.optim twin takes: the ones other optimizer
+# libraries (torch_optimizer, pytorch_optimizer) use as well.
+COMMON_TORCH_KEYWORDS = ("foreach", "maximize")
+
+
+def check_torch_keyword(owner: str, name: str, value: Any) -> None:
+    """``ValueError`` naming ``name`` unless ``value`` is one optimkit accepts (see
+    ``TORCH_KEYWORDS``): ``True``, ``False`` or ``None`` where those are no-ops, ``False``
+    (torch's default) where the feature is not implemented."""
+    _, accepted, why = TORCH_KEYWORDS[name]
+    if any(value is ok for ok in accepted):
+        return
+    if why and isinstance(value, bool):
+        raise ValueError(f"{owner}: {name}={value!r} is not supported: {why}")
+    said = " or ".join(repr(ok) for ok in accepted)
+    raise ValueError(f"Invalid {name}: {value!r}; {name} must be {said}")
+
 
 def _as_param_list(params: Any) -> list:
     if isinstance(params, Tensor):
@@ -150,9 +180,11 @@ class Optimizer(torch.optim.Optimizer):
       contiguous buffer, ``p.data`` and ``p.grad`` being views into it; a step is then a few
       kernels over one tensor whatever the number of params (see ``core/flat.py``). Params
       become contiguous; params frozen (``requires_grad=False``) when flat mode starts stay
-      out of the buffers. Grads keep torch's semantics, so flat mode steps exactly the params
-      eager mode steps: ``zero_grad()`` sets them to None and the step copies the fresh ones
-      into the buffer; ``zero_grad(set_to_none=False)`` keeps the views and saves that copy.
+      out of the buffers, and so do tied params (sharing storage, ``b.data = a.data``): they
+      step per tensor, one after the other, and stay tied, as in every mode. Grads keep
+      torch's semantics, so flat mode steps exactly the params eager mode steps:
+      ``zero_grad()`` sets them to None and the step copies the fresh ones into the buffer;
+      ``zero_grad(set_to_none=False)`` keeps the views and saves that copy.
       ``state_dict()`` holds per-param copies in torch's format, so flat and non-flat
       checkpoints interchange. DTensor params (FSDP2) are refused: FSDP2 owns their storage.
 
@@ -165,7 +197,9 @@ class Optimizer(torch.optim.Optimizer):
     * ``state_dtype``: ``None`` (the param's dtype), ``torch.float32`` (fp32 state for bf16
       params: the update is computed in fp32) or ``torch.bfloat16`` (half the state memory);
     * ``state_bits=8``: block-wise 8-bit state for every moment the recipe declares may be
-      quantized (tensors of 4096 elements and more; ``{name: 8}`` picks some);
+      quantized (tensors of 4096 elements and more; ``{name: 8}`` picks some; float64 params
+      included). A ``UserWarning`` when no param group runs a part with such state
+      (``SGD(momentum=0)``);
     * ``param_update``: ``"plain"``, ``"stochastic"`` (stochastic rounding into bf16/fp16
       params) or ``"kahan"`` (a compensation buffer in the param's dtype);
     * ``generator``: the ``torch.Generator`` the seed of stochastic rounding is drawn from
@@ -173,6 +207,30 @@ class Optimizer(torch.optim.Optimizer):
 
     ``state_dict()`` holds the state as it is stored (8-bit codes and their ``<name>_absmax``);
     ``load_state_dict`` brings a checkpoint of any policy (or torch.optim's) to this one.
+
+    torch.optim's implementation keywords are accepted, so that code written for torch.optim
+    runs unchanged. A recipe with a torch.optim twin (``torch_class``: SGD, Adagrad, RMSprop,
+    Adam, AdamW, RAdam) takes exactly those of its twin's signature; every other recipe takes
+    ``foreach`` and ``maximize``. They are consumed by the constructor (and dropped from dicts
+    given to ``add_param_group``): they never reach ``param_groups`` or ``state_dict()``.
+
+    * ``foreach`` (``None``, ``True``, ``False``): no effect. optimkit always runs ``_foreach``
+      ops over tensor lists; ``foreach=False`` does not select a per-param loop.
+    * ``fused`` (``None``, ``True``, ``False``): no effect; the step is the same eager step,
+      bit for bit. torch's ``fused=True`` is one hand-written kernel; optimkit's nearest
+      modes are ``flat=True`` (a few kernels over one buffer) and ``compile=True``. Neither is
+      switched on by ``fused``: flat mode turns the params into views of one buffer, and
+      compiling costs seconds to minutes at the first step and needs a C++ toolchain, which
+      a one-line port from torch.optim does not expect. Ask for them by name.
+    * ``capturable``: only ``False``. The step counters are CPU tensors, read on the host
+      (bias corrections, every-k-th-step parts), so the step cannot be captured in a CUDA
+      graph.
+    * ``differentiable``: only ``False`` (the step runs under ``torch.no_grad()``).
+    * ``maximize``: only ``False`` (not implemented; negate the loss).
+
+    A refused value raises ``ValueError`` naming the keyword. Hyper-parameters of the wrong
+    type or arity (``lr="1e-3"``, ``betas=0.9``, ``betas=(0.9,)``, ``amsgrad="False"``) raise
+    ``ValueError`` naming them at construction (:func:`optimkit.core.rules.like_default`).
     """
 
     parts: ClassVar[tuple[Part, ...]] = ()
@@ -181,6 +239,9 @@ class Optimizer(torch.optim.Optimizer):
     recipe: ClassVar[Recipe | None] = None
     # The torch.optim class (by name) whose checkpoints this recipe reads and writes exactly.
     torch_class: ClassVar[str | None] = None
+    # The torch.optim keywords the constructor takes (name -> torch's default): those of
+    # ``torch_class``'s signature, else COMMON_TORCH_KEYWORDS.
+    torch_keywords: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -192,11 +253,17 @@ class Optimizer(torch.optim.Optimizer):
         cls.recipe = check_recipe(cls.__name__, cls.parts, own or {})
         cls.hypers = dict(cls.recipe.hypers)
         cls.state_inits = dict(cls.recipe.state_inits)
+        if cls.torch_class is not None:
+            theirs = inspect.signature(getattr(torch.optim, cls.torch_class)).parameters
+            names = [k for k in TORCH_KEYWORDS if k in theirs]
+        else:
+            names = list(COMMON_TORCH_KEYWORDS)
+        cls.torch_keywords = {k: TORCH_KEYWORDS[k][0] for k in names if k not in cls.hypers}
         cls.__signature__ = inspect.Signature(
             [inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
             + [
                 inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
-                for k, v in cls.hypers.items()
+                for k, v in {**cls.hypers, **cls.torch_keywords}.items()
             ]
             + [
                 inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
@@ -211,6 +278,8 @@ class Optimizer(torch.optim.Optimizer):
         cls = type(self)
         if cls.recipe is None:
             raise TypeError("optimkit.Optimizer is abstract: use a recipe such as optimkit.Adam")
+        for name in [k for k in hypers if k in cls.torch_keywords]:
+            check_torch_keyword(cls.__name__, name, hypers.pop(name))  # never a hyper
         for name in hypers:
             if name not in cls.hypers:
                 raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
@@ -227,12 +296,17 @@ class Optimizer(torch.optim.Optimizer):
             # tensor (160 tensors: two minutes to compile, and no faster than eager). Not for
             # DTensor params (FSDP2), which flat mode cannot hold: those compile per tensor.
             flat = bool(compile) and not _has_dtensor(params)
-        self._executor = Executor(cls.recipe, cls.__name__, flat=bool(flat), compile=bool(compile))
+        # flat mode starts once every group is in: its buffers must know which params are
+        # tied (share storage) across the groups, and a refused group then moves no param
+        self._executor = Executor(cls.recipe, cls.__name__, flat=False, compile=bool(compile))
         self._executor.policy = policy
         # before flat mode moves the params into its buffers
         policy.check(_tensors_of(params), cls.__name__)
         super().__init__(params, defaults)
         self.state = OptimizerState(self.state)
+        policy.check_groups(cls.recipe.parts, self.param_groups, cls.__name__)
+        if flat:
+            self._executor.set_speed(self.param_groups, self.state, compile=None, flat=True)
 
     # Pickling and deepcopy: torch.optim keeps only defaults, state and param_groups; the speed
     # modes (and flat mode's buffers, which the params are views of) travel in the executor.
@@ -257,6 +331,17 @@ class Optimizer(torch.optim.Optimizer):
             executor.state_loaded(self.state)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``, then the recipe's checks (``ValueError`` naming the
+        hyper-parameter; the group is then not added). torch's implementation keywords in the
+        group (``{"params": ..., "foreach": True}``) are checked as the constructor checks them
+        and left out of the group."""
+        cls = type(self)
+        if isinstance(param_group, Mapping):
+            torch_keys = [k for k in param_group if k in TORCH_KEYWORDS and k not in cls.hypers]
+            for name in torch_keys:
+                check_torch_keyword(cls.__name__, name, param_group[name])
+            if torch_keys:
+                param_group = {k: v for k, v in param_group.items() if k not in torch_keys}
         super().add_param_group(param_group)
         try:
             type(self).recipe.validate(self.param_groups[-1])
@@ -293,14 +378,15 @@ class Optimizer(torch.optim.Optimizer):
                 index: {k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()}
                 for index, state in sd["state"].items()
             }
-        entries = self._executor.policy.saved_entries()
-        for group in sd["param_groups"]:
-            group.update(entries)
+        policy = self._executor.policy
+        for group, saved in zip(self.param_groups, sd["param_groups"], strict=True):
+            saved.update(policy.saved_entries(group["params"]))
         bad = [
             (index, name)
             for index, state in sd["state"].items()
             for name, value in state.items()
-            if isinstance(value, Tensor) and value.is_floating_point()
+            # (a meta tensor has no values: torch.optim saves it as it is)
+            if isinstance(value, Tensor) and value.is_floating_point() and not value.is_meta
             and not bool(torch.isfinite(value).all())
         ]
         if bad:
@@ -313,18 +399,85 @@ class Optimizer(torch.optim.Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load optimkit's format or torch.optim's.
+        """Load optimkit's format or torch.optim's; a state_dict that is refused changes
+        nothing (params, state and param groups stay as they were).
 
         From torch: the state names are translated (``exp_avg`` -> ``grad_avg``, ...), the
         hyper-parameters torch's groups lack (``decoupled_weight_decay``, ``n_sma_threshold``,
         ...) come from this optimizer's defaults, the switches that only choose how torch runs
-        (``foreach``, ``fused``, ``capturable``) are dropped, and a setting optimkit does not
-        implement (``maximize=True``, ``differentiable=True``) raises ``ValueError`` before
-        anything changes. The speed modes stay as they are.
+        (``foreach``, ``fused``, ``capturable``) are dropped. A checkpoint of any precision
+        policy is brought to this optimizer's. The speed modes stay as they are.
+
+        The whole state_dict is checked against the recipe before anything is copied;
+        ``ValueError``, naming the param group or the param (its index or name in the
+        state_dict, group and position, and its ``param_names`` entry where there is one), for:
+
+        * another number of param groups or of params in a group; a group without ``params``
+          or ``lr`` (every optimkit and torch.optim group saves them); a hyper-parameter
+          value the recipe's rules refuse; a torch.optim setting optimkit does not implement
+          (``maximize=True``, ``differentiable=True``);
+        * a state name the recipe does not keep (after torch's names are translated; the
+          precision policies' ``<name>_absmax``, ``compensation`` and, under a policy, their
+          ``step`` are known): the state of another optimizer;
+        * a param whose state lacks some of what the recipe keeps for every param that has
+          stepped (``step``, ``exp_avg_sq``, ...). A param with no state at all is fine (it
+          has not stepped yet), and so is a state that only some param groups use
+          (``max_exp_avg_sq`` of ``amsgrad=True``, a momentum buffer) missing: the step
+          creates it, as it would have in the run that saved the checkpoint;
+        * a state whose shape does not fit its param (see
+          :func:`optimkit.core.policy.check_state_shapes`, which reads the states' declared
+          layouts): a checkpoint of a model of other shapes; 8-bit codes without their
+          scales, or saved as codes and arriving as numbers
+          (:func:`optimkit.precision.policy.check_saved_form`).
         """
+        groups, state = self._checked_state_dict(state_dict)
+        previous = self.state, self.param_groups
+        try:
+            super().load_state_dict({**state_dict, "state": state, "param_groups": groups})
+            # torch keeps a capturable or fused step on its device
+            for entry in self.state.values():
+                step = entry.get("step")
+                if isinstance(step, Tensor) and not step.is_cpu:
+                    entry["step"] = step.to("cpu", torch.float32)
+            self._stored_forms().load_stored(self.param_groups, self.state,
+                                             state_dict["param_groups"], state)
+            self._executor.state_loaded(self.state)
+        except BaseException:
+            # (checked above, so not expected: a conversion that fails still changes nothing)
+            self.state, self.param_groups = previous
+            self._executor.state_loaded(self.state)
+            raise
+
+    def _checked_state_dict(self, state_dict: Mapping[str, Any]) -> tuple[list, dict]:
+        """The param groups and the per-param state (torch's names translated) that
+        ``load_state_dict`` hands to torch's, after checking all of it (see there)."""
         cls = type(self)
+        if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(
+                state_dict):
+            raise ValueError(
+                "state_dict: expected an optimizer's state_dict, a dict with 'state' and "
+                f"'param_groups'; got {_describe(state_dict)}"
+            )
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"state_dict has {len(saved_groups)} param group(s), {cls.__name__} has "
+                f"{len(self.param_groups)}; nothing was loaded"
+            )
         groups = []
-        for index, saved in enumerate(state_dict["param_groups"]):
+        for index, (saved, own) in enumerate(zip(saved_groups, self.param_groups, strict=True)):
+            for name in ("params", "lr"):
+                if name not in saved and (name == "params" or name in cls.hypers):
+                    raise ValueError(
+                        f"param group {index} of the state_dict has no {name!r}, which every "
+                        f"optimkit and torch.optim param group saves: not an optimizer's "
+                        "state_dict, or a damaged one; nothing was loaded"
+                    )
+            if len(saved["params"]) != len(own["params"]):
+                raise ValueError(
+                    f"param group {index} of the state_dict has {len(saved['params'])} params, "
+                    f"{cls.__name__}'s has {len(own['params'])}; nothing was loaded"
+                )
             for name, supported in TORCH_UNSUPPORTED.items():
                 if name not in cls.hypers and name in saved and bool(saved[name]) != supported:
                     raise ValueError(
@@ -337,21 +490,76 @@ class Optimizer(torch.optim.Optimizer):
             groups.append({**self.defaults, **group})
         for group in groups:
             cls.recipe.validate(group)
+
         known = set(cls.state_inits)
-        renamed = {}
-        for index, state in state_dict["state"].items():
-            renamed[index] = {
-                (TORCH_STATE_NAMES.get(k, k) if k not in known else k): v for k, v in state.items()
-            }
+        # the state every param that has stepped keeps: that of the parts no hyper switches
+        # off (a switched part's state may be missing: switched on after the param's last
+        # step, it is created at the next one, in the run that saved it too)
+        always = {name for part in cls.recipe.parts if part.when is None for name in part.state}
+        # the policy that reads the stored forms (a plain optimizer's: the converter) checks
+        # its own entries; the declared layouts say which shape each state has
         policy = self._stored_forms()
-        policy.check_loaded(state_dict["param_groups"], renamed)
-        super().load_state_dict({**state_dict, "state": renamed, "param_groups": groups})
-        for state in self.state.values():  # torch keeps a capturable or fused step on its device
-            step = state.get("step")
-            if isinstance(step, Tensor) and not step.is_cpu:
-                state["step"] = step.to("cpu", torch.float32)
-        policy.load_stored(self.param_groups, self.state, state_dict["param_groups"], renamed)
-        self._executor.state_loaded(self.state)
+        layouts = policy.layouts(cls.recipe.layouts)
+        renamed: dict[Any, dict] = {}
+        for g, (saved, own) in enumerate(zip(saved_groups, self.param_groups, strict=True)):
+            names = saved.get("param_names") or own.get("param_names")
+            for position, (index, p) in enumerate(zip(saved["params"], own["params"],
+                                                      strict=True)):
+                entry = state_dict["state"].get(index)
+                if entry is None:
+                    continue
+                name = f", {names[position]!r}" if names and position < len(names) else ""
+                where = f"param {index!r} (group {g}, position {position}{name})"
+                if not isinstance(entry, Mapping):
+                    raise ValueError(f"{where}: its state is {_describe(entry)}, not a dict")
+                entry = self._renamed(where, entry, known, policy, saved)
+                present = {k for k in entry if k in known}
+                missing = sorted(always - present)
+                if present and missing:
+                    raise ValueError(
+                        f"{where}: its state has {_names(sorted(present))} but lacks "
+                        f"{_names(missing)}, which {cls.__name__} keeps for every param that "
+                        "has stepped: the state_dict of another optimizer, or a damaged one; "
+                        "nothing was loaded"
+                    )
+                policy.check_loaded_entry(where, index, position, entry, p, saved,
+                                          cls.recipe.storage, layouts)
+                renamed[index] = entry
+        # entries of no listed param: torch keeps them as they are
+        for index, entry in state_dict["state"].items():
+            if index not in renamed and entry is not None:
+                renamed.setdefault(index, entry)
+        return groups, renamed
+
+    def _renamed(self, where: str, entry: Mapping[str, Any], known: set[str],
+                 policy: BucketPolicy, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """A param's saved state with torch's names translated; ``ValueError`` for a name
+        neither the recipe nor a precision policy keeps (``policy.own_entry``)."""
+        cls = type(self)
+        out: dict[str, Any] = {}
+        foreign = []
+        for saved_name, value in entry.items():
+            if value is None:  # (torch.optim once saved an unused momentum buffer as None)
+                continue
+            name = saved_name if saved_name in known else TORCH_STATE_NAMES.get(
+                saved_name, saved_name)
+            own = name in known or policy.own_entry(name, known, saved)
+            if not own:
+                foreign.append(repr(saved_name) + (f" (read as {name!r})" if name != saved_name
+                                                   else ""))
+            elif name in out:
+                raise ValueError(
+                    f"{where}: its state has both {name!r} and torch.optim's name for it; "
+                    "nothing was loaded"
+                )
+            out[name] = value
+        if foreign:
+            raise ValueError(
+                f"{where}: {cls.__name__} keeps no state {', '.join(foreign)} (its states: "
+                f"{_names(sorted(known)) or 'none'}): the state_dict of another optimizer; "
+                "nothing was loaded"
+            )
+        return out
 
     def _stored_forms(self) -> BucketPolicy:
         """The policy that reads and writes this optimizer's checkpoints: its own, or for a
@@ -406,6 +614,14 @@ class Optimizer(torch.optim.Optimizer):
         head = super().__repr__()
         recipe = " -> ".join(part.name for part in type(self).parts)
         return f"{head}\nRecipe: {recipe}"
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(repr(name) for name in names)
+
+
+def _describe(value: Any) -> str:
+    return "None" if value is None else f"a {type(value).__name__}"
 
 
 # Attributes under which wrappers (Lookahead and the like) keep the optimizer they wrap.

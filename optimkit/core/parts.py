@@ -71,11 +71,13 @@ def _laid_out(layout: Layout):
 
 @_laid_out(Layout.PARAM)
 def zeros(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
+    """State init: zeros shaped like the param (moments, buffers)."""
     return torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
 @_laid_out(Layout.PARAM)
 def copy_of_param(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
+    """State init: a detached copy of the param (Lookahead's slow weights)."""
     return p.detach().clone(memory_format=torch.preserve_format)
 
 
@@ -106,6 +108,7 @@ def full(hyper: str) -> Init:
 
 @_laid_out(Layout.SCALAR)
 def step_counter(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
+    """State init: torch.optim's step counter, a float32 0-d CPU tensor at 0."""
     # torch.optim's format: a float32 0-d tensor on the CPU, so reading it never waits for a device.
     return torch.tensor(0.0, dtype=torch.float32)
 
@@ -171,9 +174,12 @@ class Part:
 
     @property
     def name(self) -> str:
+        """The part's name in messages and listings: its label (``max_sqr_avg[amsgrad]``) or its
+        function's name."""
         return self.label or self.fn.__name__
 
     def active(self, group: Mapping[str, Any]) -> bool:
+        """Whether the part runs for this param group (always, unless switched by ``only_if``)."""
         return self.when is None or bool(self.when(group))
 
     def only_if(

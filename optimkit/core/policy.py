@@ -6,7 +6,7 @@ plain storage. A precision or memory policy (:mod:`optimkit.precision`) subclass
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
@@ -77,11 +77,16 @@ class BucketPolicy:
       ``converter(storages, layouts)``: the policy that reads other policies' checkpoints into plain
       state. The class that provides them is :func:`policies` (set by :func:`use_policies`);
     * ``check(params, owner)``: refuse keywords that make no sense for these params;
-      ``group_defaults()``: entries the policy keeps in every param group (a random seed);
-    * checkpoints: ``saved_entries()`` (param-group entries of ``state_dict()``),
-      ``check_loaded`` (refuse a checkpoint before anything changes), ``load_stored`` (after
-      torch's ``load_state_dict``: bring the loaded state to this policy's form) and
-      ``plain_state_dict`` (a ``state_dict`` in the plain form, for ``torch_state_dict``).
+      ``check_groups(parts, groups, owner)``: the same for the param groups, once they are in
+      (a warning where a keyword does nothing); ``group_defaults()``: entries the policy keeps
+      in every param group (a random seed);
+    * checkpoints: ``saved_entries(params)`` (a param group's entries in ``state_dict()``),
+      ``own_entry`` (which saved state names besides the recipe's are the policy's),
+      ``check_loaded_entry`` (refuse a param's saved state before anything changes: its
+      shapes by the declared layouts, :func:`check_state_shapes`, and the policy's stored
+      forms), ``load_stored`` (after torch's ``load_state_dict``: bring the loaded state to
+      this policy's form) and ``plain_state_dict`` (a ``state_dict`` in the plain form, for
+      ``torch_state_dict``).
     """
 
     # whether the policy changes nothing (the executor then runs its cache-blocked CPU steps)
@@ -106,18 +111,38 @@ class BucketPolicy:
         return PLAIN
 
     def check(self, params: Sequence[Tensor], owner: str) -> None:
-        pass
+        """``ValueError`` naming a keyword that makes no sense for ``params`` (none here)."""
+
+    def check_groups(self, parts: Sequence[Any], groups: Sequence[Mapping[str, Any]],
+                     owner: str) -> None:
+        """Check the keywords against the optimizer's param groups, once they are in (a
+        precision policy warns where ``state_bits`` quantizes nothing; nothing here)."""
 
     def group_defaults(self) -> dict[str, Any]:
+        """Entries the policy keeps in every param group (none here)."""
         return {}
 
     # ------------------------------------------------------------ checkpoints
-    def saved_entries(self) -> dict[str, Any]:
+    def saved_entries(self, params: Sequence[Tensor] = ()) -> dict[str, Any]:
+        """The entries a saved param group of ``params`` carries besides torch's: its
+        :data:`STATE_FORM`."""
         return {STATE_FORM: "plain"}
 
-    def check_loaded(self, saved_groups: Sequence[Mapping[str, Any]],
-                     saved_state: Mapping[Any, Mapping[str, Any]]) -> None:
-        pass
+    def own_entry(self, name: str, known: Collection[str], saved_group: Mapping[str, Any]
+                  ) -> bool:
+        """Whether a saved state ``name`` that the recipe does not keep (its states:
+        ``known``) is the policy's own, in a param group saved as ``saved_group`` (none here)."""
+        return False
+
+    def check_loaded_entry(self, where: str, index: Any, position: int, entry: Mapping[str, Any],
+                           param: Tensor, saved_group: Mapping[str, Any],
+                           storages: Mapping[str, Storage], layouts: Mapping[str, Layout]
+                           ) -> None:
+        """``ValueError`` naming ``where`` if a param's saved state (``entry``, param ``index``
+        at ``position`` of ``saved_group``) does not fit ``param``, before anything changes.
+        Here: the shapes of the declared layouts (:func:`check_state_shapes`); a policy adds
+        the rules of its stored forms."""
+        check_state_shapes(where, entry, storages, layouts, tuple(param.shape))
 
     def load_stored(self, param_groups: Sequence[Mapping[str, Any]], state: Mapping,
                     saved_groups: Sequence[Mapping[str, Any]],
@@ -133,24 +158,30 @@ class BucketPolicy:
     # ------------------------------------------------------------ the step
 
     def key(self, p: Tensor) -> Any:
+        """The part of a param's bucket key the policy adds (None: none)."""
         return None
 
     def one_tensor(self, sizes: Sequence[int]) -> bool:
+        """Whether a flat store of tensors of these sizes may step as one tensor."""
         return True
 
     def stored_names(self, names: Sequence[str], p: Tensor) -> list[str]:
+        """The state a bucket of params like ``p`` carries for the recipe's ``names``."""
         return list(names)
 
     def layouts(self, layouts: Mapping[str, Layout]) -> dict[str, Layout]:
         return dict(layouts)
 
     def arguments(self, group: Mapping[str, Any], bucket: Bucket, flat: bool) -> tuple:
+        """Host-side numbers of one bucket's step, handed to ``prepare`` (none here)."""
         return ()
 
     def collect(
         self, params: list[Tensor], group: Mapping[str, Any], inits: Mapping[str, Init],
         all_state: dict,
     ) -> tuple[dict[str, list[Tensor]], dict[str, list[int]]]:
+        """The bucket's state lists by name, creating a param's state at its first step; also which
+        tensors were created."""
         lists: dict[str, list[Tensor]] = {name: [] for name in inits}
         created: dict[str, list[int]] = {}
         for i, p in enumerate(params):
@@ -165,13 +196,16 @@ class BucketPolicy:
 
     def prepare(self, bucket: Bucket, group: Mapping[str, Any], arguments: tuple,
                 names: Sequence[str] | None = None) -> Any:
+        """Before the parts: hand them working tensors (nothing to do here)."""
         return None
 
     def finalize(self, bucket: Bucket, group: Mapping[str, Any], prepared: Any,
                  stream: int = 0) -> None:
+        """After the parts: write working tensors back (nothing to do here)."""
         pass
 
     def conform(self, p: Tensor, state: dict[str, Any]) -> None:
+        """Bring a param's loaded state to the policy's form (already in it here)."""
         pass
 
     def compile_options(self, bucket: Bucket) -> dict[str, Any]:
@@ -180,6 +214,41 @@ class BucketPolicy:
 
 
 PLAIN = BucketPolicy()
+
+
+def check_state_shapes(where: str, state: Mapping[str, Any], storages: Mapping[str, Storage],
+                       layouts: Mapping[str, Layout], shape: Sequence[int]) -> None:
+    """``ValueError`` naming ``where`` (the param), the state and both shapes if a param's
+    saved state does not have the shapes its :class:`Layout` declares, so that a load refuses
+    it before anything changes (instead of a broadcasting error at the first step):
+
+    * a ``PARAM`` state has the param's ``shape`` (a DTensor's is the global one, like its
+      param's), in any dtype;
+    * a ``SCALAR`` state is a 0-d tensor; the step counter (:attr:`Storage.COUNTER`) may be a
+      Python number, as torch.optim saved it before 1.12;
+    * an ``OWN`` state has a shape of its own: not checked here (its policy checks the ones it
+      keeps, 8-bit block scales).
+
+    Names without a layout are left to the caller.
+    """
+    param_shape = tuple(shape)
+    for name, value in state.items():
+        layout = layouts.get(name)
+        if layout is None or layout is Layout.OWN:
+            continue
+        if storages.get(name) is Storage.COUNTER and isinstance(value, (int, float)) and (
+                not isinstance(value, bool)):
+            continue
+        if not isinstance(value, Tensor):
+            raise ValueError(f"{where}: state {name!r} is a {type(value).__name__}, not a tensor")
+        scalar = layout is Layout.SCALAR
+        if tuple(value.shape) != (() if scalar else param_shape):
+            wanted = "a 0-d tensor" if scalar else "shaped like the param"
+            raise ValueError(
+                f"{where}: state {name!r} has shape {tuple(value.shape)}, but it is {wanted} "
+                f"and the param has shape {param_shape}: the state_dict was saved for other "
+                "params (a model of other shapes, or its params in another order)"
+            )
 
 
 _policies: type[BucketPolicy] = BucketPolicy

@@ -12,7 +12,7 @@ from typing import Any
 
 from .parts import NO_DEFAULT, Init, Part, implied_storage, layout_of
 from .policy import Layout, Storage
-from .rules import GroupCheck, Rule
+from .rules import GroupCheck, Rule, like_default
 from .tensorlists import FIELDS, INITIAL_FIELDS
 
 
@@ -31,7 +31,13 @@ class Recipe:
     layouts: Mapping[str, Layout] = dataclasses.field(default_factory=dict)
 
     def validate(self, group: Mapping[str, Any]) -> None:
-        """Apply every part's rules and checks to a param group (``ValueError`` on bad values)."""
+        """Check a param group (``ValueError`` naming the hyper-parameter on a bad value): each
+        hyper-parameter's type and arity against the recipe's default (:func:`like_default`),
+        then every part's rules and checks. Keys that are not hyper-parameters (``params``,
+        ``param_names``, ``initial_lr``, ...) are left alone."""
+        for name, value in group.items():
+            if name in self.hypers:
+                like_default(name, value, self.hypers[name])
         for name, value in group.items():
             for rule in self.rules.get(name, ()):
                 rule(name, value)

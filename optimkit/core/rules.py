@@ -9,6 +9,7 @@ the part's ``checks``, called with the whole param group.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,6 +26,60 @@ def number(value: Any) -> float:
             raise TypeError("a tensor hyper-parameter must hold exactly one value")
         return float(value.detach().cpu())
     return float(value)
+
+
+def _is_number(value: Any) -> bool:
+    """A real number: a Python or numpy number (not a bool), or a one-element real tensor."""
+    if isinstance(value, Tensor):
+        return value.numel() == 1 and not value.dtype.is_complex and value.dtype.is_floating_point
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _kind(default: Any) -> str:
+    """What a value must be, in words, given the default of its hyper-parameter."""
+    if isinstance(default, bool):
+        return "True or False"
+    if isinstance(default, numbers.Integral):
+        return "an integer"
+    if isinstance(default, numbers.Real):
+        return "a number (a float, an int or a one-element float tensor)"
+    if isinstance(default, tuple):
+        return f"a tuple of {len(default)} values, like the default {default!r}"
+    return f"a {type(default).__name__}"
+
+
+def like_default(name: str, value: Any, default: Any) -> None:
+    """Refuse ``value`` for hyper-parameter ``name`` unless it has the type of the recipe's
+    ``default`` (``ValueError`` naming ``name``), so that a wrong type fails at construction,
+    not at the first ``step()``:
+
+    * a ``bool`` default takes ``True`` or ``False`` only (not ``"False"``, not ``0``);
+    * an ``int`` default takes an integer (Python or numpy; not a bool, not a float);
+    * a ``float`` default takes a real number: float, int, numpy number or, as torch.optim
+      accepts for ``lr``, a one-element floating-point tensor (not a bool, not a string);
+    * a ``tuple`` default takes a tuple or list of the same length (its arity: ``betas=(0.9,)``
+      is refused where the default has two), each item checked against the default's item;
+    * a ``None`` default takes anything; any other default, an instance of its type.
+
+    The values' ranges are the rules' business; this only checks types and arity.
+    """
+    if default is None:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, numbers.Integral):
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    elif isinstance(default, numbers.Real):
+        ok = _is_number(value)
+    elif isinstance(default, tuple):
+        ok = isinstance(value, (tuple, list)) and len(value) == len(default)
+        if ok:
+            for i, (item, item_default) in enumerate(zip(value, default)):
+                like_default(f"{name}[{i}]", item, item_default)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ValueError(f"Invalid {name}: {value!r}; {name} must be {_kind(default)}")
 
 
 def nonnegative(name: str, value: Any) -> None:

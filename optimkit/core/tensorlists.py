@@ -108,6 +108,7 @@ class Bucket:
 
     @property
     def update(self) -> list[Tensor]:
+        """The direction a stepper applies: the gradient until a part provides another."""
         return self.grads if self._update is None else self._update
 
     @update.setter
@@ -116,6 +117,7 @@ class Bucket:
 
     @property
     def norm_target(self) -> list[Tensor]:
+        """The tensors a layer-wise norm is taken of: ``update`` unless a part sets another."""
         return self.update if self._norm_target is None else self._norm_target
 
     @norm_target.setter
@@ -124,6 +126,7 @@ class Bucket:
 
     @property
     def norm_weights(self) -> list[Tensor]:
+        """The weights a trust ratio compares with: the params unless a part sets others."""
         return self.params if self._norm_weights is None else self._norm_weights
 
     @norm_weights.setter
@@ -132,10 +135,12 @@ class Bucket:
 
     @property
     def device(self) -> torch.device:
+        """The device of the bucket's params (one per bucket)."""
         return self.params[0].device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the bucket's params (one per bucket)."""
         return self.params[0].dtype
 
     def blocks(self) -> list[Bucket]:
@@ -170,6 +175,7 @@ class Bucket:
 
     # ------------------------------------------------------------ step counts
     def increment_steps(self) -> None:
+        """Add 1 to every tensor's ``step`` state, in one foreach op."""
         steps = self.state["step"]
         if steps[0].is_cpu:
             # A tensor scalar avoids wrapping ``1`` again for every tensor on the slow CPU path.

@@ -18,7 +18,9 @@ them, :meth:`Precision.finalize` writes the working tensors back into storage:
 
 * the compute dtype is float32 when the params are bf16/fp16 and the policy changes anything
   for them (wider state, 8-bit state, or a ``param_update`` rule): the update of a bf16 param
-  with fp32 state is computed in fp32, never in bf16. Otherwise it is the param's dtype.
+  with fp32 state is computed in fp32, never in bf16. Otherwise it is the param's dtype:
+  8-bit state of float64 params is decoded into float64 (its values are float32 numbers; a
+  value beyond float32's range is stored as inf, see :mod:`.quantize`).
 * a state stored in the compute dtype is handed over as it is (updated in place); a narrower
   one (bf16 state, 8-bit codes) is materialised in the compute dtype and written back after
   the parts: 8-bit codes are requantized (nearest), bf16/fp16 state is written with
@@ -54,7 +56,13 @@ The result equals the unsharded run's bit for bit in layout when each shard hold
 (``numel`` of a shard a multiple of 256), and within the quantization error otherwise.
 Stochastic rounding draws, per element, the bits of its offset in the full tensor, so sharded
 and unsharded runs round alike. A distributed checkpoint (DCP) of 8-bit state resumes exactly
-with the same number of ranks (codes and scales are sharded DTensors). Another policy's state
+with the same number of ranks (codes and scales are sharded DTensors), and with any other
+number where both shardings have the unsharded layout (every shard ``ceil(rows / ranks)``
+rows of whole 256-element blocks: the scales are then the unsharded tensor's, and DCP
+reshards them like the codes). Under another layout the scales would belong to other
+blocks: each saved param group records its params' layouts in its ``state_form``
+(``";shards=..."``), and a load under a different one is refused naming both, before
+anything changes (or DCP itself refuses a scale tensor of another size). Another policy's state
 converts shard by shard when handed over in memory (``set_optimizer_state_dict`` with another
 optimizer's ``get_optimizer_state_dict``). DCP cannot convert: it copies a checkpoint into the
 template's own tensors and dtypes, so 8-bit codes loaded through a template without 8-bit
@@ -64,22 +72,32 @@ optimizer with ``state_bits=8``, then hand its state over in memory.
 
 **Checkpoints.** ``state_dict()`` holds the stored form (codes, scales, compensation; the seed
 as each group's ``rounding_seed``) and loads back exactly; a checkpoint of another policy (or
-of torch.optim) is converted on load (:meth:`Precision.conform`). ``torch_state_dict()``
-converts to torch's form: moments dequantized and cast to the param's dtype, the policy's
-entries dropped.
+of torch.optim) is converted on load (:meth:`Precision.conform`), after every param's state
+was checked against the stored forms (:func:`check_loaded_state`): a refused load changes
+nothing. ``torch_state_dict()`` converts to torch's form: moments dequantized and cast to the
+param's dtype, the policy's entries dropped.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..core.policy import PLAIN, STATE_FORM, BucketPolicy, Layout, Storage, use_policies
+from ..core.policy import (
+    PLAIN,
+    STATE_FORM,
+    BucketPolicy,
+    Layout,
+    Storage,
+    check_state_shapes,
+    use_policies,
+)
 from . import quantize as q
 from . import rounding
 
@@ -118,10 +136,19 @@ class Precision:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.state_dtype is not None and self.state_dtype not in STATE_DTYPES:
+        dtype = self.state_dtype
+        if dtype is not None and dtype not in STATE_DTYPES:
+            if not isinstance(dtype, torch.dtype):
+                why = f"of type {type(dtype).__name__}, not a torch.dtype"
+            elif dtype == torch.float16:
+                why = "float16 state overflows in squared gradients"
+            elif dtype.is_floating_point:
+                why = "state is kept in float32 at most; use None for the params' own dtype"
+            else:
+                why = "optimizer state is floating point; state_bits=8 quantizes it"
             raise ValueError(
-                f"state_dtype: expected None, torch.float32 or torch.bfloat16, got "
-                f"{self.state_dtype!r} (float16 state overflows in squared gradients)"
+                f"state_dtype: expected None, torch.float32 or torch.bfloat16, got {dtype!r} "
+                f"({why})"
             )
         bits = self.state_bits
         values = bits.values() if isinstance(bits, Mapping) else [bits]
@@ -144,7 +171,14 @@ class Precision:
     ) -> Precision:
         """The policy of an optimizer's keywords; its seed is drawn from ``generator`` (or from
         torch's default generator, so ``torch.manual_seed`` reproduces a run)."""
-        seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(
+                f"generator: expected a torch.Generator or None, got {generator!r} (of type "
+                f"{type(generator).__name__}); for a fixed seed pass "
+                "torch.Generator().manual_seed(seed)"
+            )
+        device = None if generator is None else generator.device
+        seed = int(torch.randint(0, 2**31 - 1, (), generator=generator, device=device))
         return cls(state_dtype, state_bits, param_update, seed)
 
     @property
@@ -158,7 +192,8 @@ class Precision:
 
         ``ValueError`` naming the keyword: ``param_update`` without a bf16/fp16 param,
         ``state_bits`` naming a state the recipe lacks or one that must stay exact, or
-        ``state_bits=8`` for a recipe without a state that may be quantized.
+        ``state_bits=8`` for a recipe without a state that may be quantized (a recipe whose
+        quantizable state no param group uses warns instead: :meth:`check_groups`).
         """
         if self.param_update != "plain":
             dtypes = {p.dtype for p in params}
@@ -184,6 +219,33 @@ class Precision:
                     )
         elif bits is not None and not any(s.quantizable for s in storages.values()):
             raise ValueError(f"state_bits: {owner} keeps no state that may be quantized")
+
+    def check_groups(self, storages: Mapping[str, Storage], parts: Sequence[Any],
+                     groups: Sequence[Mapping[str, Any]], owner: str,
+                     stacklevel: int = 3) -> None:
+        """Warn (``UserWarning``) when ``state_bits`` quantizes nothing because the parts that
+        keep quantizable state run in no param group (``SGD(momentum=0)``: no momentum
+        buffer). A warning, not a refusal: a group's hyper-parameters may change later (a
+        group added with momentum, a loaded checkpoint), and then its state is quantized."""
+        bits = self.state_bits
+        if bits is None:
+            return
+        idle = []
+        for part in parts:
+            names = [n for n in part.state if storages[n].quantizable
+                     and (not isinstance(bits, Mapping) or n in bits)]
+            if not names:
+                continue
+            if any(part.active(group) for group in groups):
+                return
+            idle.append(f"{', '.join(names)} (part {part.name})")
+        if idle:
+            warnings.warn(
+                f"state_bits: {owner} quantizes nothing with these hyper-parameters: no param "
+                f"group runs the parts that keep {'; '.join(idle)}, so there is no state to "
+                "store in 8 bits",
+                UserWarning, stacklevel=stacklevel,
+            )
 
     # --------------------------------------------------------------- storage plan
     def quantized(self, name: str, storage: Storage, numel: int) -> bool:
@@ -303,7 +365,9 @@ class Precision:
                 if t.dtype == torch.uint8:
                     # (an FSDP2 shard's scales may be longer than its blocks: see _quantize_new)
                     scales = absmax[i][: q.num_blocks(t.numel())] if absmax is not None else None
-                    working.append(_dequantize(t, scales, storage is Storage.SIGNED))
+                    value = _dequantize(t, scales, storage is Storage.SIGNED)
+                    # float32 values; float64 params compute in float64 (a no-op otherwise)
+                    working.append(value.to(compute))
                     converted.append((i, t, scales))
                 elif t.dtype != compute:
                     working.append(t.to(compute))
@@ -345,6 +409,30 @@ class Precision:
                 else:
                     p.copy_(w)
             bucket.params = params
+
+
+def _shard_count(p: Tensor) -> int:
+    """How many shards along dim 0 a param's 8-bit state is quantized in (1: not a DTensor)."""
+    from ..core.tensorlists import is_dtensor
+
+    if not is_dtensor(p):
+        return 1
+    return math.prod(p.device_mesh.size(dim) for dim, placement in enumerate(p.placements)
+                     if placement.is_shard())
+
+
+def scale_layout(shape: Sequence[int], shards: int) -> int:
+    """Which block each scale of an 8-bit state of ``shape`` quantized in ``shards`` shards
+    along dim 0 (:func:`_quantize_new`) belongs to, as a number: 1 where the blocks and the
+    scales' global layout are the unsharded tensor's (every shard ``ceil(rows / shards)`` rows
+    of whole 256-element blocks), else ``shards``. Two states with the same number move
+    between their shardings exactly (``torch.distributed.checkpoint`` reshards codes and scales
+    alike); others would put block scales on other blocks."""
+    if shards == 1 or not shape:
+        return 1
+    rows, cols = shape[0], math.prod(shape[1:])
+    chunk = -(-rows // shards)
+    return 1 if chunk * shards == rows and chunk * cols % q.BLOCK_SIZE == 0 else shards
 
 
 def _quantize_new(value: Tensor, storage: Storage) -> tuple[Tensor, Tensor]:
@@ -522,7 +610,7 @@ def check_saved_form(form: str, index: Any, state: Mapping[str, Any]) -> None:
     8-bit codes (see :meth:`PrecisionPolicy.state_form`)."""
     if not form.startswith("8bit:"):
         return
-    for name in form[len("8bit:"):].split(","):
+    for name in _form_parts(form)[0]:
         value = state.get(name)
         if (isinstance(value, Tensor) and value.dtype != torch.uint8
                 and q.quantizes(value.numel()) and name + ABSMAX_SUFFIX not in state):
@@ -536,6 +624,90 @@ def check_saved_form(form: str, index: Any, state: Mapping[str, Any]) -> None:
                 "into an optimizer built with state_bits=8, then hand its state_dict() to the "
                 "other one's load_state_dict (exact)"
             )
+
+
+def check_loaded_state(where: str, state: Mapping[str, Any], storages: Mapping[str, Storage],
+                       layouts: Mapping[str, Layout], shape: Sequence[int]) -> None:
+    """``ValueError`` naming ``where`` (the param), the state and both shapes if a param's state
+    as loaded does not fit a param of ``shape`` in any stored form, so that a load refuses it
+    before anything changes (instead of a broadcasting error at the first step):
+
+    * each state has the shape its declared :class:`~optimkit.core.policy.Layout` says
+      (:func:`optimkit.core.policy.check_state_shapes`): moments, copies of the param and the
+      Kahan compensation are shaped like the param (a DTensor's shape is the global one, like
+      its param's), in any float dtype or as 8-bit codes (uint8, shaped like the param);
+      per-tensor scalars and the step counter are 0-d tensors (the counter may be a Python
+      number, as torch.optim saved it before 1.12); a state of its own shape is not checked;
+    * 8-bit codes come with their ``<name>_absmax`` scales: a 1-d tensor of at least one scale
+      per 256-element block (an FSDP2 shard's are padded to the largest shard's count), and only
+      for a state that may be quantized.
+
+    ``storages`` and ``layouts`` say how each state name may be stored and how it lines up
+    with its param (the policy's own names included); names they lack and the scales
+    themselves are checked by the caller, not here.
+    """
+    check_state_shapes(where, state, storages, layouts, shape)
+    for name, value in state.items():
+        storage = storages.get(name)
+        if storage is None or not isinstance(value, Tensor):
+            continue
+        if value.dtype != torch.uint8:
+            continue
+        if not storage.quantizable:
+            raise ValueError(
+                f"{where}: state {name!r} is uint8 (8-bit codes), but it is never quantized: "
+                f"{_NOT_QUANTIZABLE[storage]}"
+            )
+        scales = state.get(name + ABSMAX_SUFFIX)
+        if not isinstance(scales, Tensor):
+            raise ValueError(
+                f"{where}: state {name!r} holds 8-bit codes without their scales "
+                f"{name + ABSMAX_SUFFIX!r}, so its values are lost; save and load the whole "
+                "state (codes and scales)"
+            )
+        blocks = q.num_blocks(value.numel())
+        if scales.dim() != 1 or scales.numel() < blocks:
+            raise ValueError(
+                f"{where}: state {name + ABSMAX_SUFFIX!r} has shape {tuple(scales.shape)}; the "
+                f"8-bit codes of {name!r} (shape {tuple(value.shape)}) need a 1-d tensor of at "
+                f"least {blocks} block scales"
+            )
+
+
+def _form_parts(form: str) -> tuple[list[str], list[int] | None]:
+    """The 8-bit state names of a saved ``form`` and its per-param layout numbers (None: every
+    param's is 1, the unsharded layout)."""
+    names, _, shards = form[len("8bit:"):].partition(";shards=")
+    return names.split(","), [int(n) for n in shards.split(",")] if shards else None
+
+
+def check_saved_layout(form: str, position: int, index: Any, state: Mapping[str, Any],
+                       param: Tensor) -> None:
+    """``ValueError`` if param ``index``'s 8-bit ``state`` (at ``position`` in its saved
+    group, saved under ``form``) was quantized in another shard layout than ``param``'s: its
+    block scales would belong to other blocks (see :func:`scale_layout`)."""
+    if not form.startswith("8bit:") or not any(
+            isinstance(state.get(name), Tensor) and name + ABSMAX_SUFFIX in state
+            for name in _form_parts(form)[0]):
+        return
+    layouts = _form_parts(form)[1]
+    saved = layouts[position] if layouts is not None and position < len(layouts) else 1
+    here = scale_layout(tuple(param.shape), _shard_count(param))
+    if saved != here:
+        def said(n: int) -> str:
+            return "unsharded" if n == 1 else f"quantized in {n} shards along dim 0"
+
+        raise ValueError(
+            f"param {index}'s 8-bit state was saved {said(saved)} (the state_dict's "
+            f"{STATE_FORM} is {form!r}), and this optimizer holds it {said(here)}: 8-bit "
+            "blocks of 256 restart at each shard's first element, so its block scales would "
+            "land on other blocks; nothing was loaded. Load it with the sharding it was saved "
+            "with. To move it to another number of ranks, convert it there: load it into an "
+            "optimizer with state_bits=8, hand that optimizer's state to one without "
+            "state_bits (set_optimizer_state_dict / load_state_dict: each shard dequantized "
+            "exactly), and checkpoint that one; its plain state reshards, and handing it to an "
+            "optimizer with state_bits=8 requantizes it"
+        )
 
 
 class PrecisionPolicy(BucketPolicy):
@@ -609,9 +781,12 @@ class PrecisionPolicy(BucketPolicy):
                     f"state_bits: {owner}'s state {name!r} cannot be quantized: it has a shape "
                     "of its own, and 8-bit blocks follow the param's elements"
                 )
+        self.precision.check(self._checked_storages(), params, owner)
+
+    def _checked_storages(self) -> dict[str, Storage]:
         # (a state of its own shape counts as exact: "keeps no state that may be quantized")
-        self.precision.check({n: Storage.EXACT if n in self.unaligned else kind
-                              for n, kind in self.declared.items()}, params, owner)
+        return {n: Storage.EXACT if n in self.unaligned else kind
+                for n, kind in self.declared.items()}
 
     def group_defaults(self) -> dict[str, Any]:
         # the seed of the random bits is run state: it travels in the param groups, so a
@@ -636,16 +811,30 @@ class PrecisionPolicy(BucketPolicy):
         # bit.
         return False
 
-    def state_form(self) -> str:
-        """What each saved param group says of its state (:data:`STATE_FORM`): the states kept
-        as 8-bit codes where a tensor is large enough (``"8bit:grad_avg,sqr_avg"``), or
-        ``"plain"``. A loader that copies a checkpoint into this optimizer's own tensors
+    def state_form(self, params: Sequence[Tensor] = ()) -> str:
+        """What a saved param group of ``params`` says of its state (:data:`STATE_FORM`): the
+        states kept as 8-bit codes where a tensor is large enough (``"8bit:grad_avg,sqr_avg"``),
+        or ``"plain"``. A loader that copies a checkpoint into this optimizer's own tensors
         (``torch.distributed.checkpoint`` loads into the template's dtypes) would turn codes
         into numbers 0..255; with this entry, loaded along with the state, the optimizer
-        refuses such a state instead of training on it."""
+        refuses such a state instead of training on it.
+
+        Where a param's 8-bit state is quantized per shard in a layout that is not the
+        unsharded one (:func:`scale_layout`), the form adds each param's layout number,
+        ``";shards=1,2"``, so that a load under another sharding is refused."""
         names = [n for n, kind in self.storages.items()
                  if self.precision.quantized(n, kind, q.MIN_NUMEL)]
-        return "8bit:" + ",".join(names) if names else "plain"
+        if not names:
+            return "plain"
+        layouts = [self.layout(p) for p in params]
+        shards = f";shards={','.join(map(str, layouts))}" if any(n != 1 for n in layouts) else ""
+        return "8bit:" + ",".join(names) + shards
+
+    def layout(self, p: Tensor) -> int:
+        """:func:`scale_layout` of ``p``'s 8-bit state (1 where it has none)."""
+        if not self.key(p):
+            return 1
+        return scale_layout(tuple(p.shape), _shard_count(p))
 
     def stored_names(self, names: Sequence[str], p: Tensor) -> list[str]:
         """The state a bucket of params like ``p`` carries for the recipe's ``names``: with
@@ -742,17 +931,39 @@ class PrecisionPolicy(BucketPolicy):
         self.precision.conform(p, state, self.storages)
 
     # ------------------------------------------------------------------ checkpoints
-    def saved_entries(self) -> dict[str, Any]:
-        return {STATE_FORM: "plain" if self.precision.plain else self.state_form()}
+    def saved_entries(self, params: Sequence[Tensor] = ()) -> dict[str, Any]:
+        """A saved param group's :data:`STATE_FORM` (see :meth:`state_form`)."""
+        return {STATE_FORM: "plain" if self.precision.plain else self.state_form(params)}
 
-    def check_loaded(self, saved_groups: Sequence[Mapping[str, Any]],
-                     saved_state: Mapping[Any, Mapping[str, Any]]) -> None:
-        """``ValueError`` if a loaded state has lost its 8-bit codes (see
-        :func:`check_saved_form`), before anything changes."""
-        for saved in saved_groups:
-            for index in saved["params"]:
-                if index in saved_state:
-                    check_saved_form(saved.get(STATE_FORM, "plain"), index, saved_state[index])
+    def own_entry(self, name: str, known: Collection[str], saved_group: Mapping[str, Any]
+                  ) -> bool:
+        """Whether a saved state ``name`` the recipe does not keep is a policy's: 8-bit scales
+        of a recipe's state, the Kahan compensation, or a step counter of a group saved under a
+        policy (one with a ``rounding_seed``)."""
+        return (name == COMPENSATION or (name == "step" and "rounding_seed" in saved_group)
+                or (name.endswith(ABSMAX_SUFFIX) and name[:-len(ABSMAX_SUFFIX)] in known))
+
+    def check_loaded_entry(self, where: str, index: Any, position: int, entry: Mapping[str, Any],
+                           param: Tensor, saved_group: Mapping[str, Any],
+                           storages: Mapping[str, Storage], layouts: Mapping[str, Layout]
+                           ) -> None:
+        """``ValueError`` before anything changes if a param's saved state lost its 8-bit codes
+        (:func:`check_saved_form`), was quantized in another shard layout
+        (:func:`check_saved_layout`), or does not fit the param (:func:`check_loaded_state`:
+        the declared layouts' shapes, 8-bit codes with their scales). Any policy's own state
+        is checked, whichever this one keeps: a policy's step counter, the compensation."""
+        form = saved_group.get(STATE_FORM, "plain")
+        check_saved_form(form, index, entry)
+        check_saved_layout(form, position, index, entry, param)
+        storages = {"step": Storage.COUNTER, COMPENSATION: Storage.EXACT, **storages}
+        layouts = {"step": Layout.SCALAR, COMPENSATION: Layout.PARAM, **layouts}
+        check_loaded_state(where, entry, storages, layouts, tuple(param.shape))
+
+    def check_groups(self, parts: Sequence[Any], groups: Sequence[Mapping[str, Any]],
+                     owner: str) -> None:
+        """Warn where ``state_bits`` quantizes nothing (see :meth:`Precision.check_groups`)."""
+        self.precision.check_groups(self._checked_storages(), parts, groups, owner,
+                                    stacklevel=4)
 
     def load_stored(self, param_groups: Sequence[Mapping[str, Any]], state: Mapping,
                     saved_groups: Sequence[Mapping[str, Any]],

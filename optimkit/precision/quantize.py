@@ -47,10 +47,21 @@ Choices, with their reasons:
 * :data:`MIN_NUMEL` = 4096: smaller tensors stay unquantized, as bitsandbytes does
   (``min_8bit_size``); their state is a negligible share of the memory and biases, norms and
   small heads are the tensors where a coarse state hurts most.
-* Non-finite values: a block whose absmax is inf or NaN stores NaN as its absmax and reads back
-  as NaN throughout; the NaN stays in its block (256 values) and nothing raises. A zero block
-  reads back as zeros. Negative values given to the unsigned code are stored as its smallest
-  value.
+* Values beyond float32's range (a moment that overflowed to inf, as Adam's ``g**2`` does for
+  ``|g| > 1.8e19``; a float64 state above ``3.4e38``) are stored at the top code of a block
+  whose scale is the largest float32 value, and read back as inf with their sign; the rest of
+  the block stays finite. So an element whose float32 moment is inf keeps it, as in a float32
+  optimizer (Adam's step for it is then ``m / inf = 0``, and the param stays finite), where
+  bitsandbytes' kernels, which also keep one float32 absmax per block, multiply inf by
+  ``1 / inf = 0`` and turn the block into NaN. Like any outlier, such a value coarsens its
+  block: the other 255 values keep their ratio to ``3.4e38`` down to the code's floor
+  (``1e-6`` signed, ``1e-7`` unsigned, below which they read as 0 or as ``1e-8`` of it), so a
+  second moment there reads at least ``3.4e30`` and those 255 params barely move while the
+  inf stays in their block: finite, but not the float32 run.
+* NaN: a block holding a NaN stores NaN as its absmax and reads back as NaN throughout; the
+  NaN stays in its block (256 values) and nothing raises. A zero block reads back as zeros. Any
+  finite nonzero absmax, subnormal included, is a valid scale. Negative values given to the
+  unsigned code are stored as its smallest value.
 
 All functions are plain tensor ops on the tensors' device with no host synchronisation and no
 branch on values, so they run the same eagerly and inside a compiled step.
@@ -71,6 +82,9 @@ _SIGNED_BITS = 7  # magnitude bits after the sign bit
 _UNSIGNED_BITS = 8
 _ZERO_BYTE = 127  # the signed code's zero
 _UNSIGNED_FLOOR = 1e-8  # the unsigned code's value at byte 0, in place of zero
+_FLOAT32_MAX = torch.finfo(torch.float32).max
+_TINY = 2.0**-64  # block scales below this are lifted before their inverse is taken
+_LIFT = 2.0**64
 
 
 def _magnitudes(bits: int) -> Tensor:
@@ -148,24 +162,31 @@ _LEVELS = {bits: _levels(bits) for bits in (_SIGNED_BITS, _UNSIGNED_BITS)}
 
 def _block_scales(blocks: Tensor) -> Tensor:
     absmax = blocks.abs().amax(dim=-1, keepdim=True)
-    # inf or NaN anywhere in a block: the whole block reads back as NaN (documented)
+    # NaN anywhere in a block (inf was clamped before): the whole block reads back as NaN
     return torch.where(absmax < math.inf, absmax, math.nan)
 
 
 def _quantize_blocks(blocks: Tensor, signed: bool) -> tuple[Tensor, Tensor]:
     """Codes (same shape, uint8) and absmax (``[..., 1]``) of ``blocks`` (``[..., n]``)."""
-    blocks = blocks.float()
+    # beyond float32's range (an overflowed moment, a float64 state): the largest float32,
+    # so the block keeps a finite scale (NaN stays NaN)
+    blocks = blocks.float().clamp(-_FLOAT32_MAX, _FLOAT32_MAX)
     absmax = _block_scales(blocks)
-    inverse = torch.where(absmax > 0, 1.0 / absmax, 0.0)  # NaN absmax gives NaN here
-    y = blocks * inverse
+    # 1 / absmax overflows below 2**-128: such a block is lifted by 2**64 first (exact); a
+    # factor 1 elsewhere leaves every other block's arithmetic as it was
+    lift = torch.where(absmax < _TINY, _LIFT, 1.0)
+    inverse = torch.where(absmax > 0, 1.0 / (absmax * lift), 0.0)  # NaN absmax gives NaN here
+    y = (blocks * lift) * inverse
+    # x * (1 / absmax) exceeds 1 by an ulp for some absmax >= 2**126: the top value, not 0
+    # (NaN, from a non-finite block, fails ``y == y`` and becomes 0: any byte decodes to NaN
+    # there)
     if signed:
         a = y.abs()
-        # NaN (a non-finite block) fails the test and becomes 0: any byte decodes to NaN there
-        a = torch.where(a <= 1.0, a, 0.0)
+        a = torch.where(a == a, a.clamp(max=1.0), 0.0)
         j = _encode(a, _SIGNED_BITS) + 1
         byte = _ZERO_BYTE + torch.where(y < 0, -j, j)
     else:
-        a = torch.where(y <= 1.0, y, 0.0).clamp(min=0.0)
+        a = torch.where(y == y, y.clamp(0.0, 1.0), 0.0)
         byte = _encode(a, _UNSIGNED_BITS) + 1
     return byte.to(torch.uint8), absmax
 
@@ -256,6 +277,12 @@ def _decode_constants(bits: int) -> list[tuple[float, float]]:
 _DECODE = {bits: _decode_constants(bits) for bits in (_SIGNED_BITS, _UNSIGNED_BITS)}
 
 
+def _beyond(values: Tensor) -> Tensor:
+    """Decoded values with the largest float32 magnitude (a top code in a block saturated by a
+    value beyond float32's range, see the module doc) as inf, with their sign."""
+    return torch.where(values.abs() == _FLOAT32_MAX, values * 2.0, values)
+
+
 def dequantize(codes: Tensor, absmax: Tensor, signed: bool, out: Tensor | None = None) -> Tensor:
     """The float32 values of ``codes`` (shaped like ``codes``), or written into ``out``."""
     flat = codes.reshape(-1)
@@ -264,9 +291,9 @@ def dequantize(codes: Tensor, absmax: Tensor, signed: bool, out: Tensor | None =
     pieces = []
     if full:
         values = _decode(flat[:full].view(-1, BLOCK_SIZE), signed)
-        pieces.append((values * absmax[: full // BLOCK_SIZE, None]).view(-1))
+        pieces.append(_beyond(values * absmax[: full // BLOCK_SIZE, None]).view(-1))
     if full < n:
-        pieces.append(_decode(flat[full:], signed) * absmax[-1])
+        pieces.append(_beyond(_decode(flat[full:], signed) * absmax[-1]))
     if not pieces:  # an empty tensor (an FSDP2 rank's empty shard)
         pieces.append(torch.zeros(0, dtype=torch.float32, device=codes.device))
     values = pieces[0] if len(pieces) == 1 else torch.cat(pieces)

@@ -32,6 +32,7 @@ class Schedule:
         return self.at(_clamp(progress))
 
     def at(self, pct: float) -> float:  # pct already in [0, 1]
+        """The value at progress ``pct``, already clamped to [0, 1]."""
         raise NotImplementedError
 
     def at_step(self, step: int, total_steps: int) -> float:
@@ -40,6 +41,7 @@ class Schedule:
 
     @property
     def bounds(self) -> tuple[float, float]:
+        """The lowest and highest values the schedule takes."""
         raise NotImplementedError
 
 

@@ -47,6 +47,8 @@ def resolve(group: Mapping[str, Any], name: str) -> tuple[str, int | None]:
 
 
 def read_hyper(group: Mapping[str, Any], name: str) -> float:
+    """A group's value of the hyper-parameter ``name`` (``momentum`` resolves to ``betas[0]`` where
+    the group has betas)."""
     key, index = resolve(group, name)
     value = group[key] if index is None else group[key][index]
     return float(value)

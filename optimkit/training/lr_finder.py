@@ -75,6 +75,8 @@ class LRFindResult:
 
     @property
     def agreement(self) -> float:
+        """How far the suggestions spread, in decades (log10 of the largest over the smallest); NaN
+        with fewer than two."""
         values = [v for v in self.suggestions.values() if v > 0]
         if len(values) < 2:
             return math.nan
@@ -94,6 +96,7 @@ class LRFindResult:
         return lr
 
     def summary(self) -> str:
+        """The sweep in words: steps, why it stopped, each suggestion, the recommended one."""
         lines = [f"lr range test: {len(self.lrs)} steps, stopped: {self.stop_reason}"]
         for name, value in self.suggestions.items():
             mark = "  <- recommended (result.suggestion)" if name == DEFAULT_RULE else ""

@@ -152,6 +152,7 @@ class SelectiveBackprop:
     # ------------------------------------------------------------ public
     @property
     def fraction_backpropagated(self) -> float:
+        """Examples back-propagated over examples forwarded so far."""
         return self.examples_backpropagated / max(self.examples_forwarded, 1)
 
     def step(self, inputs: Any, targets: Any) -> torch.Tensor:
@@ -213,6 +214,7 @@ class SelectiveBackprop:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the counters and loss history saved by ``state_dict``."""
         history = state["history"]
         self._history = None if history is None else history.clone()
         self._history_len, self._history_next = state["history_len"], state["history_next"]

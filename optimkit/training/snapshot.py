@@ -35,10 +35,12 @@ class RNGState:
 
     @classmethod
     def take(cls) -> RNGState:
+        """The current RNG states: torch (CPU, and CUDA when initialised), ``random``, numpy."""
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
         return cls(torch.get_rng_state(), cuda, random.getstate(), np.random.get_state())
 
     def restore(self) -> None:
+        """Put the RNG states back."""
         torch.set_rng_state(self.torch_cpu)
         if self.torch_cuda is not None:
             torch.cuda.set_rng_state_all(self.torch_cuda)
@@ -77,6 +79,8 @@ class Snapshot:
         model: torch.nn.Module | None = None,
         extras: Iterable[Any] = (),
     ) -> Snapshot:
+        """Copy what ``restore`` puts back: params and grads, the optimizer's and the model's state
+        dicts, ``extra_state``, the RNGs."""
         params = _params(optimizer)
         extras = list(extras)
         for extra in extras:
@@ -99,6 +103,7 @@ class Snapshot:
 
     @torch.no_grad()
     def restore(self) -> None:
+        """Put everything taken back, exactly."""
         if self.model is not None:
             self.model.load_state_dict(self.model_state)
         for p, value, grad in zip(self.params, self.values, self.grads, strict=True):

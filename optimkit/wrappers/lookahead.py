@@ -182,6 +182,7 @@ class Lookahead(torch.optim.Optimizer):
     # ------------------------------------------------------------ the inner optimizer's views
     @property
     def param_groups(self) -> list[dict[str, Any]]:
+        """The inner optimizer's param groups (schedulers reach them through the wrapper)."""
         return self.optimizer.param_groups
 
     @param_groups.setter
@@ -190,6 +191,7 @@ class Lookahead(torch.optim.Optimizer):
 
     @property
     def defaults(self) -> dict[str, Any]:
+        """The inner optimizer's defaults."""
         return self.optimizer.defaults
 
     @defaults.setter
@@ -198,6 +200,7 @@ class Lookahead(torch.optim.Optimizer):
 
     @property
     def state(self) -> _State:
+        """Per-param state: the inner optimizer's, with the slow weights (``slow_param``)."""
         return _State(self)
 
     @property
@@ -275,6 +278,10 @@ class Lookahead(torch.optim.Optimizer):
         return {**sd, "state": state}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load what :meth:`state_dict` saved (or the wrapper's earlier format). Everything of
+        the wrapper's own is checked before the inner optimizer loads its part (``k``,
+        ``alpha``, each param's slow weights: their shape, and their step count), so that a
+        state_dict refused by the wrapper or by an optimkit inner optimizer changes nothing."""
         if "lookahead" in state_dict:
             state_dict = _from_previous_format(state_dict)
         groups = state_dict["param_groups"]
@@ -283,34 +290,54 @@ class Lookahead(torch.optim.Optimizer):
                 f"state_dict was not saved by Lookahead: its param groups lack {K!r}; load it "
                 "into the inner optimizer (wrapper.optimizer) instead"
             )
+        if len(groups) != len(self.param_groups) or any(
+            len(saved["params"]) != len(group["params"])
+            for saved, group in zip(groups, self.param_groups, strict=False)
+        ):
+            raise ValueError(
+                "state_dict: its param groups do not match the optimizer's (number of groups "
+                "or of params in a group); nothing was loaded"
+            )
+        for index, group in enumerate(groups):
+            try:
+                _check_k(group[K])
+                _check_alpha(group.get(ALPHA, self._alpha))
+            except ValueError as error:
+                raise ValueError(f"param group {index} of the state_dict: {error}") from None
+        # The saved groups name their params (by index, or by FQN under DCP) in the order of
+        # ours, as torch's own load_state_dict assumes.
+        names = [name for group in groups for name in group["params"]]
+        by_name = dict(zip(names, self._indexed_params(), strict=True))
         inner_state, own = {}, {}
         for name, entry in state_dict["state"].items():
             rest = {k: v for k, v in entry.items() if k not in OWN_STATE}
             if rest:
                 inner_state[name] = rest
-            if "slow_param" in entry:
-                own[name] = entry
+            if "slow_param" not in entry:
+                continue
+            p, slow = by_name.get(name), entry["slow_param"]
+            if p is None:
+                raise ValueError(f"state_dict: slow weights of param {name!r}, which no param "
+                                 "group of the state_dict lists")
+            if not isinstance(slow, Tensor) or slow.shape != p.shape:
+                found = tuple(slow.shape) if isinstance(slow, Tensor) else type(slow).__name__
+                raise ValueError(
+                    f"slow weights of param {name!r} have shape {found}, the param "
+                    f"{tuple(p.shape)}; nothing was loaded"
+                )
+            if not isinstance(entry.get("lookahead_step"), (int, Tensor)):
+                raise ValueError(f"state_dict: param {name!r} has slow weights but no "
+                                 "'lookahead_step'; nothing was loaded")
+            own[p] = entry
         self.optimizer.load_state_dict({**state_dict, "state": inner_state})
         for group in self.param_groups:
             self._configure(group)
-        # The saved groups name their params (by index, or by FQN under DCP) in the order of
-        # ours, as torch's own load_state_dict assumes.
-        names = [name for group in groups for name in group["params"]]
-        by_name = dict(zip(names, self._indexed_params(), strict=True))
-        self._own = {}
         with torch.no_grad():
-            for name, entry in own.items():
-                p = by_name[name]
-                slow = entry["slow_param"]
-                if slow.shape != p.shape:
-                    raise ValueError(
-                        f"slow weights of param {name!r} have shape {tuple(slow.shape)}, "
-                        f"the param {tuple(p.shape)}"
-                    )
-                self._own[p] = {
-                    "slow_param": slow.detach().to(p.device, p.dtype, copy=True),
-                    "lookahead_step": int(entry["lookahead_step"]),
-                }
+            self._own = {
+                p: {"slow_param": entry["slow_param"].detach().to(p.device, p.dtype, copy=True),
+                    "lookahead_step": int(entry["lookahead_step"])}
+                for p, entry in own.items()
+            }
 
     def __getstate__(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer, "_k": self._k, "_alpha": self._alpha,
