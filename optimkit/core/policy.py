@@ -28,6 +28,7 @@ class Storage(enum.Enum):
 
     @property
     def quantizable(self) -> bool:
+        """Whether a state stored this way may be kept in 8 bits."""
         return self in (Storage.SIGNED, Storage.POSITIVE)
 
 
@@ -108,6 +109,8 @@ class BucketPolicy:
     @classmethod
     def converter(cls, storages: Mapping[str, Storage], layouts: Mapping[str, Layout]
                   ) -> BucketPolicy:
+        """The policy that reads other policies' checkpoints into the plain state of a recipe
+        whose states are declared so (the plain policy here: no other policies are loaded)."""
         return PLAIN
 
     def check(self, params: Sequence[Tensor], owner: str) -> None:
@@ -147,10 +150,13 @@ class BucketPolicy:
     def load_stored(self, param_groups: Sequence[Mapping[str, Any]], state: Mapping,
                     saved_groups: Sequence[Mapping[str, Any]],
                     saved_state: Mapping[Any, Mapping[str, Any]]) -> None:
-        pass
+        """After torch's ``load_state_dict``: bring the loaded ``state`` to this policy's form
+        (it is in it here)."""
 
     def plain_state_dict(self, sd: dict[str, Any],
                          param_groups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """``sd`` (the optimizer's ``state_dict()``) in the plain form, as torch.optim saves
+        it: here only the policy's param-group entries left out."""
         groups = [{k: v for k, v in group.items() if k != STATE_FORM}
                   for group in sd["param_groups"]]
         return {**sd, "param_groups": groups}
@@ -170,6 +176,8 @@ class BucketPolicy:
         return list(names)
 
     def layouts(self, layouts: Mapping[str, Layout]) -> dict[str, Layout]:
+        """The :class:`Layout` of each state a bucket carries, from the recipe's ``layouts``
+        (the policy's own state added; none here)."""
         return dict(layouts)
 
     def arguments(self, group: Mapping[str, Any], bucket: Bucket, flat: bool) -> tuple:
