@@ -13,7 +13,7 @@ behaviour where an earlier bug hid inside the suite's tolerances (issue 21):
 Eager and flat mode run every recipe x policy. A compiled case costs seconds of compile on
 two cores, so by default the compiled modes run a covering set (every policy and recipe at
 least once, both compiled layouts); ``OPTIMKIT_TEST_ALL_MODES=1`` runs the whole matrix (74
-compiled cases, about 25 minutes on 2 shared cores).
+compiled cases: 39 minutes on 2 cores shared with other jobs).
 """
 
 from __future__ import annotations
