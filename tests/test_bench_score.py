@@ -1,0 +1,135 @@
+"""The Score's honesty rules and time-to-target statistics on synthetic data with known answers
+(no training): chance-level failures, clipped intervals, inconclusive ties, interpolated lr
+sensitivity, time to target and performance profiles."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from optimkit.bench import profiles, ranking, scoring
+from optimkit.bench.search import Rules, sensitivity, walk
+
+
+# ------------------------------------------------------------------ time to target, profiles
+def test_time_to_target_is_the_first_point_that_reaches_it():
+    curve = [(10, 0.5, 1.0), (20, 0.8, 2.5), (30, 0.9, 4.0), (40, 0.95, 5.0)]
+    assert profiles.time_to_target(curve, 0.9, True) == (30.0, 4.0)
+    assert profiles.time_to_target(curve, 0.99, True) == (math.inf, math.inf)
+    loss = [(10, 2.0, 1.0), (20, float("nan"), 2.0)]  # diverged: never reached
+    assert profiles.time_to_target(loss, 1.0, False) == (math.inf, math.inf)
+    assert profiles.time_to_target([(10, 0.5, 1.0)], 0.5, False) == (10.0, 1.0)
+
+
+def test_median_time_is_inf_when_fewer_than_half_reach():
+    assert profiles.median_time([3.0, 5.0, math.inf]) == 5.0
+    assert profiles.median_time([3.0, math.inf, math.inf]) == math.inf
+    assert profiles.target_of([0.9, float("nan"), 0.8, 0.85]) == pytest.approx(0.85)
+
+
+def test_profile_score_matches_the_integral_by_hand():
+    # Three tasks. a is fastest on t1 and t2, b on t3; c never reaches t3.
+    times = {"a": {"t1": 10.0, "t2": 20.0, "t3": 60.0},
+             "b": {"t1": 20.0, "t2": 50.0, "t3": 30.0},
+             "c": {"t1": 50.0, "t2": 20.0, "t3": math.inf}}
+    r, score = profiles.profiles(times)
+    assert r["a"] == {"t1": 1.0, "t2": 1.0, "t3": 2.0}
+    assert r["b"] == {"t1": 2.0, "t2": 2.5, "t3": 1.0}
+    assert r["c"] == {"t1": 5.0, "t2": 1.0, "t3": math.inf}
+    # rho_a(tau) = 2/3 on [1, 2), 1 on [2, 4]: integral 2/3 + 2 = 8/3, over 3 -> 8/9.
+    assert score["a"] == pytest.approx(8 / 9)
+    # rho_b = 1/3 on [1, 2), 2/3 on [2, 2.5), 1 on [2.5, 4]: 1/3 + 1/3 + 1.5 = 13/6 -> 13/18.
+    assert score["b"] == pytest.approx(13 / 18)
+    # c: only t2 counts (t1 at 5x is past tau = 4; t3 never reached: 0): 3/3 over 3 tasks.
+    assert score["c"] == pytest.approx(1 / 3)
+    assert profiles.rho(r["b"], 2.0) == pytest.approx(2 / 3)
+    # Numerically, the same integral.
+    taus = np.linspace(1, 4, 300_001)
+    numeric = np.trapezoid([profiles.rho(r["b"], t) for t in taus[::100]], taus[::100]) / 3
+    assert numeric == pytest.approx(13 / 18, abs=1e-3)
+
+
+def test_a_task_no_one_reaches_scores_zero_for_everyone():
+    r, score = profiles.profiles({"a": {"t": math.inf}, "b": {"t": math.inf}})
+    assert r == {"a": {"t": math.inf}, "b": {"t": math.inf}} and score == {"a": 0.0, "b": 0.0}
+
+
+# ------------------------------------------------------------------ ties: equivalence rule
+def test_a_noisy_tie_is_inconclusive_and_a_tight_one_is_tied():
+    rng = np.random.default_rng(0)
+    best = 0.40 + rng.normal(0, 0.002, 5)
+    tight = best - 0.002 + rng.normal(0, 0.001, 5)  # significantly worse, but by < 0.01
+    noisy = best - 0.02 + np.array([0.05, -0.04, 0.03, -0.05, 0.04])  # wide: can't exclude 0.01
+    far = best - 0.1  # clearly worse
+    scores = {"best": best, "tight": tight, "noisy": noisy, "far": far}
+    old = ranking.tied_with_best(scores)
+    assert "noisy" in old.tied  # the t-test alone calls the noisy one tied
+    test = ranking.tied_with_best(scores, tolerance=0.01)
+    assert test.best == "best"
+    assert test.verdict == {"tight": "tied", "noisy": "inconclusive", "far": "worse"}
+    assert test.tied == ["best", "tight"] and test.inconclusive == ["noisy"]
+    low, high = test.difference_ci["tight"]
+    assert -0.01 <= low <= high <= 0.01
+
+
+def test_a_failed_seed_is_never_tied():
+    a = np.array([0.90, 0.91, 0.92, 0.90, 0.91])
+    test = ranking.tied_with_best({"a": a, "b": a.copy()}, tolerance=0.01,
+                                  failed={"a": False, "b": True})
+    assert test.best == "a" and test.verdict == {"b": "failed"} and test.tied == ["a"]
+
+
+# ------------------------------------------------------------------ chance level, clipping
+def _pair(optimizer: str, values: list[float], diverged: list[int] | None = None):
+    diverged = diverged or [0] * len(values)
+    finals = [{"final_metric": v, "diverged": d, "error": None, "steps_to_target": None,
+               "evals": []} for v, d in zip(values, diverged, strict=True)]
+    return scoring.Pair("t", optimizer, SimpleNamespace(stage="done"), finals)
+
+
+def test_a_run_worse_than_chance_fails_and_its_interval_is_clipped():
+    meta = {"higher_is_better": True, "chance": 0.1, "bounds": [0.0, 1.0], "tolerance": 0.01,
+            "metric": "accuracy"}
+    good = [0.95, 0.96, 0.94, 0.95, 0.96]
+    pairs = {("t", "a"): _pair("a", good),
+             ("t", "b"): _pair("b", [0.96, 0.95, 0.95, 0.056, 0.96])}  # one seed collapsed
+    scoring._fill("t", meta, list(pairs.values()))
+    b = pairs[("t", "b")]
+    assert b.failed == [False, False, False, True, False] and b.below_chance == 1
+    assert b.failure_rate == pytest.approx(0.2) and b.divergence_rate == 0.0
+    low, high = b.interval
+    assert b.mean + b.ci > 1.0 and high == 1.0 and b.clipped and low == b.mean - b.ci
+    assert not pairs[("t", "a")].clipped
+    test = scoring._task_test("t", meta, pairs, SimpleNamespace(optimizers=["a", "b"]))
+    assert test.tied == ["a"] and test.verdict["b"] == "failed"
+    assert scoring._scores(meta, b, ranks=True)[3] == -math.inf  # ranked last on its seed
+
+
+def test_clip_interval_for_a_loss():
+    assert scoring.clip_interval(0.05, 0.1, (0.0, None)) == ((0.0, pytest.approx(0.15)), True)
+    assert scoring.clip_interval(0.5, 0.1, (None, None)) == ((0.4, 0.6), False)
+    assert scoring.clip_interval(0.5, 0.1, None) == ((0.4, 0.6), False)
+
+
+# ------------------------------------------------------------------ lr sensitivity
+def test_lr_sensitivity_is_interpolated_between_grid_points():
+    # A V in log10(lr), peak at 1e-2, slope 1 per decade: within 0.25 of the best over
+    # exactly 0.5 decade. The grid (3 per decade) alone can only say 1/3 or 2/3.
+    rules = Rules(lr_range=(1e-4, 1.0), budget=19, weight_decays=())
+
+    def lookup(spec):
+        return {"final_metric": -abs(math.log10(spec.lr) + 2.0), "diverged": 0, "error": None}
+
+    state = walk(rules, "t", "o", True, False, lookup)
+    assert state.lr == pytest.approx(1e-2)
+    width, bounded = sensitivity(state, True, 0.25, 3)
+    assert width == pytest.approx(0.5, rel=1e-3) and not bounded
+    # A loss (lower is better): the same V upside down, the same width.
+    def loss(spec):
+        return {"final_metric": abs(math.log10(spec.lr) + 2.0), "diverged": 0, "error": None}
+
+    state = walk(rules, "t", "o", False, False, loss)
+    assert sensitivity(state, False, 0.25, 3)[0] == pytest.approx(0.5, rel=1e-3)
