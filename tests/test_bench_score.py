@@ -133,3 +133,64 @@ def test_lr_sensitivity_is_interpolated_between_grid_points():
 
     state = walk(rules, "t", "o", False, False, loss)
     assert sensitivity(state, False, 0.25, 3)[0] == pytest.approx(0.5, rel=1e-3)
+
+
+# ------------------------------------------------------------------ the notes vs the measurements
+NOTES = """| | Description | Paper | Fast.ai 2 | Score |
+|:--|:--|:--|:--|:--|
+| **Adam** | Momentum + RMSProp. | 2014 | Adam(lr=0.1, wd=0) | ⭐ |
+| **AMSGrad** | Worse than Adam in practice. | 2018 | | |
+| **Ranger** | RAdam + Lookahead. | 2019 | ranger() | ⭐⭐⭐ |
+"""
+
+
+def _fake_summary(tiers: dict[str, int], ranks: dict[str, float]):
+    return SimpleNamespace(config=SimpleNamespace(optimizers=list(tiers)),
+                           tier=tiers.get, stars=lambda o: ranking.stars(tiers[o]),
+                           mean_rank=ranks.get)
+
+
+def test_the_notes_claims_are_checked_against_the_measurements():
+    from optimkit.bench.report import notes_checks
+
+    summary = _fake_summary({"adam": 2, "amsgrad": 1, "ranger": 1},
+                            {"adam": 3.0, "amsgrad": 1.5, "ranger": 1.2})
+    checks = {c["name"]: c for c in notes_checks(summary, NOTES)}
+    assert checks["adam"]["notes_fastai2"] == "Adam(lr=0.1, wd=0)"  # quoted, not measured
+    assert "the notes give 1 star(s), measured 2 (tier 2): contradicts" in checks["adam"]["checks"]
+    assert checks["ranger"]["checks"] == ["the notes give 3 star(s), measured 3 (tier 1): agrees"]
+    (amsgrad,) = checks["amsgrad"]["checks"]
+    assert amsgrad.startswith('"Worse than Adam"') and amsgrad.endswith("contradicts")
+    same = _fake_summary({"adam": 1, "amsgrad": 1, "ranger": 1},
+                         {"adam": 1.0, "amsgrad": 2.0, "ranger": 3.0})
+    (amsgrad,) = {c["name"]: c for c in notes_checks(same, NOTES)}["amsgrad"]["checks"]
+    assert amsgrad.endswith("not supported: the same tier (no significant difference)")
+
+
+def _run(curve: list[tuple[int, float, float]]) -> dict:
+    return {"final_metric": curve[-1][1], "diverged": 0, "error": None,
+            "steps_to_target": None, "evals": [list(p) for p in curve]}
+
+
+def test_the_target_is_adamws_final_validation_value_and_times_follow():
+    meta = {"higher_is_better": True, "target": 0.5, "illustrative": False}
+    adamw = scoring.Pair("t", "adamw", SimpleNamespace(stage="done"), [
+        _run([(10, 0.6, 1.0), (20, 0.80, 2.0)]), _run([(10, 0.7, 1.0), (20, 0.90, 2.0)]),
+        _run([(10, 0.5, 1.0), (20, 0.85, 2.0)])])
+    fast = scoring.Pair("t", "fast", SimpleNamespace(stage="done"), [
+        _run([(10, 0.9, 0.5), (20, 0.9, 1.0)])] * 3)
+    never = scoring.Pair("t", "never", SimpleNamespace(stage="done"), [
+        _run([(10, 0.1, 0.5), (20, None, 1.0)])] * 3)  # stored NaN is None
+    pairs = {("t", p.optimizer): p for p in (adamw, fast, never)}
+    assert scoring._target("t", meta, pairs) == (pytest.approx(0.85), "adamw")
+    assert scoring._target("t", meta, {("t", "fast"): fast}) == (0.5, "declared")
+    for pair in pairs.values():
+        scoring._time_to_target(pair, 0.85, True)
+    assert adamw.target_steps == [math.inf, 20.0, 20.0] and adamw.target_seconds[1] == 2.0
+    assert fast.target_steps == [10.0] * 3 and never.target_steps == [math.inf] * 3
+    config = SimpleNamespace(tasks=["t"], optimizers=["adamw", "fast", "never"])
+    ratios, scores = scoring._profiles(config, {"t": meta}, pairs)
+    # adamw: 20 steps in 2 s against fast's 10 steps in 0.5 s.
+    assert ratios["seconds"]["adamw"]["t"] == 4.0 and ratios["steps"]["adamw"]["t"] == 2.0
+    assert scores["seconds"] == {"adamw": 0.0, "fast": 1.0, "never": 0.0}
+    assert scores["steps"] == {"adamw": pytest.approx(2 / 3), "fast": 1.0, "never": 0.0}
