@@ -194,3 +194,42 @@ def test_the_target_is_adamws_final_validation_value_and_times_follow():
     assert ratios["seconds"]["adamw"]["t"] == 4.0 and ratios["steps"]["adamw"]["t"] == 2.0
     assert scores["seconds"] == {"adamw": 0.0, "fast": 1.0, "never": 0.0}
     assert scores["steps"] == {"adamw": pytest.approx(2 / 3), "fast": 1.0, "never": 0.0}
+
+
+# ------------------------------------------------------------------ warnings of a cell
+def _warning_task(name: str):
+    import dataclasses
+    import warnings
+
+    import torch
+
+    from optimkit.bench import tasks
+
+    def build(seed: int, device: str):
+        torch.manual_seed(seed)
+        model = torch.nn.Linear(2, 1)
+        x, y = torch.randn(16, 2), torch.randn(16, 1)
+
+        def loss_fn(out, target):
+            warnings.warn("overflow encountered in a test", RuntimeWarning, stacklevel=1)
+            return torch.nn.functional.mse_loss(out, target)
+
+        return tasks.Instance(model=model, loss_fn=loss_fn,
+                              batches=lambda: iter([(x[:8], y[:8]), (x[8:], y[8:])]),
+                              evaluate=lambda split: float(
+                                  torch.nn.functional.mse_loss(model(x), y).detach()),
+                              steps_per_epoch=2)
+
+    base = tasks.get("mnist1d-autoencoder")
+    return dataclasses.replace(base, name=name, builder=build, epochs=2)
+
+
+def test_a_cells_warnings_are_counted_not_printed(monkeypatch, recwarn):
+    from optimkit.bench import tasks
+    from optimkit.bench.runner import CellSpec, run_cell
+
+    monkeypatch.setitem(tasks.TASKS, "warns", _warning_task("warns"))
+    result = run_cell(CellSpec.make("warns", "sgd", {"lr": 0.1}, 0, "tune"))
+    assert result["error"] is None and len(recwarn) == 0  # nothing reached the terminal
+    assert result["extra"]["warnings"] == 4  # 2 epochs x 2 steps
+    assert result["extra"]["warning_texts"] == ["RuntimeWarning: overflow encountered in a test"]

@@ -38,7 +38,7 @@ PAIR_COLUMNS = (
     "median_target_steps", "median_target_seconds",
 )
 RUN_COLUMNS = ("task", "optimizer", "role", "seed", "lr", "weight_decay", "schedule",
-               "final_metric", "diverged", "steps", "seconds", "error")
+               "final_metric", "diverged", "steps", "seconds", "error", "warnings")
 
 
 def load(out: Path | str) -> Summary:
@@ -264,7 +264,8 @@ def run_rows(summary: Summary, rows: list[dict]) -> list[dict[str, Any]]:
                     "seed": r["seed"], "lr": hypers.get("lr"),
                     "weight_decay": hypers.get("weight_decay"), "schedule": r["schedule"],
                     "final_metric": r["final_metric"], "diverged": r["diverged"],
-                    "steps": r["steps"], "seconds": r["seconds"], "error": r["error"]})
+                    "steps": r["steps"], "seconds": r["seconds"], "error": r["error"],
+                    "warnings": (r.get("extra") or {}).get("warnings", 0)})
     return out
 
 
@@ -450,10 +451,20 @@ def statistics_text(summary: Summary) -> list[str]:
         f"under a bootstrap over the test seeds, {fmt(summary.stability.get('tasks'), 2)} under "
         f"a bootstrap over the tasks ({ranking.BOOTSTRAP} replicates each).",
     ]
+    if summary.warned.get("cells"):
+        lines.append(warnings_text(summary))
     if summary.edges:
         lines.append("Warning: tuned lr on an edge of the lrs tried (the budget ran out): "
                      + ", ".join(f"{o} on {t}" for t, o in summary.edges) + ".")
     return lines
+
+
+def warnings_text(summary: Summary) -> str:
+    """One line counting the cells that raised Python warnings while training."""
+    w = summary.warned
+    return (f"{w['cells']} cells raised {w['warnings']} Python warning(s) while training "
+            f"(counted, not printed; per cell in runs.csv), e.g. "
+            + "; ".join(w["examples"]) + ".")
 
 
 def end_summary(summary: Summary, out: Path | str) -> str:
@@ -466,6 +477,9 @@ def end_summary(summary: Summary, out: Path | str) -> str:
         lines.append(f"stability: {fmt(summary.stability_figure, 2)} (bootstrap over seeds "
                      f"{fmt(summary.stability.get('seeds'), 2)}, over tasks "
                      f"{fmt(summary.stability.get('tasks'), 2)})")
+    if summary.warned.get("cells"):
+        lines.append(f"warnings: {summary.warned['cells']} cells raised "
+                     f"{summary.warned['warnings']} (counted in runs.csv, not printed)")
     if summary.config.provisional:
         lines.append(PROVISIONAL)
     lines.append(f"report: {Path(out) / 'report.html'}")

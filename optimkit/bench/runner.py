@@ -20,6 +20,7 @@ import json
 import math
 import random
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -142,13 +143,18 @@ def run_cell(spec: CellSpec, task_modules: tuple[str, ...] = ()) -> dict[str, An
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core per cell: deterministic and fair between workers
     cpu = time.process_time()
+    # Warnings of a cell (e.g. an overflow as a run diverges) are counted in its result, not
+    # printed between the progress lines.
+    caught: list[warnings.WarningMessage] = []
     try:
-        if spec.role == "cost":
-            from .cost import measure
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if spec.role == "cost":
+                from .cost import measure
 
-            result = measure(spec)
-        else:
-            result = _train(spec)
+                result = measure(spec)
+            else:
+                result = _train(spec)
     except EnvironmentFailure:
         raise
     except ENVIRONMENT_ERRORS as err:
@@ -161,6 +167,10 @@ def run_cell(spec: CellSpec, task_modules: tuple[str, ...] = ()) -> dict[str, An
         torch.set_num_threads(threads)
     # CPU seconds: what the cell would take on an idle core, however busy the machine was.
     result["extra"] = {**result["extra"], "cpu_seconds": time.process_time() - cpu}
+    if caught:
+        kinds = dict.fromkeys(f"{w.category.__name__}: {w.message}"[:200] for w in caught)
+        result["extra"]["warnings"] = len(caught)
+        result["extra"]["warning_texts"] = list(kinds)[:3]
     return result
 
 

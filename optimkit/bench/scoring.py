@@ -112,6 +112,9 @@ class Summary:
     profile_ratios: dict[str, dict[str, dict[str, float]]] = dataclasses.field(
         default_factory=dict)
     profile_scores: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    # Cells that raised Python warnings while training (counted, never printed by the run):
+    # {"cells": n, "warnings": total, "examples": [...]}.
+    warned: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def real_tasks(self) -> list[str]:
@@ -180,8 +183,13 @@ def summarise(config: Config, task_meta: dict[str, dict], rows: list[dict],
     for (task, _), pair in pairs.items():
         _time_to_target(pair, targets[task][0], task_meta[task]["higher_is_better"])
     ratios, scores = _profiles(config, task_meta, pairs)
+    mine = [r for r in rows if r["task"] in set(config.tasks) | {"cost"}
+            and r["optimizer"] in config.optimizers and (r.get("extra") or {}).get("warnings")]
+    warned = {"cells": len(mine), "warnings": sum(r["extra"]["warnings"] for r in mine),
+              "examples": list(dict.fromkeys(t for r in mine
+                                             for t in r["extra"].get("warning_texts", [])))[:3]}
     return Summary(config, {t: task_meta[t] for t in config.tasks}, pairs, task_results, rank,
-                   stability, costs, targets, ratios, scores)
+                   stability, costs, targets, ratios, scores, warned)
 
 
 REFERENCE = "adamw"  # the optimizer whose final validation value sets each task's target
