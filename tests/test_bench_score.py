@@ -287,3 +287,20 @@ def test_resume_keeps_the_recorded_workers_unless_given(tmp_path):
     given, _ = commands._bench_config(parse(["bench", "--resume", "--out", str(tmp_path),
                                              "--workers", "2"]))
     assert given.workers == 2
+
+
+# ------------------------------------------------------------------ cost: the fastest mode
+def test_the_cost_cell_times_the_fastest_mode_against_fused_adam(monkeypatch):
+    from optimkit.bench import cost
+    from optimkit.bench.runner import CellSpec, run_cell
+
+    monkeypatch.setattr(cost, "DIM", 32)  # a small model: this test checks the bookkeeping
+    monkeypatch.setattr(cost, "LAYERS", 1)
+    result = run_cell(CellSpec.make("cost", "adam", {}, 0, "cost", schedule="constant"))
+    extra = result["extra"]
+    assert result["error"] is None and set(extra["step_time_by_mode"]) == {"eager", "flat"}
+    fastest = min(extra["step_time_by_mode"], key=extra["step_time_by_mode"].get)
+    assert extra["mode"] == fastest and result["step_time"] == extra["step_time_by_mode"][fastest]
+    assert extra["x_fused_adam"] == pytest.approx(
+        result["step_time"] / extra["fused_adam_step_time"])
+    assert extra["x_fused_adam"] == min(extra["x_fused_adam_by_mode"].values())

@@ -242,8 +242,8 @@ def cost_bars(summary: Summary, out: Path) -> Path | None:
     left.barh(names, ratio, color=colors)
     left.axvline(1.0, color="black", lw=0.8, ls="--")
     params = summary.costs[names[0]]["n_params"]
-    left.set(xlabel=f"step() time, × torch fused Adam ({params / 1e6:.1f}M params, eager, "
-                    "1 thread)", title="step time")
+    left.set(xlabel=f"step() time, × torch fused Adam ({params / 1e6:.1f}M params, 1 thread)",
+             title="step time, fastest mode (eager or flat)")
     right.barh(names, memory, color=colors)
     right.set(xlabel="bytes of optimizer state per parameter", title="state memory")
     for ax in (left, right):
