@@ -292,8 +292,12 @@ def _csv(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
 def statistics_json(summary: Summary) -> dict[str, Any]:
     rank = summary.rank
     return _clean({
-        "per_task": "tied with the best: one-sided paired t-test (paired by test seed) of each "
-                    "optimizer against the best mean, Holm-corrected over the k-1 comparisons",
+        "per_task": "vs the best mean, paired by test seed: tied when the 95 % interval of the "
+                    "paired difference lies within +-the task's tolerance; worse when the "
+                    "one-sided paired t-test (Holm-corrected over the k-1 comparisons) rejects "
+                    "and the interval leaves the tolerance; inconclusive otherwise; failed "
+                    "when a test seed diverged, raised or ended worse than the task's chance "
+                    "level",
         "across_tasks": "Friedman test (Iman-Davenport F, tie-corrected) over blocks = (task, "
                         "test seed), Nemenyi critical difference; tiers from the best mean rank "
                         "down (Demsar 2006), bagged: the median tier over bootstrap resamples of "
@@ -574,11 +578,10 @@ VERDICT_TEXT = {"best": "best", "tied": "tied", "inconclusive": "inconclusive",
 
 def _interval_text(row: dict[str, Any]) -> str:
     """``mean ± half``, or, when the interval was clipped to the metric's range, the mean and
-    the clipped interval, marked."""
+    the clipped interval, marked "clipped" (the task's note says why)."""
     if row["error"] or not row.get("ci95_clipped"):
         return mean_pm(row["mean"], row["ci95"], row["error"])
-    return (f"{fmt(row['mean'])} [{fmt(row['ci95_low'])}, {fmt(row['ci95_high'])}] "
-            "(clipped to the metric's range)")
+    return f"{fmt(row['mean'])} [{fmt(row['ci95_low'])}, {fmt(row['ci95_high'])}] clipped"
 
 
 def _reach(pair) -> str:
@@ -773,7 +776,7 @@ tr.tier1 td:first-child{border-left:4px solid #2b6cb0}
 .note{color:#5a6470;font-size:.9rem;max-width:1100px}.warn{color:#a4330d}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #e3e6ea}
 figcaption{font-size:.85rem;color:#5a6470}
-code{background:#f3f5f8;padding:0 .25rem;border-radius:3px}#tasks td{text-align:left;
+code{background:#f3f5f8;padding:0 .25rem;border-radius:3px}#tasks td,#notes td{text-align:left;
 white-space:normal}
 """
 
@@ -835,6 +838,13 @@ def page(summary: Summary, pictures: list[Path]) -> str:
     stats = "".join(f'<p class="note{" warn" if line.startswith("Warning") else ""}">'
                     f"{html.escape(line)}</p>" for line in statistics_text(summary))
     provisional = f'<p class="warn"><b>{html.escape(PROVISIONAL)}</b></p>' if c.provisional else ""
+    # Text stars, as in the leaderboard: not every desktop has a colour-emoji font.
+    notes_table = _table(
+        ["optimizer", "the notes' description", "the notes' Fast.ai 2", "the notes' Score",
+         "checked against the measurements"],
+        [[n["notes_name"], n["notes_description"], n["notes_fastai2"],
+          n["notes_score"].replace(STAR, "★"), "; ".join(n["checks"])]
+         for n in notes_checks(summary)], "notes")
     tasks_body = [[t, m["description"], m["metric"],  # escaped by _table, like every cell
                    ("≥ " if m["higher_is_better"] else "≤ ") + _num(m["target"]),
                    m["epochs"], "illustrative" if m["illustrative"] else "ranked"]
@@ -866,10 +876,7 @@ tolerance either. × fused Adam: {html.escape(COST_RULE)}</p>
 <h2>The notes' text (not measured)</h2>
 <p class="note">What the fast.ai-course notes say, quoted, apart from the measurements; the last
 column says where a measurement agrees with, or contradicts, a claim the notes make.</p>
-{_table(["optimizer", "the notes' description", "the notes' Fast.ai 2", "the notes' Score",
-         "checked against the measurements"],
-        [[c["notes_name"], c["notes_description"], c["notes_fastai2"], c["notes_score"],
-          "; ".join(c["checks"])] for c in notes_checks(summary)], "notes")}
+{notes_table}
 <h2>Tasks</h2>
 {_table(["task", "description", "metric", "target", "epochs", "kind"], tasks_body, "tasks")}
 {"".join(sections)}
