@@ -304,3 +304,24 @@ def test_the_cost_cell_times_the_fastest_mode_against_fused_adam(monkeypatch):
     assert extra["x_fused_adam"] == pytest.approx(
         result["step_time"] / extra["fused_adam_step_time"])
     assert extra["x_fused_adam"] == min(extra["x_fused_adam_by_mode"].values())
+
+
+def test_a_run_worse_than_its_untrained_model_fails():
+    meta = {"higher_is_better": False, "chance": None, "bounds": [0.0, None], "tolerance": 0.01,
+            "metric": "MSE"}
+    pair = _pair("a", [0.2, 0.3, 1.5])
+    for run, untrained in zip(pair.finals, [1.0, 1.0, 1.2], strict=True):
+        run["extra"] = {"untrained": untrained}
+    scoring._fill("t", meta, [pair])
+    assert pair.failed == [False, False, True] and pair.below_chance == 1
+
+
+def test_a_scored_run_records_its_untrained_model_and_trains_the_same(monkeypatch):
+    from optimkit.bench import tasks
+    from optimkit.bench.runner import CellSpec, run_cell
+
+    monkeypatch.setitem(tasks.TASKS, "warns", _warning_task("warns"))
+    final = run_cell(CellSpec.make("warns", "sgd", {"lr": 0.1}, 3, "final"))
+    tune = run_cell(CellSpec.make("warns", "sgd", {"lr": 0.1}, 3, "tune"))
+    assert math.isfinite(final["extra"]["untrained"]) and "untrained" not in tune["extra"]
+    assert final["losses"] == tune["losses"]  # the evaluation left the random state alone

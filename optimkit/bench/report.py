@@ -566,7 +566,7 @@ def _task_cells(row: dict[str, Any], pair) -> list[str]:
     lr = fmt(row["lr"], 3) + (" (edge!)" if row["lr_on_edge"] else "")
     failed = fmt(row["failure_rate"], 2)
     if row["below_chance"]:
-        failed += f" ({row['below_chance']} below chance)"
+        failed += f" ({row['below_chance']} below chance or untrained)"
     return [_interval_text(row), VERDICT_TEXT.get(row["verdict"], ""),
             fmt(row["rank_on_task"], 2), lr,
             fmt(row["weight_decay"], 3), str(row["lrs_tried"]), sens, _reach(pair), failed]

@@ -5,7 +5,9 @@ from the database alone. The search of each (task, optimizer) is replayed with
 :func:`.search.walk` (what was tried, what was chosen), the statistics are :mod:`.ranking`'s.
 
 A final run that diverged, raised, or scored worse than the task's declared ``chance`` level
-(an untrained or guessing model: a run below it has learnt nothing) *failed*: it ranks below
+(a guessing model) or than its own untrained model (evaluated on the test split before
+training, recorded as ``extra["untrained"]``): a run below either has learnt nothing, and
+*failed*: it ranks below
 every finished run of its (task, seed) block (failures tie with each other), it is never tied
 with the best, and for its mean, interval and paired test it scores the worst final value seen
 on its task (over every optimizer's final runs), so the seeds stay paired.
@@ -242,7 +244,9 @@ def _fill(task: str, meta: dict, pairs: list[Pair]) -> None:
             continue
         if all(r.get("error") for r in pair.finals):
             pair.error = pair.finals[0]["error"]
-        low_chance = [_below(r["final_metric"], chance, higher) for r in pair.finals]
+        low_chance = [_below(r["final_metric"], chance, higher)
+                      or _below(r["final_metric"], (r.get("extra") or {}).get("untrained"),
+                                higher) for r in pair.finals]
         pair.below_chance = sum(low_chance)
         pair.failed = [bool(r["diverged"]) or math.isnan(r["final_metric"]) or below
                        for r, below in zip(pair.finals, low_chance, strict=True)]
@@ -260,8 +264,9 @@ def _fill(task: str, meta: dict, pairs: list[Pair]) -> None:
 
 
 def _below(value: float, chance: float | None, higher: bool) -> bool:
-    """Whether a finished run's value is worse than the task's chance level."""
-    if chance is None or math.isnan(value):
+    """Whether a finished run's value is worse than ``chance`` (the task's chance level, or
+    its untrained model's value on the run's seed)."""
+    if chance is None or math.isnan(chance) or math.isnan(value):
         return False
     return value < chance if higher else value > chance
 
