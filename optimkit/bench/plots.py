@@ -1,11 +1,12 @@
 """The report's pictures (matplotlib, Agg backend, PNG); matplotlib is imported lazily.
 
-* ``task-<task>.png``: the optimizers sorted by their test mean, 95 % intervals, the set tied
-  with the best filled;
+* ``task-<task>.png``: the optimizers sorted by their test mean, 95 % intervals (clipped to
+  the metric's range), the set tied with the best filled, the inconclusive ones in orange;
 * ``critical-difference.png``: mean ranks across the tasks with the tiers as bars (Demšar 2006);
+* ``profiles.png``: performance profiles of the seconds to each task's target (AlgoPerf);
 * ``curves-<task>.png``: validation metric against steps and against wall-clock seconds;
 * ``lr-sensitivity.png``: validation metric against lr, one line per optimizer;
-* ``cost.png``: step time (x fused Adam) and state bytes per parameter;
+* ``cost.png``: step time in the fastest mode (x fused Adam) and state bytes per parameter;
 * ``trajectories-<toy>.png``: paths on the 2-D toys.
 
 Twenty optimizers stay apart by colour *and* line style *and* marker (:func:`styles`).
