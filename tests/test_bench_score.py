@@ -325,3 +325,17 @@ def test_a_scored_run_records_its_untrained_model_and_trains_the_same(monkeypatc
     tune = run_cell(CellSpec.make("warns", "sgd", {"lr": 0.1}, 3, "tune"))
     assert math.isfinite(final["extra"]["untrained"]) and "untrained" not in tune["extra"]
     assert final["losses"] == tune["losses"]  # the evaluation left the random state alone
+
+
+@pytest.mark.parametrize("field, value", [("chance", "low"), ("chance", float("nan")),
+                                          ("bounds", (1.0, 0.0)), ("bounds", [0.0, 1.0]),
+                                          ("bounds", (0.0,))])
+def test_a_tasks_chance_and_bounds_are_checked(field, value):
+    import dataclasses
+
+    from optimkit.bench import tasks
+
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(tasks.get("mnist1d-cnn"), **{field: value})
+    meta = tasks.get("mnist1d-cnn").meta()
+    assert meta["chance"] == 0.1 and meta["bounds"] == [0.0, 1.0]
