@@ -232,26 +232,31 @@ DB: list[OptimizerInfo] = [
     ),
     OptimizerInfo(
         "adam",
-        Reference("torch.optim:Adam", state=_TORCH_AMSGRAD_STATE),
+        # torch.optim.Adam; with cautious=True the naive C-Adam of tests/reference/cautious.py
+        Reference("reference.cautious:Adam", state=_TORCH_AMSGRAD_STATE),
         settings=(
             {},
             {"lr": 1e-2, "weight_decay": 0.1},
             {"amsgrad": True, "betas": (0.8, 0.99)},
             {"weight_decay": 0.1, "decoupled_weight_decay": True},
+            {"cautious": True},
+            {"cautious": True, "amsgrad": True, "lr": 1e-2, "weight_decay": 0.1},
         ),
         peers=torch_peers("Adam", fused=True),
     ),
     OptimizerInfo(
         "adamw",
-        Reference("torch.optim:AdamW", state=_TORCH_AMSGRAD_STATE),
-        settings=({}, {"lr": 1e-2, "weight_decay": 0.5}, {"amsgrad": True}),
+        Reference("reference.cautious:AdamW", state=_TORCH_AMSGRAD_STATE),
+        settings=({}, {"lr": 1e-2, "weight_decay": 0.5}, {"amsgrad": True},
+                  {"cautious": True, "lr": 1e-2, "weight_decay": 0.5}),
         converge={"lr": 0.1, "weight_decay": 0.0},  # decay would move the minimum
         peers=torch_peers("AdamW", fused=True),
     ),
     OptimizerInfo(
         "amsgrad",
-        Reference("torch.optim:Adam", fixed={"amsgrad": True}, state=_TORCH_AMSGRAD_STATE),
-        settings=({}, {"lr": 1e-2, "weight_decay": 0.1}),
+        Reference("reference.cautious:Adam", fixed={"amsgrad": True},
+                  state=_TORCH_AMSGRAD_STATE),
+        settings=({}, {"lr": 1e-2, "weight_decay": 0.1}, {"cautious": True}),
     ),
     OptimizerInfo(
         "radam",
@@ -454,6 +459,7 @@ DB: list[OptimizerInfo] = [
             {},
             {"lr": 1e-3, "weight_decay": 0.1},
             {"lr": 3e-4, "betas": (0.95, 0.98)},
+            {"cautious": True, "lr": 1e-3, "weight_decay": 0.1},
         ),
         # every element moves by lr: a small lr, annealed, lands on the minimum
         converge={"lr": 1e-2},
@@ -463,6 +469,63 @@ DB: list[OptimizerInfo] = [
             ),
         },
         peers=library_peers("Lion"),
+    ),
+    # ---- the 2023-25 element-wise optimizers
+    OptimizerInfo(
+        "nadamw",
+        Reference("torch.optim:NAdam", fixed={"decoupled_weight_decay": True},
+                  state={**_TORCH_ADAM_STATE, "mu_product": "mu_product"}),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"betas": (0.8, 0.99), "momentum_decay": 0.01, "eps": 1e-6, "weight_decay": 0.01},
+        ),
+        converge={"lr": 0.05},
+        peers=torch_peers("NAdam", decoupled_weight_decay=True)
+        + library_peers("NAdam", decoupled_weight_decay=True),
+    ),
+    OptimizerInfo(
+        "nadam",
+        Reference("torch.optim:NAdam", state={**_TORCH_ADAM_STATE, "mu_product": "mu_product"}),
+        settings=({}, {"lr": 1e-2, "weight_decay": 0.1}),
+        converge={"lr": 0.05},
+        peers=torch_peers("NAdam"),
+    ),
+    OptimizerInfo(
+        "adopt",
+        # pytorch_optimizer.ADOPT, stepped per param with its own step count
+        Reference(
+            "reference.per_group_steps:ADOPT",
+            rename={"decoupled_weight_decay": "weight_decouple"}, fixed={"foreach": False},
+            state={"grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq", "step": "step"},
+        ),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"weight_decay": 0.1, "decoupled_weight_decay": True, "betas": (0.8, 0.99)},
+            {"cautious": True},
+            {"cautious": True, "lr": 1e-2, "weight_decay": 0.01, "eps": 1e-3},
+        ),
+        converge={"lr": 0.05},
+        peers=library_peers("ADOPT"),
+    ),
+    OptimizerInfo(
+        "laprop",
+        # pytorch_optimizer.LaProp, stepped per param with its own step count
+        Reference(
+            "reference.per_group_steps:LaProp", rename={"amsgrad": "ams_bound"},
+            fixed={"foreach": False},
+            state={"grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq", "lr_avg": "exp_avg_lr_1",
+                   "max_sqr_avg": "max_exp_avg_sq", "step": "step"},
+        ),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"amsgrad": True, "betas": (0.8, 0.99), "eps": 1e-8},
+            {"cautious": True, "lr": 1e-3},
+        ),
+        converge={"lr": 0.05},
+        peers=library_peers("LaProp"),
     ),
 ]
 

@@ -128,6 +128,10 @@ class FlatBucket(Bucket):
                 for a, b in zip(left, right, strict=True)]
         return self._total(self._per_param(rows))
 
+    def _local_sizes(self) -> Tensor:
+        # each param's valid elements: its rows' row_valid added up (no padding)
+        return self._per_param([self.row_valid.to(self.dtype)])[0]
+
     def _views(self, tensors) -> list[Tensor]:
         """Each param's elements of each flat tensor, as 1-D views (few params: eager only)."""
         return [view for t in tensors

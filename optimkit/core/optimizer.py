@@ -17,6 +17,7 @@ from ..precision.policy import (
     STATE_FORM,
     Precision,
     PrecisionPolicy,
+    Storage,
     check_saved_form,
 )
 from .executor import Executor
@@ -42,6 +43,7 @@ TORCH_FORMATS: dict[str, dict[str, str]] = {
     "Adam": _ADAM_NAMES,
     "AdamW": _ADAM_NAMES,
     "RAdam": _ADAM_NAMES,
+    "NAdam": _ADAM_NAMES,
 }
 # torch.optim group settings that choose how torch runs a step, not what it computes: a
 # checkpoint that has them loads (they are dropped).
@@ -439,10 +441,16 @@ class Optimizer(torch.optim.Optimizer):
                 if index in renamed:
                     check_saved_form(saved.get(STATE_FORM, "plain"), index, renamed[index])
         super().load_state_dict({**state_dict, "state": renamed, "param_groups": groups})
-        for state in self.state.values():  # torch keeps a capturable or fused step on its device
-            step = state.get("step")
-            if isinstance(step, Tensor) and not step.is_cpu:
-                state["step"] = step.to("cpu", torch.float32)
+        # torch keeps a capturable or fused step on its device, and casts other 0-d state
+        # (NAdam's mu_product) to the param's dtype and device: counters live on the CPU, in
+        # float32, where the parts read them on the host
+        counters = [name for name, kind in cls.recipe.storage.items() if kind is Storage.COUNTER]
+        for state in self.state.values():
+            for name in counters:
+                value = state.get(name)
+                if isinstance(value, Tensor) and (not value.is_cpu or (
+                        name != "step" and value.dtype != torch.float32)):
+                    state[name] = value.to("cpu", torch.float32)
         policy = self._executor.policy
         stored_forms = any(_policy_entry(name) for state in renamed.values() for name in state)
         if not policy.plain or stored_forms:

@@ -224,6 +224,17 @@ class Bucket:
         ]
         return self._total(torch.stack(rows))
 
+    def sizes(self) -> Tensor:
+        """The number of elements of each param's full tensor, ``[count]`` in the bucket's
+        dtype on its device: with :meth:`sum_squares` of a 0/1 mask, the fraction of each
+        tensor's elements the mask keeps (the cautious mask). Sharded, the shards' sizes
+        added up (through :meth:`_total`)."""
+        return self._total(self._local_sizes()[None])[0]
+
+    def _local_sizes(self) -> Tensor:
+        return torch.tensor([float(p.numel()) for p in self.params], dtype=self.dtype,
+                            device=self.device)
+
     def _powsums(self, *lists: Sequence[Tensor]) -> Tensor:
         flat = [t for tensors in lists for t in tensors]
         if not flat:
