@@ -108,11 +108,11 @@ class FlatBucket(Bucket):
 
     # The reductions: sums over each row (one pass over the buffer, fused by inductor into the
     # pass that computes the operand), then each param's rows added up.
-    def sum_squares(self, *lists) -> Tensor:
+    def _local_sum_squares(self, *lists) -> Tensor:
         if self._gaps is not None and not torch.compiler.is_compiling():
-            return super().sum_squares(*(self._views(tensors) for tensors in lists))
+            return self._powsums(*(self._views(tensors) for tensors in lists))
         rows = [self._row_sums(t, t) for tensors in lists for t in tensors]
-        return self._total(self._per_param(rows))
+        return self._per_param(rows)
 
     def dots(self, *pairs) -> Tensor:
         if self._gaps is not None and not torch.compiler.is_compiling():

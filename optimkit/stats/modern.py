@@ -19,9 +19,10 @@ def cautious_mask(b, direction: list[Tensor]) -> list[Tensor]:
     mask = torch._foreach_mul(direction, b.grads)
     torch._foreach_sign_(mask)
     torch._foreach_clamp_min_(mask, 0.0)  # 1 where they agree, else 0 (NaN: sign is 0)
-    kept = b.sum_squares(mask)[0]  # a 0/1 mask: its sum of squares counts the ones
+    # a 0/1 mask: its sum of squares counts the ones; one reduction (collective) for both
+    kept, sizes = b.sum_squares_and_sizes(mask)
     # n / (k + 1) as pytorch_optimizer computes it: the reciprocal, times n
-    scale = (kept + 1).reciprocal() * b.sizes()
+    scale = (kept[0] + 1).reciprocal() * sizes
     torch._foreach_mul_(mask, direction)
     torch._foreach_mul_(mask, b.expand(scale))
     return mask
