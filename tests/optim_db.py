@@ -515,7 +515,8 @@ DB: list[OptimizerInfo] = [
             {"weight_decay": 0.1, "decoupled_weight_decay": True, "betas": (0.8, 0.99)},
             {"cautious": True},
         ),
-        converge={"lr": 0.05},
+        # the clip (t**0.25) bounds each element's step near lr: a large lr, annealed
+        converge={"lr": 0.5},
         skips={
             "test_grad_scaler_skips_steps_with_inf_and_applies_the_others": (
                 "its first step only sets the second moment: the params move from the second"
