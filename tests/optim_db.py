@@ -488,8 +488,8 @@ DB: list[OptimizerInfo] = [
             {"betas": (0.8, 0.99), "momentum_decay": 0.01, "eps": 1e-6, "weight_decay": 0.01},
         ),
         converge={"lr": 0.05},
-        peers=torch_peers("NAdam", decoupled_weight_decay=True)
-        + library_peers("NAdam", decoupled_weight_decay=True),
+        # (pytorch_optimizer.NAdam is torch's class, re-exported)
+        peers=torch_peers("NAdam", decoupled_weight_decay=True),
     ),
     OptimizerInfo(
         "nadam",

@@ -88,7 +88,10 @@ def _adopt_update(b, grads, betas, eps):
     avgs, sqrs = b.state["grad_avg"], b.state["sqr_avg"]
     normed = torch._foreach_sqrt(sqrs)
     torch._foreach_clamp_min_(normed, eps)
-    normed = torch._foreach_div(grads, normed)
+    # g / root written into the root's buffer: one param-sized temporary per step, not two
+    # (g * (1 / root): within an ulp of the reference's g / root)
+    torch._foreach_reciprocal_(normed)
+    torch._foreach_mul_(normed, grads)
     _clamp_(normed, scalars(b.steps**0.25))
     torch._foreach_lerp_(avgs, normed, 1 - beta1)
     torch._foreach_mul_(sqrs, beta2)
