@@ -113,16 +113,14 @@ def laprop_direction(b, lr, betas, eps):
     is ``m``.
     """
     beta1, beta2 = betas
-    corrected2 = (1 - beta2**b.steps).sqrt()
     denom = torch._foreach_add(b.second_moment, 1e-15)
     torch._foreach_sqrt_(denom)
     torch._foreach_add_(denom, eps)
-    torch._foreach_div_(denom, scalars(corrected2))
     lr_avgs = b.stack(b.state["lr_avg"]) * beta1 + (1 - beta1) * lr
     torch._foreach_copy_(b.state["lr_avg"], b.unstack(lr_avgs))
     avgs = b.state["grad_avg"]
     torch._foreach_mul_(avgs, beta1)
-    weight = (1 - beta1) * lr
-    addcdiv_(avgs, b.grads, denom,
-             [weight] * len(avgs) if isinstance(weight, Tensor) else weight)
+    # the division of d by sqrt(1 - beta2**t) rides on the per-tensor weight: a pass fewer
+    weights = (1 - beta1) * lr * (1 - beta2**b.steps).sqrt()
+    addcdiv_(avgs, b.grads, denom, scalars(weights))
     b.update = avgs
