@@ -45,6 +45,7 @@ TORCH_FORMATS: dict[str, dict[str, str]] = {
     "Adam": _ADAM_NAMES,
     "AdamW": _ADAM_NAMES,
     "RAdam": _ADAM_NAMES,
+    "NAdam": _ADAM_NAMES,
 }
 # torch.optim group settings that choose how torch runs a step, not what it computes: a
 # checkpoint that has them loads (they are dropped).
@@ -451,11 +452,17 @@ class Optimizer(torch.optim.Optimizer):
         previous = self.state, self.param_groups
         try:
             super().load_state_dict({**state_dict, "state": state, "param_groups": groups})
-            # torch keeps a capturable or fused step on its device
+            # torch keeps a capturable or fused step on its device, and casts other 0-d state
+            # (NAdam's mu_product) to the param's dtype and device: counters live on the CPU,
+            # in float32, where the parts read them on the host
+            counters = [name for name, kind in type(self).recipe.storage.items()
+                        if kind is Storage.COUNTER]
             for entry in self.state.values():
-                step = entry.get("step")
-                if isinstance(step, Tensor) and not step.is_cpu:
-                    entry["step"] = step.to("cpu", torch.float32)
+                for name in counters:
+                    value = entry.get(name)
+                    if isinstance(value, Tensor) and (not value.is_cpu or (
+                            name != "step" and value.dtype != torch.float32)):
+                        entry[name] = value.to("cpu", torch.float32)
             policy = self._executor.policy
             stored_forms = any(_policy_entry(name) for entry in state.values() for name in entry)
             if not policy.plain or stored_forms:
