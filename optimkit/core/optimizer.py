@@ -455,8 +455,8 @@ class Optimizer(torch.optim.Optimizer):
             # torch keeps a capturable or fused step on its device, and casts other 0-d state
             # (NAdam's mu_product) to the param's dtype and device: counters live on the CPU,
             # in float32, where the parts read them on the host
-            counters = [name for name, kind in type(self).recipe.storage.items()
-                        if kind is Storage.COUNTER]
+            counters = {"step", *(name for name, kind in type(self).recipe.storage.items()
+                                  if kind is Storage.COUNTER)}
             for entry in self.state.values():
                 for name in counters:
                     value = entry.get(name)
