@@ -119,6 +119,11 @@ BYTE_MODEL = {
     "ranger": (28 + 16 / 6, "RAdam's p g m v, Lookahead's sync every 6 steps"),
     "rangerlars": (40 + 16 / 6, "Ralamb's two passes, Lookahead's sync every 6 steps"),
     "lookahead": (20 + 16 / 5, "momentum SGD, Lookahead's sync every 5 steps"),
+    # the 2023-25 element-wise ones (cautious=True adds a pass reading the update and g)
+    "nadamw": (28, "p g m v"),
+    "nadam": (28, "p g m v"),
+    "adopt": (28, "p g m v"),
+    "laprop": (28, "p g m v"),
 }
 
 

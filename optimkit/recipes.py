@@ -12,15 +12,19 @@ from .stats import (
     accumulate_grad,
     adam_direction,
     adam_step_sizes,
+    adopt_direction,
     average_grad,
     average_sqr_grad,
     average_sqr_grad_alpha,
     blended_step_sizes,
     bounded_step_sizes,
+    cautious_moment,
+    cautious_update,
     centered_grad_avg,
     centralize_gradient,
     debias_direction,
     grad_friction,
+    laprop_direction,
     layer_normalize,
     layer_norms,
     layer_sqr_avg,
@@ -40,7 +44,10 @@ from .stats import (
 from .steppers import (
     adagrad_step,
     adam_step,
+    decay_after_step,
     lookahead,
+    lr_avg_step,
+    nadam_step,
     per_element_step,
     qhadam_step,
     radam_step,
@@ -134,12 +141,18 @@ class MomentumSGD(Optimizer):
     torch_class = "SGD"
 
 
+# The cautious mask (Liang et al. 2024), off by default, on the update of a recipe whose
+# stepper applies ``update`` and on the first moment of one that divides it by a root.
+_CAUTIOUS = cautious_update.only_if("cautious", default=False)
+_CAUTIOUS_MOMENT = cautious_moment.only_if("cautious", default=False)
+
 _ADAM_PARTS = (
     weight_decay,
     step_stat,
     average_grad,
     average_sqr_grad,
     max_sqr_avg.only_if("amsgrad", default=False),
+    _CAUTIOUS_MOMENT,
     adam_step,
 )
 
@@ -152,7 +165,10 @@ class Adam(Optimizer):
 
     Reproduces ``torch.optim.Adam`` (lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0).
     Variants as in torch: ``amsgrad`` (Reddi et al. 2018: divide by the running max of ``v``,
-    taken before bias correction) and ``decoupled_weight_decay`` (AdamW). State: ``step``,
+    taken before bias correction), ``decoupled_weight_decay`` (AdamW), and ``cautious``
+    (C-Adam, Liang et al. 2024, arXiv:2411.16085, off by default: ``m`` is zeroed where its
+    sign disagrees with the gradient's and rescaled by ``n / (k + 1)`` per tensor for this
+    step, see ``optimkit.stats.cautious_moment``; not in torch). State: ``step``,
     ``grad_avg`` (torch's ``exp_avg``), ``sqr_avg`` (``exp_avg_sq``), ``max_sqr_avg``; a
     torch.optim.Adam checkpoint loads directly.
     """
@@ -171,7 +187,8 @@ class AdamW(Optimizer):
     ``p = p * (1 - lr * weight_decay)`` before the Adam step.
 
     Reproduces ``torch.optim.AdamW`` (lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-    amsgrad=False). Setting ``decoupled_weight_decay=False`` turns it back into L2 Adam.
+    amsgrad=False). Setting ``decoupled_weight_decay=False`` turns it back into L2 Adam;
+    ``cautious=True`` is C-AdamW (Liang et al. 2024, arXiv:2411.16085; see ``Adam``).
     """
 
     parts = _ADAM_PARTS
@@ -188,7 +205,8 @@ class AMSGrad(Optimizer):
     maximum of the second moment, ``max_sqr_avg = max(max_sqr_avg, v)``, bias-corrected
     afterwards as torch does.
 
-    Reproduces ``torch.optim.Adam(amsgrad=True)`` with torch's defaults.
+    Reproduces ``torch.optim.Adam(amsgrad=True)`` with torch's defaults. ``cautious`` as
+    ``Adam``'s.
     """
 
     parts = _ADAM_PARTS
@@ -624,11 +642,125 @@ class Lion(Optimizer):
     version in tests/reference/lion.py), with their defaults: lr=1e-4, betas=(0.9, 0.99),
     weight_decay=0, decoupled as in the paper. As there, ``torch.sign(nan)`` is 0: a NaN
     gradient does not reach the params but stays in ``grad_avg`` (``state_dict()`` warns).
+    Variant: ``cautious=True`` (C-Lion, Liang et al. 2024, arXiv:2411.16085; off by default):
+    the sign update is zeroed where it disagrees with the gradient and rescaled by
+    ``n / (k + 1)`` per tensor (``n`` elements, ``k`` kept), as
+    ``pytorch_optimizer.Lion(cautious=True)``.
     """
 
-    parts = (weight_decay.with_fixed(decoupled_weight_decay=True), lion_direction, sgd_step)
+    parts = (weight_decay.with_fixed(decoupled_weight_decay=True), lion_direction, _CAUTIOUS,
+             sgd_step)
     hypers = dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0)
     reference = "Lion paper Alg. 2 / lion_pytorch (tests/reference/lion.py)"
+
+
+# ------------------------------------------------------------- the 2023-25 element-wise ones
+
+_NADAM_PARTS = (weight_decay, step_stat, average_grad, average_sqr_grad, nadam_step)
+
+
+class NAdamW(Optimizer):
+    """NAdamW: NAdam with decoupled weight decay (Dozat 2016, "Incorporating Nesterov Momentum
+    into Adam"; the AlgoPerf baseline, Dahl et al. 2023, arXiv:2306.07179).
+
+    ``p = p * (1 - lr * weight_decay)``; Adam's ``m``, ``v``; with the momentum schedule
+    ``mu_t = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay))`` and ``P_t = mu_1 * ... * mu_t``,
+    ``d = sqrt(v / (1 - beta2**t)) + eps`` and
+    ``p = p - lr * (1 - mu_t) / (1 - P_t) * g / d - lr * mu_{t+1} / (1 - P_t * mu_{t+1}) * m / d``.
+
+    Reproduces ``torch.optim.NAdam(decoupled_weight_decay=True)`` with torch's defaults:
+    lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0 (torch's NAdam default: give one,
+    e.g. 1e-2 as AdamW's), momentum_decay=4e-3. ``decoupled_weight_decay=False`` is
+    ``optimkit.NAdam``. State: ``step``, ``grad_avg`` (torch's ``exp_avg``), ``sqr_avg``
+    (``exp_avg_sq``), ``mu_product`` (a float32 CPU scalar, as torch's): a torch.optim.NAdam
+    checkpoint loads and ``torch_state_dict()`` gives one back. No ``cautious`` flag: the step
+    mixes the raw gradient into the update, which the cautious rule does not cover, and no
+    reference implements it.
+    """
+
+    parts = _NADAM_PARTS
+    hypers = dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                  momentum_decay=4e-3, decoupled_weight_decay=True)
+    reference = "torch.optim.NAdam(decoupled_weight_decay=True)"
+    torch_class = "NAdam"
+
+
+class NAdam(Optimizer):
+    """NAdam (Dozat 2016): ``optimkit.NAdamW``'s update with L2 weight decay
+    (``g = g + weight_decay * p``), no new parts.
+
+    Reproduces ``torch.optim.NAdam`` with its defaults (lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
+    weight_decay=0, momentum_decay=4e-3, decoupled_weight_decay=False).
+    """
+
+    parts = _NADAM_PARTS
+    hypers = {**NAdamW.hypers, "decoupled_weight_decay": False}
+    reference = "torch.optim.NAdam"
+    torch_class = "NAdam"
+
+
+class ADOPT(Optimizer):
+    """ADOPT, "Modified Adam can converge with any beta2" (Taniguchi et al. 2024,
+    arXiv:2411.02853, NeurIPS 2024), with the authors' 2024-11 clipping.
+
+    The gradient is normalised by the second moment of the *previous* steps, clipped, then
+    averaged: ``n = clip(g / max(sqrt(v), eps), t**0.25)``; ``m = beta1 * m + (1 - beta1) * n``;
+    ``p = p - lr * m``; ``v = beta2 * v + (1 - beta2) * g**2``. A param's first step only sets
+    ``v = g**2``. Weight decay: L2 (``g = g + weight_decay * p``, the default) or decoupled
+    (``decoupled_weight_decay=True``: ``p = p * (1 - lr * weight_decay)``, ADOPTW), applied on
+    every step, the first included.
+
+    Reproduces ``pytorch_optimizer.ADOPT`` (4.1.0) with its defaults: lr=1e-3,
+    betas=(0.9, 0.9999), eps=1e-6, weight_decay=0, clip ``step**0.25``. Keyword
+    ``decoupled_weight_decay`` is the reference's ``weight_decouple``. Variant:
+    ``cautious=True`` (Liang et al. 2024, as ``ADOPT(cautious=True)`` there).
+
+    Deviations: the step count is per param (torch.optim's convention, ``step`` state); the
+    reference counts per param group, which differs only for params that skip steps or join
+    late. The clip is fixed to ``step**0.25`` (the reference takes any ``clip_lambda``, None
+    for the unclipped first version) and ``fixed_decay`` is not offered.
+    """
+
+    parts = (weight_decay, step_stat, adopt_direction, _CAUTIOUS, sgd_step)
+    hypers = dict(lr=1e-3, betas=(0.9, 0.9999), eps=1e-6, weight_decay=0.0,
+                  decoupled_weight_decay=False)
+    reference = "pytorch_optimizer.ADOPT"
+
+
+class LaProp(Optimizer):
+    """LaProp, "Separating momentum and adaptivity in Adam" (Ziyin, Wang & Ueda 2020,
+    arXiv:2002.04839): RMSprop-normalised gradients, then momentum over them.
+
+    ``v = beta2 * v + (1 - beta2) * g**2``; ``d = (sqrt(v + 1e-15) + eps) / sqrt(1 - beta2**t)``;
+    ``m = beta1 * m + (1 - beta1) * lr * g / d``; ``c = beta1 * c + (1 - beta1) * lr``;
+    ``p = p - lr / c * m``; then ``p = p * (1 - lr * weight_decay)``. The learning rate enters
+    the momentum, and ``c`` (``lr_avg``, ``1 - beta1**t`` times lr under a constant lr) is the
+    bias correction that follows an lr schedule.
+
+    Reproduces ``pytorch_optimizer.LaProp`` (4.1.0) with its defaults: lr=4e-4,
+    betas=(0.9, 0.999), eps=1e-15, weight_decay=0 (decoupled, after the step, as there).
+    Variants: ``amsgrad`` (the reference's ``ams_bound``: divide by the running max of ``v``)
+    and ``cautious`` (Liang et al. 2024, as ``LaProp(cautious=True)`` there).
+
+    Deviations: the step count is per param, the reference's per param group (see
+    ``ADOPT``); ``lr_avg`` is kept in the param's dtype (the reference: a Python float);
+    with lr 0 the reference still moves the params by ``m`` (step size 1), optimkit by
+    ``lr / c * m`` = 0. Not offered: ``centered`` (the reference's is switched on after a
+    fixed 10 group steps), L2 weight decay (``weight_decouple=False``: the reference adds the
+    term to ``p.grad`` after the update, so it never changes the trajectory), ``fixed_decay``.
+    """
+
+    parts = (
+        step_stat,
+        average_sqr_grad,
+        max_sqr_avg.only_if("amsgrad", default=False),
+        laprop_direction,
+        _CAUTIOUS,
+        lr_avg_step,
+        decay_after_step,
+    )
+    hypers = dict(lr=4e-4, betas=(0.9, 0.999), eps=1e-15, weight_decay=0.0, amsgrad=False)
+    reference = "pytorch_optimizer.LaProp"
 
 
 __all__ = [

@@ -366,3 +366,12 @@ _add("lookahead", recipes.LookaheadSGD, "Lookahead paper Alg. 1 around torch.opt
      "https://arxiv.org/abs/1907.08610")
 _add("lion", recipes.Lion, "Lion paper Alg. 2 (lion_pytorch)", 2023,
      "https://arxiv.org/abs/2302.06675")
+# ---- the 2023-25 element-wise optimizers
+_add("nadamw", recipes.NAdamW, "torch.optim.NAdam(decoupled_weight_decay=True)", 2016,
+     "https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ")
+_add("nadam", recipes.NAdam, "torch.optim.NAdam", 2016,
+     "https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ")
+_add("adopt", recipes.ADOPT, "pytorch_optimizer.ADOPT (clip step**0.25)", 2024,
+     "https://arxiv.org/abs/2411.02853")
+_add("laprop", recipes.LaProp, "pytorch_optimizer.LaProp", 2020,
+     "https://arxiv.org/abs/2002.04839")

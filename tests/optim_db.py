@@ -22,13 +22,17 @@ from optimkit.core import Part
 from optimkit.stats import (
     accumulate_grad,
     adam_step_sizes,
+    adopt_direction,
     average_grad,
     average_sqr_grad,
     average_sqr_grad_alpha,
     blended_step_sizes,
     bounded_step_sizes,
+    cautious_moment,
+    cautious_update,
     centered_grad_avg,
     grad_friction,
+    laprop_direction,
     layer_normalize,
     layer_sqr_avg,
     lion_direction,
@@ -44,7 +48,10 @@ from optimkit.stats import (
 from optimkit.steppers import (
     adagrad_step,
     adam_step,
+    decay_after_step,
     lookahead,
+    lr_avg_step,
+    nadam_step,
     per_element_step,
     qhadam_step,
     radam_step,
@@ -232,26 +239,31 @@ DB: list[OptimizerInfo] = [
     ),
     OptimizerInfo(
         "adam",
-        Reference("torch.optim:Adam", state=_TORCH_AMSGRAD_STATE),
+        # torch.optim.Adam; with cautious=True the naive C-Adam of tests/reference/cautious.py
+        Reference("reference.cautious:Adam", state=_TORCH_AMSGRAD_STATE),
         settings=(
             {},
             {"lr": 1e-2, "weight_decay": 0.1},
             {"amsgrad": True, "betas": (0.8, 0.99)},
             {"weight_decay": 0.1, "decoupled_weight_decay": True},
+            {"cautious": True},
+            {"cautious": True, "amsgrad": True, "lr": 1e-2, "weight_decay": 0.1},
         ),
         peers=torch_peers("Adam", fused=True),
     ),
     OptimizerInfo(
         "adamw",
-        Reference("torch.optim:AdamW", state=_TORCH_AMSGRAD_STATE),
-        settings=({}, {"lr": 1e-2, "weight_decay": 0.5}, {"amsgrad": True}),
+        Reference("reference.cautious:AdamW", state=_TORCH_AMSGRAD_STATE),
+        settings=({}, {"lr": 1e-2, "weight_decay": 0.5}, {"amsgrad": True},
+                  {"cautious": True, "lr": 1e-2, "weight_decay": 0.5}),
         converge={"lr": 0.1, "weight_decay": 0.0},  # decay would move the minimum
         peers=torch_peers("AdamW", fused=True),
     ),
     OptimizerInfo(
         "amsgrad",
-        Reference("torch.optim:Adam", fixed={"amsgrad": True}, state=_TORCH_AMSGRAD_STATE),
-        settings=({}, {"lr": 1e-2, "weight_decay": 0.1}),
+        Reference("reference.cautious:Adam", fixed={"amsgrad": True},
+                  state=_TORCH_AMSGRAD_STATE),
+        settings=({}, {"lr": 1e-2, "weight_decay": 0.1}, {"cautious": True}),
     ),
     OptimizerInfo(
         "radam",
@@ -454,6 +466,7 @@ DB: list[OptimizerInfo] = [
             {},
             {"lr": 1e-3, "weight_decay": 0.1},
             {"lr": 3e-4, "betas": (0.95, 0.98)},
+            {"cautious": True, "lr": 1e-3, "weight_decay": 0.1},
         ),
         # every element moves by lr: a small lr, annealed, lands on the minimum
         converge={"lr": 1e-2},
@@ -463,6 +476,71 @@ DB: list[OptimizerInfo] = [
             ),
         },
         peers=library_peers("Lion"),
+    ),
+    # ---- the 2023-25 element-wise optimizers
+    OptimizerInfo(
+        "nadamw",
+        Reference("torch.optim:NAdam", fixed={"decoupled_weight_decay": True},
+                  state={**_TORCH_ADAM_STATE, "mu_product": "mu_product"}),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"betas": (0.8, 0.99), "momentum_decay": 0.01, "eps": 1e-6, "weight_decay": 0.01},
+        ),
+        converge={"lr": 0.05},
+        # (pytorch_optimizer.NAdam is torch's class, re-exported)
+        peers=torch_peers("NAdam", decoupled_weight_decay=True),
+    ),
+    OptimizerInfo(
+        "nadam",
+        Reference("torch.optim:NAdam", state={**_TORCH_ADAM_STATE, "mu_product": "mu_product"}),
+        settings=({}, {"lr": 1e-2, "weight_decay": 0.1}),
+        converge={"lr": 0.05},
+        peers=torch_peers("NAdam"),
+    ),
+    OptimizerInfo(
+        "adopt",
+        # pytorch_optimizer.ADOPT, stepped per param with its own step count
+        Reference(
+            "reference.per_group_steps:ADOPT",
+            rename={"decoupled_weight_decay": "weight_decouple"}, fixed={"foreach": False},
+            state={"grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq", "step": "step"},
+        ),
+        # the first setting with weight decay is the distributed suite's: cautious there, so
+        # FSDP2 shards check the mask's per-tensor counts against the unsharded run
+        settings=(
+            {},
+            {"cautious": True, "lr": 1e-2, "weight_decay": 0.01, "eps": 1e-3},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"weight_decay": 0.1, "decoupled_weight_decay": True, "betas": (0.8, 0.99)},
+            {"cautious": True},
+        ),
+        # the clip (t**0.25) bounds each element's step near lr: a large lr, annealed
+        converge={"lr": 0.5},
+        skips={
+            "test_grad_scaler_skips_steps_with_inf_and_applies_the_others": (
+                "its first step only sets the second moment: the params move from the second"
+            ),
+        },
+        peers=library_peers("ADOPT"),
+    ),
+    OptimizerInfo(
+        "laprop",
+        # pytorch_optimizer.LaProp, stepped per param with its own step count
+        Reference(
+            "reference.per_group_steps:LaProp", rename={"amsgrad": "ams_bound"},
+            fixed={"foreach": False},
+            state={"grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq", "lr_avg": "exp_avg_lr_1",
+                   "max_sqr_avg": "max_exp_avg_sq", "step": "step"},
+        ),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"amsgrad": True, "betas": (0.8, 0.99), "eps": 1e-8},
+            {"cautious": True, "lr": 1e-3},
+        ),
+        converge={"lr": 0.05},
+        peers=library_peers("LaProp"),
     ),
 ]
 
@@ -692,6 +770,56 @@ PART_CASES = [
          grads=[[[4.0]], [[-1.0]]], state={"grad_avg": [[0.0]]},
          # m = 0.25 * 4 = 1 after step 1; step 2: sign(0.5 - 0.5) = 0, m = 0.75 - 0.25
          expect={"field:update": [[0.0]], "state:grad_avg": [[0.5]]}),
+    # ---- the cautious mask: u * 1[u * g > 0] * n / (k + 1), per tensor
+    # tensor 0: only u = 2 agrees with g = 1 (k = 1 of n = 4): 2 * 4 / 2 = 4;
+    # tensor 1: both agree (k = 2 of n = 2): scale 2 / 3
+    Case("cautious_update", cautious_update, {}, params=[[0.0, 0.0, 0.0, 0.0], [0.0, 0.0]],
+         grads=[[[1.0, -2.0, 3.0, 0.0], [1.0, 1.0]]],
+         fields={"update": [[2.0, 1.0, -1.0, 5.0], [3.0, 2.0]]},
+         expect={"field:update": [[4.0, 0.0, 0.0, 0.0], [2.0, 4 / 3]]}),
+    # on a copy of the first moment: grad_avg keeps -0.5 (k = 1 of n = 2: scale 1)
+    Case("cautious_moment", cautious_moment, {}, params=[[0.0, 0.0]], grads=[[[1.0, 1.0]]],
+         state={"grad_avg": [[0.5, -0.5]]}, fields={"first_moment": "state:grad_avg"},
+         expect={"field:first_moment": [[0.5, 0.0]], "state:grad_avg": [[0.5, -0.5]]}),
+    # ---- ADOPT: first step v = g**2 only; then n = clip(g / max(sqrt(v), eps), t**0.25)
+    # step 1: v = (4, 1), m stays 0; step 2 at t = 16 (clip 2): n = clip(8 / 2, 2) = 2,
+    # 1 / 1 = 1; m = 0.5 * n = (1, 0.5); v = 0.75 * (4, 1) + 0.25 * (64, 1) = (19, 1)
+    Case("adopt_direction-two-steps", adopt_direction, {"betas": (0.5, 0.75), "eps": 1e-6},
+         params=[[0.0, 0.0]], grads=[[[2.0, -1.0]], [[8.0, 1.0]]],
+         state={"step": [16], "grad_avg": [[0.0, 0.0]], "sqr_avg": [[0.0, 0.0]]},
+         fresh={"grad_avg": [0], "sqr_avg": [0]},
+         expect={"state:grad_avg": [[1.0, 0.5]], "state:sqr_avg": [[19.0, 1.0]],
+                 "field:update": [[1.0, 0.5]]}),
+    # v = 0: the root is clamped to eps, n = 1e-9 / 1e-6 = 1e-3 (under the clip 1 at t = 1)
+    Case("adopt_direction-eps", adopt_direction, {"betas": (0.5, 0.75), "eps": 1e-6},
+         params=[[0.0]], grads=[[[1e-9]]],
+         state={"step": [1], "grad_avg": [[0.0]], "sqr_avg": [[0.0]]},
+         expect={"state:grad_avg": [[5e-4]], "state:sqr_avg": [[0.25e-18]]}),
+    # ---- LaProp: d = sqrt(4 + 1e-15) / sqrt(1 - 0.75) ~ 4; m = 0.5 * 1 + 0.5 * 0.5 * 2 / d
+    # = 0.625; lr_avg = 0.5 * 0.25 + 0.5 * 0.5 = 0.375
+    Case("laprop_direction", laprop_direction, {"lr": 0.5, "betas": (0.5, 0.75), "eps": 0.0},
+         params=[[0.0]], grads=[[[2.0]]],
+         state={"step": [1], "grad_avg": [[1.0]], "lr_avg": [0.25]},
+         fields={"second_moment": [[4.0]]},
+         expect={"state:grad_avg": [[0.5 + 0.25 * 2 / (math.sqrt(4 + 1e-15) / 0.5)]],
+                 "state:lr_avg": [0.375], "field:update": [[0.625]]}),
+    Case("lr_avg_step", lr_avg_step, {"lr": 0.1}, params=[[1.0], [1.0]],
+         grads=[[[0.0], [0.0]]], state={"lr_avg": [0.05, 0.0]},
+         fields={"update": [[2.0], [3.0]]},
+         # 1 - 0.1 / 0.05 * 2; lr_avg 0 (lr 0 so far): no step
+         expect={"params": [[-3.0], [1.0]]}),
+    Case("decay_after_step", decay_after_step, {"lr": 0.5, "weight_decay": 0.1},
+         params=[[2.0, -4.0]], grads=[[[1.0, 1.0]]], expect={"params": [[1.9, -3.8]]}),
+    # ---- NAdam at t = 2, momentum_decay 0.5: mu_2 = 0.9 (1 - 0.5 * 0.96) = 0.468,
+    # P_2 = 0.5 * 0.468 = 0.234; v / (1 - 0.99**2) = 4, d = 2 + eps
+    Case("nadam_step", nadam_step,
+         {"lr": 0.1, "betas": (0.9, 0.99), "eps": EPS, "momentum_decay": 0.5},
+         params=[[1.0]], grads=[[[1.0]]], state={"step": [2], "mu_product": [0.5]},
+         fields={"first_moment": [[0.3]], "second_moment": [[0.0199 * 4]]},
+         expect={"state:mu_product": [0.234], "params": [[(lambda mu3: (
+             1 - 0.1 * (1 - 0.468) / (1 - 0.234) * 1.0 / (2 + EPS)
+             - 0.1 * mu3 / (1 - 0.234 * mu3) * 0.3 / (2 + EPS)))(
+             0.9 * (1 - 0.5 * 0.96**1.5))]]}),
     # ---- Lookahead's sync (the executor runs it only on due tensors): slow += 0.5 (p - slow)
     Case("lookahead", lookahead, {"alpha": 0.5}, params=[[3.0, -1.0], [0.0]],
          grads=[[[0.0, 0.0], [0.0]]], state={"slow_param": [[1.0, 1.0], [2.0]]},

@@ -341,7 +341,7 @@ def test_list_shows_the_defaults_of_every_optimizer(capsys, monkeypatch):
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["adam"]["defaults"] == ("lr=0.001, betas=(0.9, 0.999), eps=1e-08, "
                                         "weight_decay=0, amsgrad=False, "
-                                        "decoupled_weight_decay=False")
+                                        "decoupled_weight_decay=False, cautious=False")
     for name in optimkit.available():
         for hyper in optimkit.registry.get(name).factory.hypers:
             assert f"{hyper}=" in rows[name]["defaults"], (name, hyper)

@@ -34,7 +34,15 @@ PAIRS = {
     "radam": (torch.optim.RAdam, optimkit.RAdam, dict(lr=1e-2, weight_decay=0.1)),
     "radam-decoupled": (torch.optim.RAdam, optimkit.RAdam,
                         dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+    # mu_product: torch's load casts it to the param's dtype, optimkit keeps it float32 on the CPU
+    "nadamw": (torch.optim.NAdam, optimkit.NAdamW,
+               dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+    "nadam": (torch.optim.NAdam, optimkit.NAdam, dict(lr=1e-2, weight_decay=0.1)),
 }
+# torch.optim.NAdam's load_state_dict casts mu_product to the param's dtype (float64 here)
+# while a fresh NAdam keeps it in float32: after any load, torch's own included, it rounds the
+# product differently from then on (relative 1e-11 after 10 steps).
+LOADED_BY_TORCH_TOLERANCE = {"nadamw": (1e-9, 1e-11), "nadam": (1e-9, 1e-11)}
 
 def _roundtrip(state_dict):
     buffer = io.BytesIO()
@@ -49,9 +57,9 @@ def _same_values(dst, src):
             d.copy_(s)
 
 
-def _assert_close(xs, ys):
+def _assert_close(xs, ys, rtol=1e-12, atol=1e-14):
     for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
-        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14, msg=lambda m, i=i: f"{i}: {m}")
+        torch.testing.assert_close(x, y, rtol=rtol, atol=atol, msg=lambda m, i=i: f"{i}: {m}")
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
@@ -81,7 +89,7 @@ def test_an_optimkit_checkpoint_continues_in_torch_as_in_optimkit(name):
     theirs.load_state_dict(_roundtrip(ours.torch_state_dict()))
     run(theirs, theirs_params, 10, start=5)
     run(ours, ours_params, 10, start=5)
-    _assert_close(ours_params, theirs_params)
+    _assert_close(ours_params, theirs_params, *LOADED_BY_TORCH_TOLERANCE.get(name, ()))
     native_params = clone_params(start)
     native = run(torch_cls(native_params, **kwargs), native_params, 15)
     for p, q in zip(native_params, theirs_params, strict=True):

@@ -231,6 +231,8 @@ def _bench_config(args: argparse.Namespace):
                 raise ValueError(f"--resume: the run's task module cannot be loaded: {err}") \
                     from None
         _check_same_code(recorded, out)
+        # Without --workers, the recorded run's own count is kept.
+        workers = args.workers or recorded.get("workers") or workers
         try:
             config = Config.from_json(recorded, workers=workers, executor=args.executor)
         except (ValueError, TypeError) as err:
@@ -450,13 +452,13 @@ def _bench(args: argparse.Namespace, where: dict) -> int:
         store.record_run({**config.to_json(), "fingerprint": fingerprint.components(
             task_files=files)}, [task_registry.get(t).meta() for t in config.tasks])
         where.update(out=out, config=config)
-        total = suite.count_cells(config)
+        total = suite.expected_cells(config)
         if not quiet:
             print(f"optimkit bench: preset {config.preset}"
                   f"{' (provisional)' if config.provisional else ''}, "
                   f"{len(config.optimizers)} optimizers x {len(config.tasks)} tasks, "
-                  f"about {total} cells on {config.workers} worker(s); results in {out}/",
-                  flush=True)
+                  f"about {total} cells (an estimate: the lr grids extend as the results "
+                  f"require) on {config.workers} worker(s); results in {out}/", flush=True)
         bar, update = (None, None)
         if not quiet and sys.stderr.isatty():
             bar, update = _rich_progress(total)

@@ -32,6 +32,7 @@ PRESENTATION = frozenset({
     "__main__.py", "cli.py", "listing.py", "outputs.py",
     "bench/commands.py", "bench/report.py", "bench/plots.py",
     "bench/scoring.py", "bench/ranking.py", "bench/notes.py", "bench/fingerprint.py",
+    "bench/profiles.py",
 })
 
 

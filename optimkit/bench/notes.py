@@ -25,6 +25,24 @@ def row_names(text: str | None = None) -> list[str]:
     return [m.group(1) for m in re.finditer(r"^\|\s*\*\*(.+?)\*\*", text, flags=re.M)]
 
 
+def rows(text: str | None = None) -> list[dict[str, str]]:
+    """The table's rows as ``{header: cell}`` (the name, unbolded, under ``"name"``)."""
+    text = NOTES_TABLE.read_text(encoding="utf-8") if text is None else text
+    head: list[str] | None = None
+    out = []
+    for line in text.splitlines():
+        if not line.lstrip().startswith("|"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if head is None:
+            head = ["name", *cells[1:]]
+            continue
+        match = re.fullmatch(r"\*\*(.+?)\*\*", cells[0])
+        if match:
+            out.append({"name": match.group(1), **dict(zip(head[1:], cells[1:], strict=False))})
+    return out
+
+
 def aliases(name: str) -> tuple[str, ...]:
     try:
         return tuple(registry.get(name).aliases)
@@ -46,4 +64,4 @@ def default_optimizers() -> tuple[str, ...]:
     return tuple(dict.fromkeys(picked))
 
 
-__all__ = ["NOTES_TABLE", "by_key", "default_optimizers", "key", "row_names"]
+__all__ = ["NOTES_TABLE", "by_key", "default_optimizers", "key", "row_names", "rows"]

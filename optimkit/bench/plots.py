@@ -1,11 +1,12 @@
 """The report's pictures (matplotlib, Agg backend, PNG); matplotlib is imported lazily.
 
-* ``task-<task>.png``: the optimizers sorted by their test mean, 95 % intervals, the set tied
-  with the best filled;
+* ``task-<task>.png``: the optimizers sorted by their test mean, 95 % intervals (clipped to
+  the metric's range), the set tied with the best filled, the inconclusive ones in orange;
 * ``critical-difference.png``: mean ranks across the tasks with the tiers as bars (Demšar 2006);
+* ``profiles.png``: performance profiles of the seconds to each task's target (AlgoPerf);
 * ``curves-<task>.png``: validation metric against steps and against wall-clock seconds;
 * ``lr-sensitivity.png``: validation metric against lr, one line per optimizer;
-* ``cost.png``: step time (x fused Adam) and state bytes per parameter;
+* ``cost.png``: step time in the fastest mode (x fused Adam) and state bytes per parameter;
 * ``trajectories-<toy>.png``: paths on the 2-D toys.
 
 Twenty optimizers stay apart by colour *and* line style *and* marker (:func:`styles`).
@@ -66,12 +67,18 @@ def task_chart(summary: Summary, task: str, out: Path) -> Path | None:
     higher = meta["higher_is_better"]
     pairs.sort(key=lambda p: (p.mean if higher else -p.mean))  # best at the top
     tied = set(summary.task_results[task].tied)
+    test = summary.task_results[task].test
+    unsure = set(test.inconclusive) if test else set()
+    clipped = False
     fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(pairs) + 1.4))
     for y, pair in enumerate(pairs):
         inside = pair.optimizer in tied
-        color = "#2b6cb0" if inside else "#8a939c"
-        ci = 0.0 if math.isnan(pair.ci) else pair.ci
-        ax.errorbar(pair.mean, y, xerr=ci, fmt="o", color=color, ecolor=color, capsize=3,
+        color = "#2b6cb0" if inside else "#c98a00" if pair.optimizer in unsure else "#8a939c"
+        # The interval clipped to the metric's range (an accuracy never exceeds 1).
+        low, high = pair.interval if not math.isnan(pair.ci) else (pair.mean, pair.mean)
+        clipped |= pair.clipped
+        ax.errorbar(pair.mean, y, xerr=[[pair.mean - low], [high - pair.mean]], fmt="o",
+                    color=color, ecolor=color, capsize=3,
                     markerfacecolor=color if inside else "white", ms=6)
         for value in pair.values:
             ax.plot(value, y, "|", color=color, alpha=0.5, ms=8)
@@ -82,8 +89,9 @@ def task_chart(summary: Summary, task: str, out: Path) -> Path | None:
         ax.axvline(best, color="#2b6cb0", lw=0.8, ls="--")
     seeds = len(summary.config.rules().test_seeds)
     ax.set(xlabel=f"{meta['metric']} ({'higher' if higher else 'lower'} is better)",
-           title=f"{task}: mean ± 95 % CI over {seeds} test seeds (ticks: seeds)\n"
-                 "filled = tied with the best (paired t-test, Holm-corrected)")
+           title=f"{task}: mean ± 95 % CI over {seeds} test seeds (ticks: seeds)"
+                 + (", CIs clipped to the metric's range" if clipped else "") + "\n"
+                 "filled = tied with the best (within its tolerance); orange = inconclusive")
     ax.title.set_fontsize(9)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, out / f"task-{task}.png")
@@ -235,14 +243,43 @@ def cost_bars(summary: Summary, out: Path) -> Path | None:
     left.barh(names, ratio, color=colors)
     left.axvline(1.0, color="black", lw=0.8, ls="--")
     params = summary.costs[names[0]]["n_params"]
-    left.set(xlabel=f"step() time, × torch fused Adam ({params / 1e6:.1f}M params, eager, "
-                    "1 thread)", title="step time")
+    left.set(xlabel=f"step() time, × torch fused Adam ({params / 1e6:.1f}M params, 1 thread)",
+             title="step time, fastest mode (eager or flat)")
     right.barh(names, memory, color=colors)
     right.set(xlabel="bytes of optimizer state per parameter", title="state memory")
     for ax in (left, right):
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
     return _save(fig, out / "cost.png")
+
+
+def profiles_plot(summary: Summary, out: Path) -> Path | None:
+    """AlgoPerf-style performance profiles: rho(tau), the share of the tasks on which an
+    optimizer reaches the target within tau times the fastest optimizer's seconds."""
+    from .profiles import TAU_MAX, rho
+
+    ratios = summary.profile_ratios.get("seconds") or {}
+    if not ratios:
+        return None
+    plt = _pyplot()
+    scores = summary.profile_scores["seconds"]
+    names = sorted(ratios, key=lambda o: (-scores[o], o))
+    look = styles(names)
+    taus = [1.0 + i * (TAU_MAX - 1.0) / 300 for i in range(301)]
+    fig, ax = plt.subplots(figsize=(9.5, 5.0))
+    for name in names:
+        style = look[name]
+        ax.step(taus, [rho(ratios[name], t) for t in taus], where="post",
+                color=style["color"], linestyle=style["linestyle"], lw=1.4,
+                label=f"{name} (B = {scores[name]:.2f})")
+    ax.set(xlim=(1.0, TAU_MAX), ylim=(-0.02, 1.02), xlabel="τ (× the fastest optimizer's "
+           "seconds to the target)", ylabel="share of the tasks reached within τ",
+           title="Time to target: performance profiles (each task's target: the tuned "
+                 "AdamW's final validation result, or the task's own)")
+    ax.title.set_fontsize(10)
+    ax.grid(alpha=0.3)
+    _legend(ax, len(names))
+    return _save(fig, out / "profiles.png")
 
 
 def trajectories(function: str, paths: Mapping[str, Sequence[Sequence[float]]],
@@ -280,7 +317,8 @@ def trajectories(function: str, paths: Mapping[str, Sequence[Sequence[float]]],
 
 def all_plots(summary: Summary, out: Path) -> list[Path]:
     """Every PNG of the report; returns their paths in the order the report shows them."""
-    made = [cd_diagram(summary, out), lr_sensitivity(summary, out), cost_bars(summary, out)]
+    made = [cd_diagram(summary, out), profiles_plot(summary, out), lr_sensitivity(summary, out),
+            cost_bars(summary, out)]
     for task, meta in summary.tasks.items():
         if meta["illustrative"]:
             paths, labels = {}, {}
@@ -297,5 +335,6 @@ def all_plots(summary: Summary, out: Path) -> list[Path]:
     return [p for p in made if p is not None]
 
 
-__all__ = ["all_plots", "cd_diagram", "cost_bars", "curves", "lr_sensitivity", "styles",
+__all__ = ["all_plots", "cd_diagram", "cost_bars", "curves", "lr_sensitivity", "profiles_plot",
+           "styles",
            "task_chart", "trajectories"]

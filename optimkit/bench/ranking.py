@@ -112,25 +112,77 @@ def paired_p(better: np.ndarray, worse: np.ndarray) -> float:
     return float(_scipy_stats().t.sf(t, len(d) - 1))
 
 
+TIED, INCONCLUSIVE, WORSE, FAILED = "tied", "inconclusive", "worse", "failed"
+
+
 @dataclasses.dataclass
 class TaskTest:
     best: str
     tied: list[str]  # tied with the best (the best included), in the order given
     p_adjusted: dict[str, float]  # Holm-adjusted p-value of "worse than the best"
+    # Per optimizer other than the best: TIED, INCONCLUSIVE, WORSE or FAILED (see
+    # :func:`tied_with_best`); the best is not in it.
+    verdict: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Per optimizer other than the best: the 95 % interval of its paired difference from the
+    # best (best minus it, higher = better orientation), NaN with fewer than 2 seeds.
+    difference_ci: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def inconclusive(self) -> list[str]:
+        return [n for n, v in self.verdict.items() if v == INCONCLUSIVE]
 
 
-def tied_with_best(scores: Mapping[str, Sequence[float]], alpha: float = ALPHA) -> TaskTest:
+def difference_ci(better: Sequence[float], worse: Sequence[float]) -> tuple[float, float]:
+    """The 95 % Student-t interval of the mean paired difference ``better - worse``."""
+    d = np.asarray(better, dtype=float) - np.asarray(worse, dtype=float)
+    if len(d) < 2:
+        return math.nan, math.nan
+    mean, half = mean_ci(d.tolist())
+    return mean - half, mean + half
+
+
+def tied_with_best(scores: Mapping[str, Sequence[float]], alpha: float = ALPHA,
+                   tolerance: float | None = None,
+                   failed: Mapping[str, bool] | None = None) -> TaskTest:
     """The optimizers not significantly worse than the best (higher score = better).
 
     ``scores[name]`` holds one value per test seed, in the same seed order for every name.
+
+    Without ``tolerance`` an optimizer is tied when the Holm-corrected paired t-test does not
+    find it worse. With ``tolerance`` (the smallest gap that matters, in the metric's unit)
+    that is not enough, since noise alone makes a test fail to reject: an optimizer that the
+    test does not find worse is *tied* only when the 95 % interval of its paired difference
+    from the best lies within ``±tolerance`` (an equivalence rule), and *inconclusive*
+    otherwise; an interval within ``±tolerance`` is a tie even when the test finds a
+    (negligible) difference; a significant difference whose interval leaves ``±tolerance``
+    is *worse*. ``failed[name]`` True (a test seed that diverged, raised, or scored worse than
+    chance) makes the verdict *failed*: a failure is never a tie.
     """
     names = list(scores)
+    failed = failed or {}
     means = {n: float(np.mean(scores[n])) for n in names}
-    best = max(names, key=lambda n: means[n])
+    best = max(names, key=lambda n: (not failed.get(n, False), means[n]))
     raw = {n: paired_p(scores[best], scores[n]) for n in names if n != best}
     adjusted = holm(raw) if raw else {}
-    tied = [n for n in names if n == best or adjusted[n] >= alpha]
-    return TaskTest(best, tied, adjusted)
+    verdict, intervals = {}, {}
+    for n in names:
+        if n == best:
+            continue
+        intervals[n] = difference_ci(scores[best], scores[n])
+        low, high = intervals[n]
+        inside = tolerance is not None and (
+            (not math.isnan(low) and -tolerance <= low and high <= tolerance)
+            or (math.isnan(low) and np.allclose(scores[best], scores[n])))  # one seed, equal
+        if failed.get(n, False):
+            verdict[n] = FAILED
+        elif inside:
+            verdict[n] = TIED  # equivalent: any gap is smaller than the one that matters
+        elif adjusted[n] < alpha:
+            verdict[n] = WORSE
+        else:
+            verdict[n] = TIED if tolerance is None else INCONCLUSIVE
+    tied = [n for n in names if n == best or verdict[n] == TIED]
+    return TaskTest(best, tied, adjusted, verdict, intervals)
 
 
 # ------------------------------------------------------------------ across tasks

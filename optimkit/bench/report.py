@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import registry
-from . import ranking
+from . import profiles, ranking
 from .notes import NOTES_TABLE, by_key, key
+from .notes import rows as note_rows
 from .scoring import SCORE_RULE, Summary, summarise
 from .store import Store
 from .suite import Config
@@ -32,10 +33,12 @@ PAIR_COLUMNS = (
     "task", "optimizer", "tier", "metric", "seeds", "mean", "ci95", "per_seed",
     "tied_with_best", "rank_on_task", "lr", "weight_decay", "lrs_tried", "lr_on_edge",
     "lr_sensitivity_decades", "divergence_rate", "reached_rate", "steps_to_target",
-    "seconds_to_target", "error",
+    "seconds_to_target", "error", "verdict", "ci95_low", "ci95_high", "ci95_clipped",
+    "failure_rate", "below_chance", "target", "target_steps", "target_seconds",
+    "median_target_steps", "median_target_seconds",
 )
 RUN_COLUMNS = ("task", "optimizer", "role", "seed", "lr", "weight_decay", "schedule",
-               "final_metric", "diverged", "steps", "seconds", "error")
+               "final_metric", "diverged", "steps", "seconds", "error", "warnings")
 
 
 def load(out: Path | str) -> Summary:
@@ -141,6 +144,12 @@ def order(summary: Summary) -> list[str]:
     return ranked + [o for o in summary.config.optimizers if o not in ranked]
 
 
+COST_RULE = ("step() time on a 10.9M-parameter transformer, one thread, as a multiple of "
+             "torch's fused Adam (alternating in one process), in the optimizer's fastest mode: "
+             "eager or flat=True (compile=True is not timed: on a CPU it needs a C++ "
+             "toolchain and long compiles); the mode is named next to the number.")
+
+
 def _cost(summary: Summary, optimizer: str) -> tuple[float, float]:
     row = summary.costs.get(optimizer)
     if row is None or row.get("error"):
@@ -175,7 +184,13 @@ def optimizer_rows(summary: Summary) -> list[dict[str, Any]]:
             "lr_sensitivity_decades": _median([p.sensitivity for p in done]),
             "divergence_rate": (sum(p.divergence_rate for p in done) / len(done)
                                 if done else float("nan")),
+            "failure_rate": (sum(p.failure_rate for p in done) / len(done)
+                             if done else float("nan")),
+            "profile_score": summary.profile_scores.get("seconds", {}).get(optimizer),
+            "profile_score_steps": summary.profile_scores.get("steps", {}).get(optimizer),
+            "time_to_target": {p.task: _ttt(p) for p in done},
             "x_fused_adam": x_adam,
+            "cost_mode": (summary.costs.get(optimizer) or {}).get("extra", {}).get("mode"),
             "state_bytes_per_param": state,
             "lr_on_edge": [p.task for p in done if p.search.on_edge],
         })
@@ -187,6 +202,8 @@ def pair_rows(summary: Summary, tasks: list[str] | None = None) -> list[dict[str
     out = []
     for task in tasks or list(summary.tasks):
         tied = summary.task_results[task].tied
+        test = summary.task_results[task].test
+        target = summary.targets.get(task, (float("nan"), "declared"))[0]
         by_mean = sorted(
             (p for (t, _), p in summary.pairs.items() if t == task),
             key=lambda p: (math.isnan(p.mean), -p.mean if summary.tasks[task]["higher_is_better"]
@@ -205,8 +222,40 @@ def pair_rows(summary: Summary, tasks: list[str] | None = None) -> list[dict[str
                 "steps_to_target": pair.steps_to_target,
                 "seconds_to_target": pair.seconds_to_target, "error": pair.error,
                 "complete": pair.complete,
+                "verdict": _verdict(test, pair.optimizer),
+                "ci95_low": pair.interval[0], "ci95_high": pair.interval[1],
+                "ci95_clipped": pair.clipped, "failure_rate": pair.failure_rate,
+                "below_chance": pair.below_chance, "target": target,
+                "target_steps": _finite_list(pair.target_steps),
+                "target_seconds": _finite_list(pair.target_seconds),
+                "median_target_steps": _finite(profiles.median_time(pair.target_steps)),
+                "median_target_seconds": _finite(profiles.median_time(pair.target_seconds)),
             })
     return out
+
+
+def _verdict(test, optimizer: str) -> str | None:
+    """"best", "tied", "inconclusive", "worse" or "failed" (None: no test on the task)."""
+    if test is None or (optimizer not in test.verdict and optimizer != test.best):
+        return None
+    return "best" if optimizer == test.best else test.verdict[optimizer]
+
+
+def _finite(value: float) -> float | None:
+    """``inf`` (never reached) as None, for JSON."""
+    return None if math.isinf(value) else value
+
+
+def _finite_list(values: list[float]) -> list[float | None]:
+    return [_finite(v) for v in values]
+
+
+def _ttt(pair) -> dict[str, Any]:
+    """Time to target of one pair for leaderboard.json (None: not reached on that seed)."""
+    return {"steps": _finite_list(pair.target_steps),
+            "seconds": _finite_list(pair.target_seconds),
+            "median_steps": _finite(profiles.median_time(pair.target_steps)),
+            "median_seconds": _finite(profiles.median_time(pair.target_seconds))}
 
 
 def run_rows(summary: Summary, rows: list[dict]) -> list[dict[str, Any]]:
@@ -222,7 +271,8 @@ def run_rows(summary: Summary, rows: list[dict]) -> list[dict[str, Any]]:
                     "seed": r["seed"], "lr": hypers.get("lr"),
                     "weight_decay": hypers.get("weight_decay"), "schedule": r["schedule"],
                     "final_metric": r["final_metric"], "diverged": r["diverged"],
-                    "steps": r["steps"], "seconds": r["seconds"], "error": r["error"]})
+                    "steps": r["steps"], "seconds": r["seconds"], "error": r["error"],
+                    "warnings": (r.get("extra") or {}).get("warnings", 0)})
     return out
 
 
@@ -232,8 +282,9 @@ def _csv(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
                             extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if _missing(v) else ";".join(f"{x:.6g}" for x in v)
-                             if isinstance(v, list) else v) for k, v in row.items()})
+        writer.writerow({k: ("" if _missing(v) else ";".join(
+            "" if x is None else f"{x:.6g}" for x in v) if isinstance(v, list) else v)
+            for k, v in row.items()})
     return buffer.getvalue()
 
 
@@ -241,8 +292,12 @@ def _csv(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
 def statistics_json(summary: Summary) -> dict[str, Any]:
     rank = summary.rank
     return _clean({
-        "per_task": "tied with the best: one-sided paired t-test (paired by test seed) of each "
-                    "optimizer against the best mean, Holm-corrected over the k-1 comparisons",
+        "per_task": "vs the best mean, paired by test seed: tied when the 95 % interval of the "
+                    "paired difference lies within +-the task's tolerance; worse when the "
+                    "one-sided paired t-test (Holm-corrected over the k-1 comparisons) rejects "
+                    "and the interval leaves the tolerance; inconclusive otherwise; failed "
+                    "when a test seed diverged, raised or ended worse than the task's chance "
+                    "level",
         "across_tasks": "Friedman test (Iman-Davenport F, tie-corrected) over blocks = (task, "
                         "test seed), Nemenyi critical difference; tiers from the best mean rank "
                         "down (Demsar 2006), bagged: the median tier over bootstrap resamples of "
@@ -275,11 +330,17 @@ def leaderboard_json(summary: Summary) -> dict[str, Any]:
             "best": summary.task_results[task].test.best if summary.task_results[task].test
             else None,
             "tied_with_best": summary.task_results[task].tied,
+            "inconclusive": (summary.task_results[task].test.inconclusive
+                             if summary.task_results[task].test else []),
+            "tolerance": summary.tasks[task].get("tolerance", 0.01),
+            "chance": summary.tasks[task].get("chance"),
+            "target": _target_json(summary, task),
             "lr_grid": grid,
             "results": [{k: row[k] for k in (
                 "optimizer", "lr", "weight_decay", "lrs_tried", "lr_on_edge",
-                "lr_sensitivity_decades", "mean", "ci95", "per_seed", "rank_on_task",
-                "tied_with_best")} | {"lrs": [t.lr for t in summary.pairs[(task, row[
+                "lr_sensitivity_decades", "mean", "ci95", "ci95_low", "ci95_high",
+                "ci95_clipped", "per_seed", "rank_on_task", "tied_with_best", "verdict",
+                "failure_rate", "below_chance")} | {"lrs": [t.lr for t in summary.pairs[(task, row[
                     "optimizer"])].search.lr_trials]} for row in pairs],
         })
     return _clean({
@@ -292,11 +353,32 @@ def leaderboard_json(summary: Summary) -> dict[str, Any]:
         "score_rule": SCORE_RULE,
         "statistics": statistics_json(summary),
         "optimizers": [{k: row[k] for k in ("name", "tier", "tier_share", "stars", "mean_rank",
-                                            "tied_with_best_on", "x_fused_adam",
-                                            "state_bytes_per_param")}
+                                            "tied_with_best_on", "x_fused_adam", "cost_mode",
+                                            "state_bytes_per_param", "profile_score",
+                                            "profile_score_steps", "time_to_target")}
                        for row in optimizer_rows(summary)],
+        "time_to_target": PROFILE_RULE,
+        "notes": notes_checks(summary),
         "tasks": tasks,
     })
+
+
+PROFILE_RULE = (
+    "Time to target: per task, the target is the validation value the tuned AdamW reaches at "
+    "the end of its budget (median over its test seeds), or the task's declared target where "
+    "AdamW is not in the run (see each task's target.source). Per test seed, the steps and "
+    "training seconds at the first validation point (one per epoch) that reaches it; null: "
+    "never reached. profile_score: AlgoPerf's performance-profile score B = integral of "
+    f"rho(tau) over tau in [1, {profiles.TAU_MAX:g}] / {profiles.TAU_MAX - 1:g}, where rho(tau) "
+    "is the share of the ranked tasks on which the optimizer's median seconds to target are "
+    "at most tau times the fastest optimizer's; a task never reached adds 0. "
+    "profile_score_steps: the same on steps.")
+
+
+def _target_json(summary: Summary, task: str) -> dict[str, Any]:
+    value, source = summary.targets.get(task, (float("nan"), "declared"))
+    return {"value": value, "source": source,
+            "direction": ">=" if summary.tasks[task]["higher_is_better"] else "<="}
 
 
 def protocol(summary: Summary) -> dict[str, Any]:
@@ -337,6 +419,8 @@ def results_json(summary: Summary) -> dict[str, Any]:
         "optimizers": optimizer_rows(summary),
         "results": pairs,
         "cost": {o: {"x_fused_adam": r["extra"].get("x_fused_adam"),
+                     "mode": r["extra"].get("mode"),
+                     "x_fused_adam_by_mode": r["extra"].get("x_fused_adam_by_mode"),
                      "step_seconds": r["step_time"],
                      "fused_adam_step_seconds": r["extra"].get("fused_adam_step_time"),
                      "state_bytes_per_param": r["state_bytes_per_param"],
@@ -380,10 +464,20 @@ def statistics_text(summary: Summary) -> list[str]:
         f"under a bootstrap over the test seeds, {fmt(summary.stability.get('tasks'), 2)} under "
         f"a bootstrap over the tasks ({ranking.BOOTSTRAP} replicates each).",
     ]
+    if summary.warned.get("cells"):
+        lines.append(warnings_text(summary))
     if summary.edges:
         lines.append("Warning: tuned lr on an edge of the lrs tried (the budget ran out): "
                      + ", ".join(f"{o} on {t}" for t, o in summary.edges) + ".")
     return lines
+
+
+def warnings_text(summary: Summary) -> str:
+    """One line counting the cells that raised Python warnings while training."""
+    w = summary.warned
+    return (f"{w['cells']} cells raised {w['warnings']} Python warning(s) while training "
+            f"(counted, not printed; per cell in runs.csv), e.g. "
+            + "; ".join(w["examples"]) + ".")
 
 
 def end_summary(summary: Summary, out: Path | str) -> str:
@@ -396,6 +490,9 @@ def end_summary(summary: Summary, out: Path | str) -> str:
         lines.append(f"stability: {fmt(summary.stability_figure, 2)} (bootstrap over seeds "
                      f"{fmt(summary.stability.get('seeds'), 2)}, over tasks "
                      f"{fmt(summary.stability.get('tasks'), 2)})")
+    if summary.warned.get("cells"):
+        lines.append(f"warnings: {summary.warned['cells']} cells raised "
+                     f"{summary.warned['warnings']} (counted in runs.csv, not printed)")
     if summary.config.provisional:
         lines.append(PROVISIONAL)
     lines.append(f"report: {Path(out) / 'report.html'}")
@@ -449,14 +546,17 @@ def _leader_cells(row: dict[str, Any], n_tasks: int, emoji: bool) -> list[str]:
     tier = str(row["tier"] or "–") + (f" ({share:.0%})" if close else "")
     return [stars_text(row["stars"], emoji), tier, fmt(row["mean_rank"], 2),
             f"{len(row['tied_with_best_on'])}/{n_tasks}",
-            fmt(row["lr_sensitivity_decades"], 2), fmt(row["divergence_rate"], 2),
-            fmt(row["x_fused_adam"], 2), fmt(row["state_bytes_per_param"], 1)]
+            fmt(row["profile_score"], 2), fmt(row["lr_sensitivity_decades"], 2),
+            fmt(row["failure_rate"], 2), fmt(row["x_fused_adam"], 2)
+            + (f" ({row['cost_mode']})" if row.get("cost_mode") else ""),
+            fmt(row["state_bytes_per_param"], 1)]
 
 
-LEADER_HEAD = ["Score", "tier", "mean rank", "tied with best", "lr sensitivity (decades)",
-               "diverged", "× fused Adam", "state B/param"]
-TASK_HEAD = ["", "mean ± 95 % CI", "tied", "rank", "lr", "weight decay", "lrs tried",
-             "lr sensitivity", "to target", "diverged"]
+LEADER_HEAD = ["Score", "tier", "mean rank", "tied with best", "time-to-target profile B",
+               "lr sensitivity (decades)", "failed", "× fused Adam (fastest mode)",
+               "state B/param"]
+TASK_HEAD = ["", "mean ± 95 % CI", "vs the best", "rank", "lr", "weight decay", "lrs tried",
+             "lr sensitivity", "to target (median)", "failed"]
 
 
 def _task_cells(row: dict[str, Any], pair) -> list[str]:
@@ -464,18 +564,62 @@ def _task_cells(row: dict[str, Any], pair) -> list[str]:
     if row["lr_sensitivity_lower_bound"] and sens != "–":
         sens = "≥ " + sens
     lr = fmt(row["lr"], 3) + (" (edge!)" if row["lr_on_edge"] else "")
-    return [mean_pm(row["mean"], row["ci95"], row["error"]),
-            "yes" if row["tied_with_best"] else "", fmt(row["rank_on_task"], 2), lr,
-            fmt(row["weight_decay"], 3), str(row["lrs_tried"]), sens, _reach(pair),
-            fmt(row["divergence_rate"], 2)]
+    failed = fmt(row["failure_rate"], 2)
+    if row["below_chance"]:
+        failed += f" ({row['below_chance']} below chance or untrained)"
+    return [_interval_text(row), VERDICT_TEXT.get(row["verdict"], ""),
+            fmt(row["rank_on_task"], 2), lr,
+            fmt(row["weight_decay"], 3), str(row["lrs_tried"]), sens, _reach(pair), failed]
+
+
+VERDICT_TEXT = {"best": "best", "tied": "tied", "inconclusive": "inconclusive",
+                "worse": "", "failed": "failed", None: ""}
+
+
+def _interval_text(row: dict[str, Any]) -> str:
+    """``mean ± half``, or, when the interval was clipped to the metric's range, the mean and
+    the clipped interval, marked "clipped" (the task's note says why)."""
+    if row["error"] or not row.get("ci95_clipped"):
+        return mean_pm(row["mean"], row["ci95"], row["error"])
+    return f"{fmt(row['mean'])} [{fmt(row['ci95_low'])}, {fmt(row['ci95_high'])}] clipped"
 
 
 def _reach(pair) -> str:
     if pair is None or not pair.finals:
         return "–"
-    if pair.reached_rate == 0:
-        return "not reached"
-    return f"{pair.steps_to_target:.0f} steps, {fmt(pair.seconds_to_target, 2)} s"
+    steps = profiles.median_time(pair.target_steps)
+    reached = sum(not math.isinf(v) for v in pair.target_steps)
+    if math.isinf(steps):
+        return f"not reached ({reached}/{len(pair.target_steps)} seeds)"
+    seconds = profiles.median_time(pair.target_seconds)
+    return f"{steps:.0f} steps, {fmt(seconds, 2)} s ({reached}/{len(pair.target_steps)})"
+
+
+def _task_note(summary: Summary, task: str) -> str:
+    """The rules behind a task table's columns, in one paragraph."""
+    meta = summary.tasks[task]
+    tol = _num(meta.get("tolerance", 0.01))
+    value, source = summary.targets.get(task, (meta["target"], "declared"))
+    where = ("the tuned AdamW's final validation value (median over its test seeds)"
+             if source == "adamw" else "the task's declared target (AdamW is not in this run)")
+    chance = meta.get("chance")
+    return (f"Tolerance {tol} (the gap that matters): vs the best, 'tied' means the 95 % "
+            f"interval of the paired difference from the best lies within ±{tol}; "
+            "'inconclusive': not significantly worse, but the interval is too wide to exclude "
+            f"a gap of {tol}; 'failed': a test seed diverged, raised"
+            + (f" or ended worse than chance ({_num(chance)})" if chance is not None else "")
+            + "; blank: significantly worse. Intervals are clipped to the metric's range "
+            f"({_bounds_text(meta.get('bounds'))}) and marked when they are. Target "
+            f"{'≥' if meta['higher_is_better'] else '≤'} {fmt(value)} (validation): {where}; "
+            "to target: median over the test seeds of the steps and training seconds at the "
+            "first epoch's end that reaches it, and how many seeds reach it.")
+
+
+def _bounds_text(bounds) -> str:
+    if not bounds or all(b is None for b in bounds):
+        return "unbounded"
+    low, high = bounds
+    return f"{'-inf' if low is None else _num(low)} to {'inf' if high is None else _num(high)}"
 
 
 def leaderboard(summary: Summary) -> str:
@@ -492,27 +636,35 @@ def leaderboard(summary: Summary) -> str:
         f"optimizer: {_grid_text(summary)}.", "",
         f"**Score**: {SCORE_RULE}", "",
         *[f"{line}" for line in statistics_text(summary)], "",
-        "## The notes' table, Score filled", "",
-        fill_notes(NOTES_TABLE.read_text(encoding="utf-8"), summary).rstrip("\n"), "",
-        "## Leaderboard", "",
+        "## Leaderboard (measured)", "",
         "Sorted by tier, then mean rank (the order inside a tier is not significant). "
         "lr sensitivity: median over the tasks of the width, in decades, of the lr range whose "
-        "validation result stays within the task's tolerance of the best lr's. × fused Adam: "
-        "step() time on a 10.9M-parameter transformer as a multiple of torch's fused Adam, "
-        "both eager on one thread.", "",
+        "validation result stays within the task's tolerance of the best lr's (interpolated "
+        "in log-lr between the grid's lrs). failed: the share of test seeds that diverged, "
+        f"raised or ended worse than chance. × fused Adam: {COST_RULE}", "",
     ]
     body = [[f"**{md(row['name'])}**", _description(row["name"]), _paper(row["name"]),
              *_leader_cells(row, len(real), True)] for row in optimizer_rows(summary)]
     lines += _md_table(["", "Reproduces", "Paper", *LEADER_HEAD],
                        "|:--|:--|:--|:--|" + "--:|" * (len(LEADER_HEAD) - 1), body)
+    lines += ["", f"Time-to-target profile B: {md(PROFILE_RULE)}", ""]
+    lines += ["## The notes' text (not measured)", "",
+              "What the fast.ai-course notes say, quoted, apart from the measurements above; "
+              "the last column says where a measurement agrees with, or contradicts, a claim "
+              "the notes make (their stars, \"worse than ...\").", ""]
+    checks = notes_checks(summary)
+    lines += _md_table(["", "the notes' description", "the notes' Fast.ai 2", "the notes' Score",
+                        "checked against the measurements"], "|:--|:--|:--|:--|:--|",
+                       [[f"**{md(c['notes_name'])}**", md(c["notes_description"]),
+                         md(c["notes_fastai2"]), md(c["notes_score"]),
+                         md("; ".join(c["checks"]))] for c in checks])
+    lines += ["", "## The notes' table, Score filled", "",
+              fill_notes(NOTES_TABLE.read_text(encoding="utf-8"), summary).rstrip("\n")]
     for task in summary.tasks:
         meta = summary.tasks[task]
         kind = "illustrative, not ranked" if meta["illustrative"] else "ranked"
         lines += ["", f"## {md(task)}: {md(meta['metric'])} ({kind})", "",
-                  md(meta["description"]) + ".",
-                  f"Tolerance of the lr sensitivity: {md(_num(meta.get('tolerance', 0.01)))}; "
-                  f"target {'≥' if meta['higher_is_better'] else '≤'} {md(_num(meta['target']))}"
-                  " (validation, for 'to target').", ""]
+                  md(meta["description"]) + ".", md(_task_note(summary, task)), ""]
         body = [[f"**{md(row['optimizer'])}**", *_task_cells(row, summary.pairs[(task,
                                                                           row["optimizer"])])]
                 for row in pair_rows(summary, [task])]
@@ -564,6 +716,51 @@ def _score_text(summary: Summary, name: str | None, tiers: int) -> str:
     return f"{stars_text(summary.stars(name))} (tier {summary.tier(name)} of {tiers}{mark})"
 
 
+# ------------------------------------------------------------------ the notes vs the measurements
+_CLAIM = re.compile(r"\b(worse|better|faster|slower)\s+than\s+([A-Za-z][\w-]*)", re.I)
+
+
+def notes_checks(summary: Summary, text: str | None = None) -> list[dict[str, Any]]:
+    """The notes' own text per benchmarked row, next to what was measured, with a verdict
+    where the notes make a checkable claim: their stars (against the measured tier's stars)
+    and "worse/better than X" (against the measured tiers and mean ranks of both)."""
+    names = by_key(list(summary.config.optimizers))
+    out = []
+    for row in note_rows(text):
+        name = names.get(key(row["name"]))
+        if name is None:
+            continue
+        stars_noted = row.get("Score", "").count(STAR)
+        checks = []
+        measured = summary.stars(name)
+        if stars_noted and measured is not None:
+            same = stars_noted == measured
+            checks.append(f"the notes give {stars_noted} star(s), measured {measured} (tier "
+                          f"{summary.tier(name)}): {'agrees' if same else 'contradicts'}")
+        for match in _CLAIM.finditer(row.get("Description", "")):
+            word, other = match.group(1).lower(), names.get(key(match.group(2)))
+            if other is None or summary.tier(other) is None or summary.tier(name) is None:
+                continue
+            if word in ("faster", "slower"):
+                continue  # speed claims: see the cost and time-to-target columns
+            ta, tb = summary.tier(name), summary.tier(other)
+            ra, rb = summary.mean_rank(name), summary.mean_rank(other)
+            claim_worse = word == "worse"
+            if ta == tb:
+                verdict = "not supported: the same tier (no significant difference)"
+            elif (ta > tb) == claim_worse:
+                verdict = "agrees"
+            else:
+                verdict = "contradicts"
+            checks.append(f"\"{match.group(0)}\": measured tier {ta} (mean rank {ra:.2f}) vs "
+                          f"{other} tier {tb} ({rb:.2f}): {verdict}")
+        out.append({"name": name, "notes_name": row["name"],
+                    "notes_description": row.get("Description", ""),
+                    "notes_fastai2": row.get("Fast.ai 2", ""),
+                    "notes_score": row.get("Score", ""), "checks": checks})
+    return out
+
+
 # ------------------------------------------------------------------ report.html
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem auto;
@@ -579,7 +776,7 @@ tr.tier1 td:first-child{border-left:4px solid #2b6cb0}
 .note{color:#5a6470;font-size:.9rem;max-width:1100px}.warn{color:#a4330d}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #e3e6ea}
 figcaption{font-size:.85rem;color:#5a6470}
-code{background:#f3f5f8;padding:0 .25rem;border-radius:3px}#tasks td{text-align:left;
+code{background:#f3f5f8;padding:0 .25rem;border-radius:3px}#tasks td,#notes td{text-align:left;
 white-space:normal}
 """
 
@@ -632,16 +829,22 @@ def page(summary: Summary, pictures: list[Path]) -> str:
                           if n in by_name)
         kind = "illustrative, not ranked" if meta["illustrative"] else "ranked"
         sections.append(f"<h3>{html.escape(task)}: {html.escape(str(meta['metric']))} ({kind})"
-                        f'</h3><p class="note">{html.escape(str(meta["description"]))}; '
-                        "lr-sensitivity tolerance "
-                        f"{html.escape(_num(meta.get('tolerance', 0.01)))}; rows marked at the "
-                        f"left are tied with the best.</p>{table}{figures}")
+                        f'</h3><p class="note">{html.escape(str(meta["description"]))}. '
+                        f"{html.escape(_task_note(summary, task))} Rows marked at the left are "
+                        f"tied with the best.</p>{table}{figures}")
     shown = {f"task-{t}.png" for t in summary.tasks} | {f"curves-{t}.png" for t in summary.tasks}
     shown |= {f"trajectories-{t}.png" for t in summary.tasks}
     overview = "".join(_figure(p) for p in pictures if p.name not in shown)
     stats = "".join(f'<p class="note{" warn" if line.startswith("Warning") else ""}">'
                     f"{html.escape(line)}</p>" for line in statistics_text(summary))
     provisional = f'<p class="warn"><b>{html.escape(PROVISIONAL)}</b></p>' if c.provisional else ""
+    # Text stars, as in the leaderboard: not every desktop has a colour-emoji font.
+    notes_table = _table(
+        ["optimizer", "the notes' description", "the notes' Fast.ai 2", "the notes' Score",
+         "checked against the measurements"],
+        [[n["notes_name"], n["notes_description"], n["notes_fastai2"],
+          n["notes_score"].replace(STAR, "★"), "; ".join(n["checks"])]
+         for n in notes_checks(summary)], "notes")
     tasks_body = [[t, m["description"], m["metric"],  # escaped by _table, like every cell
                    ("≥ " if m["higher_is_better"] else "≤ ") + _num(m["target"]),
                    m["epochs"], "illustrative" if m["illustrative"] else "ranked"]
@@ -662,11 +865,18 @@ device {html.escape(c.device)} · {len(c.optimizers)} optimizers · {len(real)} 
 {stats}
 <p class="note"><b>Search, the same for every optimizer.</b> {html.escape(_grid_text(summary))}.
 A run diverges when its loss is NaN/inf or exceeds 1000× its first value; a diverged or failed
-test seed scores the worst final value of its task. <b>Per task</b>: mean ± 95 % Student-t
-interval over the test seeds; <i>tied</i>: not significantly worse than the best mean
-(one-sided paired t-test, Holm-corrected). × fused Adam: <code>step()</code> on a 10.9M-parameter
-transformer, eager, one thread, alternating with torch's fused Adam in the same process.</p>
+test seed scores the worst final value of its task, and so does one that ends worse than the
+task's chance level: both count as failed. <b>Per task</b>: mean ± 95 % Student-t interval over
+the test seeds, clipped to the metric's range; <i>tied</i>: the 95 % interval of the paired
+difference from the best lies within the task's tolerance; <i>inconclusive</i>: not
+significantly worse (one-sided paired t-test, Holm-corrected) but not shown to be within the
+tolerance either. × fused Adam: {html.escape(COST_RULE)}</p>
 {overview}
+<p class="note"><b>Time-to-target profile B.</b> {html.escape(PROFILE_RULE)}</p>
+<h2>The notes' text (not measured)</h2>
+<p class="note">What the fast.ai-course notes say, quoted, apart from the measurements; the last
+column says where a measurement agrees with, or contradicts, a claim the notes make.</p>
+{notes_table}
 <h2>Tasks</h2>
 {_table(["task", "description", "metric", "target", "epochs", "kind"], tasks_body, "tasks")}
 {"".join(sections)}
@@ -754,4 +964,4 @@ def _explain(first: Summary, second: Summary, o: str, name_a: str, name_b: str) 
 
 
 __all__ = ["build", "compare", "end_summary", "fill_notes", "leaderboard", "leaderboard_json",
-           "load", "optimizer_rows", "page", "pair_rows", "results_json", "write"]
+           "load", "notes_checks", "optimizer_rows", "page", "pair_rows", "results_json", "write"]

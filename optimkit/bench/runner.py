@@ -8,7 +8,10 @@ which are measurements, not outcomes.
 The lr follows the cell's schedule: ``"cosine"`` (the standard: linear warm-up over the first
 5 % of the steps, then a cosine decay to 0) or ``"constant"``. Every run records the validation
 metric after each epoch (the curves of the report); a tuning run ("tune") is scored on the
-validation split, a final run ("final") on the test split, once, at the end. A "cost" cell
+validation split, a final run ("final") on the test split, once, at the end (and once
+before training: the untrained model's value, ``extra["untrained"]``, the floor below which
+the report counts the run as failed; it reads no training signal and leaves the random state
+as it was). A "cost" cell
 times ``step()`` on a model of more than 10M parameters instead (:mod:`.cost`).
 """
 
@@ -20,6 +23,7 @@ import json
 import math
 import random
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -142,13 +146,18 @@ def run_cell(spec: CellSpec, task_modules: tuple[str, ...] = ()) -> dict[str, An
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core per cell: deterministic and fair between workers
     cpu = time.process_time()
+    # Warnings of a cell (e.g. an overflow as a run diverges) are counted in its result, not
+    # printed between the progress lines.
+    caught: list[warnings.WarningMessage] = []
     try:
-        if spec.role == "cost":
-            from .cost import measure
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if spec.role == "cost":
+                from .cost import measure
 
-            result = measure(spec)
-        else:
-            result = _train(spec)
+                result = measure(spec)
+            else:
+                result = _train(spec)
     except EnvironmentFailure:
         raise
     except ENVIRONMENT_ERRORS as err:
@@ -161,6 +170,10 @@ def run_cell(spec: CellSpec, task_modules: tuple[str, ...] = ()) -> dict[str, An
         torch.set_num_threads(threads)
     # CPU seconds: what the cell would take on an idle core, however busy the machine was.
     result["extra"] = {**result["extra"], "cpu_seconds": time.process_time() - cpu}
+    if caught:
+        kinds = dict.fromkeys(f"{w.category.__name__}: {w.message}"[:200] for w in caught)
+        result["extra"]["warnings"] = len(caught)
+        result["extra"]["warning_texts"] = list(kinds)[:3]
     return result
 
 
@@ -200,6 +213,11 @@ def _train(spec: CellSpec) -> dict[str, Any]:
         raise EnvironmentFailure(f"task {spec.task} failed to build (seed {spec.seed}), before "
                                  f"any optimizer ran: {type(err).__name__}: {err}") from None
     model = instance.model
+    # A scored run's floor: the untrained model on the test split. A run that ends worse has
+    # learnt nothing (the report counts it as failed). The random state is kept as it was, so
+    # the training that follows is the same with or without this evaluation.
+    untrained = _untouched(lambda: _finite(instance.evaluate("test"))) \
+        if spec.role == "final" else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = registry.create(spec.optimizer, params, **json.loads(spec.hypers))
     total_steps = task.epochs * instance.steps_per_epoch
@@ -248,7 +266,7 @@ def _train(spec: CellSpec) -> dict[str, Any]:
         path.append([float(v) for v in model.xy.detach()])
     final = evals[-1][1]
     if spec.role != "tune" and not diverged:
-        final = _finite(instance.evaluate("test"))  # the test split, read once
+        final = _finite(instance.evaluate("test"))  # the test split, read once trained
 
     return {
         "final_metric": final,
@@ -263,9 +281,27 @@ def _train(spec: CellSpec) -> dict[str, Any]:
         "losses": _thin(losses),
         "evals": evals,
         "path": path,
-        "extra": {},
+        "extra": {} if untrained is None else {"untrained": untrained},
         "error": None,
     }
+
+
+def _untouched(fn):
+    """``fn()`` with every random generator (torch, Python, numpy) left as it was."""
+    torch_state, python_state = torch.get_rng_state(), random.getstate()
+    try:
+        import numpy as np
+
+        numpy_state = np.random.get_state()
+    except ImportError:
+        np = numpy_state = None
+    try:
+        return fn()
+    finally:
+        torch.set_rng_state(torch_state)
+        random.setstate(python_state)
+        if np is not None:
+            np.random.set_state(numpy_state)
 
 
 def _finite(value: float) -> float:

@@ -4,9 +4,20 @@ Everything here is a pure function of the rows, so ``optimkit report`` rebuilds 
 from the database alone. The search of each (task, optimizer) is replayed with
 :func:`.search.walk` (what was tried, what was chosen), the statistics are :mod:`.ranking`'s.
 
-A final run that diverged or failed ranks below every finished run of its (task, seed) block
-(failures tie with each other); for its mean, interval and paired test it scores the worst
-final value seen on its task (over every optimizer's final runs), so the seeds stay paired.
+A final run that diverged, raised, or scored worse than the task's declared ``chance`` level
+(a guessing model) or than its own untrained model (evaluated on the test split before
+training, recorded as ``extra["untrained"]``): a run below either has learnt nothing, and
+*failed*: it ranks below
+every finished run of its (task, seed) block (failures tie with each other), it is never tied
+with the best, and for its mean, interval and paired test it scores the worst final value seen
+on its task (over every optimizer's final runs), so the seeds stay paired.
+
+Intervals are clipped to the metric's range (the task's ``bounds``, e.g. [0, 1] for an
+accuracy): :attr:`Pair.interval` is the clipped one, :attr:`Pair.clipped` says whether it was.
+
+Time to target (:mod:`.profiles`): per task the target is the validation value the tuned AdamW
+reaches at the end of its budget (the median over its test seeds); without AdamW in the run,
+the task's declared ``target`` (``Summary.targets`` says which).
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from . import ranking
+from . import profiles, ranking
 from .runner import CellSpec
 from .search import Search, final_specs, sensitivity, walk
 from .suite import Config, results_lookup_rows, takes_weight_decay
@@ -46,6 +57,13 @@ class Pair:
     mean: float = float("nan")
     ci: float = float("nan")
     divergence_rate: float = 0.0
+    failure_rate: float = 0.0  # diverged, raised or below chance
+    below_chance: int = 0  # test seeds that finished worse than the task's chance level
+    interval: tuple[float, float] = (float("nan"), float("nan"))  # clipped to the metric's range
+    clipped: bool = False  # the interval was clipped
+    # Per test seed, steps and training seconds to the run's target (inf: never reached).
+    target_steps: list[float] = dataclasses.field(default_factory=list)
+    target_seconds: list[float] = dataclasses.field(default_factory=list)
     reached_rate: float = 0.0
     steps_to_target: float = float("nan")
     seconds_to_target: float = float("nan")
@@ -88,6 +106,17 @@ class Summary:
     rank: ranking.RankTest | None  # across the real tasks (None: fewer than 2 optimizers)
     stability: dict[str, float]
     costs: dict[str, dict[str, Any]]  # optimizer -> its cost cell
+    # task -> (target, source): source "adamw" (the tuned AdamW's final validation value) or
+    # "declared" (the task's own target: AdamW is not in the run or has no final run).
+    targets: dict[str, tuple[float, str]] = dataclasses.field(default_factory=dict)
+    # Performance profiles over the real tasks, per basis ("seconds", "steps"):
+    # ratio[basis][optimizer][task] and score[basis][optimizer] (see .profiles).
+    profile_ratios: dict[str, dict[str, dict[str, float]]] = dataclasses.field(
+        default_factory=dict)
+    profile_scores: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    # Cells that raised Python warnings while training (counted, never printed by the run):
+    # {"cells": n, "warnings": total, "examples": [...]}.
+    warned: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def real_tasks(self) -> list[str]:
@@ -152,8 +181,52 @@ def summarise(config: Config, task_meta: dict[str, dict], rows: list[dict],
     rank, stability = _rank(config, task_meta, pairs, bootstrap)
     costs = {r["optimizer"]: r for r in rows if r["role"] == "cost"
              and r["optimizer"] in config.optimizers}
+    targets = {t: _target(t, task_meta[t], pairs) for t in config.tasks}
+    for (task, _), pair in pairs.items():
+        _time_to_target(pair, targets[task][0], task_meta[task]["higher_is_better"])
+    ratios, scores = _profiles(config, task_meta, pairs)
+    mine = [r for r in rows if r["task"] in set(config.tasks) | {"cost"}
+            and r["optimizer"] in config.optimizers and (r.get("extra") or {}).get("warnings")]
+    warned = {"cells": len(mine), "warnings": sum(r["extra"]["warnings"] for r in mine),
+              "examples": list(dict.fromkeys(t for r in mine
+                                             for t in r["extra"].get("warning_texts", [])))[:3]}
     return Summary(config, {t: task_meta[t] for t in config.tasks}, pairs, task_results, rank,
-                   stability, costs)
+                   stability, costs, targets, ratios, scores, warned)
+
+
+REFERENCE = "adamw"  # the optimizer whose final validation value sets each task's target
+
+
+def _curve(row: dict) -> list[tuple[float, float, float]]:
+    return [(s, math.nan if m is None else m, t) for s, m, t in row.get("evals") or []]
+
+
+def _target(task: str, meta: dict, pairs: dict) -> tuple[float, str]:
+    ref = pairs.get((task, REFERENCE))
+    if ref is not None and ref.finals:
+        value = profiles.target_of([_curve(r)[-1][1] if r.get("evals") else math.nan
+                                    for r in ref.finals])
+        if not math.isnan(value):
+            return value, REFERENCE
+    return float(meta["target"]), "declared"
+
+
+def _time_to_target(pair: Pair, target: float, higher: bool) -> None:
+    times = [profiles.time_to_target(_curve(r), target, higher) for r in pair.finals]
+    pair.target_steps = [t[0] for t in times]
+    pair.target_seconds = [t[1] for t in times]
+
+
+def _profiles(config: Config, task_meta: dict, pairs: dict):
+    real = [t for t in config.tasks if not task_meta[t]["illustrative"]]
+    names = [o for o in config.optimizers
+             if real and all((t, o) in pairs and pairs[(t, o)].complete for t in real)]
+    ratios, scores = {}, {}
+    for basis in ("seconds", "steps"):
+        times = {o: {t: profiles.median_time(getattr(pairs[(t, o)], f"target_{basis}"))
+                     for t in real} for o in names}
+        ratios[basis], scores[basis] = profiles.profiles(times) if times else ({}, {})
+    return ratios, scores
 
 
 def _wd0(state: Search) -> dict[str, float]:
@@ -164,22 +237,55 @@ def _fill(task: str, meta: dict, pairs: list[Pair]) -> None:
     finite = [r["final_metric"] for p in pairs for r in p.finals
               if not r["diverged"] and not math.isnan(r["final_metric"])]
     higher = meta["higher_is_better"]
+    chance = meta.get("chance")
     worst = (min(finite) if higher else max(finite)) if finite else 0.0
     for pair in pairs:
         if not pair.finals:
             continue
         if all(r.get("error") for r in pair.finals):
             pair.error = pair.finals[0]["error"]
-        pair.failed = [bool(r["diverged"]) or math.isnan(r["final_metric"]) for r in pair.finals]
-        pair.values = [worst if bad else r["final_metric"]
-                       for r, bad in zip(pair.finals, pair.failed, strict=True)]
+        low_chance = [_below(r["final_metric"], chance, higher)
+                      or _below(r["final_metric"], (r.get("extra") or {}).get("untrained"),
+                                higher) for r in pair.finals]
+        pair.below_chance = sum(low_chance)
+        pair.failed = [bool(r["diverged"]) or math.isnan(r["final_metric"]) or below
+                       for r, below in zip(pair.finals, low_chance, strict=True)]
+        pair.values = [worst if r["diverged"] or math.isnan(r["final_metric"])
+                       else r["final_metric"] for r in pair.finals]
         pair.mean, pair.ci = ranking.mean_ci(pair.values)
+        pair.interval, pair.clipped = clip_interval(pair.mean, pair.ci, meta.get("bounds"))
         pair.divergence_rate = sum(bool(r["diverged"]) for r in pair.finals) / len(pair.finals)
+        pair.failure_rate = sum(pair.failed) / len(pair.finals)
         reached = [r for r in pair.finals if r["steps_to_target"] is not None]
         pair.reached_rate = len(reached) / len(pair.finals)
         if reached:
             pair.steps_to_target = statistics.fmean(r["steps_to_target"] for r in reached)
             pair.seconds_to_target = statistics.fmean(r["seconds_to_target"] for r in reached)
+
+
+def _below(value: float, chance: float | None, higher: bool) -> bool:
+    """Whether a finished run's value is worse than ``chance`` (the task's chance level, or
+    its untrained model's value on the run's seed)."""
+    if chance is None or math.isnan(chance) or math.isnan(value):
+        return False
+    return value < chance if higher else value > chance
+
+
+def clip_interval(mean: float, half: float,
+                  bounds: tuple[float | None, float | None] | list | None) -> tuple[
+                      tuple[float, float], bool]:
+    """``mean ± half`` clipped to the metric's ``bounds`` (None: unbounded on that side);
+    the second value says whether a side was clipped."""
+    if math.isnan(mean) or math.isnan(half):
+        return (mean, mean), False
+    low, high = mean - half, mean + half
+    lo_bound, hi_bound = tuple(bounds) if bounds else (None, None)
+    clipped = False
+    if lo_bound is not None and low < lo_bound:
+        low, clipped = float(lo_bound), True
+    if hi_bound is not None and high > hi_bound:
+        high, clipped = float(hi_bound), True
+    return (low, high), clipped
 
 
 def _scores(meta: dict, pair: Pair, ranks: bool = False) -> list[float]:
@@ -194,7 +300,9 @@ def _task_test(task: str, meta: dict, pairs: dict, config: Config) -> ranking.Ta
             if (task, o) in pairs and pairs[(task, o)].complete}
     if not done:
         return None
-    test = ranking.tied_with_best({o: _scores(meta, p) for o, p in done.items()})
+    test = ranking.tied_with_best({o: _scores(meta, p) for o, p in done.items()},
+                                  tolerance=meta.get("tolerance", 0.01),
+                                  failed={o: any(p.failed) for o, p in done.items()})
     ranks = np.stack([ranking.block_ranks(row) for row in
                       np.array([_scores(meta, p, ranks=True) for p in done.values()]).T])
     for optimizer, r in zip(done, ranks.mean(axis=0), strict=True):
@@ -214,4 +322,5 @@ def _rank(config: Config, task_meta: dict, pairs: dict, bootstrap: int):
     return ranking.analyse(names, blocks, bootstrap=bootstrap)
 
 
-__all__ = ["SCORE_RULE", "Pair", "Summary", "TaskResult", "summarise"]
+__all__ = ["REFERENCE", "SCORE_RULE", "Pair", "Summary", "TaskResult", "clip_interval",
+           "summarise"]

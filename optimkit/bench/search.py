@@ -265,9 +265,13 @@ def sensitivity(search: Search, higher_is_better: bool, tolerance: float,
     """Width in decades of the lr range whose validation result stays within ``tolerance``.
 
     The contiguous run of grid lrs around the chosen one whose mean validation metric is at
-    most ``tolerance`` worse than the best; each grid point stands for 1/``per_decade`` of a
-    decade, so one point alone is 1/``per_decade`` wide. The second value is True when the run
-    reaches an edge of the lrs tried (the width is then a lower bound).
+    most ``tolerance`` worse than the best, widened on each side to where the metric,
+    interpolated linearly in log10(lr) between the last grid lr inside and the first one
+    outside, crosses ``best - tolerance`` (so the width is not a multiple of the grid step).
+    A side whose first lr outside diverged (no value to interpolate) ends at the last lr
+    inside. The second value is True when the run reaches an edge of the lrs tried (the
+    width is then a lower bound). ``per_decade`` is kept for the callers; the grid's own lrs
+    set the spacing.
     """
     trials = search.lr_trials
     if search.lr is None or not trials:
@@ -275,9 +279,10 @@ def sensitivity(search: Search, higher_is_better: bool, tolerance: float,
     pick = next(i for i, t in enumerate(trials) if t.lr == search.lr)
     if math.isnan(trials[pick].mean):
         return float("nan"), False
+    best = trials[pick]
 
     def ok(trial: Trial) -> bool:
-        return within(trial, trials[pick], tolerance, higher_is_better)
+        return within(trial, best, tolerance, higher_is_better)
 
     low = pick
     while low > 0 and ok(trials[low - 1]):
@@ -286,7 +291,22 @@ def sensitivity(search: Search, higher_is_better: bool, tolerance: float,
     while high < len(trials) - 1 and ok(trials[high + 1]):
         high += 1
     bounded = low == 0 or high == len(trials) - 1
-    return (high - low + 1) / per_decade, bounded
+    sign = 1.0 if higher_is_better else -1.0
+    level = sign * best.mean - tolerance  # the crossing, in higher-is-better orientation
+
+    def crossing(inside: Trial, outside: Trial) -> float:
+        """log10 of the lr where the interpolated metric crosses ``level``."""
+        x0, x1 = math.log10(inside.lr), math.log10(outside.lr)
+        if math.isnan(outside.mean):
+            return x0
+        y0, y1 = sign * inside.mean, sign * outside.mean
+        share = 0.0 if y0 == y1 else min(1.0, max(0.0, (y0 - level) / (y0 - y1)))
+        return x0 + share * (x1 - x0)
+
+    left = math.log10(trials[low].lr) if low == 0 else crossing(trials[low], trials[low - 1])
+    right = (math.log10(trials[high].lr) if high == len(trials) - 1
+             else crossing(trials[high], trials[high + 1]))
+    return right - left, bounded
 
 
 __all__ = ["LR_LIMITS", "Rules", "Search", "Trial", "best_index", "final_specs",

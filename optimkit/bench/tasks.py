@@ -66,6 +66,11 @@ class Task:
     * ``target``: the validation value that counts as reached (the report's "to target");
       ``tolerance``: the absolute margin, in the metric's unit, within which an lr counts as
       as good as the best one (the lr-sensitivity measure; 0.01 by default);
+    * ``chance`` (optional): the level of a model that has learnt nothing (guessing, or the
+      untrained model), e.g. 0.1 for a 10-class accuracy: a test run that ends worse than it
+      counts as failed (ranked last, never tied with the best), like a diverged one;
+    * ``bounds`` (optional): the metric's range ``(low, high)``, None for an open side (an
+      accuracy: ``(0.0, 1.0)``; a loss: ``(0.0, None)``): intervals are clipped to it;
     * ``epochs``: calls of ``Instance.batches()`` per run; the lr schedule (warm-up + cosine)
       spans ``epochs * Instance.steps_per_epoch`` optimizer steps;
     * ``builder(seed, device) -> Instance``: a fresh model, its data and its scoring. The
@@ -98,6 +103,8 @@ class Task:
     tolerance: float = 0.01
     info: Callable[[], dict] | None = None  # facts about the data that the report records
     requires: tuple[str, ...] = ()  # modules the builder imports, checked before a run starts
+    chance: float | None = None  # a test result worse than this has learnt nothing: failed
+    bounds: tuple[float | None, float | None] = (None, None)  # the metric's range
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name) or \
@@ -116,6 +123,16 @@ class Task:
                     not math.isfinite(value) or (field == "tolerance" and value < 0):
                 raise ValueError(f"task {self.name}: {field} must be a finite number"
                                  f"{' >= 0' if field == 'tolerance' else ''}, got {value!r}")
+        if self.chance is not None and (isinstance(self.chance, bool) or not isinstance(
+                self.chance, (int, float)) or not math.isfinite(self.chance)):
+            raise ValueError(f"task {self.name}: chance must be None or a finite number, "
+                             f"got {self.chance!r}")
+        if not isinstance(self.bounds, tuple) or len(self.bounds) != 2 or any(
+                b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))
+                                   or not math.isfinite(b)) for b in self.bounds) or (
+                None not in self.bounds and self.bounds[0] >= self.bounds[1]):
+            raise ValueError(f"task {self.name}: bounds must be (low, high) with None for an "
+                             f"open side and low < high, got {self.bounds!r}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or \
                 not 1 <= self.epochs <= 10_000:
             raise ValueError(f"task {self.name}: epochs must be an int from 1 to 10000, "
@@ -149,7 +166,8 @@ class Task:
             "name": self.name, "description": self.description, "metric": self.metric,
             "target": self.target, "higher_is_better": self.higher_is_better,
             "epochs": self.epochs, "illustrative": self.illustrative,
-            "tolerance": self.tolerance, **({"data": self.info()} if self.info else {}),
+            "tolerance": self.tolerance, "chance": self.chance, "bounds": list(self.bounds),
+            **({"data": self.info()} if self.info else {}),
         }
 
 
@@ -601,38 +619,45 @@ def names(illustrative: bool | None = None) -> list[str]:
 
 register(Task(
     "digits-mlp", "MLP 64-64-10 on scikit-learn's 8x8 digits (1,797 images)",
-    "test accuracy", 0.95, True, 8, _digits_mlp, requires=("sklearn",),
+    "test accuracy", 0.95, True, 8, _digits_mlp, requires=("sklearn",), chance=0.1,
+    bounds=(0.0, 1.0),
 ))
 register(Task(
     "digits-cnn", "2-layer CNN on scikit-learn's 8x8 digits",
-    "test accuracy", 0.90, True, 6, _digits_cnn, requires=("sklearn",),
+    "test accuracy", 0.90, True, 6, _digits_cnn, requires=("sklearn",), chance=0.1,
+    bounds=(0.0, 1.0),
 ))
 register(Task(
     "diabetes-mlp", "MLP 10-32-1 regression on scikit-learn's diabetes data (442 patients)",
     "test R²", 0.40, True, 20, _diabetes_mlp, requires=("sklearn",),
+    chance=0.0, bounds=(None, 1.0),  # R² 0: predicting the mean
 ))
 register(Task(
     "zen-char-gru", "character-level GRU on the Zen of Python and builtin docstrings",
-    "test bits/char", 3.3, False, 5, _zen_char,
+    "test bits/char", 3.3, False, 5, _zen_char, bounds=(0.0, None),
 ))
 register(Task(
     "stdlib-lm", "decoder-only transformer (2 blocks, width 48, context 48 bytes) on the "
     "standard library's own .py files",
     "test bits/byte", 3.2, False, 6, _stdlib_lm, tolerance=0.02,
+    chance=8.0, bounds=(0.0, None),  # 8 bits/byte: a uniform guess over the bytes
     info=_lm_info,
 ))
 register(Task(
     "mnist1d-cnn", "3-layer 1-D CNN on MNIST-1D-style data (4,000 train examples generated "
     "here, after Greydanus 2020)",
-    "test accuracy", 0.85, True, 8, _mnist1d_cnn, tolerance=0.01,
+    "test accuracy", 0.85, True, 8, _mnist1d_cnn, tolerance=0.01, chance=0.1,
+    bounds=(0.0, 1.0),
 ))
 register(Task(
     "mnist1d-autoencoder", "deep tanh autoencoder 40-64-32-8-32-64-40 on the MNIST-1D-style "
     "signals", "test MSE", 0.2, False, 8, _mnist1d_autoencoder, tolerance=0.01,
+    bounds=(0.0, None),
 ))
 for _name, _target in (("rosenbrock", 1e-2), ("beale", 1e-2), ("rastrigin", 1e-2)):
     register(Task(
         _name, f"{_name.capitalize()} function in 2-D, from {SURFACES[_name].start} "
         "(illustrative: one point, no data)",
         "f(x, y)", _target, False, 16, _surface_builder(_name), illustrative=True,
+        bounds=(0.0, None),
     ))

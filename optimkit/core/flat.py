@@ -118,11 +118,11 @@ class FlatBucket(Bucket):
 
     # The reductions: sums over each row (one pass over the buffer, fused by inductor into the
     # pass that computes the operand), then each param's rows added up.
-    def sum_squares(self, *lists) -> Tensor:
+    def _local_sum_squares(self, *lists) -> Tensor:
         if self._gaps is not None and not torch.compiler.is_compiling():
-            return super().sum_squares(*(self._views(tensors) for tensors in lists))
+            return self._powsums(*(self._views(tensors) for tensors in lists))
         rows = [self._row_sums(t, t) for tensors in lists for t in tensors]
-        return self._total(self._per_param(rows))
+        return self._per_param(rows)
 
     def dots(self, *pairs) -> Tensor:
         if self._gaps is not None and not torch.compiler.is_compiling():
@@ -137,6 +137,10 @@ class FlatBucket(Bucket):
         rows = [self._row_sums(a, b) for left, right in pairs
                 for a, b in zip(left, right, strict=True)]
         return self._total(self._per_param(rows))
+
+    def _local_sizes(self) -> Tensor:
+        # each param's valid elements: its rows' row_valid added up (no padding)
+        return self._per_param([self.row_valid.to(self.dtype)])[0]
 
     def _views(self, tensors) -> list[Tensor]:
         """Each param's elements of each flat tensor, as 1-D views (few params: eager only)."""

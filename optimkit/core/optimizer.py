@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .executor import Executor
 from .parts import Part
-from .policy import POLICY_KEYWORDS, STATE_FORM, BucketPolicy, Layout, policies
+from .policy import POLICY_KEYWORDS, STATE_FORM, BucketPolicy, Layout, Storage, policies
 from .recipe import Recipe, check_recipe
 from .rules import CONVENTIONS
 from .tensorlists import is_dtensor
@@ -35,6 +35,7 @@ TORCH_FORMATS: dict[str, dict[str, str]] = {
     "Adam": _ADAM_NAMES,
     "AdamW": _ADAM_NAMES,
     "RAdam": _ADAM_NAMES,
+    "NAdam": _ADAM_NAMES,
 }
 # torch.optim group settings that choose how torch runs a step, not what it computes: a
 # checkpoint that has them loads (they are dropped).
@@ -434,11 +435,17 @@ class Optimizer(torch.optim.Optimizer):
         previous = self.state, self.param_groups
         try:
             super().load_state_dict({**state_dict, "state": state, "param_groups": groups})
-            # torch keeps a capturable or fused step on its device
+            # torch keeps a capturable or fused step on its device, and casts other 0-d state
+            # (NAdam's mu_product) to the param's dtype and device: counters live on the CPU,
+            # in float32, where the parts read them on the host
+            counters = {"step", *(name for name, kind in type(self).recipe.storage.items()
+                                  if kind is Storage.COUNTER)}
             for entry in self.state.values():
-                step = entry.get("step")
-                if isinstance(step, Tensor) and not step.is_cpu:
-                    entry["step"] = step.to("cpu", torch.float32)
+                for name in counters:
+                    value = entry.get(name)
+                    if isinstance(value, Tensor) and (not value.is_cpu or (
+                            name != "step" and value.dtype != torch.float32)):
+                        entry[name] = value.to("cpu", torch.float32)
             self._stored_forms().load_stored(self.param_groups, self.state,
                                              state_dict["param_groups"], state)
             self._executor.state_loaded(self.state)

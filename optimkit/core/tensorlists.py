@@ -212,7 +212,19 @@ class Bucket:
     def sum_squares(self, *lists: Sequence[Tensor]) -> Tensor:
         """``sum(x**2)`` of each param's tensor in each list, as a ``[len(lists), count]``
         tensor on the bucket's device (each list aligned with the bucket)."""
-        return self._total(self._powsums(*lists))
+        return self._total(self._local_sum_squares(*lists))
+
+    def _local_sum_squares(self, *lists: Sequence[Tensor]) -> Tensor:
+        return self._powsums(*lists)
+
+    def sum_squares_and_sizes(self, *lists: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """:meth:`sum_squares` of ``lists`` and :meth:`sizes`, in one reduction (one
+        collective when sharded): with a 0/1 mask, how many elements of each tensor it keeps
+        and of how many (the cautious mask)."""
+        sums = self._local_sum_squares(*lists)
+        local = torch.cat([sums, self._local_sizes()[None].to(sums.dtype)])
+        total = self._total(local)
+        return total[:-1], total[-1]
 
     def norms(self, *lists: Sequence[Tensor]) -> Tensor:
         """The L2 norm of each param's tensor in each list, ``[len(lists), count]``: row ``i``
@@ -234,6 +246,16 @@ class Bucket:
             for left, right in pairs
         ]
         return self._total(torch.stack(rows))
+
+    def sizes(self) -> Tensor:
+        """The number of elements of each param's full tensor, ``[count]`` in the bucket's
+        dtype on its device (sharded: the shards' sizes added up, through :meth:`_total`;
+        :meth:`sum_squares_and_sizes` takes them with other sums in one reduction)."""
+        return self._total(self._local_sizes()[None])[0]
+
+    def _local_sizes(self) -> Tensor:
+        return torch.tensor([float(p.numel()) for p in self.params], dtype=self.dtype,
+                            device=self.device)
 
     def _powsums(self, *lists: Sequence[Tensor]) -> Tensor:
         flat = [t for tensors in lists for t in tensors]

@@ -1,0 +1,45 @@
+"""pytorch_optimizer's ADOPT and LaProp, stepped one param at a time with that param's own
+step count.
+
+pytorch_optimizer counts steps per param group (``group["step"]``); torch.optim and optimkit
+count them per param. The two agree while every param steps every time; the parity tests also
+let one param skip steps, so this runs the reference on a one-param group whose ``step`` is
+that param's own count (kept in its state as ``step``). Nothing else changes: each call is
+the reference's own per-param update.
+"""
+
+from __future__ import annotations
+
+import pytorch_optimizer
+import torch
+
+
+def _per_param(cls):
+    class PerParam(cls):
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            groups = self.param_groups
+            try:
+                for group in groups:
+                    for p in group["params"]:
+                        if p.grad is None:
+                            continue
+                        state = self.state[p]
+                        one = {**group, "params": [p], "step": state.get("step", 0)}
+                        self.param_groups = [one]
+                        super().step()
+                        state["step"] = one["step"]
+            finally:
+                self.param_groups = groups
+            return loss
+
+    PerParam.__name__ = PerParam.__qualname__ = cls.__name__
+    return PerParam
+
+
+ADOPT = _per_param(pytorch_optimizer.ADOPT)
+LaProp = _per_param(pytorch_optimizer.LaProp)
