@@ -270,6 +270,7 @@ def test_stochastic_rounding_refuses_other_dtypes():
 
 
 # ------------------------------------------------------------------------------ Kahan
+@pytest.mark.slow
 def test_kahan_and_stochastic_rounding_beat_plain_bf16_on_a_long_sum():
     """Adding 1e-4 to 1.0 ten thousand times: plain bf16 never moves (1e-4 is below half its
     unit, 2**-8), Kahan compensation and stochastic rounding reach 2.0."""
@@ -347,6 +348,7 @@ def test_plain_policy_changes_nothing():
     assert set(state[out[0]]) == {"step", "grad_avg", "sqr_avg"}
 
 
+@pytest.mark.slow
 def test_eight_bit_state_follows_fp32_adam_in_two_bytes_per_param():
     start = _params()
     ref, out = [p.clone() for p in start], [p.clone() for p in start]
