@@ -19,7 +19,10 @@ counts as distance 0 (censored; the table says how many cases were).
 
     optimkit bench --out /tmp/bench            # or any finished bench folder
     python benchmarks/lr_rules.py --bench-dir /tmp/bench
-    # writes benchmarks/lr_rules.md (the tables) and benchmarks/lr_rules.json (every case)
+    # writes optimkit/training/lr_rules.md (the tables) and benchmarks/lr_rules.json (every case)
+
+The tables ship with the package (``optimkit lr-find`` cites them as the evidence for its
+default); every case stays here, too large to install.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+TABLES = HERE.parent / "optimkit" / "training"  # where the package keeps the tables it cites
 LR_KEYS = ("tuned_lr", "best_lr", "lr")
 NESTED = ("tuned", "best", "hypers", "best_hypers", "tuned_hypers")
 
@@ -259,7 +263,9 @@ def report(cases: list[dict], meta: dict) -> tuple[str, str]:
     lines = [
         "# LR-finder rules against the bench's tuned lr",
         "",
-        "Made by `python benchmarks/lr_rules.py --bench-dir DIR` (its docstring says how); "
+        # shipped in the wheel, which has no benchmarks/ folder: the script's URL
+        "Made by the repository's benchmark script (its docstring says how), "
+        "https://github.com/optimkit/optimkit/blob/main/benchmarks/lr_rules.py; "
         "do not edit by hand.",
         "",
         f"* bench output: `{meta['source']}`; lr grid: "
@@ -313,6 +319,13 @@ def report(cases: list[dict], meta: dict) -> tuple[str, str]:
     return "\n".join(lines) + "\n", best
 
 
+def cases_path(out: Path) -> Path:
+    """Where every case of the tables ``out`` goes: next to them as ``.json``, except for
+    tables in the package, whose cases stay in ``benchmarks/`` (not installed)."""
+    cases = out.with_suffix(".json")
+    return HERE / cases.name if out.resolve().parent == TABLES.resolve() else cases
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -325,8 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps per sweep")
     parser.add_argument("--start-lr", type=float, default=1e-7, help="the sweeps' first lr")
     parser.add_argument("--end-lr", type=float, default=10.0, help="the sweeps' last lr")
-    parser.add_argument("--out", type=Path, default=HERE / "lr_rules.md",
-                        help="the markdown tables; every case goes next to it as .json")
+    parser.add_argument("--out", type=Path, default=TABLES / "lr_rules.md",
+                        help="the markdown tables (the default ships with the package)")
+    parser.add_argument("--cases", type=Path, default=None,
+                        help="every case, as JSON (default: next to --out, but in benchmarks/ "
+                        "for tables in the package)")
     args = parser.parse_args(argv)
 
     import torch
@@ -338,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     from optimkit.training.lr_finder import DEFAULT_RULE, RULES, centred_average
 
     check_file(args.out, "--out", {"md"})
+    cases_file = args.cases or cases_path(args.out)
+    check_file(cases_file, "--cases", {"json"})
     tuned, grid, source = load_tuned(args.bench_dir)
     metrics = load_metrics(args.bench_dir)
     wanted_tasks = set(args.tasks.split(",")) if args.tasks else None
@@ -400,10 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     rows = ",\n".join(json.dumps(case, separators=(",", ":")) for case in cases)
-    args.out.with_suffix(".json").write_text(  # one case a line: readable diffs
+    cases_file.parent.mkdir(parents=True, exist_ok=True)
+    cases_file.write_text(  # one case a line: readable diffs
         f'{{"meta": {json.dumps(meta)},\n"cases": [\n{rows}\n]}}\n', encoding="utf-8")
     print(text)
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    print(f"wrote {args.out} and {cases_file}")
     safest = min(scores[r]["poor"] for r in meta["rules"]) == scores[best]["poor"]
     print("for optimkit/training/lr_finder.py:\n"
           f'DEFAULT_RULE = "{best}"\nDEFAULT_RULE_EVIDENCE = (\n    "of the rules, it landed '
@@ -411,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(cases)} sweeps ({len(meta['tasks'])} tasks, {len(meta['optimizers'])} "
           f"optimizers, {len(meta['seeds'])} seeds; {others})"
           + (" and picked a poor lr least often" if safest and scores[best]["rated"] else "")
-          + '; benchmarks/lr_rules.md"\n)')
+          + '"\n)')
     if best != DEFAULT_RULE:
         print(f"note: {best!r} was closest most often, but DEFAULT_RULE is {DEFAULT_RULE!r}",
               file=sys.stderr)

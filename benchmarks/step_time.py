@@ -1,5 +1,6 @@
 """Time one optimizer step: optimkit's modes against torch.optim and the peer libraries.
 
+    pip install -e ".[peers]"                           # the peer libraries it times
     python benchmarks/step_time.py                      # everything (long: compiles many steps)
     python benchmarks/step_time.py --quick              # W1-W3 shrunk, few repeats
     python benchmarks/step_time.py -w W2 -o adam sgd --modes eager flat flat+compile

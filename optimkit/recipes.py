@@ -369,11 +369,12 @@ class DeepMemory(Optimizer):
     ``p = p - (eta + s) / 2 * xi * m``.
 
     Reproduces ``DeepMemory/deepmemory.py`` in lessw2020/Best-Deep-Learning-Optimizers (the
-    tests hold a naive copy in ``tests/reference/deepmemory.py``). Defaults: lr=4e-3,
-    betas=(0.9, 0.999), len_memory=200 (about the batches per epoch), version=1, eps=1e-6,
-    weight_decay=0, decoupled (``p = p * (1 - lr * weight_decay)``) as the original; the
-    friction sees the raw gradient. ``s`` starts at 0, so the first steps are about halved.
-    Deviations: ``g_prev`` is a copy (the original aliases ``p.grad``, so under
+    tests hold a naive copy,
+    https://github.com/optimkit/optimkit/blob/main/tests/reference/deepmemory.py).
+    Defaults: lr=4e-3, betas=(0.9, 0.999), len_memory=200 (about the batches per epoch),
+    version=1, eps=1e-6, weight_decay=0, decoupled (``p = p * (1 - lr * weight_decay)``) as the
+    original; the friction sees the raw gradient. ``s`` starts at 0, so the first steps are
+    about halved. Deviations: ``g_prev`` is a copy (the original aliases ``p.grad``, so under
     ``zero_grad(set_to_none=False)`` its friction is a constant 0.5); nothing is printed;
     ``version`` is a per-group hyper-parameter (the original keeps it on the optimizer) and
     anything but 0 or 1 is refused. Variant: ``decoupled_weight_decay=False`` (L2).
@@ -433,7 +434,8 @@ class LARS(Optimizer):
 
     parts = _LARS_PARTS
     hypers = _lars_hypers(trust_coefficient=0.001, clip=False)
-    reference = "apex LARC(torch.optim.SGD, clip=False) (tests/reference/larc.py)"
+    reference = ("apex LARC(torch.optim.SGD, clip=False) "
+                 "(https://github.com/optimkit/optimkit/blob/main/tests/reference/larc.py)")
 
 
 class LARC(Optimizer):
@@ -452,7 +454,8 @@ class LARC(Optimizer):
 
     parts = _LARS_PARTS
     hypers = _lars_hypers(trust_coefficient=0.02, clip=True)
-    reference = "apex LARC(torch.optim.SGD, clip=True) (tests/reference/larc.py)"
+    reference = ("apex LARC(torch.optim.SGD, clip=True) "
+                 "(https://github.com/optimkit/optimkit/blob/main/tests/reference/larc.py)")
 
 
 class LAMB(Optimizer):
@@ -511,7 +514,8 @@ class Ralamb(Optimizer):
     the norm. On float64 params its ``float()`` makes a copy, so there it measures ``||w||``
     before the decay: an accident of dtypes that optimkit does not reproduce.
 
-    Reproduces over9000's ``ralamb.py`` (naive copy in tests/reference/ralamb.py) with its
+    Reproduces over9000's ``ralamb.py`` (naive copy in
+    https://github.com/optimkit/optimkit/blob/main/tests/reference/ralamb.py) with its
     defaults: lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0; clamp_value=10 is its
     hard-coded clamp. over9000 rectifies when rho_t >= 5, optimkit when rho_t >
     ``n_sma_threshold`` (=5): rho_t is never exactly 5 in floating point. Also
@@ -533,7 +537,8 @@ class Ralamb(Optimizer):
         lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clamp_value=10.0,
         over9000_trust_ratio=True, n_sma_threshold=5.0, degenerated_to_sgd=True, exclude_1d=False,
     )
-    reference = "mgrankin/over9000 ralamb.py (tests/reference/ralamb.py)"
+    reference = ("mgrankin/over9000 ralamb.py "
+                 "(https://github.com/optimkit/optimkit/blob/main/tests/reference/ralamb.py)")
 
 
 # ------------------------------------------------------------- Lookahead compositions
@@ -608,7 +613,8 @@ class RangerLars(_WithLookahead):
 
     parts = (*Ralamb.parts, lookahead)
     hypers = dict(Ralamb.hypers, k=6, alpha=0.5)
-    reference = "Lookahead(over9000 Ralamb, k=6, alpha=0.5) (tests/reference/rangerlars.py)"
+    reference = ("Lookahead(over9000 Ralamb, k=6, alpha=0.5) "
+                 "(https://github.com/optimkit/optimkit/blob/main/tests/reference/rangerlars.py)")
 
 
 Over9000 = RangerLars
@@ -626,7 +632,8 @@ class LookaheadSGD(_WithLookahead):
 
     parts = (*SGD.parts, step_stat, lookahead)
     hypers = dict(SGD.hypers, momentum=0.9, k=5, alpha=0.5)
-    reference = "Lookahead paper Alg. 1 around torch.optim.SGD (tests/reference/lookahead.py)"
+    reference = ("Lookahead paper Alg. 1 around torch.optim.SGD "
+                 "(https://github.com/optimkit/optimkit/blob/main/tests/reference/lookahead.py)")
 
 
 class Lion(Optimizer):
@@ -639,7 +646,8 @@ class Lion(Optimizer):
     3-10x larger (the paper's advice). One state tensor per param (``grad_avg``), half of Adam's.
 
     Reproduces the paper's Algorithm 2 and the authors' ``lion_pytorch`` (a naive per-param
-    version in tests/reference/lion.py), with their defaults: lr=1e-4, betas=(0.9, 0.99),
+    version in https://github.com/optimkit/optimkit/blob/main/tests/reference/lion.py),
+    with their defaults: lr=1e-4, betas=(0.9, 0.99),
     weight_decay=0, decoupled as in the paper. As there, ``torch.sign(nan)`` is 0: a NaN
     gradient does not reach the params but stays in ``grad_avg`` (``state_dict()`` warns).
     Variant: ``cautious=True`` (C-Lion, Liang et al. 2024, arXiv:2411.16085; off by default):
@@ -651,7 +659,8 @@ class Lion(Optimizer):
     parts = (weight_decay.with_fixed(decoupled_weight_decay=True), lion_direction, _CAUTIOUS,
              sgd_step)
     hypers = dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0)
-    reference = "Lion paper Alg. 2 / lion_pytorch (tests/reference/lion.py)"
+    reference = ("Lion paper Alg. 2 / lion_pytorch "
+                 "(https://github.com/optimkit/optimkit/blob/main/tests/reference/lion.py)")
 
 
 # ------------------------------------------------------------- the 2023-25 element-wise ones

@@ -2,7 +2,8 @@
 
 ``optimkit.create``, ``optimkit.available``, ``optimkit list`` and ``optimkit bench`` read it.
 How the tests check each optimizer (its reference implementation, settings, tolerances) lives
-in the test database, ``tests/optim_db.py``, one entry per optimizer here.
+in the test database (one entry per optimizer here),
+https://github.com/optimkit/optimkit/blob/main/tests/optim_db.py.
 """
 
 from __future__ import annotations

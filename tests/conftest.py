@@ -23,6 +23,11 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+# The heavy tests (compiling, distributed ranks, end-to-end bench runs, many steps per case),
+# left out of the fast subset for development: python -m pytest -q -n 2 -m "not slow".
+SLOW = pytest.mark.slow
+
+
 def optims(
     cases: Callable[[optim_db.OptimizerInfo], Iterable[tuple[str, tuple]]] | None = None,
     *, where: Callable[[optim_db.OptimizerInfo], bool] | None = None, argnames: str = "info",
@@ -32,7 +37,7 @@ def optims(
 
     ``where(info)`` keeps some optimizers only. ``cases(info)`` yields ``(id, values)`` for
     tests that take more than the info: ``values`` fill ``argnames`` after ``info``, and the
-    case is named ``"<optimizer>-<id>"``.
+    case is named ``"<optimizer>-<id>"``; ``(id, values, marks)`` also marks the case (``SLOW``).
     """
 
     def decorate(test: Callable[..., Any]):
@@ -46,8 +51,9 @@ def optims(
             if cases is None:
                 params.append(pytest.param(info, id=info.name, marks=marks))
             else:
-                params += [pytest.param(info, *values, id=f"{info.name}-{case_id}", marks=marks)
-                           for case_id, values in cases(info)]
+                for case_id, values, *extra in cases(info):
+                    params.append(pytest.param(info, *values, id=f"{info.name}-{case_id}",
+                                               marks=marks + list(extra[0] if extra else ())))
         return pytest.mark.parametrize(argnames, params)(test)
 
     return decorate

@@ -102,6 +102,7 @@ def test_mnist1d_is_generated_deterministically_and_is_hard_for_a_linear_model()
     assert 0.15 < float(accuracy) < 0.6
 
 
+@pytest.mark.slow
 def test_cell_is_deterministic_and_measures_state_memory():
     spec = CellSpec.make("diabetes-mlp", "adam", {"lr": 1e-2}, 1, "final")
     first, second = run_cell(spec), run_cell(spec)
@@ -164,6 +165,7 @@ def test_presets_and_default_optimizers():
 
 
 # ------------------------------------------------------------------ end to end
+@pytest.mark.slow
 def test_end_to_end_outputs(tiny):
     out, printed = tiny
     for name in ("results.sqlite", "leaderboard.md", "leaderboard.json", "report.html",
@@ -177,6 +179,7 @@ def test_end_to_end_outputs(tiny):
     assert "top tier (" in printed and f"report: {out / 'report.html'}" in printed
 
 
+@pytest.mark.slow
 def test_tiers_in_the_json_follow_from_the_stored_numbers(tiny):
     """Recompute tiers from the database with scipy alone, and compare with leaderboard.json."""
     out, _ = tiny
@@ -240,6 +243,7 @@ def test_tiers_in_the_json_follow_from_the_stored_numbers(tiny):
         assert len(result["per_seed"]) == 3
 
 
+@pytest.mark.slow
 def test_csv_and_json_hold_the_per_seed_values(tiny):
     out, _ = tiny
     values = final_values(out / "results.sqlite")
@@ -270,6 +274,7 @@ More text.
 """
 
 
+@pytest.mark.slow
 def test_notes_table_gets_scores_from_the_tiers(tiny, tmp_path):
     out, _ = tiny
     summary = report.load(out)
@@ -290,6 +295,7 @@ def test_notes_table_gets_scores_from_the_tiers(tiny, tmp_path):
     assert (out / "notes.md").read_text() == report.fill_notes(NOTES, summary)
 
 
+@pytest.mark.slow
 def test_report_is_rebuilt_from_the_database_alone(tiny, tmp_path):
     out, _ = tiny
     copy = tmp_path / "copy"
@@ -336,6 +342,7 @@ def test_the_fingerprint_covers_the_numerics_and_not_the_presentation(tmp_path):
     assert suite.Config.for_preset("quick").version == fingerprint.code_version()
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_run_recorded_by_other_code(tiny, tmp_path, capsys, monkeypatch):
     out, _ = tiny
     copy = tmp_path / "copy"
@@ -361,6 +368,7 @@ def test_resume_refuses_a_run_recorded_by_other_code(tiny, tmp_path, capsys, mon
         assert (copy / name).read_text() == (out / name).read_text(), name
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_cells(tiny, capsys):
     out, _ = tiny
     before = outcome_rows(out / "results.sqlite")
@@ -369,6 +377,7 @@ def test_rerun_skips_finished_cells(tiny, capsys):
     assert outcome_rows(out / "results.sqlite") == before
 
 
+@pytest.mark.slow
 def test_compare_shows_which_tiers_changed(tiny, tmp_path, capsys):
     out, _ = tiny
     other = tmp_path / "seeds10"
@@ -387,6 +396,7 @@ def test_compare_shows_which_tiers_changed(tiny, tmp_path, capsys):
     assert second.config.rules().tuning_seeds == (10,)
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_the_uninterrupted_database(tiny, tmp_path):
     out_full, _ = tiny
     out = tmp_path / "killed"
@@ -428,6 +438,7 @@ def _wait_for_cells(proc, db: Path, count: int, timeout: float = 120) -> None:
     raise AssertionError(f"the run ended or stalled before {count} cells: {proc.poll()}")
 
 
+@pytest.mark.slow
 def test_an_optimizer_that_raises_is_recorded_not_fatal(tmp_path, monkeypatch, capsys):
     from optimkit import registry
 
@@ -459,6 +470,7 @@ def test_an_optimizer_that_raises_is_recorded_not_fatal(tmp_path, monkeypatch, c
 
 
 # ------------------------------------------------------------------ outputs and bad input
+@pytest.mark.slow
 def test_a_different_run_does_not_silently_replace_a_report(tiny, tmp_path, capsys):
     out, _ = tiny
     board = (out / "leaderboard.md").read_text()
@@ -573,6 +585,7 @@ def test_a_database_of_the_old_format_is_refused(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ optimkit plot
+@pytest.mark.slow
 def test_plot_has_its_own_folder_and_never_writes_into_a_report(tiny, tmp_path, capsys,
                                                               monkeypatch):
     out, _ = tiny

@@ -16,6 +16,7 @@ from bench_helpers import run_tiny
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+pytestmark = pytest.mark.slow  # a bench run, then its report in a headless browser
 
 
 def _missing() -> str | None:

@@ -18,6 +18,7 @@ if os.environ.get("CI"):
 else:
     ray = pytest.importorskip("ray", reason="Ray is the optional extra `ray`: pip install ray")
 ROOT = str(Path(__file__).resolve().parents[1])
+pytestmark = pytest.mark.slow  # starts a Ray cluster and runs a bench through it
 SUITE = ["--tasks", "diabetes-mlp", "--optimizers", "adam", "--seeds", "2", "--tuning-seeds",
          "1", "--lr-range", "0.01,0.1", "--budget", "4", "--weight-decays", "none", "--no-cost"]
 

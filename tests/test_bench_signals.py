@@ -15,8 +15,9 @@ import pytest
 from bench_helpers import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
-                                reason="reads the process tree from /proc (Linux)")
+pytestmark = [pytest.mark.skipif(not Path("/proc/self/stat").exists(),
+                                 reason="reads the process tree from /proc (Linux)"),
+              pytest.mark.slow]  # bench runs stopped by signals: 25-55 s each
 
 
 def _children(pid: int) -> set[int]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import optims
+from conftest import SLOW, optims
 from helpers import build_fast, clone_params, make_params, run
 from torch._dynamo.utils import counters
 
 import optimkit
 from optimkit.core import compiled, stepper
+
+pytestmark = SLOW  # nearly every test compiles a step: seconds to tens of seconds each
 
 needs_compiler = pytest.mark.skipif(
     not compiled.has_cxx_compiler(), reason="inductor needs a C++ compiler on the CPU"

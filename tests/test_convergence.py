@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import optims
+from conftest import SLOW, optims
+
+pytestmark = SLOW  # hundreds of steps per optimizer and problem: about 35 s per optimizer
 
 
 def rosenbrock(x):

@@ -12,11 +12,13 @@ import json
 import os
 
 import pytest
-from conftest import optims
+from conftest import SLOW, optims
 from dist_harness import WORLD_SIZE, launch, missing_reason
 from dist_scenarios import SAVED_BY, WRAPPER
 
 import optimkit.core.compiled as compiled
+
+pytestmark = SLOW  # the ranks start as new processes; all cases run in about a minute or more
 
 # compile=True under FSDP2: a layer-wise recipe, so the graph holds the norms' all-reduce too
 # (compiling takes seconds to tens of seconds with a cold inductor cache).

@@ -158,7 +158,8 @@ def _reductions(b):
             b.dots((b.params, b.grads), (b.grads, b.grads)))
 
 
-@pytest.mark.parametrize("mode", ["rows", "views", pytest.param("compile", marks=needs_compiler)])
+@pytest.mark.parametrize(
+    "mode", ["rows", "views", pytest.param("compile", marks=[needs_compiler, pytest.mark.slow])])
 def test_per_param_reductions_on_the_flat_layout(mode):
     # eager: row sums (many params) or views of each param (few); compiled: masked row sums
     plain, flat = _flat_and_plain(SHAPES, views=mode == "views")

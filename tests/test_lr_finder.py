@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -295,7 +296,7 @@ def test_the_default_suggestion_is_the_measured_rule_and_is_marked():
                      smoothing=0.0)
     assert lr_finder_module.DEFAULT_RULE in lr_finder_module.RULES
     assert result.suggestion == result.suggestions[lr_finder_module.DEFAULT_RULE]
-    assert result.suggestion == result.suggestions["minimum/3"]  # benchmarks/lr_rules.md
+    assert result.suggestion == result.suggestions["minimum/3"]  # optimkit/training/lr_rules.md
     assert result.apply(optimizer) == result.suggestion
     assert optimizer.param_groups[0]["lr"] == result.suggestion
     marked = [line for line in result.summary().splitlines() if "recommended" in line]
@@ -373,6 +374,13 @@ def test_cli_lr_find_recommends_a_suggestion_says_why_and_writes_under_the_outpu
     (line,) = [line for line in out.splitlines() if line.startswith("recommended: lr = ")]
     assert repr(rule) in line
     assert "why: " + lr_finder_module.DEFAULT_RULE_EVIDENCE in out
+    # the evidence it cites is installed with the package, and says what it says
+    (cited,) = [line for line in out.splitlines() if line.startswith("  the measurements: ")]
+    tables = cited.removeprefix("  the measurements: ").split(" and ")
+    assert tables == [str(path) for path in lr_finder_module.rule_tables()]
+    for table in tables:
+        text = Path(table).read_text(encoding="utf-8")
+        assert f"The library's default (`result.suggestion`, `apply()`): `{rule}`." in text
     # nothing in the current folder but the output folder, which holds the figure
     assert [p.name for p in tmp_path.iterdir()] == [DEFAULT_OUT]
     (figure,) = (tmp_path / DEFAULT_OUT).iterdir()

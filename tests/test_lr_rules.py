@@ -101,3 +101,12 @@ def test_end_to_end_on_a_small_bench_folder_with_an_unknown_task(tmp_path, capsy
     cases = json.loads(out.with_suffix(".json").read_text())["cases"]
     assert len(cases) == 2 and {c["seed"] for c in cases} == {0, 1}
     assert set(cases[0]["suggestions"]) >= {"steepest", "valley", "minimum/10", "minimum/3"}
+
+
+def test_the_packaged_tables_keep_their_cases_in_benchmarks(tmp_path):
+    # the tables ship with the package (``optimkit lr-find`` cites them); the cases do not
+    for name in ("lr_rules", "lr_rules_quick"):
+        assert lr_rules.cases_path(lr_rules.TABLES / f"{name}.md") == lr_rules.HERE / f"{name}.json"
+        assert (lr_rules.TABLES / f"{name}.md").is_file()
+        assert (lr_rules.HERE / f"{name}.json").is_file()
+    assert lr_rules.cases_path(tmp_path / "rules.md") == tmp_path / "rules.json"

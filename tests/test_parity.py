@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import optims
+from conftest import SLOW, optims
 from helpers import as_tensor, build_fast, clone_params, make_params, run
 
 STEPS = 120
@@ -22,8 +22,8 @@ def _skip_some(step, i):
 
 @pytest.mark.parametrize("mode", ["eager", "flat"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
-@optims(lambda info: [(str(i), (dict(s),)) for i, s in enumerate(info.settings)],
-        argnames="info,setting")
+@optims(lambda info: [(str(i), (dict(s),), [SLOW] if i else [])  # the fast subset: defaults
+                      for i, s in enumerate(info.settings)], argnames="info,setting")
 def test_matches_reference(info, setting, dtype, mode):
     # Flat mode steps the whole bucket as one tensor only while every param has its grad and
     # all step counts agree: there no param skips a step, so that all 120 steps run that way

@@ -13,7 +13,7 @@ import io
 
 import pytest
 import torch
-from conftest import optims
+from conftest import SLOW, optims
 
 import optimkit
 from optimkit.core.compiled import can_compile
@@ -62,7 +62,9 @@ def _train(info, dtype, steps=20, seed=0, **kwargs):
 def _cases(info):
     for name, (dtype, kwargs) in POLICIES.items():
         for mode in ("eager", "flat"):
-            yield f"{name}-{mode}", (dtype, {**kwargs, "flat": mode == "flat"})
+            # an eager 8-bit run decodes and encodes block by block: ~10 s per optimizer
+            marks = [SLOW] if (name, mode) == ("8bit", "eager") else []
+            yield f"{name}-{mode}", (dtype, {**kwargs, "flat": mode == "flat"}), marks
 
 
 @optims(cases=_cases, argnames="info,dtype,kwargs")
@@ -336,6 +338,7 @@ def _compiled_cases(info):
         yield policy, (policy,)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not can_compile(torch.device("cpu")), reason="inductor needs a C++ compiler")
 @optims(cases=_compiled_cases, argnames="info,policy")
 def test_compiled_steps_follow_eager_under_a_policy(info, policy):
@@ -381,6 +384,7 @@ def test_torch_state_dict_converts_a_policy_to_torch_form(policy):
     assert torch.equal(theirs.state[theirs.param_groups[0]["params"][0]]["exp_avg"], expected)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not can_compile(torch.device("cpu")), reason="inductor needs a C++ compiler")
 @pytest.mark.parametrize("name", ["adam", "lamb"])
 def test_compiled_bf16_policy_steps_on_sizes_that_are_not_multiples_of_16(name):
@@ -402,6 +406,7 @@ def test_compiled_bf16_policy_steps_on_sizes_that_are_not_multiples_of_16(name):
         assert torch.allclose(a.float(), b.float(), rtol=2**-6, atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not can_compile(torch.device("cpu")), reason="inductor needs a C++ compiler")
 def test_eager_conversions_compile_once_per_kind_whatever_the_ranks():
     """The eager step's fused conversions (8-bit decode and encode) see 1-d views: params of

@@ -2,7 +2,7 @@
 float64 params with 8-bit state, bad keywords, and ``state_bits=8`` where no state is kept.
 
 The 8-bit checkpoints across world sizes are tested with the distributed scenarios
-(``tests/dist_scenarios.py``: ``dcp-8bit-one-rank-load``).
+(``tests/dist_scenarios.py``: ``dcp-8bit-reshard-load``).
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def test_scale_layouts_that_move_between_shardings_exactly():
 def test_8bit_state_saved_in_another_shard_layout_is_refused_and_nothing_changes():
     """A state_dict whose group says its 8-bit state was quantized in 2 shards (an FSDP2
     checkpoint), loaded into an unsharded optimizer: refused, naming both layouts, before
-    anything changes (the DCP scenario ``dcp-8bit-one-rank-load`` does this end to end)."""
+    anything changes (the DCP scenario ``dcp-8bit-reshard-load`` does this end to end)."""
     p = torch.nn.Parameter(torch.randn(100, 64))
     opt = optimkit.Adam([p], lr=1e-2, state_bits=8)
     _run(opt, p, [g.view(100, 64) for g in _grads(6400, 2)])

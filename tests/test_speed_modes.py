@@ -177,6 +177,7 @@ def test_load_state_dict_keeps_flat_mode_and_resumes_bit_exactly(info, move):
             assert torch.equal(torch.as_tensor(ours[index][name]), torch.as_tensor(value)), name
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_load_state_dict_keeps_the_compiled_step():
     model = _model()
@@ -203,6 +204,7 @@ def test_lr_find_keeps_the_speed_modes():
 
 
 # ------------------------------------------------------- row 10: numeric hypers under compile
+@pytest.mark.slow
 @needs_compiler
 @pytest.mark.parametrize(
     ("factory", "hyper", "values"),

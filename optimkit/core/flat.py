@@ -22,8 +22,9 @@ ONE such ``[rows, CHUNK]`` tensor per list: a handful of kernels whatever the nu
 (:meth:`FlatBucket.sum_squares`: LARS, LAMB, NovoGrad) are then row reductions plus a small
 sum of each param's rows, and a per-param number reaches the elements as a ``[rows, 1]``
 column that broadcasts (:meth:`FlatBucket.expand`): no per-element segment ids, no
-temporaries (``benchmarks/segmented.py`` measures the alternatives). Otherwise (a grad is
-None, a param joined late, a part that reads each param's shape) the step falls back to the
+temporaries (the repository's benchmark of the alternatives:
+https://github.com/optimkit/optimkit/blob/main/benchmarks/segmented.py). Otherwise (a grad
+is None, a param joined late, a part that reads each param's shape) the step falls back to the
 per-tensor path over the views, which gives the same result.
 
 Params frozen when flat mode starts, and tied params, stay out of the buffers and step per

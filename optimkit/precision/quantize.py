@@ -51,9 +51,10 @@ Choices, with their reasons:
   ``|g| > 1.8e19``; a float64 state above ``3.4e38``) are stored at the top code of a block
   whose scale is the largest float32 value, and read back as inf with their sign; the rest of
   the block stays finite. So an element whose float32 moment is inf keeps it, as in a float32
-  optimizer (Adam's step for it is then ``m / inf = 0``, and the param stays finite), where
-  bitsandbytes' kernels, which also keep one float32 absmax per block, multiply inf by
-  ``1 / inf = 0`` and turn the block into NaN. Like any outlier, such a value coarsens its
+  optimizer (Adam's step for it is then ``m / inf = 0``, and the param stays finite). A
+  block-wise code with one float32 absmax per block (ours, bitsandbytes') cannot scale by an
+  absmax of inf: ``x / inf = 0`` and ``inf / inf = NaN``, so the block was lost (it read
+  back as NaN here before issue 21). Like any outlier, such a value coarsens its
   block: the other 255 values keep their ratio to ``3.4e38`` down to the code's floor
   (``1e-6`` signed, ``1e-7`` unsigned, below which they read as 0 or as ``1e-8`` of it), so a
   second moment there reads at least ``3.4e30`` and those 255 params barely move while the

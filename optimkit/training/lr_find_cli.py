@@ -37,13 +37,15 @@ def sweep(task: str, optimizer: str, seed: int = 0, **kwargs):
 
 def recommendation(result) -> str:
     """The lines that say which suggestion to use, and why."""
-    from .lr_finder import DEFAULT_RULE, DEFAULT_RULE_EVIDENCE
+    from .lr_finder import DEFAULT_RULE, DEFAULT_RULE_EVIDENCE, rule_tables
 
     lr = result.suggestion
     if lr is None:
         return "no recommendation: the sweep was too short (raise --steps or --end-lr)"
+    tables = " and ".join(str(path) for path in rule_tables())
     return (f"recommended: lr = {lr:.3g} (the {DEFAULT_RULE!r} rule; result.suggestion and "
-            f"result.apply() use it)\n  why: {DEFAULT_RULE_EVIDENCE}")
+            f"result.apply() use it)\n  why: {DEFAULT_RULE_EVIDENCE}\n  the measurements: "
+            f"{tables}")
 
 
 @add("lr-find", "Run the LR range test for an optimizer on a built-in task; print suggestions.")

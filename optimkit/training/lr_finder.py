@@ -11,9 +11,11 @@ Afterwards the model, the optimizer and the RNG are put back exactly as they wer
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,7 +49,8 @@ class LRFindResult:
     tasks of ``optimkit bench`` (its ``standard`` preset, warm-up + cosine, and the ``quick``
     tasks at a constant lr) and all 20 optimizers, it landed closest to the lr the bench's
     tuning picked more often than the other rules, and chose a poor lr least often
-    (``benchmarks/lr_rules.md``; ``valley`` was about two decades too low there).
+    (``valley`` was about two decades too low there). The measured tables ship with the
+    package: :func:`rule_tables`.
 
     They read the raw losses under a centred moving average (``centred_average``), not the
     running average, whose lag would push them towards larger lrs.
@@ -198,8 +201,17 @@ DEFAULT_RULE_EVIDENCE = (
     "of the rules, it landed closest to the lr that `optimkit bench` tuned in 97 of 180 sweeps "
     "on the standard tasks (steepest 62, minimum/10 21, valley 0) and in 156 of 240 on the quick "
     "ones (steepest 59, minimum/10 22, valley 3), 20 optimizers, 3 seeds, and picked a poor lr "
-    "least often; benchmarks/lr_rules.md"
+    "least often"
 )
+
+
+def rule_tables() -> list[Path]:
+    """The measured tables behind ``DEFAULT_RULE`` (markdown, installed with the package): the
+    bench's ``standard`` tasks, then its ``quick`` ones. Made by the repository's
+    ``lr_rules.py`` benchmark."""
+    # a package installed as files (pip's wheels are), so the resources are real paths
+    root = importlib.resources.files(__package__)
+    return [Path(str(root / name)) for name in ("lr_rules.md", "lr_rules_quick.md")]
 
 
 def suggest(lrs: list[float], losses: list[float]) -> dict[str, float]:
