@@ -366,3 +366,11 @@ _add("lookahead", recipes.LookaheadSGD, "Lookahead paper Alg. 1 around torch.opt
      "https://arxiv.org/abs/1907.08610")
 _add("lion", recipes.Lion, "Lion paper Alg. 2 (lion_pytorch)", 2023,
      "https://arxiv.org/abs/2302.06675")
+
+# 2023-25: optimizers that mix averages (issue 23)
+_add("adan", recipes.Adan, "pytorch_optimizer.Adan (sail-sg/Adan)", 2022,
+     "https://arxiv.org/abs/2208.06677")
+_add("ademamix", recipes.AdEMAMix, "pytorch_optimizer.AdEMAMix", 2024,
+     "https://arxiv.org/abs/2409.03137")
+_add("mars", recipes.MARS, "pytorch_optimizer.MARS (MARS-AdamW)", 2024,
+     "https://arxiv.org/abs/2411.10438")

@@ -178,6 +178,10 @@ def _qhadam_step(state, group):
     return math.log(1 - (1 - beta2) * state["beta2_weight"]) / math.log(beta2)
 
 
+def _group_step(state, group):
+    return group["step"]
+
+
 DB: list[OptimizerInfo] = [
     OptimizerInfo(
         "sgd",
@@ -463,6 +467,62 @@ DB: list[OptimizerInfo] = [
             ),
         },
         peers=library_peers("Lion"),
+    ),
+    # ---- 2023-25: optimizers that mix averages (issue 23). pytorch_optimizer counts steps
+    # per param group: tests/reference/group_steps.py counts them per param, as optimkit
+    # (one group per param there, so a group's step is its param's).
+    OptimizerInfo(
+        "adan",
+        Reference(
+            "reference.group_steps:Adan",
+            rename={"no_prox": "weight_decouple"},
+            state={
+                "step": _group_step, "grad_avg": "exp_avg", "grad_diff_avg": "exp_avg_diff",
+                "sqr_avg": "exp_avg_sq",
+                # it keeps the negated last gradient
+                "prev_grad": lambda state, group: -state["previous_grad"],
+            },
+        ),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"lr": 1e-2, "weight_decay": 0.1, "no_prox": True},
+            {"betas": (0.9, 0.8, 0.95), "eps": 1e-6},
+        ),
+        converge={"lr": 0.05},
+        peers=library_peers("Adan")[1:],
+    ),
+    OptimizerInfo(
+        "ademamix",
+        Reference(
+            "reference.group_steps:AdEMAMix",
+            rename={"decoupled_weight_decay": "weight_decouple"},
+            state={"step": _group_step, "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq",
+                   "slow_grad_avg": "exp_avg_slow"},
+        ),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"weight_decay": 0.1, "decoupled_weight_decay": True, "alpha": 2.0},
+            # the warm-ups of alpha and beta3, over fewer steps than the test runs
+            {"t_alpha_beta3": 50.0, "betas": (0.8, 0.99, 0.999)},
+        ),
+        converge={"lr": 0.02},
+        peers=library_peers("AdEMAMix")[1:],
+    ),
+    OptimizerInfo(
+        "mars",
+        Reference("reference.group_steps:MARS",
+                  state={"step": _group_step, "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq",
+                         "last_grad": "last_grad"}),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1, "gamma": 0.1},
+            {"optimize_1d": True, "betas": (0.9, 0.95)},
+            {"lr_1d": 1e-2, "betas_1d": (0.8, 0.99), "weight_decay_1d": 0.0, "eps": 1e-6},
+        ),
+        converge={"lr": 0.02, "lr_1d": 0.02, "weight_decay_1d": 0.0},
+        peers=library_peers("MARS")[1:],
     ),
 ]
 
