@@ -118,6 +118,11 @@ BYTE_MODEL = {
     "ranger": (28 + 16 / 6, "RAdam's p g m v, Lookahead's sync every 6 steps"),
     "rangerlars": (40 + 16 / 6, "Ralamb's two passes, Lookahead's sync every 6 steps"),
     "lookahead": (20 + 16 / 5, "momentum SGD, Lookahead's sync every 5 steps"),
+    # 2023-25, mixing averages (issue 23)
+    "adan": (44, "p g m d(iff avg) v prev_grad"),
+    "ademamix": (36, "p g m v m_slow"),
+    "mars": (44, "pass 1 reads g last_grad (||c||); pass 2 reads p g m v last_grad, writes "
+             "p m v last_grad"),
 }
 
 

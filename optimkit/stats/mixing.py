@@ -4,6 +4,7 @@ difference, AdEMAMix's slow momentum, MARS's variance-reduced (corrected) gradie
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -55,8 +56,9 @@ def adan_moments(b, betas):
 
 
 def _optional_positive(name, value):
-    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                  and value > 0):
+    """None (off) or a number > 0 (not a bool, not a tensor: it is read on the host)."""
+    if value is not None and not (isinstance(value, numbers.Real)
+                                  and not isinstance(value, bool) and value > 0):
         raise ValueError(f"Invalid {name}: {value!r}; {name} must be None or a number > 0")
 
 
