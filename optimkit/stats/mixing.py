@@ -96,8 +96,8 @@ def slow_grad_avg(b, betas, t_alpha_beta3):
 
 def mars_mixed(b, optimize_1d):
     """Which tensors MARS corrects: ``ndim >= 2``, or all of them with ``optimize_1d`` (a
-    ``[count]`` bool tensor on the device of the bucket's layout)."""
-    ndims = b.ndims.to(b.device)
+    ``[count]`` bool tensor where ``b.ndims`` is: the CPU, or a flat bucket's device)."""
+    ndims = b.ndims
     if optimize_1d:
         return torch.ones_like(ndims, dtype=torch.bool)
     return ndims >= 2
@@ -107,6 +107,16 @@ def _pick(mixed, when_mixed, otherwise):
     """Per tensor, ``when_mixed`` or ``otherwise`` (numbers or 0-d tensors), in float64."""
     as64 = lambda v: torch.as_tensor(v, dtype=torch.float64, device=mixed.device)
     return torch.where(mixed, as64(when_mixed), as64(otherwise))
+
+
+def per_tensor(b, values):
+    """Per-param numbers (``[count]``) as operands of foreach ops over the bucket's lists: for
+    a bucket of one tensor per param with the numbers on the CPU, a scalar list (floats, the
+    fast ``ScalarList`` ops; 0-d tensors when compiled); else ``b.expand``'s tensors (a flat
+    bucket's column)."""
+    if values.device.type == "cpu" and len(b.params) == b.count:
+        return scalars(values)
+    return b.expand(values.to(device=b.device, dtype=b.dtype))
 
 
 @stat(state={"grad_avg": zeros, "sqr_avg": zeros, "last_grad": zeros},
@@ -136,24 +146,33 @@ def mars_direction(b, betas, gamma, optimize_1d, betas_1d, eps, mars_type):
     goes through ``b.norms``, so flat mode and sharded params stay exact.
     """
     mixed = mars_mixed(b, optimize_1d)
-    expand = lambda values: b.expand(values.to(b.dtype))
     beta1 = _pick(mixed, betas[0], betas_1d[0])
     beta2 = _pick(mixed, betas[1], betas_1d[1])
+    weight = per_tensor(b, _pick(mixed, gamma * betas[0] / (1 - betas[0]), 0.0))
     grads, last = b.grads, b.state["last_grad"]
-    corrected = torch._foreach_sub(grads, last)
-    torch._foreach_mul_(corrected, expand(_pick(mixed, gamma * betas[0] / (1 - betas[0]), 0.0)))
-    torch._foreach_add_(corrected, grads)
+
+    def correct():
+        c = torch._foreach_sub(grads, last)
+        torch._foreach_mul_(c, weight)
+        torch._foreach_add_(c, grads)
+        return c
+
+    corrected = correct()
     (norms,) = b.norms(corrected)
-    torch._foreach_div_(corrected, b.expand(torch.where(mixed, norms.clamp(min=1.0), 1.0)))
+    if torch.compiler.is_compiling():
+        # made again from g and last_grad in the pass that uses it: not stored between passes
+        corrected = correct()
+    clip = torch.where(mixed.to(norms.device), norms.clamp(min=1.0), 1.0)
+    torch._foreach_div_(corrected, per_tensor(b, clip))
     avg, sqr = b.state["grad_avg"], b.state["sqr_avg"]
-    torch._foreach_lerp_(avg, corrected, expand(1 - beta1))
+    torch._foreach_lerp_(avg, corrected, per_tensor(b, 1 - beta1))
     # c**2 in place (c's last use), then sqr = beta2 * sqr + (1 - beta2) * c**2
     torch._foreach_mul_(corrected, corrected)
-    torch._foreach_lerp_(sqr, corrected, expand(1 - beta2))
+    torch._foreach_lerp_(sqr, corrected, per_tensor(b, 1 - beta2))
     torch._foreach_copy_(last, grads)
     steps = b.steps.to(mixed.device)
     corrected1, corrected2 = 1 - beta1**steps, 1 - beta2**steps
     denom = torch._foreach_sqrt(sqr)
     torch._foreach_add_(denom, eps)
-    torch._foreach_mul_(denom, expand(corrected1 / corrected2.sqrt()))
+    torch._foreach_mul_(denom, per_tensor(b, corrected1 / corrected2.sqrt()))
     b.update = torch._foreach_div(avg, denom)

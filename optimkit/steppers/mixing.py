@@ -9,7 +9,7 @@ from ..core.parts import stepper
 from ..core.rules import betas as betas_rule
 from ..core.rules import nonnegative
 from ..core.tensorlists import addcdiv_, debias, is_zero, scalars
-from ..stats.mixing import _optional_positive, _pick, mars_mixed
+from ..stats.mixing import _optional_positive, _pick, mars_mixed, per_tensor
 
 _RULES = dict(lr=nonnegative, betas=betas_rule, eps=nonnegative)
 
@@ -73,13 +73,12 @@ def mars_step(b, lr, lr_1d, weight_decay, weight_decay_1d, optimize_1d):
     AdamW for 1-D params): ``p = p * (1 - lr_t * wd_t)``, then ``p = p - lr_t * update``."""
     mixed = mars_mixed(b, optimize_1d)
     rate = _pick(mixed, lr, lr_1d)
-    expand = lambda values: b.expand(values.to(b.dtype))
     if not (is_zero(weight_decay) and is_zero(weight_decay_1d)):
-        torch._foreach_mul_(b.params, expand(1 - rate * _pick(mixed, weight_decay,
-                                                               weight_decay_1d)))
+        decay = _pick(mixed, weight_decay, weight_decay_1d)
+        torch._foreach_mul_(b.params, per_tensor(b, 1 - rate * decay))
     update = b.update
     if b.is_scratch(update):
-        torch._foreach_mul_(update, expand(-rate))
+        torch._foreach_mul_(update, per_tensor(b, -rate))
     else:
-        update = torch._foreach_mul(update, expand(-rate))
+        update = torch._foreach_mul(update, per_tensor(b, -rate))
     torch._foreach_add_(b.params, update)
