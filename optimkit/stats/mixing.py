@@ -142,20 +142,19 @@ def mars_direction(b, betas, gamma, optimize_1d, betas_1d, eps, mars_type):
 
     The choice is per tensor inside one bucket: every per-tensor number (the correction's
     weight, the betas, the bias corrections, the clip) is a ``[count]`` vector chosen with
-    ``torch.where`` from ``b.ndims`` and reaching the elements through ``b.expand``; the norm
-    goes through ``b.norms``, so flat mode and sharded params stay exact.
+    ``torch.where`` from ``b.ndims``, reaching the elements as a scalar list or through
+    ``b.expand`` (:func:`per_tensor`); the norm goes through ``b.norms``, so flat mode and
+    sharded params stay exact. Compiled, ``c`` is computed again in the update's pass rather
+    than stored between the norm's pass and it.
     """
     mixed = mars_mixed(b, optimize_1d)
     beta1 = _pick(mixed, betas[0], betas_1d[0])
     beta2 = _pick(mixed, betas[1], betas_1d[1])
-    weight = per_tensor(b, _pick(mixed, gamma * betas[0] / (1 - betas[0]), 0.0))
+    # c = g + k (g - last) = lerp(g, last, -k): one pass, and for k < 0.5 the reference's
+    # rounding, g + (-k) (last - g)
+    weight = per_tensor(b, _pick(mixed, -gamma * betas[0] / (1 - betas[0]), 0.0))
     grads, last = b.grads, b.state["last_grad"]
-
-    def correct():
-        c = torch._foreach_sub(grads, last)
-        torch._foreach_mul_(c, weight)
-        torch._foreach_add_(c, grads)
-        return c
+    correct = lambda: torch._foreach_lerp(grads, last, weight)
 
     corrected = correct()
     (norms,) = b.norms(corrected)
