@@ -24,12 +24,14 @@ def adan_step(b, lr, betas, eps):
     """
     steps = b.steps
     corrected1, corrected2 = debias(betas, steps)
-    corrected3 = 1 - betas[2] ** steps
+    root3 = (1 - betas[2] ** steps) ** 0.5
+    # sqrt(n / c3) + eps = (sqrt(n) + eps sqrt(c3)) / sqrt(c3): sqrt(c3) rides on the step
+    # sizes, one pass over memory fewer
     denom = torch._foreach_sqrt(b.second_moment)
-    torch._foreach_div_(denom, scalars(corrected3**0.5))
-    torch._foreach_add_(denom, eps)
-    addcdiv_(b.params, b.first_moment, denom, scalars(-lr / corrected1))
-    addcdiv_(b.params, b.state["grad_diff_avg"], denom, scalars(-lr * betas[1] / corrected2))
+    torch._foreach_add_(denom, scalars(eps * root3))
+    addcdiv_(b.params, b.first_moment, denom, scalars(-lr * root3 / corrected1))
+    addcdiv_(b.params, b.state["grad_diff_avg"], denom,
+             scalars(-lr * betas[1] * root3 / corrected2))
 
 
 @stepper(rules=dict(lr=nonnegative, weight_decay=nonnegative), lr=1e-3, weight_decay=0.0)
@@ -54,13 +56,14 @@ def ademamix_step(b, lr, betas, eps, alpha, t_alpha_beta3):
     steps = b.steps
     corrected1, corrected2 = debias(betas, steps)
     alpha_t = alpha if t_alpha_beta3 is None else (steps * alpha / t_alpha_beta3).clamp(max=alpha)
+    root2 = corrected2**0.5
+    # as Adan's: sqrt(v / c2) + eps = (sqrt(v) + eps sqrt(c2)) / sqrt(c2)
     denom = torch._foreach_sqrt(b.second_moment)
-    torch._foreach_div_(denom, scalars(corrected2**0.5))
-    torch._foreach_add_(denom, eps)
+    torch._foreach_add_(denom, scalars(eps * root2))
     # (m + alpha_t (1 - beta1**t) m2) scaled by lr / (1 - beta1**t) on the way in
     numerator = torch._foreach_mul(b.state["slow_grad_avg"], scalars(alpha_t * corrected1))
     torch._foreach_add_(numerator, b.first_moment)
-    addcdiv_(b.params, numerator, denom, scalars(-lr / corrected1))
+    addcdiv_(b.params, numerator, denom, scalars(-lr * root2 / corrected1))
 
 
 @stepper(reads=("update",),
