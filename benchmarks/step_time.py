@@ -125,6 +125,11 @@ BYTE_MODEL = {
     "nadam": (28, "p g m v"),
     "adopt": (28, "p g m v"),
     "laprop": (28, "p g m v"),
+    # 2023-25, mixing averages (issue 23)
+    "adan": (44, "p g m d(iff avg) v prev_grad"),
+    "ademamix": (36, "p g m v m_slow"),
+    "mars": (44, "pass 1 reads g last_grad (||c||); pass 2 reads p g m v last_grad, writes "
+             "p m v last_grad"),
 }
 
 

@@ -41,6 +41,7 @@ from .stats import (
     update_weight_decay,
     weight_decay,
 )
+from .stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from .steppers import (
     adagrad_step,
     adam_step,
@@ -53,6 +54,7 @@ from .steppers import (
     radam_step,
     sgd_step,
 )
+from .steppers.mixing import adan_step, ademamix_step, mars_step, proximal_decay
 from .steppers.slow_weights import from_wrapper_state_dict
 
 
@@ -770,6 +772,117 @@ class LaProp(Optimizer):
     )
     hypers = dict(lr=4e-4, betas=(0.9, 0.999), eps=1e-15, weight_decay=0.0, amsgrad=False)
     reference = "pytorch_optimizer.LaProp"
+
+
+# ------------------------------------------------- 2023-25: optimizers that mix averages
+# Adan, AdEMAMix and MARS (issue 23); their parts are in stats/mixing.py, steppers/mixing.py.
+
+
+class Adan(Optimizer):
+    """Adan, adaptive Nesterov momentum (Xie et al. 2022, "Adan: Adaptive Nesterov Momentum
+    Algorithm for Faster Optimizing Deep Models", arXiv:2208.06677, Alg. 1).
+
+    With the gradient difference ``diff = g - g_prev`` (0 at the first step):
+    ``m = beta1 m + (1 - beta1) g``; ``d = beta2 d + (1 - beta2) diff``;
+    ``n = beta3 n + (1 - beta3) (g + beta2 diff)**2``;
+    ``u = (m / (1 - beta1**t) + beta2 d / (1 - beta2**t)) / (sqrt(n / (1 - beta3**t)) + eps)``;
+    ``p = (p - lr u) / (1 + lr weight_decay)`` (the proximal weight decay of the paper, the
+    default), or with ``no_prox=True`` ``p = p (1 - lr weight_decay) - lr u`` (decoupled).
+
+    Reproduces ``pytorch_optimizer.Adan`` and the authors' code (sail-sg/Adan), with their
+    defaults: lr=1e-3, betas=(0.98, 0.92, 0.99) (the authors' convention: each beta weighs the
+    old average), eps=1e-8, weight_decay=0, no_prox=False. ``no_prox`` is the authors'
+    keyword; pytorch_optimizer calls it ``weight_decouple``. State: ``grad_avg``
+    (``exp_avg``), ``grad_diff_avg`` (``exp_avg_diff``), ``sqr_avg`` (``exp_avg_sq``),
+    ``prev_grad`` (a copy of the last gradient; pytorch_optimizer keeps its negative,
+    ``previous_grad``), ``step``.
+
+    Deviations: ``max_grad_norm`` (the authors' and pytorch_optimizer's clip of all gradients
+    by their global norm, off by default) is not a keyword: clip before ``step()``
+    (``torch.nn.utils.clip_grad_norm_``; its ``eps`` differs slightly); pytorch_optimizer's
+    ``use_gc`` and ``adanorm`` extras are not reproduced; ``p.grad`` is never written (the
+    reference negates it in its per-param path); the step count is per param, not per group.
+    """
+
+    parts = (
+        weight_decay.with_fixed(decoupled_weight_decay=True).only_if("no_prox", default=False),
+        step_stat,
+        adan_moments,
+        adan_step,
+        proximal_decay.only_if("no_prox", _not, default=False),
+    )
+    hypers = dict(lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0, no_prox=False)
+    reference = "pytorch_optimizer.Adan (sail-sg/Adan)"
+
+
+class AdEMAMix(Optimizer):
+    """AdEMAMix, Adam with a mixture of two momenta (Pagliardini, Ablin & Grangier 2024, "The
+    AdEMAMix Optimizer: Better, Faster, Older", arXiv:2409.03137, Alg. 1).
+
+    Adam's ``m`` (``beta1``) and ``v`` (``beta2``) plus a slow, uncorrected momentum
+    ``m2 = beta3_t m2 + (1 - beta3_t) g``;
+    ``p = p - lr (m / (1 - beta1**t) + alpha_t m2) / (sqrt(v / (1 - beta2**t)) + eps)``.
+    Without warm-up ``alpha_t = alpha``, ``beta3_t = beta3``; with ``t_alpha_beta3=T``
+    (the paper's schedulers, recommended for large ``beta3``) ``alpha_t = min(t alpha / T,
+    alpha)`` rises linearly and ``beta3_t`` rises from ``beta1`` to ``beta3`` so that the
+    half-life grows linearly over ``T`` steps.
+
+    Reproduces ``pytorch_optimizer.AdEMAMix`` with its defaults: lr=1e-3,
+    betas=(0.9, 0.999, 0.9999), alpha=5.0, t_alpha_beta3=None (no warm-up), eps=1e-8,
+    weight_decay=0 as L2 (``decoupled_weight_decay=True``: ``p = p (1 - lr weight_decay)``,
+    pytorch_optimizer's ``weight_decouple``). State: ``grad_avg`` (``exp_avg``), ``sqr_avg``
+    (``exp_avg_sq``), ``slow_grad_avg`` (``exp_avg_slow``), ``step``; the three moments may be
+    stored in 8 bits (``state_bits=8``), as bitsandbytes' ``AdEMAMix8bit`` does.
+
+    Deviations: pytorch_optimizer's ``fixed_decay``, ``cautious`` and ``stable_adamw`` extras
+    are not keywords here; ``p.grad`` is never written (the reference adds the L2 term into
+    it); the step count (which drives the warm-ups) is per param, not per group.
+    """
+
+    parts = (weight_decay, step_stat, average_grad, average_sqr_grad, slow_grad_avg, ademamix_step)
+    hypers = dict(
+        lr=1e-3, betas=(0.9, 0.999, 0.9999), alpha=5.0, t_alpha_beta3=None, eps=1e-8,
+        weight_decay=0.0, decoupled_weight_decay=False,
+    )
+    reference = "pytorch_optimizer.AdEMAMix"
+
+
+class MARS(Optimizer):
+    """MARS-AdamW, variance reduction for adaptive optimizers (Yuan, Liu, Gu et al. 2024, "MARS:
+    Unleashing the Power of Variance Reduction for Training Large Models", arXiv:2411.10438,
+    Alg. 2 with the AdamW update and the approximate, one-gradient correction).
+
+    For params with ``ndim >= 2`` (every param with ``optimize_1d=True``): the corrected
+    gradient ``c = g + gamma beta1 / (1 - beta1) (g - g_prev)`` (``g_prev`` is 0 at the first
+    step), divided by ``max(||c||, 1)``; ``m = beta1 m + (1 - beta1) c``;
+    ``v = beta2 v + (1 - beta2) c**2``;
+    ``p = p (1 - lr wd) - lr m / (1 - beta1**t) / ((sqrt(v) + eps) / sqrt(1 - beta2**t))``.
+    The other params (biases, norm weights) take plain AdamW on ``g`` with ``betas_1d``,
+    ``lr_1d`` and ``weight_decay_1d``, as pytorch_optimizer does.
+
+    Reproduces ``pytorch_optimizer.MARS(mars_type="adamw")`` with its defaults: lr=3e-3,
+    betas=(0.95, 0.99), gamma=0.025, optimize_1d=False, lr_1d=3e-3, betas_1d=(0.9, 0.95),
+    weight_decay=0, weight_decay_1d=0.1 (decoupled, as the reference's default
+    ``weight_decouple=True``), eps=1e-8. The choice between the two rules is made per tensor
+    inside each param group (from the tensors' ndim, with ``torch.where`` over per-tensor
+    numbers), so one group may hold both kinds, in eager, flat and compiled mode alike. State:
+    ``grad_avg`` (``exp_avg``), ``sqr_avg`` (``exp_avg_sq``), ``last_grad``, ``step``.
+
+    Deviations: only ``mars_type="adamw"`` is implemented (``"lion"`` and ``"shampoo"`` are
+    refused); ``lr_1d`` is a hyper-parameter of its own, where the reference keeps
+    ``lr_1d / lr`` fixed at construction and so scales ``lr_1d`` with a schedule of ``lr``:
+    schedule ``lr_1d`` too (a scheduler acts on every param group key it is given);
+    ``weight_decouple=False`` (the reference then adds the L2 term to ``p.grad`` after the
+    update, where it only reaches the next correction), ``fixed_decay``, ``ams_bound`` and
+    ``cautious`` are not reproduced; the step count is per param, not per group.
+    """
+
+    parts = (step_stat, mars_direction, mars_step)
+    hypers = dict(
+        lr=3e-3, betas=(0.95, 0.99), gamma=0.025, mars_type="adamw", optimize_1d=False,
+        lr_1d=3e-3, betas_1d=(0.9, 0.95), weight_decay=0.0, weight_decay_1d=0.1, eps=1e-8,
+    )
+    reference = "pytorch_optimizer.MARS(mars_type='adamw')"
 
 
 __all__ = [

@@ -376,3 +376,11 @@ _add("adopt", recipes.ADOPT, "pytorch_optimizer.ADOPT (clip step**0.25)", 2024,
      "https://arxiv.org/abs/2411.02853")
 _add("laprop", recipes.LaProp, "pytorch_optimizer.LaProp", 2020,
      "https://arxiv.org/abs/2002.04839")
+
+# 2023-25: optimizers that mix averages (issue 23)
+_add("adan", recipes.Adan, "pytorch_optimizer.Adan (sail-sg/Adan)", 2022,
+     "https://arxiv.org/abs/2208.06677")
+_add("ademamix", recipes.AdEMAMix, "pytorch_optimizer.AdEMAMix", 2024,
+     "https://arxiv.org/abs/2409.03137")
+_add("mars", recipes.MARS, "pytorch_optimizer.MARS (MARS-AdamW)", 2024,
+     "https://arxiv.org/abs/2411.10438")

@@ -45,6 +45,7 @@ from optimkit.stats import (
     update_weight_decay,
     weight_decay,
 )
+from optimkit.stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from optimkit.steppers import (
     adagrad_step,
     adam_step,
@@ -57,6 +58,7 @@ from optimkit.steppers import (
     radam_step,
     sgd_step,
 )
+from optimkit.steppers.mixing import adan_step, ademamix_step, mars_step, proximal_decay
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +185,10 @@ def _qhadam_moment(name: str, index: int):
 def _qhadam_step(state, group):
     beta2 = group["betas"][1]
     return math.log(1 - (1 - beta2) * state["beta2_weight"]) / math.log(beta2)
+
+
+def _group_step(state, group):
+    return group["step"]
 
 
 DB: list[OptimizerInfo] = [
@@ -542,6 +548,69 @@ DB: list[OptimizerInfo] = [
         converge={"lr": 0.05},
         peers=library_peers("LaProp"),
     ),
+    # ---- 2023-25: optimizers that mix averages (issue 23). pytorch_optimizer counts steps
+    # per param group: tests/reference/group_steps.py counts them per param, as optimkit
+    # (one group per param there, so a group's step is its param's).
+    OptimizerInfo(
+        "adan",
+        Reference(
+            "reference.group_steps:Adan",
+            rename={"no_prox": "weight_decouple"},
+            state={
+                "step": _group_step, "grad_avg": "exp_avg", "grad_diff_avg": "exp_avg_diff",
+                "sqr_avg": "exp_avg_sq",
+                # it keeps the negated last gradient
+                "prev_grad": lambda state, group: -state["previous_grad"],
+            },
+        ),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"lr": 1e-2, "weight_decay": 0.1, "no_prox": True},
+            {"betas": (0.9, 0.8, 0.95), "eps": 1e-6},
+        ),
+        converge={"lr": 0.05},
+        peers=library_peers("Adan")[1:],
+    ),
+    OptimizerInfo(
+        "ademamix",
+        Reference(
+            "reference.group_steps:AdEMAMix",
+            rename={"decoupled_weight_decay": "weight_decouple"},
+            state={"step": _group_step, "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq",
+                   "slow_grad_avg": "exp_avg_slow"},
+        ),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"weight_decay": 0.1, "decoupled_weight_decay": True, "alpha": 2.0},
+            # the warm-ups of alpha and beta3, over fewer steps than the test runs
+            {"t_alpha_beta3": 50.0, "betas": (0.8, 0.99, 0.999)},
+        ),
+        # beta3 = 0.9999 averages over 10000 steps, longer than the 3000 of these problems
+        converge={"lr": 0.05, "betas": (0.9, 0.999, 0.999)},
+        peers=library_peers("AdEMAMix")[1:],
+    ),
+    OptimizerInfo(
+        "mars",
+        Reference("reference.group_steps:MARS",
+                  state={"step": _group_step, "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq",
+                         "last_grad": "last_grad"}),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1, "gamma": 0.1},
+            {"optimize_1d": True, "betas": (0.9, 0.95)},
+            {"lr_1d": 1e-2, "betas_1d": (0.8, 0.99), "weight_decay_1d": 0.0, "eps": 1e-6},
+        ),
+        converge={"lr": 0.02, "lr_1d": 0.02, "weight_decay_1d": 0.0},
+        skips={
+            "test_lr_scheduler_drives_the_live_param_groups": (
+                "the 1-D params step with lr_1d, a hyper-parameter of its own: lr=0 leaves "
+                "them moving (see the MARS docstring)"
+            ),
+        },
+        peers=library_peers("MARS")[1:],
+    ),
 ]
 
 _BY_NAME = {info.name: info for info in DB}
@@ -820,6 +889,92 @@ PART_CASES = [
              1 - 0.1 * (1 - 0.468) / (1 - 0.234) * 1.0 / (2 + EPS)
              - 0.1 * mu3 / (1 - 0.234 * mu3) * 0.3 / (2 + EPS)))(
              0.9 * (1 - 0.5 * 0.96**1.5))]]}),
+    # ---- 2023-25, mixing averages (stats/mixing.py, steppers/mixing.py)
+    # Adan's first step: prev_grad is new, so it is the gradient and diff = 0; n = g
+    Case("adan_moments-first-step", adan_moments, {"betas": (0.5, 0.5, 0.5)},
+         params=[[0.0, 0.0]], grads=[[[2.0, -1.0]]],
+         state={"grad_avg": [[0.0, 0.0]], "grad_diff_avg": [[0.0, 0.0]],
+                "sqr_avg": [[0.0, 0.0]], "prev_grad": [[0.0, 0.0]]},
+         fresh={"prev_grad": [0]},
+         expect={"state:grad_avg": [[1.0, -0.5]], "state:grad_diff_avg": [[0.0, 0.0]],
+                 "state:sqr_avg": [[2.0, 0.5]], "state:prev_grad": [[2.0, -1.0]],
+                 "field:first_moment": [[1.0, -0.5]], "field:second_moment": [[2.0, 0.5]]}),
+    # betas (0.9, 0.8, 0.5). Step 1, g = 3, prev 1: diff 2; m = 0.9 + 0.3 = 1.2;
+    # d = 0.4 + 0.4 = 0.8; n = 3 + 0.8 * 2 = 4.6, v = 2 + 0.5 * 21.16 = 12.58.
+    # Step 2, g = 2, prev 3: diff -1; m = 1.08 + 0.2 = 1.28; d = 0.64 - 0.2 = 0.44;
+    # n = 2 - 0.8 = 1.2, v = 6.29 + 0.72 = 7.01
+    Case("adan_moments-two-steps", adan_moments, {"betas": (0.9, 0.8, 0.5)}, params=[[0.0]],
+         grads=[[[3.0]], [[2.0]]],
+         state={"grad_avg": [[1.0]], "grad_diff_avg": [[0.5]], "sqr_avg": [[4.0]],
+                "prev_grad": [[1.0]]},
+         expect={"state:grad_avg": [[1.28]], "state:grad_diff_avg": [[0.44]],
+                 "state:sqr_avg": [[7.01]], "state:prev_grad": [[2.0]]}),
+    # t = 1, betas (0.5, 0.5, 0.75): corrections 0.5, 0.5, 0.25; denom sqrt(0.04) / 0.5 + 0.01
+    # = 0.41; u = (0.2 / 0.5 + 0.5 * 0.1 / 0.5) / 0.41 = 0.5 / 0.41
+    Case("adan_step", adan_step, {"lr": 0.1, "betas": (0.5, 0.5, 0.75), "eps": 0.01},
+         params=[[1.0]], grads=[[[0.0]]],
+         state={"step": [1], "grad_diff_avg": [[0.1]]},
+         fields={"first_moment": [[0.2]], "second_moment": [[0.04]]},
+         expect={"params": [[1 - 0.1 * 0.5 / 0.41]]}),
+    Case("proximal_decay", proximal_decay, {"lr": 0.5, "weight_decay": 0.2},
+         params=[[2.2, -1.1]], grads=[[[0.0, 0.0]]],  # p / (1 + 0.1)
+         expect={"params": [[2.0, -1.0]]}),
+    Case("slow_grad_avg", slow_grad_avg, {"betas": (0.9, 0.999, 0.75)}, params=[[0.0]],
+         grads=[[[8.0]]], state={"step": [1], "slow_grad_avg": [[4.0]]},
+         expect={"state:slow_grad_avg": [[0.75 * 4 + 0.25 * 8]]}),
+    # warm-up over T = 10 with ln b1 = -2L, ln b3 = -L (L = ln 2): at t = 5,
+    # exp(2L^2 / (0.5 * -L + 0.5 * -2L)) = 2**(-4/3) < 0.5; at t = 20,
+    # exp(2L^2 / (-1 * -L + 2 * -2L)) = 2**(-2/3) > 0.5, so beta3 itself
+    Case("slow_grad_avg-warm-up", slow_grad_avg,
+         {"betas": (0.25, 0.999, 0.5), "t_alpha_beta3": 10.0}, params=[[0.0], [0.0]],
+         grads=[[[1.0], [4.0]]], state={"step": [5, 20], "slow_grad_avg": [[0.0], [2.0]]},
+         expect={"state:slow_grad_avg": [[1 - 2 ** (-4 / 3)], [0.5 * 2 + 0.5 * 4]]}),
+    # t = 1, betas (0.5, 0.75, 0.9): denom sqrt(0.04) / sqrt(0.25) + 0.01 = 0.41;
+    # u = 0.2 / 0.5 + alpha * 0.05
+    Case("ademamix_step", ademamix_step,
+         {"lr": 0.1, "betas": (0.5, 0.75, 0.9), "eps": 0.01, "alpha": 2.0}, params=[[1.0]],
+         grads=[[[0.0]]], state={"step": [1], "slow_grad_avg": [[0.05]]},
+         fields={"first_moment": [[0.2]], "second_moment": [[0.04]]},
+         expect={"params": [[1 - 0.1 * (0.4 + 2.0 * 0.05) / 0.41]]}),
+    # alpha's warm-up: min(1 * 2 / 4, 2) = 0.5 at t = 1
+    Case("ademamix_step-warm-up", ademamix_step,
+         {"lr": 0.1, "betas": (0.5, 0.75, 0.9), "eps": 0.01, "alpha": 2.0,
+          "t_alpha_beta3": 4.0}, params=[[1.0]],
+         grads=[[[0.0]]], state={"step": [1], "slow_grad_avg": [[0.05]]},
+         fields={"first_moment": [[0.2]], "second_moment": [[0.04]]},
+         expect={"params": [[1 - 0.1 * (0.4 + 0.5 * 0.05) / 0.41]]}),
+    # A matrix and a vector in one bucket, t = 1. Matrix (betas (0.5, 0.75), gamma 0.5):
+    # c = g + 0.5 * 0.5 / 0.5 * (g - last) = [3, 0], ||c|| = 3 -> [1, 0]; m = [0.5, 0],
+    # v = [0.25, 0]; d = m / ((sqrt(v) + 0.5) / sqrt(0.25) * 0.5) = [0.5, 0].
+    # Vector (betas_1d (0.5, 0.5)): c = g, neither corrected (last ignored) nor clipped;
+    # m = [0.5, -1], v = [0.5, 2], d = m / ((sqrt(v) + 0.5) / sqrt(0.5) * 0.5)
+    Case("mars_direction-matrix-and-vector", mars_direction,
+         {"betas": (0.5, 0.75), "betas_1d": (0.5, 0.5), "gamma": 0.5, "eps": 0.5},
+         params=[[[0.0, 0.0]], [0.0, 0.0]], grads=[[[[2.0, 0.0]], [1.0, -2.0]]],
+         state={"step": [1, 1], "grad_avg": [[[0.0, 0.0]], [0.0, 0.0]],
+                "sqr_avg": [[[0.0, 0.0]], [0.0, 0.0]], "last_grad": [[[0.0, 0.0]], [5.0, 5.0]]},
+         expect={"field:update": [
+                     [[0.5, 0.0]],
+                     [0.5 / ((math.sqrt(0.5) + 0.5) / math.sqrt(0.5) * 0.5),
+                      -1.0 / ((math.sqrt(2.0) + 0.5) / math.sqrt(0.5) * 0.5)]],
+                 "state:grad_avg": [[[0.5, 0.0]], [0.5, -1.0]],
+                 "state:sqr_avg": [[[0.25, 0.0]], [0.5, 2.0]],
+                 "state:last_grad": [[[2.0, 0.0]], [1.0, -2.0]]}),
+    # optimize_1d: the vector is corrected, c = 1.5 g = [0.9, 1.2], ||c|| = 1.5 -> [0.6, 0.8];
+    # m = [0.3, 0.4], v = [0.09, 0.16]; d = m / ((sqrt(v) + 0.5) / 0.5 * 0.5) = m / [0.8, 0.9]
+    Case("mars_direction-optimize-1d", mars_direction,
+         {"betas": (0.5, 0.75), "gamma": 0.5, "eps": 0.5, "optimize_1d": True},
+         params=[[0.0, 0.0]], grads=[[[0.6, 0.8]]],
+         state={"step": [1], "grad_avg": [[0.0, 0.0]], "sqr_avg": [[0.0, 0.0]],
+                "last_grad": [[0.0, 0.0]]},
+         expect={"field:update": [[0.3 / 0.8, 0.4 / 0.9]],
+                 "state:sqr_avg": [[0.09, 0.16]]}),
+    # matrix: p (1 - 0.1 * 0.5) - 0.1 u; vector: p (1 - 0.01 * 1) - 0.01 u
+    Case("mars_step", mars_step,
+         {"lr": 0.1, "lr_1d": 0.01, "weight_decay": 0.5, "weight_decay_1d": 1.0},
+         params=[[[1.0, 2.0]], [1.0]], grads=[[[[0.0, 0.0]], [0.0]]],
+         fields={"update": [[[1.0, -1.0]], [2.0]]},
+         expect={"params": [[[0.85, 2.0]], [0.97]]}),
     # ---- Lookahead's sync (the executor runs it only on due tensors): slow += 0.5 (p - slow)
     Case("lookahead", lookahead, {"alpha": 0.5}, params=[[3.0, -1.0], [0.0]],
          grads=[[[0.0, 0.0], [0.0]]], state={"slow_param": [[1.0, 1.0], [2.0]]},
