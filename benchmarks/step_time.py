@@ -54,6 +54,7 @@ import optim_db  # noqa: E402  (the test database: each optimizer's peers)
 from counting import TemporaryPeak, analyse, generated_code  # noqa: E402
 
 import optimkit.registry as registry  # noqa: E402
+from optimkit.core import Layout  # noqa: E402
 
 # ----------------------------------------------------------------------------- workloads
 
@@ -222,14 +223,19 @@ def bandwidth(numel, repeat):
 
 
 def param_sized_state(opt, params):
-    """Number of param-sized state tensors per param, and state bytes per param element."""
+    """Number of param-sized state tensors per param, and state bytes per param element.
+    An optimkit optimizer says which states are param-shaped (``state_layouts``); another
+    library's, by their shape."""
     total = sum(p.numel() for p in params)
     nbytes, big = 0, 0
+    layouts = opt.state_layouts() if hasattr(opt, "state_layouts") else None
     for p in params:
-        for value in opt.state[p].values():
+        for name, value in opt.state[p].items():
             if isinstance(value, torch.Tensor):
                 nbytes += value.numel() * value.element_size()
-                if value.shape == p.shape and p.numel() > 1:
+                aligned = (layouts.get(name) is Layout.PARAM if layouts is not None
+                           else value.shape == p.shape)
+                if aligned and p.numel() > 1:
                     big += 1
     return big / len(params), nbytes / total
 

@@ -6,6 +6,7 @@ reference it reproduces and every variant flag. Keyword names follow torch.optim
 
 from __future__ import annotations
 
+from . import precision  # noqa: F401  (provides the policies of state_dtype, state_bits...)
 from .core.optimizer import Optimizer
 from .stats import (
     accumulate_grad,

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import optim_db
+# Every part runs on a guarded bucket that raises when it touches a state or field it does not
+# declare (optimkit/core/contract.py); set before optimkit loads, so subprocesses inherit it.
+os.environ.setdefault("OPTIMKIT_CHECK_CONTRACT", "1")
+
+import optim_db  # noqa: E402
 import pytest
 import torch
 

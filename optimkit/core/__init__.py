@@ -5,12 +5,24 @@ Hyper-parameter rules live in :mod:`optimkit.core.rules`.
 
 from .executor import BucketPolicy, Executor
 from .optimizer import Optimizer, accelerate
-from .parts import Part, copy_of_param, full, stat, step_counter, stepper, zero_scalar, zeros
+from .parts import (
+    Part,
+    copy_of_param,
+    full,
+    own_shape,
+    stat,
+    step_counter,
+    stepper,
+    zero_scalar,
+    zeros,
+)
+from .policy import Layout
 from .recipe import Recipe, check_recipe
 from .tensorlists import FIELDS, Bucket, debias, norms, scalars
 
 __all__ = [
     "FIELDS",
+    "Layout",
     "Bucket",
     "BucketPolicy",
     "Executor",
@@ -23,6 +35,7 @@ __all__ = [
     "debias",
     "full",
     "norms",
+    "own_shape",
     "scalars",
     "stat",
     "step_counter",

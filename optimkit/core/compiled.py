@@ -179,7 +179,7 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
         layout = ("flat", bucket.layout)
     elif isinstance(bucket, ShardedBucket):
         layout = ("sharded", bucket.groups)
-    options = {} if policy.plain else policy.compile_options(bucket)
+    options = policy.compile_options(bucket)
     import torch._inductor.config as inductor_config
 
     with torch._dynamo.config.patch(capture_scalar_outputs=True), inductor_config.patch(options):

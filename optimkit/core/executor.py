@@ -65,6 +65,7 @@ from torch import Tensor
 from . import compiled
 from .flat import FlatBucket, FlatStore
 from .parts import Init, Part
+from .policy import PLAIN, BucketPolicy, Layout
 from .recipe import Recipe
 from .scratch import ScratchPool
 from .sharded import ShardedBucket, shard_key
@@ -80,81 +81,6 @@ HOST_GATED_STREAM = 1000
 # An eager step under a precision policy, off the CPU, runs over blocks of at most this many
 # bytes of params (per list): its working copies of the state are one block's (see _blocks).
 POLICY_BLOCK_BYTES = 256 << 20
-
-
-class BucketPolicy:
-    """How a bucket's tensors are stored, handed to the parts and kept afterwards.
-
-    This default is today's behaviour: state in the param's dtype, created by the parts' inits,
-    params written as the steppers write them. A precision or memory policy
-    (:class:`optimkit.precision.policy.PrecisionPolicy`) overrides every method:
-
-    * ``key(p)``: params of one group are bucketed (and flat-stored) by device, dtype and this;
-    * ``collect``: the bucket's state lists, creating a param's state at its first step;
-    * ``arguments(group, bucket, flat)``: host-side numbers of one bucket's step, handed to
-      ``prepare`` (Python constants of the compiled graph);
-    * ``prepare`` (before the parts: e.g. replace ``bucket.state`` lists by working copies)
-      and ``finalize`` (after them: write the working copies back, round the params). Both run
-      inside the compiled graph in compiled mode, so they must not read tensor values on the
-      host. ``names`` limits ``prepare`` to some state (a host-gated part runs on its own);
-    * ``one_tensor(sizes)``: whether a flat store may run as one tensor, and
-      ``stored_names(names, p)``: the state a bucket of params like ``p`` carries for the
-      recipe's ``names`` (the policy may keep more: 8-bit scales, a compensation);
-    * ``conform(p, state)``: bring a param's loaded state to the policy's form.
-    """
-
-    plain = True
-
-    def key(self, p: Tensor) -> Any:
-        """The part of a param's bucket key the policy adds (None: none)."""
-        return None
-
-    def one_tensor(self, sizes: Sequence[int]) -> bool:
-        """Whether a flat store of tensors of these sizes may step as one tensor."""
-        return True
-
-    def stored_names(self, names: Sequence[str], p: Tensor) -> list[str]:
-        """The state a bucket of params like ``p`` carries for the recipe's ``names``."""
-        return list(names)
-
-    def arguments(self, group: Mapping[str, Any], bucket: Bucket, flat: bool) -> tuple:
-        """Host-side numbers of one bucket's step, handed to ``prepare`` (none here)."""
-        return ()
-
-    def collect(
-        self, params: list[Tensor], group: Mapping[str, Any], inits: Mapping[str, Init],
-        all_state: dict,
-    ) -> tuple[dict[str, list[Tensor]], dict[str, list[int]]]:
-        """The bucket's state lists by name, creating a param's state at its first step; also which
-        tensors were created."""
-        lists: dict[str, list[Tensor]] = {name: [] for name in inits}
-        created: dict[str, list[int]] = {}
-        for i, p in enumerate(params):
-            state = all_state[p]
-            for name, init in inits.items():
-                tensor = state.get(name)
-                if tensor is None:
-                    tensor = state[name] = init(p, group)
-                    created.setdefault(name, []).append(i)
-                lists[name].append(tensor)
-        return lists, created
-
-    def prepare(self, bucket: Bucket, group: Mapping[str, Any], arguments: tuple,
-                names: Sequence[str] | None = None) -> Any:
-        """Before the parts: hand them working tensors (nothing to do here)."""
-        return None
-
-    def finalize(self, bucket: Bucket, group: Mapping[str, Any], prepared: Any,
-                 stream: int = 0) -> None:
-        """After the parts: write working tensors back (nothing to do here)."""
-        pass
-
-    def conform(self, p: Tensor, state: dict[str, Any]) -> None:
-        """Bring a param's loaded state to the policy's form (already in it here)."""
-        pass
-
-
-PLAIN = BucketPolicy()
 
 
 class Executor:
@@ -222,10 +148,16 @@ class Executor:
             for stores in self.stores:
                 for store in stores:
                     names = list(self.recipe.state_inits)
-                    store.absorb(state, self.policy.stored_names(names, store.params[0]))
+                    store.absorb(state, self.policy.stored_names(names, store.params[0]),
+                                 self.layouts())
         if compile is not None:
             self.compile = bool(compile)
         self._layout.clear()
+
+    def layouts(self) -> dict[str, Layout]:
+        """How each state a bucket carries (the recipe's and the policy's) lines up with its
+        param, as declared: what flat mode's stores read."""
+        return self.policy.layouts(self.recipe.layouts)
 
     def _check_flat(self, group: Mapping[str, Any]) -> None:
         for p in group["params"]:
@@ -260,7 +192,7 @@ class Executor:
         self._replaced = getattr(state, "replaced", 0)
         for stores in self.stores:
             for store in stores:
-                store.readopt(state)
+                store.readopt(state, self.layouts())
 
     # ------------------------------------------------------------------ the step
     def step(self, groups: Sequence[Mapping[str, Any]], state: dict[Tensor, dict]) -> None:
@@ -398,7 +330,7 @@ class Executor:
                     "grows with the number of tensors)", RuntimeWarning, stacklevel=4,
                 )
             self.run(self._bucket(params, group, parts, state), group, parts, compile=compile)
-            store.absorb(state, names)
+            store.absorb(state, names, self.layouts())
 
     def run(
         self, bucket: Bucket, group: Mapping[str, Any], parts: Sequence[Part], compile: bool = True

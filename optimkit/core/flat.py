@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .policy import Layout
 from .tensorlists import CPU_BLOCK_BYTES, Bucket, block_ranges
 
 # Row length of the flat layout, in elements. Short rows waste little padding (half a row per
@@ -277,14 +278,21 @@ class FlatStore:
             self.grads_in_place()
 
     # ------------------------------------------------------------------ state
-    def adopt(self, name: str, per_param: list[Tensor]) -> list[Tensor]:
-        """Move per-param state tensors into one flat buffer; return the views to store."""
+    def adopt(self, name: str, per_param: list[Tensor], layout: Layout | None) -> list[Tensor]:
+        """Move per-param state tensors into one flat buffer, as their declared ``layout``
+        says; return the views to store. A state of its own shape (a factor, the block scales
+        of 8-bit state), or of no known layout, stays per param: the flat layout is the
+        params'. A param-shaped state whose tensors are not their params' shape stays too:
+        nothing is re-viewed from an element count."""
         first = per_param[0]
-        if any(t.dim() and t.numel() != n for t, n in zip(per_param, self.sizes, strict=True)):
-            # state with its own size per param (a precision policy's block scales of 8-bit
-            # state) stays per param: the flat layout is the params'
+        if layout is Layout.SCALAR:
+            if not all(t.dim() == 0 for t in per_param):
+                return list(per_param)
+        elif layout is not Layout.PARAM or any(
+            t.shape != p.shape for t, p in zip(per_param, self.params, strict=True)
+        ):
             return list(per_param)
-        if all(t.dim() == 0 for t in per_param):
+        if layout is Layout.SCALAR:
             flat = torch.stack([t.detach() for t in per_param])
             views = list(flat.unbind())
             self.scalar_state.add(name)
@@ -295,13 +303,18 @@ class FlatStore:
         self.state[name] = flat
         return views
 
-    def absorb(self, all_state: Mapping[Tensor, dict[str, Any]], names: list[str]) -> None:
+    def absorb(self, all_state: Mapping[Tensor, dict[str, Any]], names: list[str],
+               layouts: Mapping[str, Layout]) -> None:
         """Move the state named ``names`` into flat buffers once every param of the bucket has it.
 
         Runs after a per-tensor step, so state created there (with its first-step values)
         becomes flat; a state that some param still lacks stays per tensor until it has it.
+        ``layouts`` declares how each state lines up with its param (see :meth:`adopt`).
         """
         for name in names:
+            layout = layouts.get(name)
+            if layout not in (Layout.PARAM, Layout.SCALAR):
+                continue  # stays per param
             states = [all_state.get(p, {}) for p in self.params]
             tensors = [s.get(name) for s in states]
             if any(t is None for t in tensors):
@@ -309,11 +322,13 @@ class FlatStore:
             flat = self.state.get(name)
             if flat is not None and all(_is_view_of(t, flat) for t in tensors):
                 continue
-            for s, view in zip(states, self.adopt(name, tensors), strict=True):
+            for s, view in zip(states, self.adopt(name, tensors, layout), strict=True):
                 s[name] = view
 
-    def readopt(self, all_state: Mapping[Tensor, dict[str, Any]]) -> None:
-        """After ``load_state_dict`` replaced the state tensors: copy them back into buffers."""
+    def readopt(self, all_state: Mapping[Tensor, dict[str, Any]],
+                layouts: Mapping[str, Layout]) -> None:
+        """After ``load_state_dict`` replaced the state tensors: copy them back into buffers
+        (``layouts`` as in :meth:`absorb`)."""
         self.state = {}
         self.scalar_state = set()
         names = set().union(*(all_state[p].keys() for p in self.params if p in all_state))
@@ -321,7 +336,9 @@ class FlatStore:
             states = [all_state.get(p, {}) for p in self.params]
             if not all(isinstance(s.get(name), Tensor) for s in states):
                 continue  # some params lack it: those keep their loaded tensors
-            for s, view in zip(states, self.adopt(name, [s[name] for s in states]), strict=True):
+            per_param = [s[name] for s in states]
+            for s, view in zip(states, self.adopt(name, per_param, layouts.get(name)),
+                               strict=True):
                 s[name] = view
 
     # ------------------------------------------------------------------ step

@@ -11,19 +11,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..precision.policy import (
-    ABSMAX_SUFFIX,
-    COMPENSATION,
-    STATE_FORM,
-    Precision,
-    PrecisionPolicy,
-    Storage,
-    check_loaded_state,
-    check_saved_form,
-    check_saved_layout,
-)
 from .executor import Executor
 from .parts import Part
+from .policy import POLICY_KEYWORDS, STATE_FORM, BucketPolicy, Layout, Storage, policies
 from .recipe import Recipe, check_recipe
 from .rules import CONVENTIONS
 from .tensorlists import is_dtensor
@@ -151,10 +141,7 @@ def _tensors_of(params: list) -> list[Tensor]:
 
 # The keywords every optimizer takes besides its hyper-parameters: the speed modes and the
 # precision and memory policy (see optimkit.precision), with their defaults.
-MODE_KEYWORDS: dict[str, Any] = {
-    "compile": False, "flat": None, "state_dtype": None, "state_bits": None,
-    "param_update": "plain", "generator": None,
-}
+MODE_KEYWORDS: dict[str, Any] = {"compile": False, "flat": None, **POLICY_KEYWORDS}
 
 
 
@@ -299,14 +286,11 @@ class Optimizer(torch.optim.Optimizer):
                 raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
         defaults = {**cls.hypers, **hypers}
         cls.recipe.validate(defaults)
-        precision = Precision.from_keywords(
-            state_dtype=state_dtype, state_bits=state_bits, param_update=param_update,
-            generator=generator,
+        policy = policies().from_keywords(
+            cls.recipe.storage, cls.recipe.layouts, state_dtype=state_dtype, state_bits=state_bits,
+            param_update=param_update, generator=generator,
         )
-        if not precision.plain:
-            # the seed of the random bits is run state: it travels in the param groups, so a
-            # resumed run draws what the uninterrupted one would have
-            defaults["rounding_seed"] = precision.seed
+        defaults.update(policy.group_defaults())
         params = _as_param_list(params)
         if flat is None:
             # compile=True implies flat: a compiled step over separate tensors unrolls per
@@ -316,14 +300,12 @@ class Optimizer(torch.optim.Optimizer):
         # flat mode starts once every group is in: its buffers must know which params are
         # tied (share storage) across the groups, and a refused group then moves no param
         self._executor = Executor(cls.recipe, cls.__name__, flat=False, compile=bool(compile))
-        if not precision.plain:
-            self._executor.policy = PrecisionPolicy(precision, cls.recipe.storage)
-            # before flat mode moves the params into its buffers
-            precision.check(cls.recipe.storage, _tensors_of(params), cls.__name__)
+        self._executor.policy = policy
+        # before flat mode moves the params into its buffers
+        policy.check(_tensors_of(params), cls.__name__)
         super().__init__(params, defaults)
         self.state = OptimizerState(self.state)
-        precision.check_groups(cls.recipe.storage, cls.recipe.parts, self.param_groups,
-                               cls.__name__)
+        policy.check_groups(cls.recipe.parts, self.param_groups, cls.__name__)
         if flat:
             self._executor.set_speed(self.param_groups, self.state, compile=None, flat=True)
 
@@ -399,7 +381,7 @@ class Optimizer(torch.optim.Optimizer):
             }
         policy = self._executor.policy
         for group, saved in zip(self.param_groups, sd["param_groups"], strict=True):
-            saved[STATE_FORM] = "plain" if policy.plain else policy.state_form(group["params"])
+            saved.update(policy.saved_entries(group["params"]))
         bad = [
             (index, name)
             for index, state in sd["state"].items()
@@ -444,9 +426,10 @@ class Optimizer(torch.optim.Optimizer):
           (``max_exp_avg_sq`` of ``amsgrad=True``, a momentum buffer) missing: the step
           creates it, as it would have in the run that saved the checkpoint;
         * a state whose shape does not fit its param (see
-          :func:`optimkit.precision.policy.check_loaded_state`): a checkpoint of a model of
-          other shapes; 8-bit codes without their scales, or saved as codes and arriving as
-          numbers (:func:`optimkit.precision.policy.check_saved_form`).
+          :func:`optimkit.core.policy.check_state_shapes`, which reads the states' declared
+          layouts): a checkpoint of a model of other shapes; 8-bit codes without their
+          scales, or saved as codes and arriving as numbers
+          (:func:`optimkit.precision.policy.check_saved_form`).
         """
         groups, state = self._checked_state_dict(state_dict)
         previous = self.state, self.param_groups
@@ -463,10 +446,8 @@ class Optimizer(torch.optim.Optimizer):
                     if isinstance(value, Tensor) and (not value.is_cpu or (
                             name != "step" and value.dtype != torch.float32)):
                         entry[name] = value.to("cpu", torch.float32)
-            policy = self._executor.policy
-            stored_forms = any(_policy_entry(name) for entry in state.values() for name in entry)
-            if not policy.plain or stored_forms:
-                self._keep_stored_forms(state_dict["param_groups"], state)
+            self._stored_forms().load_stored(self.param_groups, self.state,
+                                             state_dict["param_groups"], state)
             self._executor.state_loaded(self.state)
         except BaseException:
             # (checked above, so not expected: a conversion that fails still changes nothing)
@@ -522,12 +503,12 @@ class Optimizer(torch.optim.Optimizer):
         # off (a switched part's state may be missing: switched on after the param's last
         # step, it is created at the next one, in the run that saved it too)
         always = {name for part in cls.recipe.parts if part.when is None for name in part.state}
-        storages = dict(cls.recipe.storage)
-        storages.setdefault("step", Storage.COUNTER)  # a policy's own counter
-        storages.setdefault(COMPENSATION, Storage.EXACT)
+        # the policy that reads the stored forms (a plain optimizer's: the converter) checks
+        # its own entries; the declared layouts say which shape each state has
+        policy = self._stored_forms()
+        layouts = policy.layouts(cls.recipe.layouts)
         renamed: dict[Any, dict] = {}
         for g, (saved, own) in enumerate(zip(saved_groups, self.param_groups, strict=True)):
-            policy_step = "step" in known or "rounding_seed" in saved
             names = saved.get("param_names") or own.get("param_names")
             for position, (index, p) in enumerate(zip(saved["params"], own["params"],
                                                       strict=True)):
@@ -538,7 +519,7 @@ class Optimizer(torch.optim.Optimizer):
                 where = f"param {index!r} (group {g}, position {position}{name})"
                 if not isinstance(entry, Mapping):
                     raise ValueError(f"{where}: its state is {_describe(entry)}, not a dict")
-                entry = self._renamed(where, entry, known, policy_step)
+                entry = self._renamed(where, entry, known, policy, saved)
                 present = {k for k in entry if k in known}
                 missing = sorted(always - present)
                 if present and missing:
@@ -548,9 +529,8 @@ class Optimizer(torch.optim.Optimizer):
                         "has stepped: the state_dict of another optimizer, or a damaged one; "
                         "nothing was loaded"
                     )
-                check_saved_form(saved.get(STATE_FORM, "plain"), index, entry)
-                check_saved_layout(saved.get(STATE_FORM, "plain"), position, index, entry, p)
-                check_loaded_state(where, entry, storages, p.shape)
+                policy.check_loaded_entry(where, index, position, entry, p, saved,
+                                          cls.recipe.storage, layouts)
                 renamed[index] = entry
         # entries of no listed param: torch keeps them as they are
         for index, entry in state_dict["state"].items():
@@ -559,9 +539,9 @@ class Optimizer(torch.optim.Optimizer):
         return groups, renamed
 
     def _renamed(self, where: str, entry: Mapping[str, Any], known: set[str],
-                 policy_step: bool) -> dict[str, Any]:
+                 policy: BucketPolicy, saved: Mapping[str, Any]) -> dict[str, Any]:
         """A param's saved state with torch's names translated; ``ValueError`` for a name
-        neither the recipe nor a precision policy keeps."""
+        neither the recipe nor a precision policy keeps (``policy.own_entry``)."""
         cls = type(self)
         out: dict[str, Any] = {}
         foreign = []
@@ -570,8 +550,7 @@ class Optimizer(torch.optim.Optimizer):
                 continue
             name = saved_name if saved_name in known else TORCH_STATE_NAMES.get(
                 saved_name, saved_name)
-            own = (name in known or name == COMPENSATION or (name == "step" and policy_step)
-                   or (name.endswith(ABSMAX_SUFFIX) and name[:-len(ABSMAX_SUFFIX)] in known))
+            own = name in known or policy.own_entry(name, known, saved)
             if not own:
                 foreign.append(repr(saved_name) + (f" (read as {name!r})" if name != saved_name
                                                    else ""))
@@ -589,24 +568,18 @@ class Optimizer(torch.optim.Optimizer):
             )
         return out
 
-    def _keep_stored_forms(self, saved_groups: list, saved_state: Mapping) -> None:
-        """torch's ``load_state_dict`` casts every state tensor but ``step`` to its param's
-        dtype: put back each loaded tensor in its own dtype (8-bit codes, their scales, fp32
-        state of bf16 params), then bring it to this optimizer's policy."""
+    def _stored_forms(self) -> BucketPolicy:
+        """The policy that reads and writes this optimizer's checkpoints: its own, or for a
+        plain optimizer the one that converts other policies' stored forms to plain state."""
         policy = self._executor.policy
-        if policy.plain:  # a policy's checkpoint into a plain optimizer: back to plain state
-            policy = PrecisionPolicy(Precision(), type(self).recipe.storage)
-        ids = [i for group in saved_groups for i in group["params"]]
-        params = [p for group in self.param_groups for p in group["params"]]
-        for saved_id, p in zip(ids, params, strict=True):
-            saved = saved_state.get(saved_id)
-            if saved is None:
-                continue
-            state = self.state[p]
-            for name, value in saved.items():
-                if isinstance(value, Tensor) and name != "step":
-                    state[name] = value.to(device=p.device)
-            policy.conform(p, state)
+        recipe = type(self).recipe
+        return policies().converter(recipe.storage, recipe.layouts) if policy.plain else policy
+
+    def state_layouts(self) -> dict[str, Layout]:
+        """How each state this optimizer keeps lines up with its param (:class:`Layout`:
+        ``PARAM``, ``SCALAR`` or ``OWN``), as declared by the recipe and the policy (8-bit
+        block scales, a compensation): what flat mode and a count of state bytes read."""
+        return self._executor.layouts()
 
     def torch_state_dict(self) -> dict[str, Any]:
         """This optimizer's ``state_dict`` as ``torch.optim.<torch_class>`` saves it, so that
@@ -628,7 +601,7 @@ class Optimizer(torch.optim.Optimizer):
             raise ValueError(f"{cls.__name__} reproduces no torch.optim class: no torch format")
         names = TORCH_FORMATS[cls.torch_class]
         theirs = set(inspect.signature(getattr(torch.optim, cls.torch_class)).parameters)
-        sd = self._without_policy(self.state_dict())
+        sd = self._stored_forms().plain_state_dict(self.state_dict(), self.param_groups)
         groups = []
         for index, group in enumerate(sd["param_groups"]):
             for name, value in group.items():
@@ -644,25 +617,6 @@ class Optimizer(torch.optim.Optimizer):
         }
         return {**sd, "state": state, "param_groups": groups}
 
-    def _without_policy(self, sd: dict[str, Any]) -> dict[str, Any]:
-        """``sd`` (this optimizer's ``state_dict()``) with its state in the plain form."""
-        policy = self._executor.policy
-        groups = [{k: v for k, v in group.items() if k not in ("rounding_seed", STATE_FORM)}
-                  for group in sd["param_groups"]]
-        if policy.plain:
-            return {**sd, "param_groups": groups}
-        plain = Precision()
-        params = [p for group in self.param_groups for p in group["params"]]
-        ids = [i for group in sd["param_groups"] for i in group["params"]]
-        state = {}
-        for index, entry in sd["state"].items():
-            entry = dict(entry)
-            plain.conform(params[ids.index(index)], entry, policy.storages)
-            if policy.own_step:
-                entry.pop("step", None)
-            state[index] = entry
-        return {**sd, "state": state, "param_groups": groups}
-
     def __repr__(self) -> str:
         head = super().__repr__()
         recipe = " -> ".join(part.name for part in type(self).parts)
@@ -675,11 +629,6 @@ def _names(names: list[str]) -> str:
 
 def _describe(value: Any) -> str:
     return "None" if value is None else f"a {type(value).__name__}"
-
-
-def _policy_entry(name: str) -> bool:
-    """Whether a state name is a precision policy's own (8-bit scales, Kahan compensation)."""
-    return name.endswith(ABSMAX_SUFFIX) or name == COMPENSATION
 
 
 # Attributes under which wrappers (Lookahead and the like) keep the optimizer they wrap.

@@ -4,7 +4,11 @@ A part is a small function ``fn(bucket, **hypers)`` over the aligned tensor list
 (param group, device, dtype) bucket. It declares everything it shares with the other parts:
 
 * ``state``: the per-parameter state it creates (name and how to initialise it), which the
-  optimizer allocates lazily, at a param's first step, and hands in as ``bucket.state[name]``;
+  optimizer allocates lazily, at a param's first step, and hands in as ``bucket.state[name]``.
+  The init declares the state's layout (:class:`~optimkit.core.policy.Layout`): the param's
+  shape (``zeros``, ``copy_of_param``, ``full``), one number (``step_counter``,
+  ``zero_scalar``) or a shape of its own (:func:`own_shape`), which flat mode and the
+  precision policies read; nothing is guessed from an element count;
 * ``reads``: the state names and per-step fields (:data:`~optimkit.core.tensorlists.FIELDS`:
   ``first_moment``, ``second_moment``, ``step_size``...) it needs from earlier parts;
 * ``provides``: the per-step fields it sets (``update``, ``second_moment``...); a part that
@@ -15,7 +19,7 @@ A part is a small function ``fn(bucket, **hypers)`` over the aligned tensor list
   :mod:`optimkit.core.rules`). They are read from the live ``param_groups`` on every step, so
   schedulers act on them at once;
 * ``storage``: how each state it creates may be stored by a precision policy
-  (:class:`~optimkit.precision.Storage`: ``"signed"`` and ``"positive"`` moments may be kept in
+  (:class:`~optimkit.core.policy.Storage`: ``"signed"`` and ``"positive"`` moments may be kept in
   bf16 or 8 bits; a copy of the params stays ``"exact"``). A state the part does not declare is
   a counter (``step_counter``), a per-tensor scalar (``zero_scalar``) or else ``"exact"``: never
   quantized, so a new part is never quantized by accident.
@@ -23,6 +27,8 @@ A part is a small function ``fn(bucket, **hypers)`` over the aligned tensor list
 A recipe (:class:`optimkit.Optimizer` subclass) is checked against these declarations when
 its class is created: a read that no earlier part provides, two parts creating one state, a
 hyper-parameter the function takes but does not declare all raise ``TypeError`` naming the part.
+What a part touches when it runs is checked in the test suite (:mod:`optimkit.core.contract`):
+a state or field it does not declare raises ``ContractViolation`` naming the part.
 
 A *stat* updates state (``grad_avg``, ``sqr_avg``, ``step``...), a *stepper* writes the params.
 Neither may modify ``p.grad``: a part that changes the gradient provides ``grads`` as a new list.
@@ -37,22 +43,56 @@ from typing import Any
 
 import torch
 
-from ..precision.policy import Storage
+from . import contract
+from .policy import Layout, Storage
 from .rules import GroupCheck, Rule
 from .tensorlists import FIELDS
 
-# How a state tensor starts. Each is called as init(param, group) and returns a new tensor.
+# How a state tensor starts. Each is called as init(param, group) and returns a new tensor;
+# its ``layout`` attribute (:class:`Layout`) says how that tensor lines up with the param.
 Init = Callable[[torch.Tensor, Mapping[str, Any]], torch.Tensor]
 
 
+def layout_of(init: Init) -> Layout:
+    """How the state ``init`` makes lines up with its param: declared by the init (``zeros``,
+    ``copy_of_param``, ``full``: the param's shape; ``step_counter``, ``zero_scalar``: one
+    number; :func:`own_shape`: a shape of its own). An init that declares nothing makes a
+    param-shaped state."""
+    return getattr(init, "layout", Layout.PARAM)
+
+
+def _laid_out(layout: Layout):
+    def mark(init: Init) -> Init:
+        init.layout = layout  # type: ignore[attr-defined]
+        return init
+
+    return mark
+
+
+@_laid_out(Layout.PARAM)
 def zeros(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
     """State init: zeros shaped like the param (moments, buffers)."""
     return torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
+@_laid_out(Layout.PARAM)
 def copy_of_param(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
     """State init: a detached copy of the param (Lookahead's slow weights)."""
     return p.detach().clone(memory_format=torch.preserve_format)
+
+
+def own_shape(make: Init) -> Init:
+    """A state of its own shape, made by ``make(param, group)`` (e.g. a ``[n, n]`` factor of a
+    ``[n, ...]`` param). Flat mode keeps it per param (never re-viewed as the param), the
+    precision policies never quantize it and narrow it only where a part declares its storage
+    ``"signed"`` or ``"positive"``; a part using it reads the param's shape (``shaped=True``)."""
+
+    def init(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
+        return make(p, group)
+
+    init.__name__ = f"own_shape({getattr(make, '__name__', 'init')})"
+    init.layout = Layout.OWN  # type: ignore[attr-defined]
+    return init
 
 
 def full(hyper: str) -> Init:
@@ -62,15 +102,18 @@ def full(hyper: str) -> Init:
         return torch.full_like(p, group[hyper], memory_format=torch.preserve_format)
 
     init.__name__ = f"full({hyper})"
+    init.layout = Layout.PARAM  # type: ignore[attr-defined]
     return init
 
 
+@_laid_out(Layout.SCALAR)
 def step_counter(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
     """State init: torch.optim's step counter, a float32 0-d CPU tensor at 0."""
     # torch.optim's format: a float32 0-d tensor on the CPU, so reading it never waits for a device.
     return torch.tensor(0.0, dtype=torch.float32)
 
 
+@_laid_out(Layout.SCALAR)
 def zero_scalar(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
     """A 0-d zero with the param's dtype and device: one number per tensor (a layer-wise stat)."""
     return torch.zeros((), dtype=p.dtype, device=p.device)
@@ -196,6 +239,8 @@ class Part:
         return problems
 
     def __call__(self, bucket, group: Mapping[str, Any]) -> None:
+        if contract.ENFORCED and not torch.compiler.is_compiling():
+            bucket = contract.guard(bucket, self)  # the test suite's run-time check
         self.fn(bucket, **self.fixed, **{k: group[k] for k in self.passed})
 
     def __repr__(self) -> str:

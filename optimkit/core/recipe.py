@@ -10,14 +10,10 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..precision.policy import Storage
-from .parts import NO_DEFAULT, Init, Part, implied_storage
+from .parts import NO_DEFAULT, Init, Part, implied_storage, layout_of
+from .policy import Layout, Storage
 from .rules import GroupCheck, Rule, like_default
-from .tensorlists import FIELDS
-
-# Fields every bucket starts with: the gradient, which is also the update (and what a trust
-# ratio measures) until a part provides another, and the params a trust ratio weighs it with.
-INITIAL_FIELDS = ("grads", "update", "norm_target", "norm_weights")
+from .tensorlists import FIELDS, INITIAL_FIELDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +27,8 @@ class Recipe:
     checks: tuple[GroupCheck, ...]
     # state name -> how a precision policy may store it (declared by the parts)
     storage: Mapping[str, Storage] = dataclasses.field(default_factory=dict)
+    # state name -> how it lines up with its param (declared by its init)
+    layouts: Mapping[str, Layout] = dataclasses.field(default_factory=dict)
 
     def validate(self, group: Mapping[str, Any]) -> None:
         """Check a param group (``ValueError`` naming the hyper-parameter on a bad value): each
@@ -81,7 +79,8 @@ def check_recipe(owner: str, parts: Iterable[Any], own_hypers: Mapping[str, Any]
                 )
     for name, init in state_inits.items():
         storage.setdefault(name, implied_storage(init))
-    return Recipe(parts, state_inits, hypers, rules, tuple(checks), storage)
+    layouts = {name: layout_of(init) for name, init in state_inits.items()}
+    return Recipe(parts, state_inits, hypers, rules, tuple(checks), storage, layouts)
 
 
 def _check_order(owner: str, parts: tuple[Part, ...]) -> dict[str, Init]:

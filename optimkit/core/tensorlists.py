@@ -43,6 +43,11 @@ FIELDS: dict[str, str] = {
 }
 
 
+# Fields every bucket starts with: the gradient, which is also the update (and what a trust
+# ratio measures) until a part provides another, and the params a trust ratio weighs it with.
+INITIAL_FIELDS = ("grads", "update", "norm_target", "norm_weights")
+
+
 # An eager step on the CPU runs its parts over blocks of params of at most this many bytes per
 # list (see Bucket.blocks): a block's params, grads, state and temporaries then stay in the
 # last-level cache across the ~10 passes of a recipe, where a pass over the whole bucket streams

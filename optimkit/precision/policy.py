@@ -81,15 +81,23 @@ param's dtype, the policy's entries dropped.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..core.policy import (
+    PLAIN,
+    STATE_FORM,
+    BucketPolicy,
+    Layout,
+    Storage,
+    check_state_shapes,
+    use_policies,
+)
 from . import quantize as q
 from . import rounding
 
@@ -97,23 +105,8 @@ PARAM_UPDATES = ("plain", "stochastic", "kahan")
 STATE_DTYPES = (torch.float32, torch.bfloat16)
 COMPENSATION = "compensation"
 ABSMAX_SUFFIX = "_absmax"
-# The param-group entry of a state_dict that names the states saved as 8-bit codes.
-STATE_FORM = "state_form"
-
-
-class Storage(enum.Enum):
-    """How a state may be stored, declared by the part that creates it."""
-
-    SIGNED = "signed"  # a moment that may be negative (first moment, momentum, previous grad)
-    POSITIVE = "positive"  # a moment that is never negative (second moment, step-size memory)
-    EXACT = "exact"  # keeps at least the param's precision (a copy of the param)
-    SCALAR = "scalar"  # one number per tensor (layer-wise moments)
-    COUNTER = "counter"  # the step counter
-
-    @property
-    def quantizable(self) -> bool:
-        """Whether a state stored this way may be kept in 8 bits."""
-        return self in (Storage.SIGNED, Storage.POSITIVE)
+# (STATE_FORM, the param-group entry of a state_dict that names the states saved as 8-bit
+# codes, is the core's: every optimizer writes it)
 
 
 # why a kind of state is never quantized, for the error message
@@ -228,7 +221,8 @@ class Precision:
             raise ValueError(f"state_bits: {owner} keeps no state that may be quantized")
 
     def check_groups(self, storages: Mapping[str, Storage], parts: Sequence[Any],
-                     groups: Sequence[Mapping[str, Any]], owner: str) -> None:
+                     groups: Sequence[Mapping[str, Any]], owner: str,
+                     stacklevel: int = 3) -> None:
         """Warn (``UserWarning``) when ``state_bits`` quantizes nothing because the parts that
         keep quantizable state run in no param group (``SGD(momentum=0)``: no momentum
         buffer). A warning, not a refusal: a group's hyper-parameters may change later (a
@@ -250,7 +244,7 @@ class Precision:
                 f"state_bits: {owner} quantizes nothing with these hyper-parameters: no param "
                 f"group runs the parts that keep {'; '.join(idle)}, so there is no state to "
                 "store in 8 bits",
-                UserWarning, stacklevel=3,
+                UserWarning, stacklevel=stacklevel,
             )
 
     # --------------------------------------------------------------- storage plan
@@ -633,41 +627,30 @@ def check_saved_form(form: str, index: Any, state: Mapping[str, Any]) -> None:
 
 
 def check_loaded_state(where: str, state: Mapping[str, Any], storages: Mapping[str, Storage],
-                       shape: Sequence[int]) -> None:
+                       layouts: Mapping[str, Layout], shape: Sequence[int]) -> None:
     """``ValueError`` naming ``where`` (the param), the state and both shapes if a param's state
     as loaded does not fit a param of ``shape`` in any stored form, so that a load refuses it
     before anything changes (instead of a broadcasting error at the first step):
 
-    * moments, copies of the param and the Kahan compensation are shaped like the param (a
-      DTensor's shape is the global one, like its param's), in any float dtype or as 8-bit
-      codes (uint8, shaped like the param);
+    * each state has the shape its declared :class:`~optimkit.core.policy.Layout` says
+      (:func:`optimkit.core.policy.check_state_shapes`): moments, copies of the param and the
+      Kahan compensation are shaped like the param (a DTensor's shape is the global one, like
+      its param's), in any float dtype or as 8-bit codes (uint8, shaped like the param);
+      per-tensor scalars and the step counter are 0-d tensors (the counter may be a Python
+      number, as torch.optim saved it before 1.12); a state of its own shape is not checked;
     * 8-bit codes come with their ``<name>_absmax`` scales: a 1-d tensor of at least one scale
       per 256-element block (an FSDP2 shard's are padded to the largest shard's count), and only
-      for a state that may be quantized;
-    * per-tensor scalars and the step counter are 0-d tensors (the counter may be a Python
-      number, as torch.optim saved it before 1.12).
+      for a state that may be quantized.
 
-    ``storages`` says how each state name may be stored (the policy's own names included);
-    names it lacks and the scales themselves are checked by the caller, not here.
+    ``storages`` and ``layouts`` say how each state name may be stored and how it lines up
+    with its param (the policy's own names included); names they lack and the scales
+    themselves are checked by the caller, not here.
     """
-    param_shape = tuple(shape)
+    check_state_shapes(where, state, storages, layouts, shape)
     for name, value in state.items():
         storage = storages.get(name)
-        if storage is None:
+        if storage is None or not isinstance(value, Tensor):
             continue
-        if storage is Storage.COUNTER and isinstance(value, (int, float)) and not isinstance(
-                value, bool):
-            continue
-        if not isinstance(value, Tensor):
-            raise ValueError(f"{where}: state {name!r} is a {type(value).__name__}, not a tensor")
-        scalar = storage in (Storage.COUNTER, Storage.SCALAR)
-        if tuple(value.shape) != (() if scalar else param_shape):
-            wanted = "a 0-d tensor" if scalar else "shaped like the param"
-            raise ValueError(
-                f"{where}: state {name!r} has shape {tuple(value.shape)}, but it is {wanted} "
-                f"and the param has shape {param_shape}: the state_dict was saved for other "
-                "params (a model of other shapes, or its params in another order)"
-            )
         if value.dtype != torch.uint8:
             continue
         if not storage.quantizable:
@@ -727,7 +710,7 @@ def check_saved_layout(form: str, position: int, index: Any, state: Mapping[str,
         )
 
 
-class PrecisionPolicy:
+class PrecisionPolicy(BucketPolicy):
     """A :class:`Precision` bound to one recipe's declared state: what the executor calls.
 
     The executor (``optimkit/core/executor.py``) asks it
@@ -756,12 +739,59 @@ class PrecisionPolicy:
             return {**COMPILE_OPTIONS, "cpp.simdlen": 0}
         return COMPILE_OPTIONS
 
-    def __init__(self, precision: Precision, storages: Mapping[str, Storage]) -> None:
+    def __init__(self, precision: Precision, storages: Mapping[str, Storage],
+                 layouts: Mapping[str, Layout] | None = None) -> None:
+        # states of their own shape: 8-bit blocks follow the param's elements, so they are
+        # never quantized (state_bits=8 means the param-shaped ones; naming one is refused)
+        self.unaligned = frozenset(n for n, kind in (layouts or {}).items()
+                                   if kind is Layout.OWN)
+        aligned = [n for n, kind in storages.items() if kind.quantizable
+                   and n not in self.unaligned]
+        if self.unaligned and aligned and precision.state_bits is not None and not isinstance(
+                precision.state_bits, Mapping):
+            precision = dataclasses.replace(precision, state_bits=dict.fromkeys(aligned, 8))
         self.precision = precision
+        self.declared = dict(storages)  # the recipe's, without the policy's own state
         self.storages = {**storages, **precision.extra_state(storages)}
         # a step counter the recipe lacks, kept for the random bits: the policy counts it
         self.own_step = "step" in self.storages and "step" not in storages
         self._offsets: dict[int, tuple[list, dict[tuple, dict[int, int]]]] = {}
+
+    @classmethod
+    def from_keywords(cls, storages: Mapping[str, Storage], layouts: Mapping[str, Layout],
+                      **keywords: Any) -> BucketPolicy:
+        """The policy of an optimizer's keywords (``state_dtype``, ``state_bits``,
+        ``param_update``, ``generator``), ``ValueError`` naming a bad one; the plain policy
+        when they change nothing. The seed is drawn in every case (see
+        :meth:`Precision.from_keywords`)."""
+        precision = Precision.from_keywords(**keywords)
+        return PLAIN if precision.plain else cls(precision, storages, layouts)
+
+    @classmethod
+    def converter(cls, storages: Mapping[str, Storage], layouts: Mapping[str, Layout]
+                  ) -> PrecisionPolicy:
+        """The plain policy that reads any policy's checkpoint into plain state."""
+        return cls(Precision(), storages, layouts)
+
+    def check(self, params: Sequence[Tensor], owner: str) -> None:
+        bits = self.precision.state_bits
+        for name in bits if isinstance(bits, Mapping) else ():
+            if name in self.unaligned:
+                raise ValueError(
+                    f"state_bits: {owner}'s state {name!r} cannot be quantized: it has a shape "
+                    "of its own, and 8-bit blocks follow the param's elements"
+                )
+        self.precision.check(self._checked_storages(), params, owner)
+
+    def _checked_storages(self) -> dict[str, Storage]:
+        # (a state of its own shape counts as exact: "keeps no state that may be quantized")
+        return {n: Storage.EXACT if n in self.unaligned else kind
+                for n, kind in self.declared.items()}
+
+    def group_defaults(self) -> dict[str, Any]:
+        # the seed of the random bits is run state: it travels in the param groups, so a
+        # resumed run draws what the uninterrupted one would have
+        return {} if self.precision.plain else {"rounding_seed": self.precision.seed}
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_offsets": {}}
@@ -816,6 +846,19 @@ class PrecisionPolicy:
                 out.append(name + ABSMAX_SUFFIX)
         if COMPENSATION in self.storages and p.dtype in rounding.LOW_PRECISION:
             out.append(COMPENSATION)
+        return out
+
+    def layouts(self, layouts: Mapping[str, Layout]) -> dict[str, Layout]:
+        """The recipe's ``layouts`` and the policy's own state's: 8-bit block scales have their
+        own shape, the compensation is the param's, the policy's step counter one number."""
+        out = dict(layouts)
+        for name, kind in self.storages.items():
+            if kind.quantizable:
+                out[name + ABSMAX_SUFFIX] = Layout.OWN
+        if COMPENSATION in self.storages:
+            out[COMPENSATION] = Layout.PARAM
+        if self.own_step:
+            out["step"] = Layout.SCALAR
         return out
 
     def offsets(self, group: Mapping[str, Any], params: Sequence[Tensor]) -> tuple[int, ...]:
@@ -887,6 +930,85 @@ class PrecisionPolicy:
     def conform(self, p: Tensor, state: dict[str, Any]) -> None:
         self.precision.conform(p, state, self.storages)
 
+    # ------------------------------------------------------------------ checkpoints
+    def saved_entries(self, params: Sequence[Tensor] = ()) -> dict[str, Any]:
+        """A saved param group's :data:`STATE_FORM` (see :meth:`state_form`)."""
+        return {STATE_FORM: "plain" if self.precision.plain else self.state_form(params)}
+
+    def own_entry(self, name: str, known: Collection[str], saved_group: Mapping[str, Any]
+                  ) -> bool:
+        """Whether a saved state ``name`` the recipe does not keep is a policy's: 8-bit scales
+        of a recipe's state, the Kahan compensation, or a step counter of a group saved under a
+        policy (one with a ``rounding_seed``)."""
+        return (name == COMPENSATION or (name == "step" and "rounding_seed" in saved_group)
+                or (name.endswith(ABSMAX_SUFFIX) and name[:-len(ABSMAX_SUFFIX)] in known))
+
+    def check_loaded_entry(self, where: str, index: Any, position: int, entry: Mapping[str, Any],
+                           param: Tensor, saved_group: Mapping[str, Any],
+                           storages: Mapping[str, Storage], layouts: Mapping[str, Layout]
+                           ) -> None:
+        """``ValueError`` before anything changes if a param's saved state lost its 8-bit codes
+        (:func:`check_saved_form`), was quantized in another shard layout
+        (:func:`check_saved_layout`), or does not fit the param (:func:`check_loaded_state`:
+        the declared layouts' shapes, 8-bit codes with their scales). Any policy's own state
+        is checked, whichever this one keeps: a policy's step counter, the compensation."""
+        form = saved_group.get(STATE_FORM, "plain")
+        check_saved_form(form, index, entry)
+        check_saved_layout(form, position, index, entry, param)
+        storages = {"step": Storage.COUNTER, COMPENSATION: Storage.EXACT, **storages}
+        layouts = {"step": Layout.SCALAR, COMPENSATION: Layout.PARAM, **layouts}
+        check_loaded_state(where, entry, storages, layouts, tuple(param.shape))
+
+    def check_groups(self, parts: Sequence[Any], groups: Sequence[Mapping[str, Any]],
+                     owner: str) -> None:
+        """Warn where ``state_bits`` quantizes nothing (see :meth:`Precision.check_groups`)."""
+        self.precision.check_groups(self._checked_storages(), parts, groups, owner,
+                                    stacklevel=4)
+
+    def load_stored(self, param_groups: Sequence[Mapping[str, Any]], state: Mapping,
+                    saved_groups: Sequence[Mapping[str, Any]],
+                    saved_state: Mapping[Any, Mapping[str, Any]]) -> None:
+        """torch's ``load_state_dict`` casts every state tensor but ``step`` to its param's
+        dtype: put back each loaded tensor in its own dtype (8-bit codes, their scales, fp32
+        state of bf16 params), then bring it to this optimizer's policy. (A plain policy, the
+        :meth:`converter`, does so only for a checkpoint holding a policy's own entries.)"""
+        if self.precision.plain and not any(
+            _policy_entry(name) for entry in saved_state.values() for name in entry
+        ):
+            return
+        ids = [i for group in saved_groups for i in group["params"]]
+        params = [p for group in param_groups for p in group["params"]]
+        for saved_id, p in zip(ids, params, strict=True):
+            saved = saved_state.get(saved_id)
+            if saved is None:
+                continue
+            entry = state[p]
+            for name, value in saved.items():
+                if isinstance(value, Tensor) and name != "step":
+                    entry[name] = value.to(device=p.device)
+            self.conform(p, entry)
+
+    def plain_state_dict(self, sd: dict[str, Any],
+                         param_groups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """``sd`` (the optimizer's ``state_dict()``) with its state in the plain form: 8-bit
+        state dequantized, every moment cast to its param's dtype, the compensation, the
+        policy's own step counter and ``rounding_seed`` left out."""
+        groups = [{k: v for k, v in group.items() if k not in ("rounding_seed", STATE_FORM)}
+                  for group in sd["param_groups"]]
+        if self.precision.plain:
+            return {**sd, "param_groups": groups}
+        plain = Precision()
+        params = [p for group in param_groups for p in group["params"]]
+        ids = [i for group in sd["param_groups"] for i in group["params"]]
+        state = {}
+        for index, entry in sd["state"].items():
+            entry = dict(entry)
+            plain.conform(params[ids.index(index)], entry, self.storages)
+            if self.own_step:
+                entry.pop("step", None)
+            state[index] = entry
+        return {**sd, "state": state, "param_groups": groups}
+
     # ------------------------------------------------------------------ the step
     def prepare(self, bucket: Any, group: Mapping[str, Any], arguments: tuple[int, ...],
                 names: Sequence[str] | None = None) -> _Stored:
@@ -907,6 +1029,14 @@ class PrecisionPolicy:
         self.precision.finalize(bucket, stored, stream=stream)
 
 
+def _policy_entry(name: str) -> bool:
+    """Whether a state name is a precision policy's own (8-bit scales, Kahan compensation)."""
+    return name.endswith(ABSMAX_SUFFIX) or name == COMPENSATION
+
+
 def _step_counter(p: Tensor, group: Mapping[str, Any]) -> Tensor:
     # torch.optim's format (as optimkit.core.parts.step_counter): a float32 0-d CPU tensor
     return torch.tensor(0.0, dtype=torch.float32)
+
+
+use_policies(PrecisionPolicy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..core.parts import stepper
+from ..core.policy import Layout
 from ..core.rules import betas as betas_rule
 from ..core.rules import nonnegative
 from ..core.tensorlists import addcdiv_, is_zero, scalars
@@ -13,6 +14,11 @@ from ..core.tensorlists import addcdiv_, is_zero, scalars
 def mu_product_one(p, group) -> torch.Tensor:
     # torch.optim.NAdam's format: a float32 0-d tensor on the CPU, read on the host
     return torch.tensor(1.0, dtype=torch.float32)
+
+
+# one number per param, declared (see optimkit.core.parts.layout_of): flat mode stacks it with
+# the step counters, and a load checks it is 0-d
+mu_product_one.layout = Layout.SCALAR  # type: ignore[attr-defined]
 
 
 @stepper(state={"mu_product": mu_product_one}, storage={"mu_product": "counter"},

@@ -1,0 +1,299 @@
+"""The engine's contract with parts and policies (issue 22): the core owns the policy interface
+and never imports the precision package; parts touch only what they declare (enforced in the
+test suite); a state of its own shape is never re-viewed as the param's; tuple hypers keep the
+arity of their defaults."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import optimkit
+from optimkit import (
+    Layout,
+    Optimizer,
+    own_shape,
+    stat,
+    stats,
+    step_counter,
+    steppers,
+    zero_scalar,
+    zeros,
+)
+from optimkit.core import compiled, contract
+from optimkit.core import policy as core_policy
+from optimkit.core.rules import betas as betas_rule
+from optimkit.precision import policy as precision_policy
+
+CORE = pathlib.Path(optimkit.__file__).parent / "core"
+
+
+# ----------------------------------------------------------------- core <-> precision (row 8)
+def _imported_modules(path: pathlib.Path) -> set[str]:
+    """Every module ``path`` imports, at any depth of its code, relative imports resolved."""
+    package = "optimkit.core"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            found.add(module)
+            found |= {f"{module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_the_core_never_imports_the_precision_package():
+    offenders = {
+        path.name: sorted(m for m in _imported_modules(path) if m.startswith("optimkit.precision"))
+        for path in sorted(CORE.glob("*.py"))
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_importing_the_core_loads_no_precision_module():
+    code = ("import sys, optimkit.core; "
+            "print(sorted(m for m in sys.modules if m.startswith('optimkit.precision')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_precision_policy_is_a_bucket_policy_and_storage_lives_in_the_core():
+    assert issubclass(precision_policy.PrecisionPolicy, core_policy.BucketPolicy)
+    # the public names still work
+    assert optimkit.precision.Storage is core_policy.Storage is precision_policy.Storage
+    assert core_policy.policies() is precision_policy.PrecisionPolicy
+    opt = optimkit.Adam([torch.zeros(4096, requires_grad=True)], state_bits=8)
+    assert isinstance(opt._executor.policy, precision_policy.PrecisionPolicy)
+    assert optimkit.Adam([torch.zeros(3, requires_grad=True)])._executor.policy is core_policy.PLAIN
+
+
+# ------------------------------------------------------- the contract at run time (row 6)
+@pytest.fixture
+def enforced():
+    previous = contract.enforce(True)
+    yield
+    contract.enforce(previous)
+
+
+def _recipe(*parts, **hypers):
+    return type("Recipe", (Optimizer,), {"parts": parts, "hypers": hypers})
+
+
+def _two_steps(opt, params):
+    for step in range(2):
+        for i, p in enumerate(params):
+            p.grad = torch.full_like(p, 0.1 * (i + step + 1))
+        opt.step()
+
+
+@stat()
+def peek_second_moment(b):
+    """Reads sqr_avg without declaring it, before the part that writes it."""
+    b.update = torch._foreach_div(b.grads, torch._foreach_add(b.state["sqr_avg"], 1.0))
+
+
+def test_the_suite_runs_with_the_contract_enforced():
+    assert contract.ENFORCED
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_an_undeclared_state_read_before_its_writer_raises_naming_the_part(enforced, flat):
+    # check_recipe accepts it: the read is not declared, so there is nothing to check
+    Peeking = _recipe(peek_second_moment, stats.average_sqr_grad, steppers.sgd_step)
+    params = [torch.ones(3, requires_grad=True), torch.ones(2, 2, requires_grad=True)]
+    opt = Peeking(params, flat=flat)
+    with pytest.raises(contract.ContractViolation, match="peek_second_moment uses state 'sqr_avg'"):
+        _two_steps(opt, params)
+
+
+def test_undeclared_fields_raise_naming_the_part(enforced):
+    @stat(reads=("first_moment",))
+    def reads_second_moment(b):
+        b.update = b.second_moment
+
+    @stat()
+    def sets_update(b):
+        b.update = torch._foreach_mul(b.grads, 2.0)
+
+    params = [torch.ones(3, requires_grad=True)]
+    reader = _recipe(stats.step_stat, stats.average_grad, stats.average_sqr_grad,
+                     reads_second_moment, steppers.sgd_step)(params)
+    with pytest.raises(contract.ContractViolation,
+                       match="reads_second_moment reads the field 'second_moment'"):
+        _two_steps(reader, params)
+    setter = _recipe(sets_update, steppers.sgd_step)(params)
+    with pytest.raises(contract.ContractViolation, match="sets_update sets the field 'update'"):
+        _two_steps(setter, params)
+
+
+def test_the_step_counts_are_the_step_state(enforced):
+    @stat()
+    def uses_steps(b):
+        b.update = torch._foreach_div(b.grads, b.steps.tolist())
+
+    params = [torch.ones(3, requires_grad=True)]
+    opt = _recipe(stats.step_stat, uses_steps, steppers.sgd_step)(params)
+    with pytest.raises(contract.ContractViolation, match="uses_steps uses state 'step'"):
+        _two_steps(opt, params)
+
+
+def test_declared_access_runs_and_enforcement_off_checks_nothing(enforced):
+    @stat(reads=("sqr_avg",), provides=("update",))
+    def declared(b):
+        b.update = torch._foreach_div(b.grads, torch._foreach_add(b.state["sqr_avg"], 1.0))
+
+    params = [torch.ones(3, requires_grad=True)]
+    _two_steps(_recipe(stats.average_sqr_grad, declared, steppers.sgd_step)(params), params)
+    contract.enforce(False)
+    Peeking = _recipe(peek_second_moment, stats.average_sqr_grad, steppers.sgd_step)
+    _two_steps(Peeking(params), params)  # unchecked: last step's values, silently
+
+
+# ------------------------------------------------------------- state layouts (row 3)
+def _factor(p, group):
+    return p.new_zeros(p.shape[0], p.shape[0])
+
+
+def _line(p, group):
+    return p.new_zeros(p.numel())
+
+
+@stat(state={"factor": own_shape(_factor)}, storage={"factor": "signed"}, provides=("update",),
+      shaped=True, beta=0.5)
+def factor_direction(b, beta):
+    """A left factor F = beta F + G G^T of each param's gradient seen as [rows, rest], and the
+    update F G / (1 + trace F): a state of its own shape ([rows, rows])."""
+    updates = []
+    for g, factor in zip(b.grads, b.state["factor"], strict=True):
+        rows = g.reshape(g.shape[0], -1)
+        factor.mul_(beta).addmm_(rows, rows.T)
+        updates.append((factor @ rows).reshape(g.shape) / (1 + factor.diagonal().sum()))
+    b.update = updates
+
+
+@stat(state={"line_avg": own_shape(_line)}, reads=("update",), provides=("update",),
+      shaped=True)
+def line_momentum(b):
+    """Adds a running average of each gradient kept as a line (numel,): same element count as
+    the param, another shape."""
+    for g, line in zip(b.grads, b.state["line_avg"], strict=True):
+        line.lerp_(g.reshape(-1), 0.5)
+    b.update = [u + line.view(u.shape) for u, line in zip(b.update, b.state["line_avg"],
+                                                           strict=True)]
+
+
+Factored = _recipe(factor_direction, line_momentum, steppers.sgd_step, lr=0.125)
+
+
+def test_states_declare_their_layout():
+    from optimkit.core.parts import layout_of
+
+    assert {init: layout_of(init) for init in (zeros, step_counter, zero_scalar)} == {
+        zeros: Layout.PARAM, step_counter: Layout.SCALAR, zero_scalar: Layout.SCALAR}
+    assert layout_of(optimkit.full("lr")) is Layout.PARAM
+    assert Factored.recipe.layouts == {"factor": Layout.OWN, "line_avg": Layout.OWN}
+    opt = optimkit.Adam([torch.zeros(4096, requires_grad=True)], state_bits=8)
+    assert opt.state_layouts().items() >= {
+        "step": Layout.SCALAR, "grad_avg": Layout.PARAM, "sqr_avg": Layout.PARAM,
+        "grad_avg_absmax": Layout.OWN, "sqr_avg_absmax": Layout.OWN}.items()
+
+
+def _factored_run(**modes):
+    gen = torch.Generator().manual_seed(0)
+    # the factor of the (4, 2, 2) param is 4x4, the line of the (4, 4) param (16,): both have
+    # the param's element count, neither its shape
+    params = [torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+              for shape in [(4, 2, 2), (4, 4), (3,)]]
+    opt = Factored(params, **modes)
+    for step in range(3):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        opt.step()
+        if step == 1:
+            opt.load_state_dict(opt.state_dict())  # flat mode takes the state in again
+    return opt, params
+
+
+@pytest.mark.parametrize("modes", [dict(flat=True), dict(compile=True)], ids=["flat", "compiled"])
+def test_a_state_of_its_own_shape_is_never_reviewed_as_the_param(modes):
+    if modes.get("compile") and not compiled.has_cxx_compiler():
+        pytest.skip("inductor needs a C++ compiler on the CPU")
+    eager, expected = _factored_run(flat=False)
+    opt, params = _factored_run(**modes)
+    assert opt._executor.flat
+    # bit for bit (lr and beta are powers of 2: a compiled step rounds other float64 hypers
+    # differently, for every recipe)
+    for p, q in zip(params, expected, strict=True):
+        assert torch.equal(p, q)
+        for name, value in eager.state[q].items():
+            assert opt.state[p][name].shape == value.shape, name
+            assert torch.equal(opt.state[p][name], value), name
+    assert eager.state[expected[0]]["factor"].shape == (4, 4)
+    assert eager.state[expected[1]]["line_avg"].shape == (16,)
+
+
+def test_precision_policies_never_quantize_a_state_of_its_own_shape():
+    Mixed = _recipe(stats.average_sqr_grad, factor_direction, line_momentum, steppers.sgd_step)
+    params = [torch.randn(64, 64, requires_grad=True)]
+    opt = Mixed(params, state_bits=8)
+    _two_steps(opt, params)
+    state = opt.state[params[0]]
+    assert state["sqr_avg"].dtype == torch.uint8  # the param-shaped moment is quantized
+    assert state["factor"].dtype == state["line_avg"].dtype == torch.float32
+    assert state["factor"].shape == (64, 64) and "factor_absmax" not in state
+    with pytest.raises(ValueError, match="state_bits: .*'factor' cannot be quantized"):
+        Mixed(params, state_bits={"factor": 8})
+    with pytest.raises(ValueError, match="state_bits: .* keeps no state that may be quantized"):
+        _recipe(factor_direction, steppers.sgd_step)(params, state_bits=8)
+    # narrowed where its part declares a storage; exact (fp32) where not
+    opt = Mixed(params, state_dtype=torch.bfloat16)
+    _two_steps(opt, params)
+    state = opt.state[params[0]]
+    assert (state["factor"].dtype, state["line_avg"].dtype) == (torch.bfloat16, torch.float32)
+
+
+# ------------------------------------------------------------ tuple hypers (row 7)
+@stat(state={"grad_avg": zeros, "diff_avg": zeros, "sqr_avg": zeros}, provides=("update",),
+      rules=dict(betas=betas_rule), betas=(0.9, 0.92, 0.99))
+def three_beta_direction(b, betas):
+    """Adan-like: three running averages, one beta each (unpacked: a 2-tuple fails here)."""
+    beta1, beta2, beta3 = betas
+    torch._foreach_lerp_(b.state["grad_avg"], b.grads, 1 - beta1)
+    torch._foreach_lerp_(b.state["diff_avg"], b.grads, 1 - beta2)
+    torch._foreach_mul_(b.state["sqr_avg"], beta3)
+    torch._foreach_addcmul_(b.state["sqr_avg"], b.grads, b.grads, value=1 - beta3)
+    denominators = torch._foreach_add(torch._foreach_sqrt(b.state["sqr_avg"]), 1e-8)
+    b.update = torch._foreach_div(b.state["grad_avg"], denominators)
+
+
+ThreeBetas = _recipe(three_beta_direction, steppers.sgd_step)
+
+
+def test_a_tuple_hyper_keeps_the_arity_of_its_default():
+    params = [torch.ones(3, requires_grad=True)]
+    _two_steps(ThreeBetas(params, betas=(0.9, 0.92, 0.99)), params)
+    # refused when built, naming the keyword: not "not enough values to unpack" at step 1
+    with pytest.raises(ValueError, match="betas"):
+        ThreeBetas(params, betas=(0.9, 0.99))
+
+
+def test_param_shaped_state_of_0d_params_is_not_taken_for_a_scalar_state():
+    # a flat store of 0-d params only: their moments are 0-d like a step counter, but declared
+    # param-shaped, so they live in a buffer laid out as the params' (the element-count guess
+    # stacked them as scalars, and the second step failed on [rows, CHUNK] vs [count])
+    runs = []
+    for flat in (False, True):
+        params = [torch.tensor(1.0, requires_grad=True), torch.tensor(2.0, requires_grad=True)]
+        _two_steps(optimkit.Adam(params, flat=flat), params)
+        runs.append(params)
+    assert all(torch.equal(p, q) for p, q in zip(*runs, strict=True))
