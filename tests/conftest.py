@@ -27,6 +27,23 @@ def _one_thread():
 # left out of the fast subset for development: python -m pytest -q -n 2 -m "not slow".
 SLOW = pytest.mark.slow
 
+# Slow by what they do, wherever they are: a case run in a compiled mode (its first step
+# compiles, cold in a fresh checkout), and these tests by name (measured at 2-8 s each).
+_SLOW_TESTS = (
+    "test_bench_your_own_model_end_to_end",  # runs the bench end to end
+    "test_eight_bit_codes_of_other_shapes_are_refused",  # 8-bit codecs compiled fresh
+    "test_a_gradient_whose_square_overflows_keeps",  # the 8-bit codec, compiled
+    "test_precision_policies_never_quantize_a_state_of_its_own_shape",
+    "test_an_eager_8bit_step_holds_one_block_of_working_state",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        compiled = "compiled" in item.name or item.name.endswith("_compiled")
+        if compiled or item.name.startswith(_SLOW_TESTS):
+            item.add_marker(SLOW)
+
 
 def optims(
     cases: Callable[[optim_db.OptimizerInfo], Iterable[tuple[str, tuple]]] | None = None,
