@@ -187,10 +187,6 @@ def _qhadam_step(state, group):
     return math.log(1 - (1 - beta2) * state["beta2_weight"]) / math.log(beta2)
 
 
-def _group_step(state, group):
-    return group["step"]
-
-
 DB: list[OptimizerInfo] = [
     OptimizerInfo(
         "sgd",
@@ -549,15 +545,14 @@ DB: list[OptimizerInfo] = [
         peers=library_peers("LaProp"),
     ),
     # ---- 2023-25: optimizers that mix averages (issue 23). pytorch_optimizer counts steps
-    # per param group: tests/reference/group_steps.py counts them per param, as optimkit
-    # (one group per param there, so a group's step is its param's).
+    # per param group: tests/reference/per_group_steps.py steps each param with its own count.
     OptimizerInfo(
         "adan",
         Reference(
-            "reference.group_steps:Adan",
+            "reference.per_group_steps:Adan",
             rename={"no_prox": "weight_decouple"},
             state={
-                "step": _group_step, "grad_avg": "exp_avg", "grad_diff_avg": "exp_avg_diff",
+                "step": "step", "grad_avg": "exp_avg", "grad_diff_avg": "exp_avg_diff",
                 "sqr_avg": "exp_avg_sq",
                 # it keeps the negated last gradient
                 "prev_grad": lambda state, group: -state["previous_grad"],
@@ -575,9 +570,9 @@ DB: list[OptimizerInfo] = [
     OptimizerInfo(
         "ademamix",
         Reference(
-            "reference.group_steps:AdEMAMix",
+            "reference.per_group_steps:AdEMAMix",
             rename={"decoupled_weight_decay": "weight_decouple"},
-            state={"step": _group_step, "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq",
+            state={"step": "step", "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq",
                    "slow_grad_avg": "exp_avg_slow"},
         ),
         settings=(
@@ -593,8 +588,8 @@ DB: list[OptimizerInfo] = [
     ),
     OptimizerInfo(
         "mars",
-        Reference("reference.group_steps:MARS",
-                  state={"step": _group_step, "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq",
+        Reference("reference.per_group_steps:MARS",
+                  state={"step": "step", "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq",
                          "last_grad": "last_grad"}),
         settings=(
             {},

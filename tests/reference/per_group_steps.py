@@ -1,5 +1,5 @@
-"""pytorch_optimizer's ADOPT and LaProp, stepped one param at a time with that param's own
-step count.
+"""pytorch_optimizer's ADOPT, LaProp, Adan, AdEMAMix and MARS, stepped one param at a time
+with that param's own step count.
 
 pytorch_optimizer counts steps per param group (``group["step"]``); torch.optim and optimkit
 count them per param. The two agree while every param steps every time; the parity tests also
@@ -43,3 +43,6 @@ def _per_param(cls):
 
 ADOPT = _per_param(pytorch_optimizer.ADOPT)
 LaProp = _per_param(pytorch_optimizer.LaProp)
+Adan = _per_param(pytorch_optimizer.Adan)
+AdEMAMix = _per_param(pytorch_optimizer.AdEMAMix)
+MARS = _per_param(pytorch_optimizer.MARS)
