@@ -391,3 +391,35 @@ def debias(betas, t: Tensor):
     (Kingma & Ba 2014, §3); parts divide by them (or their square roots).
     """
     return 1 - betas[0] ** t, 1 - betas[1] ** t
+
+
+def lerp(start, end, weights):
+    """``torch._foreach_lerp(start, end, weights)``; inside a compiled graph,
+    ``start + w * (end - start)`` per tensor: inductor has no lowering for the foreach form
+    with a weight per tensor (0-d tensors, a flat bucket's column) and would run it as
+    separate aten kernels (5x the step time of MARS on the CPU), and dynamo cannot trace it
+    with a traced number (``scalars`` of a flat bucket)."""
+    if torch.compiler.is_compiling():
+        weights = weights if isinstance(weights, list) else [weights] * len(start)
+        return [s + w * (e - s) for s, e, w in zip(start, end, weights, strict=True)]
+    return torch._foreach_lerp(start, end, weights)
+
+
+def lerp_(target, end, weights) -> None:
+    """In-place :func:`lerp`: ``target += w * (end - target)``."""
+    if torch.compiler.is_compiling():
+        weights = weights if isinstance(weights, list) else [weights] * len(target)
+        for t, e, w in zip(target, end, weights, strict=True):
+            t.add_(w * (e - t))
+    else:
+        torch._foreach_lerp_(target, end, weights)
+
+
+def per_tensor(b, values):
+    """Per-param numbers (``[count]``) as operands of foreach ops over the bucket's lists: for
+    a bucket of one tensor per param with the numbers on the CPU, a scalar list (floats, the
+    fast ``ScalarList`` ops; 0-d tensors when compiled); else ``b.expand``'s tensors (a flat
+    bucket's column)."""
+    if values.device.type == "cpu" and len(b.params) == b.count:
+        return scalars(values)
+    return b.expand(values.to(device=b.device, dtype=b.dtype))

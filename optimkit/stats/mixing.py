@@ -11,29 +11,7 @@ import torch
 from ..core.parts import stat, zeros
 from ..core.rules import betas as betas_rule
 from ..core.rules import nonnegative, one_of
-from ..core.tensorlists import scalars
-
-
-def lerp(start, end, weights):
-    """``torch._foreach_lerp(start, end, weights)``; inside a compiled graph,
-    ``start + w * (end - start)`` per tensor: inductor has no lowering for the foreach form
-    with a weight per tensor (0-d tensors, a flat bucket's column) and would run it as
-    separate aten kernels (5x the step time of MARS on the CPU), and dynamo cannot trace it
-    with a traced number (``scalars`` of a flat bucket)."""
-    if torch.compiler.is_compiling():
-        weights = weights if isinstance(weights, list) else [weights] * len(start)
-        return [s + w * (e - s) for s, e, w in zip(start, end, weights, strict=True)]
-    return torch._foreach_lerp(start, end, weights)
-
-
-def lerp_(target, end, weights) -> None:
-    """In-place :func:`lerp`: ``target += w * (end - target)``."""
-    if torch.compiler.is_compiling():
-        weights = weights if isinstance(weights, list) else [weights] * len(target)
-        for t, e, w in zip(target, end, weights, strict=True):
-            t.add_(w * (e - t))
-    else:
-        torch._foreach_lerp_(target, end, weights)
+from ..core.tensorlists import lerp, lerp_, per_tensor, scalars
 
 
 def copy_into_fresh(b, name: str, source) -> None:
@@ -129,16 +107,6 @@ def _pick(mixed, when_mixed, otherwise):
     """Per tensor, ``when_mixed`` or ``otherwise`` (numbers or 0-d tensors), in float64."""
     as64 = lambda v: torch.as_tensor(v, dtype=torch.float64, device=mixed.device)
     return torch.where(mixed, as64(when_mixed), as64(otherwise))
-
-
-def per_tensor(b, values):
-    """Per-param numbers (``[count]``) as operands of foreach ops over the bucket's lists: for
-    a bucket of one tensor per param with the numbers on the CPU, a scalar list (floats, the
-    fast ``ScalarList`` ops; 0-d tensors when compiled); else ``b.expand``'s tensors (a flat
-    bucket's column)."""
-    if values.device.type == "cpu" and len(b.params) == b.count:
-        return scalars(values)
-    return b.expand(values.to(device=b.device, dtype=b.dtype))
 
 
 @stat(state={"grad_avg": zeros, "sqr_avg": zeros, "last_grad": zeros},

@@ -8,8 +8,8 @@ import torch
 from ..core.parts import stepper
 from ..core.rules import betas as betas_rule
 from ..core.rules import nonnegative
-from ..core.tensorlists import addcdiv_, debias, is_zero, scalars
-from ..stats.mixing import _optional_positive, _pick, mars_mixed, per_tensor
+from ..core.tensorlists import addcdiv_, debias, is_zero, per_tensor, scalars
+from ..stats.mixing import _optional_positive, _pick, mars_mixed
 
 _RULES = dict(lr=nonnegative, betas=betas_rule, eps=nonnegative)
 
