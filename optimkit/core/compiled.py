@@ -28,6 +28,11 @@ NovoGrad step once changed a later DeepMemory's 8-bit results). A recipe whose s
 trace (a user's part calling an untraceable op) warns once and runs eagerly; nothing of the
 failed trace has run.
 
+A sharded (FSDP2) bucket whose recipe has a part that needs each full tensor (``whole``) is
+stepped in segments: each run of other parts is one compiled graph (``carry=True``: the
+per-step fields go in and come out), and the whole part runs eagerly between them, since it
+exchanges shards point-to-point (``core/whole.py``).
+
 Without a C++ compiler (needed by inductor on the CPU) the optimizer warns and runs eagerly.
 Under a user's TorchDispatchMode (``CommDebugMode``, ``FlopCounterMode``) dynamo compiles
 nothing, so those steps run eagerly, as torch.compile itself would run them, and later steps

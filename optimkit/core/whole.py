@@ -52,6 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import contract
 from .policy import Layout
 from .tensorlists import FIELDS, Bucket
 
@@ -278,7 +279,19 @@ def run_whole(bucket, part, group: Mapping[str, Any], layouts: Mapping[str, Layo
         for name in field_names:
             value = getattr(bucket, name)
             setattr(whole, name, full[name] if name in full else value[mine])
+        read_only = [name for name in state_names if name not in written]
+        if contract.ENFORCED and read_only:  # the test suite: a write to them would be lost
+            before = {name: [t.clone() for t in whole.state[name]] for name in read_only}
         part(whole, group)
+        if contract.ENFORCED and read_only:
+            for name in read_only:
+                if not all(torch.equal(a, b) for a, b in zip(before[name], whole.state[name],
+                                                              strict=True)):
+                    raise contract.ContractViolation(
+                        f"part {part.name} (whole=True) wrote state {name!r}, which it only "
+                        "reads: under FSDP2 only the states it creates or overrides go back "
+                        "to the shards"
+                    )
         for name in provided:
             value = getattr(whole, name)
             if isinstance(value, _Undeclared) or value is None:
@@ -354,7 +367,3 @@ def run_whole(bucket, part, group: Mapping[str, Any], layouts: Mapping[str, Layo
     for name in provided:
         setattr(bucket, name, new_fields[name])
 
-
-def bucket_has_whole(parts: Sequence) -> bool:
-    """Whether any of ``parts`` is declared ``whole``."""
-    return any(part.whole for part in parts)
