@@ -686,18 +686,21 @@ def _count_p2p():
     return counts, original, counted
 
 
-def _whole_exact(case: str, group, workdir: Path, on_shards: bool = False, **speed) -> dict:
+def _whole_exact(case: str, group, workdir: Path, on_shards: bool = False,
+                 policy: Mapping[str, Any] | None = None, **speed) -> dict:
     """The case over DTensor params sharded on dim 0 (``WHOLE_SHAPES``) against one process
     over the plain tensors, with the same gradients on every rank (so no reduce-scatter
     rounding): params and every state after ``WHOLE_STEPS`` steps, bit for bit. Also the bytes
     one step sends, and the warnings. ``on_shards``: the test-local recipe with its whole part
-    NOT marked whole (what main computed: each shard on its own)."""
+    NOT marked whole (what main computed: each shard on its own). ``policy``: keywords of a
+    precision policy, given to both runs (bf16 state rounds element by element, so the shards
+    round as the full tensors do)."""
     import warnings
 
     from torch.distributed.device_mesh import DeviceMesh
     from torch.distributed.tensor import Shard, distribute_tensor
 
-    factory, kwargs = cases()[case].factory, dict(cases()[case].kwargs)
+    factory, kwargs = cases()[case].factory, {**cases()[case].kwargs, **(policy or {})}
     if on_shards:
         import whole_recipes
 
@@ -706,8 +709,10 @@ def _whole_exact(case: str, group, workdir: Path, on_shards: bool = False, **spe
     single = [torch.nn.Parameter(t.clone()) for t in _whole_full_params()]
     sharded = [torch.nn.Parameter(distribute_tensor(t.clone(), mesh, [Shard(0)]))
                for t in _whole_full_params()]
-    one = factory(single, **kwargs)
-    many = factory(sharded, **kwargs, **speed)
+    # a policy's random bits (stochastic rounding of bf16 state): the same seed in both runs
+    seed = (lambda: {"generator": torch.Generator().manual_seed(5)}) if policy else dict
+    one = factory(single, **kwargs, **seed())
+    many = factory(sharded, **kwargs, **seed(), **speed)
     counts, original, counted = _count_p2p()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -737,6 +742,10 @@ def _whole_exact(case: str, group, workdir: Path, on_shards: bool = False, **spe
         "names_match": names_match,
         "state_dtensor": [type(many.state[q]["momentum_buffer"]).__name__ for q in sharded]
         if "momentum_buffer" in many.state[sharded[0]] else [],
+        # the dtypes the param-shaped states are stored in, in both runs
+        "state_dtypes": sorted({str(t.dtype) for opt in (one, many)
+                                for state in opt.state.values() for t in state.values()
+                                if t.dim() > 0}),
         "sent_bytes": counts["bytes"],
         "p2p_batches": counts["batches"],
         "param_bytes": sum(t.numel() * 8 for t in _whole_full_params()),
@@ -795,6 +804,8 @@ SCENARIOS: dict[str, Callable[[str, Any, Path], dict]] = {
     "whole-exact": _whole_exact,
     "whole-exact-compile": functools.partial(_whole_exact, compile=True),
     "whole-on-shards": functools.partial(_whole_exact, on_shards=True),
+    "whole-exact-bf16-state": functools.partial(
+        _whole_exact, policy={"state_dtype": torch.bfloat16}),
     "whole-refused": _whole_refused,
 }
 # A "-load" scenario reads what its "-save" scenario wrote, in a later launch.

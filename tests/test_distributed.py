@@ -253,13 +253,15 @@ WHOLE = whole_cases()
 def whole_tensor_parity(case: str, scenario: str, results) -> None:
     """What every whole-tensor case must show in ``scenario`` (see ``test_whole_tensor_*``)."""
     rows = _rows(results, scenario, case)
-    if scenario == "whole-exact":
+    if scenario in ("whole-exact", "whole-exact-bf16-state"):
         # the same gradients on every rank: params and every state bit for bit, over
         # WHOLE_STEPS steps, with odd and smaller-than-the-world dim-0 sizes
         for row in rows:
             assert row["max_abs"] == 0.0 and row["state_max_abs"] == 0.0, row
             assert row["names_match"] and set(row["state_dtensor"]) <= {"DTensor"}, row
             assert row["p2p_batches"] >= 1 and not row["warnings"], row
+            if scenario == "whole-exact-bf16-state":  # the policy's working copies gathered
+                assert "torch.bfloat16" in row["state_dtypes"], row
     elif scenario == "fsdp":
         _matches_the_unsharded_run(results, scenario, case)
     elif scenario == "fsdp-compile":
@@ -280,7 +282,8 @@ def whole_tensor_parity(case: str, scenario: str, results) -> None:
         raise AssertionError(scenario)
 
 
-WHOLE_SCENARIOS = ("whole-exact", "fsdp", "fsdp-compile", "dcp-load", "whole-refused")
+WHOLE_SCENARIOS = ("whole-exact", "whole-exact-bf16-state", "fsdp", "fsdp-compile", "dcp-load",
+                   "whole-refused")
 
 
 @pytest.mark.parametrize("scenario", WHOLE_SCENARIOS)

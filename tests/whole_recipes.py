@@ -38,8 +38,8 @@ def newton_schulz(m: torch.Tensor, steps: int) -> torch.Tensor:
     return x.mT if tall else x
 
 
-@stat(state={"ortho": zeros, "input_norm": zero_scalar}, reads=("update",),
-      provides=("update",), whole=True, ns_steps=5)
+@stat(state={"ortho": zeros, "input_norm": zero_scalar}, storage={"ortho": "signed"},
+      reads=("update",), provides=("update",), whole=True, ns_steps=5)
 def orthogonalize(b, ns_steps):
     """Each matrix's update orthogonalized by ``ns_steps`` Newton-Schulz iterations, each other
     tensor's divided by its norm; kept in ``ortho``, the input's norm in ``input_norm``."""
