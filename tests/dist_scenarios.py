@@ -20,6 +20,10 @@ batch, and reports how far the result is from a run without the distributed wrap
   with a DDP model (replicated params) and ``flat=True``.
 * ``fsdp-other-shapes``: the FSDP2 optimizer state of a model of other shapes, handed over in
   memory, is refused at load and changes nothing.
+* ``whole-...`` (issue 22): recipes with a part that needs each full tensor, over DTensor
+  params sharded on dim 0 and fed the same gradients as one process (so the runs agree bit
+  for bit); ``whole-on-shards`` runs the part on shards as main did; ``whole-refused`` shards
+  along dim 1. Their cases are :func:`whole_cases`.
 
 The cases are every optimizer of the test database (``tests/optim_db.py``) plus
 ``optimkit.Lookahead`` around ``torch.optim.Adam``; :func:`cases` is the one place that reads

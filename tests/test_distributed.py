@@ -3,7 +3,9 @@
 2 gloo ranks on 127.0.0.1, CPU only. The ranks are started once for the whole session (twice
 when a checkpoint is loaded: into new processes), and run every selected case there (see
 ``tests/dist_harness.py``); each test below asserts one case's result. The cases are the test
-database's optimizers (``conftest.optims``) and ``optimkit.Lookahead`` around torch's Adam.
+database's optimizers (``conftest.optims``) and ``optimkit.Lookahead`` around torch's Adam;
+the whole-tensor tests (issue 22) run every recipe with a ``whole`` part
+(``dist_scenarios.whole_cases``).
 """
 
 from __future__ import annotations
