@@ -134,9 +134,13 @@ def _traced_step(parts, policy, arguments, layout, params, grads, state, numbers
     else:
         bucket = FlatBucket(params, grads, state, {}, layout[1])
     prepared = policy.prepare(bucket, group, arguments)
+    contributed = []
     for part in parts:
-        part(bucket, group)
+        out = part(bucket, group)
+        if part.contributes:  # a phase before a barrier: its sums leave the graph
+            contributed.append(out)
     policy.finalize(bucket, group, prepared)
+    return contributed
 
 
 # Inductor realises a pointwise value read by several consumers into a buffer of its own once it
@@ -168,11 +172,13 @@ def _compiled_step():
 
 
 def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, policy,
-                 arguments: tuple = ()) -> str | None:
+                 arguments: tuple = (), sink: list | None = None) -> str | None:
     """Run ``parts`` on ``bucket`` through the compiled step, between the ``policy``'s
     ``prepare`` and ``finalize`` (see core/executor.py); ``arguments`` are the policy's
     host-side numbers for this bucket (random-bit keys, a graph input; offsets, constants).
-    Returns None, or, where the step does not trace as one graph, why (then nothing ran)."""
+    Returns None, or, where the step does not trace as one graph, why (then nothing ran).
+    What the parts contribute for a barrier (``contributes``) is appended to ``sink`` as
+    ``(names, values)``."""
     names = list(dict.fromkeys(name for part in parts for name in part.passed))
     layout = None
     if isinstance(bucket, FlatBucket):
@@ -184,7 +190,7 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
 
     with torch._dynamo.config.patch(capture_scalar_outputs=True), inductor_config.patch(options):
         try:
-            _compiled_step()(
+            contributed = _compiled_step()(
                 tuple(parts), policy, arguments, layout, bucket.params, bucket.grads,
                 bucket.state, *graph_inputs(group, names),
             )
@@ -194,6 +200,9 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
             # fullgraph turns dynamo's eager fallback at the limit into this error
             return (f"the process holds {RECOMPILE_LIMIT} compiled steps already (one per "
                     "bucket shape, recipe and policy)")
+    if sink is not None and contributed:
+        sink.extend(zip((part.contributes for part in parts if part.contributes), contributed,
+                        strict=True))
     return None
 
 
