@@ -106,8 +106,10 @@ class Executor:
         self._replaced = 0
         # eager CPU blocks of very large params: their temporaries' buffers, kept between steps
         self.scratch = ScratchPool()
-        # during a phase of a recipe with barriers: what its parts contribute, per bucket
+        # during a phase of a recipe with barriers: what its parts contribute, per bucket, and
+        # the parts of every phase, whose state the buckets of each phase carry
         self._sink: list | None = None
+        self._holding: list[Part] | None = None
 
     # The recipe is the class's (it holds functions, which do not pickle): the optimizer puts it
     # back after unpickling. The eager bucket cache is rebuilt on the next step.
@@ -119,6 +121,7 @@ class Executor:
         self.__dict__.setdefault("scratch", ScratchPool())  # pickled before it existed
         self.__dict__.setdefault("_warned_eager_store", False)
         self.__dict__["_sink"] = None
+        self.__dict__["_holding"] = None
 
     # ------------------------------------------------------------ configuration
     def add_group(self, group: Mapping[str, Any]) -> None:
@@ -300,10 +303,16 @@ class Executor:
             if not parts:
                 continue
             if self.flat:
-                for store in self.stores[index]:
-                    self._step_store(store, view, parts, state)
-                for params in self._split(self.loose[index]):
-                    self.run(self._bucket(params, view, parts, state), view, parts)
+                self._holding = [part for phase in self._phases(
+                    view.get("max_grad_norm") is not None)[0] for part in phase
+                    if part.active(view)]
+                try:
+                    for store in self.stores[index]:
+                        self._step_store(store, view, parts, state)
+                    for params in self._split(self.loose[index]):
+                        self.run(self._bucket(params, view, parts, state), view, parts)
+                finally:
+                    self._holding = None
                 continue
             for bucket in work[index]:
                 # a fresh bucket over the same tensors: per-step fields do not cross a barrier
@@ -404,7 +413,7 @@ class Executor:
     ) -> Bucket:
         """A bucket of ``params``, creating the state they lack (a param's first step)."""
         inits: dict[str, Init] = {}
-        for part in parts:
+        for part in self._holding or parts:  # (a phase: all the step's state)
             inits.update(part.state)
         lists, created = self.policy.collect(params, group, inits, all_state)
         bucket = Bucket(params, [p.grad for p in params], lists, created)
@@ -414,7 +423,7 @@ class Executor:
     def _step_store(
         self, store: FlatStore, group: Mapping[str, Any], parts: list[Part], state: dict
     ) -> None:
-        names = list({name: None for part in parts for name in part.state})
+        names = list({name: None for part in self._holding or parts for name in part.state})
         in_place = store.grads_in_place()
         # what makes the store step per tensor over its views, whatever its grads
         per_tensor = (
