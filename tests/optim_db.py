@@ -165,6 +165,16 @@ class OptimizerInfo:
         return f"OptimizerInfo({self.name!r})"
 
 
+# What does not apply to a recipe with one d over all its params (Prodigy, D-Adaptation).
+_ONE_ESTIMATE = {
+    "test_param_groups_with_different_hypers_equal_separate_optimizers": (
+        "one d is estimated over every group together: two optimizers estimate two"
+    ),
+    "test_mixed_float32_and_float64_params": (
+        "one d is estimated over all the params: a param stepped alone sees another d"
+    ),
+}
+
 _TORCH_ADAM_STATE = {"grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq", "step": "step"}
 _TORCH_AMSGRAD_STATE = {**_TORCH_ADAM_STATE, "max_sqr_avg": "max_exp_avg_sq"}
 _SGD_MOMENTUM = {"momentum_buffer": "momentum_buffer"}
@@ -605,6 +615,45 @@ DB: list[OptimizerInfo] = [
             ),
         },
         peers=library_peers("MARS")[1:],
+    ),
+    # ---- learning-rate-free: one d over every param of every group (issue 22: barriers);
+    # the parity test compares the d estimate in the param groups too
+    OptimizerInfo(
+        "prodigy",
+        Reference(
+            "prodigyopt:Prodigy",
+            state={"step": "step", "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq",
+                   # the reference flattens s and p0 (p0 of an all-zero param: a 0-d zero)
+                   "s": lambda state, group: state["s"].view_as(state["exp_avg_sq"]),
+                   "p0": lambda state, group: state["p0"].expand(
+                       state["exp_avg_sq"].numel()).view_as(state["exp_avg_sq"])},
+        ),
+        settings=(
+            {},
+            {"weight_decay": 0.1, "use_bias_correction": True, "safeguard_warmup": True},
+            {"weight_decay": 0.1, "decouple": False, "betas": (0.0, 0.99), "d_coef": 0.5},
+            {"growth_rate": 1.02, "d0": 1e-4, "beta3": 0.9, "eps": 1e-6},
+        ),
+        converge={"lr": 1.0},
+        skips=_ONE_ESTIMATE,
+        peers=(Peer("prodigyopt", "prodigyopt:Prodigy"),
+               Peer("pytorch_optimizer", "pytorch_optimizer:Prodigy")),
+    ),
+    OptimizerInfo(
+        "dadapt-adam",
+        Reference(
+            "dadaptation:DAdaptAdam",
+            state={"step": "step", "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq", "s": "s"},
+        ),
+        settings=(
+            {},
+            {"weight_decay": 0.1, "decouple": True, "use_bias_correction": True},
+            {"weight_decay": 0.1, "betas": (0.8, 0.99), "growth_rate": 1.05, "d0": 1e-4},
+        ),
+        converge={"lr": 1.0},
+        skips=_ONE_ESTIMATE,
+        peers=(Peer("dadaptation", "dadaptation:DAdaptAdam"),
+               Peer("pytorch_optimizer", "pytorch_optimizer:DAdaptAdam")),
     ),
 ]
 

@@ -42,7 +42,7 @@ def check_max_grad_norm(value: Any) -> None:
 def grad_sqr_sum(b):
     """The bucket's sum of the squares of every grad element (its share of the global norm)."""
     # local: the executor adds the buckets and the shards up (one all-reduce)
-    return (b._local_sum_squares(b.grads).sum(),)
+    return (b._local_sum_squares(b.grads).reshape(-1),)
 
 
 @barrier(sums=("grad_sqr_sum",), values={})

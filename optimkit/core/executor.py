@@ -335,8 +335,10 @@ class Executor:
         for key, rows in by_key.items():
             device = next(v for row in rows for v in row if v is not None).device
             zero = torch.zeros((), dtype=torch.float64, device=device)
+            # each sum over every tensor's share, in the params' order (whatever the blocks)
             vector = torch.stack([
-                sum((row[i].to(torch.float64) for row in rows if row[i] is not None), zero)
+                torch.cat([zero.reshape(1)] + [row[i].reshape(-1).to(torch.float64)
+                                               for row in rows if row[i] is not None]).sum()
                 for i in range(len(names))
             ])
             if key is not None:

@@ -37,8 +37,9 @@ Neither may modify ``p.grad``: a part that changes the gradient provides ``grads
 (:func:`barrier`), splits a recipe into phases. The parts before it (phase 1) run over every
 bucket of every param group, in every mode (eagerly, per CPU block, flat, compiled: one
 compiled graph per phase and bucket); a phase-1 part hands back numbers to add up over the
-whole optimizer by declaring ``contributes=("name", ...)`` and returning one 0-d tensor per
-name, its bucket's local sum (Prodigy's ``sum(|s|)``). The executor adds them up over all the
+whole optimizer by declaring ``contributes=("name", ...)`` and returning one tensor per name,
+its bucket's local share, best one number per tensor (Prodigy's ``sum(|s|)`` of each: added
+up in the params' order, an eager step over CPU blocks then sums exactly as the whole bucket). The executor adds them up over all the
 buckets (for DTensor params, FSDP2, with ONE all-reduce over the shards; DDP replicas hold the
 averaged grads already and need none), reads them on the host once (one sync per step, where
 the reference packages sync per param), and calls the barrier: ``fn(totals, groups)`` with
@@ -278,8 +279,8 @@ class Part:
             if self.contributes and (not isinstance(out, tuple)
                                      or len(out) != len(self.contributes)):
                 raise contract.ContractViolation(
-                    f"part {self.name} contributes {self.contributes}: it must return one 0-d "
-                    f"tensor for each, got {type(out).__name__}")
+                    f"part {self.name} contributes {self.contributes}: it must return a tuple "
+                    f"of one tensor for each, got {type(out).__name__}")
             return out
         return self.fn(bucket, **self.fixed, **{k: group[k] for k in self.passed})
 

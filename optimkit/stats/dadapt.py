@@ -20,18 +20,20 @@ from ..core.rules import nonnegative
 from ..core.tensorlists import is_zero
 
 
+# A contribution is returned per tensor (a 1-D tensor): the executor adds them up in the
+# params' order, so an eager step over CPU blocks sums exactly as one over the whole bucket.
 def local_dot(left, right) -> torch.Tensor:
-    """``sum(a * b)`` over every pair of tensors of two aligned lists: a 0-d tensor (this
+    """``sum(a * b)`` of each pair of tensors of two aligned lists, ``[len(left)]`` (this
     bucket's, this shard's share; the executor adds the rest up)."""
     return torch.stack([torch.dot(a.reshape(-1), b.reshape(-1))
-                        for a, b in zip(left, right, strict=True)]).sum()
+                        for a, b in zip(left, right, strict=True)])
 
 
 def local_abs_sum(tensors) -> torch.Tensor:
-    """``sum(|x|)`` over every element of every tensor: a 0-d tensor."""
+    """``sum(|x|)`` of each tensor, ``[len(tensors)]``."""
     if torch.compiler.is_compiling():
-        return torch.stack([t.abs().sum() for t in tensors]).sum()
-    return torch.stack(torch._foreach_norm(tensors, 1)).sum()
+        return torch.stack([t.abs().sum() for t in tensors])
+    return torch.stack(torch._foreach_norm(tensors, 1))
 
 
 def _zero(b) -> torch.Tensor:
@@ -51,7 +53,8 @@ def _beta3(betas, beta3):
 
 def beta3_rule(name, value):
     """``beta3``: None (``sqrt(beta2)``) or in [0, 1)."""
-    if value is not None and not 0.0 <= float(value) < 1.0:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not 0.0 <= float(value) < 1.0):
         raise ValueError(f"Invalid {name}: {value!r}; {name} must be None or in [0, 1)")
 
 

@@ -97,8 +97,8 @@ def prodigy_estimate(totals: Mapping[str, float], groups: Sequence[dict]):
     return None
 
 
-@stepper(reads=("grad_avg", "sqr_avg"), group_values=("d", "dlr"), eps=1e-8, weight_decay=0.0,
-         decouple=True)
+@stepper(reads=("grad_avg", "sqr_avg"), group_values=("d", "dlr"), rules=dict(eps=nonnegative),
+         eps=1e-8, weight_decay=0.0, decouple=True)
 def prodigy_step(b, eps, weight_decay, decouple, d, dlr):
     """``p = p - dlr * weight_decay * p`` (``decouple``), then
     ``p = p - dlr * m / (sqrt(v) + d * eps)``, with the new ``d`` and the step's ``dlr``."""
@@ -110,8 +110,8 @@ def prodigy_step(b, eps, weight_decay, decouple, d, dlr):
     torch._foreach_add_(b.params, quotients, alpha=-dlr)
 
 
-@stepper(reads=("sqr_avg",), group_values=("d", "dlr"), eps=1e-8, weight_decay=0.0,
-         decouple=True)
+@stepper(reads=("sqr_avg",), group_values=("d", "dlr"), rules=dict(eps=nonnegative), eps=1e-8,
+         weight_decay=0.0, decouple=True)
 def prodigy_sign_free_step(b, eps, weight_decay, decouple, d, dlr):
     """Prodigy with ``beta1 = 0`` (no first moment): ``p = p - dlr * d * g / (sqrt(v) +
     d * eps)``, ``g`` with the L2 decay (``decouple=False``), after the decoupled decay."""
