@@ -176,6 +176,11 @@ _ONE_ESTIMATE = {
     "test_param_groups_with_different_hypers_equal_separate_optimizers": (
         "one d is estimated over every group together: two optimizers estimate two"
     ),
+    # (a scenario of tests/test_distributed.py, not a test: its ZeRO cases are left out)
+    "zero": (
+        "ZeRO gives each rank an optimizer over its share of the params: each would estimate a "
+        "d of its own"
+    ),
     "test_mixed_float32_and_float64_params": (
         "one d is estimated over all the params: a param stepped alone sees another d"
     ),
