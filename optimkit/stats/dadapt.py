@@ -91,7 +91,10 @@ def prodigy_stats(b, betas, beta3, weight_decay, decouple, safeguard_warmup, d0,
     if is_zero(lr):
         return _zero(b), _zero(b)
     grads = _coupled(b, weight_decay, decouple)
-    numerator = local_dot(grads, torch._foreach_sub(b.state["p0"], b.params))
+    # <g, p0 - p> per tensor, each difference freed at once (dot(g, p0) - dot(g, p) would
+    # cancel catastrophically while p is still near p0)
+    numerator = torch.stack([torch.dot(g.reshape(-1), (q - p).reshape(-1))
+                             for g, q, p in zip(grads, b.state["p0"], b.params, strict=True)])
     torch._foreach_mul_(b.state["sqr_avg"], betas[1])
     torch._foreach_addcmul_(b.state["sqr_avg"], grads, grads, value=d * d * (1 - betas[1]))
     torch._foreach_mul_(b.state["s"], _beta3(betas, beta3))
@@ -115,9 +118,11 @@ def dadapt_adam_stats(b, betas, eps, weight_decay, decouple, lr, dlr, layer_scal
     beta1, beta2 = betas
     sqrt_beta2 = beta2 ** 0.5
     grads = _coupled(b, weight_decay, decouple)
-    denom = torch._foreach_sqrt(b.state["sqr_avg"])
-    torch._foreach_add_(denom, eps)
-    numerator = local_dot(grads, torch._foreach_div(b.state["s"], denom)) * layer_scale
+    # <g, s / (sqrt(v) + eps)> per tensor, each quotient freed at once
+    numerator = torch.stack([
+        torch.dot(g.reshape(-1), (s / (v.sqrt() + eps)).reshape(-1))
+        for g, s, v in zip(grads, b.state["s"], b.state["sqr_avg"], strict=True)
+    ]) * layer_scale
     torch._foreach_mul_(b.state["grad_avg"], beta1)
     torch._foreach_add_(b.state["grad_avg"], grads, alpha=layer_scale * dlr * (1 - beta1))
     torch._foreach_mul_(b.state["sqr_avg"], beta2)

@@ -17,9 +17,15 @@ import torch
 
 from ..core.parts import barrier, stepper
 from ..core.rules import nonnegative
-from ..core.tensorlists import is_zero
+from ..core.tensorlists import addcdiv_, is_zero
 
 _log = logging.getLogger("optimkit")
+
+
+def _per_tensor(value, n: int):
+    """A step factor as ``tensorlists.addcdiv_`` takes it: a number, or (compiled: a 0-d
+    tensor) one per tensor."""
+    return [value] * n if isinstance(value, torch.Tensor) else value
 
 
 def _step_lr(groups: Sequence[Mapping[str, Any]]) -> float:
@@ -106,8 +112,7 @@ def prodigy_step(b, eps, weight_decay, decouple, d, dlr):
     torch._foreach_add_(denom, d * eps)
     if decouple and not is_zero(weight_decay):
         torch._foreach_add_(b.params, b.params, alpha=-weight_decay * dlr)
-    quotients = torch._foreach_div(b.state["grad_avg"], denom)
-    torch._foreach_add_(b.params, quotients, alpha=-dlr)
+    addcdiv_(b.params, b.state["grad_avg"], denom, _per_tensor(-dlr, len(b.params)))
 
 
 @stepper(reads=("sqr_avg",), group_values=("d", "dlr"), rules=dict(eps=nonnegative), eps=1e-8,
@@ -122,8 +127,7 @@ def prodigy_sign_free_step(b, eps, weight_decay, decouple, d, dlr):
     torch._foreach_add_(denom, d * eps)
     if decouple and not is_zero(weight_decay):
         torch._foreach_add_(b.params, b.params, alpha=-weight_decay * dlr)
-    quotients = torch._foreach_div(grads, denom)
-    torch._foreach_add_(b.params, quotients, alpha=-dlr * d)
+    addcdiv_(b.params, grads, denom, _per_tensor(-dlr * d, len(b.params)))
 
 
 @barrier(
@@ -171,5 +175,4 @@ def dadapt_adam_step(b, eps, weight_decay, decouple, dlr):
     torch._foreach_add_(denom, eps)
     if decouple and not is_zero(weight_decay):
         torch._foreach_add_(b.params, b.params, alpha=-weight_decay * dlr)
-    quotients = torch._foreach_div(b.state["grad_avg"], denom)
-    torch._foreach_sub_(b.params, quotients)
+    torch._foreach_addcdiv_(b.params, b.state["grad_avg"], denom, -1.0)
