@@ -384,6 +384,7 @@ class Barrier:
 
     @property
     def passed(self) -> tuple[str, ...]:
+        """None: the barrier reads what it needs from the param groups themselves."""
         return ()
 
     def active(self, group: Mapping[str, Any]) -> bool:
