@@ -17,6 +17,14 @@ An :class:`optimkit.Optimizer` holds the recipe, its state and the torch API; it
 Whatever the mode, one step first validates every gradient of every group (sparse gradients
 and complex params are refused) before any param changes, then runs the groups.
 
+**Barriers** (``core/parts.py``: Prodigy's and D-Adaptation's ``d``, ``max_grad_norm``): a
+recipe with a barrier, or any optimizer with ``max_grad_norm``, steps through
+:meth:`Executor._step_phased`: each phase runs over every bucket of every group with the
+per-bucket machinery above (eager blocks, flat stores, one compiled graph per phase), what its
+parts contribute is added up (:meth:`Executor._totals`: one all-reduce per sharded mesh, one
+read on the host), and the barrier sets the values the next phase reads. Every other
+optimizer takes the code path it always took.
+
 **Tied params.** Params that share storage (weight tying done as ``b.data = a.data``, a view
 ``b.data = a.data[0]``, or one Parameter listed twice in a group, which torch.optim warns
 about and steps twice) step one after the other, each as a bucket of its own, in the order
