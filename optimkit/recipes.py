@@ -41,6 +41,7 @@ from .stats import (
     update_weight_decay,
     weight_decay,
 )
+from .stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from .stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from .steppers import (
     adagrad_step,
@@ -54,7 +55,6 @@ from .steppers import (
     radam_step,
     sgd_step,
 )
-from .stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from .steppers.dadapt import (
     dadapt_adam_estimate,
     dadapt_adam_step,

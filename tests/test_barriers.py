@@ -132,7 +132,8 @@ def test_max_grad_norm_equals_clip_grad_norm_then_the_unclipped_step(name, mode)
     factory = optimkit.registry.get(name).factory
     start = make_params()
     ours, theirs = clone_params(start), clone_params(start)
-    opt = factory(_two_groups(ours), max_grad_norm=0.5, **({"flat": True} if mode == "flat" else {}))
+    speed = {"flat": True} if mode == "flat" else {}
+    opt = factory(_two_groups(ours), max_grad_norm=0.5, **speed)
     ref = factory(_two_groups(theirs))
     for step in range(12):
         grads = fake_grads(ours, step)

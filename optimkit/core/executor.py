@@ -306,7 +306,7 @@ class Executor:
                 derived.update(result)
 
     def _run_phase(self, number: int, phase: Sequence[Part], groups, views, work, state) -> None:
-        for index, (group, view) in enumerate(zip(groups, views, strict=True)):
+        for index, view in enumerate(views):
             parts = [part for part in phase if part.active(view)]
             if not parts:
                 continue

@@ -39,15 +39,15 @@ bucket of every param group, in every mode (eagerly, per CPU block, flat, compil
 compiled graph per phase and bucket); a phase-1 part hands back numbers to add up over the
 whole optimizer by declaring ``contributes=("name", ...)`` and returning one tensor per name,
 its bucket's local share, best one number per tensor (Prodigy's ``sum(|s|)`` of each: added
-up in the params' order, an eager step over CPU blocks then sums exactly as the whole bucket). The executor adds them up over all the
-buckets (for DTensor params, FSDP2, with ONE all-reduce over the shards; DDP replicas hold the
-averaged grads already and need none), reads them on the host once (one sync per step, where
-the reference packages sync per param), and calls the barrier: ``fn(totals, groups)`` with
-the totals as Python floats and the live param groups; it may return a dict of values for
-the phases after it that are never saved (the clip coefficient). What it computes is *optimizer-level
-state*: numbers it keeps in every param group (declared as ``values``, each with its initial
-value: Prodigy's ``d``, ``d_max``, ``d_numerator``, ``k``), so that ``state_dict()`` saves
-them and ``load_state_dict`` restores them exactly, as the reference packages lay them out.
+up in the params' order, an eager step over CPU blocks then sums exactly as the whole
+bucket). The executor adds them up over all the buckets (for DTensor params, FSDP2, with ONE
+all-reduce over the shards; DDP replicas hold the averaged grads already and need none),
+reads them on the host once (one sync per step, where the reference packages sync per
+param), and calls the barrier: ``fn(totals, groups)`` with the totals as Python floats and
+the live param groups; it may return a dict of values for the phases after it that are never
+saved (the clip coefficient). What it computes is *optimizer-level state*: numbers it keeps
+in every param group (declared as ``values``, each with its initial value: Prodigy's
+``d``, ``d_max``, ``d_numerator``, ``k``), so that ``state_dict()`` saves them and ``load_state_dict`` restores them exactly, as the reference packages lay them out.
 The parts after the barrier (phase 2) read them, and ``start(groups)`` values (Prodigy's
 ``dlr``: computed before phase 1 from the values, never saved), as ``group_values=(...)``:
 passed like hyper-parameters (graph inputs when compiled, so a new ``d`` never recompiles),

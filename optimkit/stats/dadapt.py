@@ -10,8 +10,6 @@ computed from the groups before the step) reach the parts as group values, never
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..core.parts import copy_of_param, stat, zeros
@@ -132,6 +130,3 @@ def dadapt_adam_stats(b, betas, eps, weight_decay, decouple, lr, dlr, layer_scal
     return numerator, local_abs_sum(b.state["s"]) * layer_scale
 
 
-__all__ = ["dadapt_adam_stats", "local_abs_sum", "local_dot", "prodigy_grad_avg",
-           "prodigy_stats"]
-_ = math
