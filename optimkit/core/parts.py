@@ -47,7 +47,8 @@ param), and calls the barrier: ``fn(totals, groups)`` with the totals as Python 
 the live param groups; it may return a dict of values for the phases after it that are never
 saved (the clip coefficient). What it computes is *optimizer-level state*: numbers it keeps
 in every param group (declared as ``values``, each with its initial value: Prodigy's
-``d``, ``d_max``, ``d_numerator``, ``k``), so that ``state_dict()`` saves them and ``load_state_dict`` restores them exactly, as the reference packages lay them out.
+``d``, ``d_max``, ``d_numerator``, ``k``), so that ``state_dict()`` saves them and
+``load_state_dict`` restores them exactly, as the reference packages lay them out.
 The parts after the barrier (phase 2) read them, and ``start(groups)`` values (Prodigy's
 ``dlr``: computed before phase 1 from the values, never saved), as ``group_values=(...)``:
 passed like hyper-parameters (graph inputs when compiled, so a new ``d`` never recompiles),
