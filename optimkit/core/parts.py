@@ -377,6 +377,7 @@ class Barrier:
     when: Callable[[Mapping[str, Any]], bool] | None = None
     contributes: tuple[str, ...] = ()
     group_values: tuple[str, ...] = ()
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
