@@ -8,7 +8,9 @@ param groups together. ``p.grad`` itself is never written: the executor runs a f
 the total (one all-reduce over FSDP2 shards) into the coefficient, and every later phase
 starts with :data:`scale_grads`, which hands the parts ``grads * coefficient`` as a new list.
 Off (``None``, the default) none of this runs. A coefficient of exactly 1 (no clipping this
-step) makes no copy in eager mode.
+step) makes no copy; compiled, it is then a constant of the graph (``core/compiled.py``: 0
+and 1 stay Python numbers), so a run whose clipping starts or stops binding compiles one more
+graph per bucket, once.
 """
 
 from __future__ import annotations
