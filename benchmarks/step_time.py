@@ -130,6 +130,9 @@ BYTE_MODEL = {
     "ademamix": (36, "p g m v m_slow"),
     "mars": (44, "pass 1 reads g last_grad (||c||); pass 2 reads p g m v last_grad, writes "
              "p m v last_grad"),
+    # learning-rate-free (issue 22): two passes, the barrier's sums between them
+    "prodigy": (52, "pass 1 reads p g p0 m v s, writes m v s; pass 2 reads p m v, writes p"),
+    "dadapt-adam": (44, "pass 1 reads g m v s, writes m v s; pass 2 reads p m v, writes p"),
 }
 
 

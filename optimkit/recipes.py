@@ -41,6 +41,7 @@ from .stats import (
     update_weight_decay,
     weight_decay,
 )
+from .stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from .stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from .steppers import (
     adagrad_step,
@@ -53,6 +54,13 @@ from .steppers import (
     qhadam_step,
     radam_step,
     sgd_step,
+)
+from .steppers.dadapt import (
+    dadapt_adam_estimate,
+    dadapt_adam_step,
+    prodigy_estimate,
+    prodigy_sign_free_step,
+    prodigy_step,
 )
 from .steppers.mixing import adan_step, ademamix_step, mars_step, proximal_decay
 from .steppers.slow_weights import from_wrapper_state_dict
@@ -883,6 +891,98 @@ class MARS(Optimizer):
         lr_1d=3e-3, betas_1d=(0.9, 0.95), weight_decay=0.0, weight_decay_1d=0.1, eps=1e-8,
     )
     reference = "pytorch_optimizer.MARS(mars_type='adamw')"
+
+
+def _has_first_moment(betas):
+    return betas[0] > 0
+
+
+def _no_first_moment(betas):
+    return betas[0] == 0
+
+
+class Prodigy(Optimizer):
+    """Prodigy, "An Expeditiously Adaptive Parameter-Free Learner" (Mishchenko & Defazio 2023,
+    arXiv:2306.06101, ICML 2024): Adam whose step size ``d`` estimates the distance to the
+    solution, one number for the whole optimizer. Leave ``lr`` at 1.
+
+    Per step, with ``d`` and ``dlr = d * lr`` (times ``sqrt(1 - beta2**k) / (1 - beta1**k)``
+    with ``use_bias_correction``) of the step before, over EVERY param of every group:
+    ``m = beta1 * m + d * (1 - beta1) * g``; ``v = beta2 * v + d**2 * (1 - beta2) * g**2``;
+    ``s = beta3 * s + (d / d0) * dlr * g`` (``(d / d0) * d`` with ``safeguard_warmup``);
+    ``d_numerator = beta3 * d_numerator + (d / d0) * dlr * <g, p0 - p>``;
+    ``d_hat = d_coef * d_numerator / |s|_1``; ``d = max(d, d_hat)`` at the first update,
+    ``d_max = max(d_max, d_hat)``, ``d = min(d_max, d * growth_rate)``; then with the new ``d``
+    ``p = p - dlr * weight_decay * p`` (``decouple``) and ``p = p - dlr * m / (sqrt(v) +
+    d * eps)`` (``beta1 = 0``: ``dlr * d * g`` for ``dlr * m``). ``p0`` is the param at its
+    first step. ``weight_decay`` with ``decouple=False`` is added to the gradient (L2).
+
+    The sums are a barrier (see ``core/parts.py``): phase 1 runs over every bucket, the
+    barrier adds the sums up (one all-reduce over FSDP2 shards, so the estimate is the
+    unsharded run's) and updates ``d``, then phase 2 steps. ``d``, ``d_max``, ``d_numerator``,
+    ``d_denom``, ``d_hat`` and ``k`` live in every param group, as the reference keeps them.
+
+    Reproduces ``prodigyopt.Prodigy`` (1.1.2) with its defaults and keywords: lr=1.0,
+    betas=(0.9, 0.999), beta3=None (``sqrt(beta2)``), eps=1e-8, weight_decay=0,
+    decouple=True, use_bias_correction=False, safeguard_warmup=False, d0=1e-6, d_coef=1.0,
+    growth_rate=inf, fsdp_in_use=False, slice_p=1. Deviations: ``slice_p`` must be 1
+    (ValueError otherwise; the reference's ``slice_p > 1`` approximates the estimate);
+    ``fsdp_in_use`` only keeps a step whose gradients are all zero (the reference's meaning
+    besides its all-reduce): DTensor params (FSDP2) are summed over their shards whatever it
+    says, FSDP1's flattened params are not detected; the reference's ``p.grad`` is modified
+    in place by the L2 decay, optimkit's is not; ``p0`` and ``s`` are kept in the param's
+    shape (the reference flattens them, and keeps ``p0`` of an all-zero param as a 0-d zero);
+    every group's lr must be the largest or 0 (ValueError, the reference's RuntimeError).
+    """
+
+    parts = (
+        prodigy_grad_avg.only_if("betas", _has_first_moment),
+        prodigy_stats,
+        prodigy_estimate,
+        step_stat,
+        prodigy_step.only_if("betas", _has_first_moment),
+        prodigy_sign_free_step.only_if("betas", _no_first_moment),
+    )
+    hypers = dict(lr=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, weight_decay=0.0,
+                  decouple=True, use_bias_correction=False, safeguard_warmup=False, d0=1e-6,
+                  d_coef=1.0, growth_rate=float("inf"), fsdp_in_use=False, slice_p=1)
+    reference = "prodigyopt.Prodigy"
+
+
+class DAdaptAdam(Optimizer):
+    """D-Adaptation Adam, "Learning-Rate-Free Learning by D-Adaptation" (Defazio & Mishchenko
+    2023, arXiv:2301.07733, ICML 2023): Adam whose step size ``d`` is estimated from the
+    gradients, one number for the whole optimizer. Leave ``lr`` at 1.
+
+    Per step, with ``dlr = d * lr`` (times ``sqrt(1 - beta2**k) / (1 - beta1**k)`` with
+    ``use_bias_correction``) and ``r`` the group's ``layer_scale`` (1; set it in a param group
+    to scale that group), over EVERY param of every group, ``v`` and ``s`` of the step before:
+    ``numerator_weighted = sqrt(beta2) * numerator_weighted + (1 - sqrt(beta2)) * dlr *
+    sum(r * <g, s / (sqrt(v) + eps)>)``; ``m = beta1 * m + r * dlr * (1 - beta1) * g``;
+    ``v = beta2 * v + (1 - beta2) * g**2``; ``s = sqrt(beta2) * s + dlr * (1 - sqrt(beta2)) *
+    g``; ``d_hat = numerator_weighted / ((1 - sqrt(beta2)) * sum(r * |s|_1))``,
+    ``d = max(d, min(d_hat, d * growth_rate))``; then ``p = p - dlr * weight_decay * p``
+    (``decouple``) and ``p = p - m / (sqrt(v) + eps)``. ``decouple=False`` adds
+    ``weight_decay * p`` to the gradient.
+
+    A barrier recipe like :class:`Prodigy`; ``d``, ``k``, ``layer_scale`` and
+    ``numerator_weighted`` live in every param group, as the reference keeps them.
+
+    Reproduces ``dadaptation.DAdaptAdam`` (3.2) with its defaults and keywords: lr=1.0,
+    betas=(0.9, 0.999), eps=1e-8, weight_decay=0, log_every=0 (logs ``d`` every that many
+    steps through the ``optimkit`` logger), decouple=False, use_bias_correction=False,
+    d0=1e-6, growth_rate=inf, fsdp_in_use=False. Deviations: under FSDP2 the per-step sums are
+    added up over the shards (the unsharded run's estimate); the reference all-reduces its
+    running ``numerator_weighted`` instead, which counts the history once per rank;
+    ``fsdp_in_use`` has no effect; ``p.grad`` is never modified (the reference adds the L2
+    decay into it); every group's lr must be the largest or 0.
+    """
+
+    parts = (dadapt_adam_stats, dadapt_adam_estimate, step_stat, dadapt_adam_step)
+    hypers = dict(lr=1.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, log_every=0,
+                  decouple=False, use_bias_correction=False, d0=1e-6, growth_rate=float("inf"),
+                  fsdp_in_use=False)
+    reference = "dadaptation.DAdaptAdam"
 
 
 __all__ = [

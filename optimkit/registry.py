@@ -384,3 +384,9 @@ _add("ademamix", recipes.AdEMAMix, "pytorch_optimizer.AdEMAMix", 2024,
      "https://arxiv.org/abs/2409.03137")
 _add("mars", recipes.MARS, "pytorch_optimizer.MARS (MARS-AdamW)", 2024,
      "https://arxiv.org/abs/2411.10438")
+
+# 2023-24: learning-rate-free, one estimate of d over every param (issue 22: barriers)
+_add("prodigy", recipes.Prodigy, "prodigyopt.Prodigy", 2023,
+     "https://arxiv.org/abs/2306.06101")
+_add("dadapt-adam", recipes.DAdaptAdam, "dadaptation.DAdaptAdam", 2023,
+     "https://arxiv.org/abs/2301.07733")

@@ -779,8 +779,43 @@ def _whole_refused(case: str, group, workdir: Path) -> dict:
             break
     return {"refusal": refusal, "unchanged": bool(torch.equal(_full(p), full))}
 
+# max_grad_norm under FSDP2: small enough to clip at every step of these problems
+CLIP = 0.05
+
+
+@functools.cache
+def _single_process_clipped(name: str) -> tuple[torch.Tensor, ...]:
+    """The unsharded run with ``max_grad_norm``: torch's clip_grad_norm_, then the step."""
+    model = make_model()
+    opt = build(cases()[name], model.parameters())
+    for step in range(STEPS):
+        x, y = full_batch(step)
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        opt.step()
+    return tuple(p.detach().clone() for p in model.parameters())
+
+
+def _fsdp_clip(case: str, group, workdir: Path) -> dict:
+    """``max_grad_norm`` over sharded params: the norm of the full grads (one all-reduce)."""
+    from torch.distributed.tensor.debug import CommDebugMode
+
+    model = _sharded_model(group)
+    opt = build(cases()[case], model.parameters(), max_grad_norm=CLIP)
+    train(model, opt, 0, STEPS - 1, _rank_data)
+    x, y = _rank_data(STEPS - 1)
+    opt.zero_grad()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    with CommDebugMode() as comm:
+        opt.step()
+    return {"rel": rel_error([_full(p) for p in model.parameters()],
+                             _single_process_clipped(case)),
+            "collectives": comm.get_total_counts()}
+
 
 SCENARIOS: dict[str, Callable[[str, Any, Path], dict]] = {
+    "fsdp-clip": _fsdp_clip,
     "ddp": _ddp,
     "ddp-flat": functools.partial(_ddp, flat=True),
     "fsdp": _fsdp,

@@ -45,6 +45,7 @@ from optimkit.stats import (
     update_weight_decay,
     weight_decay,
 )
+from optimkit.stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from optimkit.stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from optimkit.steppers import (
     adagrad_step,
@@ -57,6 +58,11 @@ from optimkit.steppers import (
     qhadam_step,
     radam_step,
     sgd_step,
+)
+from optimkit.steppers.dadapt import (
+    dadapt_adam_step,
+    prodigy_sign_free_step,
+    prodigy_step,
 )
 from optimkit.steppers.mixing import adan_step, ademamix_step, mars_step, proximal_decay
 
@@ -164,6 +170,21 @@ class OptimizerInfo:
     def __repr__(self) -> str:
         return f"OptimizerInfo({self.name!r})"
 
+
+# What does not apply to a recipe with one d over all its params (Prodigy, D-Adaptation).
+_ONE_ESTIMATE = {
+    "test_param_groups_with_different_hypers_equal_separate_optimizers": (
+        "one d is estimated over every group together: two optimizers estimate two"
+    ),
+    # (a scenario of tests/test_distributed.py, not a test: its ZeRO cases are left out)
+    "zero": (
+        "ZeRO gives each rank an optimizer over its share of the params: each would estimate a "
+        "d of its own"
+    ),
+    "test_mixed_float32_and_float64_params": (
+        "one d is estimated over all the params: a param stepped alone sees another d"
+    ),
+}
 
 _TORCH_ADAM_STATE = {"grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq", "step": "step"}
 _TORCH_AMSGRAD_STATE = {**_TORCH_ADAM_STATE, "max_sqr_avg": "max_exp_avg_sq"}
@@ -606,6 +627,45 @@ DB: list[OptimizerInfo] = [
         },
         peers=library_peers("MARS")[1:],
     ),
+    # ---- learning-rate-free: one d over every param of every group (issue 22: barriers);
+    # the parity test compares the d estimate in the param groups too
+    OptimizerInfo(
+        "prodigy",
+        Reference(
+            "prodigyopt:Prodigy",
+            state={"step": "step", "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq",
+                   # the reference flattens s and p0 (p0 of an all-zero param: a 0-d zero)
+                   "s": lambda state, group: state["s"].view_as(state["exp_avg_sq"]),
+                   "p0": lambda state, group: state["p0"].expand(
+                       state["exp_avg_sq"].numel()).view_as(state["exp_avg_sq"])},
+        ),
+        settings=(
+            {},
+            {"weight_decay": 0.1, "use_bias_correction": True, "safeguard_warmup": True},
+            {"weight_decay": 0.1, "decouple": False, "betas": (0.0, 0.99), "d_coef": 0.5},
+            {"growth_rate": 1.02, "d0": 1e-4, "beta3": 0.9, "eps": 1e-6},
+        ),
+        converge={"lr": 1.0},
+        skips=_ONE_ESTIMATE,
+        peers=(Peer("prodigyopt", "prodigyopt:Prodigy"),
+               Peer("pytorch_optimizer", "pytorch_optimizer:Prodigy")),
+    ),
+    OptimizerInfo(
+        "dadapt-adam",
+        Reference(
+            "dadaptation:DAdaptAdam",
+            state={"step": "step", "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq", "s": "s"},
+        ),
+        settings=(
+            {},
+            {"weight_decay": 0.1, "decouple": True, "use_bias_correction": True},
+            {"weight_decay": 0.1, "betas": (0.8, 0.99), "growth_rate": 1.05, "d0": 1e-4},
+        ),
+        converge={"lr": 1.0},
+        skips=_ONE_ESTIMATE,
+        peers=(Peer("dadaptation", "dadaptation:DAdaptAdam"),
+               Peer("pytorch_optimizer", "pytorch_optimizer:DAdaptAdam")),
+    ),
 ]
 
 _BY_NAME = {info.name: info for info in DB}
@@ -974,4 +1034,40 @@ PART_CASES = [
     Case("lookahead", lookahead, {"alpha": 0.5}, params=[[3.0, -1.0], [0.0]],
          grads=[[[0.0, 0.0], [0.0]]], state={"slow_param": [[1.0, 1.0], [2.0]]},
          expect={"params": [[2.0, 0.0], [1.0]], "state:slow_param": [[2.0, 0.0], [1.0]]}),
+    # ---- Prodigy and D-Adaptation (phase 1 around the barrier, phase 2 after it); d, dlr and
+    # layer_scale are the group values the barrier keeps or computes
+    # m = 0.9 * 1 + d * 0.1 * (3 + 0.5 * 1) with L2 decay and d = 2: 1.6
+    Case("prodigy_grad_avg-l2", prodigy_grad_avg,
+         {"betas": (0.9, 0.99), "weight_decay": 0.5, "decouple": False, "d": 2.0},
+         params=[[1.0]], grads=[[[3.0]]], state={"grad_avg": [[1.0]]},
+         expect={"state:grad_avg": [[1.6]]}),
+    # v = 0.99 v + d^2 0.01 g^2 (d = 1): [1.03, 3.97]; s = 0.5 s + (d / d0) dlr g = 0.5 s + 4 g
+    Case("prodigy_stats", prodigy_stats,
+         {"betas": (0.9, 0.99), "beta3": 0.5, "d0": 0.5, "d": 1.0, "dlr": 2.0},
+         params=[[1.0, 2.0]], grads=[[[2.0, -1.0]]],
+         state={"sqr_avg": [[1.0, 4.0]], "s": [[0.5, 0.0]], "p0": [[3.0, 2.0]]},
+         expect={"state:sqr_avg": [[1.03, 3.97]], "state:s": [[8.25, -4.0]],
+                 "state:p0": [[3.0, 2.0]]}),
+    # betas (0.5, 0.25), dlr 2: m = 0.5 + 2 * 0.5 * 2 = 2.5; v = 1 + 0.75 * 4 = 4;
+    # s = 0.5 * 1 + 2 * 0.5 * 2 = 2.5
+    Case("dadapt_adam_stats", dadapt_adam_stats,
+         {"betas": (0.5, 0.25), "eps": 0.0, "dlr": 2.0, "layer_scale": 1.0},
+         params=[[1.0]], grads=[[[2.0]]],
+         state={"grad_avg": [[1.0]], "sqr_avg": [[4.0]], "s": [[1.0]]},
+         expect={"state:grad_avg": [[2.5]], "state:sqr_avg": [[4.0]], "state:s": [[2.5]]}),
+    # p = 2 - 0.1 * 0.5 * 2 = 1.9, then - dlr m / (sqrt(v) + d eps) = 0.5 * 3 / 5: 1.6
+    Case("prodigy_step", prodigy_step,
+         {"eps": 0.5, "weight_decay": 0.1, "decouple": True, "d": 2.0, "dlr": 0.5},
+         params=[[2.0]], grads=[[[0.0]]], state={"grad_avg": [[3.0]], "sqr_avg": [[16.0]]},
+         expect={"params": [[1.6]]}),
+    # beta1 = 0, L2 decay: g = 1 + 0.1 * 2; p = 2 - dlr d g / (4 + d eps) = 2 - 1.2 / 5
+    Case("prodigy_sign_free_step-l2", prodigy_sign_free_step,
+         {"eps": 0.5, "weight_decay": 0.1, "decouple": False, "d": 2.0, "dlr": 0.5},
+         params=[[2.0]], grads=[[[1.0]]], state={"sqr_avg": [[16.0]]},
+         expect={"params": [[1.76]]}),
+    # p = 2 - 0.5 * 0.2 * 2 = 1.8, then - m / sqrt(v) = 3 / 3: 0.8
+    Case("dadapt_adam_step", dadapt_adam_step,
+         {"eps": 0.0, "weight_decay": 0.5, "decouple": True, "dlr": 0.2},
+         params=[[2.0]], grads=[[[0.0]]], state={"grad_avg": [[3.0]], "sqr_avg": [[9.0]]},
+         expect={"params": [[0.8]]}),
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 
 import pytest
 import torch
@@ -164,7 +165,7 @@ def test_values_torch_accepts_stay_accepted(info):
     hypers = info.factory.hypers
     kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in hypers.items()}
     kwargs.update({k: int(v) for k, v in hypers.items()
-                   if type(v) is float and v == int(v)})
+                   if type(v) is float and math.isfinite(v) and v == int(v)})
     kwargs["lr"] = torch.tensor(float(hypers["lr"]))
     run(info.factory(params, **kwargs), params, 2)
 

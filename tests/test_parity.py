@@ -45,6 +45,14 @@ def test_matches_reference(info, setting, dtype, mode):
     atol = rtol * 1e-2
     for i, (p, q) in enumerate(zip(ours_params, ref_params)):
         torch.testing.assert_close(p, q, rtol=rtol, atol=atol, msg=lambda m, i=i: f"param {i}: {m}")
+    # the optimizer-level state a barrier keeps in the param groups (Prodigy's d estimate)
+    values = [name for barrier in type(ours).recipe.barriers for name in barrier.values]
+    for index, (mine, theirs) in enumerate(zip(ours.param_groups, ref.param_groups)):
+        for name in values:
+            torch.testing.assert_close(
+                torch.tensor(float(mine[name]), dtype=torch.float64),
+                torch.tensor(float(theirs[name]), dtype=torch.float64), rtol=rtol, atol=0.0,
+                msg=lambda m, index=index, name=name: f"group {index} {name}: {m}")
     names = info.reference.state
     for i, (p, q) in enumerate(zip(ours_params, ref_params)):
         mine, theirs = ours.state[p], ref.state[q]

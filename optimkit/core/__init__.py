@@ -6,7 +6,9 @@ Hyper-parameter rules live in :mod:`optimkit.core.rules`.
 from .executor import BucketPolicy, Executor
 from .optimizer import Optimizer, accelerate
 from .parts import (
+    Barrier,
     Part,
+    barrier,
     copy_of_param,
     full,
     own_shape,
@@ -22,6 +24,7 @@ from .tensorlists import FIELDS, Bucket, debias, norms, scalars
 
 __all__ = [
     "FIELDS",
+    "Barrier",
     "Layout",
     "Bucket",
     "BucketPolicy",
@@ -30,6 +33,7 @@ __all__ = [
     "Part",
     "Recipe",
     "accelerate",
+    "barrier",
     "check_recipe",
     "copy_of_param",
     "debias",

@@ -141,12 +141,14 @@ def _traced_step(parts, policy, arguments, layout, params, grads, state, numbers
     if fields is not None:  # a segment of a step (core/whole.py): fields in and out
         bucket.carry(fields)
     prepared = policy.prepare(bucket, group, arguments)
+    contributed = []
     for part in parts:
-        part(bucket, group)
+        out = part(bucket, group)
+        if part.contributes:  # a phase before a barrier: its sums leave the graph
+            contributed.append(out)
     policy.finalize(bucket, group, prepared)
-    if fields is not None:
-        return bucket.carried()
-    return None
+    # a segment hands its per-step fields on (core/whole.py); a phase its sums (a barrier's)
+    return (bucket.carried() if fields is not None else None), contributed
 
 
 # Inductor realises a pointwise value read by several consumers into a buffer of its own once it
@@ -178,13 +180,16 @@ def _compiled_step():
 
 
 def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, policy,
-                 arguments: tuple = (), carry: bool = False) -> str | None:
+                 arguments: tuple = (), carry: bool = False,
+                 sink: list | None = None) -> str | None:
     """Run ``parts`` on ``bucket`` through the compiled step, between the ``policy``'s
     ``prepare`` and ``finalize`` (see core/executor.py); ``arguments`` are the policy's
     host-side numbers for this bucket (random-bit keys, a graph input; offsets, constants).
     With ``carry``, ``parts`` are one segment of a step: the graph starts from ``bucket``'s
     per-step fields and sets them to its own at the end (``core/whole.py``).
-    Returns None, or, where the step does not trace as one graph, why (then nothing ran)."""
+    Returns None, or, where the step does not trace as one graph, why (then nothing ran).
+    What the parts contribute for a barrier (``contributes``) is appended to ``sink`` as
+    ``(names, values)``."""
     names = list(dict.fromkeys(name for part in parts for name in part.passed))
     layout = None
     if isinstance(bucket, FlatBucket):
@@ -198,12 +203,13 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
         try:
             if carry:
                 fields = bucket.carried()
-                bucket.carry(_compiled_step()(
+                carried, contributed = _compiled_step()(
                     tuple(parts), policy, arguments, layout, bucket.params, fields[0],
                     bucket.state, *graph_inputs(group, names), fields,
-                ))
+                )
+                bucket.carry(carried)
             else:
-                _compiled_step()(
+                _, contributed = _compiled_step()(
                     tuple(parts), policy, arguments, layout, bucket.params, bucket.grads,
                     bucket.state, *graph_inputs(group, names),
                 )
@@ -213,6 +219,9 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
             # fullgraph turns dynamo's eager fallback at the limit into this error
             return (f"the process holds {RECOMPILE_LIMIT} compiled steps already (one per "
                     "bucket shape, recipe and policy)")
+    if sink is not None and contributed:
+        sink.extend(zip((part.contributes for part in parts if part.contributes), contributed,
+                        strict=True))
     return None
 
 

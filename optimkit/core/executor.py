@@ -17,6 +17,14 @@ An :class:`optimkit.Optimizer` holds the recipe, its state and the torch API; it
 Whatever the mode, one step first validates every gradient of every group (sparse gradients
 and complex params are refused) before any param changes, then runs the groups.
 
+**Barriers** (``core/parts.py``: Prodigy's and D-Adaptation's ``d``, ``max_grad_norm``): a
+recipe with a barrier, or any optimizer with ``max_grad_norm``, steps through
+:meth:`Executor._step_phased`: each phase runs over every bucket of every group with the
+per-bucket machinery above (eager blocks, flat stores, one compiled graph per phase), what its
+parts contribute is added up (:meth:`Executor._totals`: one all-reduce per sharded mesh, one
+read on the host), and the barrier sets the values the next phase reads. Every other
+optimizer takes the code path it always took.
+
 **Tied params.** Params that share storage (weight tying done as ``b.data = a.data``, a view
 ``b.data = a.data[0]``, or one Parameter listed twice in a group, which torch.optim warns
 about and steps twice) step one after the other, each as a bucket of its own, in the order
@@ -59,15 +67,17 @@ Extension points, for what comes next:
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from . import compiled
 from .flat import FlatBucket, FlatStore
-from .parts import Init, Part
+from .parts import Barrier, Init, Part
 from .policy import PLAIN, BucketPolicy, Layout
 from .recipe import Recipe
 from .scratch import ScratchPool
@@ -108,6 +118,10 @@ class Executor:
         self._replaced = 0
         # eager CPU blocks of very large params: their temporaries' buffers, kept between steps
         self.scratch = ScratchPool()
+        # during a phase of a recipe with barriers: what its parts contribute, per bucket, and
+        # the parts of every phase, whose state the buckets of each phase carry
+        self._sink: list | None = None
+        self._holding: list[Part] | None = None
 
     # The recipe is the class's (it holds functions, which do not pickle): the optimizer puts it
     # back after unpickling. The eager bucket cache is rebuilt on the next step.
@@ -118,6 +132,8 @@ class Executor:
         self.__dict__.update(state)
         self.__dict__.setdefault("scratch", ScratchPool())  # pickled before it existed
         self.__dict__.setdefault("_warned_eager_store", False)
+        self.__dict__["_sink"] = None
+        self.__dict__["_holding"] = None
 
     # ------------------------------------------------------------ configuration
     def add_group(self, group: Mapping[str, Any]) -> None:
@@ -207,6 +223,9 @@ class Executor:
         """
         if getattr(state, "replaced", 0) != self._replaced:
             self.state_loaded(state)
+        if self.recipe.barriers or groups[0].get("max_grad_norm") is not None:
+            self._step_phased(groups, state)
+            return
         active = [self._active_parts(group) for group in groups]
         grads = [[p.grad for p in group["params"]] for group in groups]
         for group_grads in grads:
@@ -233,6 +252,115 @@ class Executor:
         for group, parts, buckets in work:
             for bucket in buckets:
                 self.run(bucket, group, parts)
+
+    # ------------------------------------------------ phases between barriers
+    def _phases(self, clip: bool) -> tuple[tuple[tuple[Part, ...], ...], tuple[Barrier, ...]]:
+        """The recipe's phases and barriers; with ``max_grad_norm`` a first phase that sums the
+        squares of the grads and a barrier that turns them into the clip coefficient, and every
+        phase then starts by scaling ``grads`` with it (see core/clipping.py)."""
+        phases, barriers = self.recipe.phases, self.recipe.barriers
+        if not clip:
+            return phases, barriers
+        from .clipping import clip_barrier, grad_sqr_sum, scale_grads
+
+        return (((grad_sqr_sum,), *((scale_grads, *phase) for phase in phases)),
+                (clip_barrier, *barriers))
+
+    def _step_phased(self, groups: Sequence[Mapping[str, Any]], state: dict) -> None:
+        """A step of a recipe with barriers (or of any recipe with ``max_grad_norm``): each
+        phase over every bucket of every group, then its barrier over all of them."""
+        max_norm = groups[0].get("max_grad_norm")
+        if any(group.get("max_grad_norm") != max_norm for group in groups):
+            raise ValueError(
+                "max_grad_norm: every param group must have the same value (one norm over all "
+                f"the params); got {[group.get('max_grad_norm') for group in groups]}"
+            )
+        phases, barriers = self._phases(max_norm is not None)
+        for group_grads in ([p.grad for p in group["params"]] for group in groups):
+            self._check_sparse(group_grads)
+        derived: dict[str, Any] = {}
+        for barrier in barriers:
+            if barrier.start is not None:
+                derived.update(barrier.start(groups))
+        work = None
+        if not self.flat:
+            everything = [part for phase in phases for part in phase]
+            active = [[part for part in everything if part.active(group)] for group in groups]
+            grads = [[p.grad for p in group["params"]] for group in groups]
+            plans = [self._plan(index, group, parts, group_grads)
+                     for index, (group, parts, group_grads) in enumerate(zip(groups, active, grads,
+                                                                             strict=True))]
+            work = [self._group_buckets(index, group, parts, state, plan)
+                    for index, (group, parts, plan) in enumerate(zip(groups, active, plans,
+                                                                     strict=True))]
+        for number, phase in enumerate(phases):
+            views = [{**group, **derived} for group in groups]
+            sink: list = []
+            self._sink = sink
+            try:
+                self._run_phase(number, phase, groups, views, work, state)
+            finally:
+                self._sink = None
+            if number == len(barriers):
+                break
+            result = barriers[number].fn(self._totals(sink, barriers[number].sums), groups)
+            if result is False:
+                return
+            if result:  # values for the phases after it, never saved (the clip coefficient)
+                derived.update(result)
+
+    def _run_phase(self, number: int, phase: Sequence[Part], groups, views, work, state) -> None:
+        for index, view in enumerate(views):
+            parts = [part for part in phase if part.active(view)]
+            if not parts:
+                continue
+            if self.flat:
+                self._holding = [part for phase in self._phases(
+                    view.get("max_grad_norm") is not None)[0] for part in phase
+                    if part.active(view)]
+                try:
+                    for store in self.stores[index]:
+                        self._step_store(store, view, parts, state)
+                    for params in self._split(self.loose[index]):
+                        self.run(self._bucket(params, view, parts, state), view, parts)
+                finally:
+                    self._holding = None
+                continue
+            for bucket in work[index]:
+                # a fresh bucket over the same tensors: per-step fields do not cross a barrier
+                self.run(bucket if number == 0 else _fresh(bucket), view, parts)
+
+    def _totals(self, sink: list, names: Sequence[str]) -> dict[str, float]:
+        """The phase's contributions added up over every bucket: float64, the shards of each
+        sharded mesh added up in one all-reduce, read on the host once."""
+        if not sink:
+            return dict.fromkeys(names, 0.0)
+        where = {name: i for i, name in enumerate(names)}
+        by_key: dict[Any, list] = {}
+        for key, part_names, values in sink:
+            rows = by_key.setdefault(key, [])
+            row = [None] * len(names)
+            for name, value in zip(part_names, values, strict=True):
+                row[where[name]] = value
+            rows.append(row)
+        totals = []
+        for key, rows in by_key.items():
+            device = next(v for row in rows for v in row if v is not None).device
+            zero = torch.zeros((), dtype=torch.float64, device=device)
+            # each sum over every tensor's share, in the params' order (whatever the blocks)
+            vector = torch.stack([
+                torch.cat([zero.reshape(1)] + [row[i].reshape(-1).to(torch.float64)
+                                               for row in rows if row[i] is not None]).sum()
+                for i in range(len(names))
+            ])
+            if key is not None:
+                from torch.distributed import _functional_collectives as funcol
+
+                for group in key:
+                    vector = funcol.all_reduce(vector, "sum", group)
+                vector = funcol.wait_tensor(vector)
+            totals.append(vector.cpu())
+        return dict(zip(names, torch.stack(totals).sum(0).tolist(), strict=True))
 
     def _active_parts(self, group: Mapping[str, Any]) -> list[Part]:
         return [part for part in self.recipe.parts if part.active(group)]
@@ -299,7 +427,7 @@ class Executor:
     ) -> Bucket:
         """A bucket of ``params``, creating the state they lack (a param's first step)."""
         inits: dict[str, Init] = {}
-        for part in parts:
+        for part in self._holding or parts:  # (a phase: all the step's state)
             inits.update(part.state)
         lists, created = self.policy.collect(params, group, inits, all_state)
         bucket = Bucket(params, [p.grad for p in params], lists, created)
@@ -309,7 +437,7 @@ class Executor:
     def _step_store(
         self, store: FlatStore, group: Mapping[str, Any], parts: list[Part], state: dict
     ) -> None:
-        names = list({name: None for part in parts for name in part.state})
+        names = list({name: None for part in self._holding or parts for name in part.state})
         in_place = store.grads_in_place()
         # what makes the store step per tensor over its views, whatever its grads
         per_tensor = (
@@ -348,16 +476,24 @@ class Executor:
         whole = isinstance(bucket, ShardedBucket) and any(part.whole for part in body)
         if whole:  # refuse a sharding it cannot gather before any part ran
             shard_plan(bucket, next(part.name for part in body if part.whole))
+        sink = self._sink
+        if sink is not None:  # a phase of a recipe with barriers: keep what the parts hand back
+            key = bucket.groups if isinstance(bucket, ShardedBucket) and bucket.groups else None
+            outs: list | None = []
+        else:
+            outs = None
         if (compile and self.compile and not any(bucket.created.values())
                 and not compiled.under_dispatch_mode()
                 and not (whole and not self.policy.plain)):
             if compiled.can_compile(bucket.device):
                 self._warn_if_many(bucket)
                 if whole:
-                    broken = self._run_segments(bucket, group, body)
+                    broken = self._run_segments(bucket, group, body, outs)
                 else:
-                    broken = compiled.run_compiled(bucket, group, body, self.policy, arguments)
+                    broken = compiled.run_compiled(bucket, group, body, self.policy, arguments,
+                                                   sink=outs)
                 if broken is None:
+                    self._keep(outs, key if sink is not None else None)
                     self._run_host_gated(bucket, group, parts, arguments)
                     return
                 compiled.warn_eager(f"the step does not compile as one graph ({broken})")
@@ -374,21 +510,22 @@ class Executor:
             reuse = self.scratch.reuse() if self._pooled(block) else contextlib.nullcontext()
             with reuse:
                 prepared = self.policy.prepare(block, group, block_arguments)
-                if whole:
-                    for part in body:
-                        if part.whole:
-                            run_whole(block, part, group, self.layouts())
-                        else:
-                            part(block, group)
-                else:
-                    for part in body:
-                        part(block, group)
+                for part in body:
+                    if whole and part.whole:
+                        run_whole(block, part, group, self.layouts())
+                        continue
+                    out = part(block, group)
+                    if outs is not None and part.contributes:
+                        outs.append((part.contributes, out))
                 self.policy.finalize(block, group, prepared)
                 del block, prepared
+        if outs is not None:
+            self._keep(outs, key)
         self._run_host_gated(bucket, group, parts, arguments)
 
     def _run_segments(
-        self, bucket: ShardedBucket, group: Mapping[str, Any], body: Sequence[Part]
+        self, bucket: ShardedBucket, group: Mapping[str, Any], body: Sequence[Part],
+        outs: list | None = None,
     ) -> str | None:
         """A compiled step of a sharded bucket with whole parts (plain policy): the runs of
         other parts compiled, each as one graph on the local shards, and each whole part
@@ -406,7 +543,7 @@ class Executor:
                 run_whole(bucket, segment[0], group, self.layouts())
                 continue
             broken = compiled.run_compiled(bucket, group, segment, self.policy, (),
-                                           carry=True)
+                                           carry=True, sink=outs)
             if broken is not None and index == 0:
                 return broken  # nothing ran: the caller runs the step eagerly
             if broken is not None:
@@ -415,6 +552,11 @@ class Executor:
                     f"does not compile ({broken}); pass compile=False"
                 )
         return None
+
+    def _keep(self, outs: list | None, key: Any) -> None:
+        """Hand the contributions of one bucket's parts to the phase's sink."""
+        if outs:
+            self._sink.extend((key, names, values) for names, values in outs)
 
     def _blocks(self, bucket: Bucket, arguments: tuple) -> list[tuple[Bucket, tuple]]:
         """The blocks of params an eager step runs over, one after the other, each with its
@@ -508,6 +650,22 @@ def tied_storages(params: Sequence[Tensor], taken: Collection[int] = ()) -> set[
                 tied.add(storage)
             seen.add(storage)
     return tied
+
+
+# the slots of a bucket that hold its tensors; every other slot is a per-step field or cache
+_TENSOR_SLOTS = ("params", "grads", "state", "created")
+
+
+def _fresh(bucket: Bucket) -> Bucket:
+    """``bucket`` over the same tensors (and layout) without the fields its parts set."""
+    out = copy.copy(bucket)
+    for cls in type(bucket).__mro__:
+        if cls is Bucket:
+            for slot in cls.__slots__:
+                if slot not in _TENSOR_SLOTS:
+                    setattr(out, slot, None)
+    out.state = dict(bucket.state)
+    return out
 
 
 def _arguments_of(arguments: tuple, indices: Sequence[int]) -> tuple:

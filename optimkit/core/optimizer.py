@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from .clipping import check_max_grad_norm
 from .executor import Executor
 from .parts import Part
 from .policy import POLICY_KEYWORDS, STATE_FORM, BucketPolicy, Layout, Storage, policies
@@ -141,7 +142,8 @@ def _tensors_of(params: list) -> list[Tensor]:
 
 # The keywords every optimizer takes besides its hyper-parameters: the speed modes and the
 # precision and memory policy (see optimkit.precision), with their defaults.
-MODE_KEYWORDS: dict[str, Any] = {"compile": False, "flat": None, **POLICY_KEYWORDS}
+MODE_KEYWORDS: dict[str, Any] = {"compile": False, "flat": None, **POLICY_KEYWORDS,
+                                  "max_grad_norm": None}
 
 
 
@@ -209,6 +211,12 @@ class Optimizer(torch.optim.Optimizer):
     ``state_dict()`` holds the state as it is stored (8-bit codes and their ``<name>_absmax``);
     ``load_state_dict`` brings a checkpoint of any policy (or torch.optim's) to this one.
 
+    ``max_grad_norm`` (every recipe; default None, off): the gradients the recipe sees are
+    scaled as ``torch.nn.utils.clip_grad_norm_(all params, max_grad_norm)`` would scale them
+    before the step, one norm over every param of every group (and of every FSDP2 shard);
+    ``p.grad`` is never written (see ``core/clipping.py``). It lives in the param groups, so
+    ``state_dict()`` saves it; every group must have the same value.
+
     torch.optim's implementation keywords are accepted, so that code written for torch.optim
     runs unchanged. A recipe with a torch.optim twin (``torch_class``: SGD, Adagrad, RMSprop,
     Adam, AdamW, RAdam) takes exactly those of its twin's signature; every other recipe takes
@@ -275,7 +283,8 @@ class Optimizer(torch.optim.Optimizer):
     def __init__(self, params: Any, *, compile: bool = False, flat: bool | None = None,
                  state_dtype: torch.dtype | None = None,
                  state_bits: int | Mapping[str, int] | None = None, param_update: str = "plain",
-                 generator: torch.Generator | None = None, **hypers: Any) -> None:
+                 generator: torch.Generator | None = None, max_grad_norm: float | None = None,
+                 **hypers: Any) -> None:
         cls = type(self)
         if cls.recipe is None:
             raise TypeError("optimkit.Optimizer is abstract: use a recipe such as optimkit.Adam")
@@ -286,6 +295,11 @@ class Optimizer(torch.optim.Optimizer):
                 raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
         defaults = {**cls.hypers, **hypers}
         cls.recipe.validate(defaults)
+        check_max_grad_norm(max_grad_norm)
+        # global clipping and the barriers' optimizer-level values live in every param group,
+        # so that state_dict() saves them (see core/parts.py)
+        defaults["max_grad_norm"] = max_grad_norm
+        defaults.update(cls.recipe.initial_values(defaults))
         policy = policies().from_keywords(
             cls.recipe.storage, cls.recipe.layouts, state_dtype=state_dtype, state_bits=state_bits,
             param_update=param_update, generator=generator,
@@ -346,6 +360,7 @@ class Optimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         try:
             type(self).recipe.validate(self.param_groups[-1])
+            check_max_grad_norm(self.param_groups[-1].get("max_grad_norm"))
         except ValueError:
             self.param_groups.pop()
             raise
@@ -497,6 +512,7 @@ class Optimizer(torch.optim.Optimizer):
             groups.append({**self.defaults, **group})
         for group in groups:
             cls.recipe.validate(group)
+            check_max_grad_norm(group.get("max_grad_norm"))
 
         known = set(cls.state_inits)
         # the state every param that has stepped keeps: that of the parts no hyper switches

@@ -40,13 +40,41 @@ a state or field it does not declare raises ``ContractViolation`` naming the par
 
 A *stat* updates state (``grad_avg``, ``sqr_avg``, ``step``...), a *stepper* writes the params.
 Neither may modify ``p.grad``: a part that changes the gradient provides ``grads`` as a new list.
+
+**Barriers: reductions over the whole optimizer.** A third kind of part, the *barrier*
+(:func:`barrier`), splits a recipe into phases. The parts before it (phase 1) run over every
+bucket of every param group, in every mode (eagerly, per CPU block, flat, compiled: one
+compiled graph per phase and bucket); a phase-1 part hands back numbers to add up over the
+whole optimizer by declaring ``contributes=("name", ...)`` and returning one tensor per name,
+its bucket's local share, best one number per tensor (Prodigy's ``sum(|s|)`` of each: added
+up in the params' order, an eager step over CPU blocks then sums exactly as the whole
+bucket). The executor adds them up over all the buckets (for DTensor params, FSDP2, with ONE
+all-reduce over the shards; DDP replicas hold the averaged grads already and need none),
+reads them on the host once (one sync per step, where the reference packages sync per
+param), and calls the barrier: ``fn(totals, groups)`` with the totals as Python floats and
+the live param groups; it may return a dict of values for the phases after it that are never
+saved (the clip coefficient). What it computes is *optimizer-level state*: numbers it keeps
+in every param group (declared as ``values``, each with its initial value: Prodigy's
+``d``, ``d_max``, ``d_numerator``, ``k``), so that ``state_dict()`` saves them and
+``load_state_dict`` restores them exactly, as the reference packages lay them out.
+The parts after the barrier (phase 2) read them, and ``start(groups)`` values (Prodigy's
+``dlr``: computed before phase 1 from the values, never saved), as ``group_values=(...)``:
+passed like hyper-parameters (graph inputs when compiled, so a new ``d`` never recompiles),
+but not keywords of the recipe. A barrier that returns ``False`` ends the step there (the
+references' early return when every gradient is zero).
+
+Per-step fields do not cross a barrier (phase 2 starts from ``grads`` again, and a CPU cache
+block never spans one); state does. A recipe without a barrier runs exactly as before. The
+optimizer's ``max_grad_norm=`` (every recipe) is a built-in barrier before phase 1: the global
+gradient norm, and the parts of every phase see ``grads`` scaled as
+``torch.nn.utils.clip_grad_norm_`` would scale ``p.grad`` (which stays untouched).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -163,6 +191,12 @@ class Part:
     storage: Mapping[str, Storage] = dataclasses.field(default_factory=dict)
     # Needs each full tensor, not a shard (see the module doc); implies ``shaped``.
     whole: bool = False
+    # the optimizer-wide sums this part returns (one 0-d tensor each, its bucket's local sum),
+    # added up over every bucket for the barrier that follows (see the module doc)
+    contributes: tuple[str, ...] = ()
+    # optimizer-level values a barrier keeps in the param groups (or computes at the start of
+    # the step), passed to ``fn`` like hyper-parameters but not keywords of the recipe
+    group_values: tuple[str, ...] = ()
     passed: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -185,7 +219,8 @@ class Part:
                                  "(a stepper writes each rank's own shard of the params)")
             object.__setattr__(self, "shaped", True)  # a full tensor has a shape to read
         # the hyper-parameters handed to ``fn`` from the group, computed once
-        object.__setattr__(self, "passed", tuple(k for k in self.hypers if k not in self.gates))
+        object.__setattr__(self, "passed", tuple(k for k in self.hypers if k not in self.gates)
+                           + tuple(self.group_values))
 
     @property
     def name(self) -> str:
@@ -253,10 +288,17 @@ class Part:
                      for name in sorted(set(self.rules) - set(self.hypers))]
         return problems
 
-    def __call__(self, bucket, group: Mapping[str, Any]) -> None:
+    def __call__(self, bucket, group: Mapping[str, Any]) -> Any:
         if contract.ENFORCED and not torch.compiler.is_compiling():
             bucket = contract.guard(bucket, self)  # the test suite's run-time check
-        self.fn(bucket, **self.fixed, **{k: group[k] for k in self.passed})
+            out = self.fn(bucket, **self.fixed, **{k: group[k] for k in self.passed})
+            if self.contributes and (not isinstance(out, tuple)
+                                     or len(out) != len(self.contributes)):
+                raise contract.ContractViolation(
+                    f"part {self.name} contributes {self.contributes}: it must return a tuple "
+                    f"of one tensor for each, got {type(out).__name__}")
+            return out
+        return self.fn(bucket, **self.fixed, **{k: group[k] for k in self.passed})
 
     def __repr__(self) -> str:
         return f"<{self.kind} {self.name}>"
@@ -273,7 +315,7 @@ def implied_storage(init: Init) -> Storage:
 
 
 def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped, every,
-             hypers, storage=None, whole=False):
+             hypers, storage=None, contributes=(), group_values=(), whole=False):
     def wrap(fn: Callable[..., None]) -> Part:
         gates = ()
         if every is not None:
@@ -284,7 +326,8 @@ def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped
             fn=fn, kind=kind, state=dict(state or {}), hypers=dict(hypers),
             reads=tuple(reads), provides=tuple(provides), overrides=tuple(overrides),
             rules=dict(rules or {}), checks=tuple(checks), shaped=shaped, every=every,
-            gates=gates, storage=dict(storage or {}), whole=whole,
+            gates=gates, storage=dict(storage or {}), contributes=tuple(contributes),
+            group_values=tuple(group_values), whole=whole,
         )
 
     return wrap
@@ -293,8 +336,8 @@ def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped
 def stat(
     state: Mapping[str, Init] | None = None, *, reads=(), provides=(), overrides=(),
     rules: Mapping[str, Rule] | None = None, checks=(), shaped: bool = False,
-    every: str | None = None, storage: Mapping[str, str] | None = None, whole: bool = False,
-    **hypers: Any,
+    every: str | None = None, storage: Mapping[str, str] | None = None, contributes=(),
+    group_values=(), whole: bool = False, **hypers: Any,
 ):
     """Declare a stat: ``@stat(state={"grad_avg": zeros}, storage={"grad_avg": "signed"},
     provides=("first_moment",), rules=dict(betas=betas), betas=(0.9, 0.999))``.
@@ -309,17 +352,88 @@ def stat(
     declares, instead of on each rank's shard (see the module doc).
     """
     return _declare("stat", state, reads, provides, overrides, rules, checks, shaped, every,
-                    hypers, storage, whole)
+                    hypers, storage, contributes, group_values, whole)
 
 
 def stepper(
     state: Mapping[str, Init] | None = None, *, reads=(), provides=(), overrides=(),
     rules: Mapping[str, Rule] | None = None, checks=(), every: str | None = None,
-    storage: Mapping[str, str] | None = None, **hypers: Any,
+    storage: Mapping[str, str] | None = None, contributes=(), group_values=(), **hypers: Any,
 ):
     """Declare a stepper: a part that writes the params (same keywords as :func:`stat`)."""
     return _declare("stepper", state, reads, provides, overrides, rules, checks, False, every,
-                    hypers, storage)
+                    hypers, storage, contributes, group_values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Barrier:
+    """A reduction over the whole optimizer between two phases of a recipe (see the module
+    doc): ``fn(totals, groups)`` gets the ``sums`` the phase-1 parts contributed, added up
+    over every bucket (Python floats), and writes the optimizer-level ``values`` into every
+    param group; returning ``False`` ends the step before phase 2."""
+
+    fn: Callable[..., Any]
+    sums: tuple[str, ...]
+    # name -> its initial value, made from the group's hyper-parameters (``d`` from ``d0``)
+    values: Mapping[str, Callable[[Mapping[str, Any]], Any]]
+    hypers: Mapping[str, Any]
+    # values computed from the param groups before phase 1, never saved (Prodigy's ``dlr``)
+    start: Callable[[Sequence[Mapping[str, Any]]], Mapping[str, Any]] | None = None
+    derived: tuple[str, ...] = ()
+    rules: Mapping[str, Rule] = dataclasses.field(default_factory=dict)
+    checks: tuple[GroupCheck, ...] = ()
+    kind: str = "barrier"
+    label: str = ""
+    # what a Part carries, so that recipe-wide code may treat a barrier as one
+    state: Mapping[str, Init] = dataclasses.field(default_factory=dict)
+    reads: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    storage: Mapping[str, Storage] = dataclasses.field(default_factory=dict)
+    gates: tuple[str, ...] = ()
+    every: str | None = None
+    shaped: bool = False
+    when: Callable[[Mapping[str, Any]], bool] | None = None
+    contributes: tuple[str, ...] = ()
+    group_values: tuple[str, ...] = ()
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The barrier's name in messages and listings."""
+        return self.label or self.fn.__name__
+
+    @property
+    def passed(self) -> tuple[str, ...]:
+        """None: the barrier reads what it needs from the param groups themselves."""
+        return ()
+
+    def active(self, group: Mapping[str, Any]) -> bool:
+        """Always: a barrier ends every phase, for every group."""
+        return True
+
+    def signature_problems(self) -> list[str]:
+        """None: a barrier reads its hyper-parameters from the groups it is given."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"<barrier {self.name}>"
+
+
+def barrier(*, sums: Sequence[str], values: Mapping[str, Callable[[Mapping[str, Any]], Any]],
+            start: Callable[[Sequence[Mapping[str, Any]]], Mapping[str, Any]] | None = None,
+            derived: Sequence[str] = (), rules: Mapping[str, Rule] | None = None, checks=(),
+            **hypers: Any):
+    """Declare a barrier: ``@barrier(sums=("d_denom",), values={"d": lambda g: g["d0"]},
+    start=prodigy_start, derived=("dlr",), d0=1e-6)`` over ``fn(totals, groups)`` (see the
+    module doc). ``hypers`` are its keywords with their defaults, read from the groups."""
+
+    def wrap(fn: Callable[..., Any]) -> Barrier:
+        return Barrier(fn=fn, sums=tuple(sums), values=dict(values), hypers=dict(hypers),
+                       start=start, derived=tuple(derived), rules=dict(rules or {}),
+                       checks=tuple(checks))
+
+    return wrap
 
 
 def parts_of(package: str, path: list[str]) -> dict[str, Part]:

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .parts import NO_DEFAULT, Init, Part, implied_storage, layout_of
+from .parts import NO_DEFAULT, Barrier, Init, Part, implied_storage, layout_of
 from .policy import Layout, Storage
 from .rules import GroupCheck, Rule, like_default
 from .tensorlists import FIELDS, INITIAL_FIELDS
@@ -29,6 +29,15 @@ class Recipe:
     storage: Mapping[str, Storage] = dataclasses.field(default_factory=dict)
     # state name -> how it lines up with its param (declared by its init)
     layouts: Mapping[str, Layout] = dataclasses.field(default_factory=dict)
+    # the parts between barriers (one phase: a recipe without a barrier) and the barriers
+    phases: tuple[tuple[Part, ...], ...] = ()
+    barriers: tuple[Barrier, ...] = ()
+
+    def initial_values(self, defaults: Mapping[str, Any]) -> dict[str, Any]:
+        """The optimizer-level values the barriers keep in every param group, as they start
+        (from the group's hyper-parameters ``defaults``)."""
+        return {name: init(defaults) for barrier in self.barriers
+                for name, init in barrier.values.items()}
 
     def validate(self, group: Mapping[str, Any]) -> None:
         """Check a param group (``ValueError`` naming the hyper-parameter on a bad value): each
@@ -54,17 +63,30 @@ def check_recipe(owner: str, parts: Iterable[Any], own_hypers: Mapping[str, Any]
     (the change would not reach it); a hyper-parameter a part's function takes but does not
     declare; a host-gated (``every``) part that is not last; a recipe default read by no part.
     """
-    parts = tuple(parts)
-    for part in parts:
+    everything = tuple(parts)
+    phases: list[tuple[Part, ...]] = [()]
+    barriers: list[Barrier] = []
+    for part in everything:
+        if isinstance(part, Barrier):
+            if not phases[-1]:
+                raise TypeError(f"{owner}: barrier {part.name} has no part before it")
+            barriers.append(part)
+            phases.append(())
+            continue
         if not isinstance(part, Part):
-            raise TypeError(f"{owner}: parts must be stats and steppers, got {part!r}")
+            raise TypeError(f"{owner}: parts must be stats, steppers and barriers, got {part!r}")
         for problem in part.signature_problems():
             raise TypeError(f"{owner}: part {part.name} {problem}")
-    state_inits = _check_order(owner, parts)
-    hypers = _collect_hypers(owner, parts, own_hypers)
+        phases[-1] += (part,)
+    if barriers and not phases[-1]:
+        raise TypeError(f"{owner}: barrier {barriers[-1].name} has no part after it")
+    _check_barriers(owner, phases, barriers)
+    parts = tuple(part for phase in phases for part in phase)
+    state_inits = _check_order(owner, everything)
+    hypers = _collect_hypers(owner, everything, own_hypers)
     rules: dict[str, tuple[Rule, ...]] = {}
     checks: list[GroupCheck] = []
-    for part in parts:
+    for part in everything:
         for name, rule in part.rules.items():
             if rule not in rules.get(name, ()):
                 rules[name] = (*rules.get(name, ()), rule)
@@ -80,7 +102,28 @@ def check_recipe(owner: str, parts: Iterable[Any], own_hypers: Mapping[str, Any]
     for name, init in state_inits.items():
         storage.setdefault(name, implied_storage(init))
     layouts = {name: layout_of(init) for name, init in state_inits.items()}
-    return Recipe(parts, state_inits, hypers, rules, tuple(checks), storage, layouts)
+    return Recipe(parts, state_inits, hypers, rules, tuple(checks), storage, layouts,
+                  tuple(phases), tuple(barriers))
+
+
+def _check_barriers(owner: str, phases: list[tuple[Part, ...]], barriers: list[Barrier]) -> None:
+    """Every sum a barrier takes is contributed by a part of the phase before it, every
+    contribution is taken, and every group value a part reads is one a barrier keeps."""
+    kept = {name for b in barriers for name in (*b.values, *b.derived)}
+    for index, phase in enumerate(phases):
+        given = {name for part in phase for name in part.contributes}
+        taken = set(barriers[index].sums) if index < len(barriers) else set()
+        if given - taken:
+            raise TypeError(f"{owner}: parts contribute {sorted(given - taken)}, which no "
+                            "barrier right after them takes")
+        if taken - given:
+            raise TypeError(f"{owner}: barrier {barriers[index].name} takes sums "
+                            f"{sorted(taken - given)}, which no part before it contributes")
+        for part in phase:
+            unknown = set(part.group_values) - kept
+            if unknown:
+                raise TypeError(f"{owner}: part {part.name} reads group values "
+                                f"{sorted(unknown)}, which no barrier of the recipe keeps")
 
 
 def _check_order(owner: str, parts: tuple[Part, ...]) -> dict[str, Init]:
@@ -89,6 +132,10 @@ def _check_order(owner: str, parts: tuple[Part, ...]) -> dict[str, Init]:
     field_by: dict[str, str] = {name: "" for name in INITIAL_FIELDS}  # "" = the bucket itself
     host_gated = None
     for part in parts:
+        if isinstance(part, Barrier):
+            # per-step fields do not cross a barrier: phase 2 starts from the gradient again
+            field_by = {name: "" for name in INITIAL_FIELDS}
+            continue
         if host_gated is not None and part.every is None:
             raise TypeError(
                 f"{owner}: part {host_gated} runs every k-th step outside the compiled step, "
