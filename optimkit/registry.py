@@ -384,3 +384,5 @@ _add("ademamix", recipes.AdEMAMix, "pytorch_optimizer.AdEMAMix", 2024,
      "https://arxiv.org/abs/2409.03137")
 _add("mars", recipes.MARS, "pytorch_optimizer.MARS (MARS-AdamW)", 2024,
      "https://arxiv.org/abs/2411.10438")
+_add("adafactor", recipes.Adafactor, "torch.optim.Adafactor", 2018,
+     "https://arxiv.org/abs/1804.04235")
