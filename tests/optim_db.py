@@ -639,6 +639,10 @@ DB: list[OptimizerInfo] = [
         converge={"lr": 0.1},
         skips={
             "test_fsdp2_matches_the_unsharded_run": _ADAFACTOR_FSDP2,
+            "test_flat_mode_steps_as_one_tensor": (
+                "its factored moment reads each param's shape (shaped=True): flat mode steps "
+                "it per tensor over the buffer's views"
+            ),
         },
         peers=torch_peers("Adafactor"),
     ),
