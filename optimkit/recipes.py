@@ -912,9 +912,10 @@ class Adafactor(Optimizer):
 
     State, torch's names: ``step``; ``row_var`` ``[..., rows, 1]`` and ``col_var``
     ``[..., 1, cols]`` for a param of ndim >= 2, ``variance`` (the param's shape) for a vector
-    or a scalar. Deviations: every param carries all three names, the unused ones as empty
-    tensors (state is declared per recipe, not per param), so a torch.optim.Adafactor
-    checkpoint does not load as it is and there is no ``torch_state_dict()``; ``eps1=None`` is
+    or a scalar: a torch.optim.Adafactor checkpoint loads, and ``torch_state_dict()`` gives
+    one back. Deviations: every param carries all three names, the unused ones as empty
+    tensors (state is declared per recipe, not per param; a torch checkpoint's missing ones
+    are filled in, ``torch_state_dict()`` leaves them out); ``eps1=None`` is
     each bucket's dtype's epsilon (torch's foreach step keeps the first dtype's for a whole
     param group); ``maximize=True`` is refused, as by every optimkit optimizer. FSDP2
     (DTensor) params of ndim >= 2 are refused (``NotImplementedError``): their column
@@ -924,6 +925,7 @@ class Adafactor(Optimizer):
     parts = (step_stat, adafactor_direction, adafactor_step)
     hypers = dict(lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0)
     reference = "torch.optim.Adafactor"
+    torch_class = "Adafactor"
 
 __all__ = [
     name for name, value in dict(globals()).items()
