@@ -130,6 +130,9 @@ BYTE_MODEL = {
     "ademamix": (36, "p g m v m_slow"),
     "mars": (44, "pass 1 reads g last_grad (||c||); pass 2 reads p g m v last_grad, writes "
              "p m v last_grad"),
+    # factored: the row and column averages are O(rows + cols), not param-sized
+    "adafactor": (24, "pass 1 reads p g (||p||, row and column sums of g**2); pass 2 reads g "
+                  "(||u||); pass 3 reads g p, writes p"),
 }
 
 
