@@ -133,6 +133,9 @@ BYTE_MODEL = {
     # learning-rate-free (issue 22): two passes, the barrier's sums between them
     "prodigy": (52, "pass 1 reads p g p0 m v s, writes m v s; pass 2 reads p m v, writes p"),
     "dadapt-adam": (44, "pass 1 reads g m v s, writes m v s; pass 2 reads p m v, writes p"),
+    # factored: the row and column averages are O(rows + cols), not param-sized
+    "adafactor": (24, "pass 1 reads p g (||p||, row and column sums of g**2); pass 2 reads g "
+                  "(||u||); pass 3 reads g p, writes p"),
 }
 
 

@@ -42,6 +42,7 @@ from .stats import (
     weight_decay,
 )
 from .stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
+from .stats.factored import adafactor_direction
 from .stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from .steppers import (
     adagrad_step,
@@ -62,6 +63,7 @@ from .steppers.dadapt import (
     prodigy_sign_free_step,
     prodigy_step,
 )
+from .steppers.factored import adafactor_step
 from .steppers.mixing import adan_step, ademamix_step, mars_step, proximal_decay
 from .steppers.slow_weights import from_wrapper_state_dict
 
@@ -984,6 +986,46 @@ class DAdaptAdam(Optimizer):
                   fsdp_in_use=False)
     reference = "dadaptation.DAdaptAdam"
 
+
+class Adafactor(Optimizer):
+    """Adafactor, "Adaptive learning rates with sublinear memory cost" (Shazeer & Stern 2018,
+    arXiv:1804.04235, ICML 2018): Adam without a first moment, whose second moment of a matrix
+    is kept as one average per row and one per column.
+
+    Per tensor ``p`` of ``n`` elements at its step ``t``, with ``w = t**beta2_decay``:
+
+    * ndim >= 2: ``row_var = lerp(row_var, mean(g**2, -1), w)``,
+      ``col_var = lerp(col_var, mean(g**2, -2), w)``,
+      ``v = row_var @ col_var / max(mean(row_var), eps1)`` (over the last two dims; leading
+      dims are a batch);
+    * ndim < 2: ``variance = lerp(variance, g**2, w)``, ``v = variance``;
+    * ``u = g / sqrt(max(v, eps1**2))``;
+      ``alpha = max(eps2, rms(p)) * min(lr, 1 / sqrt(t))``;
+      ``p = p * (1 - lr * weight_decay)``; ``p = p - alpha / max(1, rms(u) / d) * u``.
+
+    Reproduces ``torch.optim.Adafactor`` (torch 2.13) with its defaults and keyword names:
+    lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3) (``eps1`` None: the params' dtype's machine
+    epsilon), d=1.0, weight_decay=0.0; ``foreach`` is accepted. ``lr`` caps the relative step
+    size ``1 / sqrt(t)`` (the paper's ``rho``), as torch's; there is no first moment (the
+    paper's ``beta1 = 0``) and no update-parameter scaling switch: the step is always relative
+    to the param's RMS, as torch's.
+
+    State, torch's names: ``step``; ``row_var`` ``[..., rows, 1]`` and ``col_var``
+    ``[..., 1, cols]`` for a param of ndim >= 2, ``variance`` (the param's shape) for a vector
+    or a scalar: a torch.optim.Adafactor checkpoint loads, and ``torch_state_dict()`` gives
+    one back. Deviations: every param carries all three names, the unused ones as empty
+    tensors (state is declared per recipe, not per param; a torch checkpoint's missing ones
+    are filled in, ``torch_state_dict()`` leaves them out); ``eps1=None`` is
+    each bucket's dtype's epsilon (torch's foreach step keeps the first dtype's for a whole
+    param group); ``maximize=True`` is refused, as by every optimkit optimizer. FSDP2
+    (DTensor) params of ndim >= 2 are refused (``NotImplementedError``): their column
+    averages would run over the rows of every shard; vectors and DDP work.
+    """
+
+    parts = (step_stat, adafactor_direction, adafactor_step)
+    hypers = dict(lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0)
+    reference = "torch.optim.Adafactor"
+    torch_class = "Adafactor"
 
 __all__ = [
     name for name, value in dict(globals()).items()

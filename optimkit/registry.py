@@ -390,3 +390,5 @@ _add("prodigy", recipes.Prodigy, "prodigyopt.Prodigy", 2023,
      "https://arxiv.org/abs/2306.06101")
 _add("dadapt-adam", recipes.DAdaptAdam, "dadaptation.DAdaptAdam", 2023,
      "https://arxiv.org/abs/2301.07733")
+_add("adafactor", recipes.Adafactor, "torch.optim.Adafactor", 2018,
+     "https://arxiv.org/abs/1804.04235")

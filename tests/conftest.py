@@ -55,6 +55,7 @@ def optims(
     ``where(info)`` keeps some optimizers only. ``cases(info)`` yields ``(id, values)`` for
     tests that take more than the info: ``values`` fill ``argnames`` after ``info``, and the
     case is named ``"<optimizer>-<id>"``; ``(id, values, marks)`` also marks the case (``SLOW``).
+    A skip keyed ``"<test>[<id>]"`` skips that one case.
     """
 
     def decorate(test: Callable[..., Any]):
@@ -69,8 +70,12 @@ def optims(
                 params.append(pytest.param(info, id=info.name, marks=marks))
             else:
                 for case_id, values, *extra in cases(info):
+                    # one case only: a skip named "<test>[<case id>]"
+                    one = info.skips.get(f"{test.__name__}[{case_id}]")
+                    case_marks = [pytest.mark.skip(reason=f"{info.name}: {one}")] if one else []
                     params.append(pytest.param(info, *values, id=f"{info.name}-{case_id}",
-                                               marks=marks + list(extra[0] if extra else ())))
+                                               marks=marks + case_marks
+                                               + list(extra[0] if extra else ())))
         return pytest.mark.parametrize(argnames, params)(test)
 
     return decorate

@@ -46,6 +46,7 @@ from optimkit.stats import (
     weight_decay,
 )
 from optimkit.stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
+from optimkit.stats.factored import adafactor_direction
 from optimkit.stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from optimkit.steppers import (
     adagrad_step,
@@ -64,6 +65,7 @@ from optimkit.steppers.dadapt import (
     prodigy_sign_free_step,
     prodigy_step,
 )
+from optimkit.steppers.factored import adafactor_step
 from optimkit.steppers.mixing import adan_step, ademamix_step, mars_step, proximal_decay
 
 
@@ -152,7 +154,8 @@ class OptimizerInfo:
     converge: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"lr": 0.1})
     converge_steps: int = 3000
     converge_anneal: bool = True
-    # Tests that do not apply, by test function name, with the reason (torch's DecorateInfo).
+    # Tests that do not apply, by test function name ("<test>[<case id>]": one case of it),
+    # with the reason (torch's DecorateInfo).
     skips: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # Implementations of the same algorithm benchmarks/step_time.py times, and the keywords it
     # builds ours with.
@@ -206,6 +209,23 @@ def _qhadam_moment(name: str, index: int):
 def _qhadam_step(state, group):
     beta2 = group["betas"][1]
     return math.log(1 - (1 - beta2) * state["beta2_weight"]) / math.log(beta2)
+
+
+def _theirs_or_empty(name: str):
+    """torch.optim.Adafactor's ``name`` state, or an empty tensor where torch keeps none (a
+    matrix has no ``variance``, a vector no ``row_var``/``col_var``; optimkit keeps every name,
+    the unused ones empty)."""
+
+    def ours(state, group):
+        return state.get(name, torch.zeros(0))
+
+    return ours
+
+
+_ADAFACTOR_FSDP2 = (
+    "a matrix's column averages run over the rows of every dim-0 shard: FSDP2 params of "
+    "ndim >= 2 are refused (NotImplementedError), see the Adafactor docstring"
+)
 
 
 DB: list[OptimizerInfo] = [
@@ -666,6 +686,30 @@ DB: list[OptimizerInfo] = [
         peers=(Peer("dadaptation", "dadaptation:DAdaptAdam"),
                Peer("pytorch_optimizer", "pytorch_optimizer:DAdaptAdam")),
     ),
+    OptimizerInfo(
+        "adafactor",
+        Reference("torch.optim:Adafactor", fixed={"foreach": True},
+                  state={"step": "step", "row_var": _theirs_or_empty("row_var"),
+                         "col_var": _theirs_or_empty("col_var"),
+                         "variance": _theirs_or_empty("variance")}),
+        settings=(
+            {},
+            {"lr": 0.05, "weight_decay": 0.1, "d": 2.0, "beta2_decay": -0.5,
+             "eps": (1e-20, 1e-2)},
+        ),
+        # the relative step shrinks as 1 / sqrt(t): Rosenbrock's valley takes 5000 steps
+        converge={"lr": 0.1, "beta2_decay": -0.5},
+        converge_steps=5000,
+        skips={
+            "test_fsdp2_matches_the_unsharded_run": _ADAFACTOR_FSDP2,
+            "test_checkpoint_resumes_exactly_in_a_new_process_group[dcp-load]": _ADAFACTOR_FSDP2,
+            "test_flat_mode_steps_as_one_tensor": (
+                "its factored moment reads each param's shape (shaped=True): flat mode steps "
+                "it per tensor over the buffer's views"
+            ),
+        },
+        peers=torch_peers("Adafactor"),
+    ),
 ]
 
 _BY_NAME = {info.name: info for info in DB}
@@ -1030,6 +1074,31 @@ PART_CASES = [
          params=[[[1.0, 2.0]], [1.0]], grads=[[[[0.0, 0.0]], [0.0]]],
          fields={"update": [[[1.0, -1.0]], [2.0]]},
          expect={"params": [[[0.85, 2.0]], [0.97]]}),
+    # Adafactor, one bucket of a matrix at t = 1 (w = 1**-0.5 = 1) and a vector at t = 4
+    # (w = 4**-0.5 = 0.5). Matrix g = [[1, 3], [1, 1]]: row_var = mean(g**2, -1) = [5, 1],
+    # col_var = mean(g**2, -2) = [1, 5], v = [[5, 25], [1, 5]] / mean(row_var) 3,
+    # u = g / sqrt(v). Vector: variance lerp([2, 0], [4, 0], 0.5) = [3, 0], v clamped at
+    # eps1**2 = 0.25: u = [2 / sqrt(3), 0]
+    Case("adafactor_direction-matrix-and-vector", adafactor_direction,
+         {"beta2_decay": -0.5, "eps": (0.5, 1e-3)},
+         params=[[[0.0, 0.0], [0.0, 0.0]], [0.0, 0.0]],
+         grads=[[[[1.0, 3.0], [1.0, 1.0]], [2.0, 0.0]]],
+         state={"step": [1, 4], "row_var": [[[0.0], [0.0]], []],
+                "col_var": [[[0.0, 0.0]], []], "variance": [[], [2.0, 0.0]]},
+         expect={"field:update": [
+                     [[math.sqrt(3 / 5), 3 * math.sqrt(3) / 5],
+                      [math.sqrt(3), math.sqrt(3 / 5)]],
+                     [2 / math.sqrt(3), 0.0]],
+                 "state:row_var": [[[5.0], [1.0]], []], "state:col_var": [[[1.0, 5.0]], []],
+                 "state:variance": [[], [3.0, 0.0]]}),
+    # p = [3, 4] at t = 4: alpha = rms(p) 5 / sqrt(2) * min(0.1, 1 / 2); rms(u) = sqrt(2)
+    # clipped to 1 -> step 0.25 u = [0.5, 0] after the decay p * (1 - 0.1 * 0.5).
+    # p = 0 at t = 100: alpha = eps2 0.01 * min(0.1, 0.1); rms(u) < 1: p = -1e-3 u
+    Case("adafactor_step", adafactor_step,
+         {"lr": 0.1, "eps": (None, 0.01), "d": 1.0, "weight_decay": 0.5},
+         params=[[3.0, 4.0], [0.0, 0.0]], grads=[[[0.0, 0.0], [0.0, 0.0]]],
+         state={"step": [4, 100]}, fields={"update": [[2.0, 0.0], [0.3, 0.4]]},
+         expect={"params": [[2.85 - 0.5, 3.8], [-3e-4, -4e-4]]}),
     # ---- Lookahead's sync (the executor runs it only on due tensors): slow += 0.5 (p - slow)
     Case("lookahead", lookahead, {"alpha": 0.5}, params=[[3.0, -1.0], [0.0]],
          grads=[[[0.0, 0.0], [0.0]]], state={"slow_param": [[1.0, 1.0], [2.0]]},

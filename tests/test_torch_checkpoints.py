@@ -38,6 +38,9 @@ PAIRS = {
     "nadamw": (torch.optim.NAdam, optimkit.NAdamW,
                dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
     "nadam": (torch.optim.NAdam, optimkit.NAdam, dict(lr=1e-2, weight_decay=0.1)),
+    # torch keeps row_var/col_var or variance per param; optimkit all three, the unused empty
+    "adafactor": (torch.optim.Adafactor, optimkit.Adafactor,
+                  dict(lr=0.05, weight_decay=0.1, d=2.0, beta2_decay=-0.5)),
 }
 # torch.optim.NAdam's load_state_dict casts mu_product to the param's dtype (float64 here)
 # while a fresh NAdam keeps it in float32: after any load, torch's own included, it rounds the

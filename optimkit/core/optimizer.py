@@ -37,6 +37,7 @@ TORCH_FORMATS: dict[str, dict[str, str]] = {
     "AdamW": _ADAM_NAMES,
     "RAdam": _ADAM_NAMES,
     "NAdam": _ADAM_NAMES,
+    "Adafactor": {},  # the same names (row_var, col_var, variance, step)
 }
 # torch.optim group settings that choose how torch runs a step, not what it computes: a
 # checkpoint that has them loads (they are dropped).
@@ -538,6 +539,14 @@ class Optimizer(torch.optim.Optimizer):
                 entry = self._renamed(where, entry, known, policy, saved)
                 present = {k for k in entry if k in known}
                 missing = sorted(always - present)
+                # a state of its own shape this param does not use (its init makes no
+                # elements: Adafactor's variance of a matrix) may be absent, as torch saves it
+                unused = {n: init(p, own) for n in missing if layouts.get(n) is Layout.OWN
+                          for init in (cls.state_inits[n],)}
+                unused = {n: t for n, t in unused.items() if t.numel() == 0}
+                if present and unused:
+                    entry = {**entry, **unused}
+                    missing = [n for n in missing if n not in unused]
                 if present and missing:
                     raise ValueError(
                         f"{where}: its state has {_names(sorted(present))} but lacks "
@@ -626,9 +635,17 @@ class Optimizer(torch.optim.Optimizer):
                         f"param group {index} has {name}={value!r}; torch.optim."
                         f"{cls.torch_class} has no such setting, so it would run another update"
                     )
-            groups.append({k: v for k, v in group.items() if k not in cls.hypers or k in theirs})
+            # torch's settings optimkit keeps at torch's defaults (maximize=False): written out,
+            # since not every torch class fills them in when it loads (Adafactor does not)
+            fixed = {k: v for k, v in TORCH_UNSUPPORTED.items() if k in theirs}
+            groups.append({**fixed, **{k: v for k, v in group.items()
+                                       if k not in cls.hypers or k in theirs}})
+        # a state of its own shape with no elements is one this param does not use (Adafactor's
+        # variance of a matrix): torch keeps no such entry
+        unused = {name for name, kind in self.state_layouts().items() if kind is Layout.OWN}
         state = {
-            index: {names.get(k, k): v for k, v in entry.items()}
+            index: {names.get(k, k): v for k, v in entry.items()
+                    if not (k in unused and isinstance(v, Tensor) and v.numel() == 0)}
             for index, entry in sd["state"].items()
         }
         return {**sd, "state": state, "param_groups": groups}

@@ -161,7 +161,20 @@ def mars_direction(b, betas, gamma, optimize_1d, betas_1d, eps, mars_type):
     torch._foreach_copy_(last, grads)
     steps = b.steps.to(mixed.device)
     corrected1, corrected2 = 1 - beta1**steps, 1 - beta2**steps
-    denom = torch._foreach_sqrt(sqr)
+    if torch.compiler.is_compiling():
+        denom = torch._foreach_sqrt(sqr)
+    else:
+        # eager: the root, then the update, into c's buffer (dead after the second moment):
+        # one param-sized temporary per step, not three (a fresh one page-faults as it is
+        # first written, when malloc has just given the pages back). The out= forms are the
+        # kernels the foreach ops run per tensor on the CPU: the same bits.
+        # (c in another dtype than the state, under a precision policy: a fresh root)
+        denom = [torch.sqrt(s, out=c) if c.dtype == s.dtype else torch.sqrt(s)
+                 for s, c in zip(sqr, corrected, strict=True)]
     torch._foreach_add_(denom, eps)
     torch._foreach_mul_(denom, per_tensor(b, corrected1 / corrected2.sqrt()))
-    b.update = torch._foreach_div(avg, denom)
+    if torch.compiler.is_compiling():
+        b.update = torch._foreach_div(avg, denom)
+    else:
+        b.update = [torch.div(m, d, out=d) if m.dtype == d.dtype else torch.div(m, d)
+                    for m, d in zip(avg, denom, strict=True)]

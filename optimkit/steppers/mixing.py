@@ -78,7 +78,16 @@ def mars_step(b, lr, lr_1d, weight_decay, weight_decay_1d, optimize_1d):
     rate = _pick(mixed, lr, lr_1d)
     if not (is_zero(weight_decay) and is_zero(weight_decay_1d)):
         decay = _pick(mixed, weight_decay, weight_decay_1d)
-        torch._foreach_mul_(b.params, per_tensor(b, 1 - rate * decay))
+        factors = per_tensor(b, 1 - rate * decay)
+        if isinstance(factors, list) and factors and not isinstance(factors[0], torch.Tensor):
+            # known on the host: leave out the tensors whose factor is exactly 1 (the matrices
+            # under the defaults, weight_decay 0 and weight_decay_1d 0.1): a pass over their
+            # params that changes no bit
+            kept = [i for i, f in enumerate(factors) if f != 1.0]
+            if kept:
+                torch._foreach_mul_([b.params[i] for i in kept], [factors[i] for i in kept])
+        else:
+            torch._foreach_mul_(b.params, factors)
     update = b.update
     if b.is_scratch(update):
         torch._foreach_mul_(update, per_tensor(b, -rate))
