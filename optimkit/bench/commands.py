@@ -458,7 +458,8 @@ def _bench(args: argparse.Namespace, where: dict) -> int:
                   f"{' (provisional)' if config.provisional else ''}, "
                   f"{len(config.optimizers)} optimizers x {len(config.tasks)} tasks, "
                   f"about {total} cells (an estimate: the lr grids extend as the results "
-                  f"require) on {config.workers} worker(s); results in {out}/", flush=True)
+                  f"require) on {config.workers} worker(s); {_time_estimate(config)}; "
+                  f"results in {out}/", flush=True)
         bar, update = (None, None)
         if not quiet and sys.stderr.isatty():
             bar, update = _rich_progress(total)
@@ -488,6 +489,17 @@ def _bench(args: argparse.Namespace, where: dict) -> int:
           f"{_clock(time.monotonic() - tally.started)}; {len(files)} files in {out}/")
     print(report.end_summary(summary, out))
     return 0
+
+
+def _time_estimate(config) -> str:
+    """The run's expected wall time, in words (before any cell ran)."""
+    from .suite import estimated_seconds
+
+    seconds = estimated_seconds(config)
+    if seconds != seconds:  # a task module's task: no measured cell time
+        return "time: no estimate (a task without a measured cell time)"
+    return (f"about {_clock(seconds)} on an idle machine with {config.workers} free core(s) "
+            "(an estimate from per-cell times measured on the project's machine)")
 
 
 # ------------------------------------------------------------------ optimkit report
