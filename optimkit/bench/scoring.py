@@ -433,5 +433,88 @@ def _rank(config: Config, task_meta: dict, pairs: dict, bootstrap: int):
     return ranking.analyse(names, blocks, bootstrap=bootstrap)
 
 
-__all__ = ["REFERENCE", "SCORE_RULE", "Pair", "Summary", "TaskResult", "clip_interval",
-           "summarise"]
+
+
+SCALE_CAVEAT = (
+    "Scale: these are small models (tens of thousands of parameters up to about 0.1M) trained "
+    "for seconds on one CPU thread; what ties here may separate on large models and long "
+    "runs, and the reverse (AlgoPerf's and the newer optimizers' papers report gaps that grow "
+    "or shrink with scale). Read it as the answer for workloads of this size.")
+
+
+def what_to_pick(summary: Summary) -> dict[str, Any]:
+    """A short answer derived from the numbers alone, with the caveat of scale.
+
+    * ``families``: per task family (the tasks' ``family``), the optimizers tied with the best
+      on every task of the family (``tied``), else the best of each task (``best``);
+    * ``fastest``: the optimizers with the highest time-to-target profile score B (seconds;
+      equal to 0.01), with the score; empty when no optimizer reaches any target;
+    * ``untuned``: the best optimizer run at its defaults in the self-tuning track (its mean
+      rank in the tuned field, and its tier there), or None without that track;
+    * ``top_tier``: the tier-1 optimizers across the tasks; ``caveat``: :data:`SCALE_CAVEAT`.
+    """
+    families: dict[str, list[str]] = {}
+    for task in summary.real_tasks:
+        families.setdefault(str(summary.tasks[task].get("family") or task), []).append(task)
+    out: dict[str, Any] = {"families": {}, "fastest": [], "untuned": None,
+                           "top_tier": [o for o in summary.ranked if summary.tier(o) == 1],
+                           "caveat": SCALE_CAVEAT}
+    for family, names in families.items():
+        results = [summary.task_results[t] for t in names if summary.task_results[t].test]
+        if not results:
+            continue
+        tied = [o for o in results[0].tied if all(o in r.tied for r in results[1:])]
+        out["families"][family] = {"tasks": names, "tied": tied,
+                                   "best": {r.name: r.test.best for r in results}}
+    scores = {o: b for o, b in (summary.profile_scores.get("seconds") or {}).items()
+              if b is not None and not math.isnan(b)}
+    if scores and max(scores.values()) > 0:
+        top = max(scores.values())
+        out["fastest"] = [(o, scores[o]) for o in sorted(scores, key=lambda o: -scores[o])
+                          if scores[o] >= top - 0.01]
+    track = (summary.self_tuning or {}).get("optimizers") or {}
+    ranked = {o: r for o, r in track.items() if "mean_rank_in_field" in r}
+    if ranked:
+        best = min(ranked, key=lambda o: (ranked[o]["mean_rank_in_field"], o))
+        out["untuned"] = {"optimizer": best,
+                          "baseline": best == summary.self_tuning.get("baseline"),
+                          "mean_rank_in_field": ranked[best]["mean_rank_in_field"],
+                          "tier_in_field": ranked[best]["tier_in_field"],
+                          "field_size": ranked[best]["field_size"]}
+    return out
+
+
+def pick_text(answer: dict[str, Any]) -> list[str]:
+    """:func:`what_to_pick` as a few markdown lines (one per point)."""
+    lines = []
+    for family, found in answer["families"].items():
+        if found["tied"]:
+            lines.append(f"- **{family}** ({', '.join(found['tasks'])}): tied with the best "
+                         f"on every task: {', '.join(found['tied'])}.")
+        else:
+            best = "; ".join(f"{t}: {o}" for t, o in found["best"].items())
+            lines.append(f"- **{family}** ({', '.join(found['tasks'])}): no optimizer ties "
+                         f"with the best on every task (best per task: {best}).")
+    if answer["fastest"]:
+        lines.append("- **Fastest to target**: " + ", ".join(
+            f"{o} (B = {b:.2f})" for o, b in answer["fastest"]) + ".")
+    else:
+        lines.append("- **Fastest to target**: no optimizer reaches the targets.")
+    untuned = answer["untuned"]
+    if untuned is None:
+        lines.append("- **Best untuned**: no self-tuning optimizer in this run.")
+    else:
+        what = "AdamW at its default lr (no self-tuning optimizer beats it)" \
+            if untuned["baseline"] else f"{untuned['optimizer']} at its defaults"
+        lines.append(f"- **Best untuned**: {what}: mean rank "
+                     f"{untuned['mean_rank_in_field']:.2f} among the "
+                     f"{untuned['field_size'] - 1} tuned optimizers plus itself, tier "
+                     f"{untuned['tier_in_field']} there.")
+    if answer["top_tier"]:
+        lines.append(f"- **Across all tasks** (tier 1): {', '.join(answer['top_tier'])}.")
+    lines.append(f"- *{answer['caveat']}*")
+    return lines
+
+
+__all__ = ["REFERENCE", "SCALE_CAVEAT", "SCORE_RULE", "Pair", "Summary", "TaskResult",
+           "clip_interval", "pick_text", "self_tuning_track", "summarise", "what_to_pick"]
