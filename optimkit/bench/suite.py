@@ -351,7 +351,10 @@ class PoolExecutor:
 
 
 class RayExecutor:
-    """The same cells as Ray tasks (optional extra ``ray``); joins a running Ray or starts one."""
+    """The same cells as Ray tasks (optional extra ``ray``): in this process's Ray if it has one,
+    else on the cluster ``RAY_ADDRESS`` names (``ray start --head`` prints it; the cluster's
+    workers must import the same optimkit), else on a local Ray it starts with ``workers``
+    CPUs. Each cell asks for one CPU."""
 
     def __init__(self, workers: int, task_modules: tuple[str, ...] = ()):
         self.task_modules = task_modules
@@ -361,7 +364,11 @@ class RayExecutor:
             raise ValueError("executor 'ray' needs Ray: pip install 'optimkit[ray]'") from None
         self.ray = ray
         if not ray.is_initialized():
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            address = os.environ.get("RAY_ADDRESS")
+            if address:  # a running cluster (``ray start --head``): join it, its CPUs as they are
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         self.remote = ray.remote(num_cpus=1)(run_cell)
         self.submitted: list = []
 
