@@ -569,6 +569,32 @@ def test_a_routed_optimizer_records_the_lr_of_each_family(monkeypatch):
     assert group_lrs(single) == []  # one group: its lr is the cell's
 
 
+def test_the_report_says_which_lr_each_family_got(tmp_path, monkeypatch):
+    import json
+
+    from optimkit import registry
+    from optimkit.bench import tasks
+    from optimkit.cli import main
+
+    entry = registry.Entry("routed-test", _Switching, registry.Reference("a test"),
+                           model_groups=_routed_groups)
+    monkeypatch.setitem(registry.REGISTRY, "routed-test", entry)
+    monkeypatch.setitem(tasks.TASKS, "warns", _warning_task("warns"))
+    out = tmp_path / "run"
+    assert main(["bench", "--tasks", "warns", "--optimizers", "routed-test,sgd", "--seeds", "2",
+                 "--tuning-seeds", "1", "--lr-range", "0.01,0.022", "--budget", "2",
+                 "--weight-decays", "none", "--no-cost", "--out", str(out), "--workers", "1",
+                 "--quiet"]) == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    results = {r["optimizer"]: r for r in board["tasks"][0]["results"]}
+    lr = results["routed-test"]["lr"]
+    assert [(g["family"], g["lr"]) for g in results["routed-test"]["lr_by_family"]] == [
+        ("matrices", lr), ("other", pytest.approx(lr / 10))]
+    assert results["sgd"]["lr_by_family"] == []
+    assert f"matrices lr={lr:g}, other lr=" in (out / "leaderboard.md").read_text()
+    assert (out / "results.csv").read_text().count("\n") == 3  # header + 2 rows
+
+
 # ------------------------------------------------------------------ --device cuda
 def test_device_cuda_without_a_gpu_is_one_clear_error(tmp_path, capsys):
     import torch

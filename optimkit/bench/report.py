@@ -305,7 +305,7 @@ def _csv(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
     for row in rows:
         writer.writerow({k: ("" if _missing(v) else ";".join(
             "" if x is None else f"{x:.6g}" for x in v) if isinstance(v, list) else v)
-            for k, v in row.items()})
+            for k, v in row.items() if k in columns})
     return buffer.getvalue()
 
 
