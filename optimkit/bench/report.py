@@ -146,8 +146,9 @@ def order(summary: Summary) -> list[str]:
 
 COST_RULE = ("step() time on a 10.9M-parameter transformer, one thread, as a multiple of "
              "torch's fused Adam (alternating in one process), in the optimizer's fastest mode: "
-             "eager or flat=True (compile=True is not timed: on a CPU it needs a C++ "
-             "toolchain and long compiles); the mode is named next to the number.")
+             "eager or flat=True, and compile=True on CUDA (on a CPU compile=True is not timed: "
+             "it needs a C++ toolchain and long compiles); the mode is named next to the "
+             "number. State B/param: the bytes of the optimizer's state after the timed steps.")
 
 
 def _cost(summary: Summary, optimizer: str) -> tuple[float, float]:
