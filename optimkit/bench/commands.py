@@ -496,8 +496,9 @@ def _time_estimate(config) -> str:
     from .suite import estimated_seconds
 
     seconds = estimated_seconds(config)
-    if seconds != seconds:  # a task module's task: no measured cell time
-        return "time: no estimate (a task without a measured cell time)"
+    if seconds != seconds:  # a task module's task, or a GPU: no measured cell time
+        return ("time: no estimate (" + ("the cell times were measured on a CPU"
+                if config.device != "cpu" else "a task without a measured cell time") + ")")
     return (f"about {_clock(seconds)} on an idle machine with {config.workers} free core(s) "
             "(an estimate from per-cell times measured on the project's machine)")
 

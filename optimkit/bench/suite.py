@@ -579,8 +579,8 @@ def estimated_seconds(config: Config, optimizers: int | None = None) -> float:
     measured cell time (``CELL_SECONDS`` x ``CELL_FACTOR``), the cost cells and the
     self-tuning track, over ``config.workers``, plus the report. ``optimizers``: estimate for
     that many optimizers instead of the run's (each like the run's average). NaN when a task
-    has no measured time (a task module's)."""
-    if any(t not in CELL_SECONDS for t in config.tasks):
+    has no measured time (a task module's), or off the CPU (the times are CPU times)."""
+    if config.device != "cpu" or any(t not in CELL_SECONDS for t in config.tasks):
         return float("nan")
     rules = config.rules()
     count = optimizers if optimizers is not None else len(config.optimizers)

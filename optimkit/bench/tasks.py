@@ -1,7 +1,9 @@
 """The benchmark's tasks.
 
-* ``stdlib-lm``: a small decoder-only transformer trained on the Python standard library's own
-  source files (:mod:`.lm`); test bits per byte.
+* ``stdlib-lm-1x`` and ``stdlib-lm-8x``: a small decoder-only transformer trained on the Python
+  standard library's own source files (:mod:`.lm`) on about 1x and 8x its parameter count in
+  bytes; test bits per byte (``stdlib-lm``: the earlier, wider LM on a fixed 300 steps);
+* ``digits-convnet``: a 3-layer 2-D CNN on scikit-learn's digits; test accuracy;
 * ``mnist1d-cnn``: a 1-D CNN on a procedurally generated MNIST-1D-style data set
   (:mod:`.mnist1d`, after Greydanus 2020); test accuracy;
 * ``mnist1d-autoencoder``: a deep tanh autoencoder of the same signals; test MSE.
@@ -721,7 +723,7 @@ for _budget, _multiple in LM_BUDGETS.items():
         f"{LM_WIDE['dim']}, context {LM_WIDE['context']} bytes, {LM_WIDE['batch']} windows a "
         f"step) on the standard library's .py files, trained on about {_multiple}x its "
         "parameter count in bytes",
-        "test bits/byte", 3.5 if _multiple == 1 else 3.0, False, 8, _stdlib_lm_budget(_multiple),
+        "test bits/byte", 4.3 if _multiple == 1 else 3.4, False, 8, _stdlib_lm_budget(_multiple),
         tolerance=0.02, chance=8.0, bounds=(0.0, None), info=_lm_info, family="transformer LM",
     ))
 register(Task(
