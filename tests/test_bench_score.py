@@ -267,6 +267,18 @@ def test_the_presets_fit_their_time_on_an_idle_2_core_machine(preset, minutes):
     assert "stdlib-lm-8x" in suite.PRESETS["standard"].tasks
 
 
+def test_the_bench_prints_its_time_estimate_before_starting(monkeypatch):
+    from optimkit.bench import commands, suite
+
+    config = suite.Config.for_preset("standard", workers=2)
+    minutes = suite.estimated_seconds(config) / 60
+    text = commands._time_estimate(config)
+    assert text.startswith("about ") and "idle machine with 2 free core(s)" in text
+    assert commands._clock(minutes * 60) in text
+    monkeypatch.delitem(suite.CELL_SECONDS, "digits-convnet")  # as a task module's task
+    assert "no estimate" in commands._time_estimate(config)
+
+
 def test_the_lm_budgets_are_1x_and_8x_the_params_in_tokens():
     from optimkit.bench import lm, tasks
 
