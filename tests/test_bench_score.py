@@ -350,6 +350,9 @@ def test_the_cost_cell_times_the_fastest_mode_against_fused_adam(monkeypatch):
     assert extra["x_fused_adam"] == pytest.approx(
         result["step_time"] / extra["fused_adam_step_time"])
     assert extra["x_fused_adam"] == min(extra["x_fused_adam_by_mode"].values())
+    # Adam keeps two param-shaped moments and a step: 8 bytes a param and a few scalars.
+    assert set(extra["state_layouts"].values()) <= {"param", "scalar", "own"}
+    assert 8.0 <= result["state_bytes_per_param"] < 8.1
 
 
 def test_a_run_worse_than_its_untrained_model_fails():

@@ -12,7 +12,8 @@ Each repetition times one step in each mode and then one step of torch's fused A
 identical copy, in the same process, alternating, so a busy machine slows all alike. The
 reported step time is the fastest mode's median ("x fused Adam": its ratio to fused Adam's
 median), and ``extra`` records every mode's time and which one was fastest. State memory is
-the bytes held in the eager optimizer's ``state_dict()`` per parameter.
+the bytes held in the eager optimizer's ``state_dict()`` per parameter, after the timed steps;
+``extra["state_layouts"]`` names each state and its layout (``state_layouts()``).
 """
 
 from __future__ import annotations
@@ -101,6 +102,12 @@ def measure(spec: CellSpec) -> dict[str, Any]:
             mine[mode].append(_time(optimizer, spec.device))
         base.append(_time(fused, spec.device))
     medians = {mode: statistics.median(times) for mode, times in mine.items()}
+    layouts = getattr(built["eager"], "state_layouts", None)
+    try:  # what each state is, as the optimizer declares it (param-shaped, scalar, own)
+        declared = {str(k): getattr(v, "value", str(v)) for k, v in layouts().items()} \
+            if callable(layouts) else None
+    except Exception:  # noqa: BLE001  (a wrapper without an executor: the bytes still count)
+        declared = None
     fastest = min(medians, key=medians.get)
     step, reference = medians[fastest], statistics.median(base)
     return {
@@ -111,7 +118,8 @@ def measure(spec: CellSpec) -> dict[str, Any]:
         "extra": {"fused_adam_step_time": reference, "x_fused_adam": step / reference,
                   "mode": fastest, "step_time_by_mode": medians,
                   "x_fused_adam_by_mode": {m: t / reference for m, t in medians.items()},
-                  "tensors": len(base_params), "repeats": REPEATS},
+                  "tensors": len(base_params), "repeats": REPEATS,
+                  **({"state_layouts": declared} if declared is not None else {})},
         "error": None,
     }
 

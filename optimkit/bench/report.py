@@ -472,6 +472,7 @@ def results_json(summary: Summary) -> dict[str, Any]:
                      "step_seconds": r["step_time"],
                      "fused_adam_step_seconds": r["extra"].get("fused_adam_step_time"),
                      "state_bytes_per_param": r["state_bytes_per_param"],
+                     "state_layouts": r["extra"].get("state_layouts"),
                      "params": r["n_params"], "error": r["error"]}
                  for o, r in summary.costs.items()},
     })
