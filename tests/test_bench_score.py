@@ -461,6 +461,9 @@ def test_the_self_tuning_track_ranks_defaults_against_the_tuned_field(adam_self_
                                     tasks=config.tasks, seeds=4)
     assert scoring.self_tuning_track(plain, meta, pairs, rows, ["sgd", "adamw"]) == {}
     assert suite.self_tuning_specs(plain) == []
+    # Marked, but no run at its defaults (a database recorded before it was marked): no track.
+    before = [r for r in rows if r["optimizer"] != "adam"]
+    assert scoring.self_tuning_track(config, meta, pairs, before, ["adam", "sgd", "adamw"]) == {}
 
 
 def test_self_tuning_cells_run_at_the_defaults_without_a_schedule(adam_self_tuning):

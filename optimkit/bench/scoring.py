@@ -288,11 +288,15 @@ def self_tuning_track(config: Config, task_meta: dict, pairs: dict, rows: list[d
             result.update(mean_rank_in_field=test.mean_rank[optimizer],
                           tier_in_field=test.tiers[optimizer], field_size=len(names),
                           critical_difference=test.cd)
+        if not per_task:
+            continue  # no run at its defaults (a database from before it was marked)
         verdicts = [e.get("vs_adamw_default") for e in per_task.values()]
         if optimizer != BASELINE and any(verdicts):
             result["vs_adamw_default"] = {v: verdicts.count(v) for v in dict.fromkeys(verdicts)
                                           if v}
         out["optimizers"][optimizer] = result
+    if not any(o in out["optimizers"] for o in marked):
+        return {}  # no self-tuning optimizer has runs at its defaults: no track
     return out
 
 
