@@ -20,8 +20,8 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Handler]]] =
 
 # command -> (the module that registers it, its one-line help for `optimkit --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "bench": ("optimkit.bench.commands", "Score every optimizer of the notes' table on the "
-              "benchmark suite; write the report."),
+    "bench": ("optimkit.bench.commands", "Score every registered optimizer on the benchmark "
+              "suite; write the report."),
     "report": ("optimkit.bench.commands",
                "Rebuild the report (markdown, HTML, CSV, JSON, plots) from a bench database."),
     "plot": ("optimkit.bench.commands",

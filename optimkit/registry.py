@@ -44,6 +44,10 @@ class Entry:
     # point for optimizers that route some params elsewhere (Muon-style optimizers send the
     # embeddings and the head to an auxiliary optimizer).
     model_groups: Callable[[nn.Module, Mapping[str, Any]], list[dict[str, Any]]] | None = None
+    # Learning-rate-free or schedule-free (Prodigy, D-Adaptation, Schedule-Free): its published
+    # defaults are meant to work untuned. ``optimkit bench`` then also runs it at its defaults,
+    # with no tuning and no external lr schedule (AlgoPerf's self-tuning track).
+    self_tuning: bool = False
 
     @property
     def description(self) -> str:

@@ -149,19 +149,26 @@ def test_cost_cell_times_a_10m_parameter_model_against_fused_adam():
 
 def test_presets_and_default_optimizers():
     standard = suite.Config.for_preset()
-    assert standard.preset == "standard" and "stdlib-lm" in standard.tasks
+    assert standard.preset == "standard" and "stdlib-lm-8x" in standard.tasks
     assert standard.seeds >= 5 and standard.tuning_seeds >= 2 and standard.per_decade >= 3
     assert suite.Config.for_preset("quick").provisional and not standard.provisional
     quick = suite.Config.for_preset("quick")
     assert set(quick.tasks) == {"digits-mlp", "digits-cnn", "diabetes-mlp", "zen-char-gru"}
     # quick fits 10 minutes on 2 cores: 5 test seeds, 2 tuning seeds, a 3-lr start window and
-    # no weight-decay stage nor cost cell (880 cells before any extension).
+    # no weight-decay stage nor cost cell (44 cells a pair before any extension).
     assert quick.seeds >= 5 and quick.tuning_seeds >= 2 and quick.per_decade >= 3
-    assert suite.count_cells(quick) <= 900 and not quick.cost
+    assert suite.count_cells(quick) <= 44 * len(quick.optimizers) and not quick.cost
     rules = standard.rules()
     assert not set(rules.tuning_seeds) & set(rules.test_seeds)
-    # The default optimizers: the notes' table rows that are registered (20 of 21 rows).
-    assert len(standard.optimizers) == 20 and standard.optimizers[:2] == ("sgd", "sgd-momentum")
+    # The default optimizers: every registered one, the notes' table rows first (20 of 21
+    # rows are registered), in the table's order.
+    from optimkit import registry
+    from optimkit.bench import notes
+
+    assert set(standard.optimizers) == set(registry.available())
+    rows = notes.default_optimizers()
+    assert len(rows) == 20 and standard.optimizers[:20] == rows
+    assert standard.optimizers[:2] == ("sgd", "sgd-momentum")
 
 
 # ------------------------------------------------------------------ end to end

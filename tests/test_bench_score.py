@@ -239,13 +239,59 @@ def test_a_cells_warnings_are_counted_not_printed(monkeypatch, recwarn):
 @pytest.mark.parametrize("preset, measured", [("quick", 1440), ("standard", 1540),
                                               ("full", 9154)])
 def test_the_cell_estimate_counts_the_expected_grid_extensions(preset, measured):
-    from optimkit.bench import suite
+    from optimkit.bench import notes, suite
 
-    config = suite.Config.for_preset(preset)
-    # The measured runs of docs/guides/bench.md: the estimate is within 5 % of each, while
-    # the count before any extension was up to 39 % short (880 for quick's 1,440).
+    # The measured runs of docs/guides/bench.md (the notes' 20 optimizers; standard and full
+    # on the tasks of their time): the estimate is within 5 % of each, while the count before
+    # any extension was up to 39 % short (880 for quick's 1,440).
+    tasks = {"standard": ("stdlib-lm", "mnist1d-cnn", "mnist1d-autoencoder")}
+    tasks["full"] = tasks["standard"] + suite.QUICK_TASKS + suite.TOYS
+    config = suite.Config.for_preset(preset, optimizers=notes.default_optimizers(),
+                                     tasks=tasks.get(preset))
     assert abs(suite.expected_cells(config) - measured) <= 0.05 * measured
     assert suite.expected_cells(config) >= suite.count_cells(config)
+
+
+@pytest.mark.parametrize("preset, minutes", [("quick", 10), ("standard", 75)])
+def test_the_presets_fit_their_time_on_an_idle_2_core_machine(preset, minutes):
+    from optimkit.bench import suite
+
+    config = suite.Config.for_preset(preset, workers=2)
+    # Every registered optimizer, and room for the newer ones (37 in all): the estimate from
+    # the measured per-cell times fits the preset's promise.
+    assert set(config.tasks) <= set(suite.CELL_SECONDS)
+    for count in (len(config.optimizers), 37):
+        assert suite.estimated_seconds(config, count) <= minutes * 60
+    assert suite.estimated_seconds(config, 74) > suite.estimated_seconds(config, 37)
+    assert "stdlib-lm-1x" in suite.PRESETS["standard"].tasks
+    assert "stdlib-lm-8x" in suite.PRESETS["standard"].tasks
+
+
+def test_the_bench_prints_its_time_estimate_before_starting(monkeypatch):
+    from optimkit.bench import commands, suite
+
+    config = suite.Config.for_preset("standard", workers=2)
+    minutes = suite.estimated_seconds(config) / 60
+    text = commands._time_estimate(config)
+    assert text.startswith("about ") and "idle machine with 2 free core(s)" in text
+    assert commands._clock(minutes * 60) in text
+    monkeypatch.delitem(suite.CELL_SECONDS, "digits-convnet")  # as a task module's task
+    assert "no estimate" in commands._time_estimate(config)
+
+
+def test_the_lm_budgets_are_1x_and_8x_the_params_in_tokens():
+    from optimkit.bench import lm, tasks
+
+    shape = {k: v for k, v in tasks.LM_WIDE.items() if k != "batch"}
+    params = sum(p.numel() for p in lm.TinyGPT(**shape).parameters())
+    per_step = tasks.LM_WIDE["batch"] * tasks.LM_WIDE["context"]
+    for name, multiple in (("stdlib-lm-1x", 1), ("stdlib-lm-8x", 8)):
+        task = tasks.get(name)
+        steps = task.epochs * tasks.lm_budget_steps(multiple)
+        assert steps * per_step == pytest.approx(multiple * params, rel=0.1)
+        assert task.meta()["family"] == "transformer LM"
+    conv = tasks.digits_convnet()
+    assert any(p.ndim == 4 for p in conv.parameters())  # filters, for Muon-style routing
 
 
 def test_the_progress_total_converges_to_the_cells_run(tmp_path):
@@ -304,6 +350,9 @@ def test_the_cost_cell_times_the_fastest_mode_against_fused_adam(monkeypatch):
     assert extra["x_fused_adam"] == pytest.approx(
         result["step_time"] / extra["fused_adam_step_time"])
     assert extra["x_fused_adam"] == min(extra["x_fused_adam_by_mode"].values())
+    # Adam keeps two param-shaped moments and a step: 8 bytes a param and a few scalars.
+    assert set(extra["state_layouts"].values()) <= {"param", "scalar", "own"}
+    assert 8.0 <= result["state_bytes_per_param"] < 8.1
 
 
 def test_a_run_worse_than_its_untrained_model_fails():
@@ -339,3 +388,244 @@ def test_a_tasks_chance_and_bounds_are_checked(field, value):
         dataclasses.replace(tasks.get("mnist1d-cnn"), **{field: value})
     meta = tasks.get("mnist1d-cnn").meta()
     assert meta["chance"] == 0.1 and meta["bounds"] == [0.0, 1.0]
+
+
+# ------------------------------------------------------------------ self-tuning track
+def test_versus_has_known_answers():
+    base = [0.50, 0.52, 0.51, 0.49, 0.50]
+    assert ranking.versus([b + 0.10 + 0.001 * i for i, b in enumerate(base)], base, 0.01) \
+        == ranking.BETTER
+    assert ranking.versus([b - 0.10 for b in base], base, 0.01) == ranking.WORSE
+    assert ranking.versus([b + 0.001 for b in base], base, 0.01) == ranking.TIED
+    noisy = [0.50, 0.70, 0.30, 0.62, 0.41]
+    assert ranking.versus(noisy, base, 0.01) == ranking.INCONCLUSIVE
+    assert ranking.versus(base, base, 0.01, failed=True) == ranking.FAILED
+
+
+def _final(value: float, seed: int, role: str = "final", optimizer: str = "x",
+           task: str = "t", schedule: str = "cosine") -> dict:
+    return {"final_metric": value, "diverged": 0, "error": None, "extra": {},
+            "steps_to_target": None, "seed": seed, "role": role, "optimizer": optimizer,
+            "task": task, "schedule": schedule, "evals": []}
+
+
+@pytest.fixture
+def adam_self_tuning(monkeypatch):
+    """Adam marked self-tuning, as a Prodigy or Schedule-Free entry would be."""
+    import dataclasses
+
+    from optimkit import registry
+
+    monkeypatch.setitem(registry.REGISTRY, "adam",
+                        dataclasses.replace(registry.REGISTRY["adam"], self_tuning=True))
+
+
+def test_the_self_tuning_track_ranks_defaults_against_the_tuned_field(adam_self_tuning):
+    from optimkit.bench import suite
+
+    config = suite.Config.for_preset("quick", optimizers=("adam", "sgd", "adamw"),
+                                     tasks=("digits-mlp", "diabetes-mlp"), seeds=4)
+    seeds = config.rules().test_seeds
+    meta = {t: {"higher_is_better": True, "illustrative": False, "tolerance": 0.01,
+                "chance": None, "bounds": [None, None], "target": 0.0}
+            for t in config.tasks}
+    # Tuned field: sgd best (0.90), adamw 0.80; adam tuned 0.85. Untuned adam: 0.95 on
+    # digits-mlp (beats the field), 0.70 on diabetes-mlp; AdamW at its defaults 0.60 on both.
+    tuned = {"sgd": 0.90, "adamw": 0.80, "adam": 0.85}
+    pairs, rows = {}, []
+    for task in config.tasks:
+        for name, value in tuned.items():
+            finals = [_final(value + 0.001 * i, s) for i, s in enumerate(seeds)]
+            pair = scoring.Pair(task, name, SimpleNamespace(stage="done"), finals)
+            pairs[(task, name)] = pair
+        scoring._fill(task, meta[task], [p for (t, _), p in pairs.items() if t == task])
+        untuned = 0.95 if task == "digits-mlp" else 0.70
+        rows += [_final(untuned + 0.002 * i, s, "default", "adam", task, "constant")
+                 for i, s in enumerate(seeds)]
+        rows += [_final(0.60 + 0.001 * i, s, "default", "adamw", task, "cosine")
+                 for i, s in enumerate(seeds)]
+    track = scoring.self_tuning_track(config, meta, pairs, rows, ["adam", "sgd", "adamw"])
+    adam = track["optimizers"]["adam"]
+    assert track["baseline"] == "adamw" and adam["schedule"] == "constant"
+    digits, diabetes = adam["tasks"]["digits-mlp"], adam["tasks"]["diabetes-mlp"]
+    assert digits["vs_tuned_best"] == "best" and digits["rank_in_field"] == 1.0
+    assert diabetes["vs_tuned_best"] == "worse" and diabetes["tuned_best"] == "sgd"
+    assert diabetes["rank_in_field"] == 4.0 and diabetes["field_size"] == 4
+    assert digits["vs_adamw_default"] == diabetes["vs_adamw_default"] == "better"
+    assert adam["vs_adamw_default"] == {"better": 2}
+    assert adam["mean_rank_in_field"] == pytest.approx(2.5) and adam["field_size"] == 4
+    baseline = track["optimizers"]["adamw"]
+    assert baseline["mean_rank_in_field"] == 4.0 and "vs_adamw_default" not in baseline
+    # Without a self-tuning optimizer there is no track.
+    plain = suite.Config.for_preset("quick", optimizers=("sgd", "adamw"),
+                                    tasks=config.tasks, seeds=4)
+    assert scoring.self_tuning_track(plain, meta, pairs, rows, ["sgd", "adamw"]) == {}
+    assert suite.self_tuning_specs(plain) == []
+    # Marked, but no run at its defaults (a database recorded before it was marked): no track.
+    before = [r for r in rows if r["optimizer"] != "adam"]
+    assert scoring.self_tuning_track(config, meta, pairs, before, ["adam", "sgd", "adamw"]) == {}
+
+
+def test_self_tuning_cells_run_at_the_defaults_without_a_schedule(adam_self_tuning):
+    from optimkit.bench import suite
+
+    config = suite.Config.for_preset("quick", optimizers=("adam", "sgd"),
+                                     tasks=("digits-mlp",), seeds=2)
+    specs = suite.self_tuning_specs(config)
+    assert {(s.optimizer, s.hypers, s.role, s.schedule) for s in specs} == {
+        ("adam", "{}", "default", "constant"), ("adamw", "{}", "default", "cosine")}
+    assert sorted(s.seed for s in specs if s.optimizer == "adam") == \
+        list(config.rules().test_seeds)
+    assert suite.count_cells(config) == suite.count_cells(
+        suite.Config.for_preset("quick", optimizers=("sgd", "adam"), tasks=("digits-mlp",),
+                                seeds=2)) and len(specs) == 4
+
+
+def test_a_bench_with_a_self_tuning_optimizer_reports_the_track(tmp_path, adam_self_tuning):
+    import json
+
+    from optimkit.cli import main
+
+    out = tmp_path / "run"
+    assert main(["bench", "--tasks", "diabetes-mlp", "--optimizers", "adam,sgd", "--seeds", "2",
+                 "--tuning-seeds", "1", "--lr-range", "0.01,0.022", "--budget", "2",
+                 "--weight-decays", "none", "--no-cost", "--out", str(out), "--workers", "1",
+                 "--quiet"]) == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    rows = {o["name"]: o for o in board["optimizers"]}
+    assert "self_tuning" in rows["adam"] and "self_tuning" not in rows["sgd"]
+    assert rows["adam"]["self_tuning"]["tasks"]["diabetes-mlp"]["vs_adamw_default"] in (
+        "better", "worse", "tied", "inconclusive")
+    assert board["self_tuning_track"]["baseline"] == "adamw"
+    assert board["self_tuning_track"]["baseline_results"]["tasks"]["diabetes-mlp"]["per_seed"]
+    text = (out / "leaderboard.md").read_text()
+    assert text.index("## What to pick") < text.index("## Leaderboard (measured)")
+    assert "Self-tuning track" in text and "Best untuned" in text
+
+
+# ------------------------------------------------------------------ what to pick
+def test_what_to_pick_has_the_known_answer():
+    def result(name, tied, best):
+        return scoring.TaskResult(name, {}, SimpleNamespace(tied=tied, best=best))
+
+    tiers = {"a": 1, "b": 1, "c": 2}
+    summary = SimpleNamespace(
+        real_tasks=["lm-1x", "lm-8x", "cnn"],
+        tasks={"lm-1x": {"family": "transformer LM"}, "lm-8x": {"family": "transformer LM"},
+               "cnn": {}},
+        task_results={"lm-1x": result("lm-1x", ["a", "b"], "a"),
+                      "lm-8x": result("lm-8x", ["b", "c"], "b"),
+                      "cnn": result("cnn", ["c"], "c")},
+        profile_scores={"seconds": {"a": 0.5, "b": 0.905, "c": 0.91}},
+        self_tuning={"baseline": "adamw", "optimizers": {
+            "p": {"mean_rank_in_field": 2.5, "tier_in_field": 1, "field_size": 4},
+            "adamw": {"mean_rank_in_field": 3.5, "tier_in_field": 2, "field_size": 4}}},
+        ranked=["a", "b", "c"], tier=tiers.get)
+    answer = scoring.what_to_pick(summary)
+    assert answer["families"]["transformer LM"]["tied"] == ["b"]  # on both LM tasks
+    assert answer["families"]["cnn"]["tied"] == ["c"]
+    assert [o for o, _ in answer["fastest"]] == ["c", "b"]  # within 0.01 of the best B
+    assert answer["untuned"]["optimizer"] == "p" and not answer["untuned"]["baseline"]
+    assert answer["top_tier"] == ["a", "b"]
+    text = "\n".join(scoring.pick_text(answer))
+    assert "tied with the best on every task: b" in text and "Scale:" in text
+    assert "p at its defaults: mean rank 2.50" in text
+    # No one tied on every task of a family: the best of each task instead; no track.
+    summary.task_results["lm-8x"] = result("lm-8x", ["c"], "c")
+    summary.self_tuning = {}
+    summary.profile_scores = {"seconds": {"a": 0.0}}
+    answer = scoring.what_to_pick(summary)
+    assert answer["families"]["transformer LM"] == {
+        "tasks": ["lm-1x", "lm-8x"], "tied": [], "best": {"lm-1x": "a", "lm-8x": "c"}}
+    assert answer["fastest"] == [] and answer["untuned"] is None
+    assert "no self-tuning optimizer" in "\n".join(scoring.pick_text(answer))
+
+
+# ------------------------------------------------------------------ lr per param family
+class _Switching(__import__("torch").optim.SGD):
+    """SGD with Schedule-Free's eval()/train() switch, recording when evaluation happens."""
+
+    calls: list = []
+
+    def eval(self):
+        _Switching.calls.append("eval")
+
+    def train(self):
+        _Switching.calls.append("train")
+
+
+def _routed_groups(model, options):
+    matrices = [p for p in model.parameters() if p.ndim >= 2]
+    other = [p for p in model.parameters() if p.ndim < 2]
+    lr = options.get("lr") or 0.1
+    return [{"params": matrices, "family": "matrices", "lr": lr},
+            {"params": other, "family": "other", "lr": lr / 10, "adamw_lr": lr / 10}]
+
+
+def test_a_routed_optimizer_records_the_lr_of_each_family(monkeypatch):
+    from optimkit import registry
+    from optimkit.bench import report, tasks
+    from optimkit.bench.runner import CellSpec, group_lrs, run_cell
+
+    entry = registry.Entry("routed-test", _Switching, registry.Reference("a test"),
+                           model_groups=_routed_groups)
+    monkeypatch.setitem(registry.REGISTRY, "routed-test", entry)
+    monkeypatch.setitem(tasks.TASKS, "warns", _warning_task("warns"))
+    _Switching.calls = []
+    result = run_cell(CellSpec.make("warns", "routed-test", {"lr": 0.2}, 0, "final"))
+    assert result["error"] is None
+    assert result["extra"]["groups"] == [
+        {"family": "matrices", "params": 2, "lr": 0.2},
+        {"family": "other", "params": 1, "lr": pytest.approx(0.02),
+         "adamw_lr": pytest.approx(0.02)}]
+    # Evaluated with the optimizer's evaluation weights: 2 epochs + the test read.
+    assert _Switching.calls == ["eval", "train"] * 3
+    text = report.lr_families(result["extra"]["groups"])
+    assert text.startswith("matrices lr=0.2, other lr=0.02 (adamw_lr=0.02)")
+    import torch
+    single = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1)
+    assert group_lrs(single) == []  # one group: its lr is the cell's
+
+
+def test_the_report_says_which_lr_each_family_got(tmp_path, monkeypatch):
+    import json
+
+    from optimkit import registry
+    from optimkit.bench import tasks
+    from optimkit.cli import main
+
+    entry = registry.Entry("routed-test", _Switching, registry.Reference("a test"),
+                           model_groups=_routed_groups)
+    monkeypatch.setitem(registry.REGISTRY, "routed-test", entry)
+    monkeypatch.setitem(tasks.TASKS, "warns", _warning_task("warns"))
+    out = tmp_path / "run"
+    assert main(["bench", "--tasks", "warns", "--optimizers", "routed-test,sgd", "--seeds", "2",
+                 "--tuning-seeds", "1", "--lr-range", "0.01,0.022", "--budget", "2",
+                 "--weight-decays", "none", "--no-cost", "--out", str(out), "--workers", "1",
+                 "--quiet"]) == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    results = {r["optimizer"]: r for r in board["tasks"][0]["results"]}
+    lr = results["routed-test"]["lr"]
+    assert [(g["family"], g["lr"]) for g in results["routed-test"]["lr_by_family"]] == [
+        ("matrices", lr), ("other", pytest.approx(lr / 10))]
+    assert results["sgd"]["lr_by_family"] == []
+    assert f"matrices lr={lr:g}, other lr=" in (out / "leaderboard.md").read_text()
+    assert (out / "results.csv").read_text().count("\n") == 3  # header + 2 rows
+
+
+# ------------------------------------------------------------------ --device cuda
+def test_device_cuda_without_a_gpu_is_one_clear_error(tmp_path, capsys):
+    import torch
+
+    from optimkit.bench import cost
+    from optimkit.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the error path needs a machine without one")
+    code = main(["bench", "--tasks", "diabetes-mlp", "--optimizers", "adam", "--device",
+                 "cuda", "--out", str(tmp_path / "gpu"), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cuda" in err and "CUDA is not available" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "gpu").exists()
+    assert "compiled" in cost.modes("cuda") and "compiled" not in cost.modes("cpu")

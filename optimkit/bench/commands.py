@@ -93,7 +93,7 @@ def _lr_range(text: str) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------ optimkit bench
-@add("bench", "Score every optimizer of the notes' table on the benchmark suite; write the report.")
+@add("bench", "Score every registered optimizer on the benchmark suite; write the report.")
 def _configure_bench(parser: argparse.ArgumentParser):
     from .suite import DEFAULT_PRESET, LIMITS, PRESETS
 
@@ -104,7 +104,7 @@ def _configure_bench(parser: argparse.ArgumentParser):
     parser.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
                         help=f"which suite (default: %(default)s). {presets}")
     parser.add_argument("--optimizers", help="comma-separated names (default: every registered "
-                        "optimizer that is a row of the notes' table)")
+                        "optimizer, the notes' table rows first)")
     parser.add_argument("--tasks", help="comma-separated tasks (default: the preset's, or the "
                         "tasks of --task-module); known: " + ", ".join(task_registry.TASKS))
     parser.add_argument("--task-module", action="append", metavar="FILE_OR_MODULE",
@@ -141,7 +141,7 @@ def _configure_bench(parser: argparse.ArgumentParser):
     parser.add_argument("--cost", action=argparse.BooleanOptionalAction, default=None,
                         help="time step() on a 10.9M-parameter model vs fused torch Adam "
                         "(default: on)")
-    parser.add_argument("--device", help="torch device (default: cpu)")
+    parser.add_argument("--device", help="torch device: cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--out", help="output folder (default: ./optimkit-report for the "
                         "standard suite, ./optimkit-report-quick, ./optimkit-report-full, and "
                         "./optimkit-report-<preset>-subset for any other choice of optimizers "
@@ -458,7 +458,8 @@ def _bench(args: argparse.Namespace, where: dict) -> int:
                   f"{' (provisional)' if config.provisional else ''}, "
                   f"{len(config.optimizers)} optimizers x {len(config.tasks)} tasks, "
                   f"about {total} cells (an estimate: the lr grids extend as the results "
-                  f"require) on {config.workers} worker(s); results in {out}/", flush=True)
+                  f"require) on {config.workers} worker(s); {_time_estimate(config)}; "
+                  f"results in {out}/", flush=True)
         bar, update = (None, None)
         if not quiet and sys.stderr.isatty():
             bar, update = _rich_progress(total)
@@ -488,6 +489,18 @@ def _bench(args: argparse.Namespace, where: dict) -> int:
           f"{_clock(time.monotonic() - tally.started)}; {len(files)} files in {out}/")
     print(report.end_summary(summary, out))
     return 0
+
+
+def _time_estimate(config) -> str:
+    """The run's expected wall time, in words (before any cell ran)."""
+    from .suite import estimated_seconds
+
+    seconds = estimated_seconds(config)
+    if seconds != seconds:  # a task module's task, or a GPU: no measured cell time
+        return ("time: no estimate (" + ("the cell times were measured on a CPU"
+                if config.device != "cpu" else "a task without a measured cell time") + ")")
+    return (f"about {_clock(seconds)} on an idle machine with {config.workers} free core(s) "
+            "(an estimate from per-cell times measured on the project's machine)")
 
 
 # ------------------------------------------------------------------ optimkit report

@@ -1,7 +1,7 @@
 """The notes' table (shipped as ``notes_table.md``): which optimizers the bench scores by default.
 
-Every registered optimizer named in a row of the table is scored by default, in the table's
-order; other registered optimizers only when asked for with ``--optimizers``.
+The bench scores every registered optimizer by default (:func:`bench_optimizers`): the table's
+rows first, in the table's order, then the others; the Score column is filled for the rows.
 """
 
 from __future__ import annotations
@@ -64,4 +64,12 @@ def default_optimizers() -> tuple[str, ...]:
     return tuple(dict.fromkeys(picked))
 
 
-__all__ = ["NOTES_TABLE", "by_key", "default_optimizers", "key", "row_names", "rows"]
+def bench_optimizers() -> tuple[str, ...]:
+    """What ``optimkit bench`` scores by default: every registered optimizer, the notes' rows
+    first (in the table's order), then the others in the order they were registered."""
+    rows_first = default_optimizers()
+    return rows_first + tuple(n for n in registry.available() if n not in rows_first)
+
+
+__all__ = ["NOTES_TABLE", "bench_optimizers", "by_key", "default_optimizers", "key", "row_names",
+           "rows"]

@@ -185,6 +185,28 @@ def tied_with_best(scores: Mapping[str, Sequence[float]], alpha: float = ALPHA,
     return TaskTest(best, tied, adjusted, verdict, intervals)
 
 
+BETTER = "better"
+
+
+def versus(scores: Sequence[float], baseline: Sequence[float], tolerance: float,
+           alpha: float = ALPHA, failed: bool = False) -> str:
+    """One optimizer against one baseline, paired by seed (higher = better): *failed* when a
+    seed failed; *tied* when the 95 % interval of the paired difference lies within
+    ``±tolerance``; *better* / *worse* when a one-sided paired t-test at ``alpha`` finds it
+    better / worse; *inconclusive* otherwise (the self-tuning track's verdict against AdamW at
+    its default lr)."""
+    if failed:
+        return FAILED
+    low, high = difference_ci(scores, baseline)
+    if not math.isnan(low) and -tolerance <= low and high <= tolerance:
+        return TIED
+    if paired_p(scores, baseline) < alpha:
+        return BETTER
+    if paired_p(baseline, scores) < alpha:
+        return WORSE
+    return INCONCLUSIVE
+
+
 # ------------------------------------------------------------------ across tasks
 def block_ranks(block: np.ndarray) -> np.ndarray:
     """Ranks within one block (1 = highest score), ties sharing their mean rank."""
@@ -371,4 +393,4 @@ def analyse(names: Sequence[str], tasks: Sequence[TaskBlocks], alpha: float = AL
 
 __all__ = ["ALPHA", "BAG", "BOOTSTRAP", "CLOSE_VOTE", "RankTest", "TaskBlocks", "TaskTest",
            "analyse", "critical_difference", "friedman", "holm", "make_tiers", "mean_ci",
-           "paired_p", "rank_test", "stars", "tied_with_best"]
+           "paired_p", "rank_test", "stars", "tied_with_best", "versus"]

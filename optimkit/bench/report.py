@@ -22,7 +22,7 @@ from .. import registry
 from . import profiles, ranking
 from .notes import NOTES_TABLE, by_key, key
 from .notes import rows as note_rows
-from .scoring import SCORE_RULE, Summary, summarise
+from .scoring import SCORE_RULE, Summary, pick_text, summarise, what_to_pick
 from .store import Store
 from .suite import Config
 
@@ -146,8 +146,9 @@ def order(summary: Summary) -> list[str]:
 
 COST_RULE = ("step() time on a 10.9M-parameter transformer, one thread, as a multiple of "
              "torch's fused Adam (alternating in one process), in the optimizer's fastest mode: "
-             "eager or flat=True (compile=True is not timed: on a CPU it needs a C++ "
-             "toolchain and long compiles); the mode is named next to the number.")
+             "eager or flat=True, and compile=True on CUDA (on a CPU compile=True is not timed: "
+             "it needs a C++ toolchain and long compiles); the mode is named next to the "
+             "number. State B/param: the bytes of the optimizer's state after the timed steps.")
 
 
 def _cost(summary: Summary, optimizer: str) -> tuple[float, float]:
@@ -155,6 +156,23 @@ def _cost(summary: Summary, optimizer: str) -> tuple[float, float]:
     if row is None or row.get("error"):
         return float("nan"), float("nan")
     return row["extra"].get("x_fused_adam", float("nan")), row["state_bytes_per_param"]
+
+
+def _step_seconds(summary: Summary, optimizer: str) -> float:
+    row = summary.costs.get(optimizer)
+    return float("nan") if row is None or row.get("error") else row["step_time"]
+
+
+def lr_families(groups: list[dict[str, Any]]) -> str:
+    """The lr each param family got ("matrices lr=0.02, other lr=0.0003 (adamw_lr=0.0003)"),
+    or "" for a single group."""
+    parts = []
+    for group in groups:
+        extra = ", ".join(f"{k}={_num(v)}" for k, v in group.items()
+                          if k.endswith("_lr") and isinstance(v, (int, float)))
+        parts.append(f"{md(group.get('family', '?'))} lr={_num(group.get('lr', float('nan')))}"
+                     + (f" ({md(extra)})" if extra else ""))
+    return ", ".join(parts)
 
 
 def _median(values: list[float]) -> float:
@@ -191,7 +209,10 @@ def optimizer_rows(summary: Summary) -> list[dict[str, Any]]:
             "time_to_target": {p.task: _ttt(p) for p in done},
             "x_fused_adam": x_adam,
             "cost_mode": (summary.costs.get(optimizer) or {}).get("extra", {}).get("mode"),
+            "step_seconds": _step_seconds(summary, optimizer),
             "state_bytes_per_param": state,
+            "self_tuning": ((summary.self_tuning or {}).get("optimizers") or {}).get(optimizer)
+            if optimizer != (summary.self_tuning or {}).get("baseline") else None,
             "lr_on_edge": [p.task for p in done if p.search.on_edge],
         })
     return out
@@ -230,6 +251,7 @@ def pair_rows(summary: Summary, tasks: list[str] | None = None) -> list[dict[str
                 "target_seconds": _finite_list(pair.target_seconds),
                 "median_target_steps": _finite(profiles.median_time(pair.target_steps)),
                 "median_target_seconds": _finite(profiles.median_time(pair.target_seconds)),
+                "lr_by_family": pair.groups,
             })
     return out
 
@@ -284,7 +306,7 @@ def _csv(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
     for row in rows:
         writer.writerow({k: ("" if _missing(v) else ";".join(
             "" if x is None else f"{x:.6g}" for x in v) if isinstance(v, list) else v)
-            for k, v in row.items()})
+            for k, v in row.items() if k in columns})
     return buffer.getvalue()
 
 
@@ -340,8 +362,9 @@ def leaderboard_json(summary: Summary) -> dict[str, Any]:
                 "optimizer", "lr", "weight_decay", "lrs_tried", "lr_on_edge",
                 "lr_sensitivity_decades", "mean", "ci95", "ci95_low", "ci95_high",
                 "ci95_clipped", "per_seed", "rank_on_task", "tied_with_best", "verdict",
-                "failure_rate", "below_chance")} | {"lrs": [t.lr for t in summary.pairs[(task, row[
-                    "optimizer"])].search.lr_trials]} for row in pairs],
+                "failure_rate", "below_chance", "lr_by_family")} | {"lrs": [
+                    t.lr for t in summary.pairs[(task, row["optimizer"])].search.lr_trials]}
+                for row in pairs],
         })
     return _clean({
         "preset": c.preset, "provisional": c.provisional, "optimkit": c.version,
@@ -354,13 +377,38 @@ def leaderboard_json(summary: Summary) -> dict[str, Any]:
         "statistics": statistics_json(summary),
         "optimizers": [{k: row[k] for k in ("name", "tier", "tier_share", "stars", "mean_rank",
                                             "tied_with_best_on", "x_fused_adam", "cost_mode",
-                                            "state_bytes_per_param", "profile_score",
-                                            "profile_score_steps", "time_to_target")}
+                                            "step_seconds", "state_bytes_per_param",
+                                            "profile_score", "profile_score_steps",
+                                            "time_to_target")}
+                       | ({"self_tuning": row["self_tuning"]} if row["self_tuning"] else {})
                        for row in optimizer_rows(summary)],
+        "self_tuning_track": _track_json(summary),
+        "what_to_pick": what_to_pick(summary),
         "time_to_target": PROFILE_RULE,
         "notes": notes_checks(summary),
         "tasks": tasks,
     })
+
+
+SELF_TUNING_RULE = (
+    "Self-tuning track (AlgoPerf's): each optimizer whose registry entry is marked self_tuning "
+    "(lr-free or schedule-free) also runs at its own defaults, with no tuning and no external "
+    "lr schedule, on every test seed of every ranked task; AdamW runs at its defaults (its "
+    "default lr, the run's schedule) as the baseline. Per task: vs_tuned_best is the per-task "
+    "tie rule against the best tuned optimizer with it added to the field; rank_in_field its "
+    "mean rank among the tuned optimizers plus itself; vs_adamw_default: better / worse when a "
+    "one-sided paired t-test (alpha 0.05) says so, tied when the 95 % interval of the paired "
+    "difference lies within the task's tolerance, else inconclusive. Across tasks: its mean "
+    "rank and Nemenyi tier with it added to the tuned field (same blocks, not bagged).")
+
+
+def _track_json(summary: Summary) -> dict[str, Any] | None:
+    track = summary.self_tuning or {}
+    if not track:
+        return None
+    return {"rule": SELF_TUNING_RULE, "baseline": track["baseline"],
+            "baseline_results": track["optimizers"].get(track["baseline"]),
+            "optimizers": sorted(o for o in track["optimizers"] if o != track["baseline"])}
 
 
 PROFILE_RULE = (
@@ -424,6 +472,7 @@ def results_json(summary: Summary) -> dict[str, Any]:
                      "step_seconds": r["step_time"],
                      "fused_adam_step_seconds": r["extra"].get("fused_adam_step_time"),
                      "state_bytes_per_param": r["state_bytes_per_param"],
+                     "state_layouts": r["extra"].get("state_layouts"),
                      "params": r["n_params"], "error": r["error"]}
                  for o, r in summary.costs.items()},
     })
@@ -535,6 +584,42 @@ def md(value: Any) -> str:
             .replace("|", "\\|"))
 
 
+def md_line(value: str) -> str:
+    """A line of the report's own markdown (its ``**`` kept), with ``<``, ``>`` and ``|``
+    made inert (task and optimizer names in it are stored text)."""
+    return " ".join(value.splitlines()).replace("<", "&lt;").replace(">", "&gt;").replace(
+        "|", "\\|")
+
+
+def self_tuning_md(summary: Summary) -> list[str]:
+    """The self-tuning track's section of leaderboard.md (none without the track)."""
+    track = summary.self_tuning or {}
+    if not track:
+        return []
+    lines = ["## Self-tuning track (untuned, at the optimizers' defaults)", "",
+             md(SELF_TUNING_RULE), ""]
+    tasks = summary.real_tasks
+    head = ["", "schedule", "mean rank in the tuned field (tier)", "vs AdamW at default lr",
+            *[md(t) for t in tasks]]
+    body = []
+    for name, result in track["optimizers"].items():
+        label = f"**{md(name)}**" + (" (baseline)" if name == track["baseline"] else "")
+        rank = (f"{result['mean_rank_in_field']:.2f} of {result['field_size']} "
+                f"(tier {result['tier_in_field']})" if "mean_rank_in_field" in result else "–")
+        versus = ", ".join(f"{n} {v}" for v, n in (result.get("vs_adamw_default") or {}).items())
+        cells = []
+        for task in tasks:
+            entry = result["tasks"].get(task)
+            if entry is None:
+                cells.append("–")
+                continue
+            text = f"{mean_pm(entry['mean'], entry['ci95'])} ({entry['vs_tuned_best']}"
+            cells.append(text + (f"; vs AdamW default {entry['vs_adamw_default']})"
+                                 if "vs_adamw_default" in entry else ")"))
+        body.append([label, md(result.get("schedule", "")), rank, versus or "–", *cells])
+    return [*lines, *_md_table(head, "|:--|:--|--:|:--|" + "--:|" * len(tasks), body), ""]
+
+
 def _md_table(head: list[str], align: str, body: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", align,
             *("| " + " | ".join(row) + " |" for row in body)]
@@ -564,6 +649,8 @@ def _task_cells(row: dict[str, Any], pair) -> list[str]:
     if row["lr_sensitivity_lower_bound"] and sens != "–":
         sens = "≥ " + sens
     lr = fmt(row["lr"], 3) + (" (edge!)" if row["lr_on_edge"] else "")
+    if row.get("lr_by_family"):
+        lr += f" ({lr_families(row['lr_by_family'])})"
     failed = fmt(row["failure_rate"], 2)
     if row["below_chance"]:
         failed += f" ({row['below_chance']} below chance or untrained)"
@@ -629,6 +716,9 @@ def leaderboard(summary: Summary) -> str:
     lines = ["# optimkit bench: leaderboard", ""]
     if c.provisional:
         lines += [f"**{PROVISIONAL}**", ""]
+    lines += ["## What to pick", "", "Derived from the measurements below (ties by the per-task "
+              "rule, speed by the time-to-target profile, untuned by the self-tuning track):",
+              "", *[md_line(line) for line in pick_text(what_to_pick(summary))], ""]
     lines += [
         f"optimkit {md(c.version)}, preset {md(c.preset)}, device {md(c.device)}; "
         f"{len(c.optimizers)} optimizers, {len(real)} ranked tasks "
@@ -648,6 +738,7 @@ def leaderboard(summary: Summary) -> str:
     lines += _md_table(["", "Reproduces", "Paper", *LEADER_HEAD],
                        "|:--|:--|:--|:--|" + "--:|" * (len(LEADER_HEAD) - 1), body)
     lines += ["", f"Time-to-target profile B: {md(PROFILE_RULE)}", ""]
+    lines += self_tuning_md(summary)
     lines += ["## The notes' text (not measured)", "",
               "What the fast.ai-course notes say, quoted, apart from the measurements above; "
               "the last column says where a measurement agrees with, or contradicts, a claim "
@@ -838,6 +929,8 @@ def page(summary: Summary, pictures: list[Path]) -> str:
     stats = "".join(f'<p class="note{" warn" if line.startswith("Warning") else ""}">'
                     f"{html.escape(line)}</p>" for line in statistics_text(summary))
     provisional = f'<p class="warn"><b>{html.escape(PROVISIONAL)}</b></p>' if c.provisional else ""
+    pick = "".join(f"<li>{html.escape(line.lstrip('- ').replace('**', '').strip('*'))}</li>"
+                   for line in pick_text(what_to_pick(summary)))
     # Text stars, as in the leaderboard: not every desktop has a colour-emoji font.
     notes_table = _table(
         ["optimizer", "the notes' description", "the notes' Fast.ai 2", "the notes' Score",
@@ -859,6 +952,8 @@ def page(summary: Summary, pictures: list[Path]) -> str:
 <p class="note">optimkit {html.escape(c.version)} · preset {html.escape(c.preset)} ·
 device {html.escape(c.device)} · {len(c.optimizers)} optimizers · {len(real)} ranked tasks</p>
 {provisional}
+<h2>What to pick</h2>
+<ul class="note">{pick}</ul>
 <h2>Leaderboard</h2>
 {_table(["optimizer", *LEADER_HEAD], body, "leaderboard", classes)}
 <p class="note"><b>Score.</b> {html.escape(SCORE_RULE)}</p>
@@ -964,4 +1059,5 @@ def _explain(first: Summary, second: Summary, o: str, name_a: str, name_b: str) 
 
 
 __all__ = ["build", "compare", "end_summary", "fill_notes", "leaderboard", "leaderboard_json",
-           "load", "notes_checks", "optimizer_rows", "page", "pair_rows", "results_json", "write"]
+           "load", "lr_families", "md_line", "notes_checks", "optimizer_rows", "page",
+           "pair_rows", "results_json", "self_tuning_md", "write"]

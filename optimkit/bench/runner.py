@@ -35,6 +35,9 @@ from . import tasks as task_registry
 DIVERGENCE_FACTOR = 1e3
 CURVE_POINTS = 100
 SCHEDULES = ("cosine", "constant")
+# Roles scored on the test split: "final" (the tuned hypers) and "default" (the optimizer's
+# own defaults, untuned: the self-tuning track).
+SCORED = ("final", "default")
 WARMUP = 0.05  # share of the steps spent warming up under the "cosine" schedule
 
 # Failures of the machine, not of the optimizer: a missing package or data file, an unreadable
@@ -65,7 +68,7 @@ class CellSpec:
     optimizer: str
     hypers: str
     seed: int
-    role: str  # "tune" (validation split), "final" (test split) or "cost" (step timing)
+    role: str  # "tune" (validation split), "final" / "default" (test split), "cost" (timing)
     device: str = "cpu"
     schedule: str = "cosine"
 
@@ -217,9 +220,14 @@ def _train(spec: CellSpec) -> dict[str, Any]:
     # learnt nothing (the report counts it as failed). The random state is kept as it was, so
     # the training that follows is the same with or without this evaluation.
     untrained = _untouched(lambda: _finite(instance.evaluate("test"))) \
-        if spec.role == "final" else None
+        if spec.role in SCORED else None
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = registry.create(spec.optimizer, params, **json.loads(spec.hypers))
+    # An optimizer that routes params by kind (its entry's model_groups: Muon's matrices vs the
+    # rest) gets the model; every other one the flat list of params, as it always did.
+    routed = getattr(registry.get(spec.optimizer), "model_groups", None) is not None
+    optimizer = registry.create(spec.optimizer, model if routed else params,
+                                **json.loads(spec.hypers))
+    groups = group_lrs(optimizer)
     total_steps = task.epochs * instance.steps_per_epoch
     scheduler = lr_scheduler(optimizer, spec.schedule, total_steps)
     n_params = sum(p.numel() for p in params)
@@ -256,7 +264,7 @@ def _train(spec: CellSpec) -> dict[str, Any]:
             if not math.isfinite(value) or abs(value) > limit:
                 diverged = True
                 break
-        metric = _finite(instance.evaluate("val")) if not diverged else float("nan")
+        metric = _finite(_evaluate(instance, optimizer, "val")) if not diverged else float("nan")
         evals.append((step, metric, seconds))
         if steps_to_target is None and task.reached(metric):
             steps_to_target, seconds_to_target = step, seconds
@@ -266,7 +274,7 @@ def _train(spec: CellSpec) -> dict[str, Any]:
         path.append([float(v) for v in model.xy.detach()])
     final = evals[-1][1]
     if spec.role != "tune" and not diverged:
-        final = _finite(instance.evaluate("test"))  # the test split, read once trained
+        final = _finite(_evaluate(instance, optimizer, "test"))  # read once, trained
 
     return {
         "final_metric": final,
@@ -281,9 +289,53 @@ def _train(spec: CellSpec) -> dict[str, Any]:
         "losses": _thin(losses),
         "evals": evals,
         "path": path,
-        "extra": {} if untrained is None else {"untrained": untrained},
+        "extra": {**({} if untrained is None else {"untrained": untrained}),
+                  **({"groups": groups} if groups else {})},
         "error": None,
     }
+
+
+def _evaluate(instance, optimizer: torch.optim.Optimizer, split: str) -> float:
+    """The metric on ``split``, with the weights an optimizer that keeps separate evaluation
+    weights (Schedule-Free's ``eval()`` / ``train()``) says to evaluate."""
+    switch = callable(getattr(optimizer, "eval", None)) and callable(
+        getattr(optimizer, "train", None))
+    if switch:
+        optimizer.eval()
+    try:
+        return instance.evaluate(split)
+    finally:
+        if switch:
+            optimizer.train()
+
+
+# Param-group keys that name a group's family (the first one present is used).
+GROUP_LABELS = ("family", "name", "kind", "role")
+
+
+def group_lrs(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """The lr each param family got, when the optimizer has several param groups (an entry's
+    ``model_groups`` routing matrices and the rest, say): per group its label (the first of
+    ``GROUP_LABELS`` it holds, ``"use_muon"`` as matrices / other, else its index), ``lr``,
+    any other ``*_lr`` number it holds (an auxiliary optimizer's), and its parameter count.
+    Empty for a single group: its lr is the cell's."""
+    groups = getattr(optimizer, "param_groups", [])
+    if len(groups) < 2:
+        return []
+    out = []
+    for index, group in enumerate(groups):
+        label = next((str(group[k]) for k in GROUP_LABELS if isinstance(group.get(k), str)),
+                     None)
+        if label is None and "use_muon" in group:
+            label = "matrices" if group["use_muon"] else "other"
+        item: dict[str, Any] = {"family": label or f"group {index}",
+                                "params": sum(p.numel() for p in group["params"])}
+        for key, value in group.items():
+            if (key == "lr" or key.endswith("_lr")) and isinstance(value, (int, float)) \
+                    and not isinstance(value, bool):
+                item[key] = float(value)
+        out.append(item)
+    return out
 
 
 def _untouched(fn):

@@ -74,6 +74,16 @@ class Pair:
     path: list | None = None  # 2-D tasks: a tuning run at the chosen lr
 
     @property
+    def groups(self) -> list[dict[str, Any]]:
+        """The lr each param family got in the scored runs (several param groups only: an
+        entry whose ``model_groups`` routes params), from the first final run."""
+        for run in self.finals:
+            found = (run.get("extra") or {}).get("groups")
+            if found:
+                return list(found)
+        return []
+
+    @property
     def complete(self) -> bool:
         return self.search.stage == "done"
 
@@ -117,6 +127,9 @@ class Summary:
     # Cells that raised Python warnings while training (counted, never printed by the run):
     # {"cells": n, "warnings": total, "examples": [...]}.
     warned: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The self-tuning track (see :func:`self_tuning_track`): {} when the run has no
+    # self-tuning optimizer.
+    self_tuning: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def real_tasks(self) -> list[str]:
@@ -190,8 +203,108 @@ def summarise(config: Config, task_meta: dict[str, dict], rows: list[dict],
     warned = {"cells": len(mine), "warnings": sum(r["extra"]["warnings"] for r in mine),
               "examples": list(dict.fromkeys(t for r in mine
                                              for t in r["extra"].get("warning_texts", [])))[:3]}
-    return Summary(config, {t: task_meta[t] for t in config.tasks}, pairs, task_results, rank,
-                   stability, costs, targets, ratios, scores, warned)
+    summary = Summary(config, {t: task_meta[t] for t in config.tasks}, pairs, task_results,
+                      rank, stability, costs, targets, ratios, scores, warned)
+    summary.self_tuning = self_tuning_track(config, task_meta, pairs, rows,
+                                            rank.names if rank else [])
+    return summary
+
+
+def _default_runs(rows: list[dict], task: str, optimizer: str, seeds: tuple[int, ...],
+                  schedule: str) -> list[dict] | None:
+    """The runs of ``optimizer`` at its defaults (role "default") on ``task`` under
+    ``schedule``, in seed order; None unless every seed is there."""
+    found = {r["seed"]: r for r in rows if r["role"] == "default" and r["task"] == task
+             and r["optimizer"] == optimizer and r["schedule"] == schedule}
+    return [found[s] for s in seeds] if all(s in found for s in seeds) else None
+
+
+def self_tuning_track(config: Config, task_meta: dict, pairs: dict, rows: list[dict],
+                      field: list[str]) -> dict[str, Any]:
+    """AlgoPerf's self-tuning track: each self-tuning optimizer at its own defaults (no
+    tuning), against the tuned field and against AdamW at its default lr, on the test seeds.
+
+    Per task: its mean and interval (failures scored as the task's worst value, as in the
+    tuned field), its verdict against the tuned field's best (the per-task tie rule, with it
+    added to the field), its mean rank among the tuned optimizers of ``field`` plus itself,
+    and its verdict against the AdamW baseline (:func:`.ranking.versus`). Across tasks: its
+    mean rank and tier with it added to the tuned field (Friedman + Nemenyi over the same
+    (task, seed) blocks, not bagged), and the verdicts' counts. The baseline gets the same.
+    """
+    from .suite import BASELINE, self_tuning
+
+    marked = [o for o in config.optimizers if _marked(o, self_tuning)]
+    if not marked:
+        return {}
+    rules = config.rules()
+    real = [t for t in config.tasks if not task_meta[t]["illustrative"]]
+    runs = {(t, o): _default_runs(rows, t, o, rules.test_seeds,
+                                  "constant" if o in marked else config.schedule)
+            for t in real for o in [*marked, BASELINE]}
+    out: dict[str, Any] = {"baseline": BASELINE, "optimizers": {}}
+    for optimizer in [*marked, *([BASELINE] if BASELINE not in marked else [])]:
+        per_task, blocks = {}, []
+        for task in real:
+            mine, base = runs.get((task, optimizer)), runs.get((task, BASELINE))
+            if mine is None:
+                continue
+            meta = task_meta[task]
+            pseudo = Pair(task, optimizer, None, mine)  # type: ignore[arg-type]
+            tuned = [p for (t, o), p in pairs.items() if t == task and o in field]
+            _fill(task, meta, [pseudo], worst_from=[*tuned, pseudo])
+            done = {o: p for o in field if (p := pairs.get((task, o))) is not None
+                    and p.complete and len(p.values) == len(pseudo.values)}
+            scores = {o: _scores(meta, p) for o, p in done.items()}
+            name = f"{optimizer} (defaults)"
+            test = ranking.tied_with_best(
+                {**scores, name: _scores(meta, pseudo)}, tolerance=meta.get("tolerance", 0.01),
+                failed={**{o: any(p.failed) for o, p in done.items()}, name: any(pseudo.failed)})
+            table = np.array([*[_scores(meta, p, ranks=True) for p in done.values()],
+                              _scores(meta, pseudo, ranks=True)]).T
+            ranks = np.stack([ranking.block_ranks(row) for row in table])
+            if len(done) == len(field) and field:
+                blocks.append(ranking.TaskBlocks(task, table))
+            entry = {"mean": pseudo.mean, "ci95": pseudo.ci, "ci95_low": pseudo.interval[0],
+                     "ci95_high": pseudo.interval[1], "per_seed": list(pseudo.values),
+                     "failure_rate": pseudo.failure_rate,
+                     "vs_tuned_best": test.verdict[name] if test.best != name else "best",
+                     "tuned_best": test.best if test.best != name else optimizer,
+                     "rank_in_field": float(ranks[:, -1].mean()), "field_size": len(done) + 1}
+            if base is not None and optimizer != BASELINE:
+                other = Pair(task, BASELINE, None, base)  # type: ignore[arg-type]
+                _fill(task, meta, [other], worst_from=[*tuned, pseudo, other])
+                entry["vs_adamw_default"] = ranking.versus(
+                    _scores(meta, pseudo), _scores(meta, other), meta.get("tolerance", 0.01),
+                    failed=any(pseudo.failed) or any(other.failed))
+            per_task[task] = entry
+        result: dict[str, Any] = {"tasks": per_task, "schedule": "constant"
+                                  if optimizer != BASELINE else config.schedule}
+        if blocks and len(blocks) == len(real):
+            names = [*field, optimizer]
+            per = [b.ranks() for b in blocks]
+            all_ranks = np.concatenate(per)
+            ties = np.array([ranking._ties(r) for r in all_ranks])
+            test = ranking.rank_test(names, all_ranks, ties)
+            result.update(mean_rank_in_field=test.mean_rank[optimizer],
+                          tier_in_field=test.tiers[optimizer], field_size=len(names),
+                          critical_difference=test.cd)
+        if not per_task:
+            continue  # no run at its defaults (a database from before it was marked)
+        verdicts = [e.get("vs_adamw_default") for e in per_task.values()]
+        if optimizer != BASELINE and any(verdicts):
+            result["vs_adamw_default"] = {v: verdicts.count(v) for v in dict.fromkeys(verdicts)
+                                          if v}
+        out["optimizers"][optimizer] = result
+    if not any(o in out["optimizers"] for o in marked):
+        return {}  # no self-tuning optimizer has runs at its defaults: no track
+    return out
+
+
+def _marked(optimizer: str, rule) -> bool:
+    try:
+        return rule(optimizer)
+    except ValueError:  # a database from a build that registered other names
+        return False
 
 
 REFERENCE = "adamw"  # the optimizer whose final validation value sets each task's target
@@ -233,9 +346,11 @@ def _wd0(state: Search) -> dict[str, float]:
     return {"weight_decay": 0.0} if state.takes_weight_decay else {}
 
 
-def _fill(task: str, meta: dict, pairs: list[Pair]) -> None:
-    finite = [r["final_metric"] for p in pairs for r in p.finals
-              if not r["diverged"] and not math.isnan(r["final_metric"])]
+def _fill(task: str, meta: dict, pairs: list[Pair], worst_from: list[Pair] | None = None) -> None:
+    """Each pair's per-seed values, failures, mean and interval; a failed seed scores the worst
+    final value of the task, over ``worst_from`` (default: ``pairs``)."""
+    finite = [r["final_metric"] for p in (pairs if worst_from is None else worst_from)
+              for r in p.finals if not r["diverged"] and not math.isnan(r["final_metric"])]
     higher = meta["higher_is_better"]
     chance = meta.get("chance")
     worst = (min(finite) if higher else max(finite)) if finite else 0.0
@@ -322,5 +437,88 @@ def _rank(config: Config, task_meta: dict, pairs: dict, bootstrap: int):
     return ranking.analyse(names, blocks, bootstrap=bootstrap)
 
 
-__all__ = ["REFERENCE", "SCORE_RULE", "Pair", "Summary", "TaskResult", "clip_interval",
-           "summarise"]
+
+
+SCALE_CAVEAT = (
+    "Scale: these are small models (tens of thousands of parameters up to about 0.1M) trained "
+    "for seconds on one CPU thread; what ties here may separate on large models and long "
+    "runs, and the reverse (AlgoPerf's and the newer optimizers' papers report gaps that grow "
+    "or shrink with scale). Read it as the answer for workloads of this size.")
+
+
+def what_to_pick(summary: Summary) -> dict[str, Any]:
+    """A short answer derived from the numbers alone, with the caveat of scale.
+
+    * ``families``: per task family (the tasks' ``family``), the optimizers tied with the best
+      on every task of the family (``tied``), else the best of each task (``best``);
+    * ``fastest``: the optimizers with the highest time-to-target profile score B (seconds;
+      equal to 0.01), with the score; empty when no optimizer reaches any target;
+    * ``untuned``: the best optimizer run at its defaults in the self-tuning track (its mean
+      rank in the tuned field, and its tier there), or None without that track;
+    * ``top_tier``: the tier-1 optimizers across the tasks; ``caveat``: :data:`SCALE_CAVEAT`.
+    """
+    families: dict[str, list[str]] = {}
+    for task in summary.real_tasks:
+        families.setdefault(str(summary.tasks[task].get("family") or task), []).append(task)
+    out: dict[str, Any] = {"families": {}, "fastest": [], "untuned": None,
+                           "top_tier": [o for o in summary.ranked if summary.tier(o) == 1],
+                           "caveat": SCALE_CAVEAT}
+    for family, names in families.items():
+        results = [summary.task_results[t] for t in names if summary.task_results[t].test]
+        if not results:
+            continue
+        tied = [o for o in results[0].tied if all(o in r.tied for r in results[1:])]
+        out["families"][family] = {"tasks": names, "tied": tied,
+                                   "best": {r.name: r.test.best for r in results}}
+    scores = {o: b for o, b in (summary.profile_scores.get("seconds") or {}).items()
+              if b is not None and not math.isnan(b)}
+    if scores and max(scores.values()) > 0:
+        top = max(scores.values())
+        out["fastest"] = [(o, scores[o]) for o in sorted(scores, key=lambda o: -scores[o])
+                          if scores[o] >= top - 0.01]
+    track = (summary.self_tuning or {}).get("optimizers") or {}
+    ranked = {o: r for o, r in track.items() if "mean_rank_in_field" in r}
+    if ranked:
+        best = min(ranked, key=lambda o: (ranked[o]["mean_rank_in_field"], o))
+        out["untuned"] = {"optimizer": best,
+                          "baseline": best == summary.self_tuning.get("baseline"),
+                          "mean_rank_in_field": ranked[best]["mean_rank_in_field"],
+                          "tier_in_field": ranked[best]["tier_in_field"],
+                          "field_size": ranked[best]["field_size"]}
+    return out
+
+
+def pick_text(answer: dict[str, Any]) -> list[str]:
+    """:func:`what_to_pick` as a few markdown lines (one per point)."""
+    lines = []
+    for family, found in answer["families"].items():
+        if found["tied"]:
+            lines.append(f"- **{family}** ({', '.join(found['tasks'])}): tied with the best "
+                         f"on every task: {', '.join(found['tied'])}.")
+        else:
+            best = "; ".join(f"{t}: {o}" for t, o in found["best"].items())
+            lines.append(f"- **{family}** ({', '.join(found['tasks'])}): no optimizer ties "
+                         f"with the best on every task (best per task: {best}).")
+    if answer["fastest"]:
+        lines.append("- **Fastest to target**: " + ", ".join(
+            f"{o} (B = {b:.2f})" for o, b in answer["fastest"]) + ".")
+    else:
+        lines.append("- **Fastest to target**: no optimizer reaches the targets.")
+    untuned = answer["untuned"]
+    if untuned is None:
+        lines.append("- **Best untuned**: no self-tuning optimizer in this run.")
+    else:
+        what = "AdamW at its default lr (no self-tuning optimizer beats it)" \
+            if untuned["baseline"] else f"{untuned['optimizer']} at its defaults"
+        lines.append(f"- **Best untuned**: {what}: mean rank "
+                     f"{untuned['mean_rank_in_field']:.2f} among the "
+                     f"{untuned['field_size'] - 1} tuned optimizers plus itself, tier "
+                     f"{untuned['tier_in_field']} there.")
+    if answer["top_tier"]:
+        lines.append(f"- **Across all tasks** (tier 1): {', '.join(answer['top_tier'])}.")
+    lines.append(f"- *{answer['caveat']}*")
+    return lines
+
+
+__all__ = ["REFERENCE", "SCALE_CAVEAT", "SCORE_RULE", "Pair", "Summary", "TaskResult",
+           "clip_interval", "pick_text", "self_tuning_track", "summarise", "what_to_pick"]

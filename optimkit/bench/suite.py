@@ -13,7 +13,10 @@ Presets (``--preset``):
   weight-decay stage, the 2-D toys (``optimkit plot`` draws them) or the cost cell; its tiers
   are provisional (the tasks are small and mostly saturated);
 * ``standard`` (the default, the one that fills the Score): a transformer language model on the
-  standard library's source, a 1-D CNN and a deep autoencoder on MNIST-1D-style data;
+  standard library's source at two token budgets (about 1x and 8x its parameter count), a 2-D
+  CNN on the digits, a 1-D CNN and a deep autoencoder on MNIST-1D-style data; under 75 minutes
+  on an idle 2-core machine with ``--workers 2`` for up to 37 optimizers (see
+  :func:`estimated_seconds`);
 * ``full``: every real task of both, more seeds, a wider lr window and more weight decays.
 """
 
@@ -34,14 +37,15 @@ from typing import Any
 from .. import registry
 from . import tasks as task_registry
 from .fingerprint import code_version
-from .notes import default_optimizers
+from .notes import bench_optimizers
 from .runner import SCHEDULES, CellSpec, canonical, run_cell
 from .search import Rules, Search, final_specs, walk
 from .store import Store
 
 QUICK_TASKS = ("digits-mlp", "digits-cnn", "diabetes-mlp", "zen-char-gru")
 TOYS = ("rosenbrock", "beale", "rastrigin")
-STANDARD_TASKS = ("stdlib-lm", "mnist1d-cnn", "mnist1d-autoencoder")
+STANDARD_TASKS = ("stdlib-lm-1x", "stdlib-lm-8x", "digits-convnet", "mnist1d-cnn",
+                  "mnist1d-autoencoder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,11 +144,11 @@ class Config:
 
     @staticmethod
     def for_preset(preset: str = DEFAULT_PRESET, **override: Any) -> Config:
-        """The configuration of ``preset`` (every registered optimizer of the notes' table)."""
+        """The configuration of ``preset`` (every registered optimizer, the notes' rows first)."""
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
         p = PRESETS[preset]
-        base = dict(optimizers=default_optimizers(), tasks=p.tasks, preset=preset, seeds=p.seeds,
+        base = dict(optimizers=bench_optimizers(), tasks=p.tasks, preset=preset, seeds=p.seeds,
                     lr_range=p.lr_range, budget=p.budget, weight_decays=p.weight_decays,
                     cost=p.cost)
         return Config(**{**base, **{k: v for k, v in override.items() if v is not None}})
@@ -210,6 +214,35 @@ def search(config: Config, task: str, optimizer: str, lookup) -> Search:
     spec = task_registry.get(task)
     return walk(config.rules(), task, optimizer, spec.higher_is_better,
                 takes_weight_decay(optimizer), lookup, spec.tolerance)
+
+
+def self_tuning(optimizer: str) -> bool:
+    """Whether the optimizer's registry entry is marked lr-free / schedule-free."""
+    return bool(getattr(registry.get(optimizer), "self_tuning", False))
+
+
+def self_tuning_specs(config: Config) -> list[CellSpec]:
+    """The self-tuning track (AlgoPerf's): every self-tuning optimizer of the run at its own
+    defaults (hypers ``{}``: no tuning, no external lr schedule) and, as the baseline, AdamW at
+    its defaults (default lr, the run's schedule), each on every test seed of every ranked
+    task, scored on the test split (role ``"default"``). Empty without a self-tuning optimizer."""
+    marked = [o for o in config.optimizers if self_tuning(o)]
+    if not marked:
+        return []
+    rules = config.rules()
+    real = [t for t in config.tasks if not task_registry.get(t).illustrative] \
+        if all(t in task_registry.TASKS for t in config.tasks) else list(config.tasks)
+    out = []
+    for task in real:
+        for optimizer in [*marked, *([BASELINE] if BASELINE not in marked else [])]:
+            schedule = "constant" if optimizer in marked else config.schedule
+            out += [CellSpec.make(task, optimizer, {}, seed, "default", config.device, schedule)
+                    for seed in rules.test_seeds]
+    return out
+
+
+BASELINE = "adamw"  # the untuned baseline of the self-tuning track (at its default lr)
+TRACKS = ("cost", "default")  # roles of cells outside the search: submitted once, up front
 
 
 def cost_specs(config: Config) -> list[CellSpec]:
@@ -318,7 +351,10 @@ class PoolExecutor:
 
 
 class RayExecutor:
-    """The same cells as Ray tasks (optional extra ``ray``); joins a running Ray or starts one."""
+    """The same cells as Ray tasks (optional extra ``ray``): in this process's Ray if it has one,
+    else on the cluster ``RAY_ADDRESS`` names (``ray start --head`` prints it; the cluster's
+    workers must import the same optimkit), else on a local Ray it starts with ``workers``
+    CPUs. Each cell asks for one CPU."""
 
     def __init__(self, workers: int, task_modules: tuple[str, ...] = ()):
         self.task_modules = task_modules
@@ -328,7 +364,11 @@ class RayExecutor:
             raise ValueError("executor 'ray' needs Ray: pip install 'optimkit[ray]'") from None
         self.ray = ray
         if not ray.is_initialized():
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            address = os.environ.get("RAY_ADDRESS")
+            if address:  # a running cluster (``ray start --head``): join it, its CPUs as they are
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         self.remote = ray.remote(num_cpus=1)(run_cell)
         self.submitted: list = []
 
@@ -427,7 +467,7 @@ def run(config: Config, store: Store, progress: Progress | None = None,
     tally = tally if tally is not None else Tally()
     known = results_lookup(store, config)
     pairs = _interleaved(config)
-    costs = cost_specs(config)
+    costs = cost_specs(config) + self_tuning_specs(config)
     tally.finished = _recorded(config, known, pairs)
     executor = make_executor(config)
     pending: dict[Any, CellSpec] = {}
@@ -464,9 +504,12 @@ def run(config: Config, store: Store, progress: Progress | None = None,
                 known[spec] = result
                 tally.finished, tally.ran = tally.finished + 1, tally.ran + 1
                 pair = (spec.task, spec.optimizer)
-                if spec.role != "cost" and all((s.task, s.optimizer) != pair
-                                               for s in pending.values()):
-                    advance(pair)  # its stage is complete: the search decides what is next
+                # Its stage is complete: the search decides what is next (the cost and
+                # self-tuning cells are no stage of any search).
+                if spec.role not in TRACKS and all(
+                        (s.task, s.optimizer) != pair for s in pending.values()
+                        if s.role not in TRACKS):
+                    advance(pair)
                 if progress:
                     progress(spec, tally)
     except BaseException:
@@ -479,7 +522,7 @@ def run(config: Config, store: Store, progress: Progress | None = None,
 def _recorded(config: Config, known: dict, pairs: Iterable[tuple[str, str]]) -> int:
     """How many cells of ``config`` are already in ``known``."""
     rules = config.rules()
-    count = sum(s in known for s in cost_specs(config))
+    count = sum(s in known for s in cost_specs(config) + self_tuning_specs(config))
     for task, optimizer in pairs:
         state = search(config, task, optimizer, known.get)
         count += (len(state.lr_trials) + len(state.wd_trials)) * len(rules.tuning_seeds)
@@ -505,12 +548,51 @@ def expected_cells(config: Config) -> int:
 def count_cells(config: Config) -> int:
     """The cells of a run before any grid extends (the progress total starts there)."""
     rules = config.rules()
-    total = len(cost_specs(config))
+    total = len(cost_specs(config)) + len(self_tuning_specs(config))
     for optimizer in config.optimizers:
         wds = len(rules.weight_decays) if takes_weight_decay(optimizer) else 0
         per_pair = (len(rules.initial()) + wds) * len(rules.tuning_seeds) + len(rules.test_seeds)
         total += per_pair * len(config.tasks)
     return total
+
+
+# CPU seconds of one cell (one thread, AdamW's tuning and scored cells, start-up and
+# evaluation included) per built-in task, measured on this project's 2-core machine at low
+# load (the smallest of 6 cells). They reproduce the recorded runs' CPU time: quick 0.29 s a
+# cell (measured 0.31: 405 s / 1,324 cells), the previous standard 2.03 s (measured 1.99:
+# 51 min / 1,540 cells). ``CELL_FACTOR``: the optimizers' mean cell time over AdamW's (1.01
+# measured for the 28 registered ones on stdlib-lm-1x, Lion 0.89x to MARS 1.11x; 1.1 leaves
+# room for the heavier newer ones); ``COST_SECONDS``: one cost cell; ``REPORT_SECONDS``: the
+# report.
+CELL_SECONDS = {
+    "digits-mlp": 0.14, "digits-cnn": 0.28, "diabetes-mlp": 0.15, "zen-char-gru": 0.6,
+    "stdlib-lm": 4.1, "mnist1d-cnn": 1.5, "mnist1d-autoencoder": 0.5,
+    "stdlib-lm-1x": 0.75, "stdlib-lm-8x": 5.1, "digits-convnet": 0.4,
+    "rosenbrock": 0.2, "beale": 0.2, "rastrigin": 0.2,
+}
+COST_SECONDS, REPORT_SECONDS, CELL_FACTOR = 3.0, 60.0, 1.1
+
+
+def estimated_seconds(config: Config, optimizers: int | None = None) -> float:
+    """The run's expected wall time on an idle machine with one free core per worker: the
+    expected cells (:func:`expected_cells`, the grids' extensions included) times each task's
+    measured cell time (``CELL_SECONDS`` x ``CELL_FACTOR``), the cost cells and the
+    self-tuning track, over ``config.workers``, plus the report. ``optimizers``: estimate for
+    that many optimizers instead of the run's (each like the run's average). NaN when a task
+    has no measured time (a task module's), or off the CPU (the times are CPU times)."""
+    if config.device != "cpu" or any(t not in CELL_SECONDS for t in config.tasks):
+        return float("nan")
+    rules = config.rules()
+    count = optimizers if optimizers is not None else len(config.optimizers)
+    lrs = len(rules.initial()) + expected_extensions(len(rules.initial()), rules.budget)
+    share = sum(takes_weight_decay(o) for o in config.optimizers) / len(config.optimizers)
+    per_pair = (lrs + share * len(rules.weight_decays)) * len(rules.tuning_seeds) \
+        + len(rules.test_seeds)
+    seconds = sum(CELL_SECONDS[t] for t in config.tasks) * per_pair * count * CELL_FACTOR
+    tracks = self_tuning_specs(config)
+    seconds += sum(CELL_SECONDS[s.task] for s in tracks) * CELL_FACTOR
+    seconds += len(cost_specs(config)) * COST_SECONDS * count / len(config.optimizers)
+    return seconds / max(1, min(config.workers, os.cpu_count() or 1)) + REPORT_SECONDS
 
 
 def eta(tally: Tally) -> float:
@@ -521,6 +603,7 @@ def eta(tally: Tally) -> float:
     return max(0, tally.total - tally.finished) * pace
 
 
-__all__ = ["PRESETS", "Config", "Preset", "Tally", "canonical", "count_cells", "eta",
-           "expected_cells", "expected_extensions",
+__all__ = ["PRESETS", "Config", "Preset", "Tally", "canonical", "count_cells",
+           "estimated_seconds", "eta", "expected_cells", "expected_extensions",
+           "self_tuning_specs",
            "finished_cells", "run", "search"]

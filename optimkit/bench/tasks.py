@@ -1,7 +1,9 @@
 """The benchmark's tasks.
 
-* ``stdlib-lm``: a small decoder-only transformer trained on the Python standard library's own
-  source files (:mod:`.lm`); test bits per byte.
+* ``stdlib-lm-1x`` and ``stdlib-lm-8x``: a small decoder-only transformer trained on the Python
+  standard library's own source files (:mod:`.lm`) on about 1x and 8x its parameter count in
+  bytes; test bits per byte (``stdlib-lm``: the earlier, wider LM on a fixed 300 steps);
+* ``digits-convnet``: a 3-layer 2-D CNN on scikit-learn's digits; test accuracy;
 * ``mnist1d-cnn``: a 1-D CNN on a procedurally generated MNIST-1D-style data set
   (:mod:`.mnist1d`, after Greydanus 2020); test accuracy;
 * ``mnist1d-autoencoder``: a deep tanh autoencoder of the same signals; test MSE.
@@ -48,6 +50,15 @@ LM_DIM, LM_LAYERS, LM_HEADS, LM_CONTEXT, LM_BATCH = 48, 2, 4, 48, 16
 LM_STEPS_PER_EPOCH = 50
 LM_EVAL_WINDOWS = (96, 384)  # (validation, test)
 MNIST1D_CHANNELS, MNIST1D_BATCH = 24, 64
+# stdlib-lm-1x / -8x: one model at two token budgets, about 1x and 8x its parameter count in
+# training tokens (Chinchilla-style budgets, far below the 20x compute-optimal point). Sized
+# by the standard preset's time budget: a run costs about params x tokens, so 8x the params in
+# tokens makes it grow with the square of the model; at d=128, 4 blocks and 4,096 tokens a
+# step (0.88M params) one 8x run takes 11 CPU minutes, at this size (43,136 params, 512
+# tokens a step) 5 s (docs/guides/bench.md).
+LM_WIDE = {"dim": 32, "layers": 2, "heads": 4, "context": 32, "batch": 16}
+LM_BUDGETS = {"1x": 1, "8x": 8}  # tokens = multiple x params, spread over 8 epochs (evaluations)
+DIGITS_CONV = (16, 32)  # the conv net's channels
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -80,7 +91,9 @@ class Task:
       ``seed_start, seed_start+1`` (validation split), the scored runs the next ``--seeds``
       seeds (test split, read once at the end);
     * ``requires``: modules the builder imports that may be missing (e.g. ``("sklearn",)``):
-      checked before a run starts, so a missing package is one error, not failed cells.
+      checked before a run starts, so a missing package is one error, not failed cells;
+    * ``family`` (optional): the kind of workload (``"transformer LM"``, ``"conv net"``); the
+      report's "what to pick" groups the tasks of a family (default: the task's own name).
 
     Cost: every run trains from scratch on one CPU thread; a (task, optimizer) pair takes
     about ``(lrs tried + weight decays) * tuning seeds + seeds`` runs (some 20 to 60 with the
@@ -105,13 +118,16 @@ class Task:
     requires: tuple[str, ...] = ()  # modules the builder imports, checked before a run starts
     chance: float | None = None  # a test result worse than this has learnt nothing: failed
     bounds: tuple[float | None, float | None] = (None, None)  # the metric's range
+    # The kind of workload it stands for ("transformer LM", "conv net"...): the report's "what
+    # to pick" summarises the tasks of one family together ("": the task is its own family).
+    family: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name) or \
                 self.name == "cost":
             raise ValueError(f"task name must be 1 to 64 letters, digits, '.', '_' or '-' (not "
                              f"'cost'), got {self.name!r}")
-        for field in ("description", "metric"):
+        for field in ("description", "metric", "family"):
             if not isinstance(getattr(self, field), str):
                 raise ValueError(f"task {self.name}: {field} must be a str")
         for field in ("higher_is_better", "illustrative"):
@@ -167,6 +183,7 @@ class Task:
             "target": self.target, "higher_is_better": self.higher_is_better,
             "epochs": self.epochs, "illustrative": self.illustrative,
             "tolerance": self.tolerance, "chance": self.chance, "bounds": list(self.bounds),
+            "family": self.family or self.name,
             **({"data": self.info()} if self.info else {}),
         }
 
@@ -397,21 +414,23 @@ def _lm_info() -> dict:
     return lm.corpus_info()
 
 
-def _stdlib_lm(seed: int, device: str) -> Instance:
+def _lm_instance(seed: int, device: str, dim: int, layers: int, heads: int, context: int,
+                 batch: int, steps_per_epoch: int) -> Instance:
+    """A seeded TinyGPT on the stdlib corpus: random training windows, fixed held-out ones."""
     from . import lm
 
     text = lm.corpus()
     train = text["train"].to(device)
-    held_out = {name: lm.eval_windows(text[name], count, LM_CONTEXT).to(device)
+    held_out = {name: lm.eval_windows(text[name], count, context).to(device)
                 for name, count in (("val", LM_EVAL_WINDOWS[0]), ("test", LM_EVAL_WINDOWS[1]))}
     torch.manual_seed(seed)
-    model = lm.TinyGPT(LM_DIM, LM_LAYERS, LM_HEADS, LM_CONTEXT).to(device)
+    model = lm.TinyGPT(dim, layers, heads, context).to(device)
     gen = torch.Generator().manual_seed(seed)
-    offsets = torch.arange(LM_CONTEXT + 1, device=device)
+    offsets = torch.arange(context + 1, device=device)
 
     def batches() -> Iterator[Batch]:
-        for _ in range(LM_STEPS_PER_EPOCH):
-            starts = torch.randint(0, len(train) - LM_CONTEXT - 1, (LM_BATCH, 1), generator=gen)
+        for _ in range(steps_per_epoch):
+            starts = torch.randint(0, len(train) - context - 1, (batch, 1), generator=gen)
             window = train[starts.to(device) + offsets]
             yield window[:, :-1], window[:, 1:]
 
@@ -423,7 +442,51 @@ def _stdlib_lm(seed: int, device: str) -> Instance:
 
     evaluate = _evaluator(model, held_out, bits)
 
-    return Instance(model, lm.lm_loss, batches, evaluate, steps_per_epoch=LM_STEPS_PER_EPOCH)
+    return Instance(model, lm.lm_loss, batches, evaluate, steps_per_epoch=steps_per_epoch)
+
+
+def _stdlib_lm(seed: int, device: str) -> Instance:
+    return _lm_instance(seed, device, LM_DIM, LM_LAYERS, LM_HEADS, LM_CONTEXT, LM_BATCH,
+                        LM_STEPS_PER_EPOCH)
+
+
+def lm_budget_steps(multiple: float, epochs: int = 8) -> int:
+    """Steps per epoch of ``stdlib-lm-<multiple>x``: ``epochs`` epochs of ``batch x context``
+    tokens hold about ``multiple`` x the LM_WIDE model's parameter count (43,136) in tokens."""
+    from . import lm
+
+    shape = {k: v for k, v in LM_WIDE.items() if k != "batch"}
+    params = sum(p.numel() for p in lm.TinyGPT(**shape).parameters())
+    return max(1, round(multiple * params / (LM_WIDE["batch"] * LM_WIDE["context"] * epochs)))
+
+
+def _stdlib_lm_budget(multiple: int):
+    """The builder of the LM_WIDE model trained on ``multiple`` x its params in tokens: 8
+    epochs (evaluations) whose length sets the budget."""
+    def build(seed: int, device: str) -> Instance:
+        return _lm_instance(seed, device, **LM_WIDE, steps_per_epoch=lm_budget_steps(multiple))
+
+    return build
+
+
+def digits_convnet(channels: tuple[int, int] = DIGITS_CONV) -> nn.Module:
+    """Three 3x3 convolutions (4-D filters, e.g. what Muon orthogonalises), two max-pools,
+    then a linear read-out, for 8x8 images."""
+    a, b = channels
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, a, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(a, a, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(b * 2 * 2, 10),
+    )
+
+
+def _digits_convnet(seed: int, device: str) -> Instance:
+    x, y, split = _digits()
+    torch.manual_seed(seed)
+    return _supervised(digits_convnet(), nn.functional.cross_entropy, _accuracy, x, y, split,
+                       64, seed, device)
 
 
 # ------------------------------------------------------------------------- 2-D functions
@@ -620,39 +683,53 @@ def names(illustrative: bool | None = None) -> list[str]:
 register(Task(
     "digits-mlp", "MLP 64-64-10 on scikit-learn's 8x8 digits (1,797 images)",
     "test accuracy", 0.95, True, 8, _digits_mlp, requires=("sklearn",), chance=0.1,
-    bounds=(0.0, 1.0),
+    bounds=(0.0, 1.0), family="MLP",
 ))
 register(Task(
     "digits-cnn", "2-layer CNN on scikit-learn's 8x8 digits",
     "test accuracy", 0.90, True, 6, _digits_cnn, requires=("sklearn",), chance=0.1,
-    bounds=(0.0, 1.0),
+    bounds=(0.0, 1.0), family="conv net",
 ))
 register(Task(
     "diabetes-mlp", "MLP 10-32-1 regression on scikit-learn's diabetes data (442 patients)",
     "test R²", 0.40, True, 20, _diabetes_mlp, requires=("sklearn",),
-    chance=0.0, bounds=(None, 1.0),  # R² 0: predicting the mean
+    chance=0.0, bounds=(None, 1.0), family="MLP",  # R² 0: predicting the mean
 ))
 register(Task(
     "zen-char-gru", "character-level GRU on the Zen of Python and builtin docstrings",
-    "test bits/char", 3.3, False, 5, _zen_char, bounds=(0.0, None),
+    "test bits/char", 3.3, False, 5, _zen_char, bounds=(0.0, None), family="RNN",
 ))
 register(Task(
     "stdlib-lm", "decoder-only transformer (2 blocks, width 48, context 48 bytes) on the "
     "standard library's own .py files",
     "test bits/byte", 3.2, False, 6, _stdlib_lm, tolerance=0.02,
     chance=8.0, bounds=(0.0, None),  # 8 bits/byte: a uniform guess over the bytes
-    info=_lm_info,
+    info=_lm_info, family="transformer LM",
 ))
 register(Task(
     "mnist1d-cnn", "3-layer 1-D CNN on MNIST-1D-style data (4,000 train examples generated "
     "here, after Greydanus 2020)",
     "test accuracy", 0.85, True, 8, _mnist1d_cnn, tolerance=0.01, chance=0.1,
-    bounds=(0.0, 1.0),
+    bounds=(0.0, 1.0), family="conv net",
 ))
 register(Task(
     "mnist1d-autoencoder", "deep tanh autoencoder 40-64-32-8-32-64-40 on the MNIST-1D-style "
     "signals", "test MSE", 0.2, False, 8, _mnist1d_autoencoder, tolerance=0.01,
-    bounds=(0.0, None),
+    bounds=(0.0, None), family="autoencoder",
+))
+for _budget, _multiple in LM_BUDGETS.items():
+    register(Task(
+        f"stdlib-lm-{_budget}", f"decoder-only transformer ({LM_WIDE['layers']} blocks, width "
+        f"{LM_WIDE['dim']}, context {LM_WIDE['context']} bytes, {LM_WIDE['batch']} windows a "
+        f"step) on the standard library's .py files, trained on about {_multiple}x its "
+        "parameter count in bytes",
+        "test bits/byte", 4.3 if _multiple == 1 else 3.4, False, 8, _stdlib_lm_budget(_multiple),
+        tolerance=0.02, chance=8.0, bounds=(0.0, None), info=_lm_info, family="transformer LM",
+    ))
+register(Task(
+    "digits-convnet", "3-layer 2-D CNN (3x3 filters, 16-16-32 channels) on scikit-learn's 8x8 "
+    "digits", "test accuracy", 0.95, True, 5, _digits_convnet, requires=("sklearn",),
+    chance=0.1, bounds=(0.0, 1.0), family="conv net",
 ))
 for _name, _target in (("rosenbrock", 1e-2), ("beale", 1e-2), ("rastrigin", 1e-2)):
     register(Task(
