@@ -391,8 +391,8 @@ _add("mars", recipes.MARS, "pytorch_optimizer.MARS (MARS-AdamW)", 2024,
 
 # 2023-24: learning-rate-free, one estimate of d over every param (issue 22: barriers)
 _add("prodigy", recipes.Prodigy, "prodigyopt.Prodigy", 2023,
-     "https://arxiv.org/abs/2306.06101")
+     "https://arxiv.org/abs/2306.06101", self_tuning=True)
 _add("dadapt-adam", recipes.DAdaptAdam, "dadaptation.DAdaptAdam", 2023,
-     "https://arxiv.org/abs/2301.07733")
+     "https://arxiv.org/abs/2301.07733", self_tuning=True)
 _add("adafactor", recipes.Adafactor, "torch.optim.Adafactor", 2018,
      "https://arxiv.org/abs/1804.04235")
