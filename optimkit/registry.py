@@ -384,3 +384,9 @@ _add("ademamix", recipes.AdEMAMix, "pytorch_optimizer.AdEMAMix", 2024,
      "https://arxiv.org/abs/2409.03137")
 _add("mars", recipes.MARS, "pytorch_optimizer.MARS (MARS-AdamW)", 2024,
      "https://arxiv.org/abs/2411.10438")
+
+# Schedule-Free: train()/eval() transitions (issue 22)
+_add("schedulefree-adamw", recipes.ScheduleFreeAdamW, "schedulefree.AdamWScheduleFreeReference",
+     2024, "https://arxiv.org/abs/2405.15682")
+_add("schedulefree-sgd", recipes.ScheduleFreeSGD, "schedulefree.SGDScheduleFreeReference", 2024,
+     "https://arxiv.org/abs/2405.15682")

@@ -32,6 +32,14 @@ a state or field it does not declare raises ``ContractViolation`` naming the par
 
 A *stat* updates state (``grad_avg``, ``sqr_avg``, ``step``...), a *stepper* writes the params.
 Neither may modify ``p.grad``: a part that changes the gradient provides ``grads`` as a new list.
+
+A *transition* (:func:`transition`) runs outside ``step()``: a recipe's class attribute
+``transitions = {"train": part, "eval": part}`` says what ``optimizer.train()`` and
+``optimizer.eval()`` do to the params (Schedule-Free swaps the params between the point the
+gradient is taken at, ``y``, and the averaged point to evaluate, ``x``). A transition reads
+state only (``reads=``: states the recipe's parts create), creates none, takes hyper-parameters
+the parts declare, and runs on the params that have that state, bucket by bucket, in every
+mode (see :meth:`optimkit.core.executor.Executor.transition`). It never sees a gradient.
 """
 
 from __future__ import annotations
@@ -300,6 +308,22 @@ def stepper(
     """Declare a stepper: a part that writes the params (same keywords as :func:`stat`)."""
     return _declare("stepper", state, reads, provides, overrides, rules, checks, False, every,
                     hypers, storage)
+
+
+def transition(*, reads=(), rules: Mapping[str, Rule] | None = None, **hypers: Any):
+    """Declare a transition: what ``optimizer.train()`` or ``optimizer.eval()`` does to the params
+    of a bucket, e.g. ``@transition(reads=("z",), betas=(0.9, 0.999))``.
+
+    It reads state only (``reads``: names the recipe's parts create, checked by the recipe) and
+    writes the params; its hyper-parameters are read from the param group, as a part's. It runs
+    eagerly on buckets of the params that have that state (a param that never stepped is left
+    as it is), between the precision policy's ``prepare`` and ``finalize``, so a Kahan
+    compensation or stochastic rounding applies to what it writes. ``bucket.grads`` is empty.
+    """
+    fields = [name for name in reads if name in FIELDS]
+    if fields:
+        raise ValueError(f"a transition reads state only, not the per-step fields {fields}")
+    return _declare("transition", None, reads, (), (), rules, (), False, None, hypers)
 
 
 def parts_of(package: str, path: list[str]) -> dict[str, Part]:
