@@ -40,6 +40,14 @@ def _problem(dtype, seed=0):
     return x, y, [w, b]
 
 
+def _policies(info):
+    """The policies that apply to ``info``'s optimizer: 8-bit state only where it keeps a
+    state that may be quantized (Schedule-Free SGD keeps none, and refuses state_bits=8)."""
+    recipe = getattr(info.factory, "recipe", None)
+    quantizable = recipe is None or any(k.quantizable for k in recipe.storage.values())
+    return [name for name in POLICIES if name != "8bit" or quantizable]
+
+
 def _lr(info):
     # the test database's converge lr fits 2-d toy problems; this fit takes a tenth of it
     return 0.1 * info.converge.get("lr", 1e-2)
@@ -60,7 +68,8 @@ def _train(info, dtype, steps=20, seed=0, **kwargs):
 
 
 def _cases(info):
-    for name, (dtype, kwargs) in POLICIES.items():
+    for name in _policies(info):
+        dtype, kwargs = POLICIES[name]
         for mode in ("eager", "flat"):
             # an eager 8-bit run decodes and encodes block by block: ~10 s per optimizer
             marks = [SLOW] if (name, mode) == ("8bit", "eager") else []
@@ -86,7 +95,7 @@ def test_every_optimizer_keeps_decreasing_the_loss_under_each_policy(info, dtype
     assert (COMPENSATION in state) == (kwargs.get("param_update") == "kahan")
 
 
-@optims(cases=lambda info: ((name, (name,)) for name in POLICIES), argnames="info,policy")
+@optims(cases=lambda info: ((name, (name,)) for name in _policies(info)), argnames="info,policy")
 def test_flat_mode_equals_eager_under_each_policy(info, policy):
     """The same blocks, the same random bits (each tensor's offset in its group's layout):
     flat and eager steps give the same params and state, bit for bit."""
@@ -105,7 +114,7 @@ def test_flat_mode_equals_eager_under_each_policy(info, policy):
         assert torch.equal(value, s_flat[name]), name
 
 
-@optims(cases=lambda info: ((name, (name,)) for name in POLICIES), argnames="info,policy")
+@optims(cases=lambda info: ((name, (name,)) for name in _policies(info)), argnames="info,policy")
 def test_an_eager_policy_step_over_blocks_equals_the_whole_bucket(info, policy, monkeypatch):
     """Under a policy an eager step runs over blocks of params, each dequantized / widened,
     stepped and written back before the next (the working copies are one block's): the same
@@ -174,7 +183,7 @@ def _roundtrip(sd):
     return torch.load(buffer, weights_only=True)
 
 
-@optims(cases=lambda info: ((name, (name,)) for name in POLICIES), argnames="info,policy")
+@optims(cases=lambda info: ((name, (name,)) for name in _policies(info)), argnames="info,policy")
 def test_resume_under_each_policy_is_bit_exact(info, policy):
     """``state_dict()`` holds the stored form (8-bit codes, fp32 or bf16 state, the
     compensation, the seed in the param groups); a fresh optimizer with the same policy loads
@@ -330,11 +339,12 @@ def test_default_keeps_state_in_the_params_dtype_and_adds_nothing():
 # Compiled under a policy: every policy once (with Adam), every optimizer with 8-bit state
 # (the policy that puts the most code in its graph: decode, absmax, encode), and the bf16
 # updates with a layer-wise (LAMB) and a Lookahead (Ranger) recipe. One compile per case.
-COMPILED = {"adam": set(POLICIES), "lamb": {"stochastic"}, "ranger": {"kahan"}}
+COMPILED = {"adam": set(POLICIES), "lamb": {"stochastic"}, "ranger": {"kahan"},
+            "schedulefree-adamw": {"kahan"}, "schedulefree-sgd": {"stochastic"}}
 
 
 def _compiled_cases(info):
-    for policy in sorted(COMPILED.get(info.name, set()) | {"8bit"}):
+    for policy in sorted((COMPILED.get(info.name, set()) | {"8bit"}) & set(_policies(info))):
         yield policy, (policy,)
 
 

@@ -69,9 +69,10 @@ _AVERAGING_RULES = dict(lr=nonnegative, warmup_steps=nonnegative, r=nonnegative,
 
 
 def _weights(b, lr, warmup_steps, r, weight_lr_power):
-    """This step's ``lr_k`` and ``c`` per param (``[count]`` float64 CPU tensors); updates
-    ``lr_max`` and ``weight_sum``."""
-    counts = b.steps  # k + 1: counted by step_stat before this part
+    """This step's step counts, ``lr_k`` and ``c`` per param (``[count]`` float64 CPU tensors);
+    updates ``lr_max`` and ``weight_sum``."""
+    # k + 1, counted by step_stat before this part (a flat bucket's params share one count)
+    counts = b.steps.expand(b.count)
     sched = (counts / warmup_steps).clamp(max=1.0) if warmup_steps else torch.ones_like(counts)
     lr_k = lr * sched
     lr_max = torch.maximum(b.stack(b.state["lr_max"]), lr_k)
@@ -80,7 +81,7 @@ def _weights(b, lr, warmup_steps, r, weight_lr_power):
     torch._foreach_copy_(b.state["lr_max"], b.unstack(lr_max))
     torch._foreach_copy_(b.state["weight_sum"], b.unstack(weight_sum))
     c = torch.where(weight_sum > 0, weight / weight_sum, 0.0)
-    return lr_k.expand_as(c), c
+    return counts, lr_k, c
 
 
 def _average(b, update, lr_k, c, beta) -> None:
@@ -104,10 +105,10 @@ def schedule_free_adam_step(b, lr, betas, eps, weight_decay, warmup_steps, r, we
     ``u = g / (sqrt(v / (1 - beta2**t)) + eps) + weight_decay * y`` (``v`` the second moment,
     the decay taken at ``y`` as the reference's default), and ``beta = betas[0]``."""
     beta1, beta2 = betas
-    lr_k, c = _weights(b, lr, warmup_steps, r, weight_lr_power)
+    counts, lr_k, c = _weights(b, lr, warmup_steps, r, weight_lr_power)
     # d = s * (sqrt(v / (1 - beta2**t)) + eps) with s = sqrt(1 - beta2**t): the division by s
     # rides on the per-tensor coefficients (one pass fewer)
-    root = (1 - beta2**b.steps).sqrt()
+    root = (1 - beta2**counts).sqrt()
     denom = torch._foreach_sqrt(b.second_moment)
     torch._foreach_add_(denom, per_tensor(b, eps * root))
     if is_zero(weight_decay):
@@ -129,7 +130,7 @@ def schedule_free_sgd_step(b, lr, momentum, warmup_steps, r, weight_lr_power):
     """Schedule-Free SGD's step (see the module doc): ``u`` is the update so far (the gradient
     at ``y``, with the L2 term of ``weight_decay`` added by an earlier part) and
     ``beta = momentum``."""
-    lr_k, c = _weights(b, lr, warmup_steps, r, weight_lr_power)
+    _, lr_k, c = _weights(b, lr, warmup_steps, r, weight_lr_power)
     _average(b, b.update, lr_k, c, momentum)
 
 
