@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from .. import registry
+from ..training.evaluation import evaluating
 from . import tasks as task_registry
 
 # A loss above this many times the first one (or NaN/inf) counts as divergence.
@@ -256,7 +257,9 @@ def _train(spec: CellSpec) -> dict[str, Any]:
             if not math.isfinite(value) or abs(value) > limit:
                 diverged = True
                 break
-        metric = _finite(instance.evaluate("val")) if not diverged else float("nan")
+        # at the optimizer's evaluation point (Schedule-Free's averaged params), then back
+        with evaluating(optimizer):
+            metric = _finite(instance.evaluate("val")) if not diverged else float("nan")
         evals.append((step, metric, seconds))
         if steps_to_target is None and task.reached(metric):
             steps_to_target, seconds_to_target = step, seconds
@@ -266,7 +269,8 @@ def _train(spec: CellSpec) -> dict[str, Any]:
         path.append([float(v) for v in model.xy.detach()])
     final = evals[-1][1]
     if spec.role != "tune" and not diverged:
-        final = _finite(instance.evaluate("test"))  # the test split, read once trained
+        with evaluating(optimizer):
+            final = _finite(instance.evaluate("test"))  # the test split, read once trained
 
     return {
         "final_metric": final,
