@@ -35,6 +35,7 @@ device they are left out (the temporaries of an eager step are counted on any de
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -130,6 +131,9 @@ BYTE_MODEL = {
     "ademamix": (36, "p g m v m_slow"),
     "mars": (44, "pass 1 reads g last_grad (||c||); pass 2 reads p g m v last_grad, writes "
              "p m v last_grad"),
+    # Schedule-Free (issue 22): the params are y, z the only param copy
+    "schedulefree-adamw": (28, "p(y) g z v"),
+    "schedulefree-sgd": (20, "p(y) g z"),
 }
 
 
@@ -185,7 +189,16 @@ def candidates(names, modes, peers=True):
 
 
 def _builder(cls, kwargs, options):
-    return lambda params: cls(params, **kwargs, **options)
+    def build(params):
+        opt = cls(params, **kwargs, **options)
+        # optimizers with train/eval modes step in train mode (schedulefree's start in eval
+        # mode and refuse to step); a no-op for the others
+        with contextlib.suppress(Exception):
+            if callable(getattr(opt, "train", None)):
+                opt.train()
+        return opt
+
+    return build
 
 
 # ----------------------------------------------------------------------------- measuring
