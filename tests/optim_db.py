@@ -641,6 +641,9 @@ DB: list[OptimizerInfo] = [
             {"lr": 0.1, "weight_decay": 0.01, "warmup_steps": 10},
             {"momentum": 0.5, "r": 0.5, "lr": 0.3},
         ),
+        # the fast form (x implicit, y updated in place) rounds otherwise than the reference's
+        # explicit x and y: with lr=1 over 110 fp32 steps, ~2e-6 on entries near 0
+        rtol={torch.float64: 1e-7, torch.float32: 5e-4},
         converge={"lr": 1e-3},
         converge_anneal=False,
         peers=(Peer("schedulefree SGDScheduleFree", "schedulefree:SGDScheduleFree"),),

@@ -75,23 +75,50 @@ def _weights(b, lr, warmup_steps, r, weight_lr_power):
     counts = b.steps.expand(b.count)
     sched = (counts / warmup_steps).clamp(max=1.0) if warmup_steps else torch.ones_like(counts)
     lr_k = lr * sched
-    lr_max = torch.maximum(b.stack(b.state["lr_max"]), lr_k)
+    before = b.stack(b.state["lr_max"])
+    lr_max = torch.maximum(before, lr_k)
     weight = counts**r * lr_max**weight_lr_power
-    weight_sum = b.stack(b.state["weight_sum"]) + weight
-    torch._foreach_copy_(b.state["lr_max"], b.unstack(lr_max))
-    torch._foreach_copy_(b.state["weight_sum"], b.unstack(weight_sum))
+    eager = not torch.compiler.is_compiling()
+    # Eagerly, the host skips what does not change (lr_max after the warm-up) and adds one
+    # number to every weight_sum in one op: on many small tensors these per-tensor writes
+    # cost as much as the update itself. (CPU values: no device sync.)
+    if not eager or not torch.equal(lr_max, before):
+        torch._foreach_copy_(b.state["lr_max"], b.unstack(lr_max))
+    uniform = _each(b, weight) if eager else None
+    if isinstance(uniform, float) and len(b.state["weight_sum"]) == weight.numel():
+        torch._foreach_add_(b.state["weight_sum"], uniform)
+        weight_sum = b.stack(b.state["weight_sum"])
+    else:
+        weight_sum = b.stack(b.state["weight_sum"]) + weight
+        torch._foreach_copy_(b.state["weight_sum"], b.unstack(weight_sum))
     c = torch.where(weight_sum > 0, weight / weight_sum, 0.0)
     return counts, lr_k, c
 
 
+def _each(b, values):
+    """Per-param numbers (``[count]``, float64 CPU) as foreach operands: one Python number when
+    they are all equal (every param at the same step: the common case, and the foreach ops'
+    fastest overload), else :func:`per_tensor`'s list or column. Read on the host from CPU
+    values (no device sync); inside a compiled step always the per-tensor form."""
+    if not torch.compiler.is_compiling() and values.numel() and bool((values == values[0]).all()):
+        return float(values[0])
+    return per_tensor(b, values)
+
+
 def _average(b, update, lr_k, c, beta) -> None:
     """``y = lerp(y, z, c) + lr_k * (beta * (1 - c) - 1) * u`` and ``z = z - lr_k * u`` for the
-    direction ``u`` = ``update`` (one temporary)."""
+    direction ``u`` = ``update``."""
     y, z = b.params, b.state["z"]
-    lerp_(y, z, per_tensor(b, c))  # with z before this step
-    step = torch._foreach_mul(update, per_tensor(b, lr_k))
+    size, coef = _each(b, lr_k), _each(b, lr_k * (beta * (1 - c) - 1))
+    lerp_(y, z, _each(b, c))  # with z before this step
+    if isinstance(size, float) and isinstance(coef, float):
+        # one number each: the alpha forms, no temporary
+        torch._foreach_add_(y, update, alpha=coef)
+        torch._foreach_add_(z, update, alpha=-size)
+        return
+    step = torch._foreach_mul(update, size)  # one temporary, scaled twice
     torch._foreach_sub_(z, step)
-    torch._foreach_mul_(step, per_tensor(b, 1 - beta * (1 - c)))
+    torch._foreach_mul_(step, _each(b, 1 - beta * (1 - c)))
     torch._foreach_sub_(y, step)
 
 
@@ -110,14 +137,14 @@ def schedule_free_adam_step(b, lr, betas, eps, weight_decay, warmup_steps, r, we
     # rides on the per-tensor coefficients (one pass fewer)
     root = (1 - beta2**counts).sqrt()
     denom = torch._foreach_sqrt(b.second_moment)
-    torch._foreach_add_(denom, per_tensor(b, eps * root))
+    torch._foreach_add_(denom, _each(b, eps * root))
     if is_zero(weight_decay):
         # both updates straight from g / d: no param-sized direction is made
-        lerp_(b.params, b.state["z"], per_tensor(b, c))
-        addcdiv_(b.params, b.grads, denom, per_tensor(b, lr_k * (beta1 * (1 - c) - 1) * root))
-        addcdiv_(b.state["z"], b.grads, denom, per_tensor(b, -lr_k * root))
+        lerp_(b.params, b.state["z"], _each(b, c))
+        addcdiv_(b.params, b.grads, denom, _each(b, lr_k * (beta1 * (1 - c) - 1) * root))
+        addcdiv_(b.state["z"], b.grads, denom, _each(b, -lr_k * root))
         return
-    torch._foreach_div_(denom, per_tensor(b, root))
+    torch._foreach_div_(denom, _each(b, root))
     update = torch._foreach_div(b.grads, denom)
     torch._foreach_add_(update, b.params, alpha=weight_decay)
     _average(b, update, lr_k, c, beta1)
