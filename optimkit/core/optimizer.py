@@ -503,7 +503,8 @@ class Optimizer(torch.optim.Optimizer):
             counters = {"step", *(name for name, kind in type(self).recipe.storage.items()
                                   if kind is Storage.COUNTER)}
             # (in float32, unless the counter's init declares another dtype: Schedule-Free's
-            # float64 sums of weights)
+            # float64 sums of weights, taken from the state_dict itself, as torch's cast to a
+            # float32 param's dtype would drop their digits)
             inits = type(self).recipe.state_inits
             dtypes = {name: torch.float32 if name == "step" else
                       getattr(inits.get(name), "dtype", torch.float32) for name in counters}
@@ -513,6 +514,15 @@ class Optimizer(torch.optim.Optimizer):
                     if isinstance(value, Tensor) and (not value.is_cpu or (
                             name != "step" and value.dtype != dtypes[name])):
                         entry[name] = value.to("cpu", dtypes[name])
+            declared = [name for name in counters if dtypes[name] != torch.float32]
+            if declared:
+                ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+                params = [p for group in self.param_groups for p in group["params"]]
+                for index, p in zip(ids, params, strict=True):
+                    saved, entry = state.get(index), self.state.get(p)
+                    for name in declared if saved is not None and entry is not None else ():
+                        if isinstance(saved.get(name), Tensor):
+                            entry[name] = saved[name].to("cpu", dtypes[name], copy=True)
             self._stored_forms().load_stored(self.param_groups, self.state,
                                              state_dict["param_groups"], state)
             self._executor.state_loaded(self.state)
