@@ -107,4 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as `python -m optimkit.cli`: the commands register with the module `optimkit.cli`,
+    # which is not this `__main__` copy of it, so its main must run
+    from optimkit.cli import main as _main
+
+    sys.exit(_main())

@@ -24,6 +24,10 @@ batch, and reports how far the result is from a run without the distributed wrap
   ``opt.eval()`` again must give the uninterrupted run's averaged params bit for bit.
 * ``fsdp-other-shapes``: the FSDP2 optimizer state of a model of other shapes, handed over in
   memory, is refused at load and changes nothing.
+* ``whole-...`` (issue 22): recipes with a part that needs each full tensor, over DTensor
+  params sharded on dim 0 and fed the same gradients as one process (so the runs agree bit
+  for bit); ``whole-on-shards`` runs the part on shards as main did; ``whole-refused`` shards
+  along dim 1. Their cases are :func:`whole_cases`.
 
 The cases are every optimizer of the test database (``tests/optim_db.py``) plus
 ``optimkit.Lookahead`` around ``torch.optim.Adam``; :func:`cases` is the one place that reads
@@ -82,7 +86,27 @@ def cases() -> dict[str, Case]:
 
     table = {info.name: Case(info.name, info.factory, kwargs_of(info)) for info in optim_db.DB}
     table[WRAPPER] = Case(WRAPPER, lookahead_torch_adam, {"weight_decay": 0.01}, speed_modes=False)
+    import whole_recipes
+
+    for name, (factory, kwargs) in whole_recipes.WHOLE_CASES.items():
+        table[name] = Case(name, factory, kwargs)
     return table
+
+
+def has_whole_part(factory) -> bool:
+    """Whether an optimizer class's recipe has a part that needs each full tensor."""
+    recipe = getattr(factory, "recipe", None)
+    return recipe is not None and any(part.whole for part in recipe.parts)
+
+
+def whole_cases() -> list[str]:
+    """The cases of the whole-tensor tests (issue 22): every test database entry whose recipe
+    has a ``whole`` part, and the test-local recipes of ``tests/whole_recipes.py``."""
+    import optim_db
+    import whole_recipes
+
+    return [info.name for info in optim_db.DB if has_whole_part(info.factory)] + list(
+        whole_recipes.WHOLE_CASES)
 
 
 def build(case: Case, params, **speed) -> torch.optim.Optimizer:
@@ -689,6 +713,128 @@ def _dcp_eval_load(case: str, group, workdir: Path) -> dict:
             "resumed_in_eval": resumed_in_eval, "refused": refused}
 
 
+# ------------------------------------------------------------ whole tensors under FSDP2 (#22)
+# Params of every awkward shape: dim 0 odd (5, 7), smaller than the world size (1), a wide and
+# a tall matrix, vectors; each a DTensor sharded on dim 0 as FSDP2 shards it.
+WHOLE_SHAPES = ((5, 4), (3, 5), (1, 3), (7, 6), (5,), (1,))
+WHOLE_STEPS = 24
+
+
+def _whole_full_params() -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(3)
+    return [0.5 * torch.randn(shape, generator=gen, dtype=torch.float64)
+            for shape in WHOLE_SHAPES]
+
+
+def _whole_grads(step: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(1009 * step + 17)
+    return [torch.randn(shape, generator=gen, dtype=torch.float64) for shape in WHOLE_SHAPES]
+
+
+def _count_p2p():
+    """Patch ``batch_isend_irecv`` to count the bytes this rank sends and its batches."""
+    counts = {"bytes": 0, "batches": 0}
+    original = dist.batch_isend_irecv
+
+    def counted(ops):
+        counts["batches"] += 1
+        counts["bytes"] += sum(op.tensor.numel() * op.tensor.element_size() for op in ops
+                               if op.op is dist.isend)
+        return original(ops)
+
+    return counts, original, counted
+
+
+def _whole_exact(case: str, group, workdir: Path, on_shards: bool = False,
+                 policy: Mapping[str, Any] | None = None, **speed) -> dict:
+    """The case over DTensor params sharded on dim 0 (``WHOLE_SHAPES``) against one process
+    over the plain tensors, with the same gradients on every rank (so no reduce-scatter
+    rounding): params and every state after ``WHOLE_STEPS`` steps, bit for bit. Also the bytes
+    one step sends, and the warnings. ``on_shards``: the test-local recipe with its whole part
+    NOT marked whole (what main computed: each shard on its own). ``policy``: keywords of a
+    precision policy, given to both runs (bf16 state rounds element by element, so the shards
+    round as the full tensors do)."""
+    import warnings
+
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    factory, kwargs = cases()[case].factory, {**cases()[case].kwargs, **(policy or {})}
+    if on_shards:
+        import whole_recipes
+
+        factory = whole_recipes.ShardOrthoSGD
+    mesh = DeviceMesh.from_group(group, "cpu")
+    single = [torch.nn.Parameter(t.clone()) for t in _whole_full_params()]
+    sharded = [torch.nn.Parameter(distribute_tensor(t.clone(), mesh, [Shard(0)]))
+               for t in _whole_full_params()]
+    # a policy's random bits (stochastic rounding of bf16 state): the same seed in both runs
+    seed = (lambda: {"generator": torch.Generator().manual_seed(5)}) if policy else dict
+    one = factory(single, **kwargs, **seed())
+    many = factory(sharded, **kwargs, **seed(), **speed)
+    counts, original, counted = _count_p2p()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(WHOLE_STEPS):
+            for p, q, g in zip(single, sharded, _whole_grads(step), strict=True):
+                p.grad = g.clone()
+                q.grad = distribute_tensor(g.clone(), mesh, [Shard(0)])
+            one.step()
+            if step == WHOLE_STEPS - 1:
+                dist.batch_isend_irecv = counted
+            try:
+                many.step()
+            finally:
+                dist.batch_isend_irecv = original
+    state_gap = 0.0
+    names_match = True
+    for p, q in zip(single, sharded, strict=True):
+        want, got = one.state[p], many.state[q]
+        names_match &= sorted(want) == sorted(got)
+        for name in want:
+            state_gap = max(state_gap, max_abs([_full(got[name])], [want[name]]))
+    executor = getattr(many, "_executor", None)
+    return {
+        "max_abs": max_abs([_full(q) for q in sharded], [p.detach() for p in single]),
+        "rel": rel_error([_full(q) for q in sharded], [p.detach() for p in single]),
+        "state_max_abs": state_gap,
+        "names_match": names_match,
+        "state_dtensor": [type(many.state[q]["momentum_buffer"]).__name__ for q in sharded]
+        if "momentum_buffer" in many.state[sharded[0]] else [],
+        # the dtypes the param-shaped states are stored in, in both runs
+        "state_dtypes": sorted({str(t.dtype) for opt in (one, many)
+                                for state in opt.state.values() for t in state.values()
+                                if t.dim() > 0}),
+        "sent_bytes": counts["bytes"],
+        "p2p_batches": counts["batches"],
+        "param_bytes": sum(t.numel() * 8 for t in _whole_full_params()),
+        # optimkit's own (a compiled step falling back to eager), not torch's deprecations
+        "warnings": [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
+        "compiled": executor is not None and executor.compile,
+    }
+
+
+def _whole_refused(case: str, group, workdir: Path) -> dict:
+    """A param sharded along dim 1 (tensor parallelism): a whole part refuses it, naming the
+    part, and no param changes."""
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = DeviceMesh.from_group(group, "cpu")
+    full = _whole_full_params()[3]
+    p = torch.nn.Parameter(distribute_tensor(full.clone(), mesh, [Shard(1)]))
+    opt = cases()[case].factory([p], **cases()[case].kwargs)
+    refusal = ""
+    for step in range(2):  # the first step creates the state (eagerly), the second is plain
+        p.grad = distribute_tensor(_whole_grads(step)[3], mesh, [Shard(1)])
+        try:
+            opt.step()
+        except ValueError as refused:
+            refusal = str(refused)
+            break
+    return {"refusal": refusal, "unchanged": bool(torch.equal(_full(p), full))}
+
+
 SCENARIOS: dict[str, Callable[[str, Any, Path], dict]] = {
     "ddp": _ddp,
     "ddp-flat": functools.partial(_ddp, flat=True),
@@ -716,6 +862,12 @@ SCENARIOS: dict[str, Callable[[str, Any, Path], dict]] = {
     "fsdp-other-shapes": _other_shapes,
     "dcp-eval-save": _dcp_eval_save,
     "dcp-eval-load": _dcp_eval_load,
+    "whole-exact": _whole_exact,
+    "whole-exact-compile": functools.partial(_whole_exact, compile=True),
+    "whole-on-shards": functools.partial(_whole_exact, on_shards=True),
+    "whole-exact-bf16-state": functools.partial(
+        _whole_exact, policy={"state_dtype": torch.bfloat16}),
+    "whole-refused": _whole_refused,
 }
 # A "-load" scenario reads what its "-save" scenario wrote, in a later launch.
 SAVED_BY = {name: name.replace("-load", "-save") for name in SCENARIOS if name.endswith("-load")}

@@ -49,3 +49,15 @@ def test_list_uses_the_full_table_on_a_wide_terminal(capsys, monkeypatch):
     assert any(all(h in line for h in ("name", "reproduces", "built from", "status"))
                for line in out.splitlines())  # one header row with every column
     assert f"optimkit: {len(available())} optimizers" in out
+
+
+def test_list_runs_as_python_m_optimkit_cli():
+    # run as a script, cli.py is `__main__`, a second copy of optimkit.cli: the commands
+    # registered with optimkit.cli must still be found (it raised AttributeError: handler)
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "optimkit.cli", "list", "--format", "json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [r["name"] for r in json.loads(done.stdout)] == available()

@@ -3,7 +3,9 @@
 2 gloo ranks on 127.0.0.1, CPU only. The ranks are started once for the whole session (twice
 when a checkpoint is loaded: into new processes), and run every selected case there (see
 ``tests/dist_harness.py``); each test below asserts one case's result. The cases are the test
-database's optimizers (``conftest.optims``) and ``optimkit.Lookahead`` around torch's Adam.
+database's optimizers (``conftest.optims``) and ``optimkit.Lookahead`` around torch's Adam;
+the whole-tensor tests (issue 22) run every recipe with a ``whole`` part
+(``dist_scenarios.whole_cases``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import pytest
 from conftest import SLOW, optims
 from dist_harness import WORLD_SIZE, launch, missing_reason
-from dist_scenarios import SAVED_BY, WRAPPER
+from dist_scenarios import SAVED_BY, WRAPPER, whole_cases
 
 import optimkit.core.compiled as compiled
 
@@ -40,7 +42,8 @@ def _requested(session) -> list[tuple[str, str]]:
         if item.module.__name__ != __name__ or spec is None or "scenario" not in spec.params:
             continue
         info = spec.params.get("info")
-        pairs.append((spec.params["scenario"], WRAPPER if info is None else info.name))
+        case = spec.params.get("case", WRAPPER if info is None else getattr(info, "name", None))
+        pairs.append((spec.params["scenario"], case))
     return list(dict.fromkeys(pairs))
 
 
@@ -252,3 +255,61 @@ WRAPPER_CHECKS = {
 @pytest.mark.parametrize("scenario", list(WRAPPER_CHECKS))
 def test_lookahead_wrapper_around_torch_adam(dist_results, scenario):
     WRAPPER_CHECKS[scenario](dist_results, scenario, WRAPPER)
+
+
+# ------------------------------------------------------------ whole tensors under FSDP2 (#22)
+# Every recipe with a part that needs each full tensor (``whole=True``): the test database's
+# (found by their parts: a new one is tested here without a line) and tests/whole_recipes.py's.
+WHOLE = whole_cases()
+
+
+def whole_tensor_parity(case: str, scenario: str, results) -> None:
+    """What every whole-tensor case must show in ``scenario`` (see ``test_whole_tensor_*``)."""
+    rows = _rows(results, scenario, case)
+    if scenario in ("whole-exact", "whole-exact-bf16-state"):
+        # the same gradients on every rank: params and every state bit for bit, over
+        # WHOLE_STEPS steps, with odd and smaller-than-the-world dim-0 sizes
+        for row in rows:
+            assert row["max_abs"] == 0.0 and row["state_max_abs"] == 0.0, row
+            assert row["names_match"] and set(row["state_dtensor"]) <= {"DTensor"}, row
+            assert row["p2p_batches"] >= 1 and not row["warnings"], row
+            if scenario == "whole-exact-bf16-state":  # the policy's working copies gathered
+                assert "torch.bfloat16" in row["state_dtypes"], row
+    elif scenario == "fsdp":
+        _matches_the_unsharded_run(results, scenario, case)
+    elif scenario == "fsdp-compile":
+        if not compiled.has_cxx_compiler():
+            pytest.skip("inductor needs a C++ compiler on the CPU")
+        # the parts around the whole one compiled (inductor fuses p - lr * u: not the eager
+        # bits), the whole part eagerly between them; no fallback
+        _matches_the_unsharded_run(results, scenario, case)
+        for row in rows:
+            assert row["compiled"], "the compiled step fell back to eager"
+    elif scenario == "dcp-load":
+        _resumes_exactly(results, scenario, case)
+    elif scenario == "whole-refused":
+        for row in rows:
+            assert "whole=True" in row["refusal"] and "Shard(dim=1)" in row["refusal"], row
+            assert row["unchanged"], row
+    else:
+        raise AssertionError(scenario)
+
+
+WHOLE_SCENARIOS = ("whole-exact", "whole-exact-bf16-state", "fsdp", "fsdp-compile", "dcp-load",
+                   "whole-refused")
+
+
+@pytest.mark.parametrize("scenario", WHOLE_SCENARIOS)
+@pytest.mark.parametrize("case", WHOLE)
+def test_whole_tensor_part_under_fsdp2(dist_results, case, scenario):
+    whole_tensor_parity(case, scenario, dist_results)
+
+
+@pytest.mark.parametrize("scenario", ["whole-on-shards"])
+@pytest.mark.parametrize("case", ["whole-ortho-sgd"])
+def test_whole_part_on_shards_is_another_optimizer(dist_results, case, scenario):
+    """What main computed: the orthogonalization without ``whole`` runs on each rank's dim-0
+    shard, silently; the run then ends far from the unsharded one (issue 22). With
+    ``whole=True`` the same recipe matches it bit for bit (``whole-exact``)."""
+    for row in _rows(dist_results, scenario, case):
+        assert row["rel"] > 1e-2 and row["p2p_batches"] == 0, row

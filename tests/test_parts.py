@@ -133,3 +133,48 @@ def test_hyper_rules_of_the_new_parts(recipe, kwargs, name):
 
     with pytest.raises(ValueError, match=name):
         getattr(optimkit, recipe)([torch.zeros(1, requires_grad=True)], **kwargs)
+
+
+# ------------------------------------------------------------ whole tensors (issue 22)
+def test_whole_implies_shaped_and_is_for_stats_only():
+    import dataclasses
+
+    from optimkit.core.parts import stat, stepper
+
+    @stat(reads=("update",), provides=("update",), whole=True)
+    def whole_stat(b):
+        pass
+
+    assert whole_stat.whole and whole_stat.shaped  # flat mode steps it per tensor
+    plain = stepper()(lambda b: None)
+    with pytest.raises(ValueError, match="whole=True is for stats"):
+        dataclasses.replace(plain, whole=True)
+
+
+def test_owners_deal_tensors_round_robin_largest_first():
+    from optimkit.core.whole import owners
+
+    # sizes 12, 30, 5, 30, 1: by size 30 (1), 30 (3), 12 (0), 5 (2), 1 (4)
+    assert owners([12, 30, 5, 30, 1], 2) == [0, 0, 1, 1, 0]
+    assert owners([12, 30, 5, 30, 1], 3) == [2, 0, 0, 1, 1]
+    assert owners([7], 4) == [0]
+
+
+def test_whole_part_on_plain_tensors_runs_on_the_tensors_themselves():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from whole_recipes import OrthoSGD, newton_schulz
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(5, 3, dtype=torch.float64))
+    v = torch.nn.Parameter(torch.randn(4, dtype=torch.float64))
+    w0, v0 = w.detach().clone(), v.detach().clone()
+    opt = OrthoSGD([w, v], lr=0.1)
+    gw, gv = torch.randn(5, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    w.grad, v.grad = gw, gv
+    opt.step()
+    assert torch.equal(w.detach(), w0.add(newton_schulz(gw, 5), alpha=-0.1))
+    assert torch.equal(v.detach(), v0.add(gv / (gv.norm() + 1e-7), alpha=-0.1))
+    assert float(opt.state[w]["input_norm"]) == float(gw.norm())

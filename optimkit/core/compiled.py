@@ -28,6 +28,11 @@ NovoGrad step once changed a later DeepMemory's 8-bit results). A recipe whose s
 trace (a user's part calling an untraceable op) warns once and runs eagerly; nothing of the
 failed trace has run.
 
+A sharded (FSDP2) bucket whose recipe has a part that needs each full tensor (``whole``) is
+stepped in segments: each run of other parts is one compiled graph (``carry=True``: the
+per-step fields go in and come out), and the whole part runs eagerly between them, since it
+exchanges shards point-to-point (``core/whole.py``).
+
 Without a C++ compiler (needed by inductor on the CPU) the optimizer warns and runs eagerly.
 Under a user's TorchDispatchMode (``CommDebugMode``, ``FlopCounterMode``) dynamo compiles
 nothing, so those steps run eagerly, as torch.compile itself would run them, and later steps
@@ -116,7 +121,7 @@ def graph_inputs(group: Mapping[str, Any], names: Sequence[str]):
 
 
 def _traced_step(parts, policy, arguments, layout, params, grads, state, numbers, where,
-                 constants):
+                 constants, fields=None):
     # Each number becomes a 0-d tensor computed in the graph (unbind), so that ops taking a
     # Python number (alpha=, value=) read it at run time: never burnt into the graph.
     values = iter(numbers.unbind())
@@ -133,10 +138,15 @@ def _traced_step(parts, policy, arguments, layout, params, grads, state, numbers
         bucket = ShardedBucket(params, grads, state, {}, layout[1])
     else:
         bucket = FlatBucket(params, grads, state, {}, layout[1])
+    if fields is not None:  # a segment of a step (core/whole.py): fields in and out
+        bucket.carry(fields)
     prepared = policy.prepare(bucket, group, arguments)
     for part in parts:
         part(bucket, group)
     policy.finalize(bucket, group, prepared)
+    if fields is not None:
+        return bucket.carried()
+    return None
 
 
 # Inductor realises a pointwise value read by several consumers into a buffer of its own once it
@@ -168,10 +178,12 @@ def _compiled_step():
 
 
 def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, policy,
-                 arguments: tuple = ()) -> str | None:
+                 arguments: tuple = (), carry: bool = False) -> str | None:
     """Run ``parts`` on ``bucket`` through the compiled step, between the ``policy``'s
     ``prepare`` and ``finalize`` (see core/executor.py); ``arguments`` are the policy's
     host-side numbers for this bucket (random-bit keys, a graph input; offsets, constants).
+    With ``carry``, ``parts`` are one segment of a step: the graph starts from ``bucket``'s
+    per-step fields and sets them to its own at the end (``core/whole.py``).
     Returns None, or, where the step does not trace as one graph, why (then nothing ran)."""
     names = list(dict.fromkeys(name for part in parts for name in part.passed))
     layout = None
@@ -184,10 +196,17 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
 
     with torch._dynamo.config.patch(capture_scalar_outputs=True), inductor_config.patch(options):
         try:
-            _compiled_step()(
-                tuple(parts), policy, arguments, layout, bucket.params, bucket.grads,
-                bucket.state, *graph_inputs(group, names),
-            )
+            if carry:
+                fields = bucket.carried()
+                bucket.carry(_compiled_step()(
+                    tuple(parts), policy, arguments, layout, bucket.params, fields[0],
+                    bucket.state, *graph_inputs(group, names), fields,
+                ))
+            else:
+                _compiled_step()(
+                    tuple(parts), policy, arguments, layout, bucket.params, bucket.grads,
+                    bucket.state, *graph_inputs(group, names),
+                )
         except torch._dynamo.exc.Unsupported as error:
             return str(error).strip().splitlines()[0]
         except torch._dynamo.exc.FailOnRecompileLimitHit:

@@ -42,7 +42,10 @@ Extension points, for what comes next:
 
 * **Sharded params (DTensor, FSDP2).** :meth:`Executor._bucket` hands the parts the local
   shards of a bucket of DTensors (:class:`~optimkit.core.sharded.ShardedBucket`), eagerly or
-  compiled. Flat mode refuses DTensor params: FSDP2 owns their storage.
+  compiled. Flat mode refuses DTensor params: FSDP2 owns their storage. A part declared
+  ``whole`` runs instead on one owner rank per tensor, on the full tensors
+  (``core/whole.py``); compiled, the other parts run as compiled segments around it, on the
+  shards, and it runs eagerly between them (under a precision policy such a step is eager).
 * **Per-tensor reductions.** Parts ask the bucket: :meth:`Bucket.sum_squares`,
   :meth:`Bucket.norms`, :meth:`Bucket.dots` (eager: one foreach call for all the lists; flat:
   row reductions over the buffer and a small per-param sum; compiled: the same inside the
@@ -77,6 +80,7 @@ from .recipe import Recipe
 from .scratch import ScratchPool
 from .sharded import ShardedBucket, shard_key
 from .tensorlists import Bucket, is_dtensor
+from .whole import run_whole, shard_plan
 
 # Flat mode's per-tensor fallback is compiled (with compile=True) up to this many tensors:
 # compiling a per-tensor step unrolls over the tensors (~0.25 s of compile each).
@@ -349,11 +353,19 @@ class Executor:
         host-gated parts (``every``) last, eagerly."""
         body = [part for part in parts if part.every is None]
         arguments = self.policy.arguments(group, bucket, isinstance(bucket, FlatBucket))
+        # a part needing each full tensor, over shards (FSDP2): it runs on owner ranks
+        whole = isinstance(bucket, ShardedBucket) and any(part.whole for part in body)
+        if whole:  # refuse a sharding it cannot gather before any part ran
+            shard_plan(bucket, next(part.name for part in body if part.whole))
         if (compile and self.compile and not any(bucket.created.values())
-                and not compiled.under_dispatch_mode()):
+                and not compiled.under_dispatch_mode()
+                and not (whole and not self.policy.plain)):
             if compiled.can_compile(bucket.device):
                 self._warn_if_many(bucket)
-                broken = compiled.run_compiled(bucket, group, body, self.policy, arguments)
+                if whole:
+                    broken = self._run_segments(bucket, group, body)
+                else:
+                    broken = compiled.run_compiled(bucket, group, body, self.policy, arguments)
                 if broken is None:
                     self._run_host_gated(bucket, group, parts, arguments)
                     return
@@ -371,11 +383,47 @@ class Executor:
             reuse = self.scratch.reuse() if self._pooled(block) else contextlib.nullcontext()
             with reuse:
                 prepared = self.policy.prepare(block, group, block_arguments)
-                for part in body:
-                    part(block, group)
+                if whole:
+                    for part in body:
+                        if part.whole:
+                            run_whole(block, part, group, self.layouts())
+                        else:
+                            part(block, group)
+                else:
+                    for part in body:
+                        part(block, group)
                 self.policy.finalize(block, group, prepared)
                 del block, prepared
         self._run_host_gated(bucket, group, parts, arguments)
+
+    def _run_segments(
+        self, bucket: ShardedBucket, group: Mapping[str, Any], body: Sequence[Part]
+    ) -> str | None:
+        """A compiled step of a sharded bucket with whole parts (plain policy): the runs of
+        other parts compiled, each as one graph on the local shards, and each whole part
+        eagerly between them (its point-to-point messages stay out of the graphs); the per-step
+        fields pass from one to the next. Returns None, or why a segment does not compile
+        (then only the segments before it ran: the caller must not run the step again)."""
+        segments: list[list[Part]] = []
+        for part in body:
+            if part.whole or not segments or segments[-1][0].whole:
+                segments.append([part])
+            else:
+                segments[-1].append(part)
+        for index, segment in enumerate(segments):
+            if segment[0].whole:
+                run_whole(bucket, segment[0], group, self.layouts())
+                continue
+            broken = compiled.run_compiled(bucket, group, segment, self.policy, (),
+                                           carry=True)
+            if broken is not None and index == 0:
+                return broken  # nothing ran: the caller runs the step eagerly
+            if broken is not None:
+                raise RuntimeError(
+                    f"compile=True: a step of {self.owner} over FSDP2 shards with a whole part "
+                    f"does not compile ({broken}); pass compile=False"
+                )
+        return None
 
     def _blocks(self, bucket: Bucket, arguments: tuple) -> list[tuple[Bucket, tuple]]:
         """The blocks of params an eager step runs over, one after the other, each with its

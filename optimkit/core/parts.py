@@ -22,7 +22,15 @@ A part is a small function ``fn(bucket, **hypers)`` over the aligned tensor list
   (:class:`~optimkit.core.policy.Storage`: ``"signed"`` and ``"positive"`` moments may be kept in
   bf16 or 8 bits; a copy of the params stays ``"exact"``). A state the part does not declare is
   a counter (``step_counter``), a per-tensor scalar (``zero_scalar``) or else ``"exact"``: never
-  quantized, so a new part is never quantized by accident.
+  quantized, so a new part is never quantized by accident;
+* ``whole``: that it needs each full tensor (matrix math per tensor: Newton-Schulz
+  orthogonalization, a Kronecker-factored preconditioner). It implies ``shaped``. Under FSDP2,
+  where the other parts run on each rank's dim-0 shard, each tensor then gets one owner rank:
+  the owner gathers the full tensors of the fields and states the part declares (``reads``,
+  ``state``, ``overrides``), runs the part on them, and sends each rank its shard of what the
+  part provides and the states it creates or overrides (see :mod:`optimkit.core.whole`). A
+  ``whole`` part declares every field it reads, even ``update`` or ``grads``, and never writes
+  a state it only ``reads``.
 
 A recipe (:class:`optimkit.Optimizer` subclass) is checked against these declarations when
 its class is created: a read that no earlier part provides, two parts creating one state, a
@@ -161,6 +169,8 @@ class Part:
     every: str | None = None
     # state name -> how a precision policy may store it, where declared (see the module doc)
     storage: Mapping[str, Storage] = dataclasses.field(default_factory=dict)
+    # Needs each full tensor, not a shard (see the module doc); implies ``shaped``.
+    whole: bool = False
     passed: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -177,6 +187,11 @@ class Part:
         if stray:
             raise ValueError(f"{self.name}: storage declared for {stray}, which it does not create")
         object.__setattr__(self, "storage", {k: Storage(v) for k, v in self.storage.items()})
+        if self.whole:
+            if self.kind != "stat" or self.every is not None:
+                raise ValueError(f"{self.name}: whole=True is for stats that run every step "
+                                 "(a stepper writes each rank's own shard of the params)")
+            object.__setattr__(self, "shaped", True)  # a full tensor has a shape to read
         # the hyper-parameters handed to ``fn`` from the group, computed once
         object.__setattr__(self, "passed", tuple(k for k in self.hypers if k not in self.gates))
 
@@ -266,7 +281,7 @@ def implied_storage(init: Init) -> Storage:
 
 
 def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped, every,
-             hypers, storage=None):
+             hypers, storage=None, whole=False):
     def wrap(fn: Callable[..., None]) -> Part:
         gates = ()
         if every is not None:
@@ -277,7 +292,7 @@ def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped
             fn=fn, kind=kind, state=dict(state or {}), hypers=dict(hypers),
             reads=tuple(reads), provides=tuple(provides), overrides=tuple(overrides),
             rules=dict(rules or {}), checks=tuple(checks), shaped=shaped, every=every,
-            gates=gates, storage=dict(storage or {}),
+            gates=gates, storage=dict(storage or {}), whole=whole,
         )
 
     return wrap
@@ -286,7 +301,8 @@ def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped
 def stat(
     state: Mapping[str, Init] | None = None, *, reads=(), provides=(), overrides=(),
     rules: Mapping[str, Rule] | None = None, checks=(), shaped: bool = False,
-    every: str | None = None, storage: Mapping[str, str] | None = None, **hypers: Any,
+    every: str | None = None, storage: Mapping[str, str] | None = None, whole: bool = False,
+    **hypers: Any,
 ):
     """Declare a stat: ``@stat(state={"grad_avg": zeros}, storage={"grad_avg": "signed"},
     provides=("first_moment",), rules=dict(betas=betas), betas=(0.9, 0.999))``.
@@ -295,9 +311,13 @@ def stat(
     that flat mode, whose buffers hold every param in ``[rows, CHUNK]`` rows, runs it per
     tensor. Per-param reductions (norms, dot products) go through the bucket
     (``b.norms``, ``b.sum_squares``, ``b.dots``, ``b.expand``) and need no flag.
+
+    ``whole=True`` (implies ``shaped``) marks a stat that needs each full tensor: under FSDP2 it
+    runs on one owner rank per tensor, on the gathered tensors of the fields and states it
+    declares, instead of on each rank's shard (see the module doc).
     """
     return _declare("stat", state, reads, provides, overrides, rules, checks, shaped, every,
-                    hypers, storage)
+                    hypers, storage, whole)
 
 
 def stepper(

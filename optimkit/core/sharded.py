@@ -15,7 +15,10 @@ however uneven the shards (an empty shard adds 0).
 Other reductions inside a tensor assume what FSDP2 does, sharding along dim 0 only: gradient
 centralization (Ranger's ``use_gc``) averages each row over the other dims, and rows are
 whole on every shard. A param sharded along another dim (tensor parallelism) would need
-those parts to reduce across shards too.
+those parts to reduce across shards too. A part that needs each full tensor (matrix math:
+``whole=True``) does not run on the shards at all: the executor hands it to
+:func:`optimkit.core.whole.run_whole`, which runs it on one owner rank per tensor and refuses
+any sharding but FSDP2's.
 
 The state stays DTensors in ``optimizer.state`` (it is created from the DTensor params), so
 ``state_dict()`` and ``torch.distributed.checkpoint`` see sharded state; a per-tensor scalar

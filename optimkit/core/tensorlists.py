@@ -173,6 +173,21 @@ class Bucket:
             {name: made for name, made in created.items() if made},
         )
 
+    # The per-step fields as set (not as read: ``update`` unset reads as ``grads``), in the
+    # order :meth:`carried` gives them and :meth:`carry` takes them.
+    _CARRIED = ("grads", "_update", "first_moment", "second_moment", "step_size",
+                "_norm_target", "_norm_weights", "weight_norms", "update_norms")
+
+    def carried(self) -> tuple:
+        """The per-step fields as set, for another bucket over the same tensors to go on from
+        (a compiled segment hands them to the next part, see ``core/whole.py``)."""
+        return tuple(getattr(self, name) for name in self._CARRIED)
+
+    def carry(self, fields: tuple) -> None:
+        """Set the per-step fields from another bucket's :meth:`carried`."""
+        for name, value in zip(self._CARRIED, fields, strict=True):
+            setattr(self, name, value)
+
     # ------------------------------------------------------------ step counts
     def increment_steps(self) -> None:
         """Add 1 to every tensor's ``step`` state, in one foreach op."""
