@@ -35,6 +35,7 @@ device they are left out (the temporaries of an eager step are counted on any de
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -136,6 +137,9 @@ BYTE_MODEL = {
     # factored: the row and column averages are O(rows + cols), not param-sized
     "adafactor": (24, "pass 1 reads p g (||p||, row and column sums of g**2); pass 2 reads g "
                   "(||u||); pass 3 reads g p, writes p"),
+    # Schedule-Free (issue 22): the params are y, z the only param copy
+    "schedulefree-adamw": (28, "p(y) g z v"),
+    "schedulefree-sgd": (20, "p(y) g z"),
 }
 
 
@@ -191,7 +195,16 @@ def candidates(names, modes, peers=True):
 
 
 def _builder(cls, kwargs, options):
-    return lambda params: cls(params, **kwargs, **options)
+    def build(params):
+        opt = cls(params, **kwargs, **options)
+        # optimizers with train/eval modes step in train mode (schedulefree's start in eval
+        # mode and refuse to step); a no-op for the others
+        with contextlib.suppress(Exception):
+            if callable(getattr(opt, "train", None)):
+                opt.train()
+        return opt
+
+    return build
 
 
 # ----------------------------------------------------------------------------- measuring

@@ -116,8 +116,10 @@ def train(data, schedule: str, lr: float, epochs: int, seed: int, batch_size: in
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-        val.append(accuracy(model, data["val"]))
-        test.append(accuracy(model, data["test"]))
+        # (a no-op for Adam; a Schedule-Free optimizer evaluates its averaged params)
+        with optimkit.evaluating(optimizer):
+            val.append(accuracy(model, data["val"]))
+            test.append(accuracy(model, data["test"]))
     return Run(schedule, lr, seed, val, test)
 
 

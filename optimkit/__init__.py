@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "create": "registry",
     "OneCycle": "schedules",
     "SelectiveBackprop": "training",
+    "evaluating": "training",
     "lr_find": "training",
     "param_groups": "training",
 }
@@ -63,5 +64,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs; the runtime loads these lazily
     from .recipes import *  # noqa: F403
     from .registry import available, create
     from .schedules import OneCycle
-    from .training import SelectiveBackprop, lr_find, param_groups
+    from .training import SelectiveBackprop, evaluating, lr_find, param_groups
     from .wrappers import *  # noqa: F403

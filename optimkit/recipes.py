@@ -65,6 +65,14 @@ from .steppers.dadapt import (
 )
 from .steppers.factored import adafactor_step
 from .steppers.mixing import adan_step, ademamix_step, mars_step, proximal_decay
+from .steppers.schedule_free import (
+    schedule_free_adam_eval,
+    schedule_free_adam_step,
+    schedule_free_adam_train,
+    schedule_free_sgd_eval,
+    schedule_free_sgd_step,
+    schedule_free_sgd_train,
+)
 from .steppers.slow_weights import from_wrapper_state_dict
 
 
@@ -1026,6 +1034,73 @@ class Adafactor(Optimizer):
     hypers = dict(lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0)
     reference = "torch.optim.Adafactor"
     torch_class = "Adafactor"
+
+
+# ------------------------------------------------------------- Schedule-Free (issue 22)
+
+
+class ScheduleFreeAdamW(Optimizer):
+    """Schedule-Free AdamW (Defazio et al. 2024, "The Road Less Scheduled", arXiv:2405.15682,
+    NeurIPS 2024; the AlgoPerf 2024 self-tuning winner): no learning-rate schedule, an average
+    of the iterates instead.
+
+    ``z = z - lr_k * u``, ``u = g / (sqrt(v / (1 - beta2**t)) + eps) + weight_decay * y`` (``v``
+    Adam's second moment, the gradient ``g`` and the decay taken at ``y``);
+    ``x = (1 - c) * x + c * z``; ``y = beta1 * x + (1 - beta1) * z``. ``lr_k`` is ``lr`` with a
+    linear warm-up over ``warmup_steps``; ``c`` weighs step ``k`` by ``k**r * lr_max**
+    weight_lr_power`` (see ``optimkit.steppers.schedule_free``).
+
+    **Call** ``opt.train()`` **before training and** ``opt.eval()`` **before evaluating or
+    saving**: in train mode the params are ``y`` (where gradients are taken), in eval mode
+    ``x`` (the averaged weights to use). ``step()`` in eval mode raises ``RuntimeError``; the
+    mode is saved in the param groups (``train_mode``). ``optimkit.evaluating(opt)`` does both
+    around an evaluation; ``optimkit.training.recompute_bn_stats`` fixes BatchNorm statistics
+    at ``x``.
+
+    Reproduces ``schedulefree.AdamWScheduleFreeReference`` (1.4.1) with its defaults:
+    lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, warmup_steps=0, r=0,
+    weight_lr_power=2. State: ``z``, ``sqr_avg`` (the reference's ``exp_avg_sq``), ``step``,
+    ``lr_max`` and ``weight_sum`` (float64 CPU numbers).
+
+    Deviations: as the reference's fast ``AdamWScheduleFree``, only ``z`` is kept (the params
+    are ``y`` or ``x``, the other is recovered with ``betas[0]``), so ``betas[0]`` must be > 0;
+    the reference's ``k``, ``lr_max`` and ``weight_sum`` are per param group, here per param
+    (``step``, ``lr_max``, ``weight_sum``), which differs only for params that skip steps or
+    join late; ``decay_at_z`` is not offered; the optimizer starts in train mode (the
+    reference in eval mode, with ``step()`` refused until ``train()``; at the start ``x = y``,
+    so only the refusal differs); nothing is printed.
+    """
+
+    parts = (step_stat, average_sqr_grad, schedule_free_adam_step)
+    hypers = dict(lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0,
+                  r=0.0, weight_lr_power=2.0)
+    transitions = {"train": schedule_free_adam_train, "eval": schedule_free_adam_eval}
+    reference = "schedulefree.AdamWScheduleFreeReference"
+
+
+class ScheduleFreeSGD(Optimizer):
+    """Schedule-Free SGD (Defazio et al. 2024, "The Road Less Scheduled", arXiv:2405.15682):
+    SGD steps on ``z``, the params an average of them.
+
+    ``z = z - lr_k * (g + weight_decay * y)`` (the gradient and an L2 term at ``y``);
+    ``x = (1 - c) * x + c * z``; ``y = momentum * x + (1 - momentum) * z``; ``lr_k`` and ``c``
+    as in ``ScheduleFreeAdamW``. Call ``opt.train()`` / ``opt.eval()`` as there: the params are
+    ``y`` in train mode, ``x`` in eval mode; ``step()`` in eval mode raises.
+
+    Reproduces ``schedulefree.SGDScheduleFreeReference`` (1.4.1) with its defaults: lr=1.0,
+    momentum=0.9 (in (0, 1)), weight_decay=0, warmup_steps=0, r=0, weight_lr_power=2. State:
+    ``z``, ``step``, ``lr_max``, ``weight_sum``. Deviations as ``ScheduleFreeAdamW``'s (only
+    ``z`` kept, counts per param); the reference adds the L2 term into ``p.grad``, which
+    optimkit never writes.
+    """
+
+    parts = (weight_decay.with_fixed(decoupled_weight_decay=False), step_stat,
+             schedule_free_sgd_step)
+    hypers = dict(lr=1.0, momentum=0.9, weight_decay=0.0, warmup_steps=0, r=0.0,
+                  weight_lr_power=2.0)
+    transitions = {"train": schedule_free_sgd_train, "eval": schedule_free_sgd_eval}
+    reference = "schedulefree.SGDScheduleFreeReference"
+
 
 __all__ = [
     name for name, value in dict(globals()).items()

@@ -396,3 +396,8 @@ _add("dadapt-adam", recipes.DAdaptAdam, "dadaptation.DAdaptAdam", 2023,
      "https://arxiv.org/abs/2301.07733", self_tuning=True)
 _add("adafactor", recipes.Adafactor, "torch.optim.Adafactor", 2018,
      "https://arxiv.org/abs/1804.04235")
+# Schedule-Free: train()/eval() transitions (issue 22)
+_add("schedulefree-adamw", recipes.ScheduleFreeAdamW, "schedulefree.AdamWScheduleFreeReference",
+     2024, "https://arxiv.org/abs/2405.15682", self_tuning=True)
+_add("schedulefree-sgd", recipes.ScheduleFreeSGD, "schedulefree.SGDScheduleFreeReference", 2024,
+     "https://arxiv.org/abs/2405.15682", self_tuning=True)

@@ -18,6 +18,10 @@ batch, and reports how far the result is from a run without the distributed wrap
 * ``dcp-save`` / ``dcp-load``: the same with FSDP2 and ``torch.distributed.checkpoint``
   (``get_state_dict`` / ``dcp.save`` / ``dcp.load`` / ``set_state_dict``); ``dcp-flat-...``
   with a DDP model (replicated params) and ``flat=True``.
+* ``dcp-eval-save`` / ``dcp-eval-load`` (optimizers with transitions, Schedule-Free): FSDP2,
+  ``opt.eval()`` before the DCP checkpoint (the model saved at its averaged point, the mode in
+  the param groups); the load run resumes in eval mode, ``opt.train()``, continues, and
+  ``opt.eval()`` again must give the uninterrupted run's averaged params bit for bit.
 * ``fsdp-other-shapes``: the FSDP2 optimizer state of a model of other shapes, handed over in
   memory, is refused at load and changes nothing.
 * ``whole-...`` (issue 22): recipes with a part that needs each full tensor, over DTensor
@@ -658,6 +662,57 @@ def _dcp_8bit_reshard_load(case: str, group, workdir: Path) -> dict:
     return out
 
 
+def _dcp_eval_save(case: str, group, workdir: Path) -> dict:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    name = f"dcp-eval-{case}"
+    straight = _sharded_model(group)
+    opt = build(cases()[case], straight.parameters())
+    train(straight, opt, 0, SAVE_AT, _rank_data)
+    opt.eval()
+    opt.train()  # the switches of the checkpointed run, so the rounding is the same
+    train(straight, opt, SAVE_AT, STEPS, _rank_data)
+    opt.eval()
+    full = [_full(p) for p in straight.parameters()]
+    model = _sharded_model(group)
+    opt = build(cases()[case], model.parameters())
+    train(model, opt, 0, SAVE_AT, _rank_data)
+    opt.eval()
+    model_sd, optim_sd = get_state_dict(model, opt)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=workdir / name,
+             process_group=group)
+    if dist.get_rank() == 0:
+        torch.save(full, workdir / f"{name}-straight.pt")
+    return {}
+
+
+def _dcp_eval_load(case: str, group, workdir: Path) -> dict:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    name = f"dcp-eval-{case}"
+    model = _sharded_model(group)
+    opt = build(cases()[case], model.parameters())
+    model_sd, optim_sd = get_state_dict(model, opt)
+    loaded = {"model": model_sd, "optim": optim_sd}
+    dcp.load(loaded, checkpoint_id=workdir / name, process_group=group)
+    set_state_dict(model, opt, model_state_dict=loaded["model"],
+                   optim_state_dict=loaded["optim"])
+    resumed_in_eval = not opt.training
+    try:
+        opt.step()
+        refused = ""
+    except RuntimeError as error:
+        refused = str(error)
+    opt.train()
+    train(model, opt, SAVE_AT, STEPS, _rank_data)
+    opt.eval()
+    straight = torch.load(workdir / f"{name}-straight.pt", weights_only=True)
+    return {"max_abs": max_abs([_full(p) for p in model.parameters()], straight),
+            "resumed_in_eval": resumed_in_eval, "refused": refused}
+
+
 # ------------------------------------------------------------ whole tensors under FSDP2 (#22)
 # Params of every awkward shape: dim 0 odd (5, 7), smaller than the world size (1), a wide and
 # a tall matrix, vectors; each a DTensor sharded on dim 0 as FSDP2 shards it.
@@ -840,6 +895,8 @@ SCENARIOS: dict[str, Callable[[str, Any, Path], dict]] = {
     "dcp-8bit-reshard-load": _dcp_8bit_reshard_load,
     "dcp-8bit-into-plain-load": _dcp_8bit_into_plain,
     "fsdp-other-shapes": _other_shapes,
+    "dcp-eval-save": _dcp_eval_save,
+    "dcp-eval-load": _dcp_eval_load,
     "whole-exact": _whole_exact,
     "whole-exact-compile": functools.partial(_whole_exact, compile=True),
     "whole-on-shards": functools.partial(_whole_exact, on_shards=True),

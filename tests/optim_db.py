@@ -67,6 +67,14 @@ from optimkit.steppers.dadapt import (
 )
 from optimkit.steppers.factored import adafactor_step
 from optimkit.steppers.mixing import adan_step, ademamix_step, mars_step, proximal_decay
+from optimkit.steppers.schedule_free import (
+    schedule_free_adam_eval,
+    schedule_free_adam_step,
+    schedule_free_adam_train,
+    schedule_free_sgd_eval,
+    schedule_free_sgd_step,
+    schedule_free_sgd_train,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -710,6 +718,41 @@ DB: list[OptimizerInfo] = [
         },
         peers=torch_peers("Adafactor"),
     ),
+    # ---- Schedule-Free: train()/eval() transitions (issue 22); the reference's counters are
+    # per param group, tests/reference/schedulefree.py steps each param with its own
+    OptimizerInfo(
+        "schedulefree-adamw",
+        Reference("reference.schedulefree:AdamW",
+                  state={"z": "z", "sqr_avg": "exp_avg_sq", "step": "k", "lr_max": "lr_max",
+                         "weight_sum": "weight_sum"}),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1},
+            {"warmup_steps": 20, "r": 1.0, "weight_lr_power": 1.0, "betas": (0.8, 0.99)},
+            {"eps": 1e-6, "weight_lr_power": 0.0, "lr": 1e-3},
+        ),
+        # no schedule (the point of it); judged at the averaged params (opt.eval())
+        converge={"lr": 0.05},
+        converge_anneal=False,
+        peers=(Peer("schedulefree AdamWScheduleFree", "schedulefree:AdamWScheduleFree"),
+               Peer("schedulefree reference", "schedulefree:AdamWScheduleFreeReference")),
+    ),
+    OptimizerInfo(
+        "schedulefree-sgd",
+        Reference("reference.schedulefree:SGD",
+                  state={"z": "z", "step": "k", "lr_max": "lr_max", "weight_sum": "weight_sum"}),
+        settings=(
+            {},
+            {"lr": 0.1, "weight_decay": 0.01, "warmup_steps": 10},
+            {"momentum": 0.5, "r": 0.5, "lr": 0.3},
+        ),
+        # the fast form (x implicit, y updated in place) rounds otherwise than the reference's
+        # explicit x and y: with lr=1 over 110 fp32 steps, ~2e-6 on entries near 0
+        rtol={torch.float64: 1e-7, torch.float32: 5e-4},
+        converge={"lr": 0.01},
+        converge_anneal=False,
+        peers=(Peer("schedulefree SGDScheduleFree", "schedulefree:SGDScheduleFree"),),
+    ),
 ]
 
 _BY_NAME = {info.name: info for info in DB}
@@ -1139,4 +1182,46 @@ PART_CASES = [
          {"eps": 0.0, "weight_decay": 0.5, "decouple": True, "dlr": 0.2},
          params=[[2.0]], grads=[[[0.0]]], state={"grad_avg": [[3.0]], "sqr_avg": [[9.0]]},
          expect={"params": [[0.8]]}),
+    # ---- Schedule-Free (steppers/schedule_free.py): c = w / weight_sum, w = lr_max**2 here;
+    # y = lerp(y, z, c) + lr * (beta * (1 - c) - 1) * u, z = z - lr * u.
+    # k + 1 = 2, lr 0.5: w = 0.25, weight_sum 0.5, c = 0.5; y = lerp(1, 3, 0.5) + 0.5 * (0.25 - 1)
+    # * 2 = 1.25 (through x: x = (1 - 0.5 * 3) / 0.5 = -1, x' = (-1 + 2) / 2, y' = (0.5 + 2) / 2)
+    Case("schedule_free_sgd_step", schedule_free_sgd_step, {"lr": 0.5, "momentum": 0.5},
+         params=[[1.0]], grads=[[[2.0]]],
+         state={"step": [2], "z": [[3.0]], "lr_max": [0.5], "weight_sum": [0.25]},
+         expect={"params": [[1.25]], "state:z": [[2.0]], "state:lr_max": [0.5],
+                 "state:weight_sum": [0.5]}),
+    # the first step of a 4-step warm-up: lr 0.4 / 4 = 0.1, w = 0.01 = weight_sum, c = 1:
+    # y = z - 0.1 * 2 = 0.8
+    Case("schedule_free_sgd_step-warm-up", schedule_free_sgd_step,
+         {"lr": 0.4, "momentum": 0.5, "warmup_steps": 4}, params=[[1.0]], grads=[[[2.0]]],
+         state={"step": [1], "z": [[1.0]], "lr_max": [-1.0], "weight_sum": [0.0]},
+         expect={"params": [[0.8]], "state:z": [[0.8]], "state:lr_max": [0.1],
+                 "state:weight_sum": [0.01]}),
+    # t = 1, betas (0.5, 0.75): sqrt(0.25 / (1 - 0.75)) + 0.01 = 1.01; c = 1: y = z = 1 - 0.1 u
+    Case("schedule_free_adam_step", schedule_free_adam_step,
+         {"lr": 0.1, "betas": (0.5, 0.75), "eps": 0.01}, params=[[1.0]], grads=[[[2.0]]],
+         state={"step": [1], "z": [[1.0]], "lr_max": [-1.0], "weight_sum": [0.0]},
+         fields={"second_moment": [[0.25]]},
+         expect={"params": [[1 - 0.2 / 1.01]], "state:z": [[1 - 0.2 / 1.01]],
+                 "state:lr_max": [0.1], "state:weight_sum": [0.01]}),
+    # t = 2: v / (1 - 0.75**2) = 1, d = 1.01; u = 1.01 / 1.01 + 0.5 * 2 = 2 (decay at y = 2);
+    # c = 0.01 / 0.02: y = lerp(2, 4, 0.5) + 0.1 * (0.25 - 1) * 2 = 2.85, z = 4 - 0.2
+    Case("schedule_free_adam_step-weight-decay", schedule_free_adam_step,
+         {"lr": 0.1, "betas": (0.5, 0.75), "eps": 0.01, "weight_decay": 0.5}, params=[[2.0]],
+         grads=[[[1.01]]], state={"step": [2], "z": [[4.0]], "lr_max": [0.1],
+                                  "weight_sum": [0.01]},
+         fields={"second_moment": [[0.4375]]},
+         expect={"params": [[2.85]], "state:z": [[3.8]], "state:weight_sum": [0.02]}),
+    # the transitions: x = (y - (1 - beta) z) / beta, y = beta x + (1 - beta) z
+    Case("schedule_free_adam_eval", schedule_free_adam_eval, {"betas": (0.5, 0.9)},
+         params=[[2.0, 1.0]], grads=[[[0.0, 0.0]]], state={"z": [[4.0, 1.0]]},
+         expect={"params": [[0.0, 1.0]], "state:z": [[4.0, 1.0]]}),
+    Case("schedule_free_adam_train", schedule_free_adam_train, {"betas": (0.5, 0.9)},
+         params=[[0.0, 1.0]], grads=[[[0.0, 0.0]]], state={"z": [[4.0, 1.0]]},
+         expect={"params": [[2.0, 1.0]]}),
+    Case("schedule_free_sgd_eval", schedule_free_sgd_eval, {"momentum": 0.8}, params=[[1.0]],
+         grads=[[[0.0]]], state={"z": [[2.0]]}, expect={"params": [[0.75]]}),
+    Case("schedule_free_sgd_train", schedule_free_sgd_train, {"momentum": 0.8},
+         params=[[0.75]], grads=[[[0.0]]], state={"z": [[2.0]]}, expect={"params": [[1.0]]}),
 ]

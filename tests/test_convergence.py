@@ -49,6 +49,10 @@ def _minimise(info, params, loss):
         opt.step()
         if sched is not None:
             sched.step()
+    # judged at the optimizer's evaluation point: Schedule-Free's averaged params (a no-op for
+    # the optimizers without train/eval modes)
+    if callable(getattr(opt, "eval", None)):
+        opt.eval()
 
 
 @pytest.mark.parametrize("problem", list(PROBLEMS))

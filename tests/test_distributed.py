@@ -246,6 +246,17 @@ def test_checkpoint_resumes_exactly_in_a_new_process_group(dist_results, info, s
     _resumes_exactly(dist_results, scenario, info.name)
 
 
+@optims(cases=_in("dcp-eval-load"), argnames="info,scenario",
+        where=lambda i: bool(getattr(getattr(i.factory, "recipe", None), "transitions", None)))
+def test_fsdp2_dcp_checkpoint_in_eval_mode_resumes_exactly(dist_results, info, scenario):
+    """Schedule-Free under FSDP2: eval() on the local shards, a DCP checkpoint in eval mode,
+    resumed in a new process group in eval mode (step refused), train(), continued: eval()
+    gives the uninterrupted run's averaged params bit for bit."""
+    for row in _rows(dist_results, scenario, info.name):
+        assert row["resumed_in_eval"] and "eval mode" in row["refused"], row
+    _resumes_exactly(dist_results, scenario, info.name)
+
+
 WRAPPER_CHECKS = {
     "ddp": _matches_one_process,
     "fsdp": _matches_the_unsharded_run,

@@ -41,6 +41,14 @@ def _problem(dtype, seed=0):
     return x, y, [w, b]
 
 
+def _policies(info):
+    """The policies that apply to ``info``'s optimizer: 8-bit state only where it keeps a
+    state that may be quantized (Schedule-Free SGD keeps none, and refuses state_bits=8)."""
+    recipe = getattr(info.factory, "recipe", None)
+    quantizable = recipe is None or any(k.quantizable for k in recipe.storage.values())
+    return [name for name in POLICIES if name != "8bit" or quantizable]
+
+
 def _lr(info):
     # the test database's converge lr fits 2-d toy problems; this fit takes a tenth of it
     return 0.1 * info.converge.get("lr", 1e-2)
@@ -71,11 +79,12 @@ def _unquantized(info, name):
 
 
 def _policy_cases(info):
-    return ((name, (name,), _unquantized(info, name)) for name in POLICIES)
+    return ((name, (name,), _unquantized(info, name)) for name in _policies(info))
 
 
 def _cases(info):
-    for name, (dtype, kwargs) in POLICIES.items():
+    for name in _policies(info):
+        dtype, kwargs = POLICIES[name]
         for mode in ("eager", "flat"):
             # an eager 8-bit run decodes and encodes block by block: ~10 s per optimizer
             marks = [SLOW] if (name, mode) == ("8bit", "eager") else []
@@ -350,9 +359,10 @@ COMPILED = {"adam": set(POLICIES), "lamb": {"stochastic"}, "ranger": {"kahan"}}
 
 
 def _compiled_cases(info):
-    # a recipe with no state to quantize (Adafactor): its bf16 state compiled instead
-    widest = "bf16-state" if _unquantized(info, "8bit") else "8bit"
-    for policy in sorted(COMPILED.get(info.name, set()) | {widest}):
+    # a recipe with no state to quantize (Adafactor, Schedule-Free SGD): bf16 state compiled
+    quantized = "8bit" in _policies(info) and not _unquantized(info, "8bit")
+    widest = "8bit" if quantized else "bf16-state"
+    for policy in sorted((COMPILED.get(info.name, set()) | {widest}) & set(_policies(info))):
         yield policy, (policy,)
 
 

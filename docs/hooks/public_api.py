@@ -20,7 +20,7 @@ MODULES = [
     ("optimkit.recipes", "Recipes"),
     ("optimkit.wrappers", "Wrappers: Lookahead"),
     ("optimkit.schedules", "Schedules and 1cycle"),
-    ("optimkit.training", "Training: LR finder, Selective-Backprop, param groups"),
+    ("optimkit.training", "Training: LR finder, Selective-Backprop, param groups, evaluating"),
     ("optimkit.precision", "Precision"),
 ]
 BENCH = "optimkit.bench"

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from .. import registry
+from ..training.evaluation import evaluating
 from . import tasks as task_registry
 
 # A loss above this many times the first one (or NaN/inf) counts as divergence.
@@ -264,7 +265,9 @@ def _train(spec: CellSpec) -> dict[str, Any]:
             if not math.isfinite(value) or abs(value) > limit:
                 diverged = True
                 break
-        metric = _finite(_evaluate(instance, optimizer, "val")) if not diverged else float("nan")
+        # at the optimizer's evaluation point (Schedule-Free's averaged params), then back
+        with evaluating(optimizer):
+            metric = _finite(instance.evaluate("val")) if not diverged else float("nan")
         evals.append((step, metric, seconds))
         if steps_to_target is None and task.reached(metric):
             steps_to_target, seconds_to_target = step, seconds
@@ -274,7 +277,8 @@ def _train(spec: CellSpec) -> dict[str, Any]:
         path.append([float(v) for v in model.xy.detach()])
     final = evals[-1][1]
     if spec.role != "tune" and not diverged:
-        final = _finite(_evaluate(instance, optimizer, "test"))  # read once, trained
+        with evaluating(optimizer):
+            final = _finite(instance.evaluate("test"))  # the test split, read once trained
 
     return {
         "final_metric": final,
@@ -293,20 +297,6 @@ def _train(spec: CellSpec) -> dict[str, Any]:
                   **({"groups": groups} if groups else {})},
         "error": None,
     }
-
-
-def _evaluate(instance, optimizer: torch.optim.Optimizer, split: str) -> float:
-    """The metric on ``split``, with the weights an optimizer that keeps separate evaluation
-    weights (Schedule-Free's ``eval()`` / ``train()``) says to evaluate."""
-    switch = callable(getattr(optimizer, "eval", None)) and callable(
-        getattr(optimizer, "train", None))
-    if switch:
-        optimizer.eval()
-    try:
-        return instance.evaluate(split)
-    finally:
-        if switch:
-            optimizer.train()
 
 
 # Param-group keys that name a group's family (the first one present is used).

@@ -15,6 +15,7 @@ from .parts import (
     stat,
     step_counter,
     stepper,
+    transition,
     zero_scalar,
     zeros,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "stat",
     "step_counter",
     "stepper",
+    "transition",
     "zero_scalar",
     "zeros",
 ]

@@ -34,6 +34,13 @@ of its buffers (copying one into a buffer would untie it; see ``core/flat.py``),
 compiled step never gets two inputs that alias. Their own state stays per param, as in
 torch.optim. Tensors of no elements, and DTensors (FSDP2 owns their storage), are never tied.
 
+**Transitions** (``Optimizer.train()`` / ``eval()``, :meth:`Executor.transition`) run one part
+outside the step, eagerly, over every bucket of the params that have the state it reads, in
+every mode: flat stores hand it their per-param views (writes land in the buffers), DTensor
+buckets their local shards, and a precision policy's ``prepare`` / ``finalize`` wrap it as
+they wrap a step (Kahan-compensated params are read as ``p + c`` and written back with their
+compensation; stochastic rounding draws bits of its own stream).
+
 A part declared with ``every="k"`` (Lookahead's sync) runs after the others, on the tensors
 whose step count is a multiple of ``group["k"]``: decided on the host from the CPU step
 counters, and outside the compiled graph, so the compiled step neither recompiles nor breaks
@@ -92,6 +99,8 @@ PER_TENSOR_COMPILE_MAX = 32
 MANY_TENSORS = 256
 # The random-bit stream of a policy's second write-back in one step (a host-gated part's).
 HOST_GATED_STREAM = 1000
+# The random-bit streams of the transitions' write-backs (a step's are 0, 1, ... and 1000).
+TRANSITION_STREAMS = {"eval": 2000, "train": 3000}
 # An eager step under a precision policy, off the CPU, runs over blocks of at most this many
 # bytes of params (per list): its working copies of the state are one block's (see _blocks).
 POLICY_BLOCK_BYTES = 256 << 20
@@ -620,6 +629,55 @@ class Executor:
             prepared = self.policy.prepare(target, group, arguments, names=tuple(part.state))
             part(target, group)
             self.policy.finalize(target, group, prepared, stream=HOST_GATED_STREAM)
+
+    # ------------------------------------------------------------ transitions
+    def transition(self, groups: Sequence[Mapping[str, Any]], state: Mapping[Tensor, dict],
+                   part: Part, stream: int = 0) -> None:
+        """Run the transition ``part`` (``optimizer.train()`` / ``eval()``) once on every param
+        of ``groups`` that has every state it reads (one that never stepped has none and is
+        left as it is), bucket by bucket, whatever the mode.
+
+        The buckets are the step's (device, dtype, DTensor mesh and placements, the policy's
+        key; a tied param alone), built from the params, their state tensors (flat mode's views
+        of its buffers) and no grads; it runs eagerly, between the policy's ``prepare`` (of the
+        states it reads, the params upcast with their Kahan compensation) and ``finalize``
+        (``stream`` keeps its random bits apart from the steps').
+        """
+        if getattr(state, "replaced", 0) != self._replaced:
+            self.state_loaded(state)
+        reads = tuple(part.reads)
+        for group in groups:
+            params = [p for p in group["params"]
+                      if all(name in state.get(p, ()) for name in reads)]
+            for bucket_params in self._transition_split(params):
+                bucket = self._state_bucket(bucket_params, state)
+                arguments = self.policy.arguments(group, bucket, False)
+                prepared = self.policy.prepare(bucket, group, arguments, names=reads)
+                part(bucket, group)
+                self.policy.finalize(bucket, group, prepared, stream=stream)
+
+    def _transition_split(self, params: Sequence[Tensor]) -> list[list[Tensor]]:
+        """``params`` by (device, dtype, mesh and placements, the policy's key), a param tied to
+        another (sharing its storage) alone, as :meth:`_split` does for those with a grad."""
+        buckets: dict[Any, list[Tensor]] = {}
+        tied = tied_storages(params)
+        for index, p in enumerate(params):
+            if tied and storage_of(p) in tied:
+                buckets[index] = [p]
+            else:
+                key = (p.device, p.dtype, shard_key(p), self.policy.key(p))
+                buckets.setdefault(key, []).append(p)
+        return list(buckets.values())
+
+    def _state_bucket(self, params: list[Tensor], state: Mapping[Tensor, dict]) -> Bucket:
+        """A bucket of ``params`` and the state every one of them has (none is created), with
+        no grads; the local shards of DTensor params."""
+        names = self.policy.stored_names(list(self.recipe.state_inits), params[0])
+        entries = [state[p] for p in params]
+        lists = {name: [entry[name] for entry in entries] for name in names
+                 if all(name in entry for entry in entries)}
+        bucket = Bucket(params, [], lists, {})
+        return ShardedBucket.of(bucket) if is_dtensor(params[0]) else bucket
 
     def _warn_if_many(self, bucket: Bucket) -> None:
         if len(bucket) > MANY_TENSORS and not self._warned_many:

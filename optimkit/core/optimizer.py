@@ -12,13 +12,16 @@ import torch
 from torch import Tensor
 
 from .clipping import check_max_grad_norm
-from .executor import Executor
+from .executor import TRANSITION_STREAMS, Executor
 from .parts import Part
 from .policy import POLICY_KEYWORDS, STATE_FORM, BucketPolicy, Layout, Storage, policies
 from .recipe import Recipe, check_recipe
 from .rules import CONVENTIONS
 from .tensorlists import is_dtensor
 
+# The param-group entry that holds the mode of an optimizer with transitions (True: train), as
+# schedulefree's optimizers name it.
+MODE = "train_mode"
 # torch.optim's state names, read as optimkit's when a torch checkpoint is loaded.
 TORCH_STATE_NAMES = {
     "exp_avg": "grad_avg",
@@ -157,6 +160,15 @@ class Optimizer(torch.optim.Optimizer):
     * ``hypers``: the default hyper-parameters (they override the parts' own defaults);
     * ``reference``: the implementation or paper the recipe reproduces.
 
+    and may set ``transitions = {"train": part, "eval": part}`` (parts declared with
+    :func:`optimkit.core.parts.transition`): what :meth:`train` and :meth:`eval` do to the
+    params (Schedule-Free's switch between the gradient point and the averaged point). Such an
+    optimizer has a mode, kept in every param group as ``train_mode`` (so ``state_dict()``
+    saves it and ``load_state_dict`` restores it; a checkpoint without it, torch's or an older
+    one, loads in train mode); it starts in train mode, and ``step()`` in eval mode raises
+    ``RuntimeError``. Without transitions, ``train()`` and ``eval()`` do nothing and there is
+    no mode.
+
     The recipe is checked when the class is created (:func:`optimkit.core.recipe.check_recipe`):
     every read has an earlier provider, no two parts write one state, every hyper-parameter a
     part takes is declared. The parts' rules check the hyper-parameters of every param group.
@@ -246,6 +258,8 @@ class Optimizer(torch.optim.Optimizer):
     parts: ClassVar[tuple[Part, ...]] = ()
     hypers: ClassVar[dict[str, Any]] = {}
     reference: ClassVar[str] = ""
+    # "train" / "eval" -> the transition Optimizer.train() / eval() runs; none: they are no-ops
+    transitions: ClassVar[dict[str, Part]] = {}
     recipe: ClassVar[Recipe | None] = None
     # The torch.optim class (by name) whose checkpoints this recipe reads and writes exactly.
     torch_class: ClassVar[str | None] = None
@@ -260,7 +274,7 @@ class Optimizer(torch.optim.Optimizer):
             if own is None or not cls.parts:
                 return
             own = {**cls.recipe.hypers, **own}  # new defaults for an inherited recipe
-        cls.recipe = check_recipe(cls.__name__, cls.parts, own or {})
+        cls.recipe = check_recipe(cls.__name__, cls.parts, own or {}, cls.transitions)
         cls.hypers = dict(cls.recipe.hypers)
         cls.state_inits = dict(cls.recipe.state_inits)
         if cls.torch_class is not None:
@@ -306,6 +320,8 @@ class Optimizer(torch.optim.Optimizer):
             param_update=param_update, generator=generator,
         )
         defaults.update(policy.group_defaults())
+        if cls.recipe.transitions:
+            defaults[MODE] = True  # training until eval(): the params are the gradient point
         params = _as_param_list(params)
         if flat is None:
             # compile=True implies flat: a compiled step over separate tensors unrolls per
@@ -358,6 +374,9 @@ class Optimizer(torch.optim.Optimizer):
                 check_torch_keyword(cls.__name__, name, param_group[name])
             if torch_keys:
                 param_group = {k: v for k, v in param_group.items() if k not in torch_keys}
+        if type(self).recipe.transitions and getattr(self, "param_groups", None):
+            # a group joins in the optimizer's mode (its params have no state to move yet)
+            param_group = {**param_group, MODE: self.param_groups[0].get(MODE, True)}
         super().add_param_group(param_group)
         try:
             type(self).recipe.validate(self.param_groups[-1])
@@ -378,7 +397,18 @@ class Optimizer(torch.optim.Optimizer):
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Run the recipe once; ``closure`` (if given) is evaluated once, with grad enabled."""
+        """Run the recipe once; ``closure`` (if given) is evaluated once, with grad enabled.
+
+        ``RuntimeError``, before the closure runs and with nothing changed, for an optimizer
+        with transitions in eval mode (see :meth:`eval`)."""
+        if type(self).recipe.transitions and not all(g.get(MODE, True)
+                                                     for g in self.param_groups):
+            raise RuntimeError(
+                f"{type(self).__name__}.step() was called in eval mode: the params are the "
+                "averaged point, not the one the gradients are taken at. Call "
+                "optimizer.train() before training (and optimizer.eval() before evaluating or "
+                "checkpointing); nothing was changed"
+            )
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -386,6 +416,38 @@ class Optimizer(torch.optim.Optimizer):
         self._executor.step(self.param_groups, self.state)
         return loss
 
+
+    # ------------------------------------------------------------ train / eval
+    @property
+    def training(self) -> bool:
+        """Whether the optimizer is in train mode (always True without transitions)."""
+        return all(g.get(MODE, True) for g in self.param_groups)
+
+    @torch.no_grad()
+    def train(self) -> None:
+        """Switch to train mode: run the recipe's ``"train"`` transition over the params of the
+        param groups in eval mode (Schedule-Free: the params become the gradient point ``y``).
+        A no-op in train mode, and for a recipe without transitions. Call it before training
+        steps, after :meth:`eval`."""
+        self._switch("train", True)
+
+    @torch.no_grad()
+    def eval(self) -> None:
+        """Switch to eval mode: run the recipe's ``"eval"`` transition over the params of the
+        param groups in train mode (Schedule-Free: the params become the averaged point
+        ``x``, the one to evaluate and to save). A no-op in eval mode, and for a recipe without
+        transitions. ``step()`` raises until :meth:`train` is called."""
+        self._switch("eval", False)
+
+    def _switch(self, mode: str, training: bool) -> None:
+        part = type(self).recipe.transitions.get(mode)
+        if part is None:
+            return
+        groups = [g for g in self.param_groups if g.get(MODE, True) != training]
+        if groups:
+            self._executor.transition(groups, self.state, part, TRANSITION_STREAMS[mode])
+        for group in groups:
+            group[MODE] = training
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -456,12 +518,27 @@ class Optimizer(torch.optim.Optimizer):
             # in float32, where the parts read them on the host
             counters = {"step", *(name for name, kind in type(self).recipe.storage.items()
                                   if kind is Storage.COUNTER)}
+            # (in float32, unless the counter's init declares another dtype: Schedule-Free's
+            # float64 sums of weights, taken from the state_dict itself, as torch's cast to a
+            # float32 param's dtype would drop their digits)
+            inits = type(self).recipe.state_inits
+            dtypes = {name: torch.float32 if name == "step" else
+                      getattr(inits.get(name), "dtype", torch.float32) for name in counters}
             for entry in self.state.values():
                 for name in counters:
                     value = entry.get(name)
                     if isinstance(value, Tensor) and (not value.is_cpu or (
-                            name != "step" and value.dtype != torch.float32)):
-                        entry[name] = value.to("cpu", torch.float32)
+                            name != "step" and value.dtype != dtypes[name])):
+                        entry[name] = value.to("cpu", dtypes[name])
+            declared = [name for name in counters if dtypes[name] != torch.float32]
+            if declared:
+                ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+                params = [p for group in self.param_groups for p in group["params"]]
+                for index, p in zip(ids, params, strict=True):
+                    saved, entry = state.get(index), self.state.get(p)
+                    for name in declared if saved is not None and entry is not None else ():
+                        if isinstance(saved.get(name), Tensor):
+                            entry[name] = saved[name].to("cpu", dtypes[name], copy=True)
             self._stored_forms().load_stored(self.param_groups, self.state,
                                              state_dict["param_groups"], state)
             self._executor.state_loaded(self.state)

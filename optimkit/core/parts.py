@@ -68,6 +68,14 @@ block never spans one); state does. A recipe without a barrier runs exactly as b
 optimizer's ``max_grad_norm=`` (every recipe) is a built-in barrier before phase 1: the global
 gradient norm, and the parts of every phase see ``grads`` scaled as
 ``torch.nn.utils.clip_grad_norm_`` would scale ``p.grad`` (which stays untouched).
+
+A *transition* (:func:`transition`) runs outside ``step()``: a recipe's class attribute
+``transitions = {"train": part, "eval": part}`` says what ``optimizer.train()`` and
+``optimizer.eval()`` do to the params (Schedule-Free swaps the params between the point the
+gradient is taken at, ``y``, and the averaged point to evaluate, ``x``). A transition reads
+state only (``reads=``: states the recipe's parts create), creates none, takes hyper-parameters
+the parts declare, and runs on the params that have that state, bucket by bucket, in every
+mode (see :meth:`optimkit.core.executor.Executor.transition`). It never sees a gradient.
 """
 
 from __future__ import annotations
@@ -434,6 +442,22 @@ def barrier(*, sums: Sequence[str], values: Mapping[str, Callable[[Mapping[str, 
                        checks=tuple(checks))
 
     return wrap
+
+
+def transition(*, reads=(), rules: Mapping[str, Rule] | None = None, **hypers: Any):
+    """Declare a transition: what ``optimizer.train()`` or ``optimizer.eval()`` does to the params
+    of a bucket, e.g. ``@transition(reads=("z",), betas=(0.9, 0.999))``.
+
+    It reads state only (``reads``: names the recipe's parts create, checked by the recipe) and
+    writes the params; its hyper-parameters are read from the param group, as a part's. It runs
+    eagerly on buckets of the params that have that state (a param that never stepped is left
+    as it is), between the precision policy's ``prepare`` and ``finalize``, so a Kahan
+    compensation or stochastic rounding applies to what it writes. ``bucket.grads`` is empty.
+    """
+    fields = [name for name in reads if name in FIELDS]
+    if fields:
+        raise ValueError(f"a transition reads state only, not the per-step fields {fields}")
+    return _declare("transition", None, reads, (), (), rules, (), False, None, hypers)
 
 
 def parts_of(package: str, path: list[str]) -> dict[str, Part]:

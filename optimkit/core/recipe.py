@@ -38,6 +38,8 @@ class Recipe:
         (from the group's hyper-parameters ``defaults``)."""
         return {name: init(defaults) for barrier in self.barriers
                 for name, init in barrier.values.items()}
+    # "train" / "eval" -> the transition ``optimizer.train()`` / ``eval()`` runs (none: no-ops)
+    transitions: Mapping[str, Part] = dataclasses.field(default_factory=dict)
 
     def validate(self, group: Mapping[str, Any]) -> None:
         """Check a param group (``ValueError`` naming the hyper-parameter on a bad value): each
@@ -54,14 +56,18 @@ class Recipe:
             check(group)
 
 
-def check_recipe(owner: str, parts: Iterable[Any], own_hypers: Mapping[str, Any]) -> Recipe:
+def check_recipe(owner: str, parts: Iterable[Any], own_hypers: Mapping[str, Any],
+                 transitions: Mapping[str, Any] | None = None) -> Recipe:
     """Check ``parts`` in order; return the recipe's state, defaults and rules.
 
     Raises ``TypeError`` naming the part for: a read of a state name or field that no earlier
     part provides; two parts creating one state, or providing one field, unless the later one
     declares it in ``overrides``; a part regularising ``grads`` after the update was provided
     (the change would not reach it); a hyper-parameter a part's function takes but does not
-    declare; a host-gated (``every``) part that is not last; a recipe default read by no part.
+    declare; a host-gated (``every``) part that is not last; a recipe default read by no part;
+    ``transitions`` that are not both ``"train"`` and ``"eval"`` transitions (:func:`transition
+    <optimkit.core.parts.transition>`), or one that reads a state no part creates or a
+    hyper-parameter no part declares.
     """
     everything = tuple(parts)
     phases: list[tuple[Part, ...]] = [()]
@@ -102,8 +108,9 @@ def check_recipe(owner: str, parts: Iterable[Any], own_hypers: Mapping[str, Any]
     for name, init in state_inits.items():
         storage.setdefault(name, implied_storage(init))
     layouts = {name: layout_of(init) for name, init in state_inits.items()}
+    moves = _check_transitions(owner, transitions or {}, state_inits, hypers)
     return Recipe(parts, state_inits, hypers, rules, tuple(checks), storage, layouts,
-                  tuple(phases), tuple(barriers))
+                  tuple(phases), tuple(barriers), moves)
 
 
 def _check_barriers(owner: str, phases: list[tuple[Part, ...]], barriers: list[Barrier]) -> None:
@@ -124,6 +131,31 @@ def _check_barriers(owner: str, phases: list[tuple[Part, ...]], barriers: list[B
             if unknown:
                 raise TypeError(f"{owner}: part {part.name} reads group values "
                                 f"{sorted(unknown)}, which no barrier of the recipe keeps")
+
+
+
+def _check_transitions(owner: str, transitions: Mapping[str, Any], state_inits: Mapping,
+                       hypers: Mapping[str, Any]) -> dict[str, Part]:
+    if not transitions:
+        return {}
+    if set(transitions) != {"train", "eval"}:
+        raise TypeError(f"{owner}: transitions must name 'train' and 'eval', got "
+                        f"{sorted(transitions)}")
+    for mode, part in transitions.items():
+        if not isinstance(part, Part) or part.kind != "transition":
+            raise TypeError(f"{owner}: transition {mode!r} must be declared with "
+                            f"@transition, got {part!r}")
+        for problem in part.signature_problems():
+            raise TypeError(f"{owner}: transition {part.name} {problem}")
+        for name in part.reads:
+            if name not in state_inits:
+                raise TypeError(f"{owner}: transition {part.name} reads state {name!r}, which "
+                                "no part of the recipe creates")
+        for name in part.hypers:
+            if name not in hypers:
+                raise TypeError(f"{owner}: transition {part.name} reads hyper-parameter "
+                                f"{name!r}, which no part of the recipe declares")
+    return dict(transitions)
 
 
 def _check_order(owner: str, parts: tuple[Part, ...]) -> dict[str, Init]:

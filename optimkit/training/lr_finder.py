@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .evaluation import _switchable
 from .snapshot import Snapshot
 
 MODES = ("exponential", "linear")
@@ -376,6 +377,9 @@ def lr_find(
     it in the train_step form too if the model has buffers), every object in ``extra_state``
     (schedulers, a GradScaler) and the RNG states of torch (CPU, and CUDA if initialised),
     ``random`` and numpy. Training afterwards is bit for bit the training without the test.
+
+    An optimizer with train and eval modes (``optimkit.ScheduleFreeAdamW``, schedulefree's) is
+    switched to train mode for the sweep (``restore`` brings its mode back with its state).
     """
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
@@ -389,6 +393,10 @@ def lr_find(
 
     snapshot = Snapshot.take(optimizer, model, extra_state) if restore else None
     try:
+        # the sweep trains: an optimizer with modes (Schedule-Free) in eval mode goes to
+        # train mode first (restore puts its mode and params back)
+        for inner in _switchable(optimizer):
+            inner.train()
         return _sweep(optimizer, train_step, batches, sweep_lrs(start_lr, end_lr, num_steps, mode),
                       smoothing, diverge, zero_grad=model is not None and loss_fn is not None)
     finally:
