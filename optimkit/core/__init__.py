@@ -6,10 +6,14 @@ Hyper-parameter rules live in :mod:`optimkit.core.rules`.
 from .executor import BucketPolicy, Executor
 from .optimizer import Optimizer, accelerate
 from .parts import (
+    MATRIX,
     Part,
+    Route,
     copy_of_param,
     full,
+    is_matrix,
     own_shape,
+    same_shapes,
     stat,
     step_counter,
     stepper,
@@ -22,6 +26,7 @@ from .tensorlists import FIELDS, Bucket, debias, norms, scalars
 
 __all__ = [
     "FIELDS",
+    "MATRIX",
     "Layout",
     "Bucket",
     "BucketPolicy",
@@ -29,13 +34,16 @@ __all__ = [
     "Optimizer",
     "Part",
     "Recipe",
+    "Route",
     "accelerate",
     "check_recipe",
     "copy_of_param",
     "debias",
     "full",
+    "is_matrix",
     "norms",
     "own_shape",
+    "same_shapes",
     "scalars",
     "stat",
     "step_counter",

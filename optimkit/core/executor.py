@@ -26,6 +26,15 @@ of its buffers (copying one into a buffer would untie it; see ``core/flat.py``),
 compiled step never gets two inputs that alias. Their own state stays per param, as in
 torch.optim. Tensors of no elements, and DTensors (FSDP2 owns their storage), are never tied.
 
+**Routing by tensor.** A part routed with ``part.where(predicate)`` (``core/parts.py``) runs
+only on the params for which the predicate holds: each param's outcome of every route of the
+recipe is computed once, on the host (cached per param), and joins the bucket key, so a bucket
+(and a flat store) holds params of one outcome and runs the parts routed to them (Muon's
+matrices and its AdamW params in one param group). A part declared ``batch="shape"`` adds
+the param's shape to the key of the params it applies to: its bucket holds one shape, which
+it stacks into one batched call, and a compiled step compiles once per shape. A recipe
+without routes or batches buckets exactly as before.
+
 A part declared with ``every="k"`` (Lookahead's sync) runs after the others, on the tensors
 whose step count is a multiple of ``group["k"]``: decided on the host from the CPU step
 counters, and outside the compiled graph, so the compiled step neither recompiles nor breaks
@@ -57,6 +66,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import weakref
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -104,14 +114,25 @@ class Executor:
         self._replaced = 0
         # eager CPU blocks of very large params: their temporaries' buffers, kept between steps
         self.scratch = ScratchPool()
+        self._set_routes()
+
+    def _set_routes(self) -> None:
+        """The recipe's routes by label, and each param's outcome of them (computed once)."""
+        routes = {} if self.recipe is None else {
+            route.label: route for part in self.recipe.parts for route in part.routes}
+        self._routes = tuple(routes.values())
+        self._outcomes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # The recipe is the class's (it holds functions, which do not pickle): the optimizer puts it
     # back after unpickling. The eager bucket cache is rebuilt on the next step.
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "recipe": None, "_layout": {}, "scratch": ScratchPool()}
+        return {**self.__dict__, "recipe": None, "_layout": {}, "scratch": ScratchPool(),
+                "_outcomes": None, "_routes": ()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._routes = ()  # the optimizer puts the recipe back, then its routes
+        self._outcomes = weakref.WeakKeyDictionary()
         self.__dict__.setdefault("scratch", ScratchPool())  # pickled before it existed
         self.__dict__.setdefault("_warned_eager_store", False)
 
@@ -179,7 +200,10 @@ class Executor:
         loose = []
         for p in group["params"]:
             if p.requires_grad and storage_of(p) not in tied:
-                by_kind.setdefault((p.device, p.dtype, self.policy.key(p)), []).append(p)
+                key = (p.device, p.dtype, self.policy.key(p))
+                if self._routes:  # a store per route outcome (and shape, for batched parts)
+                    key += self._route_key(p, group)
+                by_kind.setdefault(key, []).append(p)
             else:
                 loose.append(p)
         self.stores.append([FlatStore(params) for params in by_kind.values()])
@@ -212,9 +236,10 @@ class Executor:
                 groups, active, self.stores, self.loose, strict=True
             ):
                 for store in stores:
-                    self._step_store(store, group, parts, state)
-                for params in self._split(loose):
-                    self.run(self._bucket(params, group, parts, state), group, parts)
+                    self._step_store(store, group, self.routed(parts, store.params), state)
+                for params in self._split(loose, group):
+                    routed = self.routed(parts, params)
+                    self.run(self._bucket(params, group, routed, state), group, routed)
             return
         # which params each bucket holds (complex params refused here), then the buckets
         plans = [
@@ -223,15 +248,44 @@ class Executor:
                                                                     strict=True))
         ]
         work = [
-            (group, parts, self._group_buckets(index, group, parts, state, plan))
+            (group, self._group_buckets(index, group, parts, state, plan))
             for index, (group, parts, plan) in enumerate(zip(groups, active, plans, strict=True))
         ]
-        for group, parts, buckets in work:
-            for bucket in buckets:
-                self.run(bucket, group, parts)
+        for group, buckets in work:
+            for bucket, routed in buckets:
+                self.run(bucket, group, routed)
 
     def _active_parts(self, group: Mapping[str, Any]) -> list[Part]:
         return [part for part in self.recipe.parts if part.active(group)]
+
+    def outcome(self, p: Tensor, group: Mapping[str, Any] | None = None) -> dict[str, bool]:
+        """Which of the recipe's routes hold for ``p`` (label -> bool): computed on the host at
+        the param's first step, from the param and its name in ``group["param_names"]``, and
+        kept."""
+        values = self._outcomes.get(p)
+        if values is None:
+            name = ""
+            if group is not None and "param_names" in group:
+                name = next((n for q, n in zip(group["params"], group["param_names"],
+                                               strict=False) if q is p), "")
+            values = tuple(bool(route.test(p, name)) for route in self._routes)
+            self._outcomes[p] = values
+        return dict(zip((route.label for route in self._routes), values, strict=True))
+
+    def routed(self, parts: list[Part], params: Sequence[Tensor]) -> list[Part]:
+        """The ``parts`` that run on a bucket of ``params`` (all of one route outcome)."""
+        if not self._routes or not params:
+            return parts
+        outcome = self.outcome(params[0])
+        return [part for part in parts if part.applies(outcome)]
+
+    def _route_key(self, p: Tensor, group: Mapping[str, Any]) -> tuple:
+        """The bucket key's share of the routes: the param's outcome, and its shape where a
+        ``batch="shape"`` part applies to it."""
+        outcome = self.outcome(p, group)
+        batched = any(part.batch == "shape" and part.applies(outcome)
+                      for part in self.recipe.parts)
+        return (tuple(outcome.values()), tuple(p.shape) if batched else None)
 
     def _check_sparse(self, grads: Sequence[Tensor | None]) -> None:
         if any(g is not None and g.is_sparse for g in grads):
@@ -248,30 +302,33 @@ class Executor:
         layout = self._layout.get(index)
         if layout is not None and layout.matches(params, mask, names):
             return layout
-        return (mask, names, self._split(params))
+        return (mask, names, self._split(params, group))
 
     def _group_buckets(
         self, index: int, group: Mapping[str, Any], parts: list[Part], state: dict, plan
     ) -> list[Bucket]:
         if isinstance(plan, _Layout):
             return [
-                Bucket(b.params, [p.grad for p in b.params], dict(b.state), {})
-                for b in plan.buckets
+                (Bucket(b.params, [p.grad for p in b.params], dict(b.state), {}), routed)
+                for b, routed in zip(plan.buckets, plan.parts, strict=True)
             ]
         mask, names, split = plan
-        buckets = [self._bucket(ps, group, parts, state) for ps in split]
+        routes = [self.routed(parts, ps) for ps in split]
+        buckets = [self._bucket(ps, group, routed, state)
+                   for ps, routed in zip(split, routes, strict=True)]
         # (a sharded bucket holds local shards, which have no .grad to read again next step)
         if not any(created for b in buckets for created in b.created.values()) and not any(
             isinstance(b, ShardedBucket) for b in buckets
         ):
-            self._layout[index] = _Layout(group["params"], mask, names, buckets)
+            self._layout[index] = _Layout(group["params"], mask, names, buckets, routes)
         else:
             self._layout.pop(index, None)
-        return buckets
+        return list(zip(buckets, routes, strict=True))
 
-    def _split(self, params: Sequence[Tensor]) -> list[list[Tensor]]:
-        """The params with a grad, by (device, dtype, mesh and placements for DTensors, and the
-        precision policy's key); a param that shares its storage with another of ``params`` (a
+    def _split(self, params: Sequence[Tensor],
+               group: Mapping[str, Any] | None = None) -> list[list[Tensor]]:
+        """The params with a grad, by (device, dtype, mesh and placements for DTensors, the
+        precision policy's key, and the outcome of the recipe's routes); a param that shares its storage with another of ``params`` (a
         tied weight, see the module doc) in a bucket of its own, in the order of ``params``."""
         buckets: dict[Any, list[Tensor]] = {}
         # among the params that step (flat mode's loose ones are mostly frozen, with no grad)
@@ -287,7 +344,10 @@ class Executor:
             if tied and storage_of(p) in tied:
                 buckets[index] = [p]
                 continue
-            buckets.setdefault((p.device, p.dtype, shard_key(p), self.policy.key(p)), []).append(p)
+            key = (p.device, p.dtype, shard_key(p), self.policy.key(p))
+            if self._routes:
+                key += self._route_key(p, group or {})
+            buckets.setdefault(key, []).append(p)
         return list(buckets.values())
 
     def _bucket(
@@ -474,10 +534,12 @@ def _arguments_of(arguments: tuple, indices: Sequence[int]) -> tuple:
 class _Layout:
     """The buckets of one param group at one step, with what they depend on."""
 
-    __slots__ = ("params", "mask", "names", "buckets")
+    __slots__ = ("params", "mask", "names", "buckets", "parts")
 
-    def __init__(self, params: list, mask: list[bool], names: tuple, buckets: list[Bucket]):
+    def __init__(self, params: list, mask: list[bool], names: tuple, buckets: list[Bucket],
+                 parts: list[list[Part]]):
         self.params = params
+        self.parts = parts  # the parts each bucket runs (its routes')
         self.mask = mask
         self.names = names
         # copies of the lists: a part may rebind bucket.state[name] during its step

@@ -327,6 +327,7 @@ class Optimizer(torch.optim.Optimizer):
             executor = Executor(type(self).recipe, type(self).__name__, flat=False,
                                 compile=False)
         executor.recipe = type(self).recipe
+        executor._set_routes()  # its route tests are the recipe's (functions: not pickled)
         self._executor = executor
         if copied is not None:
             executor.state_loaded(self.state)
