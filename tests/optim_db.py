@@ -606,6 +606,38 @@ DB: list[OptimizerInfo] = [
         },
         peers=library_peers("MARS")[1:],
     ),
+    OptimizerInfo(
+        "muon",
+        # torch.optim.Muon on the params of 2+ dims (viewed as [shape[0], rest]), Keller
+        # Jordan's SingleDeviceMuonWithAuxAdam's AdamW on the rest (tests/reference/muon.py)
+        Reference("reference.muon:MuonWithAuxAdam",
+                  state={"momentum_buffer": "momentum_buffer", "grad_avg": "exp_avg",
+                         "sqr_avg": "exp_avg_sq", "step": "step"}),
+        settings=(
+            {},
+            {"adjust_lr_fn": "match_rms_adamw", "lr": 0.01, "weight_decay": 0.0},
+            {"adjust_lr_fn": "original", "nesterov": False, "momentum": 0.9, "ns_steps": 3,
+             "eps": 1e-5},
+            {"adam_lr": 1e-3, "adam_betas": (0.8, 0.99), "adam_eps": 1e-8,
+             "adam_weight_decay": 0.1, "weight_decay": 0.01},
+        ),
+        converge={"lr": 0.02, "adam_lr": 0.02, "weight_decay": 0.0},
+        skips={
+            **{test: "needs whole tensors (issue 22 whole-tensor parts): under FSDP2 it would "
+                     "orthogonalize each rank's shard of a matrix"
+               for test in (
+                   "test_fsdp2_matches_the_unsharded_run",
+                   "test_fsdp2_compiled_step_runs_on_the_local_shards",
+                   "test_fsdp2_8bit_state_stays_per_shard",
+                   "test_fsdp2_stochastic_rounding_draws_the_unsharded_bits",
+                   "test_fsdp2_dcp_of_8bit_state_resumes_exactly",
+                   "test_fsdp2_state_converts_between_policies_in_memory",
+                   "test_fsdp2_dcp_of_8bit_state_into_a_plain_optimizer_is_refused",
+                   "test_fsdp2_state_of_other_shapes_is_refused_naming_the_param",
+                   "test_fsdp2_dcp_of_8bit_state_onto_another_world_size",
+               )},
+        },
+    ),
 ]
 
 _BY_NAME = {info.name: info for info in DB}

@@ -121,7 +121,8 @@ class Executor:
         routes = {} if self.recipe is None else {
             route.label: route for part in self.recipe.parts for route in part.routes}
         self._routes = tuple(routes.values())
-        self._outcomes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # id(param) -> (a weak reference to it, its outcomes): tensors compare by value
+        self._outcomes: dict[int, tuple[weakref.ref, tuple[bool, ...]]] = {}
 
     # The recipe is the class's (it holds functions, which do not pickle): the optimizer puts it
     # back after unpickling. The eager bucket cache is rebuilt on the next step.
@@ -132,7 +133,7 @@ class Executor:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._routes = ()  # the optimizer puts the recipe back, then its routes
-        self._outcomes = weakref.WeakKeyDictionary()
+        self._outcomes = {}
         self.__dict__.setdefault("scratch", ScratchPool())  # pickled before it existed
         self.__dict__.setdefault("_warned_eager_store", False)
 
@@ -261,15 +262,21 @@ class Executor:
     def outcome(self, p: Tensor, group: Mapping[str, Any] | None = None) -> dict[str, bool]:
         """Which of the recipe's routes hold for ``p`` (label -> bool): computed on the host at
         the param's first step, from the param and its name in ``group["param_names"]``, and
-        kept."""
-        values = self._outcomes.get(p)
-        if values is None:
+        kept. A param group's ``routes`` (label -> bool) pins the outcome for its params
+        (``optimkit.create("muon", model)`` sends the embeddings and the head to AdamW so)."""
+        cached = self._outcomes.get(id(p))
+        if cached is not None and cached[0]() is p:
+            values = cached[1]
+        else:
+            group = group or {}
+            pinned = group.get("routes") or {}
             name = ""
-            if group is not None and "param_names" in group:
+            if "param_names" in group:
                 name = next((n for q, n in zip(group["params"], group["param_names"],
                                                strict=False) if q is p), "")
-            values = tuple(bool(route.test(p, name)) for route in self._routes)
-            self._outcomes[p] = values
+            values = tuple(bool(pinned[route.label]) if route.label in pinned
+                           else bool(route.test(p, name)) for route in self._routes)
+            self._outcomes[id(p)] = (weakref.ref(p), values)
         return dict(zip((route.label for route in self._routes), values, strict=True))
 
     def routed(self, parts: list[Part], params: Sequence[Tensor]) -> list[Part]:
