@@ -623,6 +623,17 @@ DB: list[OptimizerInfo] = [
         ),
         converge={"lr": 0.02, "adam_lr": 0.02, "weight_decay": 0.0},
         skips={
+            "test_lr_scheduler_drives_the_live_param_groups": (
+                "the AdamW params step with adam_lr, a hyper-parameter of its own: lr=0 leaves "
+                "them moving"
+            ),
+            "test_flat_mode_steps_as_one_tensor": (
+                "routed: the matrices step per shape (stacked for Newton-Schulz), the AdamW "
+                "params as one flat tensor"
+            ),
+            "test_cache_blocks_step_as_the_whole_bucket": (
+                "routed: the matrices step per shape, never as one block of the whole bucket"
+            ),
             **{test: "needs whole tensors (issue 22 whole-tensor parts): under FSDP2 it would "
                      "orthogonalize each rank's shard of a matrix"
                for test in (

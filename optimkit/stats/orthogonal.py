@@ -71,6 +71,7 @@ def newton_schulz(g: Tensor, coefficients, steps: int, eps, dtype: torch.dtype |
     if tall:
         x = x.mT
     x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    # (compiled, ns_coefficients stay Python numbers: compiled.CONSTANT_HYPERS)
     fused = not any(isinstance(v, Tensor) for v in (a, b, c))
     mul, add_mul = (torch.mm, torch.addmm) if single else (torch.bmm, torch.baddbmm)
     for _ in range(steps):
