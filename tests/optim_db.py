@@ -46,6 +46,7 @@ from optimkit.stats import (
     weight_decay,
 )
 from optimkit.stats.mixing import adan_moments, mars_direction, slow_grad_avg
+from optimkit.stats.orthogonal import muon_momentum, muon_step, orthogonalize
 from optimkit.steppers import (
     adagrad_step,
     adam_step,
@@ -668,6 +669,14 @@ def get(name: str) -> OptimizerInfo:
 EPS = 1e-8
 
 
+def _quintic(s, steps=5, a=3.4445, b=-4.775, c=2.0315):
+    """A singular value after Muon's Newton-Schulz steps (the iteration is a polynomial of
+    each singular value: s -> a s + b s**3 + c s**5)."""
+    for _ in range(steps):
+        s = a * s + b * s**3 + c * s**5
+    return s
+
+
 def sigmoid(x):
     return 1 / (1 + math.exp(-x))
 
@@ -1013,6 +1022,36 @@ PART_CASES = [
          params=[[[1.0, 2.0]], [1.0]], grads=[[[[0.0, 0.0]], [0.0]]],
          fields={"update": [[[1.0, -1.0]], [2.0]]},
          expect={"params": [[[0.85, 2.0]], [0.97]]}),
+    # ---- Muon (stats/orthogonal.py). Momentum 0.5: buf = 2 + 0.5 (4 - 2) = 3; Nesterov
+    # update g + 0.5 (buf - g) = 3.5, plain: buf
+    Case("muon_momentum-nesterov", muon_momentum, {"momentum": 0.5}, params=[[[0.0]]],
+         grads=[[[[4.0]]]], state={"momentum_buffer": [[[2.0]]]},
+         expect={"state:momentum_buffer": [[[3.0]]], "field:update": [[[3.5]]]}),
+    Case("muon_momentum-plain", muon_momentum, {"momentum": 0.5, "nesterov": False},
+         params=[[[0.0]]], grads=[[[[4.0]]]], state={"momentum_buffer": [[[2.0]]]},
+         expect={"field:update": [[[3.0]]]}),
+    # Newton-Schulz in fp64 on diagonal matrices acts on each singular value alone:
+    # s -> a s + b s**3 + c s**5, five times, from s / ||G||. Two 2x2 (one batch of one shape)
+    # and a tall 3x2 (transposed, then back): diag(3, 4) / 5 = (0.6, 0.8), diag(0, 2) / 2
+    Case("orthogonalize-fp64-batched", orthogonalize, {"ns_dtype": torch.float64},
+         params=[[[0.0, 0.0]] * 2, [[0.0, 0.0]] * 2, [[0.0, 0.0]] * 3], grads=[[
+             [[0.0, 0.0]] * 2, [[0.0, 0.0]] * 2, [[0.0, 0.0]] * 3]],
+         fields={"update": [[[3.0, 0.0], [0.0, 4.0]], [[0.0, 0.0], [0.0, 2.0]],
+                            [[3.0, 0.0], [0.0, 4.0], [0.0, 0.0]]]},
+         expect={"field:update": (lambda f: [
+             [[f(0.6), 0.0], [0.0, f(0.8)]], [[0.0, 0.0], [0.0, f(1.0)]],
+             [[f(0.6), 0.0], [0.0, f(0.8)], [0.0, 0.0]]])(_quintic)}),
+    # lr 0.1; a tall [4, 1]: ratio sqrt(4 / 1) = 2; a wide [1, 4]: 1; a [2, 1, 2] as [2, 2]: 1
+    Case("muon_step-original", muon_step, {"lr": 0.1},
+         params=[[[1.0]] * 4, [[1.0] * 4], [[[1.0, 1.0]]] * 2], grads=[[
+             [[0.0]] * 4, [[0.0] * 4], [[[0.0, 0.0]]] * 2]],
+         fields={"update": [[[1.0]] * 4, [[1.0] * 4], [[[1.0, -1.0]]] * 2]},
+         expect={"params": [[[0.8]] * 4, [[0.9] * 4], [[[0.9, 1.1]]] * 2]}),
+    # match_rms_adamw: 0.2 sqrt(max(rows, cols)) = 0.2 * 2 for both
+    Case("muon_step-match-rms-adamw", muon_step, {"lr": 0.1, "adjust_lr_fn": "match_rms_adamw"},
+         params=[[[1.0]] * 4, [[1.0] * 4]], grads=[[[[0.0]] * 4, [[0.0] * 4]]],
+         fields={"update": [[[1.0]] * 4, [[1.0] * 4]]},
+         expect={"params": [[[1 - 0.04]] * 4, [[1 - 0.04] * 4]]}),
     # ---- Lookahead's sync (the executor runs it only on due tensors): slow += 0.5 (p - slow)
     Case("lookahead", lookahead, {"alpha": 0.5}, params=[[3.0, -1.0], [0.0]],
          grads=[[[0.0, 0.0], [0.0]]], state={"slow_param": [[1.0, 1.0], [2.0]]},
