@@ -453,9 +453,10 @@ def muon_run(args):
               file=sys.stderr, flush=True)
     base = next((r["ms"] for r in rows if r["implementation"].startswith("torch.optim")
                  and "ms" in r), None)
+    numel = sum(torch.Size(s).numel() for s in shapes)
     lines = [f"\n### Muon on a transformer-shaped model: 12 blocks x 4 [{d}, {d}] matrices, "
-             f"norms, a [4096, {d}] embedding and head ({sum(torch.Size(s).numel() for s in shapes) / 1e6:.1f}M "
-             f"params), {torch.get_num_threads()} threads\n",
+             f"norms, a [4096, {d}] embedding and head ({numel / 1e6:.1f}M params), "
+             f"{torch.get_num_threads()} threads\n",
              "| implementation | NS dtype | ms/step | x torch.optim.Muon | first 2 steps s |",
              "|---|---|---|---|---|"]
     for row in rows:

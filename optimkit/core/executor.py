@@ -335,8 +335,9 @@ class Executor:
     def _split(self, params: Sequence[Tensor],
                group: Mapping[str, Any] | None = None) -> list[list[Tensor]]:
         """The params with a grad, by (device, dtype, mesh and placements for DTensors, the
-        precision policy's key, and the outcome of the recipe's routes); a param that shares its storage with another of ``params`` (a
-        tied weight, see the module doc) in a bucket of its own, in the order of ``params``."""
+        precision policy's key, and the outcome of the recipe's routes); a param that shares
+        its storage with another of ``params`` (a tied weight, see the module doc) in a bucket
+        of its own, in the order of ``params``."""
         buckets: dict[Any, list[Tensor]] = {}
         # among the params that step (flat mode's loose ones are mostly frozen, with no grad)
         tied = tied_storages([p for p in params if p.grad is not None])

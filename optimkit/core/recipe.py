@@ -155,14 +155,16 @@ def _check_order(owner: str, parts: tuple[Part, ...]) -> dict[str, Init]:
             inits[name] = init
             state_by.setdefault(name, []).append(part)
         for name in part.provides:
-            updates = [w for w in field_by.get("update", []) if w is not bucket and not _disjoint(w, part)]
+            updates = [w for w in field_by.get("update", [])
+                       if w is not bucket and not _disjoint(w, part)]
             if name == "grads" and updates:
                 raise TypeError(
                     f"{owner}: part {part.name} changes the gradient after "
                     f"{updates[-1].name} provided the update, which it would not reach; "
                     "use a part that changes the update"
                 )
-            earlier = [w for w in field_by.get(name, []) if w is not bucket and not _disjoint(w, part)]
+            earlier = [w for w in field_by.get(name, [])
+                       if w is not bucket and not _disjoint(w, part)]
             if earlier and name != "grads" and name not in part.reads and (
                 name not in part.overrides
             ):
