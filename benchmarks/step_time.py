@@ -376,11 +376,17 @@ def transformer_like(blocks: int = 12, d: int = 384, vocab: int = 4096):
 class _Pair:
     """Two optimizers stepped as one (a peer's Muon on the hidden matrices, AdamW on the rest)."""
 
-    def __init__(self, *optimizers):
+    def __init__(self, *optimizers, regrad=False):
         self.optimizers = optimizers
         self.state = {p: s for opt in optimizers for p, s in opt.state.items()}
+        # heavyball sets p.grad to None after its step: hand the same grads back each step,
+        # as a training loop's backward would (else the timed steps have nothing to do)
+        self.grads = ([(p, p.grad) for opt in optimizers for g in opt.param_groups
+                       for p in g["params"]] if regrad else [])
 
     def step(self):
+        for p, grad in self.grads:
+            p.grad = grad
         for opt in self.optimizers:
             opt.step()
         self.state = {p: s for opt in self.optimizers for p, s in opt.state.items()}
@@ -423,7 +429,8 @@ def muon_candidates(d):
         import heavyball
 
         hidden, rest = _hidden(params, d)
-        return _Pair(heavyball.Muon(hidden), torch.optim.AdamW(rest, foreach=True, **_AUX))
+        return _Pair(heavyball.Muon(hidden), torch.optim.AdamW(rest, foreach=True, **_AUX),
+                     regrad=True)
 
     return [
         ("optimkit eager", "bf16", ours()),
@@ -433,7 +440,8 @@ def muon_candidates(d):
         ("optimkit eager ns_dtype=fp32", "fp32", ours(ns_dtype=torch.float32)),
         ("torch.optim.Muon + AdamW foreach", "bf16", torch_muon),
         ("pytorch_optimizer.Muon", "bf16", pytorch_optimizer_muon),
-        ("heavyball.Muon + torch AdamW", "heavyball's default", heavyball_muon),
+        ("heavyball.Muon + torch AdamW", "bf16 stochastic-rounded, 5 tuned coefficient sets",
+         heavyball_muon),
     ]
 
 
