@@ -388,7 +388,11 @@ class Executor:
             return
         params = [p for p in store.params if p.grad is not None]
         if params:
-            compile = len(params) <= PER_TENSOR_COMPILE_MAX
+            # a store of batched parts (one shape, stacked) compiles its matrix math once,
+            # whatever the number of tensors: only the element-wise parts unroll
+            batched = any(part.shaped for part in parts) and all(
+                part.batch for part in parts if part.shaped)
+            compile = len(params) <= (MANY_TENSORS if batched else PER_TENSOR_COMPILE_MAX)
             if not compile and self.compile and per_tensor and not self._warned_eager_store:
                 self._warned_eager_store = True
                 warnings.warn(
