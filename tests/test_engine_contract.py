@@ -426,3 +426,20 @@ def test_muon_newton_schulz_in_fp32_and_fp64_matches_a_naive_loop(dtype):
     tol = 1e-10 if dtype is torch.float64 else 1e-5
     for p, q in zip(params, naive, strict=True):
         torch.testing.assert_close(p.detach(), q, rtol=tol, atol=tol)
+
+
+def test_cautious_muon_masks_the_orthogonalized_update():
+    from reference.muon import naive_newton_schulz
+
+    gen = torch.Generator().manual_seed(3)
+    p0 = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    g = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    p = p0.clone().requires_grad_()
+    opt = optimkit.Muon([p], lr=0.1, weight_decay=0.0, cautious=True, ns_dtype=torch.float64)
+    p.grad = g
+    opt.step()
+    # first step from a zero buffer: buf = 0.05 g, Nesterov u = g + 0.95 (buf - g)
+    u = naive_newton_schulz(g.lerp(0.05 * g, 0.95))
+    mask = (u * g > 0).double()
+    u = u * mask * (u.numel() / (mask.sum() + 1))
+    torch.testing.assert_close(p.detach(), p0 - 0.1 * (5 / 3) ** 0.5 * u, rtol=1e-10, atol=1e-12)
