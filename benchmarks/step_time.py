@@ -6,6 +6,7 @@
     python benchmarks/step_time.py -w W2 -o adam sgd --modes eager flat flat+compile
     python benchmarks/step_time.py -w W1 --cold          # first compiles with an empty cache
     python benchmarks/step_time.py --device cuda -w W1 W3 -o lamb lars --modes eager flat+compile
+    python benchmarks/step_time.py --muon                # Muon on a transformer-shaped model
 
 For each workload (W1 resnet-like, W2 many small tensors, W3 a few huge ones) and each
 optimizer it times optimkit's ``eager``, ``compile``, ``flat`` and ``flat+compile`` steps, the
@@ -268,7 +269,7 @@ def measure(name, label, build, shapes, warmup, repeat, count=True):
     # the pass and byte counts read inductor's C++ code: CPU only
     read_code = compiled and DEVICE.type == "cpu"
     synchronize()
-    first = time.perf_counter()
+    first = CLOCK()  # with --clock cpu (and TORCHINDUCTOR_COMPILE_THREADS=1): compile CPU time
     opt.step()
     if read_code:  # a compiled step compiles at its second step (the first creates state)
         with generated_code() as codes:
@@ -276,7 +277,7 @@ def measure(name, label, build, shapes, warmup, repeat, count=True):
     else:
         opt.step()
     synchronize()
-    first_two = time.perf_counter() - first
+    first_two = CLOCK() - first
     ms = time_steps(opt, warmup, repeat) * 1e3
     n_state, state_bytes = param_sized_state(opt, params)
     row = {
@@ -379,6 +380,123 @@ def markdown(results):
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------ Muon (issue 22)
+
+
+def transformer_like(blocks: int = 12, d: int = 384, vocab: int = 4096):
+    """A transformer's params, Muon's workload: per block 4 hidden ``[d, d]`` matrices (Muon)
+    and 2 norm weights, plus a token embedding, a final norm and an output head (AdamW)."""
+    shapes = [(vocab, d)]
+    for _ in range(blocks):
+        shapes += [(d, d)] * 4 + [(d,), (d,)]
+    return shapes + [(d,), (vocab, d)]
+
+
+class _Pair:
+    """Two optimizers stepped as one (a peer's Muon on the hidden matrices, AdamW on the rest)."""
+
+    def __init__(self, *optimizers, regrad=False):
+        self.optimizers = optimizers
+        self.state = {p: s for opt in optimizers for p, s in opt.state.items()}
+        # heavyball sets p.grad to None after its step: hand the same grads back each step,
+        # as a training loop's backward would (else the timed steps have nothing to do)
+        self.grads = ([(p, p.grad) for opt in optimizers for g in opt.param_groups
+                       for p in g["params"]] if regrad else [])
+
+    def step(self):
+        for p, grad in self.grads:
+            p.grad = grad
+        for opt in self.optimizers:
+            opt.step()
+        self.state = {p: s for opt in self.optimizers for p, s in opt.state.items()}
+
+
+def _hidden(params, d):
+    """The hidden matrices (Muon's) and the rest (AdamW's) of a ``transformer_like`` model."""
+    hidden = [p for p in params if p.shape == (d, d)]
+    return hidden, [p for p in params if p.shape != (d, d)]
+
+
+# Keller Jordan's AdamW branch defaults, which every peer's auxiliary AdamW is given
+_AUX = dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-10, weight_decay=0.0)
+
+
+def muon_candidates(d):
+    """(label, NS dtype, build) for optimkit's Muon and its peers, each at its own defaults."""
+    import optimkit
+
+    def ours(**options):
+        def build(params):
+            hidden, rest = _hidden(params, d)
+            return optimkit.Muon([{"params": hidden},
+                                  {"params": rest, "routes": {"matrix": False}}], **options)
+        return build
+
+    def torch_muon(params):
+        hidden, rest = _hidden(params, d)
+        return _Pair(torch.optim.Muon(hidden),
+                     torch.optim.AdamW(rest, foreach=True, **_AUX))
+
+    def pytorch_optimizer_muon(params):
+        import pytorch_optimizer
+
+        hidden, rest = _hidden(params, d)
+        return pytorch_optimizer.Muon([{"params": hidden, "use_muon": True},
+                                       {"params": rest, "use_muon": False}])
+
+    def heavyball_muon(params):
+        import heavyball
+
+        hidden, rest = _hidden(params, d)
+        return _Pair(heavyball.Muon(hidden), torch.optim.AdamW(rest, foreach=True, **_AUX),
+                     regrad=True)
+
+    return [
+        ("optimkit eager", "bf16", ours()),
+        ("optimkit eager flat", "bf16", ours(flat=True)),
+        ("optimkit compile (flat=False)", "bf16", ours(compile=True, flat=False)),
+        ("optimkit compile (flat=True)", "bf16", ours(compile=True)),
+        ("optimkit eager ns_dtype=fp32", "fp32", ours(ns_dtype=torch.float32)),
+        ("torch.optim.Muon + AdamW foreach", "bf16", torch_muon),
+        ("pytorch_optimizer.Muon", "bf16", pytorch_optimizer_muon),
+        ("heavyball.Muon + torch AdamW", "bf16 stochastic-rounded, 5 tuned coefficient sets",
+         heavyball_muon),
+    ]
+
+
+def muon_run(args):
+    d = 384
+    shapes = transformer_like(d=d)
+    rows = []
+    for label, ns, build in muon_candidates(d):
+        try:
+            row = measure("muon", label, build, shapes, args.warmup, args.repeat, count=False)
+        except Exception as exc:  # a peer that cannot run here is reported, not fatal
+            row = {"implementation": label, "error": repr(exc)[:300]}
+        row["ns_dtype"] = ns
+        rows.append(row)
+        print(f"  muon {label:34s} {row.get('ms', float('nan')):9.2f} ms "
+              f"(first two steps {row.get('first_two_steps_s', float('nan')):.1f} s)",
+              file=sys.stderr, flush=True)
+    base = next((r["ms"] for r in rows if r["implementation"].startswith("torch.optim")
+                 and "ms" in r), None)
+    numel = sum(torch.Size(s).numel() for s in shapes)
+    lines = [f"\n### Muon on a transformer-shaped model: 12 blocks x 4 [{d}, {d}] matrices, "
+             f"norms, a [4096, {d}] embedding and head ({numel / 1e6:.1f}M params), "
+             f"{torch.get_num_threads()} threads\n",
+             "| implementation | NS dtype | ms/step | x torch.optim.Muon | first 2 steps s |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        if "ms" not in row:
+            lines.append(f"| {row['implementation']} | {row['ns_dtype']} | error: "
+                         f"{row['error']} | | |")
+            continue
+        ratio = f"{row['ms'] / base:.2f}" if base else ""
+        lines.append(f"| {row['implementation']} | {row['ns_dtype']} | {row['ms']:.1f} | {ratio} "
+                     f"| {row['first_two_steps_s']:.1f} |")
+    return rows, "\n".join(lines)
+
+
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-w", "--workloads", nargs="+", default=list(WORKLOADS),
@@ -405,6 +523,8 @@ def parse(argv=None):
     parser.add_argument("--device", default="cpu",
                         help="where the params, grads and steps live (cuda: wall clock, each "
                         "step synchronized; no pass counts)")
+    parser.add_argument("--muon", action="store_true",
+                        help="only Muon, on a transformer-shaped model, against its peers")
     parser.add_argument("--json", default="benchmarks/step_time.json")
     args = parser.parse_args(argv)
     args.device = torch.device(args.device)
@@ -429,6 +549,11 @@ def main(argv=None):
     if args.clock == "cpu":
         CLOCK = time.process_time
     DEVICE = args.device
+    if args.muon:
+        rows, table = muon_run(args)
+        print(table)
+        Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "muon": rows}, indent=1))
+        return
     results = run(args)
     print(markdown(results))
     meta = {"argv": sys.argv[1:], "threads": torch.get_num_threads(), "torch": torch.__version__,

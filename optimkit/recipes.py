@@ -6,8 +6,11 @@ reference it reproduces and every variant flag. Keyword names follow torch.optim
 
 from __future__ import annotations
 
+import torch
+
 from . import precision  # noqa: F401  (provides the policies of state_dtype, state_bits...)
 from .core.optimizer import Optimizer
+from .core.parts import MATRIX
 from .stats import (
     accumulate_grad,
     adam_direction,
@@ -44,6 +47,7 @@ from .stats import (
 from .stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from .stats.factored import adafactor_direction
 from .stats.mixing import adan_moments, mars_direction, slow_grad_avg
+from .stats.orthogonal import NS_COEFFICIENTS, muon_momentum, muon_step, orthogonalize
 from .steppers import (
     adagrad_step,
     adam_step,
@@ -1100,6 +1104,83 @@ class ScheduleFreeSGD(Optimizer):
                   weight_lr_power=2.0)
     transitions = {"train": schedule_free_sgd_train, "eval": schedule_free_sgd_eval}
     reference = "schedulefree.SGDScheduleFreeReference"
+
+
+# ------------------------------------------------------- 2024-25: matrix optimizers (issue 22)
+
+# Muon's AdamW branch: the AdamW parts under the ``adam_*`` names (Keller Jordan's
+# SingleDeviceMuonWithAuxAdam: decoupled decay p *= 1 - lr wd, then Adam).
+_ADAM = dict(lr="adam_lr", betas="adam_betas", eps="adam_eps")
+_MUON_ADAMW = (
+    weight_decay.with_fixed(decoupled_weight_decay=True)
+    .renamed(lr="adam_lr", weight_decay="adam_weight_decay"),
+    step_stat,
+    average_grad.renamed(betas="adam_betas"),
+    average_sqr_grad.renamed(betas="adam_betas"),
+    _CAUTIOUS_MOMENT,
+    adam_step.renamed(**_ADAM),
+)
+
+
+class Muon(Optimizer):
+    """Muon, MomentUm Orthogonalized by Newton-Schulz (Jordan et al. 2024,
+    https://kellerjordan.github.io/posts/muon/), with an AdamW branch for the other params.
+
+    Matrices (params of 2+ dimensions; a conv filter ``[out, in, h, w]`` as the matrix
+    ``[out, in*h*w]``): ``p = p (1 - lr wd)``; ``buf = buf + (1 - momentum) (g - buf)``;
+    ``u = g + momentum (buf - g)`` (``nesterov``, the default) or ``buf``;
+    ``O = NS(u)``, ``ns_steps`` quintic Newton-Schulz steps in ``ns_dtype`` (bf16 by default,
+    coefficients ``ns_coefficients``), which maps ``u = U S V^T`` to about ``U V^T``;
+    ``p = p - lr * ratio * O`` with ``ratio = sqrt(max(1, rows / cols))`` (``adjust_lr_fn``
+    None or ``"original"``) or ``0.2 sqrt(max(rows, cols))`` (``"match_rms_adamw"``, Liu et
+    al. 2025, "Muon is Scalable for LLM Training", arXiv:2502.16982: the update's RMS matches
+    AdamW's, so AdamW's lr and weight decay transfer).
+
+    Every other param (biases, norm weights, and, given a model to ``optimkit.create``, the
+    embeddings and the output head) steps with AdamW: ``p = p (1 - adam_lr adam_weight_decay)``
+    then Adam with ``adam_betas``, ``adam_eps``, ``adam_lr``. One param group may hold both: the
+    engine routes each param by its shape (the ``matrix`` route, ``Part.where``), and a param
+    group's ``routes={"matrix": False}`` sends its matrices to AdamW too (what
+    ``optimkit.create("muon", model)`` does for embeddings and the head). The matrices are
+    orthogonalized one batched call per shape (``orthogonalize``, ``batch="shape"``).
+
+    Reproduces ``torch.optim.Muon`` on the matrices, with its defaults and keywords: lr=1e-3,
+    weight_decay=0.1, momentum=0.95, nesterov=True, ns_coefficients=(3.4445, -4.775,
+    2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None; NS in bf16 with torch's op order (the
+    same bits on the CPU). The AdamW branch reproduces the muon-optimizer package's
+    ``SingleDeviceMuonWithAuxAdam`` (Keller Jordan's ``muon.py``), with its defaults
+    adam_lr=3e-4, adam_betas=(0.9, 0.95), adam_eps=1e-10, adam_weight_decay=0. Variants:
+    ``ns_dtype`` (``torch.float32`` / ``torch.float64`` for an exact polar factor's
+    approximation, slower), ``cautious=True`` (Liang et al. 2024, arXiv:2411.16085: on the
+    orthogonalized update of the matrices, as ``cautious_update``, and on Adam's first moment).
+    State: ``momentum_buffer`` (matrices, torch's name), ``grad_avg`` / ``sqr_avg`` / ``step``
+    (the AdamW params, Keller's ``exp_avg`` / ``exp_avg_sq`` / ``step``).
+
+    Deviations: torch.optim.Muon refuses params that are not 2-D and the authors' code
+    orthogonalizes a 3-D param as a batch of matrices; here every param of 2+ dimensions is
+    ``[shape[0], rest]``, and its lr ratio comes from that matrix (Keller's code takes it from
+    a conv filter's last two dims, ``h / w``). The authors' NS normalises by ``||G|| + 1e-7``
+    and scales the bf16 update by the ratio; torch's (followed here) clamps the norm at
+    ``eps`` and folds the ratio into the step size. ``p.grad`` is never written (the authors'
+    Nesterov step lerps into it). Under FSDP2 (sharded params) Muon needs whole matrices,
+    which the engine does not gather yet.
+    """
+
+    parts = (
+        weight_decay.with_fixed(decoupled_weight_decay=True).where(MATRIX),
+        muon_momentum.where(MATRIX),
+        orthogonalize.where(MATRIX),
+        _CAUTIOUS.where(MATRIX),
+        muon_step.where(MATRIX),
+        *(part.where(~MATRIX) for part in _MUON_ADAMW),
+    )
+    hypers = dict(
+        lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, ns_coefficients=NS_COEFFICIENTS,
+        eps=1e-7, ns_steps=5, adjust_lr_fn=None, ns_dtype=torch.bfloat16, adam_lr=3e-4,
+        adam_betas=(0.9, 0.95), adam_eps=1e-10, adam_weight_decay=0.0, cautious=False,
+    )
+    reference = ("torch.optim.Muon (matrices); muon-optimizer SingleDeviceMuonWithAuxAdam "
+                 "(AdamW branch)")
 
 
 __all__ = [

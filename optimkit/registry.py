@@ -48,6 +48,9 @@ class Entry:
     # defaults are meant to work untuned. ``optimkit bench`` then also runs it at its defaults,
     # with no tuning and no external lr schedule (AlgoPerf's self-tuning track).
     self_tuning: bool = False
+    # ``create``'s keywords that go to ``model_groups`` (in ``options``), not to the optimizer
+    # (Muon's ``adam_params``).
+    group_keywords: tuple[str, ...] = ()
 
     @property
     def description(self) -> str:
@@ -185,7 +188,8 @@ def create(name: str, model_or_params: nn.Module | Iterable[Any], *,
             elif key in kwargs and key not in takes:
                 wrapper[key] = kwargs.pop(key)
     options = {"weight_decay_exclude_1d": weight_decay_exclude_1d, "no_decay": no_decay,
-               "layer_decay": layer_decay}
+               "layer_decay": layer_decay,
+               **{key: kwargs.pop(key) for key in entry.group_keywords if key in kwargs}}
     if isinstance(model_or_params, nn.Module):
         defaults = getattr(entry.factory, "hypers", {})
         options = {
@@ -329,6 +333,52 @@ def layer_depths(names: Iterable[str]) -> dict[str, int]:
     return depth
 
 
+# The params Muon sends to its AdamW branch besides those of fewer than 2 dimensions: the
+# embeddings (by module type) and these names (the output head), as ``fnmatch`` patterns.
+MUON_ADAM_MODULES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
+MUON_ADAM_NAMES = ("lm_head.*", "*.lm_head.*", "head.*", "*.head.*", "output.*",
+                   "classifier.*", "*.classifier.*", "fc.*", "*embed*")
+
+
+def muon_model_groups(model: nn.Module, options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``create("muon", model)``'s param groups: ``default_model_groups``', each split in two,
+    the params Muon orthogonalizes and those it steps with AdamW, the latter in a group with
+    ``routes={"matrix": False}`` (their matrices too; ``Part.where``). AdamW gets the
+    embeddings (``MUON_ADAM_MODULES``: ``nn.Embedding``, ``nn.EmbeddingBag``) and the params
+    named like an output head or an embedding (``MUON_ADAM_NAMES``); create's keyword
+    ``adam_params`` replaces those names: ``fnmatch`` patterns, or a function
+    ``(name, param) -> bool``. The params of fewer than 2 dimensions go to AdamW whatever
+    their group (the ``matrix`` route)."""
+    chosen = options.get("adam_params", MUON_ADAM_NAMES)
+    if isinstance(chosen, str):
+        chosen = (chosen,)
+    if not callable(chosen):
+        patterns = tuple(chosen)
+        if not all(isinstance(p, str) for p in patterns):
+            raise ValueError(f"Invalid adam_params: {chosen!r}; adam_params must be name "
+                             "patterns or a function (name, param) -> bool")
+        chosen = lambda name, p: any(fnmatch.fnmatchcase(name, pat)  # noqa: E731
+                                     for pat in patterns)
+    embeddings = {id(p) for m in model.modules() if isinstance(m, MUON_ADAM_MODULES)
+                  for p in m.parameters(recurse=False)}
+    groups = []
+    for group in default_model_groups(model, options):
+        names = group.get("param_names") or [""] * len(group["params"])
+        split: dict[bool, dict[str, Any]] = {}
+        for name, p in zip(names, group["params"], strict=True):
+            aux = id(p) in embeddings or bool(chosen(name, p))
+            out = split.setdefault(aux, {**{k: v for k, v in group.items()
+                                            if k not in ("params", "param_names")},
+                                         "params": [], "param_names": []})
+            out["params"].append(p)
+            out["param_names"].append(name)
+        for aux in sorted(split):
+            if aux:
+                split[aux]["routes"] = {"matrix": False}
+            groups.append(split[aux])
+    return groups
+
+
 def _add(name, factory, reproduces, year, paper, **more):
     register(Entry(name, factory, Reference(reproduces), year, paper, **more))
 
@@ -401,3 +451,7 @@ _add("schedulefree-adamw", recipes.ScheduleFreeAdamW, "schedulefree.AdamWSchedul
      2024, "https://arxiv.org/abs/2405.15682", self_tuning=True)
 _add("schedulefree-sgd", recipes.ScheduleFreeSGD, "schedulefree.SGDScheduleFreeReference", 2024,
      "https://arxiv.org/abs/2405.15682", self_tuning=True)
+_add("muon", recipes.Muon,
+     "torch.optim.Muon (matrices) + muon-optimizer SingleDeviceMuonWithAuxAdam (AdamW branch)",
+     2024, "https://kellerjordan.github.io/posts/muon/", model_groups=muon_model_groups,
+     group_keywords=("adam_params",))

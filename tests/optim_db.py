@@ -48,6 +48,7 @@ from optimkit.stats import (
 from optimkit.stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from optimkit.stats.factored import adafactor_direction
 from optimkit.stats.mixing import adan_moments, mars_direction, slow_grad_avg
+from optimkit.stats.orthogonal import muon_momentum, muon_step, orthogonalize
 from optimkit.steppers import (
     adagrad_step,
     adam_step,
@@ -753,6 +754,49 @@ DB: list[OptimizerInfo] = [
         converge_anneal=False,
         peers=(Peer("schedulefree SGDScheduleFree", "schedulefree:SGDScheduleFree"),),
     ),
+    OptimizerInfo(
+        "muon",
+        # torch.optim.Muon on the params of 2+ dims (viewed as [shape[0], rest]), Keller
+        # Jordan's SingleDeviceMuonWithAuxAdam's AdamW on the rest (tests/reference/muon.py)
+        Reference("reference.muon:MuonWithAuxAdam",
+                  state={"momentum_buffer": "momentum_buffer", "grad_avg": "exp_avg",
+                         "sqr_avg": "exp_avg_sq", "step": "step"}),
+        settings=(
+            {},
+            {"adjust_lr_fn": "match_rms_adamw", "lr": 0.01, "weight_decay": 0.0},
+            {"adjust_lr_fn": "original", "nesterov": False, "momentum": 0.9, "ns_steps": 3,
+             "eps": 1e-5},
+            {"adam_lr": 1e-3, "adam_betas": (0.8, 0.99), "adam_eps": 1e-8,
+             "adam_weight_decay": 0.1, "weight_decay": 0.01},
+        ),
+        converge={"lr": 0.02, "adam_lr": 0.02, "weight_decay": 0.0},
+        skips={
+            "test_lr_scheduler_drives_the_live_param_groups": (
+                "the AdamW params step with adam_lr, a hyper-parameter of its own: lr=0 leaves "
+                "them moving"
+            ),
+            "test_flat_mode_steps_as_one_tensor": (
+                "routed: the matrices step per shape (stacked for Newton-Schulz), the AdamW "
+                "params as one flat tensor"
+            ),
+            "test_cache_blocks_step_as_the_whole_bucket": (
+                "routed: the matrices step per shape, never as one block of the whole bucket"
+            ),
+            **{test: "needs whole tensors (issue 22 whole-tensor parts): under FSDP2 it would "
+                     "orthogonalize each rank's shard of a matrix"
+               for test in (
+                   "test_fsdp2_matches_the_unsharded_run",
+                   "test_fsdp2_compiled_step_runs_on_the_local_shards",
+                   "test_fsdp2_8bit_state_stays_per_shard",
+                   "test_fsdp2_stochastic_rounding_draws_the_unsharded_bits",
+                   "test_fsdp2_dcp_of_8bit_state_resumes_exactly",
+                   "test_fsdp2_state_converts_between_policies_in_memory",
+                   "test_fsdp2_dcp_of_8bit_state_into_a_plain_optimizer_is_refused",
+                   "test_fsdp2_state_of_other_shapes_is_refused_naming_the_param",
+                   "test_fsdp2_dcp_of_8bit_state_onto_another_world_size",
+               )},
+        },
+    ),
 ]
 
 _BY_NAME = {info.name: info for info in DB}
@@ -770,6 +814,14 @@ def get(name: str) -> OptimizerInfo:
 # tests/test_trust_parts.py) fails test_every_part_has_a_closed_form_case.
 
 EPS = 1e-8
+
+
+def _quintic(s, steps=5, a=3.4445, b=-4.775, c=2.0315):
+    """A singular value after Muon's Newton-Schulz steps (the iteration is a polynomial of
+    each singular value: s -> a s + b s**3 + c s**5)."""
+    for _ in range(steps):
+        s = a * s + b * s**3 + c * s**5
+    return s
 
 
 def sigmoid(x):
@@ -1142,6 +1194,36 @@ PART_CASES = [
          params=[[3.0, 4.0], [0.0, 0.0]], grads=[[[0.0, 0.0], [0.0, 0.0]]],
          state={"step": [4, 100]}, fields={"update": [[2.0, 0.0], [0.3, 0.4]]},
          expect={"params": [[2.85 - 0.5, 3.8], [-3e-4, -4e-4]]}),
+    # ---- Muon (stats/orthogonal.py). Momentum 0.5: buf = 2 + 0.5 (4 - 2) = 3; Nesterov
+    # update g + 0.5 (buf - g) = 3.5, plain: buf
+    Case("muon_momentum-nesterov", muon_momentum, {"momentum": 0.5}, params=[[[0.0]]],
+         grads=[[[[4.0]]]], state={"momentum_buffer": [[[2.0]]]},
+         expect={"state:momentum_buffer": [[[3.0]]], "field:update": [[[3.5]]]}),
+    Case("muon_momentum-plain", muon_momentum, {"momentum": 0.5, "nesterov": False},
+         params=[[[0.0]]], grads=[[[[4.0]]]], state={"momentum_buffer": [[[2.0]]]},
+         expect={"field:update": [[[3.0]]]}),
+    # Newton-Schulz in fp64 on diagonal matrices acts on each singular value alone:
+    # s -> a s + b s**3 + c s**5, five times, from s / ||G||. Two 2x2 (one batch of one shape)
+    # and a tall 3x2 (transposed, then back): diag(3, 4) / 5 = (0.6, 0.8), diag(0, 2) / 2
+    Case("orthogonalize-fp64-batched", orthogonalize, {"ns_dtype": torch.float64},
+         params=[[[0.0, 0.0]] * 2, [[0.0, 0.0]] * 2, [[0.0, 0.0]] * 3], grads=[[
+             [[0.0, 0.0]] * 2, [[0.0, 0.0]] * 2, [[0.0, 0.0]] * 3]],
+         fields={"update": [[[3.0, 0.0], [0.0, 4.0]], [[0.0, 0.0], [0.0, 2.0]],
+                            [[3.0, 0.0], [0.0, 4.0], [0.0, 0.0]]]},
+         expect={"field:update": (lambda f: [
+             [[f(0.6), 0.0], [0.0, f(0.8)]], [[0.0, 0.0], [0.0, f(1.0)]],
+             [[f(0.6), 0.0], [0.0, f(0.8)], [0.0, 0.0]]])(_quintic)}),
+    # lr 0.1; a tall [4, 1]: ratio sqrt(4 / 1) = 2; a wide [1, 4]: 1; a [2, 1, 2] as [2, 2]: 1
+    Case("muon_step-original", muon_step, {"lr": 0.1},
+         params=[[[1.0]] * 4, [[1.0] * 4], [[[1.0, 1.0]]] * 2], grads=[[
+             [[0.0]] * 4, [[0.0] * 4], [[[0.0, 0.0]]] * 2]],
+         fields={"update": [[[1.0]] * 4, [[1.0] * 4], [[[1.0, -1.0]]] * 2]},
+         expect={"params": [[[0.8]] * 4, [[0.9] * 4], [[[0.9, 1.1]]] * 2]}),
+    # match_rms_adamw: 0.2 sqrt(max(rows, cols)) = 0.2 * 2 for both
+    Case("muon_step-match-rms-adamw", muon_step, {"lr": 0.1, "adjust_lr_fn": "match_rms_adamw"},
+         params=[[[1.0]] * 4, [[1.0] * 4]], grads=[[[[0.0]] * 4, [[0.0] * 4]]],
+         fields={"update": [[[1.0]] * 4, [[1.0] * 4]]},
+         expect={"params": [[[1 - 0.04]] * 4, [[1 - 0.04] * 4]]}),
     # ---- Lookahead's sync (the executor runs it only on due tensors): slow += 0.5 (p - slow)
     Case("lookahead", lookahead, {"alpha": 0.5}, params=[[3.0, -1.0], [0.0]],
          grads=[[[0.0, 0.0], [0.0]]], state={"slow_param": [[1.0, 1.0], [2.0]]},

@@ -124,6 +124,8 @@ def _wrong_types(default):
         return [default[0], default[:-1], (*default, default[-1]), (*default[:-1], "0.9")]
     if default is None:  # an optional number (AdEMAMix's t_alpha_beta3)
         return ["10", True, [10.0]]
+    if isinstance(default, torch.dtype):  # a compute dtype (Muon's ns_dtype)
+        return ["bfloat16", None, torch.int64]
     if isinstance(default, str):  # a choice among names (MARS's mars_type)
         return [1, None, "Adamw"]
     raise AssertionError(f"no wrong values for a default of type {type(default).__name__}")

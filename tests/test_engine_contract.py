@@ -297,3 +297,149 @@ def test_param_shaped_state_of_0d_params_is_not_taken_for_a_scalar_state():
         _two_steps(optimkit.Adam(params, flat=flat), params)
         runs.append(params)
     assert all(torch.equal(p, q) for p, q in zip(*runs, strict=True))
+
+
+# ------------------------------------------- routing by tensor, same-shape batches (issue 22)
+def _spy_recipe(seen):
+    """A recipe whose matrices go through a ``batch="shape"`` part that records the shapes it
+    is handed, and whose other params take a plain SGD step."""
+    from optimkit.core import MATRIX
+
+    @stat(provides=("update",), batch="shape")
+    def record_shapes(b):
+        seen.append(sorted({tuple(t.shape) for t in b.grads}) + [len(b.grads)])
+        b.update = [g * 2 for g in b.grads]
+
+    class Routed(Optimizer):
+        parts = (record_shapes.where(MATRIX), steppers.sgd_step)
+        hypers = dict(lr=0.1)
+
+    return Routed
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["eager", "flat"])
+def test_a_batched_part_gets_one_shape_per_bucket_and_only_its_route(flat):
+    seen: list = []
+    shapes = [(3, 2), (4,), (3, 2), (2, 5), (3, 2), (2, 5)]
+    params = [torch.randn(s, dtype=torch.float64, requires_grad=True) for s in shapes]
+    start = [p.detach().clone() for p in params]
+    opt = _spy_recipe(seen)(params, flat=flat)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    # one call per shape, holding every tensor of that shape; the vector never reaches it
+    assert sorted(map(tuple, seen)) == [((2, 5), 2), ((3, 2), 3)]
+    for p, p0, s in zip(params, start, shapes, strict=True):
+        moved = 0.2 if len(s) >= 2 else 0.1  # the matrices' update doubled, the vector's not
+        torch.testing.assert_close(p.detach(), p0 - moved)
+
+
+def test_complementary_routes_are_branches_and_a_real_clash_still_raises():
+    from optimkit.core import MATRIX
+    from optimkit.stats import average_grad, lion_direction, momentum
+
+    # both provide the update, on disjoint branches; the stepper reads it on both
+    class Branches(Optimizer):
+        parts = (momentum.where(MATRIX), lion_direction.where(~MATRIX), steppers.sgd_step)
+        hypers = dict(lr=0.1, momentum=0.9)
+
+    assert Branches.recipe.parts[0].routes == (MATRIX,)
+    # the same two parts unrouted: a clash
+    with pytest.raises(TypeError, match="both provide 'update'"):
+        class Clash(Optimizer):
+            parts = (momentum, lion_direction, steppers.sgd_step)
+            hypers = dict(lr=0.1, momentum=0.9)
+    # routed the same way: still a clash
+    with pytest.raises(TypeError, match="both provide 'update'"):
+        class SameBranch(Optimizer):
+            parts = (momentum.where(MATRIX), lion_direction.where(MATRIX), steppers.sgd_step)
+            hypers = dict(lr=0.1, momentum=0.9)
+    # a read that one branch never provides
+    with pytest.raises(TypeError, match="reads 'first_moment'.*every branch"):
+        class HalfRead(Optimizer):
+            parts = (average_grad.where(MATRIX), steppers.adam_step)
+            hypers = dict(lr=0.1)
+    # two routes under one label are refused
+    with pytest.raises(TypeError, match="labelled 'matrix'"):
+        class TwoTests(Optimizer):
+            parts = (momentum.where(MATRIX),
+                     average_grad.where(lambda p, n: p.ndim > 2, "matrix"), steppers.sgd_step)
+            hypers = dict(lr=0.1, momentum=0.9)
+
+
+def test_a_group_pins_a_route_and_routes_see_param_names():
+    ps = [torch.randn(4, 3, requires_grad=True), torch.randn(4, 3, requires_grad=True),
+          torch.randn(3, requires_grad=True)]
+    opt = optimkit.Muon([{"params": ps[:1]},
+                         {"params": ps[1:], "routes": {"matrix": False}}], lr=0.01)
+    for p in ps:
+        p.grad = torch.randn_like(p)
+    opt.step()
+    assert set(opt.state[ps[0]]) == {"momentum_buffer"}
+    assert set(opt.state[ps[1]]) == set(opt.state[ps[2]]) == {"step", "grad_avg", "sqr_avg"}
+
+
+def test_create_muon_sends_embeddings_and_the_head_to_adamw():
+    model = torch.nn.ModuleDict({
+        "embed": torch.nn.Embedding(10, 4), "block": torch.nn.Linear(4, 4),
+        "norm": torch.nn.LayerNorm(4), "lm_head": torch.nn.Linear(4, 10, bias=False),
+    })
+    opt = optimkit.create("muon", model)
+    x = model["lm_head"](model["norm"](model["block"](model["embed"](torch.tensor([1, 2])))))
+    x.sum().backward()
+    opt.step()
+    kinds = {name: sorted(opt.state[p]) for name, p in model.named_parameters()}
+    muon, adam = ["momentum_buffer"], ["grad_avg", "sqr_avg", "step"]
+    assert kinds == {"embed.weight": adam, "block.weight": muon, "block.bias": adam,
+                     "norm.weight": adam, "norm.bias": adam, "lm_head.weight": adam}
+    # the user's own names instead of the default patterns: the head goes to Muon
+    opt = optimkit.create("muon", model, adam_params=["nothing*"])
+    model.zero_grad()
+    model["lm_head"](model["embed"](torch.tensor([1]))).sum().backward()
+    opt.step()
+    assert sorted(opt.state[model["lm_head"].weight]) == muon
+    assert sorted(opt.state[model["embed"].weight]) == adam  # by module type
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+def test_muon_newton_schulz_in_fp32_and_fp64_matches_a_naive_loop(dtype):
+    import math
+
+    from reference.muon import naive_lr_ratio, naive_newton_schulz
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(6, 4), (6, 4), (3, 7), (4, 2, 3)]
+    params = [torch.randn(s, generator=gen, dtype=dtype, requires_grad=True) for s in shapes]
+    naive = [p.detach().clone() for p in params]
+    bufs = [torch.zeros_like(p) for p in naive]
+    opt = optimkit.Muon(params, lr=0.02, weight_decay=0.1, ns_dtype=dtype)
+    for _ in range(10):
+        grads = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        opt.step()
+        for p, buf, g in zip(naive, bufs, grads, strict=True):
+            buf.lerp_(g, 1 - 0.95)
+            u = naive_newton_schulz(g.lerp(buf, 0.95).reshape(p.shape[0], -1))
+            rows, cols = p.shape[0], math.prod(p.shape[1:])
+            p.mul_(1 - 0.02 * 0.1).sub_(u.reshape(p.shape), alpha=0.02 * naive_lr_ratio(rows, cols))
+    tol = 1e-10 if dtype is torch.float64 else 1e-5
+    for p, q in zip(params, naive, strict=True):
+        torch.testing.assert_close(p.detach(), q, rtol=tol, atol=tol)
+
+
+def test_cautious_muon_masks_the_orthogonalized_update():
+    from reference.muon import naive_newton_schulz
+
+    gen = torch.Generator().manual_seed(3)
+    p0 = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    g = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    p = p0.clone().requires_grad_()
+    opt = optimkit.Muon([p], lr=0.1, weight_decay=0.0, cautious=True, ns_dtype=torch.float64)
+    p.grad = g
+    opt.step()
+    # first step from a zero buffer: buf = 0.05 g, Nesterov u = g + 0.95 (buf - g)
+    u = naive_newton_schulz(g.lerp(0.05 * g, 0.95))
+    mask = (u * g > 0).double()
+    u = u * mask * (u.numel() / (mask.sum() + 1))
+    torch.testing.assert_close(p.detach(), p0 - 0.1 * (5 / 3) ** 0.5 * u, rtol=1e-10, atol=1e-12)

@@ -62,6 +62,10 @@ from .tensorlists import Bucket
 # Hyper-parameters passed to the compiled step as tensors whatever their value; every other
 # number is a tensor too unless it is 0 or 1 (see the module doc).
 SCHEDULED_HYPERS = frozenset({"lr", "betas", "momentum"})
+# Hyper-parameters that shape the computation rather than scale it, baked into the compiled
+# step as constants (a change recompiles): Muon's Newton-Schulz coefficients, which torch's
+# fused matrix products (addmm's beta and alpha) take as Python numbers only.
+CONSTANT_HYPERS = frozenset({"ns_coefficients"})
 
 
 @functools.cache
@@ -107,6 +111,9 @@ def graph_inputs(group: Mapping[str, Any], names: Sequence[str]):
     constants = {}
     for name in names:
         value, always = group[name], name in SCHEDULED_HYPERS
+        if name in CONSTANT_HYPERS:
+            constants[name] = tuple(value) if isinstance(value, list) else value
+            continue
         if isinstance(value, (tuple, list)) and any(_is_number(v, always) for v in value):
             mask = tuple(_is_number(v, always) for v in value)
             numbers += [float(v) for v, m in zip(value, mask, strict=True) if m]
@@ -197,6 +204,10 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
     elif isinstance(bucket, ShardedBucket):
         layout = ("sharded", bucket.groups)
     options = policy.compile_options(bucket)
+    if any(part.batch for part in parts):
+        # batched matrix math may run in a narrower dtype (Muon's bf16 Newton-Schulz): round
+        # every intermediate as eager mode does, so the compiled step is the eager one
+        options = {**options, "emulate_precision_casts": True}
     import torch._inductor.config as inductor_config
 
     with torch._dynamo.config.patch(capture_scalar_outputs=True), inductor_config.patch(options):

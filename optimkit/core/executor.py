@@ -41,6 +41,15 @@ buckets their local shards, and a precision policy's ``prepare`` / ``finalize`` 
 they wrap a step (Kahan-compensated params are read as ``p + c`` and written back with their
 compensation; stochastic rounding draws bits of its own stream).
 
+**Routing by tensor.** A part routed with ``part.where(predicate)`` (``core/parts.py``) runs
+only on the params for which the predicate holds: each param's outcome of every route of the
+recipe is computed once, on the host (cached per param), and joins the bucket key, so a bucket
+(and a flat store) holds params of one outcome and runs the parts routed to them (Muon's
+matrices and its AdamW params in one param group). A part declared ``batch="shape"`` adds
+the param's shape to the key of the params it applies to: its bucket holds one shape, which
+it stacks into one batched call, and a compiled step compiles once per shape. A recipe
+without routes or batches buckets exactly as before.
+
 A part declared with ``every="k"`` (Lookahead's sync) runs after the others, on the tensors
 whose step count is a multiple of ``group["k"]``: decided on the host from the CPU step
 counters, and outside the compiled graph, so the compiled step neither recompiles nor breaks
@@ -76,6 +85,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
+import weakref
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -131,14 +141,26 @@ class Executor:
         # the parts of every phase, whose state the buckets of each phase carry
         self._sink: list | None = None
         self._holding: list[Part] | None = None
+        self._set_routes()
+
+    def _set_routes(self) -> None:
+        """The recipe's routes by label, and each param's outcome of them (computed once)."""
+        routes = {} if self.recipe is None else {
+            route.label: route for part in self.recipe.parts for route in part.routes}
+        self._routes = tuple(routes.values())
+        # id(param) -> (a weak reference to it, its outcomes): tensors compare by value
+        self._outcomes: dict[int, tuple[weakref.ref, tuple[bool, ...]]] = {}
 
     # The recipe is the class's (it holds functions, which do not pickle): the optimizer puts it
     # back after unpickling. The eager bucket cache is rebuilt on the next step.
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "recipe": None, "_layout": {}, "scratch": ScratchPool()}
+        return {**self.__dict__, "recipe": None, "_layout": {}, "scratch": ScratchPool(),
+                "_outcomes": None, "_routes": ()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._routes = ()  # the optimizer puts the recipe back, then its routes
+        self._outcomes = {}
         self.__dict__.setdefault("scratch", ScratchPool())  # pickled before it existed
         self.__dict__.setdefault("_warned_eager_store", False)
         self.__dict__["_sink"] = None
@@ -208,7 +230,10 @@ class Executor:
         loose = []
         for p in group["params"]:
             if p.requires_grad and storage_of(p) not in tied:
-                by_kind.setdefault((p.device, p.dtype, self.policy.key(p)), []).append(p)
+                key = (p.device, p.dtype, self.policy.key(p))
+                if self._routes:  # a store per route outcome (and shape, for batched parts)
+                    key += self._route_key(p, group)
+                by_kind.setdefault(key, []).append(p)
             else:
                 loose.append(p)
         self.stores.append([FlatStore(params) for params in by_kind.values()])
@@ -244,9 +269,10 @@ class Executor:
                 groups, active, self.stores, self.loose, strict=True
             ):
                 for store in stores:
-                    self._step_store(store, group, parts, state)
-                for params in self._split(loose):
-                    self.run(self._bucket(params, group, parts, state), group, parts)
+                    self._step_store(store, group, self.routed(parts, store.params), state)
+                for params in self._split(loose, group):
+                    routed = self.routed(parts, params)
+                    self.run(self._bucket(params, group, routed, state), group, routed)
             return
         # which params each bucket holds (complex params refused here), then the buckets
         plans = [
@@ -255,12 +281,12 @@ class Executor:
                                                                     strict=True))
         ]
         work = [
-            (group, parts, self._group_buckets(index, group, parts, state, plan))
+            (group, self._group_buckets(index, group, parts, state, plan))
             for index, (group, parts, plan) in enumerate(zip(groups, active, plans, strict=True))
         ]
-        for group, parts, buckets in work:
-            for bucket in buckets:
-                self.run(bucket, group, parts)
+        for group, buckets in work:
+            for bucket, routed in buckets:
+                self.run(bucket, group, routed)
 
     # ------------------------------------------------ phases between barriers
     def _phases(self, clip: bool) -> tuple[tuple[tuple[Part, ...], ...], tuple[Barrier, ...]]:
@@ -324,20 +350,28 @@ class Executor:
             if not parts:
                 continue
             if self.flat:
-                self._holding = [part for phase in self._phases(
+                holding = [part for phase in self._phases(
                     view.get("max_grad_norm") is not None)[0] for part in phase
                     if part.active(view)]
                 try:
                     for store in self.stores[index]:
-                        self._step_store(store, view, parts, state)
-                    for params in self._split(self.loose[index]):
-                        self.run(self._bucket(params, view, parts, state), view, parts)
+                        # the state of every phase's parts routed to this store
+                        self._holding = self.routed(holding, store.params)
+                        self._step_store(store, view, self.routed(parts, store.params), state)
+                    for params in self._split(self.loose[index], view):
+                        self._holding = self.routed(holding, params)
+                        routed = self.routed(parts, params)
+                        self.run(self._bucket(params, view, routed, state), view, routed)
                 finally:
                     self._holding = None
                 continue
-            for bucket in work[index]:
-                # a fresh bucket over the same tensors: per-step fields do not cross a barrier
-                self.run(bucket if number == 0 else _fresh(bucket), view, parts)
+            for bucket, routed in work[index]:
+                ids = {id(part) for part in routed}
+                here = [part for part in parts if id(part) in ids]
+                if here:
+                    # a fresh bucket over the same tensors: per-step fields do not cross a
+                    # barrier
+                    self.run(bucket if number == 0 else _fresh(bucket), view, here)
 
     def _totals(self, sink: list, names: Sequence[str]) -> dict[str, float]:
         """The phase's contributions added up over every bucket: float64, the shards of each
@@ -374,6 +408,41 @@ class Executor:
     def _active_parts(self, group: Mapping[str, Any]) -> list[Part]:
         return [part for part in self.recipe.parts if part.active(group)]
 
+    def outcome(self, p: Tensor, group: Mapping[str, Any] | None = None) -> dict[str, bool]:
+        """Which of the recipe's routes hold for ``p`` (label -> bool): computed on the host at
+        the param's first step, from the param and its name in ``group["param_names"]``, and
+        kept. A param group's ``routes`` (label -> bool) pins the outcome for its params
+        (``optimkit.create("muon", model)`` sends the embeddings and the head to AdamW so)."""
+        cached = self._outcomes.get(id(p))
+        if cached is not None and cached[0]() is p:
+            values = cached[1]
+        else:
+            group = group or {}
+            pinned = group.get("routes") or {}
+            name = ""
+            if "param_names" in group:
+                name = next((n for q, n in zip(group["params"], group["param_names"],
+                                               strict=False) if q is p), "")
+            values = tuple(bool(pinned[route.label]) if route.label in pinned
+                           else bool(route.test(p, name)) for route in self._routes)
+            self._outcomes[id(p)] = (weakref.ref(p), values)
+        return dict(zip((route.label for route in self._routes), values, strict=True))
+
+    def routed(self, parts: list[Part], params: Sequence[Tensor]) -> list[Part]:
+        """The ``parts`` that run on a bucket of ``params`` (all of one route outcome)."""
+        if not self._routes or not params:
+            return parts
+        outcome = self.outcome(params[0])
+        return [part for part in parts if part.applies(outcome)]
+
+    def _route_key(self, p: Tensor, group: Mapping[str, Any]) -> tuple:
+        """The bucket key's share of the routes: the param's outcome, and its shape where a
+        ``batch="shape"`` part applies to it."""
+        outcome = self.outcome(p, group)
+        batched = any(part.batch == "shape" and part.applies(outcome)
+                      for part in self.recipe.parts)
+        return (tuple(outcome.values()), tuple(p.shape) if batched else None)
+
     def _check_sparse(self, grads: Sequence[Tensor | None]) -> None:
         if any(g is not None and g.is_sparse for g in grads):
             raise RuntimeError(
@@ -389,31 +458,35 @@ class Executor:
         layout = self._layout.get(index)
         if layout is not None and layout.matches(params, mask, names):
             return layout
-        return (mask, names, self._split(params))
+        return (mask, names, self._split(params, group))
 
     def _group_buckets(
         self, index: int, group: Mapping[str, Any], parts: list[Part], state: dict, plan
     ) -> list[Bucket]:
         if isinstance(plan, _Layout):
             return [
-                Bucket(b.params, [p.grad for p in b.params], dict(b.state), {})
-                for b in plan.buckets
+                (Bucket(b.params, [p.grad for p in b.params], dict(b.state), {}), routed)
+                for b, routed in zip(plan.buckets, plan.parts, strict=True)
             ]
         mask, names, split = plan
-        buckets = [self._bucket(ps, group, parts, state) for ps in split]
+        routes = [self.routed(parts, ps) for ps in split]
+        buckets = [self._bucket(ps, group, routed, state)
+                   for ps, routed in zip(split, routes, strict=True)]
         # (a sharded bucket holds local shards, which have no .grad to read again next step)
         if not any(created for b in buckets for created in b.created.values()) and not any(
             isinstance(b, ShardedBucket) for b in buckets
         ):
-            self._layout[index] = _Layout(group["params"], mask, names, buckets)
+            self._layout[index] = _Layout(group["params"], mask, names, buckets, routes)
         else:
             self._layout.pop(index, None)
-        return buckets
+        return list(zip(buckets, routes, strict=True))
 
-    def _split(self, params: Sequence[Tensor]) -> list[list[Tensor]]:
-        """The params with a grad, by (device, dtype, mesh and placements for DTensors, and the
-        precision policy's key); a param that shares its storage with another of ``params`` (a
-        tied weight, see the module doc) in a bucket of its own, in the order of ``params``."""
+    def _split(self, params: Sequence[Tensor],
+               group: Mapping[str, Any] | None = None) -> list[list[Tensor]]:
+        """The params with a grad, by (device, dtype, mesh and placements for DTensors, the
+        precision policy's key, and the outcome of the recipe's routes); a param that shares
+        its storage with another of ``params`` (a tied weight, see the module doc) in a bucket
+        of its own, in the order of ``params``."""
         buckets: dict[Any, list[Tensor]] = {}
         # among the params that step (flat mode's loose ones are mostly frozen, with no grad)
         tied = tied_storages([p for p in params if p.grad is not None])
@@ -428,7 +501,10 @@ class Executor:
             if tied and storage_of(p) in tied:
                 buckets[index] = [p]
                 continue
-            buckets.setdefault((p.device, p.dtype, shard_key(p), self.policy.key(p)), []).append(p)
+            key = (p.device, p.dtype, shard_key(p), self.policy.key(p))
+            if self._routes:
+                key += self._route_key(p, group or {})
+            buckets.setdefault(key, []).append(p)
         return list(buckets.values())
 
     def _bucket(
@@ -461,7 +537,11 @@ class Executor:
             return
         params = [p for p in store.params if p.grad is not None]
         if params:
-            compile = len(params) <= PER_TENSOR_COMPILE_MAX
+            # a store of batched parts (one shape, stacked) compiles its matrix math once,
+            # whatever the number of tensors: only the element-wise parts unroll
+            batched = any(part.shaped for part in parts) and all(
+                part.batch for part in parts if part.shaped)
+            compile = len(params) <= (MANY_TENSORS if batched else PER_TENSOR_COMPILE_MAX)
             if not compile and self.compile and per_tensor and not self._warned_eager_store:
                 self._warned_eager_store = True
                 warnings.warn(
@@ -738,10 +818,12 @@ def _arguments_of(arguments: tuple, indices: Sequence[int]) -> tuple:
 class _Layout:
     """The buckets of one param group at one step, with what they depend on."""
 
-    __slots__ = ("params", "mask", "names", "buckets")
+    __slots__ = ("params", "mask", "names", "buckets", "parts")
 
-    def __init__(self, params: list, mask: list[bool], names: tuple, buckets: list[Bucket]):
+    def __init__(self, params: list, mask: list[bool], names: tuple, buckets: list[Bucket],
+                 parts: list[list[Part]]):
         self.params = params
+        self.parts = parts  # the parts each bucket runs (its routes')
         self.mask = mask
         self.names = names
         # copies of the lists: a part may rebind bucket.state[name] during its step

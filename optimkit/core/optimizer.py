@@ -358,6 +358,7 @@ class Optimizer(torch.optim.Optimizer):
             executor = Executor(type(self).recipe, type(self).__name__, flat=False,
                                 compile=False)
         executor.recipe = type(self).recipe
+        executor._set_routes()  # its route tests are the recipe's (functions: not pickled)
         self._executor = executor
         if copied is not None:
             executor.state_loaded(self.state)
@@ -596,7 +597,14 @@ class Optimizer(torch.optim.Optimizer):
         # the state every param that has stepped keeps: that of the parts no hyper switches
         # off (a switched part's state may be missing: switched on after the param's last
         # step, it is created at the next one, in the run that saved it too)
-        always = {name for part in cls.recipe.parts if part.when is None for name in part.state}
+        # (a routed part's only on its branch: the state of the branches a param's state
+        # shows it was on, see Part.where)
+        always = {name for part in cls.recipe.parts if part.when is None and not part.routes
+                  for name in part.state}
+        branches: dict[tuple, set[str]] = {}
+        for part in cls.recipe.parts:
+            if part.when is None and part.routes:
+                branches.setdefault(part.routes, set()).update(part.state)
         # the policy that reads the stored forms (a plain optimizer's: the converter) checks
         # its own entries; the declared layouts say which shape each state has
         policy = self._stored_forms()
@@ -615,7 +623,9 @@ class Optimizer(torch.optim.Optimizer):
                     raise ValueError(f"{where}: its state is {_describe(entry)}, not a dict")
                 entry = self._renamed(where, entry, known, policy, saved)
                 present = {k for k in entry if k in known}
-                missing = sorted(always - present)
+                needed = always.union(*(names for names in branches.values()
+                                        if names & present))
+                missing = sorted(needed - present)
                 # a state of its own shape this param does not use (its init makes no
                 # elements: Adafactor's variance of a matrix) may be absent, as torch saves it
                 unused = {n: init(p, own) for n in missing if layouts.get(n) is Layout.OWN

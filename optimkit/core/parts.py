@@ -163,6 +163,40 @@ def zero_scalar(p: torch.Tensor, group: Mapping[str, Any]) -> torch.Tensor:
     return torch.zeros((), dtype=p.dtype, device=p.device)
 
 
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """Which tensors a part applies to: ``test(param, name) -> bool``, a host predicate of the
+    param (its shape, dtype, ndim) and of its name (``""`` where the param group carries no
+    ``param_names``), evaluated once per param, never on tensor values.
+
+    ``~route`` is the complement (same ``label``, the opposite outcome): the recipe check treats
+    two parts routed by one label with opposite outcomes as branches (both may provide the
+    same field), and the executor buckets params by the outcome of every route of the recipe.
+    """
+
+    label: str
+    test: Callable[[torch.Tensor, str], bool]
+    holds: bool = True
+
+    def __invert__(self) -> Route:
+        return dataclasses.replace(self, holds=not self.holds)
+
+    def __call__(self, p: torch.Tensor, name: str = "") -> bool:
+        return bool(self.test(p, name)) == self.holds
+
+    def __str__(self) -> str:
+        return self.label if self.holds else f"not {self.label}"
+
+
+def is_matrix(p: torch.Tensor, name: str = "") -> bool:
+    """A param of two or more dimensions (a linear weight; a conv filter, seen as a matrix of
+    ``shape[0]`` rows): Muon's default route."""
+    return p.ndim >= 2
+
+
+MATRIX = Route("matrix", is_matrix)
+
+
 # The default of a gate hyper-parameter that the recipe must give (see ``Part.only_if``).
 NO_DEFAULT: Any = type("NoDefault", (), {"__repr__": lambda self: "<no default>"})()
 
@@ -205,7 +239,18 @@ class Part:
     # optimizer-level values a barrier keeps in the param groups (or computes at the start of
     # the step), passed to ``fn`` like hyper-parameters but not keywords of the recipe
     group_values: tuple[str, ...] = ()
+    # The tensors the part applies to (see :meth:`where`): every route must hold for a param.
+    # The executor buckets params by the routes' outcomes, so a bucket runs only its parts.
+    routes: tuple[Route, ...] = ()
+    # ``"shape"``: the part runs on buckets whose params all have one shape (the executor adds
+    # the shape to the bucket key), so its matrix math is one batched call per shape
+    # (``torch.stack`` + ``bmm``) and a compiled step compiles once per shape. Implies
+    # ``shaped``.
+    batch: str | None = None
+    # group key -> the function's keyword it is handed as (see :meth:`renamed`)
+    renames: Mapping[str, str] = dataclasses.field(default_factory=dict)
     passed: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    _args: tuple[tuple[str, str], ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.provides if name not in FIELDS]
@@ -229,6 +274,11 @@ class Part:
         # the hyper-parameters handed to ``fn`` from the group, computed once
         object.__setattr__(self, "passed", tuple(k for k in self.hypers if k not in self.gates)
                            + tuple(self.group_values))
+        object.__setattr__(self, "_args", tuple((self.renames.get(k, k), k) for k in self.passed))
+        if self.batch not in (None, "shape"):
+            raise ValueError(f"{self.name}: batch={self.batch!r}; the only batching is 'shape'")
+        if self.batch is not None and not self.shaped:
+            object.__setattr__(self, "shaped", True)
 
     @property
     def name(self) -> str:
@@ -264,6 +314,42 @@ class Part:
             self, when=when, label=f"{self.name}[{hyper}]", hypers=hypers, gates=gates
         )
 
+    def where(self, predicate: Route | Callable[[torch.Tensor, str], bool],
+              label: str | None = None) -> Part:
+        """The same part, run only on the params for which ``predicate(param, name)`` holds.
+
+        ``predicate`` is a :class:`Route` (``MATRIX``, ``~MATRIX``) or a function of the param
+        and its name (``label`` names it; default: the function's name). It is evaluated on the
+        host, once per param, and its outcome joins the bucket key: a bucket holds params with
+        the same outcome of every route of the recipe and runs the parts routed to them. Two
+        parts routed by one label with opposite outcomes are branches: both may create or
+        provide the same state or field (``muon_step.where(MATRIX)`` and
+        ``adam_step.where(~MATRIX)``). A recipe without routes buckets as before.
+        """
+        route = predicate if isinstance(predicate, Route) else Route(
+            label or getattr(predicate, "__name__", "where"), predicate)
+        return dataclasses.replace(self, routes=(*self.routes, route),
+                                   label=f"{self.name}[{route}]")
+
+    def applies(self, outcome: Mapping[str, bool]) -> bool:
+        """Whether the part runs on params whose routes came out as ``outcome`` (label ->
+        whether the route's test held)."""
+        return all(outcome[route.label] == route.holds for route in self.routes)
+
+    def renamed(self, **keys: str) -> Part:
+        """The same part reading its hyper-parameters under other names in the group:
+        ``adam_step.renamed(lr="adam_lr")`` hands ``group["adam_lr"]`` to the function as
+        ``lr``. A recipe uses it to run one part twice with separate hypers (Muon's AdamW
+        branch). Rules and defaults follow the new names."""
+        unknown = set(keys) - set(self.passed)
+        if unknown:
+            raise ValueError(f"{self.name} does not read hyper-parameters {sorted(unknown)}")
+        hypers = {keys.get(k, k): v for k, v in self.hypers.items()}
+        rules = {keys.get(k, k): v for k, v in self.rules.items()}
+        renames = {keys.get(k, k): self.renames.get(k, k) for k in self.hypers}
+        renames = {k: v for k, v in renames.items() if k != v}
+        return dataclasses.replace(self, hypers=hypers, rules=rules, renames=renames)
+
     def with_fixed(self, **values: Any) -> Part:
         """The same part with some hyper-parameters pinned to constants.
 
@@ -287,7 +373,7 @@ class Part:
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
             return []
         taken = {p.name for p in params}
-        given = set(self.passed) | set(self.fixed)
+        given = {arg for arg, _ in self._args} | set(self.fixed)
         problems = [f"reads hyper-parameter {name!r}, which it does not declare"
                     for name in sorted(taken - given)]
         problems += [f"declares hyper-parameter {name!r}, which its function does not take"
@@ -299,14 +385,14 @@ class Part:
     def __call__(self, bucket, group: Mapping[str, Any]) -> Any:
         if contract.ENFORCED and not torch.compiler.is_compiling():
             bucket = contract.guard(bucket, self)  # the test suite's run-time check
-            out = self.fn(bucket, **self.fixed, **{k: group[k] for k in self.passed})
+            out = self.fn(bucket, **self.fixed, **{arg: group[key] for arg, key in self._args})
             if self.contributes and (not isinstance(out, tuple)
                                      or len(out) != len(self.contributes)):
                 raise contract.ContractViolation(
                     f"part {self.name} contributes {self.contributes}: it must return a tuple "
                     f"of one tensor for each, got {type(out).__name__}")
             return out
-        return self.fn(bucket, **self.fixed, **{k: group[k] for k in self.passed})
+        return self.fn(bucket, **self.fixed, **{arg: group[key] for arg, key in self._args})
 
     def __repr__(self) -> str:
         return f"<{self.kind} {self.name}>"
@@ -323,7 +409,8 @@ def implied_storage(init: Init) -> Storage:
 
 
 def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped, every,
-             hypers, storage=None, contributes=(), group_values=(), whole=False):
+             hypers, storage=None, contributes=(), group_values=(), whole=False,
+             batch=None):
     def wrap(fn: Callable[..., None]) -> Part:
         gates = ()
         if every is not None:
@@ -335,7 +422,7 @@ def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped
             reads=tuple(reads), provides=tuple(provides), overrides=tuple(overrides),
             rules=dict(rules or {}), checks=tuple(checks), shaped=shaped, every=every,
             gates=gates, storage=dict(storage or {}), contributes=tuple(contributes),
-            group_values=tuple(group_values), whole=whole,
+            group_values=tuple(group_values), whole=whole, batch=batch,
         )
 
     return wrap
@@ -345,7 +432,7 @@ def stat(
     state: Mapping[str, Init] | None = None, *, reads=(), provides=(), overrides=(),
     rules: Mapping[str, Rule] | None = None, checks=(), shaped: bool = False,
     every: str | None = None, storage: Mapping[str, str] | None = None, contributes=(),
-    group_values=(), whole: bool = False, **hypers: Any,
+    group_values=(), whole: bool = False, batch: str | None = None, **hypers: Any,
 ):
     """Declare a stat: ``@stat(state={"grad_avg": zeros}, storage={"grad_avg": "signed"},
     provides=("first_moment",), rules=dict(betas=betas), betas=(0.9, 0.999))``.
@@ -358,9 +445,26 @@ def stat(
     ``whole=True`` (implies ``shaped``) marks a stat that needs each full tensor: under FSDP2 it
     runs on one owner rank per tensor, on the gathered tensors of the fields and states it
     declares, instead of on each rank's shard (see the module doc).
+
+    ``batch="shape"`` marks a stat whose math is per matrix (Muon's Newton-Schulz): the
+    executor hands it buckets of params of one shape, so it stacks them into one
+    ``[n, rows, cols]`` tensor and runs one batched call (``torch.bmm``) per shape, and a
+    compiled step compiles once per shape, not unrolled per tensor (:func:`same_shapes`
+    groups a list that may still mix shapes).
     """
     return _declare("stat", state, reads, provides, overrides, rules, checks, shaped, every,
-                    hypers, storage, contributes, group_values, whole)
+                    hypers, storage, contributes, group_values, whole, batch)
+
+
+def same_shapes(tensors) -> list[tuple[tuple[int, ...], list[int]]]:
+    """The indices of ``tensors`` grouped by shape, in first-seen order: ``[(shape, [i, ...]),
+    ...]``. A ``batch="shape"`` part gets one shape per bucket from the executor; this keeps
+    it right where a caller hands it a mixed list (the closed-form tests, a user's bucket).
+    Shapes are static, so under ``torch.compile`` this runs at trace time only."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(tuple(t.shape), []).append(i)
+    return list(groups.items())
 
 
 def stepper(

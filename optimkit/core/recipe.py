@@ -7,6 +7,7 @@ recipe fails at import time with a ``TypeError`` naming the part, not at its fir
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -158,15 +159,44 @@ def _check_transitions(owner: str, transitions: Mapping[str, Any], state_inits: 
     return dict(transitions)
 
 
+def _disjoint(a: Part, b: Part) -> bool:
+    """Whether two parts never run on one param: routed by one label with opposite outcomes."""
+    mine = {route.label: route.holds for route in a.routes}
+    return any(mine.get(route.label, route.holds) != route.holds for route in b.routes)
+
+
+def _covered(reader: Part, writers: list[Part], labels: tuple[str, ...]) -> bool:
+    """Whether, on every branch ``reader`` runs on (each outcome of the recipe's routes that
+    its own routes allow), some part of ``writers`` runs too. Without routes: any writer."""
+    if not writers:
+        return False
+    if not labels:
+        return True
+    for outcome in itertools.product((False, True), repeat=len(labels)):
+        branch = dict(zip(labels, outcome, strict=True))
+        if reader.applies(branch) and not any(w.applies(branch) for w in writers):
+            return False
+    return True
+
+
 def _check_order(owner: str, parts: tuple[Part, ...]) -> dict[str, Init]:
     inits: dict[str, Init] = {}
-    state_by: dict[str, str] = {}  # state name -> the part creating it
-    field_by: dict[str, str] = {name: "" for name in INITIAL_FIELDS}  # "" = the bucket itself
+    # state name / field -> the parts writing it so far ("" entries: the bucket itself)
+    bucket = Part(fn=_bucket_fields, kind="stat", state={}, hypers={}, label="")
+    state_by: dict[str, list[Part]] = {}
+    field_by: dict[str, list[Part]] = {name: [bucket] for name in INITIAL_FIELDS}
+    tests: dict[str, Any] = {}
+    for part in parts:
+        for route in getattr(part, "routes", ()):  # (a barrier has none)
+            if tests.setdefault(route.label, route.test) is not route.test:
+                raise TypeError(f"{owner}: two routes are labelled {route.label!r} "
+                                f"(in {part.name}); give each test its own label")
+    labels = tuple(tests)
     host_gated = None
     for part in parts:
         if isinstance(part, Barrier):
             # per-step fields do not cross a barrier: phase 2 starts from the gradient again
-            field_by = {name: "" for name in INITIAL_FIELDS}
+            field_by = {name: [bucket] for name in INITIAL_FIELDS}
             continue
         if host_gated is not None and part.every is None:
             raise TypeError(
@@ -180,18 +210,21 @@ def _check_order(owner: str, parts: tuple[Part, ...]) -> dict[str, Init]:
                 raise TypeError(f"{owner}: part {part.name} runs every k-th step and may read "
                                 f"state only, not the per-step fields {fields}")
         for name in part.reads:
-            if name not in state_by and name not in field_by:
+            writers = state_by.get(name, []) + field_by.get(name, [])
+            if not _covered(part, writers, labels):
                 hint = (f"a per-step field: {FIELDS[name]}" if name in FIELDS
                         else "a state name no earlier part declares")
+                branch = " on every branch it runs on" if writers else ""
                 raise TypeError(
-                    f"{owner}: part {part.name} reads {name!r}, which no earlier part provides "
-                    f"({hint})"
+                    f"{owner}: part {part.name} reads {name!r}, which no earlier part provides"
+                    f"{branch} ({hint})"
                 )
         for name, init in part.state.items():
-            if name in state_by and name not in part.overrides:
+            clash = [w for w in state_by.get(name, []) if not _disjoint(w, part)]
+            if clash and name not in part.overrides:
                 raise TypeError(
-                    f"{owner}: parts {state_by[name]} and {part.name} both write state {name!r}; "
-                    f"declare overrides=({name!r},) on {part.name} if it replaces it"
+                    f"{owner}: parts {clash[-1].name} and {part.name} both write state "
+                    f"{name!r}; declare overrides=({name!r},) on {part.name} if it replaces it"
                 )
             if name in inits and inits[name] is not init:
                 raise TypeError(
@@ -199,24 +232,31 @@ def _check_order(owner: str, parts: tuple[Part, ...]) -> dict[str, Init]:
                     f"({inits[name].__name__} vs {init.__name__})"
                 )
             inits[name] = init
-            state_by[name] = part.name
+            state_by.setdefault(name, []).append(part)
         for name in part.provides:
-            if name == "grads" and field_by["update"]:
+            updates = [w for w in field_by.get("update", [])
+                       if w is not bucket and not _disjoint(w, part)]
+            if name == "grads" and updates:
                 raise TypeError(
                     f"{owner}: part {part.name} changes the gradient after "
-                    f"{field_by['update']} provided the update, which it would not reach; "
+                    f"{updates[-1].name} provided the update, which it would not reach; "
                     "use a part that changes the update"
                 )
-            earlier = field_by.get(name)
+            earlier = [w for w in field_by.get(name, [])
+                       if w is not bucket and not _disjoint(w, part)]
             if earlier and name != "grads" and name not in part.reads and (
                 name not in part.overrides
             ):
                 raise TypeError(
-                    f"{owner}: parts {earlier} and {part.name} both provide {name!r}; declare "
-                    f"overrides=({name!r},) on {part.name} if it replaces it"
+                    f"{owner}: parts {earlier[-1].name} and {part.name} both provide {name!r}; "
+                    f"declare overrides=({name!r},) on {part.name} if it replaces it"
                 )
-            field_by[name] = part.name
+            field_by.setdefault(name, []).append(part)
     return inits
+
+
+def _bucket_fields(b) -> None:
+    """Stands for the bucket, which provides the initial fields on every branch."""
 
 
 def _collect_hypers(owner: str, parts: tuple[Part, ...], own: Mapping[str, Any]) -> dict:
