@@ -799,8 +799,9 @@ def _whole_exact(case: str, group, workdir: Path, on_shards: bool = False,
         "rel": rel_error([_full(q) for q in sharded], [p.detach() for p in single]),
         "state_max_abs": state_gap,
         "names_match": names_match,
-        "state_dtensor": [type(many.state[q]["momentum_buffer"]).__name__ for q in sharded]
-        if "momentum_buffer" in many.state[sharded[0]] else [],
+        # the param-shaped states stay sharded (Muon's vectors hold AdamW's state instead)
+        "state_dtensor": [type(many.state[q]["momentum_buffer"]).__name__ for q in sharded
+                          if "momentum_buffer" in many.state[q]],
         # the dtypes the param-shaped states are stored in, in both runs
         "state_dtypes": sorted({str(t.dtype) for opt in (one, many)
                                 for state in opt.state.values() for t in state.values()

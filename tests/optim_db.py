@@ -782,19 +782,6 @@ DB: list[OptimizerInfo] = [
             "test_cache_blocks_step_as_the_whole_bucket": (
                 "routed: the matrices step per shape, never as one block of the whole bucket"
             ),
-            **{test: "needs whole tensors (issue 22 whole-tensor parts): under FSDP2 it would "
-                     "orthogonalize each rank's shard of a matrix"
-               for test in (
-                   "test_fsdp2_matches_the_unsharded_run",
-                   "test_fsdp2_compiled_step_runs_on_the_local_shards",
-                   "test_fsdp2_8bit_state_stays_per_shard",
-                   "test_fsdp2_stochastic_rounding_draws_the_unsharded_bits",
-                   "test_fsdp2_dcp_of_8bit_state_resumes_exactly",
-                   "test_fsdp2_state_converts_between_policies_in_memory",
-                   "test_fsdp2_dcp_of_8bit_state_into_a_plain_optimizer_is_refused",
-                   "test_fsdp2_state_of_other_shapes_is_refused_naming_the_param",
-                   "test_fsdp2_dcp_of_8bit_state_onto_another_world_size",
-               )},
         },
     ),
 ]

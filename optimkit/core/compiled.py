@@ -142,7 +142,7 @@ def _traced_step(parts, policy, arguments, layout, params, grads, state, numbers
     if layout is None:
         bucket = Bucket(params, grads, state, {})
     elif layout[0] == "sharded":
-        bucket = ShardedBucket(params, grads, state, {}, layout[1])
+        bucket = ShardedBucket(params, grads, state, {}, layout[1], shapes=layout[2])
     else:
         bucket = FlatBucket(params, grads, state, {}, layout[1])
     if fields is not None:  # a segment of a step (core/whole.py): fields in and out
@@ -202,7 +202,7 @@ def run_compiled(bucket: Bucket, group: Mapping[str, Any], parts: Sequence, poli
     if isinstance(bucket, FlatBucket):
         layout = ("flat", bucket.layout)
     elif isinstance(bucket, ShardedBucket):
-        layout = ("sharded", bucket.groups)
+        layout = ("sharded", bucket.groups, bucket.full_shapes)
     options = policy.compile_options(bucket)
     if any(part.batch for part in parts):
         # batched matrix math may run in a narrower dtype (Muon's bf16 Newton-Schulz): round

@@ -462,8 +462,8 @@ def same_shapes(tensors) -> list[tuple[tuple[int, ...], list[int]]]:
     it right where a caller hands it a mixed list (the closed-form tests, a user's bucket).
     Shapes are static, so under ``torch.compile`` this runs at trace time only."""
     groups: dict[tuple[int, ...], list[int]] = {}
-    for i, t in enumerate(tensors):
-        groups.setdefault(tuple(t.shape), []).append(i)
+    for i, t in enumerate(tensors):  # a tensor, or a shape (``Bucket.shapes``)
+        groups.setdefault(tuple(t) if isinstance(t, tuple) else tuple(t.shape), []).append(i)
     return list(groups.items())
 
 

@@ -72,15 +72,22 @@ def shard_groups(p: Tensor) -> tuple[str, ...]:
 class ShardedBucket(Bucket):
     """A bucket of local shards; its per-tensor sums and norms are those of the full tensors."""
 
-    __slots__ = ("groups", "dtensors")
+    __slots__ = ("groups", "dtensors", "full_shapes")
 
     def __init__(self, params, grads, state, created, groups: tuple[str, ...],
-                 dtensors: Sequence[Tensor] = ()):
+                 dtensors: Sequence[Tensor] = (), shapes: Sequence[tuple[int, ...]] = ()):
         super().__init__(params, grads, state, created)
         self.groups = groups
         # the DTensor params whose local shards ``params`` are (outside a compiled graph): a
         # precision policy reads their global layout (offsets of the random bits)
         self.dtensors = tuple(dtensors)
+        # the full tensors' shapes (static: a compiled step gets them with its layout)
+        self.full_shapes = tuple(shapes) or tuple(tuple(p.shape) for p in dtensors)
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        """The shapes of the full tensors, not of the local shards (Muon's lr ratio)."""
+        return list(self.full_shapes) if self.full_shapes else super().shapes
 
     @classmethod
     def of(cls, bucket: Bucket) -> ShardedBucket:

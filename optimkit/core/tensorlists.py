@@ -134,6 +134,12 @@ class Bucket:
         self._norm_weights = tensors
 
     @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Each param's shape: of the full tensor where the bucket holds shards (FSDP2), so a
+        part whose numbers depend on a param's shape (Muon's lr ratio) reads it here."""
+        return [tuple(p.shape) for p in self.params]
+
+    @property
     def device(self) -> torch.device:
         """The device of the bucket's params (one per bucket)."""
         return self.params[0].device

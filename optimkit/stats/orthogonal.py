@@ -97,7 +97,7 @@ def muon_momentum(b, momentum, nesterov):
     b.update = lerp(b.grads, buffers, momentum) if nesterov else buffers
 
 
-@stat(reads=("update",), provides=("update",), batch="shape",
+@stat(reads=("update",), provides=("update",), batch="shape", whole=True,
       rules=dict(ns_coefficients=_coefficients, ns_steps=_ns_steps, eps=nonnegative,
                  ns_dtype=_ns_dtype),
       ns_coefficients=NS_COEFFICIENTS, ns_steps=5, eps=1e-7, ns_dtype=torch.bfloat16)
@@ -133,8 +133,9 @@ def lr_ratio(shape: tuple[int, ...], adjust_lr_fn: str | None) -> float:
          lr=1e-3, adjust_lr_fn=None)
 def muon_step(b, lr, adjust_lr_fn):
     """``p = p - lr * ratio * update``, ``ratio`` per shape (:func:`lr_ratio`), computed as
-    torch.optim.Muon does (``alpha = -(lr * ratio)``): one foreach call per shape."""
-    groups = same_shapes(b.params)
+    torch.optim.Muon does (``alpha = -(lr * ratio)``): one foreach call per shape. The shapes
+    are the full tensors' (``b.shapes``), under FSDP2 too, where the params are shards."""
+    groups = same_shapes(b.shapes)
     for shape, indices in groups:
         alpha = -(lr * lr_ratio(shape, adjust_lr_fn))
         if len(groups) == 1:
