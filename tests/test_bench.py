@@ -155,9 +155,12 @@ def test_presets_and_default_optimizers():
     quick = suite.Config.for_preset("quick")
     assert set(quick.tasks) == {"digits-mlp", "digits-cnn", "diabetes-mlp", "zen-char-gru"}
     # quick fits 10 minutes on 2 cores: 5 test seeds, 2 tuning seeds, a 3-lr start window and
-    # no weight-decay stage nor cost cell (44 cells a pair before any extension).
+    # no weight-decay stage nor cost cell (44 cells a pair before any extension), plus the
+    # self-tuning track's untuned cells (one per test seed and task for each such optimizer).
     assert quick.seeds >= 5 and quick.tuning_seeds >= 2 and quick.per_decade >= 3
-    assert suite.count_cells(quick) <= 44 * len(quick.optimizers) and not quick.cost
+    untuned = len(suite.self_tuning_specs(quick))
+    assert untuned <= quick.seeds * len(quick.tasks) * (len(quick.optimizers) + 1)
+    assert suite.count_cells(quick) - untuned <= 44 * len(quick.optimizers) and not quick.cost
     rules = standard.rules()
     assert not set(rules.tuning_seeds) & set(rules.test_seeds)
     # The default optimizers: every registered one, the notes' table rows first (20 of 21
