@@ -384,3 +384,7 @@ _add("ademamix", recipes.AdEMAMix, "pytorch_optimizer.AdEMAMix", 2024,
      "https://arxiv.org/abs/2409.03137")
 _add("mars", recipes.MARS, "pytorch_optimizer.MARS (MARS-AdamW)", 2024,
      "https://arxiv.org/abs/2411.10438")
+# 2018/2024: a Kronecker-factored preconditioner (issue 23)
+_add("kron", recipes.Kron,
+     "pytorch_optimizer.Kron, preconditioner updated every step (probability 1)", 2018,
+     "https://arxiv.org/abs/1809.10232", aliases=("psgd-kron",))

@@ -606,6 +606,42 @@ DB: list[OptimizerInfo] = [
         },
         peers=library_peers("MARS")[1:],
     ),
+    OptimizerInfo(
+        "kron",
+        # pytorch_optimizer.Kron (update probability 1) stepped per param, with optimkit's
+        # probe vectors and balancing schedule in place of its global-generator draws
+        Reference(
+            "reference.kron:Kron", rename={"decoupled_weight_decay": "weight_decouple"},
+            state={"step": "step", "momentum_buffer": "momentum_buffer",
+                   "precond": lambda state, group: torch.cat([q.flatten() for q in state["Q"]]),
+                   "probe_key": "probe_key"},
+        ),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1, "memory_save_mode": "one_diag",
+             "balance_every": 7, "probe_seed": 3},
+            {"lr": 3e-3, "momentum": 0.5, "weight_decay": 0.05, "decoupled_weight_decay": False,
+             "memory_save_mode": "smart_one_diag", "precondition_lr": 0.3,
+             "precondition_init_scale": 2.0, "balance_every": 1},
+            {"memory_save_mode": "all_diag", "max_size_triangular": 4},
+            # (momentum_into_precondition_update=False is not compared: the reference's einsum
+            # then takes the grad in the param's dtype with factors in precondition_dtype, and
+            # refuses the mix, which one of fp64 and fp32 params always makes)
+            {"min_ndim_triangular": 3, "precondition_dtype": torch.float64},
+        ),
+        converge={"lr": 0.01},
+        skips={
+            "test_fsdp2_matches_the_unsharded_run": "needs whole tensors",
+            "test_checkpoint_resumes_exactly_in_a_new_process_group": (
+                "needs whole tensors (its DCP case runs under FSDP2)"
+            ),
+        },
+        peers=(
+            Peer("pytorch_optimizer", "pytorch_optimizer:Kron",
+                 {"pre_conditioner_update_probability": 1.0}),
+            Peer("kron_torch", "kron_torch:Kron", {"preconditioner_update_probability": 1.0}),
+        ),
+    ),
 ]
 
 _BY_NAME = {info.name: info for info in DB}
