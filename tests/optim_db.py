@@ -45,6 +45,7 @@ from optimkit.stats import (
     update_weight_decay,
     weight_decay,
 )
+from optimkit.stats.kron import kron_balance, kron_direction
 from optimkit.stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from optimkit.steppers import (
     adagrad_step,
@@ -1006,6 +1007,23 @@ PART_CASES = [
          params=[[[1.0, 2.0]], [1.0]], grads=[[[[0.0, 0.0]], [0.0]]],
          fields={"update": [[[1.0, -1.0]], [2.0]]},
          expect={"params": [[[0.85, 2.0]], [0.97]]}),
+    # ---- PSGD Kron, with precondition_lr 0 (the probes then move nothing): a vector's one
+    # diagonal factor q = (2, 0.5); m = 0.5 g = (0.5, 2), debiased by 1 - 0.5 to (1, 4);
+    # u = q**2 m^ = (4, 1), rms sqrt(8.5), scaled by 1.1 / (rms + 1e-6); no decay on a vector
+    Case("kron_direction-diagonal", kron_direction,
+         {"momentum": 0.5, "weight_decay": 0.5, "precondition_lr": 0.0,
+          "precondition_dtype": torch.float64},
+         params=[[1.0, 1.0]], grads=[[[1.0, 4.0]]],
+         state={"step": [1], "momentum_buffer": [[0.0, 0.0]], "precond": [[2.0, 0.5]],
+                "probe_key": [7]},
+         expect={"field:update": [[4 * 1.1 / (math.sqrt(8.5) + 1e-6),
+                                   1.1 / (math.sqrt(8.5) + 1e-6)]],
+                 "state:momentum_buffer": [[0.5, 2.0]], "state:precond": [[2.0, 0.5]]}),
+    # a 2x2 matrix's two dense factors 4 I and I: largest entries 4 and 1, geometric mean 2
+    Case("kron_balance", kron_balance, {}, params=[[[0.0, 0.0], [0.0, 0.0]]],
+         grads=[[[[0.0, 0.0], [0.0, 0.0]]]],
+         state={"precond": [[4.0, 0.0, 0.0, 4.0, 1.0, 0.0, 0.0, 1.0]]},
+         expect={"state:precond": [[2.0, 0.0, 0.0, 2.0, 2.0, 0.0, 0.0, 2.0]]}),
     # ---- Lookahead's sync (the executor runs it only on due tensors): slow += 0.5 (p - slow)
     Case("lookahead", lookahead, {"alpha": 0.5}, params=[[3.0, -1.0], [0.0]],
          grads=[[[0.0, 0.0], [0.0]]], state={"slow_param": [[1.0, 1.0], [2.0]]},

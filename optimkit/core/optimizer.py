@@ -446,6 +446,7 @@ class Optimizer(torch.optim.Optimizer):
                     if isinstance(value, Tensor) and (not value.is_cpu or (
                             name != "step" and value.dtype != torch.float32)):
                         entry[name] = value.to("cpu", torch.float32)
+            self._keep_saved_dtypes(groups, state)
             self._stored_forms().load_stored(self.param_groups, self.state,
                                              state_dict["param_groups"], state)
             self._executor.state_loaded(self.state)
@@ -454,6 +455,26 @@ class Optimizer(torch.optim.Optimizer):
             self.state, self.param_groups = previous
             self._executor.state_loaded(self.state)
             raise
+
+    def _keep_saved_dtypes(self, groups: list, saved: Mapping[Any, Any]) -> None:
+        """Give the recipe's states of their own shape (:func:`~optimkit.core.parts.own_shape`:
+        Kron's factors in ``precondition_dtype``, an int key) the dtype they were saved in:
+        torch's ``load_state_dict`` casts every floating-point state to its param's dtype.
+        (The cast there and back is exact: it only ever widens or keeps.)"""
+        own = [name for name, layout in type(self).recipe.layouts.items()
+               if layout is Layout.OWN]
+        if not own:
+            return
+        for saved_group, group in zip(groups, self.param_groups, strict=True):
+            for index, p in zip(saved_group["params"], group["params"], strict=True):
+                before, entry = saved.get(index), self.state.get(p)
+                if not before or not entry:
+                    continue
+                for name in own:
+                    value, loaded = before.get(name), entry.get(name)
+                    if (isinstance(value, Tensor) and isinstance(loaded, Tensor)
+                            and loaded.dtype != value.dtype):
+                        entry[name] = loaded.to(value.dtype)
 
     def _checked_state_dict(self, state_dict: Mapping[str, Any]) -> tuple[list, dict]:
         """The param groups and the per-param state (torch's names translated) that
