@@ -458,9 +458,10 @@ class Optimizer(torch.optim.Optimizer):
 
     def _keep_saved_dtypes(self, groups: list, saved: Mapping[Any, Any]) -> None:
         """Give the recipe's states of their own shape (:func:`~optimkit.core.parts.own_shape`:
-        Kron's factors in ``precondition_dtype``, an int key) the dtype they were saved in:
-        torch's ``load_state_dict`` casts every floating-point state to its param's dtype.
-        (The cast there and back is exact: it only ever widens or keeps.)"""
+        Kron's factors in ``precondition_dtype``, its int32 probe keys) their saved values in
+        their saved dtype: torch's ``load_state_dict`` casts every state of a floating-point
+        param to the param's dtype, which rounds an int32 key held in float32 or bfloat16.
+        A copy of the saved tensor, on the device torch chose."""
         own = [name for name, layout in type(self).recipe.layouts.items()
                if layout is Layout.OWN]
         if not own:
@@ -474,7 +475,7 @@ class Optimizer(torch.optim.Optimizer):
                     value, loaded = before.get(name), entry.get(name)
                     if (isinstance(value, Tensor) and isinstance(loaded, Tensor)
                             and loaded.dtype != value.dtype):
-                        entry[name] = loaded.to(value.dtype)
+                        entry[name] = value.detach().to(loaded.device, copy=True)
 
     def _checked_state_dict(self, state_dict: Mapping[str, Any]) -> tuple[list, dict]:
         """The param groups and the per-param state (torch's names translated) that
