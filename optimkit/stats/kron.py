@@ -21,6 +21,7 @@ how the params are split into them; :func:`probes` gives the same vectors to a r
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -38,8 +39,12 @@ PRECONDITION_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float
 # pytorch_optimizer's eps: the smallest normal bfloat16 (= float32's), added to the norms a
 # factor's step is divided by
 _TINY = torch.finfo(torch.bfloat16).tiny
-# separates the two uniform streams of one key (Box-Muller's radius and angle)
-_ANGLE_STREAM = 0x2545F49
+
+
+@functools.lru_cache(maxsize=4096)
+def _dense_dims(shape: tuple[int, ...], max_size_triangular: int, min_ndim_triangular: int,
+                memory_save_mode: str | None) -> tuple[bool, ...]:
+    return tuple(dense_dims(shape, max_size_triangular, min_ndim_triangular, memory_save_mode))
 
 
 def dense_dims(shape: Sequence[int], max_size_triangular: int, min_ndim_triangular: int,
@@ -74,9 +79,20 @@ def factor_sizes(shape: Sequence[int], dense: Sequence[bool]) -> list[int]:
     return [size * size if d else size for size, d in zip(shape, dense, strict=True)]
 
 
-def _dense_of(p_shape: Sequence[int], group: Mapping[str, Any]) -> list[bool]:
-    return dense_dims(p_shape, group["max_size_triangular"], group["min_ndim_triangular"],
-                      group["memory_save_mode"])
+def _dense_of(p_shape: Sequence[int], group: Mapping[str, Any]) -> tuple[bool, ...]:
+    return _plan(tuple(p_shape), group["max_size_triangular"], group["min_ndim_triangular"],
+                 group["memory_save_mode"])[0]
+
+
+def _plan(shape: tuple[int, ...], max_size_triangular: int, min_ndim_triangular: int,
+          memory_save_mode: str | None):
+    """``(dense dims, einsum subscripts)`` of a param of ``shape``: cached per shape eagerly
+    (a step would rebuild the strings for every param); worked out afresh while compiling,
+    where dynamo traces plain Python better than a cache."""
+    cached = not torch.compiler.is_compiling()
+    dims = _dense_dims if cached else _dense_dims.__wrapped__
+    dense = dims(shape, max_size_triangular, min_ndim_triangular, memory_save_mode)
+    return dense, (_expressions if cached else _expressions.__wrapped__)(len(shape), dense)
 
 
 def initial_precond(p: Tensor, group: Mapping[str, Any]) -> Tensor:
@@ -110,15 +126,21 @@ def initial_probe_key(p: Tensor, group: Mapping[str, Any]) -> Tensor:
 def probes(shape: Sequence[int], key: Tensor, step: Tensor | float, dtype: torch.dtype,
            device: torch.device | str | None = None) -> Tensor:
     """The standard Gaussian probe ``V`` of a param of ``shape`` at its step ``step`` (a
-    number or a 0-d tensor), under its ``probe_key``: Box-Muller over two uniform streams of
-    :func:`~optimkit.precision.rounding.random_words`, 24 bits each, computed in ``dtype``."""
-    step_key = rounding.stream_key(key, torch.as_tensor(step))
-    radius = rounding.random_words(tuple(shape), step_key, 0, device)
-    angle = rounding.random_words(tuple(shape), step_key + _ANGLE_STREAM, 0, device)
+    number or a 0-d tensor), under its ``probe_key``: Box-Muller over 2 x 24 uniform bits of
+    :func:`~optimkit.precision.rounding.random_words` per element, computed in ``dtype``."""
+    return _gaussian(shape, rounding.stream_key(key, torch.as_tensor(step)), dtype, device)
+
+
+def _gaussian(shape: Sequence[int], step_key: Tensor, dtype: torch.dtype,
+              device: torch.device | str | None) -> Tensor:
+    numel = math.prod(shape)
+    # one stream: the radius draws of the elements, then their angle draws
+    words = rounding.random_words((2, numel), step_key, 0, device)
     # the top 24 bits, plus a half: uniform in (0, 1), never 0
-    u1 = (((radius >> 8) & 0xFFFFFF).to(dtype) + 0.5) * 2.0**-24
-    u2 = (((angle >> 8) & 0xFFFFFF).to(dtype) + 0.5) * 2.0**-24
-    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
+    uniform = (((words >> 8) & 0xFFFFFF).to(dtype) + 0.5) * 2.0**-24
+    radius, angle = uniform.unbind(0)
+    gauss = torch.sqrt(-2.0 * torch.log(radius)) * torch.cos((2.0 * math.pi) * angle)
+    return gauss.view(tuple(shape))
 
 
 def _factors(packed: Tensor, shape: Sequence[int], dense: Sequence[bool]) -> list[Tensor]:
@@ -145,7 +167,8 @@ _INNER = "nopqrstuvwxyz"  # the dims a factor contracts
 _OUTER = "ABCDEFGHIJKLM"  # a second copy of them, for the dense factors' outer products
 
 
-def _expressions(ndim: int, dense: Sequence[bool]) -> tuple[str, list[str], str]:
+@functools.lru_cache(maxsize=1024)
+def _expressions(ndim: int, dense: tuple[bool, ...]) -> tuple[str, tuple[str, ...], str]:
     """The einsum subscripts of one param: ``Q G`` (each factor applied to its dim of ``G``),
     each factor's statistics of a tensor (``X_i X_i^T`` contracted over the other dims, the
     diagonal of it for a diagonal factor), and ``Q^T Q G``. The operands are in the order
@@ -157,7 +180,7 @@ def _expressions(ndim: int, dense: Sequence[bool]) -> tuple[str, list[str], str]
     factors = [own[i] + inner[i] if d else own[i] for i, d in enumerate(dense)]
     grad = "".join(inner[i] if d else own[i] for i, d in enumerate(dense))
     apply = ",".join(factors) + f",{grad}->{own}"
-    stats = []
+    stats: list[str] = []
     for i, d in enumerate(dense):
         left = own[:i] + inner[i] + own[i + 1:]
         right = own[:i] + outer[i] + own[i + 1:] if d else left
@@ -167,7 +190,7 @@ def _expressions(ndim: int, dense: Sequence[bool]) -> tuple[str, list[str], str]
     right = [own[i] + outer[i] if d else inner[i] for i, d in enumerate(dense)]
     grad = "".join(outer[i] if d else inner[i] for i, d in enumerate(dense))
     precondition = ",".join(left + right) + f",{grad}->{inner}"
-    return apply, stats, precondition
+    return apply, tuple(stats), precondition
 
 
 def _solve_right(x: Tensor, q: Tensor) -> Tensor:
@@ -270,15 +293,19 @@ def kron_direction(b, momentum, weight_decay, decoupled_weight_decay, max_size_t
     corrections = scalars(1 - momentum**steps)
     if not isinstance(corrections, list):
         corrections = [corrections] * len(params)
+    # every tensor's key of this step, in one go on the host (the keys live on the CPU)
+    keys = b.state["probe_key"]
+    if all(k.is_cpu for k in keys) and steps.is_cpu:
+        step_keys = list(rounding.stream_key(torch.stack(keys), steps).unbind())
+    else:
+        step_keys = [rounding.stream_key(k, t) for k, t in zip(keys, steps.unbind(), strict=True)]
     update = []
     for i, p in enumerate(params):
-        dense = _dense_of(p.shape, {"max_size_triangular": max_size_triangular,
-                                    "min_ndim_triangular": min_ndim_triangular,
-                                    "memory_save_mode": memory_save_mode})
+        dense, exprs = _plan(tuple(p.shape), max_size_triangular, min_ndim_triangular,
+                             memory_save_mode)
         factors = _factors(b.state["precond"][i], p.shape, dense)
-        exprs = _expressions(p.dim(), dense)
         debiased = (buffers[i] / corrections[i]).to(precondition_dtype)
-        v = probes(p.shape, b.state["probe_key"][i], steps[i], precondition_dtype, p.device)
+        v = _gaussian(p.shape, step_keys[i], precondition_dtype, p.device)
         fit = debiased if momentum_into_precondition_update else grads[i].to(
             precondition_dtype)
         _update_factors(factors, dense, exprs, fit, v, precondition_lr)
@@ -307,7 +334,8 @@ def kron_balance(b, max_size_triangular, min_ndim_triangular, memory_save_mode):
     for i, p in enumerate(b.params):
         if p.dim() < 2:
             continue
-        dense = dense_dims(p.shape, max_size_triangular, min_ndim_triangular, memory_save_mode)
+        dense = _dense_dims(tuple(p.shape), max_size_triangular, min_ndim_triangular,
+                            memory_save_mode)
         factors = _factors(b.state["precond"][i], p.shape, dense)
         norms = torch.stack([torch.linalg.vector_norm(q, float("inf")) for q in factors])
         mean = norms.prod() ** (1 / len(factors))
