@@ -924,12 +924,15 @@ class Kron(Optimizer):
     ``probe_key``. The factors are kept in ``precondition_dtype`` (float32 by default, as the
     reference) whatever the param's dtype and the precision policy: a policy may narrow or
     quantize ``momentum_buffer`` only. Under FSDP2 the factors need whole matrices: not
-    supported yet.
+    supported yet (the first step raises ``NotImplementedError``); DDP is.
 
     Deterministic by construction, in every execution mode: the probes ``V`` come from a
     counter-based hash of the param's ``probe_key`` (from the group's ``probe_seed`` and the
     param's position in its group, set at its first step) and its step count, not from
-    torch's generator (``optimkit.stats.kron.probes``). Balancing is on a fixed schedule,
+    torch's generator (``optimkit.stats.kron.probes``). Params at the same position of two
+    param groups with the same ``probe_seed`` draw the same probe stream (harmless: each
+    factor sees i.i.d. probes over its steps); give the groups different seeds to separate
+    them. Balancing is on a fixed schedule,
     decided on the host from the CPU step counters and run outside the compiled step.
 
     Deviations: the preconditioner is updated at every step (the reference's default schedule
