@@ -83,8 +83,12 @@ def time_one(build, shapes, device, warmup: int, repeat: int) -> dict | None:
     gen = torch.Generator().manual_seed(0)
     params = [torch.randn(s, generator=gen).to(device).requires_grad_() for s in shapes]
     grads = [torch.randn(s, generator=gen).to(device) * 1e-2 for s in shapes]
-    for p, g in zip(params, grads, strict=True):
-        p.grad = g.clone()
+
+    def set_grads():
+        # before every step, untimed: heavyball sets p.grad to None after its step
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+
     try:
         # kron_torch prints its state sizes at the first step
         with contextlib.redirect_stdout(io.StringIO()):
@@ -93,6 +97,7 @@ def time_one(build, shapes, device, warmup: int, repeat: int) -> dict | None:
                 return None
             first = []
             for _ in range(warmup):
+                set_grads()
                 start = time.perf_counter()
                 opt.step()
                 _sync(device)
@@ -101,6 +106,7 @@ def time_one(build, shapes, device, warmup: int, repeat: int) -> dict | None:
         return {"error": f"{type(error).__name__}: {error}"[:200]}
     times = []
     for _ in range(repeat):
+        set_grads()
         start = time.perf_counter()
         opt.step()
         _sync(device)
