@@ -7,8 +7,9 @@ kron_torch.Kron and heavyball.PSGDKron, in one run, on the matrices of a small t
 
 Every implementation updates its preconditioner at every step (update probability 1), on the
 same fixed random gradients; each step is timed on its own (wall clock, a device synchronize
-after it), after warm-up steps that include any compiling, and the median is reported with its
-ratio to optimkit's eager step timed in the same run. The peers' algorithms differ in details
+after it), after warm-up steps that include any compiling, in rounds over the implementations in turn
+(so that a change of the machine's load reaches them all alike), and the median is reported
+with its ratio to optimkit's eager step timed in the same run. The peers' algorithms differ in details
 (kron_torch damps the gradient with noise and merges dims; heavyball's PSGDKron has its own
 defaults, e.g. max_size_triangular=2048, and clips differently), so read their times as the
 cost of a step of the same kind, not of the same numbers. Prints a markdown table and writes
@@ -79,15 +80,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_one(build, shapes, device, warmup: int, repeat: int) -> dict | None:
+def prepare(build, shapes, device, warmup: int):
+    """An optimizer built by ``build`` on fresh params, stepped ``warmup`` times (compiling
+    included): ``(step, warm-up seconds)``, ``{"error": ...}`` where it does not run, or None
+    where its package is missing."""
     gen = torch.Generator().manual_seed(0)
     params = [torch.randn(s, generator=gen).to(device).requires_grad_() for s in shapes]
     grads = [torch.randn(s, generator=gen).to(device) * 1e-2 for s in shapes]
 
-    def set_grads():
-        # before every step, untimed: heavyball sets p.grad to None after its step
+    def step() -> float:
+        # grads set before every step, untimed: heavyball sets p.grad to None after its step
         for p, g in zip(params, grads, strict=True):
             p.grad = g.clone()
+        start = time.perf_counter()
+        opt.step()
+        _sync(device)
+        return time.perf_counter() - start
 
     try:
         # kron_torch prints its state sizes at the first step
@@ -95,24 +103,10 @@ def time_one(build, shapes, device, warmup: int, repeat: int) -> dict | None:
             opt = build(params)
             if opt is None:
                 return None
-            first = []
-            for _ in range(warmup):
-                set_grads()
-                start = time.perf_counter()
-                opt.step()
-                _sync(device)
-                first.append(time.perf_counter() - start)
+            first = sum(step() for _ in range(warmup))
     except Exception as error:  # a peer that does not run here: say why, time the others
         return {"error": f"{type(error).__name__}: {error}"[:200]}
-    times = []
-    for _ in range(repeat):
-        set_grads()
-        start = time.perf_counter()
-        opt.step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return {"median_ms": statistics.median(times) * 1e3, "warmup_s": sum(first),
-            "finite": all(bool(torch.isfinite(p).all()) for p in params)}
+    return step, first, params
 
 
 def main() -> None:
@@ -123,7 +117,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=5, help="steps per round")
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--only", nargs="+", default=None, help="labels to time (prefixes)")
     parser.add_argument("--json", default="benchmarks/kron_speed.json")
     args = parser.parse_args()
@@ -133,16 +128,28 @@ def main() -> None:
     numel = sum(torch.Size(s).numel() for s in shapes)
     print(f"{len(shapes)} tensors, {numel / 1e6:.2f} M params (d_model {args.d_model}, "
           f"{args.layers} layers, vocab {args.vocab}), {device}, {args.threads} thread(s)")
-    rows = {}
+    rows, runners = {}, {}
     for label, build in implementations(1e-3):
         if args.only and not any(label.startswith(o) for o in args.only):
             continue
-        result = time_one(build, shapes, device, args.warmup, args.repeat)
-        if result is None:
+        ready = prepare(build, shapes, device, args.warmup)
+        if ready is None:
             print(f"{label}: not installed")
-            continue
-        rows[label] = result
-        print(f"{label}: {result}", flush=True)
+        elif isinstance(ready, dict):
+            rows[label] = ready
+            print(f"{label}: {ready['error']}")
+        else:
+            runners[label] = ready
+            print(f"{label}: ready after {ready[1]:.1f} s of warm-up", flush=True)
+    # rounds over the implementations in turn, so that a change of the machine's load
+    # reaches them all alike
+    times: dict[str, list[float]] = {label: [] for label in runners}
+    for _ in range(args.rounds):
+        for label, (step, _, _) in runners.items():
+            times[label] += [step() for _ in range(args.repeat)]
+    for label, (_, first, params) in runners.items():
+        rows[label] = {"median_ms": statistics.median(times[label]) * 1e3, "warmup_s": first,
+                       "finite": all(bool(torch.isfinite(p).all()) for p in params)}
     base = rows.get("optimkit eager", {}).get("median_ms")
     print("\n| implementation | ms / step | vs optimkit eager | warm-up (s) |")
     print("|---|---|---|---|")
