@@ -46,6 +46,7 @@ from .stats import (
 )
 from .stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from .stats.factored import adafactor_direction
+from .stats.kron import kron_balance, kron_direction
 from .stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from .stats.orthogonal import NS_COEFFICIENTS, muon_momentum, muon_step, orthogonalize
 from .steppers import (
@@ -1181,6 +1182,76 @@ class Muon(Optimizer):
     )
     reference = ("torch.optim.Muon (matrices); muon-optimizer SingleDeviceMuonWithAuxAdam "
                  "(AdamW branch)")
+
+
+class Kron(Optimizer):
+    """PSGD Kron: SGD with momentum, preconditioned by a Kronecker product of per-dim factors
+    fitted online by preconditioned stochastic gradient descent (Li 2015, arXiv:1512.04202;
+    Li 2018, "Preconditioner on matrix Lie group for SGD", arXiv:1809.10232; the Kron form of
+    Li's psgd_torch, as E. Walters' kron_torch (2024) and pytorch_optimizer's ``Kron`` run it).
+
+    Per param, with ``t`` its step count: ``m = momentum * m + (1 - momentum) * g``;
+    ``m^ = m / (1 - momentum**t)``. Each dim ``i`` of the param has a factor ``Q_i``, upper
+    triangular (``d_i x d_i``) or diagonal; ``Q = Q_0 (x) ... (x) Q_{k-1}``, ``P = Q^T Q``.
+    A Gaussian probe ``V`` and ``m^`` fit the factors at every step (preconditioner update
+    probability 1): ``A = Q m^``, ``B^T = V Q^{-1}``, and per factor
+    ``Q_i -= precondition_lr * triu(A_i A_i^T - B_i B_i^T) / ||A_i A_i^T + B_i B_i^T||_2 Q_i``
+    (the norm a cheap lower bound of the spectral one; a diagonal factor moves elementwise,
+    divided by the largest entry), where ``X_i X_i^T`` contracts ``X`` over every dim but
+    ``i``. Then ``u = P m^``, scaled to an RMS of at most 1.1 (``u * min(1.1 / (rms(u) +
+    1e-6), 1)``), plus ``weight_decay * p`` on params of 2 dims or more, and
+    ``p = p - lr * u``. After every ``balance_every``-th step of a param the factors of a
+    matrix are rescaled to equal largest entries (``P`` unchanged).
+
+    Reproduces ``pytorch_optimizer.Kron`` (4.1.0) with ``pre_conditioner_update_probability=1``
+    and its defaults: lr=1e-3, momentum=0.9, weight_decay=0 (decoupled: the keyword
+    ``decoupled_weight_decay`` is the reference's ``weight_decouple``), max_size_triangular=
+    8192, min_ndim_triangular=2, memory_save_mode=None, momentum_into_precondition_update=True,
+    precondition_lr=0.1, precondition_init_scale=1.0, precondition_dtype=torch.float32.
+    Variants: ``memory_save_mode`` ``"one_diag"`` (the largest dim diagonal),
+    ``"smart_one_diag"`` (the largest dim, if strictly the largest), ``"all_diag"``;
+    ``momentum_into_precondition_update=False`` fits the factors on ``g``;
+    ``decoupled_weight_decay=False`` adds ``weight_decay * p`` to ``g`` (L2).
+
+    Factors: 0-d params have one scalar factor, 1-D params a diagonal one (fewer dims than
+    ``min_ndim_triangular``), a dim of size 1 or above ``max_size_triangular`` a diagonal one.
+    State: ``step``, ``momentum_buffer`` (the reference's), ``precond`` (every factor of the
+    param in one tensor of its own shape, the reference's list ``Q`` flattened and joined) and
+    ``probe_key``. The factors are kept in ``precondition_dtype`` (float32 by default, as the
+    reference) whatever the param's dtype and the precision policy: a policy may narrow or
+    quantize ``momentum_buffer`` only. Under FSDP2 the factors need whole matrices: not
+    supported yet (the first step raises ``NotImplementedError``); DDP is.
+
+    Deterministic by construction, in every execution mode: the probes ``V`` come from a
+    counter-based hash of the param's ``probe_key`` (from the group's ``probe_seed`` and the
+    param's position in its group, set at its first step) and its step count, not from
+    torch's generator (``optimkit.stats.kron.probes``). Params at the same position of two
+    param groups with the same ``probe_seed`` draw the same probe stream (harmless: each
+    factor sees i.i.d. probes over its steps); give the groups different seeds to separate
+    them. Balancing is on a fixed schedule,
+    decided on the host from the CPU step counters and run outside the compiled step.
+
+    Deviations: the preconditioner is updated at every step (the reference's default schedule
+    anneals the update probability from 1 to 0.03 after step 500; not offered yet); the
+    reference draws ``V`` from torch's global generator and balances with probability
+    ``balance_prob=0.01`` per step from numpy's global generator, where balancing here happens
+    after every ``balance_every``-th step (100 by default; it changes ``Q`` only by rounding);
+    the triangular solves run in float32 whatever ``precondition_dtype`` (as the reference);
+    ``g`` with ``momentum_into_precondition_update=False`` is cast to ``precondition_dtype``
+    (the reference's einsum would refuse mixed dtypes); the step count is per param (the
+    reference's is per group); ``mu_dtype`` is the precision policies' job (``state_dtype``),
+    ``maximize`` is not offered; at most 13 dims per param.
+    """
+
+    parts = (step_stat, kron_direction, sgd_step, kron_balance)
+    hypers = dict(
+        lr=1e-3, momentum=0.9, weight_decay=0.0, decoupled_weight_decay=True,
+        max_size_triangular=8192, min_ndim_triangular=2, memory_save_mode=None,
+        momentum_into_precondition_update=True, precondition_lr=0.1,
+        precondition_init_scale=1.0, precondition_dtype=torch.float32, balance_every=100,
+        probe_seed=0,
+    )
+    reference = "pytorch_optimizer.Kron(pre_conditioner_update_probability=1)"
 
 
 __all__ = [

@@ -455,3 +455,7 @@ _add("muon", recipes.Muon,
      "torch.optim.Muon (matrices) + muon-optimizer SingleDeviceMuonWithAuxAdam (AdamW branch)",
      2024, "https://kellerjordan.github.io/posts/muon/", model_groups=muon_model_groups,
      group_keywords=("adam_params",))
+# 2018/2024: a Kronecker-factored preconditioner (issue 23)
+_add("kron", recipes.Kron,
+     "pytorch_optimizer.Kron, preconditioner updated every step (probability 1)", 2018,
+     "https://arxiv.org/abs/1809.10232", aliases=("psgd-kron",))

@@ -47,6 +47,7 @@ from optimkit.stats import (
 )
 from optimkit.stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from optimkit.stats.factored import adafactor_direction
+from optimkit.stats.kron import kron_balance, kron_direction
 from optimkit.stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from optimkit.stats.orthogonal import muon_momentum, muon_step, orthogonalize
 from optimkit.steppers import (
@@ -784,6 +785,52 @@ DB: list[OptimizerInfo] = [
             ),
         },
     ),
+    OptimizerInfo(
+        "kron",
+        # pytorch_optimizer.Kron (update probability 1) stepped per param, with optimkit's
+        # probe vectors and balancing schedule in place of its global-generator draws
+        Reference(
+            "reference.kron:Kron", rename={"decoupled_weight_decay": "weight_decouple"},
+            state={"step": "step", "momentum_buffer": "momentum_buffer",
+                   "precond": lambda state, group: torch.cat([q.flatten() for q in state["Q"]]),
+                   "probe_key": "probe_key"},
+        ),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1, "memory_save_mode": "one_diag",
+             "balance_every": 7, "probe_seed": 3},
+            {"lr": 3e-3, "momentum": 0.5, "weight_decay": 0.05, "decoupled_weight_decay": False,
+             "memory_save_mode": "smart_one_diag", "precondition_lr": 0.3,
+             "precondition_init_scale": 2.0, "balance_every": 1},
+            {"memory_save_mode": "all_diag", "max_size_triangular": 4},
+            # (momentum_into_precondition_update=False is not compared: the reference's einsum
+            # then takes the grad in the param's dtype with factors in precondition_dtype, and
+            # refuses the mix, which one of fp64 and fp32 params always makes)
+            {"min_ndim_triangular": 3, "precondition_dtype": torch.float64},
+        ),
+        # a preconditioned step is sized by its RMS clip: 500 steps are enough (the eager
+        # step's per-tensor Python work makes 3000 take a minute per problem)
+        converge={"lr": 0.05},
+        converge_steps=500,
+        skips={
+            "test_fsdp2_matches_the_unsharded_run": "needs whole tensors",
+            "test_flat_mode_steps_as_one_tensor": (
+                "its factors read each param's shape (shaped=True): flat mode steps it per "
+                "tensor over the buffers' views"
+            ),
+            "test_cache_blocks_step_as_the_whole_bucket": (
+                "flat mode steps it per tensor (shaped=True): there are no flat blocks to cut"
+            ),
+            "test_checkpoint_resumes_exactly_in_a_new_process_group": (
+                "needs whole tensors (its DCP case runs under FSDP2)"
+            ),
+        },
+        peers=(
+            Peer("pytorch_optimizer", "pytorch_optimizer:Kron",
+                 {"pre_conditioner_update_probability": 1.0}),
+            Peer("kron_torch", "kron_torch:Kron", {"preconditioner_update_probability": 1.0}),
+        ),
+    ),
 ]
 
 _BY_NAME = {info.name: info for info in DB}
@@ -1211,6 +1258,23 @@ PART_CASES = [
          params=[[[1.0]] * 4, [[1.0] * 4]], grads=[[[[0.0]] * 4, [[0.0] * 4]]],
          fields={"update": [[[1.0]] * 4, [[1.0] * 4]]},
          expect={"params": [[[1 - 0.04]] * 4, [[1 - 0.04] * 4]]}),
+    # ---- PSGD Kron, with precondition_lr 0 (the probes then move nothing): a vector's one
+    # diagonal factor q = (2, 0.5); m = 0.5 g = (0.5, 2), debiased by 1 - 0.5 to (1, 4);
+    # u = q**2 m^ = (4, 1), rms sqrt(8.5), scaled by 1.1 / (rms + 1e-6); no decay on a vector
+    Case("kron_direction-diagonal", kron_direction,
+         {"momentum": 0.5, "weight_decay": 0.5, "precondition_lr": 0.0,
+          "precondition_dtype": torch.float64},
+         params=[[1.0, 1.0]], grads=[[[1.0, 4.0]]],
+         state={"step": [1], "momentum_buffer": [[0.0, 0.0]], "precond": [[2.0, 0.5]],
+                "probe_key": [7]},
+         expect={"field:update": [[4 * 1.1 / (math.sqrt(8.5) + 1e-6),
+                                   1.1 / (math.sqrt(8.5) + 1e-6)]],
+                 "state:momentum_buffer": [[0.5, 2.0]], "state:precond": [[2.0, 0.5]]}),
+    # a 2x2 matrix's two dense factors 4 I and I: largest entries 4 and 1, geometric mean 2
+    Case("kron_balance", kron_balance, {}, params=[[[0.0, 0.0], [0.0, 0.0]]],
+         grads=[[[[0.0, 0.0], [0.0, 0.0]]]],
+         state={"precond": [[4.0, 0.0, 0.0, 4.0, 1.0, 0.0, 0.0, 1.0]]},
+         expect={"state:precond": [[2.0, 0.0, 0.0, 2.0, 2.0, 0.0, 0.0, 2.0]]}),
     # ---- Lookahead's sync (the executor runs it only on due tensors): slow += 0.5 (p - slow)
     Case("lookahead", lookahead, {"alpha": 0.5}, params=[[3.0, -1.0], [0.0]],
          grads=[[[0.0, 0.0], [0.0]]], state={"slow_param": [[1.0, 1.0], [2.0]]},

@@ -128,6 +128,8 @@ def _wrong_types(default):
         return ["bfloat16", None, torch.int64]
     if isinstance(default, str):  # a choice among names (MARS's mars_type)
         return [1, None, "Adamw"]
+    if isinstance(default, torch.dtype):  # a dtype (Kron's precondition_dtype)
+        return ["float32", None, 32]
     raise AssertionError(f"no wrong values for a default of type {type(default).__name__}")
 
 

@@ -540,6 +540,7 @@ class Optimizer(torch.optim.Optimizer):
                     for name in declared if saved is not None and entry is not None else ():
                         if isinstance(saved.get(name), Tensor):
                             entry[name] = saved[name].to("cpu", dtypes[name], copy=True)
+            self._keep_saved_dtypes(groups, state)
             self._stored_forms().load_stored(self.param_groups, self.state,
                                              state_dict["param_groups"], state)
             self._executor.state_loaded(self.state)
@@ -548,6 +549,27 @@ class Optimizer(torch.optim.Optimizer):
             self.state, self.param_groups = previous
             self._executor.state_loaded(self.state)
             raise
+
+    def _keep_saved_dtypes(self, groups: list, saved: Mapping[Any, Any]) -> None:
+        """Give the recipe's states of their own shape (:func:`~optimkit.core.parts.own_shape`:
+        Kron's factors in ``precondition_dtype``, its int32 probe keys) their saved values in
+        their saved dtype: torch's ``load_state_dict`` casts every state of a floating-point
+        param to the param's dtype, which rounds an int32 key held in float32 or bfloat16.
+        A copy of the saved tensor, on the device torch chose."""
+        own = [name for name, layout in type(self).recipe.layouts.items()
+               if layout is Layout.OWN]
+        if not own:
+            return
+        for saved_group, group in zip(groups, self.param_groups, strict=True):
+            for index, p in zip(saved_group["params"], group["params"], strict=True):
+                before, entry = saved.get(index), self.state.get(p)
+                if not before or not entry:
+                    continue
+                for name in own:
+                    value, loaded = before.get(name), entry.get(name)
+                    if (isinstance(value, Tensor) and isinstance(loaded, Tensor)
+                            and loaded.dtype != value.dtype):
+                        entry[name] = value.detach().to(loaded.device, copy=True)
 
     def _checked_state_dict(self, state_dict: Mapping[str, Any]) -> tuple[list, dict]:
         """The param groups and the per-param state (torch's names translated) that

@@ -753,6 +753,13 @@ class PrecisionPolicy(BucketPolicy):
         self.precision = precision
         self.declared = dict(storages)  # the recipe's, without the policy's own state
         self.storages = {**storages, **precision.extra_state(storages)}
+        # states of their own shape that no part declares "signed" or "positive" (Kron's
+        # factors in their precondition_dtype, an int32 key) stay as their init made them:
+        # never cast, narrowed or handed to the parts in another dtype. Precision's methods
+        # see them as they see a step counter, which they leave alone.
+        kept = {n for n in self.unaligned if n in storages and not storages[n].quantizable}
+        self._handled = {n: Storage.COUNTER if n in kept else kind
+                         for n, kind in self.storages.items()}
         # a step counter the recipe lacks, kept for the random bits: the policy counts it
         self.own_step = "step" in self.storages and "step" not in storages
         self._offsets: dict[int, tuple[list, dict[tuple, dict[int, int]]]] = {}
@@ -795,6 +802,10 @@ class PrecisionPolicy(BucketPolicy):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_offsets": {}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_handled", dict(self.storages))  # pickled before it existed
 
     def __repr__(self) -> str:
         return f"PrecisionPolicy({self.precision!r})"
@@ -917,7 +928,7 @@ class PrecisionPolicy(BucketPolicy):
             missing = {name: init for name, init in wanted.items() if name not in state}
             if missing or (COMPENSATION in lists and COMPENSATION not in state):
                 values = {name: init(p, group) for name, init in missing.items()}
-                stored = self.precision.create(p, values, self.storages)
+                stored = self.precision.create(p, values, self._handled)
                 if COMPENSATION in state:
                     stored.pop(COMPENSATION, None)
                 state.update(stored)
@@ -928,7 +939,7 @@ class PrecisionPolicy(BucketPolicy):
         return lists, created
 
     def conform(self, p: Tensor, state: dict[str, Any]) -> None:
-        self.precision.conform(p, state, self.storages)
+        self.precision.conform(p, state, self._handled)
 
     # ------------------------------------------------------------------ checkpoints
     def saved_entries(self, params: Sequence[Tensor] = ()) -> dict[str, Any]:
@@ -1003,7 +1014,7 @@ class PrecisionPolicy(BucketPolicy):
         state = {}
         for index, entry in sd["state"].items():
             entry = dict(entry)
-            plain.conform(params[ids.index(index)], entry, self.storages)
+            plain.conform(params[ids.index(index)], entry, self._handled)
             if self.own_step:
                 entry.pop("step", None)
             state[index] = entry
@@ -1015,11 +1026,11 @@ class PrecisionPolicy(BucketPolicy):
         """Working tensors for the parts: every state of the recipe, or only ``names`` (for a
         part run on its own, Lookahead's sync). Counts the policy's own steps."""
         if names is None:
-            storages = self.storages
+            storages = self._handled
             if self.own_step:
                 bucket.increment_steps()
         else:
-            storages = {name: self.storages[name] for name in names if name in self.storages}
+            storages = {name: self._handled[name] for name in names if name in self._handled}
         return self.precision.prepare(bucket, storages, arguments[1:], keys=arguments[0])
 
     def finalize(self, bucket: Any, group: Mapping[str, Any], stored: _Stored,

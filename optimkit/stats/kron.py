@@ -1,0 +1,370 @@
+"""PSGD Kron's stats: a Kronecker-factored preconditioner fitted by preconditioned stochastic
+gradient descent (Li 2018, "Preconditioner on matrix Lie group for SGD", arXiv:1809.10232;
+the Kron form of Li's psgd_torch as E. Walters' kron_torch and pytorch_optimizer's ``Kron``
+run it).
+
+Each param of shape ``(d_0, ..., d_{k-1})`` has one factor ``Q_i`` per dim: an upper
+triangular ``d_i x d_i`` matrix (dense) or a diagonal, kept as its ``d_i`` numbers. The
+preconditioner is ``P = Q^T Q`` with ``Q = Q_0 (x) ... (x) Q_{k-1}``. All factors of one param
+live in one state tensor of its own shape (``precond``: each dense factor's ``d_i**2`` numbers
+then each diagonal's ``d_i``, in the order of the dims), so that flat mode and the precision
+policies keep it per param (:func:`~optimkit.core.parts.own_shape`).
+
+**Probe vectors.** Each preconditioner update draws a Gaussian probe ``V`` shaped like the
+param. It does not come from torch's generator: ``V`` is a fixed function of the param's
+``probe_key`` (made at its first step from the group's ``probe_seed`` and the param's position
+in its group) and its step count, through the counter-based hash of the precision policies'
+random bits (:func:`optimkit.precision.rounding.random_words`, then Box-Muller). A run thus
+reproduces whatever the execution mode (eager, flat, compiled), the order of the buckets, or
+how the params are split into them; :func:`probes` gives the same vectors to a reference.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.backends import opt_einsum
+
+from ..core.parts import own_shape, stat, zeros
+from ..core.rules import nonnegative, one_of, positive_integer, unit_interval
+from ..core.tensorlists import is_zero, scalars
+from ..precision import rounding
+
+MEMORY_SAVE_MODES = (None, "one_diag", "smart_one_diag", "all_diag")
+PRECONDITION_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+# pytorch_optimizer's eps: the smallest normal bfloat16 (= float32's), added to the norms a
+# factor's step is divided by
+_TINY = torch.finfo(torch.bfloat16).tiny
+
+
+@functools.lru_cache(maxsize=4096)
+def _dense_dims(shape: tuple[int, ...], max_size_triangular: int, min_ndim_triangular: int,
+                memory_save_mode: str | None) -> tuple[bool, ...]:
+    return tuple(dense_dims(shape, max_size_triangular, min_ndim_triangular, memory_save_mode))
+
+
+def dense_dims(shape: Sequence[int], max_size_triangular: int, min_ndim_triangular: int,
+               memory_save_mode: str | None) -> list[bool]:
+    """Which dims of a param of ``shape`` get a dense (triangular) factor; the others get a
+    diagonal one. A dim is diagonal when its size is 1 or above ``max_size_triangular``, when
+    the param has fewer than ``min_ndim_triangular`` dims, or by ``memory_save_mode``:
+    ``"one_diag"`` the largest dim (the last of equal largest ones, as numpy's argsort picks),
+    ``"smart_one_diag"`` the largest only if strictly larger than every other, ``"all_diag"``
+    every dim."""
+    shape = list(shape)
+    diag = [False] * len(shape)
+    if shape and memory_save_mode == "all_diag":
+        diag = [True] * len(shape)
+    elif shape and memory_save_mode in ("one_diag", "smart_one_diag"):
+        largest = max(shape)
+        last = max(i for i, size in enumerate(shape) if size == largest)
+        if memory_save_mode == "one_diag" or (
+                len(shape) >= 2 and sorted(shape)[-2] < largest):
+            diag[last] = True
+    return [
+        not (d or size == 1 or size > max_size_triangular or len(shape) < min_ndim_triangular)
+        for size, d in zip(shape, diag, strict=True)
+    ]
+
+
+def factor_sizes(shape: Sequence[int], dense: Sequence[bool]) -> list[int]:
+    """The number of elements each factor of a param of ``shape`` keeps (one for a 0-d
+    param)."""
+    if not shape:
+        return [1]
+    return [size * size if d else size for size, d in zip(shape, dense, strict=True)]
+
+
+def _dense_of(p_shape: Sequence[int], group: Mapping[str, Any]) -> tuple[bool, ...]:
+    return _plan(tuple(p_shape), group["max_size_triangular"], group["min_ndim_triangular"],
+                 group["memory_save_mode"])[0]
+
+
+def _plan(shape: tuple[int, ...], max_size_triangular: int, min_ndim_triangular: int,
+          memory_save_mode: str | None):
+    """``(dense dims, einsum subscripts)`` of a param of ``shape``: cached per shape eagerly
+    (a step would rebuild the strings for every param); worked out afresh while compiling,
+    where dynamo traces plain Python better than a cache."""
+    cached = not torch.compiler.is_compiling()
+    dims = _dense_dims if cached else _dense_dims.__wrapped__
+    dense = dims(shape, max_size_triangular, min_ndim_triangular, memory_save_mode)
+    return dense, (_expressions if cached else _expressions.__wrapped__)(len(shape), dense)
+
+
+def initial_precond(p: Tensor, group: Mapping[str, Any]) -> Tensor:
+    """``precond`` at a param's first step: each dense factor ``s * I``, each diagonal one
+    ``s * 1``, ``s = precondition_init_scale ** (1 / ndim)``, in ``precondition_dtype``."""
+    dtype, scale = group["precondition_dtype"], group["precondition_init_scale"]
+    if p.dim() == 0:
+        return torch.full((1,), float(scale), dtype=dtype, device=p.device)
+    scale = math.pow(scale, 1.0 / p.dim())
+    pieces = []
+    for size, d in zip(p.shape, _dense_of(p.shape, group), strict=True):
+        one = torch.eye(size, dtype=dtype, device=p.device) if d else torch.ones(
+            size, dtype=dtype, device=p.device)
+        pieces.append((scale * one).flatten())
+    return torch.cat(pieces)
+
+
+def probe_key(seed: int, index: int) -> Tensor:
+    """The ``probe_key`` of the param at ``index`` of a group with ``probe_seed=seed``: an
+    int32 0-d CPU tensor."""
+    return rounding.stream_key(int(seed), index)
+
+
+def initial_probe_key(p: Tensor, group: Mapping[str, Any]) -> Tensor:
+    """``probe_key`` at a param's first step, from its position in its param group (not from
+    the order in which buckets meet it)."""
+    index = next(i for i, q in enumerate(group["params"]) if q is p)
+    return probe_key(group["probe_seed"], index)
+
+
+def probes(shape: Sequence[int], key: Tensor, step: Tensor | float, dtype: torch.dtype,
+           device: torch.device | str | None = None) -> Tensor:
+    """The standard Gaussian probe ``V`` of a param of ``shape`` at its step ``step`` (a
+    number or a 0-d tensor), under its ``probe_key``: Box-Muller over 2 x 24 uniform bits of
+    :func:`~optimkit.precision.rounding.random_words` per element, computed in ``dtype``."""
+    return _gaussian(shape, rounding.stream_key(key, torch.as_tensor(step)), dtype, device)
+
+
+def _gaussian(shape: Sequence[int], step_key: Tensor, dtype: torch.dtype,
+              device: torch.device | str | None) -> Tensor:
+    numel = math.prod(shape)
+    # one stream: the radius draws of the elements, then their angle draws
+    words = rounding.random_words((2, numel), step_key, 0, device)
+    # the top 24 bits, plus a half: uniform in (0, 1), never 0
+    uniform = (((words >> 8) & 0xFFFFFF).to(dtype) + 0.5) * 2.0**-24
+    radius, angle = uniform.unbind(0)
+    gauss = torch.sqrt(-2.0 * torch.log(radius)) * torch.cos((2.0 * math.pi) * angle)
+    return gauss.view(tuple(shape))
+
+
+def _factors(packed: Tensor, shape: Sequence[int], dense: Sequence[bool]) -> list[Tensor]:
+    """Views of one param's factors in its ``precond`` tensor."""
+    if not shape:
+        return [packed.view(())]
+    sizes = factor_sizes(shape, dense)
+    if packed.numel() != sum(sizes):
+        raise ValueError(
+            f"precond holds {packed.numel()} numbers where a param of shape {tuple(shape)} "
+            f"needs {sum(sizes)}: max_size_triangular, min_ndim_triangular and "
+            "memory_save_mode cannot change once a param has stepped"
+        )
+    out, start = [], 0
+    for size, n, d in zip(shape, sizes, dense, strict=True):
+        piece = packed.narrow(0, start, n)
+        out.append(piece.view(size, size) if d else piece)
+        start += n
+    return out
+
+
+_LETTERS = "abcdefghijklm"  # a param's own dims (13 at most)
+_INNER = "nopqrstuvwxyz"  # the dims a factor contracts
+_OUTER = "ABCDEFGHIJKLM"  # a second copy of them, for the dense factors' outer products
+
+
+@functools.lru_cache(maxsize=1024)
+def _expressions(ndim: int, dense: tuple[bool, ...]) -> tuple[str, tuple[str, ...], str]:
+    """The einsum subscripts of one param: ``Q G`` (each factor applied to its dim of ``G``),
+    each factor's statistics of a tensor (``X_i X_i^T`` contracted over the other dims, the
+    diagonal of it for a diagonal factor), and ``Q^T Q G``. The operands are in the order
+    pytorch_optimizer passes them, which decides the contraction order and so the rounding."""
+    if ndim > len(_LETTERS):
+        raise ValueError(f"PSGD Kron preconditions params of at most {len(_LETTERS)} dims, "
+                         f"not {ndim}")
+    own, inner, outer = _LETTERS[:ndim], _INNER[:ndim], _OUTER[:ndim]
+    factors = [own[i] + inner[i] if d else own[i] for i, d in enumerate(dense)]
+    grad = "".join(inner[i] if d else own[i] for i, d in enumerate(dense))
+    apply = ",".join(factors) + f",{grad}->{own}"
+    stats: list[str] = []
+    for i, d in enumerate(dense):
+        left = own[:i] + inner[i] + own[i + 1:]
+        right = own[:i] + outer[i] + own[i + 1:] if d else left
+        stats.append(f"{left},{right}->{inner[i]}{outer[i] if d else ''}")
+    # Q^T Q G: each dense factor as Q[a, b] Q[a, c] against G[..c..]
+    left = [own[i] + inner[i] if d else inner[i] for i, d in enumerate(dense)]
+    right = [own[i] + outer[i] if d else inner[i] for i, d in enumerate(dense)]
+    grad = "".join(outer[i] if d else inner[i] for i, d in enumerate(dense))
+    precondition = ",".join(left + right) + f",{grad}->{inner}"
+    return apply, tuple(stats), precondition
+
+
+def _einsum(equation: str, *operands: Tensor) -> Tensor:
+    """``torch.einsum(equation, *operands)``, with the contraction order opt_einsum picks (as
+    torch.einsum does) worked out once per equation and shapes, not at every call: that
+    search costs more than the small contractions themselves (~1 ms a call on the CPU)."""
+    if (len(operands) <= 2 or torch.compiler.is_compiling() or not opt_einsum.enabled
+            or not opt_einsum.is_available()):
+        return torch.einsum(equation, *operands)
+    path = _einsum_path(equation, tuple(tuple(t.shape) for t in operands),
+                        opt_einsum.strategy)
+    return torch._VF.einsum(equation, operands, path=path)  # what torch.einsum calls
+
+
+@functools.lru_cache(maxsize=4096)
+def _einsum_path(equation: str, shapes: tuple[tuple[int, ...], ...], strategy: str
+                 ) -> list[int]:
+    steps = opt_einsum.get_opt_einsum().contract_path(
+        equation, *shapes, shapes=True, optimize=strategy)[0]
+    return [i for pair in steps for i in pair]
+
+
+def _solve_right(x: Tensor, q: Tensor) -> Tensor:
+    """``x @ inv(q)`` over x's last dim (q upper triangular), solved in float32 whatever the
+    dtypes, as pytorch_optimizer does, then cast back to x's dtype."""
+    solved = torch.linalg.solve_triangular(
+        q.float(), x.float().reshape(-1, x.size(-1)), upper=True, left=False)
+    return solved.reshape(x.shape).to(x.dtype)
+
+
+def _norm_lower_bound(a: Tensor) -> Tensor:
+    """A cheap lower bound of the spectral norm of the square matrix ``a`` (``a`` is scaled
+    in place): one power-iteration step from its largest column and from its largest row,
+    the larger of their sums of squares chosen."""
+    max_abs = a.abs().max()
+    a.div_(torch.where(max_abs > 0, max_abs, 1.0))
+    squares = a * a
+    column, i = squares.sum(dim=0).max(0)
+    row, j = squares.sum(dim=1).max(0)
+    tiny = torch.finfo(a.dtype).tiny
+    x = a.index_select(1, i.reshape(1)).flatten() @ a
+    by_column = torch.linalg.vector_norm((x / torch.linalg.vector_norm(x).clamp_min(tiny)) @ a.T)
+    y = a @ a.index_select(0, j.reshape(1)).flatten()
+    by_row = torch.linalg.vector_norm(a.T @ (y / torch.linalg.vector_norm(y).clamp_min(tiny)))
+    return max_abs * torch.where(column > row, by_column, by_row)
+
+
+def _update_factors(factors: list[Tensor], dense: Sequence[bool], exprs, g: Tensor,
+                    v: Tensor, lr) -> None:
+    """One PSGD step of every factor of one param on the pair (probe ``v``, ``g``):
+    ``A = Q g``, ``B^T = V Q^{-1}`` (each factor inverted on its dim), then per factor
+    ``Q_i -= lr * triu(A_i A_i^T - B_i B_i^T) / ||A_i A_i^T + B_i B_i^T|| Q_i``, with a cheap
+    lower bound of the spectral norm (diagonal factors: elementwise, over the largest
+    entry)."""
+    apply, stats, _ = exprs
+    if g.dim() == 0:
+        q = factors[0]
+        a, conj_b = q * g, v / q
+        terms = [(a * a, conj_b * conj_b)]
+    else:
+        a = _einsum(apply, *factors, g)
+        conj_b = v
+        for i, (q, d) in enumerate(zip(factors, dense, strict=True)):
+            moved = conj_b.movedim(i, -1)
+            moved = _solve_right(moved, q) if d else moved / q
+            conj_b = moved.movedim(-1, i)
+        terms = [(torch.einsum(expr, a, a), torch.einsum(expr, conj_b, conj_b))
+                 for expr in stats]
+    for q, d, (term1, term2) in zip(factors, [bool(x) for x in dense] or [False], terms,
+                                    strict=True):
+        step = (term1 - term2) * lr
+        if d:
+            step = torch.triu(step)
+            step = step / (_norm_lower_bound(term1 + term2) + _TINY)
+            step = step @ q
+        else:
+            step = step * q
+            step = step / (torch.linalg.vector_norm(term1 + term2, float("inf")) + _TINY)
+        q.sub_(step)
+
+
+@stat(state={"momentum_buffer": zeros, "precond": own_shape(initial_precond),
+             "probe_key": own_shape(initial_probe_key)},
+      storage={"momentum_buffer": "signed"}, reads=("step",), provides=("update",),
+      shaped=True,
+      rules=dict(momentum=unit_interval, weight_decay=nonnegative,
+                 max_size_triangular=positive_integer,
+                 min_ndim_triangular=nonnegative,
+                 memory_save_mode=one_of(*MEMORY_SAVE_MODES),
+                 precondition_lr=nonnegative, precondition_init_scale=nonnegative,
+                 precondition_dtype=one_of(*PRECONDITION_DTYPES)),
+      momentum=0.9, weight_decay=0.0, decoupled_weight_decay=True, max_size_triangular=8192,
+      min_ndim_triangular=2, memory_save_mode=None, momentum_into_precondition_update=True,
+      precondition_lr=0.1, precondition_init_scale=1.0, precondition_dtype=torch.float32,
+      probe_seed=0)
+def kron_direction(b, momentum, weight_decay, decoupled_weight_decay, max_size_triangular,
+                   min_ndim_triangular, memory_save_mode, momentum_into_precondition_update,
+                   precondition_lr, precondition_init_scale, precondition_dtype, probe_seed):
+    """PSGD Kron's direction, per param (see the module doc):
+
+    ``m = momentum * m + (1 - momentum) * g``; ``m^ = m / (1 - momentum**t)`` (in
+    ``precondition_dtype``); one PSGD step of the factors on (probe ``V``, ``m^``) (on ``g``
+    with ``momentum_into_precondition_update=False``); ``u = Q^T Q m^``, cast to the param's
+    dtype and scaled to an RMS of at most 1.1: ``u = u * min(1.1 / (rms(u) + 1e-6), 1)``.
+    Weight decay, on params of 2 dims or more only: decoupled (the default),
+    ``u = u + weight_decay * p``; else L2 before the momentum, ``g = g + weight_decay * p``.
+    ``precondition_init_scale`` and the dims' kinds are read at a param's first step.
+    """
+    if getattr(b, "dtensors", ()):
+        raise NotImplementedError(
+            "PSGD Kron's factors need each param's whole matrix: FSDP2 (DTensor) params are "
+            "not supported yet; step it on unsharded params (DDP)"
+        )
+    steps = b.steps
+    params = b.params
+    grads = list(b.grads)
+    decays = [p.dim() >= 2 for p in params]
+    if not decoupled_weight_decay and any(decays) and not is_zero(weight_decay):
+        for i, p in enumerate(params):
+            if decays[i]:
+                grads[i] = torch.add(grads[i], p, alpha=weight_decay)
+    buffers = b.state["momentum_buffer"]
+    torch._foreach_mul_(buffers, momentum)
+    torch._foreach_add_(buffers, grads, alpha=1 - momentum)
+    corrections = scalars(1 - momentum**steps)
+    if not isinstance(corrections, list):
+        corrections = [corrections] * len(params)
+    # every tensor's key of this step, in one go on the host (the keys live on the CPU)
+    keys = b.state["probe_key"]
+    if all(k.is_cpu for k in keys) and steps.is_cpu:
+        step_keys = list(rounding.stream_key(torch.stack(keys), steps).unbind())
+    else:
+        step_keys = [rounding.stream_key(k, t) for k, t in zip(keys, steps.unbind(), strict=True)]
+    update = []
+    for i, p in enumerate(params):
+        dense, exprs = _plan(tuple(p.shape), max_size_triangular, min_ndim_triangular,
+                             memory_save_mode)
+        factors = _factors(b.state["precond"][i], p.shape, dense)
+        debiased = (buffers[i] / corrections[i]).to(precondition_dtype)
+        v = _gaussian(p.shape, step_keys[i], precondition_dtype, p.device)
+        fit = debiased if momentum_into_precondition_update else grads[i].to(
+            precondition_dtype)
+        _update_factors(factors, dense, exprs, fit, v, precondition_lr)
+        if p.dim() == 0:
+            u = factors[0] * factors[0] * debiased
+        else:
+            u = _einsum(exprs[2], *factors, *factors, debiased)
+        u = u.to(p.dtype)
+        u = u * torch.clamp(1.1 / (u.square().mean().sqrt() + 1e-6), max=1.0)
+        if decoupled_weight_decay and decays[i] and not is_zero(weight_decay):
+            u = torch.add(u, p, alpha=weight_decay)
+        update.append(u)
+    b.update = update
+
+
+@stat(reads=("precond",), every="balance_every", rules=dict(balance_every=positive_integer),
+      balance_every=100, max_size_triangular=8192, min_ndim_triangular=2,
+      memory_save_mode=None)
+def kron_balance(b, max_size_triangular, min_ndim_triangular, memory_save_mode):
+    """Rescale the factors of each param of 2 dims or more to equal largest entries (their
+    geometric mean), after every ``balance_every``-th step of the param: ``Q`` and so the
+    preconditioner are unchanged, and so is the next PSGD step of the factors (each moves
+    relative to itself), so this only keeps the factors' scales from drifting apart into
+    under- or overflow. The executor picks the due params on the host, from the CPU step
+    counters, and runs this part outside the compiled step."""
+    for i, p in enumerate(b.params):
+        if p.dim() < 2:
+            continue
+        dense = _dense_dims(tuple(p.shape), max_size_triangular, min_ndim_triangular,
+                            memory_save_mode)
+        factors = _factors(b.state["precond"][i], p.shape, dense)
+        norms = torch.stack([torch.linalg.vector_norm(q, float("inf")) for q in factors])
+        mean = norms.prod() ** (1 / len(factors))
+        scales = mean / norms
+        for k, q in enumerate(factors):
+            q.mul_(scales[k])
