@@ -7,14 +7,13 @@ kron_torch.Kron and heavyball.PSGDKron, in one run, on the matrices of a small t
 
 Every implementation updates its preconditioner at every step (update probability 1), on the
 same fixed random gradients; each step is timed on its own (wall clock, a device synchronize
-after it), after warm-up steps that include any compiling, in rounds over the implementations
-in turn (so that a change of the machine's load reaches them all alike), and the median is
-reported with its ratio to optimkit's eager step timed in the same run. The peers' algorithms
-differ in details (kron_torch damps the gradient with noise and merges dims; heavyball's
-PSGDKron has its own defaults, e.g. max_size_triangular=2048, and clips differently), so read their times as the
-cost of a step of the same kind, not of the same numbers. Prints a markdown table and writes
-JSON.
-"""
+after it), after warm-up steps that include any compiling, in rounds over the
+implementations in turn (so that a change of the machine's load reaches them all alike), and
+the median is reported with its ratio to optimkit's eager step timed in the same run. The
+peers' algorithms differ in details (kron_torch damps the gradient with noise and merges
+dims; heavyball's PSGDKron has its own defaults, e.g. max_size_triangular=2048, and clips
+differently), so read their times as the cost of a step of the same kind, not of the same
+numbers. Prints a markdown table and writes JSON. """
 
 from __future__ import annotations
 
