@@ -44,8 +44,9 @@ from .store import Store
 
 QUICK_TASKS = ("digits-mlp", "digits-cnn", "diabetes-mlp", "zen-char-gru")
 TOYS = ("rosenbrock", "beale", "rastrigin")
-STANDARD_TASKS = ("stdlib-lm-1x", "stdlib-lm-8x", "digits-convnet", "mnist1d-cnn",
-                  "mnist1d-autoencoder")
+# (mnist1d-cnn left standard for full: with 35 optimizers, SOAP's and Kron's heavier cells and
+# the self-tuning track it took the estimate past 75 minutes; the conv net is digits-convnet)
+STANDARD_TASKS = ("stdlib-lm-1x", "stdlib-lm-8x", "digits-convnet", "mnist1d-autoencoder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +69,8 @@ PRESETS: dict[str, Preset] = {
                     weight_decays=(), cost=False, provisional=True),
     "standard": Preset(STANDARD_TASKS, seeds=5, lr_range=(2e-3, 5e-2), budget=19,
                        weight_decays=(1e-3, 1e-2, 1e-1), cost=True),
-    "full": Preset(STANDARD_TASKS + QUICK_TASKS + TOYS, seeds=10, lr_range=(1e-4, 1.0),
-                   budget=25, weight_decays=(1e-4, 1e-3, 1e-2, 1e-1), cost=True),
+    "full": Preset(STANDARD_TASKS + ("mnist1d-cnn",) + QUICK_TASKS + TOYS, seeds=10,
+                   lr_range=(1e-4, 1.0), budget=25, weight_decays=(1e-4, 1e-3, 1e-2, 1e-1), cost=True),
 }
 DEFAULT_PRESET = "standard"
 TUNING_SEEDS = 2
