@@ -70,7 +70,8 @@ PRESETS: dict[str, Preset] = {
     "standard": Preset(STANDARD_TASKS, seeds=5, lr_range=(2e-3, 5e-2), budget=19,
                        weight_decays=(1e-3, 1e-2, 1e-1), cost=True),
     "full": Preset(STANDARD_TASKS + ("mnist1d-cnn",) + QUICK_TASKS + TOYS, seeds=10,
-                   lr_range=(1e-4, 1.0), budget=25, weight_decays=(1e-4, 1e-3, 1e-2, 1e-1), cost=True),
+                   lr_range=(1e-4, 1.0), budget=25, weight_decays=(1e-4, 1e-3, 1e-2, 1e-1),
+                   cost=True),
 }
 DEFAULT_PRESET = "standard"
 TUNING_SEEDS = 2
