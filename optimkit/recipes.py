@@ -42,6 +42,7 @@ from .stats import (
     weight_decay,
 )
 from .stats.mixing import adan_moments, mars_direction, slow_grad_avg
+from .stats.preconditioned import soap_direction, soap_eigenbases
 from .steppers import (
     adagrad_step,
     adam_step,
@@ -55,6 +56,7 @@ from .steppers import (
     sgd_step,
 )
 from .steppers.mixing import adan_step, ademamix_step, mars_step, proximal_decay
+from .steppers.preconditioned import soap_step
 from .steppers.slow_weights import from_wrapper_state_dict
 
 
@@ -883,6 +885,60 @@ class MARS(Optimizer):
         lr_1d=3e-3, betas_1d=(0.9, 0.95), weight_decay=0.0, weight_decay_1d=0.1, eps=1e-8,
     )
     reference = "pytorch_optimizer.MARS(mars_type='adamw')"
+
+
+# ------------------------------------------------- 2024-25: matrix-preconditioned optimizers
+
+
+class SOAP(Optimizer):
+    """SOAP, "ShampoO with Adam in the Preconditioner's eigenbasis" (Vyas, Morwani, Zhao,
+    Kwun, Shapira, Brandfonbrener, Janson & Kakade 2024, arXiv:2409.11321, ICLR 2025, Alg. 3).
+
+    Per param, each dimension ``i`` of size ``d_i <= max_precondition_dim`` keeps Shampoo's
+    factor ``L_i`` (the running average of the gradient unfolded along ``i`` times its
+    transpose; ``L = G G^T`` and ``R = G^T G`` for a matrix) and an eigenbasis ``Q_i`` of it.
+    With ``R(x) = Q_L^T x Q_R`` (each preconditioned dimension contracted with its ``Q``):
+
+    ``m = beta1 m + (1 - beta1) g``; ``v = beta2 v + (1 - beta2) R(g)**2``;
+    ``p = p - lr sqrt(1 - beta2**s) / (1 - beta1**s) R^-1(R(m) / (sqrt(v) + eps))``;
+    ``p = p (1 - lr weight_decay)``; ``L_i = b L_i + (1 - b) G_(i) G_(i)^T``
+    (``b = shampoo_beta``, ``beta2`` when None). ``m`` is kept unrotated, ``v`` rotated.
+    ``s = t - 1``: a param's first step (``t = 1``) only accumulates the factors and computes
+    the eigenbases (``torch.linalg.eigh``); the param does not move, nor decay. Every
+    ``precondition_frequency`` steps after that (after ``t = 11, 21, ...`` with 10) the
+    eigenbases are refreshed by one power iteration and a QR decomposition, ``v`` reordered
+    with the sorted eigenvalue estimates.
+
+    Reproduces ``pytorch_optimizer.SOAP`` (4.1.0), which follows the authors' ``soap.py``, with
+    its defaults: lr=3e-3, betas=(0.95, 0.95), shampoo_beta=None, eps=1e-8, weight_decay=1e-2,
+    precondition_frequency=10, max_precondition_dim=10000, precondition_1d=False (1-D params:
+    plain Adam in the unrotated space; 0-d params always). Variants: ``precondition_1d=True``
+    (a ``[d, d]`` factor for vectors of ``d <= max_precondition_dim``), ``shampoo_beta``.
+    State: ``step`` (counting the first, initialising step), ``grad_avg`` (``exp_avg``),
+    ``sqr_avg`` (``exp_avg_sq``, rotated), ``factors`` and ``eigenbases`` (the reference's
+    ``GG`` and ``Q`` lists, packed per param into one 1-D tensor each: see
+    ``optimkit/stats/preconditioned.py``).
+
+    Schedule: the eigenbases are computed by a host-gated part (``soap_eigenbases``,
+    ``every="precondition_frequency"``, ``start=1``) after the compiled step, eagerly, on the
+    params whose CPU step count is due; the compiled step itself never recompiles for it.
+    Precision: ``state_dtype`` and ``state_bits`` apply to ``grad_avg`` and ``sqr_avg``; the
+    factors and eigenbases stay exact (the param's dtype, float32 for bf16/fp16 params). An
+    ``eigh`` that fails in float32 is retried in float64, with a warning said once.
+
+    Deviations: the step count is per param (the reference counts per param group: a param
+    whose first gradient comes late starts its own initialising step there); ``merge_dims``,
+    ``data_format``, ``normalize_gradient`` and ``correct_bias=False`` are not offered;
+    factors of bf16/fp16 params are float32 (the reference keeps the grad's dtype). Not on
+    FSDP2 yet: the factors need whole matrices.
+    """
+
+    parts = (step_stat, soap_direction, soap_step, soap_eigenbases)
+    hypers = dict(
+        lr=3e-3, betas=(0.95, 0.95), shampoo_beta=None, eps=1e-8, weight_decay=1e-2,
+        precondition_frequency=10, max_precondition_dim=10000, precondition_1d=False,
+    )
+    reference = "pytorch_optimizer.SOAP"
 
 
 __all__ = [

@@ -384,3 +384,7 @@ _add("ademamix", recipes.AdEMAMix, "pytorch_optimizer.AdEMAMix", 2024,
      "https://arxiv.org/abs/2409.03137")
 _add("mars", recipes.MARS, "pytorch_optimizer.MARS (MARS-AdamW)", 2024,
      "https://arxiv.org/abs/2411.10438")
+
+# 2024-25: matrix-preconditioned optimizers (issue 23)
+_add("soap", recipes.SOAP, "pytorch_optimizer.SOAP (the authors' soap.py)", 2024,
+     "https://arxiv.org/abs/2409.11321")

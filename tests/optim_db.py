@@ -182,6 +182,16 @@ def _qhadam_moment(name: str, index: int):
     return ours
 
 
+def _packed(name: str):
+    # SOAP's GG / Q lists, packed as optimkit keeps them (tests/reference/per_group_steps.py)
+    def ours(state, group):
+        from reference.per_group_steps import packed
+
+        return packed(name)(state, group)
+
+    return ours
+
+
 def _qhadam_step(state, group):
     beta2 = group["betas"][1]
     return math.log(1 - (1 - beta2) * state["beta2_weight"]) / math.log(beta2)
@@ -605,6 +615,35 @@ DB: list[OptimizerInfo] = [
             ),
         },
         peers=library_peers("MARS")[1:],
+    ),
+    # ---- 2024-25: matrix-preconditioned optimizers (issue 23)
+    OptimizerInfo(
+        "soap",
+        Reference(
+            "reference.per_group_steps:SOAP",
+            state={"step": "step", "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq",
+                   "factors": _packed("GG"), "eigenbases": _packed("Q")},
+        ),
+        settings=(
+            {},
+            {"lr": 1e-2, "weight_decay": 0.1, "precondition_frequency": 3},
+            {"precondition_1d": True, "shampoo_beta": 0.9, "betas": (0.9, 0.99)},
+            # the (5, 3) matrix's 5 and the (2, 3, 2) tensor's 3 unrotated
+            {"max_precondition_dim": 2, "eps": 1e-6, "precondition_frequency": 5},
+        ),
+        converge={"lr": 0.05},
+        skips={
+            "test_grad_scaler_skips_steps_with_inf_and_applies_the_others": (
+                "its first step only initialises the preconditioner: the params move from "
+                "the second"
+            ),
+            "test_fsdp2_matches_the_unsharded_run": "needs whole tensors",
+            "test_fsdp2_compiled_step_runs_on_the_local_shards": "needs whole tensors",
+        },
+        peers=(
+            Peer("pytorch_optimizer", "pytorch_optimizer:SOAP"),
+            Peer("heavyball", "heavyball:SOAP"),
+        ),
     ),
 ]
 

@@ -149,8 +149,11 @@ class Part:
     # The hyper-parameter ``k`` of a part that runs on a tensor only after every k-th step of
     # that tensor (Lookahead's sync). The executor decides on the host, from the CPU step
     # counters, and runs the part on those tensors outside any compiled graph; such a part
-    # comes last in a recipe and reads state only.
+    # comes last in a recipe and reads state only. ``start`` shifts the schedule: the part
+    # runs after steps ``start``, ``start + k``, ``start + 2k``... (0: after k, 2k...; SOAP's
+    # eigenbases: 1, so that a param's first step initialises them).
     every: str | None = None
+    start: int = 0
     # state name -> how a precision policy may store it, where declared (see the module doc)
     storage: Mapping[str, Storage] = dataclasses.field(default_factory=dict)
     passed: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
@@ -258,18 +261,22 @@ def implied_storage(init: Init) -> Storage:
 
 
 def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped, every,
-             hypers, storage=None):
+             hypers, storage=None, start=0):
     def wrap(fn: Callable[..., None]) -> Part:
         gates = ()
         if every is not None:
             if every not in hypers:
                 raise ValueError(f"{fn.__name__}: every={every!r} names no declared hyper")
             gates = (every,)
+        if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+            raise ValueError(f"{fn.__name__}: start={start!r} is not an integer >= 0")
+        if start and every is None:
+            raise ValueError(f"{fn.__name__}: start={start!r} needs every=")
         return Part(
             fn=fn, kind=kind, state=dict(state or {}), hypers=dict(hypers),
             reads=tuple(reads), provides=tuple(provides), overrides=tuple(overrides),
             rules=dict(rules or {}), checks=tuple(checks), shaped=shaped, every=every,
-            gates=gates, storage=dict(storage or {}),
+            gates=gates, storage=dict(storage or {}), start=start,
         )
 
     return wrap
@@ -278,7 +285,8 @@ def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped
 def stat(
     state: Mapping[str, Init] | None = None, *, reads=(), provides=(), overrides=(),
     rules: Mapping[str, Rule] | None = None, checks=(), shaped: bool = False,
-    every: str | None = None, storage: Mapping[str, str] | None = None, **hypers: Any,
+    every: str | None = None, start: int = 0, storage: Mapping[str, str] | None = None,
+    **hypers: Any,
 ):
     """Declare a stat: ``@stat(state={"grad_avg": zeros}, storage={"grad_avg": "signed"},
     provides=("first_moment",), rules=dict(betas=betas), betas=(0.9, 0.999))``.
@@ -287,19 +295,26 @@ def stat(
     that flat mode, whose buffers hold every param in ``[rows, CHUNK]`` rows, runs it per
     tensor. Per-param reductions (norms, dot products) go through the bucket
     (``b.norms``, ``b.sum_squares``, ``b.dots``, ``b.expand``) and need no flag.
+
+    ``every="k"`` (a hyper-parameter's name) makes a host-gated part: it runs after the
+    recipe's other parts, eagerly and outside any compiled graph, on the tensors whose step
+    count ``t`` (after this step) satisfies ``t >= start`` and ``(t - start) % k == 0``
+    (``start=0``: after steps k, 2k...). It comes last in the recipe and reads state only
+    (``reads=`` may name states of earlier parts, which it may write in place: a precision
+    policy hands it working copies of them, as of its own ``state``).
     """
     return _declare("stat", state, reads, provides, overrides, rules, checks, shaped, every,
-                    hypers, storage)
+                    hypers, storage, start)
 
 
 def stepper(
     state: Mapping[str, Init] | None = None, *, reads=(), provides=(), overrides=(),
     rules: Mapping[str, Rule] | None = None, checks=(), every: str | None = None,
-    storage: Mapping[str, str] | None = None, **hypers: Any,
+    start: int = 0, storage: Mapping[str, str] | None = None, **hypers: Any,
 ):
     """Declare a stepper: a part that writes the params (same keywords as :func:`stat`)."""
     return _declare("stepper", state, reads, provides, overrides, rules, checks, False, every,
-                    hypers, storage)
+                    hypers, storage, start)
 
 
 def parts_of(package: str, path: list[str]) -> dict[str, Part]:
