@@ -50,7 +50,8 @@ def optims(
     *, where: Callable[[optim_db.OptimizerInfo], bool] | None = None, argnames: str = "info",
 ):
     """Parametrize a test over the test database (``tests/optim_db.py``), one case per
-    optimizer, and skip the optimizers whose ``skips`` name the test.
+    optimizer, and skip the optimizers whose ``skips`` name the test (or one of its cases:
+    ``"test_name[case_id]"``).
 
     ``where(info)`` keeps some optimizers only. ``cases(info)`` yields ``(id, values)`` for
     tests that take more than the info: ``values`` fill ``argnames`` after ``info``, and the
@@ -69,8 +70,12 @@ def optims(
                 params.append(pytest.param(info, id=info.name, marks=marks))
             else:
                 for case_id, values, *extra in cases(info):
+                    # a skip may also name one case: "test_name[case_id]"
+                    reason = info.skips.get(f"{test.__name__}[{case_id}]")
+                    own = [pytest.mark.skip(reason=f"{info.name}: {reason}")] if reason else []
                     params.append(pytest.param(info, *values, id=f"{info.name}-{case_id}",
-                                               marks=marks + list(extra[0] if extra else ())))
+                                               marks=marks + own + list(extra[0] if extra
+                                                                        else ())))
         return pytest.mark.parametrize(argnames, params)(test)
 
     return decorate

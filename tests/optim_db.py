@@ -639,6 +639,16 @@ DB: list[OptimizerInfo] = [
             ),
             "test_fsdp2_matches_the_unsharded_run": "needs whole tensors",
             "test_fsdp2_compiled_step_runs_on_the_local_shards": "needs whole tensors",
+            "test_checkpoint_resumes_exactly_in_a_new_process_group[dcp-load]": (
+                "needs whole tensors (DCP runs under FSDP2)"
+            ),
+            "test_ddp_matches_one_process": (
+                "the eigenbasis of a rank-deficient factor is not unique (the [1, 3] layer's "
+                "3x3 factor has rank 1 after one step): the last-bit difference between DDP's "
+                "averaged gradient and one process's picks another basis of its null space, "
+                "and the runs part by ~3 % (pytorch_optimizer.SOAP too: 2.9 % from a 1e-15 "
+                "relative change of the gradients); ZeRO checkpoints resume exactly"
+            ),
         },
         peers=(
             Peer("pytorch_optimizer", "pytorch_optimizer:SOAP"),
