@@ -24,6 +24,7 @@ on FSDP2's DTensor shards.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -128,9 +129,12 @@ def _shampoo_weight(betas, shampoo_beta):
 
 
 def _optional_decay(name: str, value: Any) -> None:
-    """None (use ``beta2``) or a decay rate in [0, 1)."""
-    if value is not None:
-        unit_interval(name, value)
+    """None (use ``beta2``) or a decay rate in [0, 1) (a number, not a bool)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"Invalid {name}: {value!r}; {name} must be None or a number in [0, 1)")
+    unit_interval(name, value)
 
 
 _LAYOUT_RULES = dict(max_precondition_dim=positive_integer)
@@ -141,7 +145,7 @@ _LAYOUT_RULES = dict(max_precondition_dim=positive_integer)
 # whole=True once the engine has it (FSDP2: the factors need each param's whole matrix)
 @stat(state={"grad_avg": zeros, "sqr_avg": zeros, "factors": packed_factors,
              "eigenbases": packed_factors},
-      storage={"grad_avg": "signed", "sqr_avg": "positive"}, reads=("step",),
+      storage={"sqr_avg": "positive"}, reads=("step",),
       provides=("update",), shaped=True,
       rules=dict(betas=betas_rule, eps=nonnegative, shampoo_beta=_optional_decay,
                  **_LAYOUT_RULES),
