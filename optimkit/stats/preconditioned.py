@@ -196,15 +196,18 @@ def soap_direction(b, betas, eps, shampoo_beta, max_precondition_dim, preconditi
     for i in fresh:
         update[i] = torch.zeros_like(b.params[i])
     b.update = update
-    # the factors, every step (the first included), from this step's gradient
-    views, grams = [], []
+    # the factors, every step (the first included), from this step's gradient: one lerp of
+    # each param's whole packed state (written through its views, a compiled step would copy
+    # and scatter every factor)
+    packs, grams = [], []
     for g, packed, sizes in zip(grads, b.state["factors"], layouts, strict=True):
-        for dim, factor in enumerate(unpack(packed, sizes)):
-            if factor is not None:
-                views.append(factor)
-                grams.append(_gram(g.to(factor.dtype), dim))
-    if views:
-        lerp_(views, grams, _shampoo_weight(betas, shampoo_beta))
+        if packed.numel():
+            g = g.to(packed.dtype)
+            grams.append(torch.cat([_gram(g, dim).reshape(-1)
+                                    for dim, d in enumerate(sizes) if d is not None]))
+            packs.append(packed)
+    if packs:
+        lerp_(packs, grams, _shampoo_weight(betas, shampoo_beta))
 
 
 _warned_fp64 = False
