@@ -194,6 +194,12 @@ def _packed(name: str):
     return ours
 
 
+def _rotated_avg(state, group):
+    from reference.per_group_steps import rotated_avg
+
+    return rotated_avg(state, group)
+
+
 def _qhadam_step(state, group):
     beta2 = group["betas"][1]
     return math.log(1 - (1 - beta2) * state["beta2_weight"]) / math.log(beta2)
@@ -623,7 +629,8 @@ DB: list[OptimizerInfo] = [
         "soap",
         Reference(
             "reference.per_group_steps:SOAP",
-            state={"step": "step", "grad_avg": "exp_avg", "sqr_avg": "exp_avg_sq",
+            # optimkit keeps m rotated into the eigenbases, the reference unrotated
+            state={"step": "step", "grad_avg": _rotated_avg, "sqr_avg": "exp_avg_sq",
                    "factors": _packed("GG"), "eigenbases": _packed("Q")},
         ),
         settings=(
@@ -1031,7 +1038,7 @@ PART_CASES = [
          fields={"update": [[[1.0, -1.0]], [2.0]]},
          expect={"params": [[[0.85, 2.0]], [0.97]]}),
     # ---- SOAP at s = t - 1 = 1, betas (0.5, 0.75): the 2x2 matrix's left basis swaps the rows
-    # (R(g) = Q_L^T g, its right one is I): m = g / 2 (unrotated), v = R(g)**2 / 4,
+    # (R(g) = Q_L^T g, its right one is I): m = R(g) / 2 (kept rotated), v = R(g)**2 / 4,
     # R(m) / sqrt(v) = sign(R(g)) (up to eps), swapped back; sqrt(1 - 0.75) / (1 - 0.5) = 1.
     # Factors (from 0): L = g g^T / 4, R = g^T g / 4 (shampoo_beta None: beta2). The vector is
     # plain Adam (no factors: precondition_1d=False).
@@ -1042,7 +1049,7 @@ PART_CASES = [
                 "sqr_avg": [[[0.0, 0.0], [0.0, 0.0]], [0.0, 0.0]],
                 "factors": [[0.0] * 8, []],
                 "eigenbases": [[0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0], []]},
-         expect={"state:grad_avg": [[[1.5, 0.0], [0.0, -0.5]], [1.0, -0.5]],
+         expect={"state:grad_avg": [[[0.0, -0.5], [1.5, 0.0]], [1.0, -0.5]],
                  "state:sqr_avg": [[[0.0, 0.25], [2.25, 0.0]], [1.0, 0.25]],
                  "state:factors": [[2.25, 0.0, 0.0, 0.25, 2.25, 0.0, 0.0, 0.25], []],
                  "field:update": [[[1.5 / (1.5 + EPS), 0.0], [0.0, -0.5 / (0.5 + EPS)]],
@@ -1065,20 +1072,21 @@ PART_CASES = [
     # R = diag(1, 3) -> the columns e2, e1
     Case("soap_eigenbases-eigh", soap_eigenbases, {}, params=[[[0.0, 0.0]]],
          grads=[[[[0.0, 0.0]]]],
-         state={"step": [1], "sqr_avg": [[[5.0, 7.0]]], "factors": [[2.0, 1.0, 0.0, 0.0, 3.0]],
-                "eigenbases": [[0.0] * 5]},
+         state={"step": [1], "grad_avg": [[[0.0, 0.0]]], "sqr_avg": [[[5.0, 7.0]]],
+                "factors": [[2.0, 1.0, 0.0, 0.0, 3.0]], "eigenbases": [[0.0] * 5]},
          expect={"state:eigenbases": [[1.0, 0.0, 1.0, 1.0, 0.0]],
-                 "state:sqr_avg": [[[5.0, 7.0]]]}),
+                 "state:sqr_avg": [[[5.0, 7.0]]], "state:grad_avg": [[[0.0, 0.0]]]}),
     # a refresh: P = R Q = diag(1, 3) with Q = I, estimates (1, 3) -> columns and v's entries
     # swapped; Q = qr([[0, 1], [3, 0]]).Q = [[0, -1], [-1, 0]] (LAPACK's Householder signs,
-    # which the update never sees: each column enters it twice); L = [[2]] keeps Q = [[1]]
+    # which the update never sees: each column enters it twice); L = [[2]] keeps Q = [[1]].
+    # The rotated m = (2, 3) turns into the new basis: Q_new^T Q_old^-T m = (-3, -2)
     Case("soap_eigenbases-qr", soap_eigenbases, {}, params=[[[0.0, 0.0]]],
          grads=[[[[0.0, 0.0]]]],
-         state={"step": [11], "sqr_avg": [[[5.0, 7.0]]],
+         state={"step": [11], "grad_avg": [[[2.0, 3.0]]], "sqr_avg": [[[5.0, 7.0]]],
                 "factors": [[2.0, 1.0, 0.0, 0.0, 3.0]],
                 "eigenbases": [[1.0, 1.0, 0.0, 0.0, 1.0]]},
          expect={"state:eigenbases": [[1.0, 0.0, -1.0, -1.0, 0.0]],
-                 "state:sqr_avg": [[[7.0, 5.0]]]}),
+                 "state:sqr_avg": [[[7.0, 5.0]]], "state:grad_avg": [[[-3.0, -2.0]]]}),
     # ---- Lookahead's sync (the executor runs it only on due tensors): slow += 0.5 (p - slow)
     Case("lookahead", lookahead, {"alpha": 0.5}, params=[[3.0, -1.0], [0.0]],
          grads=[[[0.0, 0.0], [0.0]]], state={"slow_param": [[1.0, 1.0], [2.0]]},

@@ -58,3 +58,11 @@ def packed(name):
         return torch.cat(mats) if mats else torch.zeros(0, dtype=state["exp_avg"].dtype)
 
     return ours
+
+
+def rotated_avg(state, group):
+    """SOAP's ``exp_avg`` (kept unrotated there) in its eigenbases ``Q``, as optimkit keeps it."""
+    from optimkit.stats.preconditioned import rotate
+
+    bases = [q if len(q) else None for q in state["Q"]]
+    return rotate(state["exp_avg"], bases)
