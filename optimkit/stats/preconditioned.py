@@ -259,8 +259,8 @@ def soap_eigenbases(b, max_precondition_dim, precondition_1d):
     dimension (its coordinates follow the basis vectors); ``Q = qr(P).Q``, computed in float32
     (as the reference, whatever the param's dtype). The first moment, kept rotated
     (``grad_avg`` = ``R(m)``, see ``soap_direction``), is turned into the new basis:
-    ``R(m) <- Q_new^T Q_old^-T R(m)`` along that dimension (``Q_old^-T`` solved for: the
-    float32 QR's bases are orthogonal only to ~1e-7, and fp64 parity needs better).
+    ``R(m) <- Q_new^T Q_old^-T R(m)`` along that dimension (``Q_old^-T = Q_old`` to the
+    float32 QR's ~1e-7; for float64 params one Newton step makes it ~1e-14).
 
     Host-gated (``every="precondition_frequency"``, ``start=1``): the executor picks the due
     params from the CPU step counters and runs this eagerly, outside the compiled step.
@@ -291,11 +291,18 @@ def soap_eigenbases(b, max_precondition_dim, precondition_1d):
         estimates = (bases * products).sum(dim=-2)
         order = torch.argsort(estimates, dim=-1, descending=True)
         products = products.gather(-1, order[:, None, :].expand_as(products))
-        q, _ = torch.linalg.qr(products.to(torch.float32))
+        # torch.linalg.qr's Q, bit for bit, without forming R
+        q = torch.linalg.householder_product(*torch.geqrf(products.to(torch.float32)))
         q = q.to(bases.dtype)
-        # R(m) = Q_old^T m into Q_new^T m: C = Q_new^T Q_old^-T, solved rather than taken as
-        # Q_new^T Q_old (the bases come out of a float32 QR, orthogonal only to ~1e-7)
-        changes = torch.linalg.solve(bases, q).transpose(-1, -2)
+        # R(m) = Q_old^T m into Q_new^T m: C = Q_new^T Q_old^-T. A float32 QR's basis is
+        # orthogonal to ~1e-7, where Q^-T = Q: in float64 one Newton step,
+        # Q^-T = Q (2 I - Q^T Q) + O(1e-14), keeps fp64 runs on the reference's numbers
+        # (3 matmuls; an LU solve took as long as the QR)
+        old = bases
+        if bases.dtype == torch.float64:
+            eye = torch.eye(bases.shape[-1], dtype=bases.dtype, device=bases.device)
+            old = bases @ (2 * eye - bases.transpose(-1, -2) @ bases)
+        changes = q.transpose(-1, -2) @ old
         torch._foreach_copy_([e[1] for e in entries], list(q.unbind()))
         for (_, _, i, dim), idx, change in zip(entries, order.unbind(), changes.unbind(),
                                                strict=True):
