@@ -114,6 +114,11 @@ def rotate(x: Tensor, bases: Sequence[Tensor | None], back: bool = False) -> Ten
     return y.to(x.dtype)
 
 
+def _along(matrix: Tensor, x: Tensor, dim: int) -> Tensor:
+    """``matrix`` applied to ``x`` along dimension ``dim`` (``matrix @ x`` for ``dim=0``)."""
+    return torch.tensordot(matrix, x, dims=([1], [dim])).movedim(0, dim)
+
+
 def _gram(g: Tensor, dim: int) -> Tensor:
     """``G_(dim) G_(dim)^T``: the gradient unfolded along ``dim`` times its transpose."""
     if g.dim() == 1:
@@ -302,11 +307,12 @@ def soap_eigenbases(b, max_precondition_dim, precondition_1d):
         if bases.dtype == torch.float64:
             eye = torch.eye(bases.shape[-1], dtype=bases.dtype, device=bases.device)
             old = bases @ (2 * eye - bases.transpose(-1, -2) @ bases)
-        changes = q.transpose(-1, -2) @ old
-        torch._foreach_copy_([e[1] for e in entries], list(q.unbind()))
-        for (_, _, i, dim), idx, change in zip(entries, order.unbind(), changes.unbind(),
-                                               strict=True):
+        for (_, _, i, dim), idx, back, new in zip(entries, order.unbind(), old.unbind(),
+                                                  q.unbind(), strict=True):
             sqrs[i].copy_(sqrs[i].index_select(dim, idx))
+            # back out of the old basis, into the new one: two [d, d] x [d, n] products,
+            # cheaper than forming Q_new^T Q_old (a [d, d] x [d, d] one) when n <= d
             avg = avgs[i]
-            turned = torch.tensordot(change.to(avg.dtype), avg, dims=([1], [dim]))
-            avg.copy_(turned.movedim(0, dim))
+            unrotated = _along(back.to(avg.dtype), avg, dim)
+            avg.copy_(_along(new.T.to(avg.dtype), unrotated, dim))
+        torch._foreach_copy_([e[1] for e in entries], list(q.unbind()))
