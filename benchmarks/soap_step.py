@@ -38,7 +38,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import optimkit  # noqa: E402
 from optimkit.recipes import SOAP  # noqa: E402
 
 COMMON = dict(lr=3e-3, betas=(0.95, 0.95), eps=1e-8, weight_decay=0.01)

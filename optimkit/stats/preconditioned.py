@@ -63,6 +63,9 @@ def _packed(p: Tensor, group: Mapping[str, Any]) -> Tensor:
 # zeros until the param's first step fills them (eigenbases: by soap_eigenbases)
 packed_factors = own_shape(_packed)
 packed_factors.__name__ = "packed_factors"
+packed_factors.__doc__ = (
+    "State init: a param's SOAP factors (or eigenbases), packed into one 1-D tensor of zeros "
+    "(see the module doc), of its own shape (``own_shape``).")
 
 
 def unpack(packed: Tensor, sizes: Sequence[int | None]) -> list[Tensor | None]:
