@@ -459,3 +459,6 @@ _add("muon", recipes.Muon,
 _add("kron", recipes.Kron,
      "pytorch_optimizer.Kron, preconditioner updated every step (probability 1)", 2018,
      "https://arxiv.org/abs/1809.10232", aliases=("psgd-kron",))
+# 2024-25: matrix-preconditioned optimizers (issue 23)
+_add("soap", recipes.SOAP, "pytorch_optimizer.SOAP (the authors' soap.py)", 2024,
+     "https://arxiv.org/abs/2409.11321")

@@ -50,7 +50,8 @@ def optims(
     *, where: Callable[[optim_db.OptimizerInfo], bool] | None = None, argnames: str = "info",
 ):
     """Parametrize a test over the test database (``tests/optim_db.py``), one case per
-    optimizer, and skip the optimizers whose ``skips`` name the test.
+    optimizer, and skip the optimizers whose ``skips`` name the test (or one of its cases:
+    ``"test_name[case_id]"``).
 
     ``where(info)`` keeps some optimizers only. ``cases(info)`` yields ``(id, values)`` for
     tests that take more than the info: ``values`` fill ``argnames`` after ``info``, and the

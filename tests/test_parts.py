@@ -178,3 +178,28 @@ def test_whole_part_on_plain_tensors_runs_on_the_tensors_themselves():
     assert torch.equal(w.detach(), w0.add(newton_schulz(gw, 5), alpha=-0.1))
     assert torch.equal(v.detach(), v0.add(gv / (gv.norm() + 1e-7), alpha=-0.1))
     assert float(opt.state[w]["input_norm"]) == float(gw.norm())
+
+
+def test_soap_eigh_failing_in_float32_retries_in_float64_and_says_so_once(monkeypatch):
+    import warnings
+
+    from optimkit.stats import preconditioned
+
+    real = torch.linalg.eigh
+
+    def eigh(a):
+        if a.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.eigh: the algorithm failed to converge")
+        return real(a)
+
+    monkeypatch.setattr(torch.linalg, "eigh", eigh)
+    monkeypatch.setattr(preconditioned, "_warned_fp64", False)
+    factors = torch.tensor([[[2.0, 0.0], [0.0, 1.0]]])
+    with pytest.warns(RuntimeWarning, match="retrying in float64"):
+        vectors = preconditioned._eigenvectors(factors)
+    # by descending eigenvalue, in the factors' dtype
+    assert vectors.dtype == torch.float32
+    torch.testing.assert_close(vectors, torch.eye(2)[None])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        preconditioned._eigenvectors(factors)  # said once

@@ -162,7 +162,8 @@ def _optimizer_page(entry) -> str:
         reads = ", ".join(f"`{r}`" for r in part.reads)
         provides = ", ".join(f"`{r}`" for r in part.provides)
         if part.every:
-            when = f"every `{part.every}` steps"
+            when = f"every `{part.every}` steps" + (
+                f" from step {part.start}" if part.start else "")
         elif part.when is not None:
             when = f"when `{_gate(part)}`" if _gate(part) else "when its condition holds"
         else:
@@ -251,7 +252,8 @@ def _part_declarations(part) -> list[str]:
     rows = [("kind", part.kind), ("state (init, storage)", state), ("reads", names(part.reads)),
             ("provides", names(part.provides)), ("hyper-parameters (defaults)", hypers)]
     if part.every:
-        rows.append(("runs", f"every `{part.every}` steps, outside the compiled step"))
+        start = f" from step {part.start}" if part.start else ""
+        rows.append(("runs", f"every `{part.every}` steps{start}, outside the compiled step"))
     return ["| declares | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), ""]
 
 

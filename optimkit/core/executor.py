@@ -50,8 +50,9 @@ the param's shape to the key of the params it applies to: its bucket holds one s
 it stacks into one batched call, and a compiled step compiles once per shape. A recipe
 without routes or batches buckets exactly as before.
 
-A part declared with ``every="k"`` (Lookahead's sync) runs after the others, on the tensors
-whose step count is a multiple of ``group["k"]``: decided on the host from the CPU step
+A part declared with ``every="k"`` (Lookahead's sync, SOAP's eigenbases) runs after the
+others, on the tensors whose step count is a multiple of ``group["k"]`` (or, with
+``start=s``, is ``s``, ``s + k``, ``s + 2k``...): decided on the host from the CPU step
 counters, and outside the compiled graph, so the compiled step neither recompiles nor breaks
 on it and the sync costs nothing on the other steps.
 
@@ -697,7 +698,12 @@ class Executor:
             if part.every is None:
                 continue
             # CPU step counters: deciding here never waits for an accelerator
-            due = (bucket.steps % group[part.every] == 0).tolist()
+            steps = bucket.steps
+            if part.start:
+                due = ((steps >= part.start)
+                       & ((steps - part.start) % group[part.every] == 0)).tolist()
+            else:
+                due = (steps % group[part.every] == 0).tolist()
             if not any(due):
                 continue
             target = bucket
@@ -705,8 +711,10 @@ class Executor:
                 chosen = [i for i, d in enumerate(due) if d]
                 target = bucket.select(chosen)
                 arguments = _arguments_of(arguments, chosen)
-            # its own write-back: the part's state and the params, with fresh random bits
-            prepared = self.policy.prepare(target, group, arguments, names=tuple(part.state))
+            # its own write-back: the part's state, the states it reads (it may write them in
+            # place: SOAP reorders its second moment) and the params, with fresh random bits
+            names = tuple({name: None for name in (*part.state, *part.reads)})
+            prepared = self.policy.prepare(target, group, arguments, names=names)
             part(target, group)
             self.policy.finalize(target, group, prepared, stream=HOST_GATED_STREAM)
 

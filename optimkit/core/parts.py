@@ -227,8 +227,11 @@ class Part:
     # The hyper-parameter ``k`` of a part that runs on a tensor only after every k-th step of
     # that tensor (Lookahead's sync). The executor decides on the host, from the CPU step
     # counters, and runs the part on those tensors outside any compiled graph; such a part
-    # comes last in a recipe and reads state only.
+    # comes last in a recipe and reads state only. ``start`` shifts the schedule: the part
+    # runs after steps ``start``, ``start + k``, ``start + 2k``... (0: after k, 2k...; SOAP's
+    # eigenbases: 1, so that a param's first step initialises them).
     every: str | None = None
+    start: int = 0
     # state name -> how a precision policy may store it, where declared (see the module doc)
     storage: Mapping[str, Storage] = dataclasses.field(default_factory=dict)
     # Needs each full tensor, not a shard (see the module doc); implies ``shaped``.
@@ -410,19 +413,23 @@ def implied_storage(init: Init) -> Storage:
 
 def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped, every,
              hypers, storage=None, contributes=(), group_values=(), whole=False,
-             batch=None):
+             batch=None, start=0):
     def wrap(fn: Callable[..., None]) -> Part:
         gates = ()
         if every is not None:
             if every not in hypers:
                 raise ValueError(f"{fn.__name__}: every={every!r} names no declared hyper")
             gates = (every,)
+        if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+            raise ValueError(f"{fn.__name__}: start={start!r} is not an integer >= 0")
+        if start and every is None:
+            raise ValueError(f"{fn.__name__}: start={start!r} needs every=")
         return Part(
             fn=fn, kind=kind, state=dict(state or {}), hypers=dict(hypers),
             reads=tuple(reads), provides=tuple(provides), overrides=tuple(overrides),
             rules=dict(rules or {}), checks=tuple(checks), shaped=shaped, every=every,
             gates=gates, storage=dict(storage or {}), contributes=tuple(contributes),
-            group_values=tuple(group_values), whole=whole, batch=batch,
+            group_values=tuple(group_values), whole=whole, batch=batch, start=start,
         )
 
     return wrap
@@ -431,8 +438,9 @@ def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped
 def stat(
     state: Mapping[str, Init] | None = None, *, reads=(), provides=(), overrides=(),
     rules: Mapping[str, Rule] | None = None, checks=(), shaped: bool = False,
-    every: str | None = None, storage: Mapping[str, str] | None = None, contributes=(),
-    group_values=(), whole: bool = False, batch: str | None = None, **hypers: Any,
+    every: str | None = None, start: int = 0, storage: Mapping[str, str] | None = None,
+    contributes=(), group_values=(), whole: bool = False, batch: str | None = None,
+    **hypers: Any,
 ):
     """Declare a stat: ``@stat(state={"grad_avg": zeros}, storage={"grad_avg": "signed"},
     provides=("first_moment",), rules=dict(betas=betas), betas=(0.9, 0.999))``.
@@ -451,9 +459,16 @@ def stat(
     ``[n, rows, cols]`` tensor and runs one batched call (``torch.bmm``) per shape, and a
     compiled step compiles once per shape, not unrolled per tensor (:func:`same_shapes`
     groups a list that may still mix shapes).
+
+    ``every="k"`` (a hyper-parameter's name) makes a host-gated part: it runs after the
+    recipe's other parts, eagerly and outside any compiled graph, on the tensors whose step
+    count ``t`` (after this step) satisfies ``t >= start`` and ``(t - start) % k == 0``
+    (``start=0``: after steps k, 2k...). It comes last in the recipe and reads state only
+    (``reads=`` may name states of earlier parts, which it may write in place: a precision
+    policy hands it working copies of them, as of its own ``state``).
     """
     return _declare("stat", state, reads, provides, overrides, rules, checks, shaped, every,
-                    hypers, storage, contributes, group_values, whole, batch)
+                    hypers, storage, contributes, group_values, whole, batch, start)
 
 
 def same_shapes(tensors) -> list[tuple[tuple[int, ...], list[int]]]:
@@ -470,11 +485,12 @@ def same_shapes(tensors) -> list[tuple[tuple[int, ...], list[int]]]:
 def stepper(
     state: Mapping[str, Init] | None = None, *, reads=(), provides=(), overrides=(),
     rules: Mapping[str, Rule] | None = None, checks=(), every: str | None = None,
-    storage: Mapping[str, str] | None = None, contributes=(), group_values=(), **hypers: Any,
+    start: int = 0, storage: Mapping[str, str] | None = None, contributes=(),
+    group_values=(), **hypers: Any,
 ):
     """Declare a stepper: a part that writes the params (same keywords as :func:`stat`)."""
     return _declare("stepper", state, reads, provides, overrides, rules, checks, False, every,
-                    hypers, storage, contributes, group_values)
+                    hypers, storage, contributes, group_values, start=start)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -505,6 +521,7 @@ class Barrier:
     gates: tuple[str, ...] = ()
     every: str | None = None
     shaped: bool = False
+    start: int = 0
     when: Callable[[Mapping[str, Any]], bool] | None = None
     contributes: tuple[str, ...] = ()
     group_values: tuple[str, ...] = ()

@@ -1,4 +1,4 @@
-"""pytorch_optimizer's ADOPT, LaProp, Adan, AdEMAMix and MARS, stepped one param at a time
+"""pytorch_optimizer's ADOPT, LaProp, Adan, AdEMAMix, MARS and SOAP, stepped one param at a time
 with that param's own step count.
 
 pytorch_optimizer counts steps per param group (``group["step"]``); torch.optim and optimkit
@@ -46,3 +46,23 @@ LaProp = _per_param(pytorch_optimizer.LaProp)
 Adan = _per_param(pytorch_optimizer.Adan)
 AdEMAMix = _per_param(pytorch_optimizer.AdEMAMix)
 MARS = _per_param(pytorch_optimizer.MARS)
+SOAP = _per_param(pytorch_optimizer.SOAP)
+
+
+def packed(name):
+    """SOAP's ``GG`` or ``Q`` list of one param (an empty list for a dimension it does not
+    precondition) as optimkit packs it: the matrices flattened, one after the other."""
+
+    def ours(state, group):
+        mats = [m.reshape(-1) for m in state[name] if len(m)]
+        return torch.cat(mats) if mats else torch.zeros(0, dtype=state["exp_avg"].dtype)
+
+    return ours
+
+
+def rotated_avg(state, group):
+    """SOAP's ``exp_avg`` (kept unrotated there) in its eigenbases ``Q``, as optimkit keeps it."""
+    from optimkit.stats.preconditioned import rotate
+
+    bases = [q if len(q) else None for q in state["Q"]]
+    return rotate(state["exp_avg"], bases)
