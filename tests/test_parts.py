@@ -203,3 +203,17 @@ def test_soap_eigh_failing_in_float32_retries_in_float64_and_says_so_once(monkey
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         preconditioned._eigenvectors(factors)  # said once
+
+
+@pytest.mark.parametrize("name", ["soap_direction", "kron_direction"])
+def test_matrix_preconditioners_refuse_fsdp2_shards(name):
+    # a shard's factors would precondition another optimizer, silently: refused by name
+    # (a ShardedBucket with a sharded mesh dim, as eager and compiled steps build it)
+    from optimkit.core.sharded import ShardedBucket
+    from optimkit.stats import kron, preconditioned
+
+    part = getattr(kron if name.startswith("kron") else preconditioned, name)
+    p, g = torch.zeros(4, 3), torch.ones(4, 3)
+    bucket = ShardedBucket([p], [g], {}, {}, ("fake-group",))  # refused before any state
+    with pytest.raises(NotImplementedError, match="whole matrix"):
+        part.fn(bucket, **{k: v for k, v in part.hypers.items() if k in part.passed})

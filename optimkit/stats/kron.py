@@ -300,7 +300,7 @@ def kron_direction(b, momentum, weight_decay, decoupled_weight_decay, max_size_t
     ``u = u + weight_decay * p``; else L2 before the momentum, ``g = g + weight_decay * p``.
     ``precondition_init_scale`` and the dims' kinds are read at a param's first step.
     """
-    if getattr(b, "dtensors", ()):
+    if getattr(b, "groups", ()):  # a ShardedBucket's sharded mesh dims (compiled too)
         raise NotImplementedError(
             "PSGD Kron's factors need each param's whole matrix: FSDP2 (DTensor) params are "
             "not supported yet; step it on unsharded params (DDP)"

@@ -17,9 +17,10 @@ and they are float32 for bf16/fp16 params (``torch.linalg.eigh``/``qr`` need flo
 dimensions are preconditioned is decided from ``max_precondition_dim`` and ``precondition_1d``
 when the state is made; changing them afterwards is refused.
 
-**FSDP2.** The factors need each param's whole matrix; these parts are ``shaped`` and are to be
-declared ``whole=True`` once the engine has it (branch h-whole). Until then SOAP does not run
-on FSDP2's DTensor shards.
+**FSDP2.** The factors need each param's whole matrix. The engine's whole-tensor parts
+(``whole=True``) are stats that run every step, and SOAP's refresh is a host-gated part, so
+SOAP refuses DTensor shards (``NotImplementedError`` at its first step) rather than compute a
+shard's eigenbases.
 """
 
 from __future__ import annotations
@@ -179,6 +180,12 @@ def soap_direction(b, betas, eps, shampoo_beta, max_precondition_dim, preconditi
     rounding; ~25 % fewer matmuls in a step that refreshes nothing). ``soap_eigenbases`` turns
     ``R(m)`` into each new basis.
     """
+    if getattr(b, "groups", ()):  # a ShardedBucket's sharded mesh dims (compiled too)
+        raise NotImplementedError(
+            "SOAP's factors need each param's whole matrix: FSDP2 (DTensor) params are not "
+            "supported yet (their eigenbases would be a shard's); step it on unsharded params "
+            "(DDP)"
+        )
     beta1, beta2 = betas
     fresh = set(b.created.get("factors", ()))
     old = [i for i in range(len(b.params)) if i not in fresh]
