@@ -59,4 +59,20 @@ def scale_grads(b, clip_coef):
     """``grads * clip_coef`` (a new list: ``p.grad`` stays as it is)."""
     if is_one(clip_coef):
         return
-    b.grads = torch._foreach_mul(b.grads, clip_coef)
+    grads = b.grads
+    if (grads[0].device.type == "cpu" and not torch.compiler.is_compiling()
+            and not isinstance(clip_coef, torch.Tensor)
+            and all(type(g) is torch.Tensor and g.is_contiguous() and g.dtype == grads[0].dtype
+                    for g in grads)):
+        # one buffer for the block's scaled grads, each written by mul's own kernel (the
+        # foreach op's on the CPU: the same bits): freed as one chunk, glibc raises its
+        # thresholds past it and keeps it in the heap for the next block and step, where a
+        # list of fresh tensors freed together is trimmed and page-faulted in again each time
+        # (2x Adam's step on a 2.6M-param model)
+        buffer = torch.empty(sum(g.numel() for g in grads), dtype=grads[0].dtype)
+        scaled = []
+        for g, piece in zip(grads, buffer.split([g.numel() for g in grads]), strict=True):
+            scaled.append(torch.mul(g, clip_coef, out=piece.view(g.shape)))
+        b.grads = scaled
+        return
+    b.grads = torch._foreach_mul(grads, clip_coef)
