@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .parts import barrier, stat
+from .scratch import MMAP_BYTES
 from .tensorlists import is_one
 
 # clip_grad_norm_'s guard against a zero norm
@@ -61,6 +62,7 @@ def scale_grads(b, clip_coef):
         return
     grads = b.grads
     if (grads[0].device.type == "cpu" and not torch.compiler.is_compiling()
+            and sum(g.numel() for g in grads) * grads[0].element_size() < MMAP_BYTES
             and not isinstance(clip_coef, torch.Tensor)
             and all(type(g) is torch.Tensor and g.is_contiguous() and g.dtype == grads[0].dtype
                     for g in grads)):
@@ -68,7 +70,8 @@ def scale_grads(b, clip_coef):
         # foreach op's on the CPU: the same bits): freed as one chunk, glibc raises its
         # thresholds past it and keeps it in the heap for the next block and step, where a
         # list of fresh tensors freed together is trimmed and page-faulted in again each time
-        # (2x Adam's step on a 2.6M-param model)
+        # (2x Adam's step on a 2.6M-param model). From 32 MiB on glibc always maps fresh
+        # pages: the foreach op's results then come from the executor's scratch pool
         buffer = torch.empty(sum(g.numel() for g in grads), dtype=grads[0].dtype)
         scaled = []
         for g, piece in zip(grads, buffer.split([g.numel() for g in grads]), strict=True):
