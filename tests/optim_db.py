@@ -161,6 +161,8 @@ class OptimizerInfo:
     rtol: Mapping[torch.dtype, float] = dataclasses.field(
         default_factory=lambda: {torch.float64: 1e-7, torch.float32: 1e-4}
     )
+    # Relative tolerance of compiled against eager steps (tests/test_compile.py), float32.
+    compile_rtol: float = 1e-5
     # Keywords that let it minimise the toy problems of the test suite, in ``converge_steps``
     # steps, with a cosine-annealed lr unless ``converge_anneal`` is False.
     converge: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"lr": 0.1})
@@ -694,6 +696,10 @@ DB: list[OptimizerInfo] = [
             {"growth_rate": 1.02, "d0": 1e-4, "beta3": 0.9, "eps": 1e-6},
         ),
         converge={"lr": 1.0},
+        # d is a ratio of two sums over every param, which a compiled graph adds in inductor's
+        # order: over 120 steps Prodigy's growing d/d0 scales that last-bit difference up in
+        # s (1.03e-5 on one element, with the reference's abs().sum() for sum(|s|) eagerly)
+        compile_rtol=3e-5,
         skips=_ONE_ESTIMATE,
         peers=(Peer("prodigyopt", "prodigyopt:Prodigy"),
                Peer("pytorch_optimizer", "pytorch_optimizer:Prodigy")),
