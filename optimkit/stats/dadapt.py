@@ -17,7 +17,6 @@ from ..core.rules import betas as betas_rule
 from ..core.rules import nonnegative
 from ..core.tensorlists import is_zero
 
-
 # A contribution is returned per tensor (a 1-D tensor): the executor adds them up in the
 # params' order, so an eager step over CPU blocks sums exactly as one over the whole bucket.
 # A tensor of more than _PIECE elements (a flat store's block, a big param) contributes one
