@@ -387,8 +387,12 @@ def addcdiv_(target: Sequence[Tensor], numerators: Sequence[Tensor],
     then ``target += values * (numerators / denominators)``, addcdiv's own order, which
     inductor fuses into one loop with no buffer."""
     if isinstance(values, list) and values and isinstance(values[0], Tensor):
-        quotients = torch._foreach_div(numerators, denominators)
-        torch._foreach_mul_(quotients, values)
+        if target[0].is_cpu:  # the CPU kernel's order, value * numerator / denominator
+            quotients = torch._foreach_mul(numerators, values)
+            torch._foreach_div_(quotients, denominators)
+        else:  # the CUDA kernel's, value * (numerator / denominator)
+            quotients = torch._foreach_div(numerators, denominators)
+            torch._foreach_mul_(quotients, values)
         torch._foreach_add_(target, quotients)
     else:
         torch._foreach_addcdiv_(target, numerators, denominators, values)
