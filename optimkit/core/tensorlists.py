@@ -418,15 +418,32 @@ def debias(betas, t: Tensor):
     return 1 - betas[0] ** t, 1 - betas[1] ** t
 
 
+def _lerp_one(start: Tensor, end: Tensor, weight) -> Tensor:
+    # The eager kernel's own arithmetic, so that a compiled step rounds as the eager one: the
+    # weight rounded to the compute dtype first, then start + w (end - start) for |w| < 0.5,
+    # else end - (end - start)(1 - w) (``start + w * diff`` alone was an ulp off in 1 element
+    # of 10 against eager's fused multiply-add, AdEMAMix's slow average). A traced Python
+    # number (a flat bucket's SymFloat) cannot be compared on the host: the first form only.
+    diff = end - start
+    if isinstance(weight, (int, float)):
+        weight = torch.tensor(float(weight), dtype=torch.float64)
+    if not isinstance(weight, Tensor):
+        return start + weight * diff
+    low = start.dtype in (torch.float16, torch.bfloat16)
+    weight = weight.to(torch.float32 if low else start.dtype)
+    small = weight.abs() < 0.5
+    return torch.where(small, start, end).addcmul(torch.where(small, weight, weight - 1), diff)
+
+
 def lerp(start, end, weights):
-    """``torch._foreach_lerp(start, end, weights)``; inside a compiled graph,
-    ``start + w * (end - start)`` per tensor: inductor has no lowering for the foreach form
+    """``torch._foreach_lerp(start, end, weights)``; inside a compiled graph, lerp's formula
+    written out per tensor: inductor has no lowering for the foreach form
     with a weight per tensor (0-d tensors, a flat bucket's column) and would run it as
     separate aten kernels (5x the step time of MARS on the CPU), and dynamo cannot trace it
     with a traced number (``scalars`` of a flat bucket)."""
     if torch.compiler.is_compiling():
         weights = weights if isinstance(weights, list) else [weights] * len(start)
-        return [s + w * (e - s) for s, e, w in zip(start, end, weights, strict=True)]
+        return [_lerp_one(s, e, w) for s, e, w in zip(start, end, weights, strict=True)]
     return torch._foreach_lerp(start, end, weights)
 
 
@@ -435,7 +452,7 @@ def lerp_(target, end, weights) -> None:
     if torch.compiler.is_compiling():
         weights = weights if isinstance(weights, list) else [weights] * len(target)
         for t, e, w in zip(target, end, weights, strict=True):
-            t.add_(w * (e - t))
+            t.copy_(_lerp_one(t, e, w))
     else:
         torch._foreach_lerp_(target, end, weights)
 
