@@ -387,10 +387,10 @@ def addcdiv_(target: Sequence[Tensor], numerators: Sequence[Tensor],
     then ``target += values * (numerators / denominators)``, addcdiv's own order, which
     inductor fuses into one loop with no buffer."""
     if isinstance(values, list) and values and isinstance(values[0], Tensor):
-        if target[0].is_cpu:  # the CPU kernel's order, value * numerator / denominator
+        if target[0].is_cpu:
             quotients = torch._foreach_mul(numerators, values)
             torch._foreach_div_(quotients, denominators)
-        else:  # the CUDA kernel's, value * (numerator / denominator)
+        else:
             quotients = torch._foreach_div(numerators, denominators)
             torch._foreach_mul_(quotients, values)
         torch._foreach_add_(target, quotients)
@@ -419,25 +419,21 @@ def debias(betas, t: Tensor):
 
 
 def _lerp_one(start: Tensor, end: Tensor, weight) -> Tensor:
-    # The eager kernel's own arithmetic, so that a compiled step rounds as the eager one: the
-    # weight rounded to the compute dtype first, then start + w (end - start) for |w| < 0.5,
-    # else end - (end - start)(1 - w) (``start + w * diff`` alone was an ulp off in 1 element
-    # of 10 against eager's fused multiply-add, AdEMAMix's slow average). A traced Python
-    # number (a flat bucket's SymFloat) cannot be compared on the host: the first form only.
+    # start + w * (end - start) as one multiply-add (addcmul, add's alpha), which eager
+    # kernels fuse as the lerp kernel does for |w| < 0.5: under inductor the same arithmetic
+    # as a product then a sum, but where a graph runs aten kernels (the eager backend) it
+    # rounds as eager mode (a product then a sum was an ulp off in 1 element of 10: AdEMAMix's
+    # slow average, Muon's momentum). Weights of 0.5 or more (lerp's other form) may still
+    # differ by an ulp: emulating that form costs a select per element.
     diff = end - start
-    if isinstance(weight, (int, float)):
-        weight = torch.tensor(float(weight), dtype=torch.float64)
-    if not isinstance(weight, Tensor):
-        return start + weight * diff
-    low = start.dtype in (torch.float16, torch.bfloat16)
-    weight = weight.to(torch.float32 if low else start.dtype)
-    small = weight.abs() < 0.5
-    return torch.where(small, start, end).addcmul(torch.where(small, weight, weight - 1), diff)
+    if isinstance(weight, Tensor):
+        return start.addcmul(weight, diff)
+    return start.add(diff, alpha=weight)
 
 
 def lerp(start, end, weights):
-    """``torch._foreach_lerp(start, end, weights)``; inside a compiled graph, lerp's formula
-    written out per tensor: inductor has no lowering for the foreach form
+    """``torch._foreach_lerp(start, end, weights)``; inside a compiled graph,
+    ``start + w * (end - start)`` per tensor: inductor has no lowering for the foreach form
     with a weight per tensor (0-d tensors, a flat bucket's column) and would run it as
     separate aten kernels (5x the step time of MARS on the CPU), and dynamo cannot trace it
     with a traced number (``scalars`` of a flat bucket)."""
@@ -452,7 +448,10 @@ def lerp_(target, end, weights) -> None:
     if torch.compiler.is_compiling():
         weights = weights if isinstance(weights, list) else [weights] * len(target)
         for t, e, w in zip(target, end, weights, strict=True):
-            t.copy_(_lerp_one(t, e, w))
+            if isinstance(w, Tensor):  # the in-place forms of _lerp_one's
+                t.addcmul_(w, e - t)
+            else:
+                t.add_(e - t, alpha=w)
     else:
         torch._foreach_lerp_(target, end, weights)
 
