@@ -158,6 +158,10 @@ class OptimizerInfo:
     rtol: Mapping[torch.dtype, float] = dataclasses.field(
         default_factory=lambda: {torch.float64: 1e-7, torch.float32: 1e-4}
     )
+    # Relative tolerance of test_compile's compiled == eager check (fp32, 120 steps): inductor
+    # rounds an ulp otherwise than eager kernels (benchmarks/compiled_drift.py), which a step
+    # that estimates its own lr (Prodigy) amplifies.
+    compiled_rtol: float = 1e-5
     # Keywords that let it minimise the toy problems of the test suite, in ``converge_steps``
     # steps, with a cosine-annealed lr unless ``converge_anneal`` is False.
     converge: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"lr": 0.1})
@@ -668,6 +672,8 @@ DB: list[OptimizerInfo] = [
                    "p0": lambda state, group: state["p0"].expand(
                        state["exp_avg_sq"].numel()).view_as(state["exp_avg_sq"])},
         ),
+        # its d estimate carries inductor's ulp differences: 1.5e-5 on one element at step 120
+        compiled_rtol=1e-4,
         settings=(
             {},
             {"weight_decay": 0.1, "use_bias_correction": True, "safeguard_warmup": True},

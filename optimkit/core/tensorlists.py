@@ -419,7 +419,7 @@ def debias(betas, t: Tensor):
 
 
 def _lerp_one(start: Tensor, end: Tensor, weight) -> Tensor:
-    # start + w * (end - start) as one multiply-add (addcmul, add's alpha), which eager
+    # start + w * (end - start) as one multiply-add (addcmul), which eager
     # kernels fuse as the lerp kernel does for |w| < 0.5: under inductor the same arithmetic
     # as a product then a sum, but where a graph runs aten kernels (the eager backend) it
     # rounds as eager mode (a product then a sum was an ulp off in 1 element of 10: AdEMAMix's
@@ -428,7 +428,7 @@ def _lerp_one(start: Tensor, end: Tensor, weight) -> Tensor:
     diff = end - start
     if isinstance(weight, Tensor):
         return start.addcmul(weight, diff)
-    return start.add(diff, alpha=weight)
+    return start + weight * diff
 
 
 def lerp(start, end, weights):
@@ -451,7 +451,7 @@ def lerp_(target, end, weights) -> None:
             if isinstance(w, Tensor):  # the in-place forms of _lerp_one's
                 t.addcmul_(w, e - t)
             else:
-                t.add_(e - t, alpha=w)
+                t.add_(w * (e - t))
     else:
         torch._foreach_lerp_(target, end, weights)
 
