@@ -161,8 +161,10 @@ class OptimizerInfo:
     rtol: Mapping[torch.dtype, float] = dataclasses.field(
         default_factory=lambda: {torch.float64: 1e-7, torch.float32: 1e-4}
     )
-    # Relative tolerance of compiled against eager steps (tests/test_compile.py), float32.
-    compile_rtol: float = 1e-5
+    # Relative tolerance of test_compile's compiled == eager check (fp32, 120 steps): inductor
+    # rounds an ulp otherwise than eager kernels (benchmarks/compiled_drift.py), which a step
+    # that estimates its own lr (Prodigy) amplifies.
+    compiled_rtol: float = 1e-5
     # Keywords that let it minimise the toy problems of the test suite, in ``converge_steps``
     # steps, with a cosine-annealed lr unless ``converge_anneal`` is False.
     converge: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"lr": 0.1})
@@ -689,6 +691,8 @@ DB: list[OptimizerInfo] = [
                    "p0": lambda state, group: state["p0"].expand(
                        state["exp_avg_sq"].numel()).view_as(state["exp_avg_sq"])},
         ),
+        # its d estimate carries inductor's ulp differences: 1.5e-5 on one element at step 120
+        compiled_rtol=1e-4,
         settings=(
             {},
             {"weight_decay": 0.1, "use_bias_correction": True, "safeguard_warmup": True},
@@ -699,7 +703,6 @@ DB: list[OptimizerInfo] = [
         # d is a ratio of two sums over every param, which a compiled graph adds in inductor's
         # order: over 120 steps Prodigy's growing d/d0 scales that last-bit difference up in
         # s (1.03e-5 on one element, with the reference's abs().sum() for sum(|s|) eagerly)
-        compile_rtol=3e-5,
         skips=_ONE_ESTIMATE,
         peers=(Peer("prodigyopt", "prodigyopt:Prodigy"),
                Peer("pytorch_optimizer", "pytorch_optimizer:Prodigy")),

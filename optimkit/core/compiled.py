@@ -56,6 +56,8 @@ import torch
 from torch import Tensor
 
 from .flat import FlatBucket
+from .parts import layout_of
+from .policy import Layout
 from .sharded import ShardedBucket
 from .tensorlists import Bucket
 
@@ -127,6 +129,33 @@ def graph_inputs(group: Mapping[str, Any], names: Sequence[str]):
     return torch.tensor(numbers, dtype=torch.float64), tuple(layout), constants
 
 
+def _zero_d_as_vectors(parts, policy, params, grads, state):
+    # A hyper reaches the graph as a 0-d float64 tensor, where eager mode passes a Python
+    # number. Against a tensor of one dimension or more the two round alike (the op computes
+    # in the tensor's dtype), but against a 0-d fp32 tensor (a scalar param such as a logit
+    # scale, its grad and moments) the 0-d float64 operand wins the type promotion: the op
+    # would compute in float64 and round once, eager in fp32 -- a compiled step an ulp or so
+    # off its eager self at every step. Viewed as [1] (views: in-place ops write the
+    # originals), those tensors compute in fp32 as in eager mode. A state of one number per
+    # param (a step counter, a layer-wise moment: SCALAR) keeps its shape, as parts stack it.
+    declared = {name: layout_of(init) for part in parts
+                for name, init in getattr(part, "state", {}).items()}
+    layouts = policy.layouts(declared)
+    zero_d = [p.dim() == 0 for p in params]
+
+    def vector(tensors):
+        return [t.view(1) if z and t.dim() == 0 else t
+                for t, z in zip(tensors, zero_d, strict=True)]
+
+    # the recipe's states of the param's shape or their own, the policy's of the param's
+    # (not its block scales or its step counter)
+    viewed = {name for name, layout in layouts.items()
+              if layout is Layout.PARAM or (layout is Layout.OWN and name in declared)}
+    state = {name: vector(tensors) if name in viewed else tensors
+             for name, tensors in state.items()}
+    return vector(params), vector(grads), state
+
+
 def _traced_step(parts, policy, arguments, layout, params, grads, state, numbers, where,
                  constants, fields=None):
     # Each number becomes a 0-d tensor computed in the graph (unbind), so that ops taking a
@@ -140,6 +169,9 @@ def _traced_step(parts, policy, arguments, layout, params, grads, state, numbers
             group[name] = tuple(next(values) if m else v
                                 for v, m in zip(constants[name], mask, strict=True))
     if layout is None:
+        if any(p.dim() == 0 for p in params):
+            params, grads, state = _zero_d_as_vectors(parts, policy, params, grads,
+                                                         state)
         bucket = Bucket(params, grads, state, {})
     elif layout[0] == "sharded":
         bucket = ShardedBucket(params, grads, state, {}, layout[1], shapes=layout[2])

@@ -387,8 +387,12 @@ def addcdiv_(target: Sequence[Tensor], numerators: Sequence[Tensor],
     then ``target += values * (numerators / denominators)``, addcdiv's own order, which
     inductor fuses into one loop with no buffer."""
     if isinstance(values, list) and values and isinstance(values[0], Tensor):
-        quotients = torch._foreach_div(numerators, denominators)
-        torch._foreach_mul_(quotients, values)
+        if target[0].is_cpu:
+            quotients = torch._foreach_mul(numerators, values)
+            torch._foreach_div_(quotients, denominators)
+        else:
+            quotients = torch._foreach_div(numerators, denominators)
+            torch._foreach_mul_(quotients, values)
         torch._foreach_add_(target, quotients)
     else:
         torch._foreach_addcdiv_(target, numerators, denominators, values)
@@ -414,6 +418,19 @@ def debias(betas, t: Tensor):
     return 1 - betas[0] ** t, 1 - betas[1] ** t
 
 
+def _lerp_one(start: Tensor, end: Tensor, weight) -> Tensor:
+    # start + w * (end - start) as one multiply-add (addcmul), which eager
+    # kernels fuse as the lerp kernel does for |w| < 0.5: under inductor the same arithmetic
+    # as a product then a sum, but where a graph runs aten kernels (the eager backend) it
+    # rounds as eager mode (a product then a sum was an ulp off in 1 element of 10: AdEMAMix's
+    # slow average, Muon's momentum). Weights of 0.5 or more (lerp's other form) may still
+    # differ by an ulp: emulating that form costs a select per element.
+    diff = end - start
+    if isinstance(weight, Tensor):
+        return start.addcmul(weight, diff)
+    return start + weight * diff
+
+
 def lerp(start, end, weights):
     """``torch._foreach_lerp(start, end, weights)``; inside a compiled graph,
     ``start + w * (end - start)`` per tensor: inductor has no lowering for the foreach form
@@ -422,7 +439,7 @@ def lerp(start, end, weights):
     with a traced number (``scalars`` of a flat bucket)."""
     if torch.compiler.is_compiling():
         weights = weights if isinstance(weights, list) else [weights] * len(start)
-        return [s + w * (e - s) for s, e, w in zip(start, end, weights, strict=True)]
+        return [_lerp_one(s, e, w) for s, e, w in zip(start, end, weights, strict=True)]
     return torch._foreach_lerp(start, end, weights)
 
 
@@ -431,7 +448,10 @@ def lerp_(target, end, weights) -> None:
     if torch.compiler.is_compiling():
         weights = weights if isinstance(weights, list) else [weights] * len(target)
         for t, e, w in zip(target, end, weights, strict=True):
-            t.add_(w * (e - t))
+            if isinstance(w, Tensor):  # the in-place forms of _lerp_one's
+                t.addcmul_(w, e - t)
+            else:
+                t.add_(w * (e - t))
     else:
         torch._foreach_lerp_(target, end, weights)
 
