@@ -169,7 +169,9 @@ def _traced_step(parts, policy, arguments, layout, params, grads, state, numbers
             group[name] = tuple(next(values) if m else v
                                 for v, m in zip(constants[name], mask, strict=True))
     if layout is None:
-        if any(p.dim() == 0 for p in params):
+        # (not for a recipe whose parts read shapes: Kron's factors of a 0-d param are 0-d)
+        if any(p.dim() == 0 for p in params) and not any(
+                getattr(part, "shaped", False) for part in parts):
             params, grads, state = _zero_d_as_vectors(parts, policy, params, grads,
                                                          state)
         bucket = Bucket(params, grads, state, {})
