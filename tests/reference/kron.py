@@ -25,6 +25,8 @@ from pytorch_optimizer.optimizer.psgd import balance_q
 
 from optimkit.stats.kron import probe_key, probes
 
+from .per_group_steps import step_each_param
+
 
 class Kron(pytorch_optimizer.Kron):
     """``pytorch_optimizer.Kron`` stepped per param with optimkit's probes (module doc)."""
@@ -40,29 +42,20 @@ class Kron(pytorch_optimizer.Kron):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        groups = self.param_groups
-        try:
-            for group in groups:
-                for index, p in enumerate(group["params"]):
-                    if p.grad is None:
-                        continue
-                    state = self.state[p]
-                    t = state.get("step", 0) + 1
-                    key = probe_key(group["probe_seed"], index)
-                    v = probes(p.shape, key, t, group["precondition_dtype"], p.device)
-                    one = {**group, "params": [p], "step": t - 1}
-                    self.param_groups = [one]
-                    with mock.patch.object(torch, "randn_like", lambda *a, v=v, **k: v.clone()), \
-                            mock.patch.object(np.random, "random", lambda: 1.0):
-                        super().step()
-                    if p.dim() > 1 and t % group["balance_every"] == 0:
-                        balance_q(state["Q"])
-                    state["step"] = one["step"]
-                    state["probe_key"] = key
-        finally:
-            self.param_groups = groups
-        return loss
+        base = super().step
+
+        def step_one(group, index, p, state):
+            t = state.get("step", 0) + 1
+            key = probe_key(group["probe_seed"], index)
+            v = probes(p.shape, key, t, group["precondition_dtype"], p.device)
+            one = {**group, "params": [p], "step": t - 1}
+            self.param_groups = [one]
+            with mock.patch.object(torch, "randn_like", lambda *a, v=v, **k: v.clone()), \
+                    mock.patch.object(np.random, "random", lambda: 1.0):
+                base()
+            if p.dim() > 1 and t % group["balance_every"] == 0:
+                balance_q(state["Q"])
+            state["step"] = one["step"]
+            state["probe_key"] = key
+
+        return step_each_param(self, closure, step_one)

@@ -14,28 +14,38 @@ import pytorch_optimizer
 import torch
 
 
+def step_each_param(optimizer, closure, step_one):
+    """A reference's ``step`` one param at a time: the closure's loss, then
+    ``step_one(group, index, p, state)`` for each param with a grad (it sets
+    ``optimizer.param_groups`` to a one-param group and steps); the groups put back after."""
+    loss = None
+    if closure is not None:
+        with torch.enable_grad():
+            loss = closure()
+    groups = optimizer.param_groups
+    try:
+        for group in groups:
+            for index, p in enumerate(group["params"]):
+                if p.grad is not None:
+                    step_one(group, index, p, optimizer.state[p])
+    finally:
+        optimizer.param_groups = groups
+    return loss
+
+
 def _per_param(cls):
     class PerParam(cls):
         @torch.no_grad()
         def step(self, closure=None):
-            loss = None
-            if closure is not None:
-                with torch.enable_grad():
-                    loss = closure()
-            groups = self.param_groups
-            try:
-                for group in groups:
-                    for p in group["params"]:
-                        if p.grad is None:
-                            continue
-                        state = self.state[p]
-                        one = {**group, "params": [p], "step": state.get("step", 0)}
-                        self.param_groups = [one]
-                        super().step()
-                        state["step"] = one["step"]
-            finally:
-                self.param_groups = groups
-            return loss
+            base = super().step
+
+            def step_one(group, index, p, state):
+                one = {**group, "params": [p], "step": state.get("step", 0)}
+                self.param_groups = [one]
+                base()
+                state["step"] = one["step"]
+
+            return step_each_param(self, closure, step_one)
 
     PerParam.__name__ = PerParam.__qualname__ = cls.__name__
     return PerParam

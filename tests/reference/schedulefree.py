@@ -18,6 +18,8 @@ import io
 import schedulefree
 import torch
 
+from .per_group_steps import step_each_param
+
 _COUNTERS = ("k", "lr_max", "weight_sum")
 
 
@@ -30,27 +32,18 @@ def _per_param(cls):
 
         @torch.no_grad()
         def step(self, closure=None):
-            loss = None
-            if closure is not None:
-                with torch.enable_grad():
-                    loss = closure()
-            groups = self.param_groups
-            try:
-                for group in groups:
-                    for p in group["params"]:
-                        if p.grad is None:
-                            continue
-                        state = self.state[p]
-                        own = {name: state.get(name, group[name]) for name in _COUNTERS}
-                        if "k" not in state:
-                            own = {"k": 0, "lr_max": -1.0, "weight_sum": 0.0}
-                        one = {**group, "params": [p], **own}
-                        self.param_groups = [one]
-                        super().step()
-                        state.update({name: one[name] for name in _COUNTERS})
-            finally:
-                self.param_groups = groups
-            return loss
+            base = super().step
+
+            def step_one(group, index, p, state):
+                own = {name: state.get(name, group[name]) for name in _COUNTERS}
+                if "k" not in state:
+                    own = {"k": 0, "lr_max": -1.0, "weight_sum": 0.0}
+                one = {**group, "params": [p], **own}
+                self.param_groups = [one]
+                base()
+                state.update({name: one[name] for name in _COUNTERS})
+
+            return step_each_param(self, closure, step_one)
 
         def train(self):
             with contextlib.redirect_stdout(io.StringIO()):
