@@ -47,7 +47,13 @@ from optimkit.stats import (
 )
 from optimkit.stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from optimkit.stats.factored import adafactor_direction
-from optimkit.stats.kron import kron_balance, kron_direction
+from optimkit.stats.kron import (
+    kron_balance,
+    kron_decay,
+    kron_direction,
+    kron_l2,
+    kron_momentum,
+)
 from optimkit.stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from optimkit.stats.orthogonal import muon_momentum, muon_step, orthogonalize
 from optimkit.stats.preconditioned import soap_direction, soap_eigenbases
@@ -1334,18 +1340,28 @@ PART_CASES = [
          params=[[[1.0]] * 4, [[1.0] * 4]], grads=[[[[0.0]] * 4, [[0.0] * 4]]],
          fields={"update": [[[1.0]] * 4, [[1.0] * 4]]},
          expect={"params": [[[1 - 0.04]] * 4, [[1 - 0.04] * 4]]}),
-    # ---- PSGD Kron, with precondition_lr 0 (the probes then move nothing): a vector's one
-    # diagonal factor q = (2, 0.5); m = 0.5 g = (0.5, 2), debiased by 1 - 0.5 to (1, 4);
-    # u = q**2 m^ = (4, 1), rms sqrt(8.5), scaled by 1.1 / (rms + 1e-6); no decay on a vector
+    # ---- PSGD Kron. Momentum 0.5: m = 0.5 * (2, 0) + 0.5 * (2, 4) = (2, 2), the update
+    Case("kron_momentum", kron_momentum, {"momentum": 0.5}, params=[[0.0, 0.0]],
+         grads=[[[2.0, 4.0]]], state={"momentum_buffer": [[2.0, 0.0]]},
+         expect={"state:momentum_buffer": [[2.0, 2.0]], "field:update": [[2.0, 2.0]]}),
+    # with precondition_lr 0 (the probes then move nothing): a vector's one diagonal factor
+    # q = (2, 0.5); m = (0.5, 2), debiased by 1 - 0.5 to (1, 4); u = q**2 m^ = (4, 1), rms
+    # sqrt(8.5), scaled by 1.1 / (rms + 1e-6)
     Case("kron_direction-diagonal", kron_direction,
-         {"momentum": 0.5, "weight_decay": 0.5, "precondition_lr": 0.0,
-          "precondition_dtype": torch.float64},
+         {"momentum": 0.5, "precondition_lr": 0.0, "precondition_dtype": torch.float64},
          params=[[1.0, 1.0]], grads=[[[1.0, 4.0]]],
-         state={"step": [1], "momentum_buffer": [[0.0, 0.0]], "precond": [[2.0, 0.5]],
-                "probe_key": [7]},
+         state={"step": [1], "precond": [[2.0, 0.5]], "probe_key": [7]},
+         fields={"update": [[0.5, 2.0]]},
          expect={"field:update": [[4 * 1.1 / (math.sqrt(8.5) + 1e-6),
                                    1.1 / (math.sqrt(8.5) + 1e-6)]],
-                 "state:momentum_buffer": [[0.5, 2.0]], "state:precond": [[2.0, 0.5]]}),
+                 "state:precond": [[2.0, 0.5]]}),
+    # weight decay 0.5 on the matrix only (2 dims or more): L2 on the gradient, decoupled on
+    # the update
+    Case("kron_l2", kron_l2, {"weight_decay": 0.5}, params=[[[2.0, -4.0]], [2.0]],
+         grads=[[[[1.0, 1.0]], [1.0]]], expect={"grads": [[[2.0, -1.0]], [1.0]]}),
+    Case("kron_decay", kron_decay, {"weight_decay": 0.5}, params=[[[2.0, -4.0]], [2.0]],
+         grads=[[[[0.0, 0.0]], [0.0]]], fields={"update": [[[1.0, 1.0]], [1.0]]},
+         expect={"field:update": [[[2.0, -1.0]], [1.0]]}),
     # a 2x2 matrix's two dense factors 4 I and I: largest entries 4 and 1, geometric mean 2
     Case("kron_balance", kron_balance, {}, params=[[[0.0, 0.0], [0.0, 0.0]]],
          grads=[[[[0.0, 0.0], [0.0, 0.0]]]],

@@ -715,7 +715,12 @@ class Executor:
             # place: SOAP reorders its second moment) and the params, with fresh random bits
             names = tuple({name: None for name in (*part.state, *part.reads)})
             prepared = self.policy.prepare(target, group, arguments, names=names)
-            part(target, group)
+            if part.whole and isinstance(target, ShardedBucket):
+                # every rank counts the same steps, so all agree on the due tensors: each is
+                # gathered to its owner, as in the step's body
+                run_whole(target, part, group, self.layouts())
+            else:
+                part(target, group)
             self.policy.finalize(target, group, prepared, stream=HOST_GATED_STREAM)
 
     # ------------------------------------------------------------ transitions

@@ -270,9 +270,9 @@ class Part:
             raise ValueError(f"{self.name}: storage declared for {stray}, which it does not create")
         object.__setattr__(self, "storage", {k: Storage(v) for k, v in self.storage.items()})
         if self.whole:
-            if self.kind != "stat" or self.every is not None:
-                raise ValueError(f"{self.name}: whole=True is for stats that run every step "
-                                 "(a stepper writes each rank's own shard of the params)")
+            if self.kind != "stat":
+                raise ValueError(f"{self.name}: whole=True is for stats (a stepper writes "
+                                 "each rank's own shard of the params)")
             object.__setattr__(self, "shaped", True)  # a full tensor has a shape to read
         # the hyper-parameters handed to ``fn`` from the group, computed once
         object.__setattr__(self, "passed", tuple(k for k in self.hypers if k not in self.gates)

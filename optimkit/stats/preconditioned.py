@@ -151,11 +151,11 @@ _LAYOUT_RULES = dict(max_precondition_dim=positive_integer)
 # ------------------------------------------------------------------ the parts
 
 
-# whole=True once the engine has it (FSDP2: the factors need each param's whole matrix)
+# whole=True: under FSDP2 each param's full matrix is gathered to its owner rank
 @stat(state={"grad_avg": zeros, "sqr_avg": zeros, "factors": packed_factors,
              "eigenbases": packed_factors},
-      storage={"grad_avg": "signed", "sqr_avg": "positive"}, reads=("step",),
-      provides=("update",), shaped=True,
+      storage={"grad_avg": "signed", "sqr_avg": "positive"}, reads=("step", "grads"),
+      provides=("update",), whole=True,
       rules=dict(betas=betas_rule, eps=nonnegative, shampoo_beta=_optional_decay,
                  **_LAYOUT_RULES),
       betas=(0.95, 0.95), eps=1e-8, shampoo_beta=None, max_precondition_dim=10000,
@@ -180,12 +180,6 @@ def soap_direction(b, betas, eps, shampoo_beta, max_precondition_dim, preconditi
     rounding; ~25 % fewer matmuls in a step that refreshes nothing). ``soap_eigenbases`` turns
     ``R(m)`` into each new basis.
     """
-    if getattr(b, "groups", ()):  # a ShardedBucket's sharded mesh dims (compiled too)
-        raise NotImplementedError(
-            "SOAP's factors need each param's whole matrix: FSDP2 (DTensor) params are not "
-            "supported yet (their eigenbases would be a shard's); step it on unsharded params "
-            "(DDP)"
-        )
     beta1, beta2 = betas
     fresh = set(b.created.get("factors", ()))
     old = [i for i in range(len(b.params)) if i not in fresh]
@@ -215,8 +209,9 @@ def soap_direction(b, betas, eps, shampoo_beta, max_precondition_dim, preconditi
         torch._foreach_mul_(directions, scalars(corrected2.sqrt() / corrected1))
         for i, d in zip(old, directions, strict=True):
             update[i] = d
-    for i in fresh:
-        update[i] = torch.zeros_like(b.params[i])
+    for i in fresh:  # (under FSDP2 the owner's params stand for their shapes: no storage)
+        update[i] = torch.zeros(b.params[i].shape, dtype=b.params[i].dtype,
+                                device=grads[i].device)
     b.update = update
     # the factors, every step (the first included), from this step's gradient: one lerp of
     # each param's whole packed state (written through its views, a compiled step would copy
@@ -260,6 +255,7 @@ def _eigenvectors(factors: Tensor) -> Tensor:
 
 
 @stat(reads=("step", "grad_avg", "sqr_avg", "factors", "eigenbases"),
+      overrides=("grad_avg", "sqr_avg", "eigenbases"), whole=True,
       every="precondition_frequency",
       start=1, rules=dict(precondition_frequency=positive_integer, **_LAYOUT_RULES),
       precondition_frequency=10, max_precondition_dim=10000, precondition_1d=False)
