@@ -275,11 +275,18 @@ def soap_eigenbases(b, max_precondition_dim, precondition_1d):
 
     Host-gated (``every="precondition_frequency"``, ``start=1``): the executor picks the due
     params from the CPU step counters and runs this eagerly, outside the compiled step.
-    Same-sized factors of all the due params go through ``eigh``/``qr`` as one batch.
+    Each factor goes through ``eigh``/``qr`` on its own, not batched with the other factors
+    of its size: LAPACK's batched calls round each matrix by where it sits in the batch, so a
+    param's eigenbases would depend on which other params share its bucket (under FSDP2, an
+    owner rank's bucket holds another set of params than one process's).
+
+    ``whole=True``: under FSDP2 the due params' ``grad_avg`` and ``sqr_avg`` are gathered to
+    their owner ranks, which send back their shards and the new ``eigenbases`` (to every
+    rank: a state of its own shape is replicated).
     """
     steps = b.steps.tolist()
-    fresh: dict[int, list[tuple[Tensor, Tensor]]] = {}  # size -> (factor, basis)
-    due: dict[int, list[tuple[Tensor, Tensor, int, int]]] = {}  # + (tensor, dimension)
+    fresh: list[tuple[Tensor, Tensor]] = []  # (factor, basis)
+    due: list[tuple[Tensor, Tensor, int, int]] = []  # + (tensor, dimension)
     for i, (p, factors, bases) in enumerate(zip(b.params, b.state["factors"],
                                                 b.state["eigenbases"], strict=True)):
         sizes = preconditioned_sizes(p.shape, max_precondition_dim, precondition_1d)
@@ -288,14 +295,13 @@ def soap_eigenbases(b, max_precondition_dim, precondition_1d):
             if factor is None:
                 continue
             if steps[i] == 1:
-                fresh.setdefault(factor.shape[0], []).append((factor, basis))
+                fresh.append((factor, basis))
             else:
-                due.setdefault(factor.shape[0], []).append((factor, basis, i, dim))
-    for pairs in fresh.values():
-        factors = torch.stack([f for f, _ in pairs])
-        torch._foreach_copy_([q for _, q in pairs], list(_eigenvectors(factors).unbind()))
+                due.append((factor, basis, i, dim))
+    for factor, basis in fresh:  # (a batch of one, see above)
+        basis.copy_(_eigenvectors(torch.stack([factor]))[0])
     avgs, sqrs = b.state["grad_avg"], b.state["sqr_avg"]
-    for entries in due.values():
+    for entries in ([entry] for entry in due):
         factors = torch.stack([e[0] for e in entries])
         bases = torch.stack([e[1] for e in entries])
         products = factors @ bases
