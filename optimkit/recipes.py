@@ -49,7 +49,7 @@ from .stats.factored import adafactor_direction
 from .stats.kron import kron_balance, kron_decay, kron_direction, kron_l2, kron_momentum
 from .stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from .stats.orthogonal import NS_COEFFICIENTS, muon_momentum, muon_step, orthogonalize
-from .stats.preconditioned import soap_direction, soap_eigenbases
+from .stats.preconditioned import soap_bases, soap_direction, soap_eigenbases
 from .steppers import (
     adagrad_step,
     adam_step,
@@ -1319,7 +1319,7 @@ class SOAP(Optimizer):
     FSDP2 yet: the factors need whole matrices.
     """
 
-    parts = (step_stat, soap_direction, soap_step, soap_eigenbases)
+    parts = (step_stat, soap_bases, soap_direction, soap_step, soap_eigenbases)
     hypers = dict(
         lr=3e-3, betas=(0.95, 0.95), shampoo_beta=None, eps=1e-8, weight_decay=1e-2,
         precondition_frequency=10, max_precondition_dim=10000, precondition_1d=False,

@@ -56,7 +56,7 @@ from optimkit.stats.kron import (
 )
 from optimkit.stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from optimkit.stats.orthogonal import muon_momentum, muon_step, orthogonalize
-from optimkit.stats.preconditioned import soap_direction, soap_eigenbases
+from optimkit.stats.preconditioned import soap_bases, soap_direction, soap_eigenbases
 from optimkit.steppers import (
     adagrad_step,
     adam_step,
@@ -1384,6 +1384,10 @@ PART_CASES = [
                  "state:factors": [[2.25, 0.0, 0.0, 0.25, 2.25, 0.0, 0.0, 0.25], []],
                  "field:update": [[[1.5 / (1.5 + EPS), 0.0], [0.0, -0.5 / (0.5 + EPS)]],
                                   [1.0 / (1.0 + EPS), -0.5 / (0.5 + EPS)]]}),
+    # the eigenbases are made (zeros, by the init) and left to soap_eigenbases
+    Case("soap_bases", soap_bases, {}, params=[[[0.0, 0.0]]], grads=[[[[1.0, 2.0]]]],
+         state={"eigenbases": [[0.0] * 5]}, fresh={"eigenbases": [0]},
+         expect={"state:eigenbases": [[0.0] * 5]}),
     # a param's first step (its state made now) only accumulates the factors, here with
     # shampoo_beta 0.5: L = [[1 + 4]] / 2, R = [[1, 2], [2, 4]] / 2 for g = [[1, 2]]
     Case("soap_direction-first-step", soap_direction,
@@ -1391,7 +1395,7 @@ PART_CASES = [
          grads=[[[[1.0, 2.0]]]],
          state={"step": [1], "grad_avg": [[[0.0, 0.0]]], "sqr_avg": [[[0.0, 0.0]]],
                 "factors": [[0.0] * 5], "eigenbases": [[0.0] * 5]},
-         fresh={"grad_avg": [0], "sqr_avg": [0], "factors": [0], "eigenbases": [0]},
+         fresh={"grad_avg": [0], "sqr_avg": [0], "factors": [0]},
          expect={"state:factors": [[2.5, 0.5, 1.0, 1.0, 2.0]], "state:grad_avg": [[[0.0, 0.0]]],
                  "state:sqr_avg": [[[0.0, 0.0]]], "field:update": [[[0.0, 0.0]]]}),
     # p = (1 - 0.1 * 2) * (1 - 0.1 * 0.5) = 0.76; the param at its first step stays

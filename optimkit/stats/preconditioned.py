@@ -151,10 +151,19 @@ _LAYOUT_RULES = dict(max_precondition_dim=positive_integer)
 # ------------------------------------------------------------------ the parts
 
 
+@stat(state={"eigenbases": packed_factors})
+def soap_bases(b):
+    """Creates SOAP's ``eigenbases`` (zeros, packed: see the module doc), which
+    ``soap_eigenbases`` computes after a param's first step and refreshes; nothing to do at a
+    step. A part of its own so that ``soap_direction``, which only reads them, does not
+    create them: under FSDP2 a whole part's owner sends the states of their own shape it
+    creates whole to every rank at each step, and the bases change only at a refresh."""
+
+
 # whole=True: under FSDP2 each param's full matrix is gathered to its owner rank
-@stat(state={"grad_avg": zeros, "sqr_avg": zeros, "factors": packed_factors,
-             "eigenbases": packed_factors},
-      storage={"grad_avg": "signed", "sqr_avg": "positive"}, reads=("step", "grads"),
+@stat(state={"grad_avg": zeros, "sqr_avg": zeros, "factors": packed_factors},
+      storage={"grad_avg": "signed", "sqr_avg": "positive"},
+      reads=("step", "grads", "eigenbases"),
       provides=("update",), whole=True,
       rules=dict(betas=betas_rule, eps=nonnegative, shampoo_beta=_optional_decay,
                  **_LAYOUT_RULES),
