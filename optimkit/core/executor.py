@@ -62,8 +62,9 @@ Extension points, for what comes next:
   shards of a bucket of DTensors (:class:`~optimkit.core.sharded.ShardedBucket`), eagerly or
   compiled. Flat mode refuses DTensor params: FSDP2 owns their storage. A part declared
   ``whole`` runs instead on one owner rank per tensor, on the full tensors
-  (``core/whole.py``); compiled, the other parts run as compiled segments around it, on the
-  shards, and it runs eagerly between them (under a precision policy such a step is eager).
+  (``core/whole.py``; a host-gated one on the due tensors, after the step); compiled, the
+  other parts run as compiled segments around it, on the shards, and it runs eagerly
+  between them (under a precision policy such a step is eager).
 * **Per-tensor reductions.** Parts ask the bucket: :meth:`Bucket.sum_squares`,
   :meth:`Bucket.norms`, :meth:`Bucket.dots` (eager: one foreach call for all the lists; flat:
   row reductions over the buffer and a small per-param sum; compiled: the same inside the

@@ -17,10 +17,12 @@ and they are float32 for bf16/fp16 params (``torch.linalg.eigh``/``qr`` need flo
 dimensions are preconditioned is decided from ``max_precondition_dim`` and ``precondition_1d``
 when the state is made; changing them afterwards is refused.
 
-**FSDP2.** The factors need each param's whole matrix. The engine's whole-tensor parts
-(``whole=True``) are stats that run every step, and SOAP's refresh is a host-gated part, so
-SOAP refuses DTensor shards (``NotImplementedError`` at its first step) rather than compute a
-shard's eigenbases.
+**FSDP2.** The factors need each param's whole matrix: ``soap_direction`` and the
+host-gated ``soap_eigenbases`` are whole-tensor parts (``whole=True``), run on one owner rank
+per param over the gathered full tensors (:mod:`optimkit.core.whole`); ``factors`` and
+``eigenbases``, of their own shape, are replicated on every rank, and their owner sends them
+whole to the others where it writes them (the factors at every step, the eigenbases at each
+refresh). ``soap_bases`` creates the eigenbases, so that ``soap_direction`` only reads them.
 """
 
 from __future__ import annotations
