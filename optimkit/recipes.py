@@ -46,7 +46,15 @@ from .stats import (
 )
 from .stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from .stats.factored import adafactor_direction
-from .stats.kron import kron_balance, kron_decay, kron_direction, kron_l2, kron_momentum
+from .stats.kron import (
+    kron_balance,
+    kron_decay,
+    kron_direction,
+    kron_direction_on_grads,
+    kron_factors,
+    kron_l2,
+    kron_momentum,
+)
 from .stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from .stats.orthogonal import NS_COEFFICIENTS, muon_momentum, muon_step, orthogonalize
 from .stats.preconditioned import soap_bases, soap_direction, soap_eigenbases
@@ -1267,7 +1275,9 @@ class Kron(Optimizer):
 
     parts = (
         step_stat, kron_l2.only_if("decoupled_weight_decay", lambda on: not on), kron_momentum,
-        kron_direction, kron_decay.only_if("decoupled_weight_decay"), sgd_step, kron_balance,
+        kron_factors, kron_direction.only_if("momentum_into_precondition_update"),
+        kron_direction_on_grads.only_if("momentum_into_precondition_update", lambda on: not on),
+        kron_decay.only_if("decoupled_weight_decay"), sgd_step, kron_balance,
     )
     hypers = dict(
         lr=1e-3, momentum=0.9, weight_decay=0.0, decoupled_weight_decay=True,

@@ -51,6 +51,7 @@ from optimkit.stats.kron import (
     kron_balance,
     kron_decay,
     kron_direction,
+    kron_factors,
     kron_l2,
     kron_momentum,
 )
@@ -1344,6 +1345,10 @@ PART_CASES = [
     Case("kron_momentum", kron_momentum, {"momentum": 0.5}, params=[[0.0, 0.0]],
          grads=[[[2.0, 4.0]]], state={"momentum_buffer": [[2.0, 0.0]]},
          expect={"state:momentum_buffer": [[2.0, 2.0]], "field:update": [[2.0, 2.0]]}),
+    # the factors and probe keys are made by their inits (initial_precond, initial_probe_key)
+    Case("kron_factors", kron_factors, {}, params=[[1.0, 1.0]], grads=[[[1.0, 4.0]]],
+         state={"precond": [[1.0, 1.0]]}, fresh={"precond": [0]},
+         expect={"state:precond": [[1.0, 1.0]], "params": [[1.0, 1.0]]}),
     # with precondition_lr 0 (the probes then move nothing): a vector's one diagonal factor
     # q = (2, 0.5); m = (0.5, 2), debiased by 1 - 0.5 to (1, 4); u = q**2 m^ = (4, 1), rms
     # sqrt(8.5), scaled by 1.1 / (rms + 1e-6)

@@ -222,3 +222,28 @@ def test_a_sharded_bucket_selected_keeps_the_full_shapes():
     kron_balance.fn(picked, **{k: v for k, v in kron_balance.hypers.items()
                                if k in kron_balance.passed})
     torch.testing.assert_close(precond, torch.tensor([2.0, 0.0, 0.0, 2.0] * 2))
+
+
+def test_kron_fits_on_the_gradient_through_the_part_that_declares_it():
+    # momentum_into_precondition_update=False runs kron_direction_on_grads (the one that
+    # declares grads: under FSDP2 the default gathers no gradient). With momentum 0 the
+    # debiased momentum is the gradient, so both fits are the same; with momentum they differ.
+    import optimkit
+
+    def run(**kwargs):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
+        opt = optimkit.Kron([w], lr=0.1, precondition_dtype=torch.float64, **kwargs)
+        for _ in range(3):
+            w.grad = torch.randn(3, 2, dtype=torch.float64)
+            opt.step()
+        return w.detach(), opt.state[w]["precond"]
+
+    names = [part.name for part in optimkit.Kron.recipe.parts
+             if part.active({**optimkit.Kron.recipe.hypers,
+                             "momentum_into_precondition_update": False})]
+    assert "kron_direction_on_grads[momentum_into_precondition_update]" in names
+    for momentum, same in ((0.0, True), (0.5, False)):
+        on_m = run(momentum=momentum)
+        on_g = run(momentum=momentum, momentum_into_precondition_update=False)
+        assert all(torch.equal(a, b) for a, b in zip(on_m, on_g)) is same, momentum

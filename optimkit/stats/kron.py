@@ -29,6 +29,7 @@ copy.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping, Sequence
@@ -307,37 +308,48 @@ def kron_momentum(b, momentum):
     b.update = buffers
 
 
-# whole=True: under FSDP2 each param's full tensor is gathered to its owner rank
 @stat(state={"precond": own_shape(initial_precond), "probe_key": own_shape(initial_probe_key)},
-      reads=("step", "update", "grads"), provides=("update",), whole=True,
+      rules=dict(precondition_init_scale=nonnegative), precondition_init_scale=1.0,
+      probe_seed=0)
+def kron_factors(b, precondition_init_scale, probe_seed):
+    """Creates PSGD Kron's ``precond`` (from ``precondition_init_scale``, see
+    :func:`initial_precond`) and ``probe_key`` (from ``probe_seed``) at a param's first step;
+    nothing to do at a step. A part of its own so that ``kron_direction``, which never writes
+    ``probe_key``, does not create it: under FSDP2 a whole part's owner sends each state of
+    its own shape that it creates or overrides whole to every rank at each step."""
+
+
+# whole=True: under FSDP2 each param's full tensors are gathered to its owner rank; the
+# factors it writes (overrides) go back whole to every rank
+@stat(reads=("step", "update", "precond", "probe_key"), overrides=("precond",),
+      provides=("update",), whole=True,
       rules=dict(momentum=unit_interval, max_size_triangular=positive_integer,
                  min_ndim_triangular=nonnegative,
                  memory_save_mode=one_of(*MEMORY_SAVE_MODES),
-                 precondition_lr=nonnegative, precondition_init_scale=nonnegative,
+                 precondition_lr=nonnegative,
                  precondition_dtype=one_of(*PRECONDITION_DTYPES)),
       momentum=0.9, max_size_triangular=8192, min_ndim_triangular=2, memory_save_mode=None,
-      momentum_into_precondition_update=True, precondition_lr=0.1, precondition_init_scale=1.0,
-      precondition_dtype=torch.float32, probe_seed=0)
+      momentum_into_precondition_update=True, precondition_lr=0.1,
+      precondition_dtype=torch.float32)
 def kron_direction(b, momentum, max_size_triangular, min_ndim_triangular, memory_save_mode,
-                   momentum_into_precondition_update, precondition_lr, precondition_init_scale,
-                   precondition_dtype, probe_seed):
+                   momentum_into_precondition_update, precondition_lr, precondition_dtype):
     """PSGD Kron's direction, per param (see the module doc), from the momentum ``m`` in
     ``update`` (``kron_momentum``):
 
     ``m^ = m / (1 - momentum**t)`` (in ``precondition_dtype``); one PSGD step of the factors
-    on (probe ``V``, ``m^``) (on ``g`` with ``momentum_into_precondition_update=False``);
-    ``u = Q^T Q m^``, cast to the param's dtype and scaled to an RMS of at most 1.1:
-    ``u = u * min(1.1 / (rms(u) + 1e-6), 1)``. Weight decay is ``kron_l2``'s (before the
-    momentum) or ``kron_decay``'s (after this). ``precondition_init_scale`` and the dims'
-    kinds are read at a param's first step.
+    (``precond``) on (probe ``V``, ``m^``) (on ``g`` with
+    ``momentum_into_precondition_update=False``: then as ``kron_direction_on_grads``, which
+    declares ``grads`` too); ``u = Q^T Q m^``, cast to the param's dtype and scaled to an RMS
+    of at most 1.1: ``u = u * min(1.1 / (rms(u) + 1e-6), 1)``. Weight decay is ``kron_l2``'s
+    (before the momentum) or ``kron_decay``'s (after this). The dims' kinds are read at a
+    param's first step.
 
-    ``whole=True``: under FSDP2 each param's owner rank gets the full ``m`` and ``g`` and
-    computes its factors and ``u`` (the params stand for their shapes there: their values are
-    never read here).
+    ``whole=True``: under FSDP2 each param's owner rank gets the full ``m`` (and ``g`` where
+    the factors are fitted on it) and computes its factors and ``u`` (the params stand for
+    their shapes there: their values are never read here).
     """
     steps = b.steps
     params = b.params
-    grads = b.grads
     buffers = b.update
     corrections = scalars(1 - momentum**steps)
     if not isinstance(corrections, list):
@@ -355,7 +367,8 @@ def kron_direction(b, momentum, max_size_triangular, min_ndim_triangular, memory
         factors = _factors(b.state["precond"][i], p.shape, dense)
         debiased = (buffers[i] / corrections[i]).to(precondition_dtype)
         v = _gaussian(p.shape, step_keys[i], precondition_dtype, buffers[i].device)
-        fit = debiased if momentum_into_precondition_update else grads[i].to(
+        # the grads read only here: under FSDP2 only kron_direction_on_grads gathers them
+        fit = debiased if momentum_into_precondition_update else b.grads[i].to(
             precondition_dtype)
         _update_factors(factors, dense, exprs, fit, v, precondition_lr)
         if p.dim() == 0:
@@ -366,6 +379,12 @@ def kron_direction(b, momentum, max_size_triangular, min_ndim_triangular, memory
         u = u * torch.clamp(1.1 / (u.square().mean().sqrt() + 1e-6), max=1.0)
         update.append(u)
     b.update = update
+
+
+# momentum_into_precondition_update=False: the factors fitted on the gradient, which this
+# one declares (kron_direction does not, so that the default gathers no gradient)
+kron_direction_on_grads = dataclasses.replace(
+    kron_direction, reads=(*kron_direction.reads, "grads"), label="kron_direction_on_grads")
 
 
 @stat(reads=("update",), provides=("update",), rules=dict(weight_decay=nonnegative),
