@@ -1241,16 +1241,17 @@ class Kron(Optimizer):
     (``kron_momentum``, ``kron_l2``, ``kron_decay``) are element-wise and run on each rank's
     shards; ``kron_direction`` is a whole-tensor part (``whole=True``,
     ``optimkit/core/whole.py``): each param's owner rank (largest params first, dealt
-    round-robin) receives the other ranks' shards of the momentum and the gradient, fits the
-    factors and computes ``u`` on the full tensors, and sends each rank its shard of ``u``.
-    ``precond`` and ``probe_key`` are kept whole on every rank (plain tensors, the same on
-    each): at every step the owner sends its params' new ``precond`` whole to every other
-    rank. Per step, on ``W`` ranks, for a param of ``N`` elements with ``P`` numbers of
-    factors (``2 d**2`` for a ``d x d`` matrix of dense factors), over all ranks:
-    ``3 N (W - 1) / W`` elements of the momentum, the gradient and ``u`` (each rank sends and
-    receives a ``W``-th), and ``P (W - 1)`` numbers of factors from the owner. Balancing
-    reads only ``precond``: each rank balances its own copy, nothing is sent. Given the same
-    gradients the sharded run equals the unsharded one bit for bit.
+    round-robin) receives the other ranks' shards of the momentum (and of the gradient with
+    ``momentum_into_precondition_update=False``), fits the factors and computes ``u`` on the
+    full tensors, and sends each rank its shard of ``u``. ``precond`` and ``probe_key`` are
+    kept whole on every rank (plain tensors, the same on each): at every step the owner sends
+    its params' new ``precond`` whole to every other rank. Per step, on ``W`` ranks, for a
+    param of ``N`` elements with ``P`` numbers of factors (``2 d**2`` for a ``d x d`` matrix
+    of dense factors), over all ranks: ``2 N (W - 1) / W`` elements of the momentum and
+    ``u`` (``3 N (W - 1) / W`` with the gradient; each rank sends and receives a ``W``-th),
+    and ``P (W - 1)`` numbers of factors from the owner. Balancing reads only ``precond``:
+    each rank balances its own copy, nothing is sent. Given the same gradients the sharded
+    run equals the unsharded one bit for bit.
 
     Deterministic by construction, in every execution mode: the probes ``V`` come from a
     counter-based hash of the param's ``probe_key`` (from the group's ``probe_seed`` and the

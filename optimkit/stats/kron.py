@@ -19,12 +19,13 @@ reproduces whatever the execution mode (eager, flat, compiled), the order of the
 how the params are split into them; :func:`probes` gives the same vectors to a reference.
 
 **FSDP2.** ``kron_direction`` needs each full tensor (``whole=True``): it runs on one owner
-rank per param over the gathered momentum and gradient (:mod:`optimkit.core.whole`), and
-reads no param value, so that the weight decay, which does, is a part of its own on the
-shards (``kron_l2`` before the momentum, ``kron_decay`` after the direction). ``precond`` is
-replicated on every rank; the owner sends it whole to the others at every step.
-``kron_balance`` reads only ``precond`` and the full shapes, so each rank balances its own
-copy.
+rank per param over the gathered momentum (:mod:`optimkit.core.whole`; the gradient too for
+``kron_direction_on_grads``), and reads no param value, so that the weight decay, which
+does, is a part of its own on the shards (``kron_l2`` before the momentum, ``kron_decay``
+after the direction). ``precond`` and ``probe_key`` are replicated on every rank, made by
+``kron_factors``; ``kron_direction`` overrides ``precond``, which its owner then sends whole
+to the others at every step. ``kron_balance`` reads only ``precond`` and the full shapes, so
+each rank balances its own copy.
 """
 
 from __future__ import annotations
