@@ -46,10 +46,18 @@ from .stats import (
 )
 from .stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from .stats.factored import adafactor_direction
-from .stats.kron import kron_balance, kron_direction
+from .stats.kron import (
+    kron_balance,
+    kron_decay,
+    kron_direction,
+    kron_direction_on_grads,
+    kron_factors,
+    kron_l2,
+    kron_momentum,
+)
 from .stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from .stats.orthogonal import NS_COEFFICIENTS, muon_momentum, muon_step, orthogonalize
-from .stats.preconditioned import soap_direction, soap_eigenbases
+from .stats.preconditioned import soap_bases, soap_direction, soap_eigenbases
 from .steppers import (
     adagrad_step,
     adam_step,
@@ -1227,8 +1235,23 @@ class Kron(Optimizer):
     param in one tensor of its own shape, the reference's list ``Q`` flattened and joined) and
     ``probe_key``. The factors are kept in ``precondition_dtype`` (float32 by default, as the
     reference) whatever the param's dtype and the precision policy: a policy may narrow or
-    quantize ``momentum_buffer`` only. Under FSDP2 the factors need whole matrices: not
-    supported yet (the first step raises ``NotImplementedError``); DDP is.
+    quantize ``momentum_buffer`` only.
+
+    FSDP2: the factors are fitted on whole matrices. The momentum and the weight decay
+    (``kron_momentum``, ``kron_l2``, ``kron_decay``) are element-wise and run on each rank's
+    shards; ``kron_direction`` is a whole-tensor part (``whole=True``,
+    ``optimkit/core/whole.py``): each param's owner rank (largest params first, dealt
+    round-robin) receives the other ranks' shards of the momentum (and of the gradient with
+    ``momentum_into_precondition_update=False``), fits the factors and computes ``u`` on the
+    full tensors, and sends each rank its shard of ``u``. ``precond`` and ``probe_key`` are
+    kept whole on every rank (plain tensors, the same on each): at every step the owner sends
+    its params' new ``precond`` whole to every other rank. Per step, on ``W`` ranks, for a
+    param of ``N`` elements with ``P`` numbers of factors (``2 d**2`` for a ``d x d`` matrix
+    of dense factors), over all ranks: ``2 N (W - 1) / W`` elements of the momentum and
+    ``u`` (``3 N (W - 1) / W`` with the gradient; each rank sends and receives a ``W``-th),
+    and ``P (W - 1)`` numbers of factors from the owner. Balancing reads only ``precond``:
+    each rank balances its own copy, nothing is sent. Given the same gradients the sharded
+    run equals the unsharded one bit for bit.
 
     Deterministic by construction, in every execution mode: the probes ``V`` come from a
     counter-based hash of the param's ``probe_key`` (from the group's ``probe_seed`` and the
@@ -1251,7 +1274,12 @@ class Kron(Optimizer):
     ``maximize`` is not offered; at most 13 dims per param.
     """
 
-    parts = (step_stat, kron_direction, sgd_step, kron_balance)
+    parts = (
+        step_stat, kron_l2.only_if("decoupled_weight_decay", lambda on: not on), kron_momentum,
+        kron_factors, kron_direction.only_if("momentum_into_precondition_update"),
+        kron_direction_on_grads.only_if("momentum_into_precondition_update", lambda on: not on),
+        kron_decay.only_if("decoupled_weight_decay"), sgd_step, kron_balance,
+    )
     hypers = dict(
         lr=1e-3, momentum=0.9, weight_decay=0.0, decoupled_weight_decay=True,
         max_size_triangular=8192, min_ndim_triangular=2, memory_save_mode=None,
@@ -1312,11 +1340,29 @@ class SOAP(Optimizer):
     less per step. The step count is per param (the reference counts per param group: a param
     whose first gradient comes late starts its own initialising step there); ``merge_dims``,
     ``data_format``, ``normalize_gradient`` and ``correct_bias=False`` are not offered;
-    factors of bf16/fp16 params are float32 (the reference keeps the grad's dtype). Not on
-    FSDP2 yet: the factors need whole matrices.
+    factors of bf16/fp16 params are float32 (the reference keeps the grad's dtype).
+
+    FSDP2: the preconditioner is computed on whole matrices. ``soap_direction`` and
+    ``soap_eigenbases`` are whole-tensor parts (``whole=True``, ``optimkit/core/whole.py``):
+    each param has one owner rank (largest params first, dealt round-robin), which receives
+    the other ranks' shards of the gradient, ``grad_avg`` and ``sqr_avg``, computes the
+    rotations, the update and the factors on the full tensors, and sends each rank its shard
+    of the update and of both moments; ``soap_step`` runs on the shards. ``factors`` and
+    ``eigenbases`` are kept whole on every rank (plain tensors, the same on each): at every
+    step the owner sends its params' new ``factors`` whole to every other rank, and at each
+    refresh (a param's first step, then every ``precondition_frequency``) the new
+    ``eigenbases``, gathering and sending back the moments once more. Per step, on ``W``
+    ranks, for a param of ``N`` elements with factors of ``F`` numbers (``2 d**2`` for a
+    ``d x d`` matrix), over all ranks: ``6 N (W - 1) / W`` elements of the gradient and the
+    moments (each rank sends and receives a ``W``-th), and ``F (W - 1)`` numbers of factors
+    from the owner (at ``W = 8``, for a square matrix: ``14 N`` against ``5.25 N``); a refresh
+    adds ``4 N (W - 1) / W`` and ``F (W - 1)``. Given the same
+    gradients the sharded run equals the unsharded one bit for bit (the eigenbases are
+    computed factor by factor, never batched, so that a param's numbers do not depend on
+    which params its owner holds).
     """
 
-    parts = (step_stat, soap_direction, soap_step, soap_eigenbases)
+    parts = (step_stat, soap_bases, soap_direction, soap_step, soap_eigenbases)
     hypers = dict(
         lr=3e-3, betas=(0.95, 0.95), shampoo_beta=None, eps=1e-8, weight_decay=1e-2,
         precondition_frequency=10, max_precondition_dim=10000, precondition_1d=False,

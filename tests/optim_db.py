@@ -47,10 +47,17 @@ from optimkit.stats import (
 )
 from optimkit.stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from optimkit.stats.factored import adafactor_direction
-from optimkit.stats.kron import kron_balance, kron_direction
+from optimkit.stats.kron import (
+    kron_balance,
+    kron_decay,
+    kron_direction,
+    kron_factors,
+    kron_l2,
+    kron_momentum,
+)
 from optimkit.stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from optimkit.stats.orthogonal import muon_momentum, muon_step, orthogonalize
-from optimkit.stats.preconditioned import soap_direction, soap_eigenbases
+from optimkit.stats.preconditioned import soap_bases, soap_direction, soap_eigenbases
 from optimkit.steppers import (
     adagrad_step,
     adam_step,
@@ -230,6 +237,17 @@ def _packed(name: str):
         return packed(name)(state, group)
 
     return ours
+
+
+# the model of the distributed tests, where DDP's and FSDP2's runs of SOAP part from one
+# process's (tests/test_distributed.py)
+_SOAP_NULL_SPACE = (
+    "the eigenbasis of a rank-deficient factor is not unique (the [1, 3] layer's 3x3 factor "
+    "has rank 1 after one step): the last-bit difference between an all-reduced (DDP) or "
+    "reduce-scattered (FSDP2) gradient and one process's picks another basis of its null "
+    "space, and the runs part by ~3 % (pytorch_optimizer.SOAP too: 2.9 % from a 1e-15 "
+    "relative change of the gradients); ZeRO checkpoints resume exactly"
+)
 
 
 def _rotated_avg(state, group):
@@ -840,16 +858,12 @@ DB: list[OptimizerInfo] = [
         converge={"lr": 0.05},
         converge_steps=500,
         skips={
-            "test_fsdp2_matches_the_unsharded_run": "needs whole tensors",
             "test_flat_mode_steps_as_one_tensor": (
                 "its factors read each param's shape (shaped=True): flat mode steps it per "
                 "tensor over the buffers' views"
             ),
             "test_cache_blocks_step_as_the_whole_bucket": (
                 "flat mode steps it per tensor (shaped=True): there are no flat blocks to cut"
-            ),
-            "test_checkpoint_resumes_exactly_in_a_new_process_group": (
-                "needs whole tensors (its DCP case runs under FSDP2)"
             ),
         },
         peers=(
@@ -889,18 +903,11 @@ DB: list[OptimizerInfo] = [
                 "and this test's eager blocks put the (4,) and 0-d params together, so its "
                 "count of one block per param does not hold"
             ),
-            "test_fsdp2_matches_the_unsharded_run": "needs whole tensors",
-            "test_fsdp2_compiled_step_runs_on_the_local_shards": "needs whole tensors",
-            "test_checkpoint_resumes_exactly_in_a_new_process_group[dcp-load]": (
-                "needs whole tensors (DCP runs under FSDP2)"
-            ),
-            "test_ddp_matches_one_process": (
-                "the eigenbasis of a rank-deficient factor is not unique (the [1, 3] layer's "
-                "3x3 factor has rank 1 after one step): the last-bit difference between DDP's "
-                "averaged gradient and one process's picks another basis of its null space, "
-                "and the runs part by ~3 % (pytorch_optimizer.SOAP too: 2.9 % from a 1e-15 "
-                "relative change of the gradients); ZeRO checkpoints resume exactly"
-            ),
+            "test_ddp_matches_one_process": _SOAP_NULL_SPACE,
+            # (FSDP2's reduce-scattered gradient is DDP's, to the last bit: the same 3 %; with
+            # one process's gradients on every rank the whole-tensor tests' SOAP run is equal
+            # bit for bit, and its DCP checkpoint resumes exactly)
+            "test_fsdp2_matches_the_unsharded_run": _SOAP_NULL_SPACE,
         },
         peers=(
             Peer("pytorch_optimizer", "pytorch_optimizer:SOAP"),
@@ -1334,18 +1341,32 @@ PART_CASES = [
          params=[[[1.0]] * 4, [[1.0] * 4]], grads=[[[[0.0]] * 4, [[0.0] * 4]]],
          fields={"update": [[[1.0]] * 4, [[1.0] * 4]]},
          expect={"params": [[[1 - 0.04]] * 4, [[1 - 0.04] * 4]]}),
-    # ---- PSGD Kron, with precondition_lr 0 (the probes then move nothing): a vector's one
-    # diagonal factor q = (2, 0.5); m = 0.5 g = (0.5, 2), debiased by 1 - 0.5 to (1, 4);
-    # u = q**2 m^ = (4, 1), rms sqrt(8.5), scaled by 1.1 / (rms + 1e-6); no decay on a vector
+    # ---- PSGD Kron. Momentum 0.5: m = 0.5 * (2, 0) + 0.5 * (2, 4) = (2, 2), the update
+    Case("kron_momentum", kron_momentum, {"momentum": 0.5}, params=[[0.0, 0.0]],
+         grads=[[[2.0, 4.0]]], state={"momentum_buffer": [[2.0, 0.0]]},
+         expect={"state:momentum_buffer": [[2.0, 2.0]], "field:update": [[2.0, 2.0]]}),
+    # the factors and probe keys are made by their inits (initial_precond, initial_probe_key)
+    Case("kron_factors", kron_factors, {}, params=[[1.0, 1.0]], grads=[[[1.0, 4.0]]],
+         state={"precond": [[1.0, 1.0]]}, fresh={"precond": [0]},
+         expect={"state:precond": [[1.0, 1.0]], "params": [[1.0, 1.0]]}),
+    # with precondition_lr 0 (the probes then move nothing): a vector's one diagonal factor
+    # q = (2, 0.5); m = (0.5, 2), debiased by 1 - 0.5 to (1, 4); u = q**2 m^ = (4, 1), rms
+    # sqrt(8.5), scaled by 1.1 / (rms + 1e-6)
     Case("kron_direction-diagonal", kron_direction,
-         {"momentum": 0.5, "weight_decay": 0.5, "precondition_lr": 0.0,
-          "precondition_dtype": torch.float64},
+         {"momentum": 0.5, "precondition_lr": 0.0, "precondition_dtype": torch.float64},
          params=[[1.0, 1.0]], grads=[[[1.0, 4.0]]],
-         state={"step": [1], "momentum_buffer": [[0.0, 0.0]], "precond": [[2.0, 0.5]],
-                "probe_key": [7]},
+         state={"step": [1], "precond": [[2.0, 0.5]], "probe_key": [7]},
+         fields={"update": [[0.5, 2.0]]},
          expect={"field:update": [[4 * 1.1 / (math.sqrt(8.5) + 1e-6),
                                    1.1 / (math.sqrt(8.5) + 1e-6)]],
-                 "state:momentum_buffer": [[0.5, 2.0]], "state:precond": [[2.0, 0.5]]}),
+                 "state:precond": [[2.0, 0.5]]}),
+    # weight decay 0.5 on the matrix only (2 dims or more): L2 on the gradient, decoupled on
+    # the update
+    Case("kron_l2", kron_l2, {"weight_decay": 0.5}, params=[[[2.0, -4.0]], [2.0]],
+         grads=[[[[1.0, 1.0]], [1.0]]], expect={"grads": [[[2.0, -1.0]], [1.0]]}),
+    Case("kron_decay", kron_decay, {"weight_decay": 0.5}, params=[[[2.0, -4.0]], [2.0]],
+         grads=[[[[0.0, 0.0]], [0.0]]], fields={"update": [[[1.0, 1.0]], [1.0]]},
+         expect={"field:update": [[[2.0, -1.0]], [1.0]]}),
     # a 2x2 matrix's two dense factors 4 I and I: largest entries 4 and 1, geometric mean 2
     Case("kron_balance", kron_balance, {}, params=[[[0.0, 0.0], [0.0, 0.0]]],
          grads=[[[[0.0, 0.0], [0.0, 0.0]]]],
@@ -1368,6 +1389,10 @@ PART_CASES = [
                  "state:factors": [[2.25, 0.0, 0.0, 0.25, 2.25, 0.0, 0.0, 0.25], []],
                  "field:update": [[[1.5 / (1.5 + EPS), 0.0], [0.0, -0.5 / (0.5 + EPS)]],
                                   [1.0 / (1.0 + EPS), -0.5 / (0.5 + EPS)]]}),
+    # the eigenbases are made (zeros, by the init) and left to soap_eigenbases
+    Case("soap_bases", soap_bases, {}, params=[[[0.0, 0.0]]], grads=[[[[1.0, 2.0]]]],
+         state={"eigenbases": [[0.0] * 5]}, fresh={"eigenbases": [0]},
+         expect={"state:eigenbases": [[0.0] * 5]}),
     # a param's first step (its state made now) only accumulates the factors, here with
     # shampoo_beta 0.5: L = [[1 + 4]] / 2, R = [[1, 2], [2, 4]] / 2 for g = [[1, 2]]
     Case("soap_direction-first-step", soap_direction,
@@ -1375,7 +1400,7 @@ PART_CASES = [
          grads=[[[[1.0, 2.0]]]],
          state={"step": [1], "grad_avg": [[[0.0, 0.0]]], "sqr_avg": [[[0.0, 0.0]]],
                 "factors": [[0.0] * 5], "eigenbases": [[0.0] * 5]},
-         fresh={"grad_avg": [0], "sqr_avg": [0], "factors": [0], "eigenbases": [0]},
+         fresh={"grad_avg": [0], "sqr_avg": [0], "factors": [0]},
          expect={"state:factors": [[2.5, 0.5, 1.0, 1.0, 2.0]], "state:grad_avg": [[[0.0, 0.0]]],
                  "state:sqr_avg": [[[0.0, 0.0]]], "field:update": [[[0.0, 0.0]]]}),
     # p = (1 - 0.1 * 2) * (1 - 0.1 * 0.5) = 0.76; the param at its first step stays

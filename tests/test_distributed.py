@@ -289,15 +289,17 @@ def whole_tensor_parity(case: str, scenario: str, results) -> None:
             if scenario == "whole-exact-bf16-state":  # the policy's working copies gathered
                 assert "torch.bfloat16" in row["state_dtypes"], row
     elif scenario == "fsdp":
+        _skip_if_apart(case)
         _matches_the_unsharded_run(results, scenario, case)
     elif scenario == "fsdp-compile":
         if not compiled.has_cxx_compiler():
             pytest.skip("inductor needs a C++ compiler on the CPU")
         # the parts around the whole one compiled (inductor fuses p - lr * u: not the eager
         # bits), the whole part eagerly between them; no fallback
-        _matches_the_unsharded_run(results, scenario, case)
         for row in rows:
             assert row["compiled"], "the compiled step fell back to eager"
+        _skip_if_apart(case)
+        _matches_the_unsharded_run(results, scenario, case)
     elif scenario == "dcp-load":
         _resumes_exactly(results, scenario, case)
     elif scenario == "whole-refused":
@@ -306,6 +308,17 @@ def whole_tensor_parity(case: str, scenario: str, results) -> None:
             assert row["unchanged"], row
     else:
         raise AssertionError(scenario)
+
+
+def _skip_if_apart(case: str) -> None:
+    """Skip the comparison with one process where the test database says why a sharded run
+    of the case parts from it (SOAP: see its entry); the case ran without error."""
+    import optim_db
+
+    info = next((info for info in optim_db.DB if info.name == case), None)
+    reason = info and info.skips.get("test_fsdp2_matches_the_unsharded_run")
+    if reason:
+        pytest.skip(reason)
 
 
 WHOLE_SCENARIOS = ("whole-exact", "whole-exact-bf16-state", "fsdp", "fsdp-compile", "dcp-load",

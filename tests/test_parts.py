@@ -205,15 +205,45 @@ def test_soap_eigh_failing_in_float32_retries_in_float64_and_says_so_once(monkey
         preconditioned._eigenvectors(factors)  # said once
 
 
-@pytest.mark.parametrize("name", ["soap_direction", "kron_direction"])
-def test_matrix_preconditioners_refuse_fsdp2_shards(name):
-    # a shard's factors would precondition another optimizer, silently: refused by name
-    # (a ShardedBucket with a sharded mesh dim, as eager and compiled steps build it)
+def test_a_sharded_bucket_selected_keeps_the_full_shapes():
+    # a host-gated part's due tensors of an FSDP2 bucket: a whole part gathers them by their
+    # full shapes, and kron_balance reads its factors by them
     from optimkit.core.sharded import ShardedBucket
-    from optimkit.stats import kron, preconditioned
+    from optimkit.stats.kron import kron_balance
 
-    part = getattr(kron if name.startswith("kron") else preconditioned, name)
-    p, g = torch.zeros(4, 3), torch.ones(4, 3)
-    bucket = ShardedBucket([p], [g], {}, {}, ("fake-group",))  # refused before any state
-    with pytest.raises(NotImplementedError, match="whole matrix"):
-        part.fn(bucket, **{k: v for k, v in part.hypers.items() if k in part.passed})
+    shards = [torch.zeros(2, 2), torch.zeros(1, 2)]  # rank 0's rows of (3, 2) and (2, 2)
+    precond = torch.tensor([4.0, 0.0, 0.0, 4.0, 1.0, 0.0, 0.0, 1.0])
+    bucket = ShardedBucket(shards, [torch.zeros(2, 2), torch.zeros(1, 2)],
+                           {"precond": [torch.zeros(13), precond]}, {}, ("fake-group",),
+                           shapes=[(3, 2), (2, 2)])
+    picked = bucket.select([1])
+    assert isinstance(picked, ShardedBucket) and picked.groups == ("fake-group",)
+    assert picked.shapes == [(2, 2)] and picked.params[0] is shards[1]
+    kron_balance.fn(picked, **{k: v for k, v in kron_balance.hypers.items()
+                               if k in kron_balance.passed})
+    torch.testing.assert_close(precond, torch.tensor([2.0, 0.0, 0.0, 2.0] * 2))
+
+
+def test_kron_fits_on_the_gradient_through_the_part_that_declares_it():
+    # momentum_into_precondition_update=False runs kron_direction_on_grads (the one that
+    # declares grads: under FSDP2 the default gathers no gradient). With momentum 0 the
+    # debiased momentum is the gradient, so both fits are the same; with momentum they differ.
+    import optimkit
+
+    def run(**kwargs):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
+        opt = optimkit.Kron([w], lr=0.1, precondition_dtype=torch.float64, **kwargs)
+        for _ in range(3):
+            w.grad = torch.randn(3, 2, dtype=torch.float64)
+            opt.step()
+        return w.detach(), opt.state[w]["precond"]
+
+    names = [part.name for part in optimkit.Kron.recipe.parts
+             if part.active({**optimkit.Kron.recipe.hypers,
+                             "momentum_into_precondition_update": False})]
+    assert "kron_direction_on_grads[momentum_into_precondition_update]" in names
+    for momentum, same in ((0.0, True), (0.5, False)):
+        on_m = run(momentum=momentum)
+        on_g = run(momentum=momentum, momentum_into_precondition_update=False)
+        assert all(torch.equal(a, b) for a, b in zip(on_m, on_g)) is same, momentum

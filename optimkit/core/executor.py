@@ -62,8 +62,9 @@ Extension points, for what comes next:
   shards of a bucket of DTensors (:class:`~optimkit.core.sharded.ShardedBucket`), eagerly or
   compiled. Flat mode refuses DTensor params: FSDP2 owns their storage. A part declared
   ``whole`` runs instead on one owner rank per tensor, on the full tensors
-  (``core/whole.py``); compiled, the other parts run as compiled segments around it, on the
-  shards, and it runs eagerly between them (under a precision policy such a step is eager).
+  (``core/whole.py``; a host-gated one on the due tensors, after the step); compiled, the
+  other parts run as compiled segments around it, on the shards, and it runs eagerly
+  between them (under a precision policy such a step is eager).
 * **Per-tensor reductions.** Parts ask the bucket: :meth:`Bucket.sum_squares`,
   :meth:`Bucket.norms`, :meth:`Bucket.dots` (eager: one foreach call for all the lists; flat:
   row reductions over the buffer and a small per-param sum; compiled: the same inside the
@@ -715,7 +716,12 @@ class Executor:
             # place: SOAP reorders its second moment) and the params, with fresh random bits
             names = tuple({name: None for name in (*part.state, *part.reads)})
             prepared = self.policy.prepare(target, group, arguments, names=names)
-            part(target, group)
+            if part.whole and isinstance(target, ShardedBucket):
+                # every rank counts the same steps, so all agree on the due tensors: each is
+                # gathered to its owner, as in the step's body
+                run_whole(target, part, group, self.layouts())
+            else:
+                part(target, group)
             self.policy.finalize(target, group, prepared, stream=HOST_GATED_STREAM)
 
     # ------------------------------------------------------------ transitions

@@ -30,7 +30,8 @@ A part is a small function ``fn(bucket, **hypers)`` over the aligned tensor list
   ``state``, ``overrides``), runs the part on them, and sends each rank its shard of what the
   part provides and the states it creates or overrides (see :mod:`optimkit.core.whole`). A
   ``whole`` part declares every field it reads, even ``update`` or ``grads``, and never writes
-  a state it only ``reads``.
+  a state it only ``reads``. A host-gated part (``every``) may be whole: it runs so on the
+  tensors due at that step, and declares in ``overrides`` the states it writes in place.
 
 A recipe (:class:`optimkit.Optimizer` subclass) is checked against these declarations when
 its class is created: a read that no earlier part provides, two parts creating one state, a
@@ -270,9 +271,9 @@ class Part:
             raise ValueError(f"{self.name}: storage declared for {stray}, which it does not create")
         object.__setattr__(self, "storage", {k: Storage(v) for k, v in self.storage.items()})
         if self.whole:
-            if self.kind != "stat" or self.every is not None:
-                raise ValueError(f"{self.name}: whole=True is for stats that run every step "
-                                 "(a stepper writes each rank's own shard of the params)")
+            if self.kind != "stat":
+                raise ValueError(f"{self.name}: whole=True is for stats (a stepper writes "
+                                 "each rank's own shard of the params)")
             object.__setattr__(self, "shaped", True)  # a full tensor has a shape to read
         # the hyper-parameters handed to ``fn`` from the group, computed once
         object.__setattr__(self, "passed", tuple(k for k in self.hypers if k not in self.gates)
@@ -452,7 +453,8 @@ def stat(
 
     ``whole=True`` (implies ``shaped``) marks a stat that needs each full tensor: under FSDP2 it
     runs on one owner rank per tensor, on the gathered tensors of the fields and states it
-    declares, instead of on each rank's shard (see the module doc).
+    declares, instead of on each rank's shard (see the module doc); host-gated (``every``)
+    too, on the due tensors.
 
     ``batch="shape"`` marks a stat whose math is per matrix (Muon's Newton-Schulz): the
     executor hands it buckets of params of one shape, so it stacks them into one

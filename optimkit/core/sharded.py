@@ -98,6 +98,16 @@ class ShardedBucket(Bucket):
             bucket.created, shard_groups(bucket.params[0]), bucket.params,
         )
 
+    def select(self, indices: Sequence[int]) -> ShardedBucket:
+        """The shards at ``indices`` only, still a sharded bucket: its full shapes, DTensors
+        and groups picked alike (a host-gated part's due tensors, gathered by a whole part)."""
+        picked = super().select(indices)
+        return ShardedBucket(
+            picked.params, picked.grads, picked.state, picked.created, self.groups,
+            [self.dtensors[i] for i in indices] if self.dtensors else (),
+            [self.full_shapes[i] for i in indices] if self.full_shapes else (),
+        )
+
     def _total(self, sums: Tensor) -> Tensor:
         """The per-tensor sums of the full tensors: the local partial sums of every list of a
         ``sum_squares`` / ``norms`` / ``dots`` call, added up across the shards in one

@@ -34,6 +34,14 @@ orthogonalization of the momentum (``I = O = 1``): twice the params' bytes over 
 once each way. Per-tensor states of other layouts that the part writes are sent whole from
 the owner to every other rank.
 
+**Host-gated whole parts** (``every="k"``: SOAP's eigenbases refresh) run here too, after
+the step's other parts, on the tensors due this step: the step counters are on the CPU and
+the same on every rank, so every rank selects the same sub-bucket (a
+:class:`~optimkit.core.sharded.ShardedBucket` of them, with their full shapes) and this runs
+on it as on a whole bucket. Such a part writes states it ``reads`` in place; it declares
+them in ``overrides``, so that they go back to the shards (its own-shape states as above:
+whole, to every rank).
+
 What it refuses, with a ``ValueError`` naming the part, rather than compute on a shard: a
 bucket sharded along another dim than 0 (tensor parallelism: ``Shard(1)``), along more than
 one mesh dimension, or with ``Partial`` placements; a shard layout other than FSDP2's (rank

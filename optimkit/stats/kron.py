@@ -17,10 +17,20 @@ in its group) and its step count, through the counter-based hash of the precisio
 random bits (:func:`optimkit.precision.rounding.random_words`, then Box-Muller). A run thus
 reproduces whatever the execution mode (eager, flat, compiled), the order of the buckets, or
 how the params are split into them; :func:`probes` gives the same vectors to a reference.
+
+**FSDP2.** ``kron_direction`` needs each full tensor (``whole=True``): it runs on one owner
+rank per param over the gathered momentum (:mod:`optimkit.core.whole`; the gradient too for
+``kron_direction_on_grads``), and reads no param value, so that the weight decay, which
+does, is a part of its own on the shards (``kron_l2`` before the momentum, ``kron_decay``
+after the direction). ``precond`` and ``probe_key`` are replicated on every rank, made by
+``kron_factors``; ``kron_direction`` overrides ``precond``, which its owner then sends whole
+to the others at every step. ``kron_balance`` reads only ``precond`` and the full shapes, so
+each rank balances its own copy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping, Sequence
@@ -273,49 +283,75 @@ def _update_factors(factors: list[Tensor], dense: Sequence[bool], exprs, g: Tens
         q.sub_(step)
 
 
-@stat(state={"momentum_buffer": zeros, "precond": own_shape(initial_precond),
-             "probe_key": own_shape(initial_probe_key)},
-      storage={"momentum_buffer": "signed"}, reads=("step",), provides=("update",),
-      shaped=True,
-      rules=dict(momentum=unit_interval, weight_decay=nonnegative,
-                 max_size_triangular=positive_integer,
-                 min_ndim_triangular=nonnegative,
-                 memory_save_mode=one_of(*MEMORY_SAVE_MODES),
-                 precondition_lr=nonnegative, precondition_init_scale=nonnegative,
-                 precondition_dtype=one_of(*PRECONDITION_DTYPES)),
-      momentum=0.9, weight_decay=0.0, decoupled_weight_decay=True, max_size_triangular=8192,
-      min_ndim_triangular=2, memory_save_mode=None, momentum_into_precondition_update=True,
-      precondition_lr=0.1, precondition_init_scale=1.0, precondition_dtype=torch.float32,
-      probe_seed=0)
-def kron_direction(b, momentum, weight_decay, decoupled_weight_decay, max_size_triangular,
-                   min_ndim_triangular, memory_save_mode, momentum_into_precondition_update,
-                   precondition_lr, precondition_init_scale, precondition_dtype, probe_seed):
-    """PSGD Kron's direction, per param (see the module doc):
-
-    ``m = momentum * m + (1 - momentum) * g``; ``m^ = m / (1 - momentum**t)`` (in
-    ``precondition_dtype``); one PSGD step of the factors on (probe ``V``, ``m^``) (on ``g``
-    with ``momentum_into_precondition_update=False``); ``u = Q^T Q m^``, cast to the param's
-    dtype and scaled to an RMS of at most 1.1: ``u = u * min(1.1 / (rms(u) + 1e-6), 1)``.
-    Weight decay, on params of 2 dims or more only: decoupled (the default),
-    ``u = u + weight_decay * p``; else L2 before the momentum, ``g = g + weight_decay * p``.
-    ``precondition_init_scale`` and the dims' kinds are read at a param's first step.
-    """
-    if getattr(b, "groups", ()):  # a ShardedBucket's sharded mesh dims (compiled too)
-        raise NotImplementedError(
-            "PSGD Kron's factors need each param's whole matrix: FSDP2 (DTensor) params are "
-            "not supported yet; step it on unsharded params (DDP)"
-        )
-    steps = b.steps
-    params = b.params
+@stat(provides=("grads",), rules=dict(weight_decay=nonnegative), weight_decay=0.0)
+def kron_l2(b, weight_decay):
+    """PSGD Kron's L2 weight decay (``decoupled_weight_decay=False``), on params of 2 dims or
+    more only: ``g = g + weight_decay * p``, before the momentum. Element-wise: under FSDP2 it
+    runs on each rank's shards."""
+    if is_zero(weight_decay):
+        return
     grads = list(b.grads)
-    decays = [p.dim() >= 2 for p in params]
-    if not decoupled_weight_decay and any(decays) and not is_zero(weight_decay):
-        for i, p in enumerate(params):
-            if decays[i]:
-                grads[i] = torch.add(grads[i], p, alpha=weight_decay)
+    for i, p in enumerate(b.params):
+        if p.dim() >= 2:
+            grads[i] = torch.add(grads[i], p, alpha=weight_decay)
+    b.grads = grads
+
+
+@stat(state={"momentum_buffer": zeros}, storage={"momentum_buffer": "signed"},
+      provides=("update",), rules=dict(momentum=unit_interval), momentum=0.9)
+def kron_momentum(b, momentum):
+    """PSGD Kron's momentum: ``m = momentum * m + (1 - momentum) * g``; the update is ``m``
+    (its bias correction is ``kron_direction``'s). Element-wise: under FSDP2 it runs on the
+    shards, and only ``m`` is gathered for the preconditioner."""
     buffers = b.state["momentum_buffer"]
     torch._foreach_mul_(buffers, momentum)
-    torch._foreach_add_(buffers, grads, alpha=1 - momentum)
+    torch._foreach_add_(buffers, b.grads, alpha=1 - momentum)
+    b.update = buffers
+
+
+@stat(state={"precond": own_shape(initial_precond), "probe_key": own_shape(initial_probe_key)},
+      rules=dict(precondition_init_scale=nonnegative), precondition_init_scale=1.0,
+      probe_seed=0)
+def kron_factors(b, precondition_init_scale, probe_seed):
+    """Creates PSGD Kron's ``precond`` (from ``precondition_init_scale``, see
+    :func:`initial_precond`) and ``probe_key`` (from ``probe_seed``) at a param's first step;
+    nothing to do at a step. A part of its own so that ``kron_direction``, which never writes
+    ``probe_key``, does not create it: under FSDP2 a whole part's owner sends each state of
+    its own shape that it creates or overrides whole to every rank at each step."""
+
+
+# whole=True: under FSDP2 each param's full tensors are gathered to its owner rank; the
+# factors it writes (overrides) go back whole to every rank
+@stat(reads=("step", "update", "precond", "probe_key"), overrides=("precond",),
+      provides=("update",), whole=True,
+      rules=dict(momentum=unit_interval, max_size_triangular=positive_integer,
+                 min_ndim_triangular=nonnegative,
+                 memory_save_mode=one_of(*MEMORY_SAVE_MODES),
+                 precondition_lr=nonnegative,
+                 precondition_dtype=one_of(*PRECONDITION_DTYPES)),
+      momentum=0.9, max_size_triangular=8192, min_ndim_triangular=2, memory_save_mode=None,
+      momentum_into_precondition_update=True, precondition_lr=0.1,
+      precondition_dtype=torch.float32)
+def kron_direction(b, momentum, max_size_triangular, min_ndim_triangular, memory_save_mode,
+                   momentum_into_precondition_update, precondition_lr, precondition_dtype):
+    """PSGD Kron's direction, per param (see the module doc), from the momentum ``m`` in
+    ``update`` (``kron_momentum``):
+
+    ``m^ = m / (1 - momentum**t)`` (in ``precondition_dtype``); one PSGD step of the factors
+    (``precond``) on (probe ``V``, ``m^``) (on ``g`` with
+    ``momentum_into_precondition_update=False``: then as ``kron_direction_on_grads``, which
+    declares ``grads`` too); ``u = Q^T Q m^``, cast to the param's dtype and scaled to an RMS
+    of at most 1.1: ``u = u * min(1.1 / (rms(u) + 1e-6), 1)``. Weight decay is ``kron_l2``'s
+    (before the momentum) or ``kron_decay``'s (after this). The dims' kinds are read at a
+    param's first step.
+
+    ``whole=True``: under FSDP2 each param's owner rank gets the full ``m`` (and ``g`` where
+    the factors are fitted on it) and computes its factors and ``u`` (the params stand for
+    their shapes there: their values are never read here).
+    """
+    steps = b.steps
+    params = b.params
+    buffers = b.update
     corrections = scalars(1 - momentum**steps)
     if not isinstance(corrections, list):
         corrections = [corrections] * len(params)
@@ -331,8 +367,9 @@ def kron_direction(b, momentum, weight_decay, decoupled_weight_decay, max_size_t
                              memory_save_mode)
         factors = _factors(b.state["precond"][i], p.shape, dense)
         debiased = (buffers[i] / corrections[i]).to(precondition_dtype)
-        v = _gaussian(p.shape, step_keys[i], precondition_dtype, p.device)
-        fit = debiased if momentum_into_precondition_update else grads[i].to(
+        v = _gaussian(p.shape, step_keys[i], precondition_dtype, buffers[i].device)
+        # the grads read only here: under FSDP2 only kron_direction_on_grads gathers them
+        fit = debiased if momentum_into_precondition_update else b.grads[i].to(
             precondition_dtype)
         _update_factors(factors, dense, exprs, fit, v, precondition_lr)
         if p.dim() == 0:
@@ -341,9 +378,28 @@ def kron_direction(b, momentum, weight_decay, decoupled_weight_decay, max_size_t
             u = _einsum(exprs[2], *factors, *factors, debiased)
         u = u.to(p.dtype)
         u = u * torch.clamp(1.1 / (u.square().mean().sqrt() + 1e-6), max=1.0)
-        if decoupled_weight_decay and decays[i] and not is_zero(weight_decay):
-            u = torch.add(u, p, alpha=weight_decay)
         update.append(u)
+    b.update = update
+
+
+# momentum_into_precondition_update=False: the factors fitted on the gradient, which this
+# one declares (kron_direction does not, so that the default gathers no gradient)
+kron_direction_on_grads = dataclasses.replace(
+    kron_direction, reads=(*kron_direction.reads, "grads"), label="kron_direction_on_grads")
+
+
+@stat(reads=("update",), provides=("update",), rules=dict(weight_decay=nonnegative),
+      weight_decay=0.0)
+def kron_decay(b, weight_decay):
+    """PSGD Kron's decoupled weight decay (the default), on params of 2 dims or more only:
+    ``u = u + weight_decay * p``, after the RMS clip. Element-wise: under FSDP2 it runs on
+    each rank's shards."""
+    if is_zero(weight_decay):
+        return
+    update = list(b.update)
+    for i, p in enumerate(b.params):
+        if p.dim() >= 2:
+            update[i] = torch.add(update[i], p, alpha=weight_decay)
     b.update = update
 
 
@@ -356,13 +412,15 @@ def kron_balance(b, max_size_triangular, min_ndim_triangular, memory_save_mode):
     preconditioner are unchanged, and so is the next PSGD step of the factors (each moves
     relative to itself), so this only keeps the factors' scales from drifting apart into
     under- or overflow. The executor picks the due params on the host, from the CPU step
-    counters, and runs this part outside the compiled step."""
-    for i, p in enumerate(b.params):
-        if p.dim() < 2:
+    counters, and runs this part outside the compiled step. It reads only ``precond``: under
+    FSDP2, where ``precond`` is the same on every rank, each rank balances its own copy, with
+    the full tensors' shapes (``b.shapes``), and nothing is sent."""
+    for i, shape in enumerate(b.shapes):
+        if len(shape) < 2:
             continue
-        dense = _dense_dims(tuple(p.shape), max_size_triangular, min_ndim_triangular,
+        dense = _dense_dims(tuple(shape), max_size_triangular, min_ndim_triangular,
                             memory_save_mode)
-        factors = _factors(b.state["precond"][i], p.shape, dense)
+        factors = _factors(b.state["precond"][i], shape, dense)
         norms = torch.stack([torch.linalg.vector_norm(q, float("inf")) for q in factors])
         mean = norms.prod() ** (1 / len(factors))
         scales = mean / norms

@@ -17,10 +17,12 @@ and they are float32 for bf16/fp16 params (``torch.linalg.eigh``/``qr`` need flo
 dimensions are preconditioned is decided from ``max_precondition_dim`` and ``precondition_1d``
 when the state is made; changing them afterwards is refused.
 
-**FSDP2.** The factors need each param's whole matrix. The engine's whole-tensor parts
-(``whole=True``) are stats that run every step, and SOAP's refresh is a host-gated part, so
-SOAP refuses DTensor shards (``NotImplementedError`` at its first step) rather than compute a
-shard's eigenbases.
+**FSDP2.** The factors need each param's whole matrix: ``soap_direction`` and the
+host-gated ``soap_eigenbases`` are whole-tensor parts (``whole=True``), run on one owner rank
+per param over the gathered full tensors (:mod:`optimkit.core.whole`); ``factors`` and
+``eigenbases``, of their own shape, are replicated on every rank, and their owner sends them
+whole to the others where it writes them (the factors at every step, the eigenbases at each
+refresh). ``soap_bases`` creates the eigenbases, so that ``soap_direction`` only reads them.
 """
 
 from __future__ import annotations
@@ -151,11 +153,20 @@ _LAYOUT_RULES = dict(max_precondition_dim=positive_integer)
 # ------------------------------------------------------------------ the parts
 
 
-# whole=True once the engine has it (FSDP2: the factors need each param's whole matrix)
-@stat(state={"grad_avg": zeros, "sqr_avg": zeros, "factors": packed_factors,
-             "eigenbases": packed_factors},
-      storage={"grad_avg": "signed", "sqr_avg": "positive"}, reads=("step",),
-      provides=("update",), shaped=True,
+@stat(state={"eigenbases": packed_factors})
+def soap_bases(b):
+    """Creates SOAP's ``eigenbases`` (zeros, packed: see the module doc), which
+    ``soap_eigenbases`` computes after a param's first step and refreshes; nothing to do at a
+    step. A part of its own so that ``soap_direction``, which only reads them, does not
+    create them: under FSDP2 a whole part's owner sends the states of their own shape it
+    creates whole to every rank at each step, and the bases change only at a refresh."""
+
+
+# whole=True: under FSDP2 each param's full matrix is gathered to its owner rank
+@stat(state={"grad_avg": zeros, "sqr_avg": zeros, "factors": packed_factors},
+      storage={"grad_avg": "signed", "sqr_avg": "positive"},
+      reads=("step", "grads", "eigenbases"),
+      provides=("update",), whole=True,
       rules=dict(betas=betas_rule, eps=nonnegative, shampoo_beta=_optional_decay,
                  **_LAYOUT_RULES),
       betas=(0.95, 0.95), eps=1e-8, shampoo_beta=None, max_precondition_dim=10000,
@@ -180,12 +191,6 @@ def soap_direction(b, betas, eps, shampoo_beta, max_precondition_dim, preconditi
     rounding; ~25 % fewer matmuls in a step that refreshes nothing). ``soap_eigenbases`` turns
     ``R(m)`` into each new basis.
     """
-    if getattr(b, "groups", ()):  # a ShardedBucket's sharded mesh dims (compiled too)
-        raise NotImplementedError(
-            "SOAP's factors need each param's whole matrix: FSDP2 (DTensor) params are not "
-            "supported yet (their eigenbases would be a shard's); step it on unsharded params "
-            "(DDP)"
-        )
     beta1, beta2 = betas
     fresh = set(b.created.get("factors", ()))
     old = [i for i in range(len(b.params)) if i not in fresh]
@@ -215,8 +220,9 @@ def soap_direction(b, betas, eps, shampoo_beta, max_precondition_dim, preconditi
         torch._foreach_mul_(directions, scalars(corrected2.sqrt() / corrected1))
         for i, d in zip(old, directions, strict=True):
             update[i] = d
-    for i in fresh:
-        update[i] = torch.zeros_like(b.params[i])
+    for i in fresh:  # (under FSDP2 the owner's params stand for their shapes: no storage)
+        update[i] = torch.zeros(b.params[i].shape, dtype=b.params[i].dtype,
+                                device=grads[i].device)
     b.update = update
     # the factors, every step (the first included), from this step's gradient: one lerp of
     # each param's whole packed state (written through its views, a compiled step would copy
@@ -260,6 +266,7 @@ def _eigenvectors(factors: Tensor) -> Tensor:
 
 
 @stat(reads=("step", "grad_avg", "sqr_avg", "factors", "eigenbases"),
+      overrides=("grad_avg", "sqr_avg", "eigenbases"), whole=True,
       every="precondition_frequency",
       start=1, rules=dict(precondition_frequency=positive_integer, **_LAYOUT_RULES),
       precondition_frequency=10, max_precondition_dim=10000, precondition_1d=False)
@@ -279,11 +286,18 @@ def soap_eigenbases(b, max_precondition_dim, precondition_1d):
 
     Host-gated (``every="precondition_frequency"``, ``start=1``): the executor picks the due
     params from the CPU step counters and runs this eagerly, outside the compiled step.
-    Same-sized factors of all the due params go through ``eigh``/``qr`` as one batch.
+    Each factor goes through ``eigh``/``qr`` on its own, not batched with the other factors
+    of its size: LAPACK's batched calls round each matrix by where it sits in the batch, so a
+    param's eigenbases would depend on which other params share its bucket (under FSDP2, an
+    owner rank's bucket holds another set of params than one process's).
+
+    ``whole=True``: under FSDP2 the due params' ``grad_avg`` and ``sqr_avg`` are gathered to
+    their owner ranks, which send back their shards and the new ``eigenbases`` (to every
+    rank: a state of its own shape is replicated).
     """
     steps = b.steps.tolist()
-    fresh: dict[int, list[tuple[Tensor, Tensor]]] = {}  # size -> (factor, basis)
-    due: dict[int, list[tuple[Tensor, Tensor, int, int]]] = {}  # + (tensor, dimension)
+    fresh: list[tuple[Tensor, Tensor]] = []  # (factor, basis)
+    due: list[tuple[Tensor, Tensor, int, int]] = []  # + (tensor, dimension)
     for i, (p, factors, bases) in enumerate(zip(b.params, b.state["factors"],
                                                 b.state["eigenbases"], strict=True)):
         sizes = preconditioned_sizes(p.shape, max_precondition_dim, precondition_1d)
@@ -292,14 +306,13 @@ def soap_eigenbases(b, max_precondition_dim, precondition_1d):
             if factor is None:
                 continue
             if steps[i] == 1:
-                fresh.setdefault(factor.shape[0], []).append((factor, basis))
+                fresh.append((factor, basis))
             else:
-                due.setdefault(factor.shape[0], []).append((factor, basis, i, dim))
-    for pairs in fresh.values():
-        factors = torch.stack([f for f, _ in pairs])
-        torch._foreach_copy_([q for _, q in pairs], list(_eigenvectors(factors).unbind()))
+                due.append((factor, basis, i, dim))
+    for factor, basis in fresh:  # (a batch of one, see above)
+        basis.copy_(_eigenvectors(torch.stack([factor]))[0])
     avgs, sqrs = b.state["grad_avg"], b.state["sqr_avg"]
-    for entries in due.values():
+    for entries in ([entry] for entry in due):
         factors = torch.stack([e[0] for e in entries])
         bases = torch.stack([e[1] for e in entries])
         products = factors @ bases
