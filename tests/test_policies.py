@@ -508,11 +508,14 @@ def test_ademamix_8bit_follows_fp32_at_least_as_closely_as_bitsandbytes_in_as_fe
     bitsandbytes' only kind) and the same gradients.
 
     Measured first (this fit, 10 seeds, 100 and 200 steps, lr 1e-3 to 1e-2, weight decay 0 or
-    0.1): optimkit's error over bitsandbytes' was 0.36-1.03 with the warm-ups (optimkit's 1.9-3.5
-    %, bitsandbytes' 1.9-9.2 %) and 0.78-1.01 without; here 2.4 % against 5.1 %. The margin
-    1.1 covers the worst seed seen (1.03). Both keep 1 byte per element and a float32 scale per
-    256 elements for each of the three moments (the bias, below 4096 elements, keeps fp32 state
-    in both); bitsandbytes' state also holds its two 256-entry code tables."""
+    0.1): optimkit's error over bitsandbytes' was 0.36-1.03 with the warm-ups (optimkit's
+    1.9-3.5 %, bitsandbytes' 1.9-9.2 %) and 0.78-1.01 without; here 2.4 % against 5.1 %. The
+    margin 1.1 covers the worst seed seen (1.03). The gap is bitsandbytes' signed code: its
+    most negative value is -0.993, so a block whose largest element is negative shrinks by
+    0.7 % at each requantization; with optimkit's signed code in its place, its error equals
+    ours. Both keep 1 byte per element and a float32 scale per 256 elements for each of the
+    three moments (the bias, below 4096 elements, keeps fp32 state in both); bitsandbytes'
+    state also holds its two 256-entry code tables."""
     bnb = pytest.importorskip("bitsandbytes")
     hypers = dict(lr=1e-2, betas=(0.9, 0.999, 0.9999), alpha=5.0, eps=1e-8, weight_decay=0.1)
     ours = dict(hypers, t_alpha_beta3=100, decoupled_weight_decay=True)
