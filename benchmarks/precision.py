@@ -4,6 +4,8 @@
     python benchmarks/precision.py --quick              # Adam only, 2 seeds, 2 epochs
     python benchmarks/precision.py --timed none         # training only, no step timing
     python benchmarks/precision.py --seeds 0 --timed fp32+8bit   # step timing only
+    python benchmarks/precision.py -o ademamix --seeds 0 --timed fp32+8bit --modes eager flat
+                                                        # AdEMAMix 8-bit vs bitsandbytes'
 
 For each optimizer it trains the bench's ``stdlib-lm`` task (``--task``: any task of
 ``optimkit.bench.tasks``; a small decoder-only transformer on the standard library's source,
@@ -36,7 +38,10 @@ they have no compiled CPU path) on fixed random grads, on the task's param shape
 bound) and on one tensor of ``--big`` elements (bandwidth/compute-bound), timed interleaved in
 one process: every round times every configuration (median of ``--repeats`` steps), and a
 ratio is taken to the fp32 step of the same round; the median ratio and its range over
-``--rounds`` rounds are reported. ``--device cuda`` times the steps there (each step ends with
+``--rounds`` rounds are reported. ``--modes`` times optimkit's steps in other execution modes
+too (``eager``, ``flat``: labelled ``"<config> <mode>"``; their baseline is the fp32 step of
+the same mode), and every optimkit step is also given as a ratio to each peer's step of the
+same round (``vs <peer>``). ``--device cuda`` times the steps there (each step ends with
 a device synchronize; the peers' CUDA kernels are then their fast path); the training runs stay
 on the CPU, so ``--seeds 0 --device cuda`` is the GPU timing alone.
 """
@@ -77,7 +82,12 @@ HYPERS: dict[str, dict] = {
     "adamw": {"lr": 3e-3, "weight_decay": 1e-2},
     "lamb": {"lr": 1e-2, "weight_decay": 1e-2},
     "ranger": {"lr": 3e-3},
+    # decoupled weight decay, as bitsandbytes' AdEMAMix applies it (its default 1e-2)
+    "ademamix": {"lr": 1e-3, "weight_decay": 1e-2, "decoupled_weight_decay": True},
 }
+
+# optimkit keywords the peers do not take (their weight decay is always decoupled)
+OPTIMKIT_ONLY = {"decoupled_weight_decay"}
 
 # 8-bit peers: (module, class) per optimizer, with the keywords they take.
 PEERS: dict[str, list[tuple[str, str, str]]] = {
@@ -87,6 +97,7 @@ PEERS: dict[str, list[tuple[str, str, str]]] = {
               ("torchao", "torchao.optim", "AdamW8bit")],
     "lamb": [("bitsandbytes", "bitsandbytes.optim", "LAMB8bit")],
     "ranger": [],
+    "ademamix": [("bitsandbytes", "bitsandbytes.optim", "AdEMAMix8bit")],
 }
 
 QUANTIZED_MIN = 4096  # bitsandbytes' and optimkit's threshold (optimkit.precision.quantize)
@@ -137,7 +148,7 @@ def make_optimizer(name: str, config: str, params, peer: tuple | None = None):
     if peer is not None:
         _, module, cls = peer
         factory = getattr(importlib.import_module(module), cls)
-        return factory(params, **kwargs)
+        return factory(params, **{k: v for k, v in kwargs.items() if k not in OPTIMKIT_ONLY})
     _, policy = CONFIGS[config]
     try:
         return optimkit.create(name, params, **kwargs, **policy)
@@ -224,8 +235,12 @@ def synchronize() -> None:
     devices.synchronize(DEVICE)
 
 
-def timed_optimizer(name: str, config: str, peer, shapes: list[tuple[int, ...]]):
-    """A compiled optimizer of ``config`` (a peer's, eager: it has no compiled CPU path) on
+MODES = {"compiled": {"compile": True}, "flat": {"flat": True}, "eager": {}}
+
+
+def timed_optimizer(name: str, config: str, peer, shapes: list[tuple[int, ...]],
+                    mode: str = "compiled"):
+    """An optimizer of ``config`` in ``mode`` (a peer's, eager: it has no compiled CPU path) on
     fresh params of ``shapes`` with fixed random grads, warmed up (compiled); None when it
     cannot be built."""
     dtype = CONFIGS[config][0]
@@ -238,7 +253,7 @@ def timed_optimizer(name: str, config: str, peer, shapes: list[tuple[int, ...]])
     else:
         try:
             optimizer = optimkit.create(name, params, **HYPERS[name], **CONFIGS[config][1],
-                                        compile=True)
+                                        **MODES[mode])
         except TypeError as error:  # a keyword this optimkit does not have yet
             if "unexpected keyword" in str(error):
                 return None
@@ -260,30 +275,49 @@ def median_ms(optimizer, repeats: int) -> float:
 
 
 def time_interleaved(name: str, variants: list[tuple[str, object]], shapes: dict[str, list],
-                     rounds: int, repeats: int) -> dict[str, dict]:
+                     rounds: int, repeats: int, modes: tuple[str, ...] = ("compiled",)
+                     ) -> dict[str, dict]:
     """Step times of every variant, interleaved: each round times every variant once (median
     of ``repeats`` steps), so that a slow spell of the machine hits all of them; a variant's
-    ratio is taken to the fp32 step of the same round. Returns, per variant label and per
-    shape set, the median ms and the median, min and max of the per-round ratios."""
+    ratio is taken to the fp32 step of the same round (in the same mode). Returns, per variant
+    label and per shape set, the median ms and the median, min and max of the per-round ratios,
+    and for optimkit's variants the median per-round ratio to each peer (``vs``)."""
     built = {}
+    baseline, mode_of = {}, {}
+    peer_labels = []
     for config, peer in variants:
-        label = config if peer is None else f"{peer[0]} {peer[2]}"
-        for kind, shape_list in shapes.items():
-            built[label, kind] = timed_optimizer(name, config, peer, shape_list)
+        for mode in (modes if peer is None else ("eager",)):
+            if peer is not None:
+                label = f"{peer[0]} {peer[2]}"
+                peer_labels.append(label)
+            else:
+                label = config if mode == "compiled" else f"{config} {mode}"
+            baseline[label] = "fp32" if mode == "compiled" or peer is not None else f"fp32 {mode}"
+            mode_of[label] = mode
+            for kind, shape_list in shapes.items():
+                built[label, kind] = timed_optimizer(name, config, peer, shape_list, mode)
     samples: dict[tuple[str, str], list[float]] = {key: [] for key in built}
     for _ in range(rounds):
         for key, optimizer in built.items():
             if optimizer is not None:
                 samples[key].append(median_ms(optimizer, repeats))
+
+    def median_ratio(ms: list[float], base: list[float]) -> float:
+        ratios = [a / b for a, b in zip(ms, base)]
+        return statistics.median(ratios) if ratios else float("nan")
+
     out: dict[str, dict] = {}
     for (label, kind), ms in samples.items():
-        base = samples["fp32", kind]
+        base = samples[baseline[label], kind]
         ratios = [a / b for a, b in zip(ms, base)]
         out.setdefault(label, {})[kind] = {
             "ms": statistics.median(ms) if ms else float("nan"),
             "ratio": statistics.median(ratios) if ratios else float("nan"),
             "ratio_min": min(ratios, default=float("nan")),
             "ratio_max": max(ratios, default=float("nan")),
+            "mode": mode_of[label],
+            "vs": {} if label in peer_labels else
+                  {peer: median_ratio(ms, samples[peer, kind]) for peer in peer_labels},
         }
     return out
 
@@ -348,14 +382,18 @@ def run(args) -> dict:
                      if c == "fp32" or p is not None or args.timed is None or c in args.timed]
             if ("fp32", None) not in timed:
                 timed.insert(0, ("fp32", None))
-            times = time_interleaved(name, timed, shapes, args.rounds, args.repeats)
+            modes = tuple(dict.fromkeys(("compiled", *args.modes)))
+            times = time_interleaved(name, timed, shapes, args.rounds, args.repeats, modes)
             for label, t in times.items():
                 rows.setdefault(label, {"available": True})["step"] = t
-                print(f"{name:7s} {label:24s} compiled step x{t['task']['ratio']:.2f} "
+                versus = "".join(
+                    f"; vs {peer}: x{t['task']['vs'][peer]:.2f} (task) x{t['big']['vs'][peer]:.2f}"
+                    " (big)" for peer in t["task"]["vs"])
+                print(f"{name:7s} {label:24s} {t['task']['mode']} step x{t['task']['ratio']:.2f} "
                       f"[{t['task']['ratio_min']:.2f}-{t['task']['ratio_max']:.2f}] (task, "
                       f"{t['task']['ms']:.2f} ms) x{t['big']['ratio']:.2f} "
                       f"[{t['big']['ratio_min']:.2f}-{t['big']['ratio_max']:.2f}] "
-                      f"({args.big} elements, {t['big']['ms']:.2f} ms)", flush=True)
+                      f"({args.big} elements, {t['big']['ms']:.2f} ms){versus}", flush=True)
         results["optimizers"][name] = rows
     return results
 
@@ -367,7 +405,7 @@ def markdown(results: dict) -> str:
         "",
         f"| optimizer | configuration | {results['metric']} (95 % CI) | within fp32 CI or 1 % "
         "| final train loss (95 % CI) | within | state B/param (all / large tensors) | "
-        "compiled step x fp32 (task / big) |",
+        "step x fp32 of its mode (task / big) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, rows in results["optimizers"].items():
@@ -407,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timed", nargs="+", choices=[*CONFIGS, "none"], default=None,
                         help="configurations whose compiled step is timed (default: all; fp32, "
                         "the baseline, and the peers always; 'none': no timing)")
+    parser.add_argument("--modes", nargs="+", choices=("eager", "flat"), default=[],
+                        help="also time optimkit's steps in these execution modes (compiled "
+                        "always)")
     parser.add_argument("--big", type=int, default=2**20, help="elements of the big tensor")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-peers", dest="peers", action="store_false")

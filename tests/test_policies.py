@@ -479,3 +479,63 @@ def test_a_non_contiguous_param_steps_like_a_contiguous_one(policy):
             p.grad = g.clone()
             opt.step()
     assert torch.equal(strided, plain)
+
+
+def _ademamix_run(make, steps=120):
+    """Params and optimizer after ``steps`` minibatch steps of the least-squares fit (the same
+    batches for every optimizer): noisy gradients, as in training."""
+    x, y, params = _problem(torch.float32)
+    opt = make(params)
+    gen = torch.Generator().manual_seed(1)
+    w, b = params
+    for _ in range(steps):
+        opt.zero_grad()
+        rows = torch.randint(0, x.shape[0], (32,), generator=gen)
+        ((x[rows] @ w + b) - y[rows]).pow(2).mean().backward()
+        opt.step()
+    return [p.detach().clone() for p in params], opt
+
+
+def _relative_error(params, reference):
+    # the params start at 0: the error relative to the distance the fp32 run travelled
+    return (sum((p - r).pow(2).sum() for p, r in zip(params, reference, strict=True)).sqrt()
+            / sum(r.pow(2).sum() for r in reference).sqrt()).item()
+
+
+def test_ademamix_8bit_follows_fp32_at_least_as_closely_as_bitsandbytes_in_as_few_bytes():
+    """optimkit's 8-bit AdEMAMix against bitsandbytes' ``AdEMAMix8bit`` (its CPU path), both
+    against the fp32 run, with the same hypers (the warm-ups on; decoupled weight decay,
+    bitsandbytes' only kind) and the same gradients.
+
+    Measured first (this fit, 10 seeds, 100 and 200 steps, lr 1e-3 to 1e-2, weight decay 0 or
+    0.1): optimkit's error over bitsandbytes' was 0.36-1.03 with the warm-ups (optimkit's
+    1.9-3.5 %, bitsandbytes' 1.9-9.2 %) and 0.78-1.01 without; here 2.4 % against 5.1 %. The
+    margin 1.1 covers the worst seed seen (1.03). The gap is bitsandbytes' signed code: its
+    most negative value is -0.993, so a block whose largest element is negative shrinks by
+    0.7 % at each requantization; with optimkit's signed code in its place, its error equals
+    ours. Both keep 1 byte per element and a float32 scale per 256 elements for each of the
+    three moments (the bias, below 4096 elements, keeps fp32 state in both); bitsandbytes'
+    state also holds its two 256-entry code tables."""
+    bnb = pytest.importorskip("bitsandbytes")
+    hypers = dict(lr=1e-2, betas=(0.9, 0.999, 0.9999), alpha=5.0, eps=1e-8, weight_decay=0.1)
+    ours = dict(hypers, t_alpha_beta3=100, decoupled_weight_decay=True)
+    reference, _ = _ademamix_run(lambda ps: optimkit.AdEMAMix(ps, **ours))
+    # flat: the same steps as eager bit for bit under a policy (tested above), and faster
+    eight, opt = _ademamix_run(lambda ps: optimkit.AdEMAMix(ps, state_bits=8, flat=True, **ours))
+    peer, peer_opt = _ademamix_run(
+        lambda ps: bnb.optim.AdEMAMix8bit(ps, t_alpha=100, t_beta3=100, **hypers))
+    ours_err, peer_err = _relative_error(eight, reference), _relative_error(peer, reference)
+    assert ours_err < 0.05, ours_err
+    assert ours_err <= 1.1 * peer_err, (ours_err, peer_err)
+
+    def nbytes(state):
+        return {v.data_ptr(): v.numel() * v.element_size() for v in state.values()
+                if isinstance(v, torch.Tensor) and v.dim() > 0}
+
+    w = opt.param_groups[0]["params"][0]
+    w_peer = peer_opt.param_groups[0]["params"][0]
+    mine, theirs = nbytes(opt.state[w]), nbytes(peer_opt.state[w_peer])
+    tables = {ptr for ptr in theirs if theirs[ptr] == 256 * 4}  # qmap1, qmap2
+    assert opt.state[w]["slow_grad_avg"].dtype == torch.uint8
+    assert sum(mine.values()) == 3 * w.numel() + 3 * 4 * q.num_blocks(w.numel())
+    assert sum(mine.values()) == sum(v for p, v in theirs.items() if p not in tables)
