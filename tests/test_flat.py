@@ -191,10 +191,10 @@ def test_cache_blocks_step_as_the_whole_bucket(info, monkeypatch):
     blocks = []
     real = tensorlists.Bucket.blocks
     monkeypatch.setattr(tensorlists.Bucket, "blocks",
-                        lambda b: blocks.append(len(real(b))) or real(b))
+                        lambda b, *a: blocks.append(len(real(b, *a))) or real(b, *a))
     real_flat = FlatBucket.blocks
-    monkeypatch.setattr(FlatBucket, "blocks", lambda b: blocks.append(len(real_flat(b))) or
-                        real_flat(b))
+    monkeypatch.setattr(FlatBucket, "blocks", lambda b, *a: blocks.append(len(real_flat(b)))
+                        or real_flat(b))
     opt_blocked = info.factory(blocked, **kwargs)
     opt_flat = build_fast(info, flat, flat=True, **kwargs)
     run(opt_blocked, blocked, 6)

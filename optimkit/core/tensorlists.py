@@ -149,15 +149,15 @@ class Bucket:
         """The dtype of the bucket's params (one per bucket)."""
         return self.params[0].dtype
 
-    def blocks(self) -> list[Bucket]:
+    def blocks(self, limit_bytes: int | None = None) -> list[Bucket]:
         """The bucket cut into blocks of consecutive params, each holding at most
-        :data:`CPU_BLOCK_BYTES` per list (a bigger param is a block of its own), for an eager
-        step on the CPU: the executor runs all the parts over one block before the next, so
-        that the block's params, grads, state and temporaries stay in the cache from one
-        part's pass to the next. Every part treats each param on its own, so the result is
-        the same."""
-        spans = self.spans()
-        return [self] if len(spans) == 1 else [self.select(range(i, j)) for i, j in spans]
+        ``limit_bytes`` (default :data:`CPU_BLOCK_BYTES`) per list (a bigger param is a block
+        of its own), for an eager step on the CPU: the executor runs all the parts over one
+        block before the next, so that the block's params, grads, state and temporaries stay
+        in the cache from one part's pass to the next. Every part treats each param on its
+        own, so the result is the same."""
+        spans = self.spans(limit_bytes)
+        return [self] if len(spans) == 1 else [self.slice(i, j) for i, j in spans]
 
     def spans(self, limit_bytes: int | None = None) -> list[tuple[int, int]]:
         """``(start, stop)`` of consecutive params holding at most ``limit_bytes`` per list (a
@@ -178,6 +178,15 @@ class Bucket:
             {name: pick(tensors) for name, tensors in self.state.items()},
             {name: made for name, made in created.items() if made},
         )
+
+    def slice(self, start: int, stop: int) -> Bucket:
+        """:meth:`select` of the consecutive tensors ``start:stop`` (list slices: the cache
+        blocks of every eager CPU step are cut so)."""
+        created = self.created
+        if any(created.values()):
+            return self.select(range(start, stop))
+        return Bucket(self.params[start:stop], self.grads[start:stop],
+                      {name: tensors[start:stop] for name, tensors in self.state.items()}, {})
 
     # The per-step fields as set (not as read: ``update`` unset reads as ``grads``), in the
     # order :meth:`carried` gives them and :meth:`carry` takes them.
