@@ -113,8 +113,10 @@ HOST_GATED_STREAM = 1000
 # The random-bit streams of the transitions' write-backs (a step's are 0, 1, ... and 1000).
 TRANSITION_STREAMS = {"eval": 2000, "train": 3000}
 # The param-sized lists of an eager CPU block hold at most this many bytes together (see
-# Executor._block_bytes): four lists of tensorlists.CPU_BLOCK_BYTES.
-BLOCK_WORKING_SET = 16 << 20
+# Executor._block_bytes): three lists of tensorlists.CPU_BLOCK_BYTES. (Prodigy on 52 tensors
+# of 0.25-1 MiB, one thread, 2 x 25 rounds: 16 MiB 10.0/11.0 ms, 12 MiB 9.9/10.4, 8 MiB
+# 9.8/10.4; prodigyopt 9.9/10.0 in the same runs.)
+BLOCK_WORKING_SET = 12 << 20
 # An eager step under a precision policy, off the CPU, runs over blocks of at most this many
 # bytes of params (per list): its working copies of the state are one block's (see _blocks).
 POLICY_BLOCK_BYTES = 256 << 20
@@ -683,9 +685,9 @@ class Executor:
     def _block_bytes(self, bucket: Bucket, parts: Sequence[Part]) -> int:
         """Bytes per list of an eager CPU block of ``bucket`` (``Bucket.blocks``): what keeps
         the block's param-sized lists (params, grads, each param-shaped state) within
-        :data:`BLOCK_WORKING_SET` together, at most ``CPU_BLOCK_BYTES`` per list (four lists:
-        Adam's p, g, m, v). Prodigy's six lists in blocks of the four-list size spilled the
-        cache between its passes (10-15 % of its eager step).
+        :data:`BLOCK_WORKING_SET` together, at most ``CPU_BLOCK_BYTES`` per list. Prodigy's
+        six lists (p, g, m, v, s, p0) in 4 MiB blocks spilled the cache between its passes
+        (~10 % of its eager step).
 
         Where a part reads the step counts, blocks keep ``CPU_BLOCK_BYTES``: it computes
         per-tensor numbers from them (``beta ** t``), and torch's vectorised ``pow`` over 16
