@@ -215,6 +215,29 @@ def test_cache_blocks_step_as_the_whole_bucket(info, monkeypatch):
             torch.testing.assert_close(opt_flat.state[r][name], value, rtol=1e-9, atol=1e-12)
 
 
+def test_cache_blocks_hold_the_working_set(monkeypatch):
+    # An eager CPU block holds at most BLOCK_WORKING_SET bytes over its param-sized lists:
+    # Prodigy's six (p, g, m, v, s, p0) cut half the blocks' size of CPU_BLOCK_BYTES; Adam's
+    # bias corrections read the step counts, so its blocks keep CPU_BLOCK_BYTES per list.
+    from optimkit.core import executor
+
+    monkeypatch.setattr(tensorlists, "CPU_BLOCK_BYTES", 64 * 4)
+    monkeypatch.setattr(executor, "BLOCK_WORKING_SET", 3 * 64 * 4)
+    limits = []
+    real = tensorlists.Bucket.blocks
+    monkeypatch.setattr(tensorlists.Bucket, "blocks",
+                        lambda b, limit=None: limits.append(limit) or real(b, limit))
+    for factory, want in ((optimkit.Prodigy, 3 * 64 * 4 // 6), (optimkit.Adam, 64 * 4)):
+        params = [torch.nn.Parameter(torch.ones(16)) for _ in range(8)]
+        opt = factory(params)
+        for _ in range(2):
+            for p in params:
+                p.grad = torch.full_like(p, 0.5)
+            opt.step()
+        assert limits and set(limits) == {want}, (factory, limits)
+        limits.clear()
+
+
 @optims()
 def test_pooled_scratch_steps_as_fresh_temporaries(info, monkeypatch):
     # Blocks of params of 32 MiB or more compute their out-of-place foreach results into
