@@ -191,10 +191,10 @@ def test_cache_blocks_step_as_the_whole_bucket(info, monkeypatch):
     blocks = []
     real = tensorlists.Bucket.blocks
     monkeypatch.setattr(tensorlists.Bucket, "blocks",
-                        lambda b: blocks.append(len(real(b))) or real(b))
+                        lambda b, *a: blocks.append(len(real(b, *a))) or real(b, *a))
     real_flat = FlatBucket.blocks
-    monkeypatch.setattr(FlatBucket, "blocks", lambda b: blocks.append(len(real_flat(b))) or
-                        real_flat(b))
+    monkeypatch.setattr(FlatBucket, "blocks", lambda b, *a: blocks.append(len(real_flat(b)))
+                        or real_flat(b))
     opt_blocked = info.factory(blocked, **kwargs)
     opt_flat = build_fast(info, flat, flat=True, **kwargs)
     run(opt_blocked, blocked, 6)
@@ -213,6 +213,29 @@ def test_cache_blocks_step_as_the_whole_bucket(info, monkeypatch):
         for name, value in opt_plain.state[p].items():
             torch.testing.assert_close(opt_blocked.state[q][name], value, rtol=0, atol=0)
             torch.testing.assert_close(opt_flat.state[r][name], value, rtol=1e-9, atol=1e-12)
+
+
+def test_cache_blocks_hold_the_working_set(monkeypatch):
+    # An eager CPU block holds at most BLOCK_WORKING_SET bytes over its param-sized lists:
+    # Prodigy's six (p, g, m, v, s, p0) cut half the blocks' size of CPU_BLOCK_BYTES; Adam's
+    # bias corrections read the step counts, so its blocks keep CPU_BLOCK_BYTES per list.
+    from optimkit.core import executor
+
+    monkeypatch.setattr(tensorlists, "CPU_BLOCK_BYTES", 64 * 4)
+    monkeypatch.setattr(executor, "BLOCK_WORKING_SET", 3 * 64 * 4)
+    limits = []
+    real = tensorlists.Bucket.blocks
+    monkeypatch.setattr(tensorlists.Bucket, "blocks",
+                        lambda b, limit=None: limits.append(limit) or real(b, limit))
+    for factory, want in ((optimkit.Prodigy, 3 * 64 * 4 // 6), (optimkit.Adam, 64 * 4)):
+        params = [torch.nn.Parameter(torch.ones(16)) for _ in range(8)]
+        opt = factory(params)
+        for _ in range(2):
+            for p in params:
+                p.grad = torch.full_like(p, 0.5)
+            opt.step()
+        assert limits and set(limits) == {want}, (factory, limits)
+        limits.clear()
 
 
 @optims()

@@ -84,9 +84,10 @@ class FlatBucket(Bucket):
         # eager, a bucket of few params: (size, padding, size, padding, ...) of each flat tensor
         self._gaps = gaps
 
-    def blocks(self) -> list[Bucket]:
+    def blocks(self, limit_bytes: int | None = None) -> list[Bucket]:
         """Row ranges holding whole params, at most :data:`CPU_BLOCK_BYTES` per list (as
-        ``Bucket.blocks``): views of the buffers, with their own layouts."""
+        ``Bucket.blocks``): views of the buffers, with their own layouts, cut when the store
+        was made (``limit_bytes`` is not read)."""
         if len(self._blocks) < 2:
             return [self]
         out = []

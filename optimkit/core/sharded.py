@@ -119,7 +119,7 @@ class ShardedBucket(Bucket):
                 sums = funcol.all_reduce(sums, "sum", group)
         return sums
 
-    def blocks(self) -> list[Bucket]:
+    def blocks(self, limit_bytes: int | None = None) -> list[Bucket]:
         # whole: every block would be a collective of its own, and ranks whose shards differ
         # in size would cut different blocks (a hang)
         return [self]

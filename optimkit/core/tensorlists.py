@@ -52,7 +52,8 @@ INITIAL_FIELDS = ("grads", "update", "norm_target", "norm_weights")
 # list (see Bucket.blocks): a block's params, grads, state and temporaries then stay in the
 # last-level cache across the ~10 passes of a recipe, where a pass over the whole bucket streams
 # them from memory each time. Measured on a 32 MiB-L3 CPU, W1 (11.7M params): LARS 72 -> 48 ms,
-# Adam 85 -> 55 ms per step with 1M-element blocks, as fast as a per-param loop.
+# Adam 85 -> 55 ms per step with 1M-element blocks, as fast as a per-param loop. A recipe with
+# more param-sized lists cuts smaller blocks (the executor's BLOCK_WORKING_SET over its lists).
 CPU_BLOCK_BYTES = 4 << 20
 
 
@@ -149,15 +150,15 @@ class Bucket:
         """The dtype of the bucket's params (one per bucket)."""
         return self.params[0].dtype
 
-    def blocks(self) -> list[Bucket]:
+    def blocks(self, limit_bytes: int | None = None) -> list[Bucket]:
         """The bucket cut into blocks of consecutive params, each holding at most
-        :data:`CPU_BLOCK_BYTES` per list (a bigger param is a block of its own), for an eager
-        step on the CPU: the executor runs all the parts over one block before the next, so
-        that the block's params, grads, state and temporaries stay in the cache from one
-        part's pass to the next. Every part treats each param on its own, so the result is
-        the same."""
-        spans = self.spans()
-        return [self] if len(spans) == 1 else [self.select(range(i, j)) for i, j in spans]
+        ``limit_bytes`` (default :data:`CPU_BLOCK_BYTES`) per list (a bigger param is a block
+        of its own), for an eager step on the CPU: the executor runs all the parts over one
+        block before the next, so that the block's params, grads, state and temporaries stay
+        in the cache from one part's pass to the next. Every part treats each param on its
+        own, so the result is the same."""
+        spans = self.spans(limit_bytes)
+        return [self] if len(spans) == 1 else [self.slice(i, j) for i, j in spans]
 
     def spans(self, limit_bytes: int | None = None) -> list[tuple[int, int]]:
         """``(start, stop)`` of consecutive params holding at most ``limit_bytes`` per list (a
@@ -178,6 +179,15 @@ class Bucket:
             {name: pick(tensors) for name, tensors in self.state.items()},
             {name: made for name, made in created.items() if made},
         )
+
+    def slice(self, start: int, stop: int) -> Bucket:
+        """:meth:`select` of the consecutive tensors ``start:stop`` (list slices: the cache
+        blocks of every eager CPU step are cut so)."""
+        created = self.created
+        if any(created.values()):
+            return self.select(range(start, stop))
+        return Bucket(self.params[start:stop], self.grads[start:stop],
+                      {name: tensors[start:stop] for name, tensors in self.state.items()}, {})
 
     # The per-step fields as set (not as read: ``update`` unset reads as ``grads``), in the
     # order :meth:`carried` gives them and :meth:`carry` takes them.

@@ -37,10 +37,20 @@ def local_dot(left, right) -> torch.Tensor:
                         for a, b in zip(left, right, strict=True)])
 
 
+# (The loops below take a tensor of at most _PIECE elements, the usual case, without
+# _pieces' tuples and zips: the same ops on the same flat views, ~half the Python per tensor.)
+
+
 def local_abs_sum(tensors) -> torch.Tensor:
     """``sum(|x|)`` of each tensor (of each piece of a big one), a 1-D tensor. ``abs().sum()``
     as the references compute it: ``linalg.vector_norm(x, 1)`` is 5-10x slower on the CPU."""
-    return torch.stack([piece.abs().sum() for t in tensors for piece in _pieces(t)])
+    out = []
+    for t in tensors:
+        if t.numel() <= _PIECE:
+            out.append(t.reshape(-1).abs().sum())
+        else:
+            out.extend(piece.abs().sum() for piece in _pieces(t))
+    return torch.stack(out)
 
 
 def diff_dot(grads, p0, params) -> torch.Tensor:
@@ -48,10 +58,21 @@ def diff_dot(grads, p0, params) -> torch.Tensor:
     difference freed at once (``dot(g, p0) - dot(g, p)`` would cancel catastrophically while
     ``p`` is still near ``p0``)."""
     out = []
+    dot = torch.dot
     for g, q, p in zip(grads, p0, params, strict=True):
+        if g.numel() <= _PIECE:
+            out.append(dot(g.reshape(-1), q.reshape(-1) - p.reshape(-1)))
+            continue
         for gi, qi, pi in zip(_pieces(g), _pieces(q), _pieces(p), strict=True):
-            out.append(torch.dot(gi, qi - pi))
+            out.append(dot(gi, qi - pi))
     return torch.stack(out)
+
+
+def _ratio_piece(g, s, v, eps) -> torch.Tensor:
+    q = torch.sqrt(v)
+    q.add_(eps)
+    torch.div(s, q, out=q)
+    return torch.dot(g, q)
 
 
 def ratio_dot(grads, s, sqr_avg, eps) -> torch.Tensor:
@@ -59,11 +80,11 @@ def ratio_dot(grads, s, sqr_avg, eps) -> torch.Tensor:
     tensor: one temporary per piece, worked on in place."""
     out = []
     for g, si, v in zip(grads, s, sqr_avg, strict=True):
+        if g.numel() <= _PIECE:
+            out.append(_ratio_piece(g.reshape(-1), si.reshape(-1), v.reshape(-1), eps))
+            continue
         for gj, sj, vj in zip(_pieces(g), _pieces(si), _pieces(v), strict=True):
-            q = torch.sqrt(vj)
-            q.add_(eps)
-            torch.div(sj, q, out=q)
-            out.append(torch.dot(gj, q))
+            out.append(_ratio_piece(gj, sj, vj, eps))
     return torch.stack(out)
 
 
