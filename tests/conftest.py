@@ -38,6 +38,40 @@ _SLOW_TESTS = (
 )
 
 
+# The compiled modes run a covering set by default (each compile costs seconds of CPU); this
+# runs every optimizer in every compiled combination (CI runs it after the suite).
+ALL_MODES = os.environ.get("OPTIMKIT_TEST_ALL_MODES") == "1"
+
+
+def engine_features(recipe) -> set[str]:
+    """What decides how the engine cuts and runs a recipe's step: barriers, whole-tensor,
+    host-gated (``every``/``due``), routed and batched parts, train/eval transitions."""
+    features = {"barrier"} if recipe.barriers else set()
+    for part in recipe.parts:
+        features |= {name for name in ("whole", "every", "due", "routes", "batch")
+                     if getattr(part, name, None)}
+    if recipe.transitions:
+        features.add("transitions")
+    return features
+
+
+def covering(infos: Iterable[optim_db.OptimizerInfo],
+             signature: Callable[[optim_db.OptimizerInfo], set]) -> list[str]:
+    """The names of a few optimizers whose signatures together hold every element any of them
+    holds: greedily, the one adding the most, ties in the database's order. A new optimizer
+    that brings a new element (a storage kind, an engine feature) joins the set by itself."""
+    infos = list(infos)
+    signatures = {info.name: set(signature(info)) for info in infos}
+    every = set().union(*signatures.values()) if signatures else set()
+    covered: set = set()
+    picked: list[str] = []
+    while covered != every:
+        best = max(signatures, key=lambda name: len(signatures[name] - covered))
+        picked.append(best)
+        covered |= signatures[best]
+    return picked
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         compiled = "compiled" in item.name or item.name.endswith("_compiled")

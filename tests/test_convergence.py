@@ -77,24 +77,30 @@ def _coupled(info) -> bool:
     return bool(recipe is not None and recipe.barriers)
 
 
-def _failures(info, problems) -> list[str]:
-    """Minimise ``problems`` (names of PROBLEMS, and "least-squares"); the ones missed, said.
+def _problems(names):
+    """The params, the summed loss, the points of ``names`` (of PROBLEMS) and the least-squares
+    fit (its params and loss) where "least-squares" is among them."""
+    points = {name: torch.tensor(PROBLEMS[name][1], dtype=torch.float64, requires_grad=True)
+              for name in names if name in PROBLEMS}
+    fit = _least_squares() if "least-squares" in names else None
+
+    def total():
+        terms = [PROBLEMS[name][0](x) for name, x in points.items()]
+        return sum(terms + ([fit[1]()] if fit is not None else []))
+
+    params = [*points.values(), *(fit[0] if fit is not None else ())]
+    return params, total, points, fit
+
+
+def _failures(info, names) -> list[str]:
+    """Minimise ``names`` (of PROBLEMS, and "least-squares"); the ones missed, said.
 
     The problems are independent params, so for an optimizer whose steps are per param (or per
     tensor) one optimizer over all of them takes the same steps as one optimizer per problem,
     at a quarter of the per-step cost; a coupled optimizer runs one per problem."""
-    points = {name: torch.tensor(PROBLEMS[name][1], dtype=torch.float64, requires_grad=True)
-              for name in problems if name in PROBLEMS}
-    fit = _least_squares() if "least-squares" in problems else None
-
-    def total():
-        terms = [PROBLEMS[name][0](x) for name, x in points.items()]
-        if fit is not None:
-            terms.append(fit[1]())
-        return sum(terms)
-
+    params, total, points, fit = _problems(names)
     start = fit[1]().item() if fit is not None else None
-    _minimise(info, [*points.values(), *(fit[0] if fit is not None else ())], total)
+    _minimise(info, params, total)
     missed = []
     for name, x in points.items():
         distance = (x.detach() - torch.tensor(PROBLEMS[name][2], dtype=torch.float64)).norm()
@@ -125,15 +131,10 @@ def test_one_optimizer_over_the_problems_steps_as_one_per_problem():
     info = next(i for i in optim_db.DB if i.name == "adam")
     info = dataclasses.replace(info, converge_steps=50)
     runs = {}
-    for problems in ([*PROBLEMS, "least-squares"], *([name] for name in PROBLEMS)):
-        torch.manual_seed(0)
-        points = {n: torch.tensor(PROBLEMS[n][1], dtype=torch.float64, requires_grad=True)
-                  for n in problems if n in PROBLEMS}
-        fit = _least_squares() if "least-squares" in problems else None
-        params = [*points.values(), *(fit[0] if fit is not None else ())]
-        _minimise(info, params, lambda: sum(
-            [PROBLEMS[n][0](x) for n, x in points.items()] + ([fit[1]()] if fit else [])))
-        runs[tuple(problems)] = {n: x.detach() for n, x in points.items()}
+    for names in ([*PROBLEMS, "least-squares"], *([name] for name in PROBLEMS)):
+        params, total, points, _ = _problems(names)
+        _minimise(info, params, total)
+        runs[tuple(names)] = {name: x.detach() for name, x in points.items()}
     shared = runs[(*PROBLEMS, "least-squares")]
     for name in PROBLEMS:
         assert torch.equal(shared[name], runs[(name,)][name]), name

@@ -18,11 +18,11 @@ compiled cases: 39 minutes on 2 cores shared with other jobs).
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import pytest
 import torch
+from conftest import ALL_MODES
 
 import optimkit
 from optimkit.core.compiled import can_compile
@@ -46,7 +46,6 @@ POLICIES = {
 }
 # policies that round params to nearest: a synced param is its slow weights bit for bit
 NEAREST = {"plain", "8bit", "bf16-state", "fp32-state"}
-ALL_MODES = os.environ.get("OPTIMKIT_TEST_ALL_MODES") == "1"
 
 
 def _matrix(recipes, compiled, modes=tuple(MODES)):

@@ -11,9 +11,10 @@ from __future__ import annotations
 import copy
 import io
 
+import optim_db
 import pytest
 import torch
-from conftest import SLOW, optims
+from conftest import ALL_MODES, SLOW, covering, engine_features, optims
 
 import optimkit
 from optimkit.core.compiled import can_compile
@@ -358,7 +359,23 @@ def test_default_keeps_state_in_the_params_dtype_and_adds_nothing():
 COMPILED = {"adam": set(POLICIES), "lamb": {"stochastic"}, "ranger": {"kahan"}}
 
 
+def _policy_signature(info):
+    """What a compiled step under a policy depends on beyond the parts' math (which
+    tests/test_compile.py compiles for every optimizer): how each state may be stored and
+    how it lines up with its param, and the engine features that cut the step."""
+    recipe = info.factory.recipe
+    kinds = {(kind, recipe.layouts.get(name)) for name, kind in recipe.storage.items()}
+    return kinds | engine_features(recipe)
+
+
+# each optimizer runs compiled under its widest policy where it covers a storage kind or an
+# engine feature no earlier one did (all of them with OPTIMKIT_TEST_ALL_MODES=1)
+COVERING = set(covering(optim_db.DB, _policy_signature))
+
+
 def _compiled_cases(info):
+    if not (ALL_MODES or info.name in COVERING or info.name in COMPILED):
+        return
     # a recipe with no state to quantize (Adafactor, Schedule-Free SGD): bf16 state compiled
     quantized = "8bit" in _policies(info) and not _unquantized(info, "8bit")
     widest = "8bit" if quantized else "bf16-state"
