@@ -114,6 +114,31 @@ def test_cell_is_deterministic_and_measures_state_memory():
     assert first["extra"]["cpu_seconds"] > 0
 
 
+def test_a_cells_seconds_are_its_own_work_not_the_machines_load(monkeypatch):
+    """On a CPU a cell counts its thread's CPU seconds: time the machine spends elsewhere (here
+    a sleep in every step, as a busy neighbour would take the core) is not the optimizer's."""
+    from optimkit.bench import runner
+
+    spec = CellSpec.make("rosenbrock", "sgd", {"lr": 1e-3}, 0, "final", schedule="constant")
+    monkeypatch.setattr(runner.registry, "create",
+                        lambda name, params, **kw: torch.optim.SGD(params, **kw))
+    quiet = run_cell(spec)
+    step = torch.optim.SGD.step
+
+    def busy_neighbour(self, *args, **kwargs):
+        time.sleep(0.002)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", busy_neighbour)
+    start = time.perf_counter()
+    busy = run_cell(spec)
+    slept = busy["steps"] * 0.002
+    assert time.perf_counter() - start >= slept  # the sleeps happened inside the cell
+    assert busy["final_metric"] == quiet["final_metric"]
+    assert busy["seconds"] < quiet["seconds"] + 0.5 * slept
+    assert runner.clock("cuda") is time.perf_counter
+
+
 def test_warmup_then_cosine_schedule():
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=0.5)

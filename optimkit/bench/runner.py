@@ -127,6 +127,17 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def clock(device: str):
+    """The clock of a cell's training seconds (its time to target and step time).
+
+    On a CPU, the cell thread's CPU seconds: a cell runs on one thread (``set_num_threads(1)``)
+    and autograd runs a CPU backward on the calling thread, so this is the time the run takes
+    on an idle core, however busy the machine is. Wall-clock seconds on a shared machine made
+    the same cell 1 s or 50 s (one standard run: LARS on stdlib-lm-1x took 51 s a cell, its
+    neighbours about 1 s). On CUDA, wall-clock seconds between synchronizations."""
+    return time.perf_counter if device.startswith("cuda") else time.thread_time
+
+
 def _thin(points: list, limit: int = CURVE_POINTS) -> list:
     """At most ``limit`` evenly spaced points, always keeping the last one."""
     if len(points) <= limit:
@@ -237,6 +248,7 @@ def _train(spec: CellSpec) -> dict[str, Any]:
     losses: list[tuple[int, float]] = []
     evals: list[tuple[int, float, float]] = []  # (step, metric, seconds)
     step, seconds, step_seconds = 0, 0.0, 0.0
+    now = clock(spec.device)
     first_loss, diverged = None, False
     steps_to_target = seconds_to_target = None
     for _epoch in range(task.epochs):
@@ -244,15 +256,15 @@ def _train(spec: CellSpec) -> dict[str, Any]:
             if path is not None:
                 path.append([float(v) for v in model.xy.detach()])
             _sync(spec.device)
-            start = time.perf_counter()
+            start = now()
             optimizer.zero_grad(set_to_none=True)
             loss = instance.loss_fn(model(inputs), targets)
             loss.backward()
             _sync(spec.device)
-            mid = time.perf_counter()
+            mid = now()
             optimizer.step()
             _sync(spec.device)
-            end = time.perf_counter()
+            end = now()
             if scheduler is not None:
                 scheduler.step()
             seconds += end - start
