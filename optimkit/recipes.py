@@ -46,7 +46,7 @@ from .stats import (
 )
 from .stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from .stats.factored import adafactor_direction
-from .stats.kron import kron_balance, kron_direction
+from .stats.kron import kron_balance, kron_direction, kron_fit, kron_momentum
 from .stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from .stats.orthogonal import NS_COEFFICIENTS, muon_momentum, muon_step, orthogonalize
 from .stats.preconditioned import soap_direction, soap_eigenbases
@@ -1251,15 +1251,15 @@ class Kron(Optimizer):
     ``maximize`` is not offered; at most 13 dims per param.
     """
 
-    parts = (step_stat, kron_direction, sgd_step, kron_balance)
+    parts = (step_stat, kron_momentum, kron_fit, kron_direction, sgd_step, kron_balance)
     hypers = dict(
         lr=1e-3, momentum=0.9, weight_decay=0.0, decoupled_weight_decay=True,
         max_size_triangular=8192, min_ndim_triangular=2, memory_save_mode=None,
         momentum_into_precondition_update=True, precondition_lr=0.1,
-        precondition_init_scale=1.0, precondition_dtype=torch.float32, balance_every=100,
-        probe_seed=0,
+        precondition_init_scale=1.0, precondition_dtype=torch.float32,
+        precondition_update_probability=None, balance_every=100, probe_seed=0,
     )
-    reference = "pytorch_optimizer.Kron(pre_conditioner_update_probability=1)"
+    reference = "pytorch_optimizer.Kron"
 
 
 # ------------------------------------------------- 2024-25: matrix-preconditioned optimizers

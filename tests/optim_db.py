@@ -47,7 +47,7 @@ from optimkit.stats import (
 )
 from optimkit.stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from optimkit.stats.factored import adafactor_direction
-from optimkit.stats.kron import kron_balance, kron_direction
+from optimkit.stats.kron import kron_balance, kron_direction, kron_momentum
 from optimkit.stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from optimkit.stats.orthogonal import muon_momentum, muon_step, orthogonalize
 from optimkit.stats.preconditioned import soap_direction, soap_eigenbases
@@ -1334,18 +1334,22 @@ PART_CASES = [
          params=[[[1.0]] * 4, [[1.0] * 4]], grads=[[[[0.0]] * 4, [[0.0] * 4]]],
          fields={"update": [[[1.0]] * 4, [[1.0] * 4]]},
          expect={"params": [[[1 - 0.04]] * 4, [[1 - 0.04] * 4]]}),
-    # ---- PSGD Kron, with precondition_lr 0 (the probes then move nothing): a vector's one
-    # diagonal factor q = (2, 0.5); m = 0.5 g = (0.5, 2), debiased by 1 - 0.5 to (1, 4);
-    # u = q**2 m^ = (4, 1), rms sqrt(8.5), scaled by 1.1 / (rms + 1e-6); no decay on a vector
-    Case("kron_direction-diagonal", kron_direction,
-         {"momentum": 0.5, "weight_decay": 0.5, "precondition_lr": 0.0,
+    # ---- PSGD Kron: a vector's momentum, m = 0.5 g = (0.5, 2), debiased by 1 - 0.5 to (1, 4)
+    # (no L2 term on a vector, even with decoupled_weight_decay=False)
+    Case("kron_momentum", kron_momentum,
+         {"momentum": 0.5, "weight_decay": 0.5, "decoupled_weight_decay": False,
           "precondition_dtype": torch.float64},
          params=[[1.0, 1.0]], grads=[[[1.0, 4.0]]],
-         state={"step": [1], "momentum_buffer": [[0.0, 0.0]], "precond": [[2.0, 0.5]],
-                "probe_key": [7]},
+         state={"step": [1], "momentum_buffer": [[0.0, 0.0]]},
+         expect={"field:first_moment": [[1.0, 4.0]], "state:momentum_buffer": [[0.5, 2.0]]}),
+    # its one diagonal factor q = (2, 0.5): u = q**2 m^ = (4, 1), rms sqrt(8.5), scaled by
+    # 1.1 / (rms + 1e-6); no decay on a vector
+    Case("kron_direction-diagonal", kron_direction, {"weight_decay": 0.5},
+         params=[[1.0, 1.0]], grads=[[[1.0, 4.0]]],
+         state={"precond": [[2.0, 0.5]]}, fields={"first_moment": [[1.0, 4.0]]},
          expect={"field:update": [[4 * 1.1 / (math.sqrt(8.5) + 1e-6),
                                    1.1 / (math.sqrt(8.5) + 1e-6)]],
-                 "state:momentum_buffer": [[0.5, 2.0]], "state:precond": [[2.0, 0.5]]}),
+                 "state:precond": [[2.0, 0.5]]}),
     # a 2x2 matrix's two dense factors 4 I and I: largest entries 4 and 1, geometric mean 2
     Case("kron_balance", kron_balance, {}, params=[[[0.0, 0.0], [0.0, 0.0]]],
          grads=[[[[0.0, 0.0], [0.0, 0.0]]]],

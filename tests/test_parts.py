@@ -205,7 +205,7 @@ def test_soap_eigh_failing_in_float32_retries_in_float64_and_says_so_once(monkey
         preconditioned._eigenvectors(factors)  # said once
 
 
-@pytest.mark.parametrize("name", ["soap_direction", "kron_direction"])
+@pytest.mark.parametrize("name", ["soap_direction", "kron_fit", "kron_direction"])
 def test_matrix_preconditioners_refuse_fsdp2_shards(name):
     # a shard's factors would precondition another optimizer, silently: refused by name
     # (a ShardedBucket with a sharded mesh dim, as eager and compiled steps build it)

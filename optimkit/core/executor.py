@@ -559,9 +559,46 @@ class Executor:
     ) -> None:
         """Run ``parts`` on one bucket, between the policy's ``prepare`` and ``finalize``:
         compiled when the mode says so and no state was created this step, else eagerly; the
-        host-gated parts (``every``) last, eagerly."""
+        host-gated parts (``every``) last, eagerly. A scheduled part (``due``) runs in the
+        body on the tensors it is due on only: the body runs once per set of due parts, each
+        time on the tensors of that set (see :meth:`_due_sets`)."""
         body = [part for part in parts if part.every is None]
         arguments = self.policy.arguments(group, bucket, isinstance(bucket, FlatBucket))
+        if any(part.due is not None for part in body):
+            for chosen, due in self._due_sets(bucket, group, body):
+                target, target_arguments = bucket, arguments
+                if chosen is not None:
+                    target = _subset(bucket, chosen)
+                    target_arguments = _arguments_of(arguments, chosen)
+                kept = [part for part in body if part.due is None or any(part is d for d in due)]
+                self._run_body(target, group, kept, compile, target_arguments)
+        else:
+            self._run_body(bucket, group, body, compile, arguments)
+        self._run_host_gated(bucket, group, parts, arguments)
+
+    @staticmethod
+    def _due_sets(bucket: Bucket, group: Mapping[str, Any], body: Sequence[Part]
+                  ) -> list[tuple[list[int] | None, tuple[Part, ...]]]:
+        """The tensors of ``bucket`` grouped by which scheduled parts are due on them at this
+        step (``part.due_at(group[part.due], t)``, ``t`` each tensor's count before the step
+        plus one, read from the CPU counters: no sync), in the order of their first tensor:
+        ``[(indices, or None for all of them, due parts), ...]``."""
+        scheduled = [part for part in body if part.due is not None]
+        steps = [int(t) + 1 for t in bucket.steps.tolist()]
+        bucket.forget_steps()  # the body counts this step; whoever reads next reads afresh
+        sets: dict[tuple[int, ...], list[int]] = {}  # (Parts hold dicts: keyed by position)
+        for i, t in enumerate(steps):
+            due = tuple(k for k, part in enumerate(scheduled)
+                        if part.due_at(group[part.due], t))
+            sets.setdefault(due, []).append(i)
+        chosen = [(indices, tuple(scheduled[k] for k in due)) for due, indices in sets.items()]
+        if len(chosen) == 1:
+            return [(None, chosen[0][1])]
+        return chosen
+
+    def _run_body(self, bucket: Bucket, group: Mapping[str, Any], body: Sequence[Part],
+                  compile: bool, arguments: tuple) -> None:
+        """The body of :meth:`run` (every part but the host-gated ones) on one bucket."""
         # a part needing each full tensor, over shards (FSDP2): it runs on owner ranks
         whole = isinstance(bucket, ShardedBucket) and any(part.whole for part in body)
         if whole:  # refuse a sharding it cannot gather before any part ran
@@ -584,7 +621,6 @@ class Executor:
                                                    sink=outs)
                 if broken is None:
                     self._keep(outs, key if sink is not None else None)
-                    self._run_host_gated(bucket, group, parts, arguments)
                     return
                 compiled.warn_eager(f"the step does not compile as one graph ({broken})")
             else:
@@ -611,7 +647,6 @@ class Executor:
                 del block, prepared
         if outs is not None:
             self._keep(outs, key)
-        self._run_host_gated(bucket, group, parts, arguments)
 
     def _run_segments(
         self, bucket: ShardedBucket, group: Mapping[str, Any], body: Sequence[Part],
@@ -812,6 +847,19 @@ def _fresh(bucket: Bucket) -> Bucket:
                     setattr(out, slot, None)
     out.state = dict(bucket.state)
     return out
+
+
+def _subset(bucket: Bucket, indices: Sequence[int]) -> Bucket:
+    """The tensors at ``indices`` of ``bucket``, as a bucket of its kind (a sharded bucket
+    keeps its mesh and full shapes)."""
+    if isinstance(bucket, FlatBucket):
+        raise TypeError("a flat bucket of one tensor per list cannot be split by tensor")
+    chosen = bucket.select(indices)
+    if isinstance(bucket, ShardedBucket):
+        dtensors = [bucket.dtensors[i] for i in indices] if bucket.dtensors else ()
+        return ShardedBucket(chosen.params, chosen.grads, chosen.state, chosen.created,
+                             bucket.groups, dtensors, [bucket.full_shapes[i] for i in indices])
+    return chosen
 
 
 def _arguments_of(arguments: tuple, indices: Sequence[int]) -> tuple:

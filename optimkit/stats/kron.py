@@ -21,8 +21,10 @@ how the params are split into them; :func:`probes` gives the same vectors to a r
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -273,75 +275,232 @@ def _update_factors(factors: list[Tensor], dense: Sequence[bool], exprs, g: Tens
         q.sub_(step)
 
 
-@stat(state={"momentum_buffer": zeros, "precond": own_shape(initial_precond),
-             "probe_key": own_shape(initial_probe_key)},
-      storage={"momentum_buffer": "signed"}, reads=("step",), provides=("update",),
-      shaped=True,
-      rules=dict(momentum=unit_interval, weight_decay=nonnegative,
-                 max_size_triangular=positive_integer,
-                 min_ndim_triangular=nonnegative,
-                 memory_save_mode=one_of(*MEMORY_SAVE_MODES),
-                 precondition_lr=nonnegative, precondition_init_scale=nonnegative,
-                 precondition_dtype=one_of(*PRECONDITION_DTYPES)),
-      momentum=0.9, weight_decay=0.0, decoupled_weight_decay=True, max_size_triangular=8192,
-      min_ndim_triangular=2, memory_save_mode=None, momentum_into_precondition_update=True,
-      precondition_lr=0.1, precondition_init_scale=1.0, precondition_dtype=torch.float32,
-      probe_seed=0)
-def kron_direction(b, momentum, weight_decay, decoupled_weight_decay, max_size_triangular,
-                   min_ndim_triangular, memory_save_mode, momentum_into_precondition_update,
-                   precondition_lr, precondition_init_scale, precondition_dtype, probe_seed):
-    """PSGD Kron's direction, per param (see the module doc):
+@dataclasses.dataclass(frozen=True)
+class UpdateProbabilitySchedule:
+    """The reference's default schedule of PSGD Kron's preconditioner update probability, a
+    function of ``n``, the number of steps taken before the current one:
+    ``clamp(max_prob * exp(-decay * (n - flat_start)), min_prob, max_prob)``, computed in
+    float32 (a 0-d tensor) as ``pytorch_optimizer.optimizer.psgd.precondition_update_prob_schedule``
+    and ``kron_torch.precond_update_prob_schedule`` compute it: 1 for the first 500 steps,
+    then annealed to 0.03 (reached after step ~4000). A frozen dataclass, so that a param
+    group holding it pickles (``state_dict()``) and compares equal after loading."""
 
-    ``m = momentum * m + (1 - momentum) * g``; ``m^ = m / (1 - momentum**t)`` (in
-    ``precondition_dtype``); one PSGD step of the factors on (probe ``V``, ``m^``) (on ``g``
-    with ``momentum_into_precondition_update=False``); ``u = Q^T Q m^``, cast to the param's
-    dtype and scaled to an RMS of at most 1.1: ``u = u * min(1.1 / (rms(u) + 1e-6), 1)``.
-    Weight decay, on params of 2 dims or more only: decoupled (the default),
-    ``u = u + weight_decay * p``; else L2 before the momentum, ``g = g + weight_decay * p``.
-    ``precondition_init_scale`` and the dims' kinds are read at a param's first step.
-    """
+    max_prob: float = 1.0
+    min_prob: float = 0.03
+    decay: float = 0.001
+    flat_start: int = 500
+
+    def __call__(self, n: int) -> Tensor:
+        """The update probability of the step taken after ``n`` steps."""
+        prob = self.max_prob * torch.exp(
+            -self.decay * (torch.tensor(n, dtype=torch.float32) - self.flat_start))
+        return prob.clamp_(min=self.min_prob, max=self.max_prob)
+
+    def floor_from(self, n: int, prob: Tensor) -> bool:
+        """Whether ``prob`` (the probability after ``n`` steps) is ``min_prob`` for good."""
+        if self.decay <= 0 or n < self.flat_start:
+            return False
+        raw = self.max_prob * math.exp(-self.decay * (n - self.flat_start))
+        return raw <= self.min_prob and prob.item() == torch.tensor(
+            self.min_prob, dtype=torch.float32).item()
+
+
+def _probability_error(value: Any) -> str:
+    return (f"Invalid precondition_update_probability: {value!r}; it must be a probability in "
+            "(0, 1], a callable of the step count returning one, or None (the default "
+            "schedule, UpdateProbabilitySchedule())")
+
+
+def update_probability(name: str, value: Any) -> None:
+    """The rule of ``precondition_update_probability``: ``None``, a callable, or a number in
+    ``(0, 1]`` (``ValueError`` naming ``name`` otherwise)."""
+    if value is None or callable(value):
+        return
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, Tensor)):
+        raise ValueError(_probability_error(value).replace(
+            "precondition_update_probability", name))
+    try:
+        prob = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        prob = float("nan")
+    if not 0.0 < prob <= 1.0:
+        raise ValueError(_probability_error(value).replace(
+            "precondition_update_probability", name))
+
+
+def _period(prob: Any) -> int:
+    """The counter value that triggers an update at probability ``prob`` (the references'
+    ``counter >= 1 / prob``, in ``prob``'s own precision: float32 for a tensor)."""
+    inverse = float(1 / prob) if isinstance(prob, Tensor) else 1.0 / float(prob)
+    if not 1.0 <= inverse < float("inf"):
+        raise ValueError(_probability_error(prob) + " (returned by the schedule)")
+    return math.ceil(inverse)
+
+
+class _DueTable:
+    """Which steps update the factors under one schedule, extended as steps come: the
+    references' counter (``counter += 1``; update when ``counter >= 1 / p(t - 1)``, then
+    ``counter = 0``) run once from step 1 and kept, since it is a pure function of the
+    schedule. Once an :class:`UpdateProbabilitySchedule` stays at ``min_prob`` the updates
+    are periodic, and the table stops growing."""
+
+    __slots__ = ("schedule", "flags", "counter", "settled")
+
+    def __init__(self, schedule: Any):
+        self.schedule = schedule
+        self.flags = bytearray(1)  # flags[t]: whether step t updates (t >= 1)
+        self.counter = 0
+        self.settled: tuple[int, int, int] | None = None  # (first step, counter before, period)
+
+    def __call__(self, t: int) -> bool:
+        while self.settled is None and len(self.flags) <= t:
+            step = len(self.flags)
+            prob = self.schedule(step - 1)
+            period = _period(prob)
+            floor = getattr(self.schedule, "floor_from", None)
+            if floor is not None and floor(step - 1, prob):
+                self.settled = (step, self.counter, period)
+                break
+            self.counter += 1
+            due = self.counter >= period
+            if due:
+                self.counter = 0
+            self.flags.append(due)
+        if t < len(self.flags):
+            return bool(self.flags[t])
+        first, before, period = self.settled
+        return (before + t - first + 1) % period == 0
+
+
+_TABLES: dict[int, _DueTable] = {}
+_DEFAULT_SCHEDULE = UpdateProbabilitySchedule()
+
+
+def fit_due(probability: Any, t: int) -> bool:
+    """Whether the factors are fitted at a param's step ``t`` (1 at its first step) under
+    ``precondition_update_probability``: a number ``p`` fits them at every ``ceil(1 / p)``-th
+    step; a schedule (a callable of the steps taken before, ``None`` for
+    :class:`UpdateProbabilitySchedule`) by the references' counter, run from step 1 (see
+    :class:`_DueTable`). A pure function of the step count: nothing to checkpoint."""
+    if probability is None:
+        probability = _DEFAULT_SCHEDULE
+    if not callable(probability):
+        return t % _period(probability) == 0
+    table = _TABLES.get(id(probability))
+    if table is None or table.schedule is not probability:
+        if len(_TABLES) >= 64:  # schedules made afresh again and again: keep a few
+            _TABLES.clear()
+        table = _TABLES[id(probability)] = _DueTable(probability)
+    return table(t)
+
+
+def _l2_grads(b, weight_decay, decoupled_weight_decay) -> list[Tensor]:
+    """The grads, plus ``weight_decay * p`` on params of 2 dims or more with L2 decay."""
+    grads = list(b.grads)
+    if not decoupled_weight_decay and not is_zero(weight_decay):
+        for i, p in enumerate(b.params):
+            if p.dim() >= 2:
+                grads[i] = torch.add(grads[i], p, alpha=weight_decay)
+    return grads
+
+
+def _refuse_shards(b) -> None:
     if getattr(b, "groups", ()):  # a ShardedBucket's sharded mesh dims (compiled too)
         raise NotImplementedError(
             "PSGD Kron's factors need each param's whole matrix: FSDP2 (DTensor) params are "
             "not supported yet; step it on unsharded params (DDP)"
         )
-    steps = b.steps
-    params = b.params
-    grads = list(b.grads)
-    decays = [p.dim() >= 2 for p in params]
-    if not decoupled_weight_decay and any(decays) and not is_zero(weight_decay):
-        for i, p in enumerate(params):
-            if decays[i]:
-                grads[i] = torch.add(grads[i], p, alpha=weight_decay)
+
+
+@stat(state={"momentum_buffer": zeros}, storage={"momentum_buffer": "signed"},
+      reads=("step",), provides=("first_moment",),
+      rules=dict(momentum=unit_interval, weight_decay=nonnegative,
+                 precondition_dtype=one_of(*PRECONDITION_DTYPES)),
+      momentum=0.9, weight_decay=0.0, decoupled_weight_decay=True,
+      precondition_dtype=torch.float32)
+def kron_momentum(b, momentum, weight_decay, decoupled_weight_decay, precondition_dtype):
+    """PSGD Kron's momentum: ``m = momentum * m + (1 - momentum) * g`` (``g + weight_decay * p``
+    on params of 2 dims or more with ``decoupled_weight_decay=False``), and the debiased
+    ``m^ = m / (1 - momentum**t)`` cast to ``precondition_dtype`` as the ``first_moment``."""
+    grads = _l2_grads(b, weight_decay, decoupled_weight_decay)
     buffers = b.state["momentum_buffer"]
     torch._foreach_mul_(buffers, momentum)
     torch._foreach_add_(buffers, grads, alpha=1 - momentum)
-    corrections = scalars(1 - momentum**steps)
+    corrections = scalars(1 - momentum**b.steps)
     if not isinstance(corrections, list):
-        corrections = [corrections] * len(params)
+        corrections = [corrections] * len(buffers)
+    b.first_moment = [(m / c).to(precondition_dtype)
+                      for m, c in zip(buffers, corrections, strict=True)]
+
+
+@stat(state={"precond": own_shape(initial_precond),
+             "probe_key": own_shape(initial_probe_key)},
+      reads=("step", "first_moment"), shaped=True,
+      due=("precondition_update_probability", fit_due),
+      rules=dict(weight_decay=nonnegative, max_size_triangular=positive_integer,
+                 min_ndim_triangular=nonnegative,
+                 memory_save_mode=one_of(*MEMORY_SAVE_MODES),
+                 precondition_lr=nonnegative, precondition_init_scale=nonnegative,
+                 precondition_dtype=one_of(*PRECONDITION_DTYPES),
+                 precondition_update_probability=update_probability),
+      weight_decay=0.0, decoupled_weight_decay=True, max_size_triangular=8192,
+      min_ndim_triangular=2, memory_save_mode=None, momentum_into_precondition_update=True,
+      precondition_lr=0.1, precondition_init_scale=1.0, precondition_dtype=torch.float32,
+      probe_seed=0, precondition_update_probability=None)
+def kron_fit(b, weight_decay, decoupled_weight_decay, max_size_triangular, min_ndim_triangular,
+             memory_save_mode, momentum_into_precondition_update, precondition_lr,
+             precondition_init_scale, precondition_dtype, probe_seed):
+    """One PSGD step of each param's factors (see the module doc), on the pair (probe ``V``,
+    ``m^``), or (``V``, ``g``) with ``momentum_into_precondition_update=False`` (``g`` cast to
+    ``precondition_dtype``, with the L2 term where ``kron_momentum`` adds it), at the steps
+    ``precondition_update_probability`` schedules (:func:`fit_due`; the executor picks the due
+    params on the host). ``precondition_init_scale`` and the dims' kinds are read at a param's
+    first step."""
+    _refuse_shards(b)
+    params = b.params
+    if momentum_into_precondition_update:
+        fits = b.first_moment
+    else:
+        fits = [g.to(precondition_dtype)
+                for g in _l2_grads(b, weight_decay, decoupled_weight_decay)]
+    steps = b.steps
     # every tensor's key of this step, in one go on the host (the keys live on the CPU)
     keys = b.state["probe_key"]
     if all(k.is_cpu for k in keys) and steps.is_cpu:
         step_keys = list(rounding.stream_key(torch.stack(keys), steps).unbind())
     else:
         step_keys = [rounding.stream_key(k, t) for k, t in zip(keys, steps.unbind(), strict=True)]
-    update = []
     for i, p in enumerate(params):
         dense, exprs = _plan(tuple(p.shape), max_size_triangular, min_ndim_triangular,
                              memory_save_mode)
         factors = _factors(b.state["precond"][i], p.shape, dense)
-        debiased = (buffers[i] / corrections[i]).to(precondition_dtype)
         v = _gaussian(p.shape, step_keys[i], precondition_dtype, p.device)
-        fit = debiased if momentum_into_precondition_update else grads[i].to(
-            precondition_dtype)
-        _update_factors(factors, dense, exprs, fit, v, precondition_lr)
+        _update_factors(factors, dense, exprs, fits[i], v, precondition_lr)
+
+
+@stat(reads=("first_moment", "precond"), provides=("update",), shaped=True,
+      weight_decay=0.0, decoupled_weight_decay=True, max_size_triangular=8192,
+      min_ndim_triangular=2, memory_save_mode=None)
+def kron_direction(b, weight_decay, decoupled_weight_decay, max_size_triangular,
+                   min_ndim_triangular, memory_save_mode):
+    """PSGD Kron's direction, per param: ``u = Q^T Q m^`` with the factors as ``kron_fit``
+    left them, cast to the param's dtype and scaled to an RMS of at most 1.1:
+    ``u = u * min(1.1 / (rms(u) + 1e-6), 1)``; with decoupled weight decay (the default), on
+    params of 2 dims or more, ``u = u + weight_decay * p``."""
+    _refuse_shards(b)
+    update = []
+    for i, p in enumerate(b.params):
+        dense, exprs = _plan(tuple(p.shape), max_size_triangular, min_ndim_triangular,
+                             memory_save_mode)
+        factors = _factors(b.state["precond"][i], p.shape, dense)
+        debiased = b.first_moment[i]
         if p.dim() == 0:
             u = factors[0] * factors[0] * debiased
         else:
             u = _einsum(exprs[2], *factors, *factors, debiased)
         u = u.to(p.dtype)
         u = u * torch.clamp(1.1 / (u.square().mean().sqrt() + 1e-6), max=1.0)
-        if decoupled_weight_decay and decays[i] and not is_zero(weight_decay):
+        if decoupled_weight_decay and p.dim() >= 2 and not is_zero(weight_decay):
             u = torch.add(u, p, alpha=weight_decay)
         update.append(u)
     b.update = update
