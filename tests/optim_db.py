@@ -47,7 +47,12 @@ from optimkit.stats import (
 )
 from optimkit.stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from optimkit.stats.factored import adafactor_direction
-from optimkit.stats.kron import kron_balance, kron_direction, kron_momentum
+from optimkit.stats.kron import (
+    UpdateProbabilitySchedule,
+    kron_balance,
+    kron_direction,
+    kron_momentum,
+)
 from optimkit.stats.mixing import adan_moments, mars_direction, slow_grad_avg
 from optimkit.stats.orthogonal import muon_momentum, muon_step, orthogonalize
 from optimkit.stats.preconditioned import soap_direction, soap_eigenbases
@@ -814,8 +819,10 @@ DB: list[OptimizerInfo] = [
     ),
     OptimizerInfo(
         "kron",
-        # pytorch_optimizer.Kron (update probability 1) stepped per param, with optimkit's
-        # probe vectors and balancing schedule in place of its global-generator draws
+        # pytorch_optimizer.Kron stepped per param (its update counter per param), with
+        # optimkit's probe vectors and balancing schedule in place of its global-generator draws;
+        # the default schedule fits the factors at every step of the first 500: two settings
+        # anneal within the 120 steps, or fit at every 3rd step
         Reference(
             "reference.kron:Kron", rename={"decoupled_weight_decay": "weight_decouple"},
             state={"step": "step", "momentum_buffer": "momentum_buffer",
@@ -825,11 +832,14 @@ DB: list[OptimizerInfo] = [
         settings=(
             {},
             {"lr": 1e-2, "weight_decay": 0.1, "memory_save_mode": "one_diag",
-             "balance_every": 7, "probe_seed": 3},
+             "balance_every": 7, "probe_seed": 3,
+             "precondition_update_probability": UpdateProbabilitySchedule(
+                 min_prob=0.1, decay=0.05, flat_start=20)},
             {"lr": 3e-3, "momentum": 0.5, "weight_decay": 0.05, "decoupled_weight_decay": False,
              "memory_save_mode": "smart_one_diag", "precondition_lr": 0.3,
              "precondition_init_scale": 2.0, "balance_every": 1},
-            {"memory_save_mode": "all_diag", "max_size_triangular": 4},
+            {"memory_save_mode": "all_diag", "max_size_triangular": 4,
+             "precondition_update_probability": 0.4},
             # (momentum_into_precondition_update=False is not compared: the reference's einsum
             # then takes the grad in the param's dtype with factors in precondition_dtype, and
             # refuses the mix, which one of fp64 and fp32 params always makes)
