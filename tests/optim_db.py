@@ -51,6 +51,7 @@ from optimkit.stats.kron import (
     UpdateProbabilitySchedule,
     kron_balance,
     kron_direction,
+    kron_fit,
     kron_momentum,
 )
 from optimkit.stats.mixing import adan_moments, mars_direction, slow_grad_avg
@@ -1352,6 +1353,12 @@ PART_CASES = [
          params=[[1.0, 1.0]], grads=[[[1.0, 4.0]]],
          state={"step": [1], "momentum_buffer": [[0.0, 0.0]]},
          expect={"field:first_moment": [[1.0, 4.0]], "state:momentum_buffer": [[0.5, 2.0]]}),
+    # the fit, with precondition_lr 0: the probes move nothing (parity checks the PSGD step)
+    Case("kron_fit-still", kron_fit,
+         {"precondition_lr": 0.0, "precondition_dtype": torch.float64},
+         params=[[1.0, 1.0]], grads=[[[1.0, 4.0]]],
+         state={"step": [1], "precond": [[2.0, 0.5]], "probe_key": [7]},
+         fields={"first_moment": [[1.0, 4.0]]}, expect={"state:precond": [[2.0, 0.5]]}),
     # its one diagonal factor q = (2, 0.5): u = q**2 m^ = (4, 1), rms sqrt(8.5), scaled by
     # 1.1 / (rms + 1e-6); no decay on a vector
     Case("kron_direction-diagonal", kron_direction, {"weight_decay": 0.5},

@@ -331,7 +331,10 @@ def update_probability(name: str, value: Any) -> None:
 def _period(prob: Any) -> int:
     """The counter value that triggers an update at probability ``prob`` (the references'
     ``counter >= 1 / prob``, in ``prob``'s own precision: float32 for a tensor)."""
-    inverse = float(1 / prob) if isinstance(prob, Tensor) else 1.0 / float(prob)
+    if isinstance(prob, Tensor):
+        inverse = float(1 / prob)
+    else:
+        inverse = 1.0 / float(prob) if float(prob) != 0 else float("inf")
     if not 1.0 <= inverse < float("inf"):
         raise ValueError(_probability_error(prob) + " (returned by the schedule)")
     return math.ceil(inverse)
