@@ -56,6 +56,14 @@ others, on the tensors whose step count is a multiple of ``group["k"]`` (or, wit
 counters, and outside the compiled graph, so the compiled step neither recompiles nor breaks
 on it and the sync costs nothing on the other steps.
 
+A part declared with ``due=("h", due_at)`` (PSGD Kron's factor fit) is a scheduled part of
+the body: before the body runs, the executor works out on the host, from the CPU step
+counters, on which tensors of the bucket it is due (``due_at(group["h"], t)``, ``t`` the
+count the step gives each tensor), and runs the body on those with it and on the others
+without it (:meth:`Executor._due_sets`; one run when all agree, as when every param steps
+together). Compiled, each of the two bodies is one graph, compiled once: a schedule never
+recompiles, and the steps without the part pay nothing for it.
+
 Extension points, for what comes next:
 
 * **Sharded params (DTensor, FSDP2).** :meth:`Executor._bucket` hands the parts the local

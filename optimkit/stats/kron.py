@@ -17,6 +17,13 @@ in its group) and its step count, through the counter-based hash of the precisio
 random bits (:func:`optimkit.precision.rounding.random_words`, then Box-Muller). A run thus
 reproduces whatever the execution mode (eager, flat, compiled), the order of the buckets, or
 how the params are split into them; :func:`probes` gives the same vectors to a reference.
+
+**Update schedule.** The factors are fitted (:data:`kron_fit`) at the steps that
+``precondition_update_probability`` picks, by the references' deterministic counter
+(:func:`fit_due`; default :class:`UpdateProbabilitySchedule`); the momentum
+(:data:`kron_momentum`) and the direction ``P m^`` (:data:`kron_direction`) run at every
+step. ``kron_fit`` is a scheduled part (``due=``, :func:`optimkit.core.parts.stat`): the
+executor picks the params it is due on from the CPU step counters, before the step.
 """
 
 from __future__ import annotations
