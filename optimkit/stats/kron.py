@@ -423,7 +423,7 @@ def _refuse_shards(b) -> None:
 
 
 @stat(state={"momentum_buffer": zeros}, storage={"momentum_buffer": "signed"},
-      reads=("step",), provides=("first_moment",),
+      reads=("step", "grads"), provides=("first_moment",),
       rules=dict(momentum=unit_interval, weight_decay=nonnegative,
                  precondition_dtype=one_of(*PRECONDITION_DTYPES)),
       momentum=0.9, weight_decay=0.0, decoupled_weight_decay=True,
@@ -445,7 +445,7 @@ def kron_momentum(b, momentum, weight_decay, decoupled_weight_decay, preconditio
 
 @stat(state={"precond": own_shape(initial_precond),
              "probe_key": own_shape(initial_probe_key)},
-      reads=("step", "first_moment"), shaped=True,
+      reads=("step", "first_moment", "grads"), shaped=True,
       due=("precondition_update_probability", fit_due),
       rules=dict(weight_decay=nonnegative, max_size_triangular=positive_integer,
                  min_ndim_triangular=nonnegative,
