@@ -7,8 +7,10 @@ kron_torch.Kron and heavyball.PSGDKron, in one run, on the matrices of a small t
 
 Every implementation updates its preconditioner with one probability (``--update-probability``,
 1 by default: at every step; 0.03, the floor of the references' default schedule: at every
-34th step, by each one's deterministic update counter), on the same fixed random gradients; each step is timed on its own (wall clock, a device synchronize
-after it), after warm-up steps that include any compiling, in rounds over the
+34th step, by each one's deterministic update counter), on the same fixed random gradients;
+each step is timed on its own (wall clock, a device synchronize after it), after warm-up
+steps that include any compiling (``--warmup 35`` to take both of optimkit's compiled
+graphs, with and without the fit, at 0.03), in rounds over the
 implementations in turn (so that a change of the machine's load reaches them all alike), and
 the median is reported with its ratio to optimkit's eager step timed in the same run. The
 peers' algorithms differ in details (kron_torch damps the gradient with noise and merges

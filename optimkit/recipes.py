@@ -1262,10 +1262,10 @@ class Kron(Optimizer):
 
     Deviations: the update counter is per param, from the param's own step count (the
     reference keeps one counter, in its first param group, driven by that group's step: the
-    same schedule while every param steps together); the reference draws ``V`` from torch's global generator and balances with probability
-    ``balance_prob=0.01`` per step that fits the factors, from numpy's global generator, where
-    balancing here happens
-    after every ``balance_every``-th step (100 by default; it changes ``Q`` only by rounding);
+    same schedule while every param steps together); the reference draws ``V`` from torch's
+    global generator and balances with probability ``balance_prob=0.01`` per step that fits
+    the factors, from numpy's global generator, where balancing here happens after every
+    ``balance_every``-th step (100 by default; it changes ``Q`` only by rounding);
     the triangular solves run in float32 whatever ``precondition_dtype`` (as the reference);
     ``g`` with ``momentum_into_precondition_update=False`` is cast to ``precondition_dtype``
     (the reference's einsum would refuse mixed dtypes); the step count is per param (the

@@ -285,8 +285,9 @@ def _kron_run(opt, params, steps, start):
 def test_kron_resumes_mid_schedule_bit_exactly(tmp_path):
     # a checkpoint taken while the schedule anneals (no RNG, no counter to save: the fits are
     # a function of each param's step count) goes on exactly as the run that never stopped
-    import optimkit
     from helpers import clone_params, make_params
+
+    import optimkit
     from optimkit.stats.kron import UpdateProbabilitySchedule
 
     schedule = UpdateProbabilitySchedule(min_prob=0.2, decay=0.3, flat_start=4)
@@ -312,8 +313,9 @@ def test_kron_resumes_mid_schedule_bit_exactly(tmp_path):
 def test_kron_fits_only_at_the_scheduled_steps(monkeypatch):
     # the executor runs kron_fit on the due params only (param 1 lags, so some steps split
     # the bucket), and the direction reads the factors as the last fit left them
-    import optimkit
     from helpers import clone_params, make_params
+
+    import optimkit
     from optimkit.stats import kron
 
     fits = []
