@@ -1223,7 +1223,9 @@ class Kron(Optimizer):
     step; the default at every step up to 500, every 2nd just after, every 34th at the
     floor). Here ``c`` is a pure function of the param's step count, worked out on the host
     (:func:`optimkit.stats.kron.fit_due`): no counter in the state, so a checkpoint resumes
-    exactly, and a schedule must be a pure function of ``n`` too. A probability outside
+    exactly, and a schedule must be a pure function of ``n`` too (kept in the param groups,
+    it is saved by ``state_dict()``: ``torch.save`` needs it to pickle, which a lambda does
+    not; ``UpdateProbabilitySchedule(...)`` does). A probability outside
     ``(0, 1]``, given or returned, raises ``ValueError``. The fit is its own part
     (``kron_fit``, declared ``due=``): the executor decides on the host, from the CPU step
     counters, which params it is due on, and runs the step with the fit on those and
