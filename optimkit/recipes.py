@@ -50,8 +50,9 @@ from .stats.kron import (
     kron_balance,
     kron_decay,
     kron_direction,
-    kron_direction_on_grads,
     kron_factors,
+    kron_fit,
+    kron_fit_on_grads,
     kron_l2,
     kron_momentum,
 )
@@ -1216,8 +1217,8 @@ class Kron(Optimizer):
     Per param, with ``t`` its step count: ``m = momentum * m + (1 - momentum) * g``;
     ``m^ = m / (1 - momentum**t)``. Each dim ``i`` of the param has a factor ``Q_i``, upper
     triangular (``d_i x d_i``) or diagonal; ``Q = Q_0 (x) ... (x) Q_{k-1}``, ``P = Q^T Q``.
-    A Gaussian probe ``V`` and ``m^`` fit the factors at every step (preconditioner update
-    probability 1): ``A = Q m^``, ``B^T = V Q^{-1}``, and per factor
+    At the steps the update schedule picks (below), a Gaussian probe ``V`` and ``m^`` fit
+    the factors: ``A = Q m^``, ``B^T = V Q^{-1}``, and per factor
     ``Q_i -= precondition_lr * triu(A_i A_i^T - B_i B_i^T) / ||A_i A_i^T + B_i B_i^T||_2 Q_i``
     (the norm a cheap lower bound of the spectral one; a diagonal factor moves elementwise,
     divided by the largest entry), where ``X_i X_i^T`` contracts ``X`` over every dim but
@@ -1226,11 +1227,33 @@ class Kron(Optimizer):
     ``p = p - lr * u``. After every ``balance_every``-th step of a param the factors of a
     matrix are rescaled to equal largest entries (``P`` unchanged).
 
-    Reproduces ``pytorch_optimizer.Kron`` (4.1.0) with ``pre_conditioner_update_probability=1``
-    and its defaults: lr=1e-3, momentum=0.9, weight_decay=0 (decoupled: the keyword
-    ``decoupled_weight_decay`` is the reference's ``weight_decouple``), max_size_triangular=
-    8192, min_ndim_triangular=2, memory_save_mode=None, momentum_into_precondition_update=True,
-    precondition_lr=0.1, precondition_init_scale=1.0, precondition_dtype=torch.float32.
+    Update schedule (``precondition_update_probability``, the references'
+    ``pre_conditioner_update_probability``): a probability ``p`` in ``(0, 1]``, or a callable
+    of ``n``, the number of steps a param took before this one, returning it; ``None`` (the
+    default) is the references' schedule ``optimkit.stats.kron.UpdateProbabilitySchedule()``:
+    ``clamp(exp(-0.001 (n - 500)), 0.03, 1)``, 1 for the first 500 steps, then annealed to
+    0.03 by step ~4000, which is what makes Kron cheap (after warm-up ~3% of the steps fit
+    the factors). As both references do, the "probability" drives a deterministic counter,
+    not a coin: ``c = c + 1`` at every step, and the factors are fitted when
+    ``c >= 1 / p(n)``, which sets ``c = 0`` (a constant ``p`` fits at every ``ceil(1 / p)``-th
+    step; the default at every step up to 500, every 2nd just after, every 34th at the
+    floor). Here ``c`` is a pure function of the param's step count, worked out on the host
+    (:func:`optimkit.stats.kron.fit_due`): no counter in the state, so a checkpoint resumes
+    exactly, and a schedule must be a pure function of ``n`` too (kept in the param groups,
+    it is saved by ``state_dict()``: ``torch.save`` needs it to pickle, which a lambda does
+    not; ``UpdateProbabilitySchedule(...)`` does). A probability outside
+    ``(0, 1]``, given or returned, raises ``ValueError``. The fit is its own part
+    (``kron_fit``, declared ``due=``): the executor decides on the host, from the CPU step
+    counters, which params it is due on, and runs the step with the fit on those and
+    without it on the others; compiled, that is two graphs (with and without the fit), each
+    compiled once, so a step without a fit costs the momentum and ``P m^`` only.
+
+    Reproduces ``pytorch_optimizer.Kron`` (4.1.0) with its defaults: lr=1e-3, momentum=0.9,
+    weight_decay=0 (decoupled: the keyword ``decoupled_weight_decay`` is the reference's
+    ``weight_decouple``), pre_conditioner_update_probability=None (its annealing schedule),
+    max_size_triangular=8192, min_ndim_triangular=2, memory_save_mode=None,
+    momentum_into_precondition_update=True, precondition_lr=0.1, precondition_init_scale=1.0,
+    precondition_dtype=torch.float32.
     Variants: ``memory_save_mode`` ``"one_diag"`` (the largest dim diagonal),
     ``"smart_one_diag"`` (the largest dim, if strictly the largest), ``"all_diag"``;
     ``momentum_into_precondition_update=False`` fits the factors on ``g``;
@@ -1238,7 +1261,8 @@ class Kron(Optimizer):
 
     Factors: 0-d params have one scalar factor, 1-D params a diagonal one (fewer dims than
     ``min_ndim_triangular``), a dim of size 1 or above ``max_size_triangular`` a diagonal one.
-    State: ``step``, ``momentum_buffer`` (the reference's), ``precond`` (every factor of the
+    State: ``step`` (which also decides the update schedule), ``momentum_buffer`` (the
+    reference's), ``precond`` (every factor of the
     param in one tensor of its own shape, the reference's list ``Q`` flattened and joined) and
     ``probe_key``. The factors are kept in ``precondition_dtype`` (float32 by default, as the
     reference) whatever the param's dtype and the precision policy: a policy may narrow or
@@ -1269,11 +1293,12 @@ class Kron(Optimizer):
     them. Balancing is on a fixed schedule,
     decided on the host from the CPU step counters and run outside the compiled step.
 
-    Deviations: the preconditioner is updated at every step (the reference's default schedule
-    anneals the update probability from 1 to 0.03 after step 500; not offered yet); the
-    reference draws ``V`` from torch's global generator and balances with probability
-    ``balance_prob=0.01`` per step from numpy's global generator, where balancing here happens
-    after every ``balance_every``-th step (100 by default; it changes ``Q`` only by rounding);
+    Deviations: the update counter is per param, from the param's own step count (the
+    reference keeps one counter, in its first param group, driven by that group's step: the
+    same schedule while every param steps together); the reference draws ``V`` from torch's
+    global generator and balances with probability ``balance_prob=0.01`` per step that fits
+    the factors, from numpy's global generator, where balancing here happens after every
+    ``balance_every``-th step (100 by default; it changes ``Q`` only by rounding);
     the triangular solves run in float32 whatever ``precondition_dtype`` (as the reference);
     ``g`` with ``momentum_into_precondition_update=False`` is cast to ``precondition_dtype``
     (the reference's einsum would refuse mixed dtypes); the step count is per param (the
@@ -1283,18 +1308,18 @@ class Kron(Optimizer):
 
     parts = (
         step_stat, kron_l2.only_if("decoupled_weight_decay", lambda on: not on), kron_momentum,
-        kron_factors, kron_direction.only_if("momentum_into_precondition_update"),
-        kron_direction_on_grads.only_if("momentum_into_precondition_update", lambda on: not on),
-        kron_decay.only_if("decoupled_weight_decay"), sgd_step, kron_balance,
+        kron_factors, kron_fit.only_if("momentum_into_precondition_update"),
+        kron_fit_on_grads.only_if("momentum_into_precondition_update", lambda on: not on),
+        kron_direction, kron_decay.only_if("decoupled_weight_decay"), sgd_step, kron_balance,
     )
     hypers = dict(
         lr=1e-3, momentum=0.9, weight_decay=0.0, decoupled_weight_decay=True,
         max_size_triangular=8192, min_ndim_triangular=2, memory_save_mode=None,
         momentum_into_precondition_update=True, precondition_lr=0.1,
-        precondition_init_scale=1.0, precondition_dtype=torch.float32, balance_every=100,
-        probe_seed=0,
+        precondition_init_scale=1.0, precondition_dtype=torch.float32,
+        precondition_update_probability=None, balance_every=100, probe_seed=0,
     )
-    reference = "pytorch_optimizer.Kron(pre_conditioner_update_probability=1)"
+    reference = "pytorch_optimizer.Kron"
 
 
 # ------------------------------------------------- 2024-25: matrix-preconditioned optimizers
