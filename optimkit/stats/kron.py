@@ -301,7 +301,8 @@ class UpdateProbabilitySchedule:
     float32 (a 0-d tensor) as ``pytorch_optimizer.optimizer.psgd.precondition_update_prob_schedule``
     and ``kron_torch.precond_update_prob_schedule`` compute it: 1 for the first 500 steps,
     then annealed to 0.03 (reached after step ~4000). A frozen dataclass, so that a param
-    group holding it pickles (``state_dict()``) and compares equal after loading."""
+    group holding it pickles (``state_dict()``) and compares equal after loading; importing
+    optimkit allows it in ``torch.load(..., weights_only=True)`` (torch's default)."""
 
     max_prob: float = 1.0
     min_prob: float = 0.03
@@ -392,6 +393,10 @@ class _DueTable:
         first, before, period = self.settled
         return (before + t - first + 1) % period == 0
 
+
+# torch.load's default (weights_only=True) loads a state_dict holding a schedule: a frozen
+# dataclass of four numbers, whose unpickling runs no code of its own
+torch.serialization.add_safe_globals([UpdateProbabilitySchedule])
 
 _TABLES: dict[int, _DueTable] = {}
 _DEFAULT_SCHEDULE = UpdateProbabilitySchedule()
