@@ -1268,21 +1268,32 @@ class Kron(Optimizer):
     reference) whatever the param's dtype and the precision policy: a policy may narrow or
     quantize ``momentum_buffer`` only.
 
-    FSDP2: the factors are fitted on whole matrices. The momentum and the weight decay
-    (``kron_momentum``, ``kron_l2``, ``kron_decay``) are element-wise and run on each rank's
-    shards; ``kron_direction`` is a whole-tensor part (``whole=True``,
-    ``optimkit/core/whole.py``): each param's owner rank (largest params first, dealt
-    round-robin) receives the other ranks' shards of the momentum (and of the gradient with
-    ``momentum_into_precondition_update=False``), fits the factors and computes ``u`` on the
-    full tensors, and sends each rank its shard of ``u``. ``precond`` and ``probe_key`` are
-    kept whole on every rank (plain tensors, the same on each): at every step the owner sends
-    its params' new ``precond`` whole to every other rank. Per step, on ``W`` ranks, for a
-    param of ``N`` elements with ``P`` numbers of factors (``2 d**2`` for a ``d x d`` matrix
-    of dense factors), over all ranks: ``2 N (W - 1) / W`` elements of the momentum and
-    ``u`` (``3 N (W - 1) / W`` with the gradient; each rank sends and receives a ``W``-th),
-    and ``P (W - 1)`` numbers of factors from the owner. Balancing reads only ``precond``:
-    each rank balances its own copy, nothing is sent. Given the same gradients the sharded
-    run equals the unsharded one bit for bit.
+    FSDP2: the factors are fitted and applied on whole matrices. The momentum and the weight
+    decay (``kron_momentum``, ``kron_l2``, ``kron_decay``) are element-wise and run on each
+    rank's shards; the fit (``kron_fit``) and the direction (``kron_direction``) are
+    whole-tensor parts (``whole=True``, ``optimkit/core/whole.py``): each param's owner rank
+    (largest params first, dealt round-robin) receives the other ranks' shards of what the
+    part reads. At a step that fits, ``kron_fit`` gathers the momentum (the gradient with
+    ``momentum_into_precondition_update=False``: ``kron_fit_on_grads``) to the owner, which
+    fits the factors and sends its params' new ``precond`` whole to every other rank; at every
+    step ``kron_direction`` gathers the momentum, computes ``u = P m^`` on the owner and sends
+    each rank its shard of ``u``. ``precond`` and ``probe_key`` are kept whole on every rank
+    (plain tensors, the same on each, made by ``kron_factors``), so the direction only reads
+    them. Per step, on ``W`` ranks, for a param of ``N`` elements with ``P`` numbers of
+    factors (``2 d**2`` for a ``d x d`` matrix of dense factors), over all ranks (each rank
+    sends and receives a ``W``-th): ``2 N (W - 1) / W`` elements (the momentum and ``u``) at a
+    step without a fit; ``3 N (W - 1) / W`` and ``P (W - 1)`` numbers of factors at a step
+    that fits (the momentum, or the gradient, is gathered once more, for the fit). With the
+    default schedule that is every step of the first 500, then ~3 % of them: the factors,
+    which at 8 ranks outweigh the gathered tensors, are sent at those steps only. (A fit and
+    a direction in one whole part at the fitting steps would gather the momentum once there,
+    ``2 N (W - 1) / W``, but it needs a second, complementary scheduled part; not done: after
+    the warm-up the extra gather is paid at ~3 % of the steps.) The executor picks the due
+    params on the host before the step, the same on every rank, and gathers only those for
+    the fit (``ShardedBucket.select`` keeps their full shapes). Balancing reads only
+    ``precond``: each rank balances its own copy, nothing is sent. With ``compile=True`` the
+    element-wise parts are compiled around the whole ones, which run eagerly. Given the same
+    gradients the sharded run equals the unsharded one bit for bit.
 
     Deterministic by construction, in every execution mode: the probes ``V`` come from a
     counter-based hash of the param's ``probe_key`` (from the group's ``probe_seed`` and the

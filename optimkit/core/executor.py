@@ -62,7 +62,11 @@ counters, on which tensors of the bucket it is due (``due_at(group["h"], t)``, `
 count the step gives each tensor), and runs the body on those with it and on the others
 without it (:meth:`Executor._due_sets`; one run when all agree, as when every param steps
 together). Compiled, each of the two bodies is one graph, compiled once: a schedule never
-recompiles, and the steps without the part pay nothing for it.
+recompiles, and the steps without the part pay nothing for it. A scheduled part may be
+``whole`` (under FSDP2): the tensors are split before the body, so each set is a
+:class:`~optimkit.core.sharded.ShardedBucket` of its own (``select`` keeps the DTensors and
+full shapes), its whole parts gathered to their owners within it and, compiled, the other
+parts compiled around them (:meth:`Executor._run_segments`) as for any whole part.
 
 Extension points, for what comes next:
 

@@ -240,7 +240,7 @@ class Part:
     # which tensors of a bucket it is due on before running the body, and runs the body with
     # the part on those and without it on the others (a compiled step: two graphs, each
     # compiled once). Such a part writes only state (it provides no field) and implies
-    # ``shaped`` (its tensors are picked one by one).
+    # ``shaped`` (its tensors are picked one by one); it may be ``whole`` (Kron's fit).
     due: str | None = None
     due_at: Callable[[Any, int], bool] | None = None
     # state name -> how a precision policy may store it, where declared (see the module doc)
