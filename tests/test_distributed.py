@@ -286,6 +286,16 @@ def whole_tensor_parity(case: str, scenario: str, results) -> None:
             assert row["max_abs"] == 0.0 and row["state_max_abs"] == 0.0, row
             assert row["names_match"] and set(row["state_dtensor"]) <= {"DTensor"}, row
             assert row["p2p_batches"] >= 1 and not row["warnings"], row
+            if case.startswith("kron"):
+                # at a step that fits, kron_fit gathers the momentum and sends the factors
+                # back, and kron_direction reuses that momentum and sends only u back: 3
+                # rounds (4 if it gathered the momentum again); else the direction's 2
+                from dist_scenarios import WHOLE_STEPS, cases
+
+                from optimkit.stats.kron import fit_due
+
+                probability = cases()[case].kwargs.get("precondition_update_probability")
+                assert row["p2p_batches"] == (3 if fit_due(probability, WHOLE_STEPS) else 2), row
             if scenario == "whole-exact-bf16-state":  # the policy's working copies gathered
                 assert "torch.bfloat16" in row["state_dtypes"], row
     elif scenario == "fsdp":

@@ -649,10 +649,12 @@ class Executor:
             reuse = self.scratch.reuse() if self._pooled(block) else contextlib.nullcontext()
             with reuse:
                 prepared = self.policy.prepare(block, group, block_arguments)
+                gathered: dict = {}  # fields gathered by the whole parts run since the last other
                 for part in body:
                     if whole and part.whole:
-                        run_whole(block, part, group, self.layouts())
+                        run_whole(block, part, group, self.layouts(), gathered)
                         continue
+                    gathered.clear()
                     out = part(block, group)
                     if outs is not None and part.contributes:
                         outs.append((part.contributes, out))
@@ -676,10 +678,12 @@ class Executor:
                 segments.append([part])
             else:
                 segments[-1].append(part)
+        gathered: dict = {}  # fields gathered by consecutive whole parts (see run_whole)
         for index, segment in enumerate(segments):
             if segment[0].whole:
-                run_whole(bucket, segment[0], group, self.layouts())
+                run_whole(bucket, segment[0], group, self.layouts(), gathered)
                 continue
+            gathered.clear()
             broken = compiled.run_compiled(bucket, group, segment, self.policy, (),
                                            carry=True, sink=outs)
             if broken is not None and index == 0:
