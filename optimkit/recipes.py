@@ -1279,16 +1279,16 @@ class Kron(Optimizer):
     step ``kron_direction`` gathers the momentum, computes ``u = P m^`` on the owner and sends
     each rank its shard of ``u``. ``precond`` and ``probe_key`` are kept whole on every rank
     (plain tensors, the same on each, made by ``kron_factors``), so the direction only reads
-    them. Per step, on ``W`` ranks, for a param of ``N`` elements with ``P`` numbers of
-    factors (``2 d**2`` for a ``d x d`` matrix of dense factors), over all ranks (each rank
-    sends and receives a ``W``-th): ``2 N (W - 1) / W`` elements (the momentum and ``u``) at a
-    step without a fit; ``3 N (W - 1) / W`` and ``P (W - 1)`` numbers of factors at a step
-    that fits (the momentum, or the gradient, is gathered once more, for the fit). With the
-    default schedule that is every step of the first 500, then ~3 % of them: the factors,
-    which at 8 ranks outweigh the gathered tensors, are sent at those steps only. (A fit and
-    a direction in one whole part at the fitting steps would gather the momentum once there,
-    ``2 N (W - 1) / W``, but it needs a second, complementary scheduled part; not done: after
-    the warm-up the extra gather is paid at ~3 % of the steps.) The executor picks the due
+    them. The direction runs right after the fit, on the same params: it reuses the momentum
+    the fit gathered (the executor keeps the fields a whole part gathered for the whole part
+    run straight after it), so the momentum is gathered once a step. Per step, on ``W``
+    ranks, for a param of ``N`` elements with ``P`` numbers of factors (``2 d**2`` for a
+    ``d x d`` matrix of dense factors), over all ranks (each rank sends and receives a
+    ``W``-th): ``2 N (W - 1) / W`` elements (the momentum and ``u``), plus ``P (W - 1)``
+    numbers of factors at a step that fits (and ``N (W - 1) / W`` more for the gradient with
+    ``momentum_into_precondition_update=False``). With the default schedule that is every
+    step of the first 500, then ~3 % of them: the factors, which at 8 ranks outweigh the
+    gathered tensors, are sent at those steps only. The executor picks the due
     params on the host before the step, the same on every rank, and gathers only those for
     the fit (``ShardedBucket.select`` keeps their full shapes). Balancing reads only
     ``precond``: each rank balances its own copy, nothing is sent. With ``compile=True`` the

@@ -34,6 +34,12 @@ orthogonalization of the momentum (``I = O = 1``): twice the params' bytes over 
 once each way. Per-tensor states of other layouts that the part writes are sent whole from
 the owner to every other rank.
 
+**Consecutive whole parts** of a step's body (no other part between them, the same bucket:
+PSGD Kron's fit, then its direction) share what they gathered: a field read by a later one
+whose shards are still the same tensors (no part rebound it) is taken from the owner's full
+tensors of the earlier one, not sent again. Every rank runs the same parts, so all agree.
+So a whole part must not write a field it reads in place (checked in the test suite).
+
 **Host-gated whole parts** (``every="k"``: SOAP's eigenbases refresh) run here too, after
 the step's other parts, on the tensors due this step: the step counters are on the CPU and
 the same on every rank, so every rank selects the same sub-bucket (a

@@ -31,8 +31,9 @@ fit over the gradient instead as ``kron_fit_on_grads``), and neither reads a par
 that the weight decay, which does, is a part of its own on the shards (``kron_l2`` before the
 momentum, ``kron_decay`` after the direction). ``precond`` and ``probe_key`` are replicated
 on every rank, made by ``kron_factors``. ``kron_fit`` overrides ``precond``, which its owner
-then sends whole to the others, at the due steps only; ``kron_direction`` only reads it. On a
-due step the momentum is thus gathered twice (once per part), on the other steps once.
+then sends whole to the others, at the due steps only; ``kron_direction`` only reads it, and
+reuses the momentum the fit gathered just before (:func:`optimkit.core.whole.run_whole`), so
+the momentum is gathered once a step.
 ``kron_balance`` reads only ``precond`` and the full shapes, so each rank balances its own
 copy.
 """
