@@ -1241,7 +1241,8 @@ class Kron(Optimizer):
     (:func:`optimkit.stats.kron.fit_due`): no counter in the state, so a checkpoint resumes
     exactly, and a schedule must be a pure function of ``n`` too (kept in the param groups,
     it is saved by ``state_dict()``: ``torch.save`` needs it to pickle, which a lambda does
-    not; ``UpdateProbabilitySchedule(...)`` does). A probability outside
+    not; ``UpdateProbabilitySchedule(...)`` does, and loads with ``torch.load``'s default
+    ``weights_only=True`` once optimkit is imported). A probability outside
     ``(0, 1]``, given or returned, raises ``ValueError``. The fit is its own part
     (``kron_fit``, declared ``due=``): the executor decides on the host, from the CPU step
     counters, which params it is due on, and runs the step with the fit on those and
@@ -1276,8 +1277,8 @@ class Kron(Optimizer):
     part reads. At a step that fits, ``kron_fit`` gathers the momentum (the gradient with
     ``momentum_into_precondition_update=False``: ``kron_fit_on_grads``) to the owner, which
     fits the factors and sends its params' new ``precond`` whole to every other rank; at every
-    step ``kron_direction`` gathers the momentum, computes ``u = P m^`` on the owner and sends
-    each rank its shard of ``u``. ``precond`` and ``probe_key`` are kept whole on every rank
+    step ``kron_direction`` computes ``u = P m^`` on the owner from the full momentum and
+    sends each rank its shard of ``u``. ``precond`` and ``probe_key`` are kept whole on every rank
     (plain tensors, the same on each, made by ``kron_factors``), so the direction only reads
     them. The direction runs right after the fit, on the same params: it reuses the momentum
     the fit gathered (the executor keeps the fields a whole part gathered for the whole part
