@@ -5,9 +5,12 @@ kron_torch.Kron and heavyball.PSGDKron, in one run, on the matrices of a small t
     python benchmarks/kron_speed.py --d-model 64 --layers 1 --repeat 10
     python benchmarks/kron_speed.py --device cuda --d-model 512 --layers 4
 
-Every implementation updates its preconditioner at every step (update probability 1), on the
-same fixed random gradients; each step is timed on its own (wall clock, a device synchronize
-after it), after warm-up steps that include any compiling, in rounds over the
+Every implementation updates its preconditioner with one probability (``--update-probability``,
+1 by default: at every step; 0.03, the floor of the references' default schedule: at every
+34th step, by each one's deterministic update counter), on the same fixed random gradients;
+each step is timed on its own (wall clock, a device synchronize after it), after warm-up
+steps that include any compiling (``--warmup 35`` to take both of optimkit's compiled
+graphs, with and without the fit, at 0.03), in rounds over the
 implementations in turn (so that a change of the machine's load reaches them all alike), and
 the median is reported with its ratio to optimkit's eager step timed in the same run. The
 peers' algorithms differ in details (kron_torch damps the gradient with noise and merges
@@ -47,7 +50,7 @@ def transformer_shapes(d_model: int, layers: int, vocab: int) -> list[tuple[int,
     return shapes + [(d_model,), (d_model,)]
 
 
-def implementations(lr: float):
+def implementations(lr: float, prob: float = 1.0):
     """(label, build(params) -> optimizer or None where the package is missing)."""
 
     def optional(module: str, attr: str, **kwargs):
@@ -60,17 +63,18 @@ def implementations(lr: float):
 
         return build
 
+    ours = {"precondition_update_probability": prob} if prob != 1.0 else {}
     return [
-        ("optimkit eager", lambda ps: optimkit.Kron(ps, lr=lr)),
-        ("optimkit compile", lambda ps: optimkit.Kron(ps, lr=lr, compile=True)),
+        ("optimkit eager", lambda ps: optimkit.Kron(ps, lr=lr, **ours)),
+        ("optimkit compile", lambda ps: optimkit.Kron(ps, lr=lr, compile=True, **ours)),
         ("pytorch_optimizer eager", optional(
-            "pytorch_optimizer", "Kron", pre_conditioner_update_probability=1.0)),
+            "pytorch_optimizer", "Kron", pre_conditioner_update_probability=prob)),
         ("kron_torch (its torch.compile'd functions)", optional(
-            "kron_torch", "Kron", preconditioner_update_probability=1.0)),
+            "kron_torch", "Kron", preconditioner_update_probability=prob)),
         ("heavyball eager", optional(
-            "heavyball", "PSGDKron", preconditioner_update_probability=1.0, compile_step=False)),
+            "heavyball", "PSGDKron", preconditioner_update_probability=prob, compile_step=False)),
         ("heavyball compile_step", optional(
-            "heavyball", "PSGDKron", preconditioner_update_probability=1.0, compile_step=True)),
+            "heavyball", "PSGDKron", preconditioner_update_probability=prob, compile_step=True)),
     ]
 
 
@@ -119,6 +123,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="steps per round")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--only", nargs="+", default=None, help="labels to time (prefixes)")
+    parser.add_argument("--update-probability", type=float, default=1.0,
+                        help="preconditioner update probability (0.03: the annealed floor)")
     parser.add_argument("--json", default="benchmarks/kron_speed.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -126,9 +132,10 @@ def main() -> None:
     shapes = transformer_shapes(args.d_model, args.layers, args.vocab)
     numel = sum(torch.Size(s).numel() for s in shapes)
     print(f"{len(shapes)} tensors, {numel / 1e6:.2f} M params (d_model {args.d_model}, "
-          f"{args.layers} layers, vocab {args.vocab}), {device}, {args.threads} thread(s)")
+          f"{args.layers} layers, vocab {args.vocab}), {device}, {args.threads} thread(s), "
+          f"update probability {args.update_probability}")
     rows, runners = {}, {}
-    for label, build in implementations(1e-3):
+    for label, build in implementations(1e-3, args.update_probability):
         if args.only and not any(label.startswith(o) for o in args.only):
             continue
         ready = prepare(build, shapes, device, args.warmup)

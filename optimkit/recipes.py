@@ -50,8 +50,9 @@ from .stats.kron import (
     kron_balance,
     kron_decay,
     kron_direction,
-    kron_direction_on_grads,
     kron_factors,
+    kron_fit,
+    kron_fit_on_grads,
     kron_l2,
     kron_momentum,
 )
@@ -1216,8 +1217,8 @@ class Kron(Optimizer):
     Per param, with ``t`` its step count: ``m = momentum * m + (1 - momentum) * g``;
     ``m^ = m / (1 - momentum**t)``. Each dim ``i`` of the param has a factor ``Q_i``, upper
     triangular (``d_i x d_i``) or diagonal; ``Q = Q_0 (x) ... (x) Q_{k-1}``, ``P = Q^T Q``.
-    A Gaussian probe ``V`` and ``m^`` fit the factors at every step (preconditioner update
-    probability 1): ``A = Q m^``, ``B^T = V Q^{-1}``, and per factor
+    At the steps the update schedule picks (below), a Gaussian probe ``V`` and ``m^`` fit
+    the factors: ``A = Q m^``, ``B^T = V Q^{-1}``, and per factor
     ``Q_i -= precondition_lr * triu(A_i A_i^T - B_i B_i^T) / ||A_i A_i^T + B_i B_i^T||_2 Q_i``
     (the norm a cheap lower bound of the spectral one; a diagonal factor moves elementwise,
     divided by the largest entry), where ``X_i X_i^T`` contracts ``X`` over every dim but
@@ -1226,11 +1227,34 @@ class Kron(Optimizer):
     ``p = p - lr * u``. After every ``balance_every``-th step of a param the factors of a
     matrix are rescaled to equal largest entries (``P`` unchanged).
 
-    Reproduces ``pytorch_optimizer.Kron`` (4.1.0) with ``pre_conditioner_update_probability=1``
-    and its defaults: lr=1e-3, momentum=0.9, weight_decay=0 (decoupled: the keyword
-    ``decoupled_weight_decay`` is the reference's ``weight_decouple``), max_size_triangular=
-    8192, min_ndim_triangular=2, memory_save_mode=None, momentum_into_precondition_update=True,
-    precondition_lr=0.1, precondition_init_scale=1.0, precondition_dtype=torch.float32.
+    Update schedule (``precondition_update_probability``, the references'
+    ``pre_conditioner_update_probability``): a probability ``p`` in ``(0, 1]``, or a callable
+    of ``n``, the number of steps a param took before this one, returning it; ``None`` (the
+    default) is the references' schedule ``optimkit.stats.kron.UpdateProbabilitySchedule()``:
+    ``clamp(exp(-0.001 (n - 500)), 0.03, 1)``, 1 for the first 500 steps, then annealed to
+    0.03 by step ~4000, which is what makes Kron cheap (after warm-up ~3% of the steps fit
+    the factors). As both references do, the "probability" drives a deterministic counter,
+    not a coin: ``c = c + 1`` at every step, and the factors are fitted when
+    ``c >= 1 / p(n)``, which sets ``c = 0`` (a constant ``p`` fits at every ``ceil(1 / p)``-th
+    step; the default at every step up to 500, every 2nd just after, every 34th at the
+    floor). Here ``c`` is a pure function of the param's step count, worked out on the host
+    (:func:`optimkit.stats.kron.fit_due`): no counter in the state, so a checkpoint resumes
+    exactly, and a schedule must be a pure function of ``n`` too (kept in the param groups,
+    it is saved by ``state_dict()``: ``torch.save`` needs it to pickle, which a lambda does
+    not; ``UpdateProbabilitySchedule(...)`` does, and loads with ``torch.load``'s default
+    ``weights_only=True`` once optimkit is imported). A probability outside
+    ``(0, 1]``, given or returned, raises ``ValueError``. The fit is its own part
+    (``kron_fit``, declared ``due=``): the executor decides on the host, from the CPU step
+    counters, which params it is due on, and runs the step with the fit on those and
+    without it on the others; compiled, that is two graphs (with and without the fit), each
+    compiled once, so a step without a fit costs the momentum and ``P m^`` only.
+
+    Reproduces ``pytorch_optimizer.Kron`` (4.1.0) with its defaults: lr=1e-3, momentum=0.9,
+    weight_decay=0 (decoupled: the keyword ``decoupled_weight_decay`` is the reference's
+    ``weight_decouple``), pre_conditioner_update_probability=None (its annealing schedule),
+    max_size_triangular=8192, min_ndim_triangular=2, memory_save_mode=None,
+    momentum_into_precondition_update=True, precondition_lr=0.1, precondition_init_scale=1.0,
+    precondition_dtype=torch.float32.
     Variants: ``memory_save_mode`` ``"one_diag"`` (the largest dim diagonal),
     ``"smart_one_diag"`` (the largest dim, if strictly the largest), ``"all_diag"``;
     ``momentum_into_precondition_update=False`` fits the factors on ``g``;
@@ -1238,27 +1262,39 @@ class Kron(Optimizer):
 
     Factors: 0-d params have one scalar factor, 1-D params a diagonal one (fewer dims than
     ``min_ndim_triangular``), a dim of size 1 or above ``max_size_triangular`` a diagonal one.
-    State: ``step``, ``momentum_buffer`` (the reference's), ``precond`` (every factor of the
+    State: ``step`` (which also decides the update schedule), ``momentum_buffer`` (the
+    reference's), ``precond`` (every factor of the
     param in one tensor of its own shape, the reference's list ``Q`` flattened and joined) and
     ``probe_key``. The factors are kept in ``precondition_dtype`` (float32 by default, as the
     reference) whatever the param's dtype and the precision policy: a policy may narrow or
     quantize ``momentum_buffer`` only.
 
-    FSDP2: the factors are fitted on whole matrices. The momentum and the weight decay
-    (``kron_momentum``, ``kron_l2``, ``kron_decay``) are element-wise and run on each rank's
-    shards; ``kron_direction`` is a whole-tensor part (``whole=True``,
-    ``optimkit/core/whole.py``): each param's owner rank (largest params first, dealt
-    round-robin) receives the other ranks' shards of the momentum (and of the gradient with
-    ``momentum_into_precondition_update=False``), fits the factors and computes ``u`` on the
-    full tensors, and sends each rank its shard of ``u``. ``precond`` and ``probe_key`` are
-    kept whole on every rank (plain tensors, the same on each): at every step the owner sends
-    its params' new ``precond`` whole to every other rank. Per step, on ``W`` ranks, for a
-    param of ``N`` elements with ``P`` numbers of factors (``2 d**2`` for a ``d x d`` matrix
-    of dense factors), over all ranks: ``2 N (W - 1) / W`` elements of the momentum and
-    ``u`` (``3 N (W - 1) / W`` with the gradient; each rank sends and receives a ``W``-th),
-    and ``P (W - 1)`` numbers of factors from the owner. Balancing reads only ``precond``:
-    each rank balances its own copy, nothing is sent. Given the same gradients the sharded
-    run equals the unsharded one bit for bit.
+    FSDP2: the factors are fitted and applied on whole matrices. The momentum and the weight
+    decay (``kron_momentum``, ``kron_l2``, ``kron_decay``) are element-wise and run on each
+    rank's shards; the fit (``kron_fit``) and the direction (``kron_direction``) are
+    whole-tensor parts (``whole=True``, ``optimkit/core/whole.py``): each param's owner rank
+    (largest params first, dealt round-robin) receives the other ranks' shards of what the
+    part reads. At a step that fits, ``kron_fit`` gathers the momentum (the gradient with
+    ``momentum_into_precondition_update=False``: ``kron_fit_on_grads``) to the owner, which
+    fits the factors and sends its params' new ``precond`` whole to every other rank; at every
+    step ``kron_direction`` computes ``u = P m^`` on the owner from the full momentum and
+    sends each rank its shard of ``u``. ``precond`` and ``probe_key`` are kept whole on every rank
+    (plain tensors, the same on each, made by ``kron_factors``), so the direction only reads
+    them. The direction runs right after the fit, on the same params: it reuses the momentum
+    the fit gathered (the executor keeps the fields a whole part gathered for the whole part
+    run straight after it), so the momentum is gathered once a step. Per step, on ``W``
+    ranks, for a param of ``N`` elements with ``P`` numbers of factors (``2 d**2`` for a
+    ``d x d`` matrix of dense factors), over all ranks (each rank sends and receives a
+    ``W``-th): ``2 N (W - 1) / W`` elements (the momentum and ``u``), plus ``P (W - 1)``
+    numbers of factors at a step that fits (and ``N (W - 1) / W`` more for the gradient with
+    ``momentum_into_precondition_update=False``). With the default schedule that is every
+    step of the first 500, then ~3 % of them: the factors, which at 8 ranks outweigh the
+    gathered tensors, are sent at those steps only. The executor picks the due
+    params on the host before the step, the same on every rank, and gathers only those for
+    the fit (``ShardedBucket.select`` keeps their full shapes). Balancing reads only
+    ``precond``: each rank balances its own copy, nothing is sent. With ``compile=True`` the
+    element-wise parts are compiled around the whole ones, which run eagerly. Given the same
+    gradients the sharded run equals the unsharded one bit for bit.
 
     Deterministic by construction, in every execution mode: the probes ``V`` come from a
     counter-based hash of the param's ``probe_key`` (from the group's ``probe_seed`` and the
@@ -1269,11 +1305,12 @@ class Kron(Optimizer):
     them. Balancing is on a fixed schedule,
     decided on the host from the CPU step counters and run outside the compiled step.
 
-    Deviations: the preconditioner is updated at every step (the reference's default schedule
-    anneals the update probability from 1 to 0.03 after step 500; not offered yet); the
-    reference draws ``V`` from torch's global generator and balances with probability
-    ``balance_prob=0.01`` per step from numpy's global generator, where balancing here happens
-    after every ``balance_every``-th step (100 by default; it changes ``Q`` only by rounding);
+    Deviations: the update counter is per param, from the param's own step count (the
+    reference keeps one counter, in its first param group, driven by that group's step: the
+    same schedule while every param steps together); the reference draws ``V`` from torch's
+    global generator and balances with probability ``balance_prob=0.01`` per step that fits
+    the factors, from numpy's global generator, where balancing here happens after every
+    ``balance_every``-th step (100 by default; it changes ``Q`` only by rounding);
     the triangular solves run in float32 whatever ``precondition_dtype`` (as the reference);
     ``g`` with ``momentum_into_precondition_update=False`` is cast to ``precondition_dtype``
     (the reference's einsum would refuse mixed dtypes); the step count is per param (the
@@ -1283,18 +1320,18 @@ class Kron(Optimizer):
 
     parts = (
         step_stat, kron_l2.only_if("decoupled_weight_decay", lambda on: not on), kron_momentum,
-        kron_factors, kron_direction.only_if("momentum_into_precondition_update"),
-        kron_direction_on_grads.only_if("momentum_into_precondition_update", lambda on: not on),
-        kron_decay.only_if("decoupled_weight_decay"), sgd_step, kron_balance,
+        kron_factors, kron_fit.only_if("momentum_into_precondition_update"),
+        kron_fit_on_grads.only_if("momentum_into_precondition_update", lambda on: not on),
+        kron_direction, kron_decay.only_if("decoupled_weight_decay"), sgd_step, kron_balance,
     )
     hypers = dict(
         lr=1e-3, momentum=0.9, weight_decay=0.0, decoupled_weight_decay=True,
         max_size_triangular=8192, min_ndim_triangular=2, memory_save_mode=None,
         momentum_into_precondition_update=True, precondition_lr=0.1,
-        precondition_init_scale=1.0, precondition_dtype=torch.float32, balance_every=100,
-        probe_seed=0,
+        precondition_init_scale=1.0, precondition_dtype=torch.float32,
+        precondition_update_probability=None, balance_every=100, probe_seed=0,
     )
-    reference = "pytorch_optimizer.Kron(pre_conditioner_update_probability=1)"
+    reference = "pytorch_optimizer.Kron"
 
 
 # ------------------------------------------------- 2024-25: matrix-preconditioned optimizers

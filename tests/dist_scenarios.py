@@ -274,6 +274,7 @@ def _suffix(speed) -> str:
 
 
 def _zero_load(case: str, group, workdir: Path, **speed) -> dict:
+    cases()  # optimkit imported: its param groups' values (Kron's schedule) load weights_only
     saved = torch.load(workdir / f"zero{_suffix(speed)}-{case}.pt", weights_only=True)
     model, _ = _zero_run(cases()[case], group, (SAVE_AT, STEPS), saved, **speed)
     return {"max_abs": max_abs([p.detach() for p in model.parameters()], saved["straight"])}

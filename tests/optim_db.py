@@ -48,10 +48,12 @@ from optimkit.stats import (
 from optimkit.stats.dadapt import dadapt_adam_stats, prodigy_grad_avg, prodigy_stats
 from optimkit.stats.factored import adafactor_direction
 from optimkit.stats.kron import (
+    UpdateProbabilitySchedule,
     kron_balance,
     kron_decay,
     kron_direction,
     kron_factors,
+    kron_fit,
     kron_l2,
     kron_momentum,
 )
@@ -832,8 +834,10 @@ DB: list[OptimizerInfo] = [
     ),
     OptimizerInfo(
         "kron",
-        # pytorch_optimizer.Kron (update probability 1) stepped per param, with optimkit's
-        # probe vectors and balancing schedule in place of its global-generator draws
+        # pytorch_optimizer.Kron stepped per param (its update counter per param), with
+        # optimkit's probe vectors and balancing schedule in place of its global-generator draws;
+        # the default schedule fits the factors at every step of the first 500: two settings
+        # anneal within the 120 steps, or fit at every 3rd step
         Reference(
             "reference.kron:Kron", rename={"decoupled_weight_decay": "weight_decouple"},
             state={"step": "step", "momentum_buffer": "momentum_buffer",
@@ -843,11 +847,14 @@ DB: list[OptimizerInfo] = [
         settings=(
             {},
             {"lr": 1e-2, "weight_decay": 0.1, "memory_save_mode": "one_diag",
-             "balance_every": 7, "probe_seed": 3},
+             "balance_every": 7, "probe_seed": 3,
+             "precondition_update_probability": UpdateProbabilitySchedule(
+                 min_prob=0.1, decay=0.05, flat_start=20)},
             {"lr": 3e-3, "momentum": 0.5, "weight_decay": 0.05, "decoupled_weight_decay": False,
              "memory_save_mode": "smart_one_diag", "precondition_lr": 0.3,
              "precondition_init_scale": 2.0, "balance_every": 1},
-            {"memory_save_mode": "all_diag", "max_size_triangular": 4},
+            {"memory_save_mode": "all_diag", "max_size_triangular": 4,
+             "precondition_update_probability": 0.4},
             # (momentum_into_precondition_update=False is not compared: the reference's einsum
             # then takes the grad in the param's dtype with factors in precondition_dtype, and
             # refuses the mix, which one of fp64 and fp32 params always makes)
@@ -1349,13 +1356,18 @@ PART_CASES = [
     Case("kron_factors", kron_factors, {}, params=[[1.0, 1.0]], grads=[[[1.0, 4.0]]],
          state={"precond": [[1.0, 1.0]]}, fresh={"precond": [0]},
          expect={"state:precond": [[1.0, 1.0]], "params": [[1.0, 1.0]]}),
-    # with precondition_lr 0 (the probes then move nothing): a vector's one diagonal factor
-    # q = (2, 0.5); m = (0.5, 2), debiased by 1 - 0.5 to (1, 4); u = q**2 m^ = (4, 1), rms
-    # sqrt(8.5), scaled by 1.1 / (rms + 1e-6)
-    Case("kron_direction-diagonal", kron_direction,
+    # the fit, with precondition_lr 0: the probes move nothing (parity checks the PSGD step)
+    Case("kron_fit-still", kron_fit,
          {"momentum": 0.5, "precondition_lr": 0.0, "precondition_dtype": torch.float64},
          params=[[1.0, 1.0]], grads=[[[1.0, 4.0]]],
          state={"step": [1], "precond": [[2.0, 0.5]], "probe_key": [7]},
+         fields={"update": [[0.5, 2.0]]}, expect={"state:precond": [[2.0, 0.5]]}),
+    # a vector's one diagonal factor q = (2, 0.5); m = (0.5, 2), debiased by 1 - 0.5 to
+    # (1, 4); u = q**2 m^ = (4, 1), rms sqrt(8.5), scaled by 1.1 / (rms + 1e-6)
+    Case("kron_direction-diagonal", kron_direction,
+         {"momentum": 0.5, "precondition_dtype": torch.float64},
+         params=[[1.0, 1.0]], grads=[[[1.0, 4.0]]],
+         state={"step": [1], "precond": [[2.0, 0.5]]},
          fields={"update": [[0.5, 2.0]]},
          expect={"field:update": [[4 * 1.1 / (math.sqrt(8.5) + 1e-6),
                                    1.1 / (math.sqrt(8.5) + 1e-6)]],

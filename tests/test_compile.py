@@ -123,6 +123,41 @@ def test_traced_per_tensor_step_is_the_eager_step_bit_for_bit(info, monkeypatch)
                                            msg=lambda m, i=i, n=name: f"{n} of {i}: {m}")
 
 
+def test_kron_update_schedule_compiles_with_and_without_the_fit(monkeypatch):
+    # Kron's factor fit is a scheduled part (due=): the compiled step runs the body with it on
+    # the due params and without it on the others, each as a graph of its own (traced here by
+    # dynamo's eager backend: no C++ compiler, seconds), equal to the eager step bit for bit;
+    # param 1 sits out some steps, so some steps split the bucket by the param's count
+    import warnings
+
+    from optimkit.stats.kron import UpdateProbabilitySchedule
+
+    traced = torch.compile(compiled._traced_step, backend="eager", dynamic=False,
+                           fullgraph=True, recompile_limit=compiled.RECOMPILE_LIMIT)
+    monkeypatch.setattr(compiled, "_compiled_step", lambda: traced)
+    monkeypatch.setattr(compiled, "can_compile", lambda device: True)
+    schedule = UpdateProbabilitySchedule(min_prob=0.3, decay=0.5, flat_start=3)
+    start = make_params(torch.float32)[:3]
+    eager_params, compiled_params = clone_params(start), clone_params(start)
+    kwargs = dict(lr=1e-2, precondition_update_probability=schedule)
+    eager = optimkit.Kron(eager_params, **kwargs)
+    fast = optimkit.Kron(compiled_params, flat=False, compile=True, **kwargs)
+
+    def skip(step, i):
+        return i == 1 and step in (4, 5)
+
+    run(eager, eager_params, 12, skip=skip)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no eager fallback
+        run(fast, compiled_params, 12, skip=skip)
+    assert _graphs() >= 2, "the steps with and without the fit did not both compile"
+    for i, (p, q) in enumerate(zip(eager_params, compiled_params, strict=True)):
+        torch.testing.assert_close(q, p, rtol=0, atol=0, msg=lambda m, i=i: f"param {i}: {m}")
+        for name, value in eager.state[p].items():
+            torch.testing.assert_close(fast.state[q][name], value, rtol=0, atol=0,
+                                       msg=lambda m, i=i, n=name: f"{n} of {i}: {m}")
+
+
 def _one_cycle(opt):
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=60, cycle_momentum=True)
 

@@ -286,6 +286,19 @@ def whole_tensor_parity(case: str, scenario: str, results) -> None:
             assert row["max_abs"] == 0.0 and row["state_max_abs"] == 0.0, row
             assert row["names_match"] and set(row["state_dtensor"]) <= {"DTensor"}, row
             assert row["p2p_batches"] >= 1 and not row["warnings"], row
+            if case.startswith("kron"):
+                # at a step that fits, kron_fit gathers the momentum and sends the factors
+                # back, and kron_direction reuses that momentum and sends only u back: 3
+                # rounds (4 if it gathered the momentum again, as it must after a fit on the
+                # gradient); else the direction's 2
+                from dist_scenarios import WHOLE_STEPS, cases
+
+                from optimkit.stats.kron import fit_due
+
+                kwargs = cases()[case].kwargs
+                fits = fit_due(kwargs.get("precondition_update_probability"), WHOLE_STEPS)
+                on_grads = not kwargs.get("momentum_into_precondition_update", True)
+                assert row["p2p_batches"] == 2 + fits * (1 + on_grads), row
             if scenario == "whole-exact-bf16-state":  # the policy's working copies gathered
                 assert "torch.bfloat16" in row["state_dtypes"], row
     elif scenario == "fsdp":

@@ -225,8 +225,8 @@ def test_a_sharded_bucket_selected_keeps_the_full_shapes():
 
 
 def test_kron_fits_on_the_gradient_through_the_part_that_declares_it():
-    # momentum_into_precondition_update=False runs kron_direction_on_grads (the one that
-    # declares grads: under FSDP2 the default gathers no gradient). With momentum 0 the
+    # momentum_into_precondition_update=False runs kron_fit_on_grads (the one that declares
+    # grads instead of the momentum: under FSDP2 each fit gathers one of them). With momentum 0 the
     # debiased momentum is the gradient, so both fits are the same; with momentum they differ.
     import optimkit
 
@@ -242,8 +242,123 @@ def test_kron_fits_on_the_gradient_through_the_part_that_declares_it():
     names = [part.name for part in optimkit.Kron.recipe.parts
              if part.active({**optimkit.Kron.recipe.hypers,
                              "momentum_into_precondition_update": False})]
-    assert "kron_direction_on_grads[momentum_into_precondition_update]" in names
+    assert "kron_fit_on_grads[momentum_into_precondition_update]" in names
+    assert "kron_fit[momentum_into_precondition_update]" not in names
     for momentum, same in ((0.0, True), (0.5, False)):
         on_m = run(momentum=momentum)
         on_g = run(momentum=momentum, momentum_into_precondition_update=False)
         assert all(torch.equal(a, b) for a, b in zip(on_m, on_g)) is same, momentum
+
+
+# ---- PSGD Kron's preconditioner update schedule (precondition_update_probability)
+
+def _counter_schedule(probability, steps):
+    """The references' update counter (pytorch_optimizer.Kron.step, kron_torch), run naively:
+    at step t, counter += 1; update when counter >= 1 / p(t - 1), then counter = 0."""
+    counter, due = 0, []
+    for n in range(steps):
+        p = probability(n) if callable(probability) else probability
+        counter += 1
+        due.append(bool(p > 0 and counter >= 1 / p))
+        if due[-1]:
+            counter = 0
+    return due
+
+
+def test_kron_update_schedule_is_the_references():
+    from pytorch_optimizer.optimizer.psgd import precondition_update_prob_schedule
+
+    from optimkit.stats.kron import UpdateProbabilitySchedule, fit_due
+
+    ours, theirs = UpdateProbabilitySchedule(), precondition_update_prob_schedule()
+    for n in [0, 1, 499, 500, 501, 1234, 4007, 4008, 10**6]:
+        assert torch.equal(ours(n), theirs(n)), n
+    # the default (None) past the point where the table turns periodic (~step 4000)
+    due = _counter_schedule(theirs, 6000)
+    assert [fit_due(None, t) for t in range(1, 6001)] == due
+    assert due[:500] == [True] * 500 and sum(due[-1000:]) in (29, 30)  # ~min_prob
+    quick = UpdateProbabilitySchedule(min_prob=0.25, decay=0.3, flat_start=3)
+    assert [fit_due(quick, t) for t in range(1, 60)] == _counter_schedule(quick, 59)
+    assert [fit_due(0.4, t) for t in range(1, 13)] == _counter_schedule(0.4, 12)
+    assert [t for t in range(1, 13) if fit_due(0.4, t)] == [3, 6, 9, 12]
+
+
+@pytest.mark.parametrize("value", [0, 0.0, 1.5, -0.1, float("nan"), True, "often"])
+def test_kron_update_probability_out_of_range_is_refused(value):
+    import optimkit
+
+    with pytest.raises(ValueError, match="precondition_update_probability"):
+        optimkit.Kron([torch.zeros(2, 2, requires_grad=True)],
+                      precondition_update_probability=value)
+
+
+def test_kron_update_schedule_returning_a_bad_probability_is_refused():
+    import optimkit
+
+    p = torch.zeros(2, 2, requires_grad=True)
+    opt = optimkit.Kron([p], precondition_update_probability=lambda n: 1.0 if n < 2 else 0.0)
+    p.grad = torch.ones(2, 2)
+    opt.step()
+    opt.step()
+    with pytest.raises(ValueError, match="precondition_update_probability"):
+        opt.step()
+
+
+def _kron_run(opt, params, steps, start):
+    from helpers import fake_grads
+
+    for step in range(start, start + steps):
+        for i, (p, g) in enumerate(zip(params, fake_grads(params, step))):
+            p.grad = None if i == 1 and step % 5 == 2 else g  # param 1's count lags
+        opt.step()
+
+
+def test_kron_resumes_mid_schedule_bit_exactly(tmp_path):
+    # a checkpoint taken while the schedule anneals (no RNG, no counter to save: the fits are
+    # a function of each param's step count) goes on exactly as the run that never stopped
+    from helpers import clone_params, make_params
+
+    import optimkit
+    from optimkit.stats.kron import UpdateProbabilitySchedule
+
+    schedule = UpdateProbabilitySchedule(min_prob=0.2, decay=0.3, flat_start=4)
+    start = make_params(torch.float32)
+    whole_params, part_params = clone_params(start), clone_params(start)
+    kwargs = dict(lr=1e-2, precondition_update_probability=schedule, balance_every=3)
+    whole = optimkit.Kron(whole_params, **kwargs)
+    _kron_run(whole, whole_params, 20, 0)
+    first = optimkit.Kron(part_params, **kwargs)
+    _kron_run(first, part_params, 9, 0)
+    torch.save(first.state_dict(), tmp_path / "kron.pt")
+    resumed = optimkit.Kron(part_params, **kwargs)
+    resumed.load_state_dict(torch.load(tmp_path / "kron.pt", weights_only=False))
+    assert resumed.param_groups[0]["precondition_update_probability"] == schedule
+    _kron_run(resumed, part_params, 11, 9)
+    for p, q in zip(whole_params, part_params):
+        assert torch.equal(p, q)
+    for p, q in zip(whole_params, part_params):
+        for name, value in whole.state[p].items():
+            assert torch.equal(value, resumed.state[q][name]), name
+
+
+def test_kron_fits_only_at_the_scheduled_steps(monkeypatch):
+    # the executor runs kron_fit on the due params only (param 1 lags, so some steps split
+    # the bucket), and the direction reads the factors as the last fit left them
+    from helpers import clone_params, make_params
+
+    import optimkit
+    from optimkit.stats import kron
+
+    fits = []
+    real = kron._update_factors
+
+    def counted(*args):
+        fits.append(None)
+        return real(*args)
+
+    monkeypatch.setattr(kron, "_update_factors", counted)
+    params = clone_params(make_params(torch.float32))
+    opt = optimkit.Kron(params, precondition_update_probability=0.5)
+    _kron_run(opt, params, 12, 0)
+    counts = [int(opt.state[p]["step"]) for p in params]
+    assert len(fits) == sum(t // 2 for t in counts)

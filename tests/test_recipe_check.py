@@ -142,3 +142,20 @@ def test_a_subclass_with_new_defaults_keeps_the_recipe():
     assert WarmAdam.recipe.parts == optimkit.Adam.recipe.parts
     opt = WarmAdam([torch.zeros(2, requires_grad=True)])
     assert opt.param_groups[0]["lr"] == 3e-2 and opt.param_groups[0]["eps"] == 1e-8
+
+
+def test_a_scheduled_part_provides_no_field_and_names_its_hyper():
+    # a part that runs on the due tensors only (due=, Kron's fit) cannot provide a field the
+    # later parts would then miss on the others, and its schedule is a declared hyper
+    def every_other(value, t):
+        return t % 2 == 0
+
+    with pytest.raises(ValueError, match="due= is for a part .* that provides no field"):
+        @stat(provides=("update",), due=("often", every_other), often=1)
+        def my_fit(b):
+            b.update = b.grads
+
+    with pytest.raises(ValueError, match="due='often' names no declared hyper"):
+        @stat(due=("often", every_other))
+        def my_other_fit(b):
+            pass

@@ -72,4 +72,13 @@ class ShardOrthoSGD(optimkit.Optimizer):
 # name -> (factory, keywords) of the test-local cases
 WHOLE_CASES = {
     "whole-ortho-sgd": (OrthoSGD, {"lr": 0.02}),
+    # Kron fitting its factors at every 3rd step only (kron_fit, due=): the steps between
+    # run its whole direction alone, and the sharded run still equals the unsharded one
+    "kron-every-3rd": (optimkit.Kron, {"lr": 1e-2, "weight_decay": 0.1,
+                                       "precondition_update_probability": 0.4}),
+    # its variants: the fit on the gradient (kron_fit_on_grads), L2 decay on the shards
+    "kron-on-grads-l2": (optimkit.Kron, {"lr": 1e-2, "weight_decay": 0.1,
+                                         "decoupled_weight_decay": False,
+                                         "momentum_into_precondition_update": False,
+                                         "precondition_update_probability": 0.5}),
 }

@@ -19,7 +19,10 @@ on. A part must not branch in Python on any other number (``if momentum > 0`` be
 A step that creates state (a param's first step) runs eagerly, so the compiled graph never
 sees ``bucket.created``; the first compiled step is the second step. A part that runs only
 every k-th step (``every=``, Lookahead's sync) is left out of the graph: the executor runs it
-afterwards, eagerly, on the steps it is due, so the graph is the same at every step.
+afterwards, eagerly, on the steps it is due, so the graph is the same at every step. A
+scheduled part (``due=``, Kron's factor fit) stays in the graph: the executor runs the step
+with it on the tensors it is due on and without it on the others, two graphs, each compiled
+once.
 
 The step compiles as ONE graph (``fullgraph=True``). A graph break would let dynamo compile the
 parts frame by frame instead, and mark ``_traced_step`` as skipped for the whole process: every

@@ -56,6 +56,18 @@ others, on the tensors whose step count is a multiple of ``group["k"]`` (or, wit
 counters, and outside the compiled graph, so the compiled step neither recompiles nor breaks
 on it and the sync costs nothing on the other steps.
 
+A part declared with ``due=("h", due_at)`` (PSGD Kron's factor fit) is a scheduled part of
+the body: before the body runs, the executor works out on the host, from the CPU step
+counters, on which tensors of the bucket it is due (``due_at(group["h"], t)``, ``t`` the
+count the step gives each tensor), and runs the body on those with it and on the others
+without it (:meth:`Executor._due_sets`; one run when all agree, as when every param steps
+together). Compiled, each of the two bodies is one graph, compiled once: a schedule never
+recompiles, and the steps without the part pay nothing for it. A scheduled part may be
+``whole`` (under FSDP2): the tensors are split before the body, so each set is a
+:class:`~optimkit.core.sharded.ShardedBucket` of its own (``select`` keeps the DTensors and
+full shapes), its whole parts gathered to their owners within it and, compiled, the other
+parts compiled around them (:meth:`Executor._run_segments`) as for any whole part.
+
 Extension points, for what comes next:
 
 * **Sharded params (DTensor, FSDP2).** :meth:`Executor._bucket` hands the parts the local
@@ -565,9 +577,46 @@ class Executor:
     ) -> None:
         """Run ``parts`` on one bucket, between the policy's ``prepare`` and ``finalize``:
         compiled when the mode says so and no state was created this step, else eagerly; the
-        host-gated parts (``every``) last, eagerly."""
+        host-gated parts (``every``) last, eagerly. A scheduled part (``due``) runs in the
+        body on the tensors it is due on only: the body runs once per set of due parts, each
+        time on the tensors of that set (see :meth:`_due_sets`)."""
         body = [part for part in parts if part.every is None]
         arguments = self.policy.arguments(group, bucket, isinstance(bucket, FlatBucket))
+        if any(part.due is not None for part in body):
+            for chosen, due in self._due_sets(bucket, group, body):
+                target, target_arguments = bucket, arguments
+                if chosen is not None:
+                    target = _subset(bucket, chosen)
+                    target_arguments = _arguments_of(arguments, chosen)
+                kept = [part for part in body if part.due is None or any(part is d for d in due)]
+                self._run_body(target, group, kept, compile, target_arguments)
+        else:
+            self._run_body(bucket, group, body, compile, arguments)
+        self._run_host_gated(bucket, group, parts, arguments)
+
+    @staticmethod
+    def _due_sets(bucket: Bucket, group: Mapping[str, Any], body: Sequence[Part]
+                  ) -> list[tuple[list[int] | None, tuple[Part, ...]]]:
+        """The tensors of ``bucket`` grouped by which scheduled parts are due on them at this
+        step (``part.due_at(group[part.due], t)``, ``t`` each tensor's count before the step
+        plus one, read from the CPU counters: no sync), in the order of their first tensor:
+        ``[(indices, or None for all of them, due parts), ...]``."""
+        scheduled = [part for part in body if part.due is not None]
+        steps = [int(t) + 1 for t in bucket.steps.tolist()]
+        bucket.forget_steps()  # the body counts this step; whoever reads next reads afresh
+        sets: dict[tuple[int, ...], list[int]] = {}  # (Parts hold dicts: keyed by position)
+        for i, t in enumerate(steps):
+            due = tuple(k for k, part in enumerate(scheduled)
+                        if part.due_at(group[part.due], t))
+            sets.setdefault(due, []).append(i)
+        chosen = [(indices, tuple(scheduled[k] for k in due)) for due, indices in sets.items()]
+        if len(chosen) == 1:
+            return [(None, chosen[0][1])]
+        return chosen
+
+    def _run_body(self, bucket: Bucket, group: Mapping[str, Any], body: Sequence[Part],
+                  compile: bool, arguments: tuple) -> None:
+        """The body of :meth:`run` (every part but the host-gated ones) on one bucket."""
         # a part needing each full tensor, over shards (FSDP2): it runs on owner ranks
         whole = isinstance(bucket, ShardedBucket) and any(part.whole for part in body)
         if whole:  # refuse a sharding it cannot gather before any part ran
@@ -590,7 +639,6 @@ class Executor:
                                                    sink=outs)
                 if broken is None:
                     self._keep(outs, key if sink is not None else None)
-                    self._run_host_gated(bucket, group, parts, arguments)
                     return
                 compiled.warn_eager(f"the step does not compile as one graph ({broken})")
             else:
@@ -606,10 +654,12 @@ class Executor:
             reuse = self.scratch.reuse() if self._pooled(block) else contextlib.nullcontext()
             with reuse:
                 prepared = self.policy.prepare(block, group, block_arguments)
+                gathered: dict = {}  # fields gathered by the whole parts run since the last other
                 for part in body:
                     if whole and part.whole:
-                        run_whole(block, part, group, self.layouts())
+                        run_whole(block, part, group, self.layouts(), gathered)
                         continue
+                    gathered.clear()
                     out = part(block, group)
                     if outs is not None and part.contributes:
                         outs.append((part.contributes, out))
@@ -617,7 +667,6 @@ class Executor:
                 del block, prepared
         if outs is not None:
             self._keep(outs, key)
-        self._run_host_gated(bucket, group, parts, arguments)
 
     def _run_segments(
         self, bucket: ShardedBucket, group: Mapping[str, Any], body: Sequence[Part],
@@ -634,10 +683,12 @@ class Executor:
                 segments.append([part])
             else:
                 segments[-1].append(part)
+        gathered: dict = {}  # fields gathered by consecutive whole parts (see run_whole)
         for index, segment in enumerate(segments):
             if segment[0].whole:
-                run_whole(bucket, segment[0], group, self.layouts())
+                run_whole(bucket, segment[0], group, self.layouts(), gathered)
                 continue
+            gathered.clear()
             broken = compiled.run_compiled(bucket, group, segment, self.policy, (),
                                            carry=True, sink=outs)
             if broken is not None and index == 0:
@@ -842,6 +893,14 @@ def _fresh(bucket: Bucket) -> Bucket:
                     setattr(out, slot, None)
     out.state = dict(bucket.state)
     return out
+
+
+def _subset(bucket: Bucket, indices: Sequence[int]) -> Bucket:
+    """The tensors at ``indices`` of ``bucket``, as a bucket of its kind (a sharded bucket
+    keeps its mesh, DTensors and full shapes: a whole part gathers the due tensors by them)."""
+    if isinstance(bucket, FlatBucket):
+        raise TypeError("a flat bucket of one tensor per list cannot be split by tensor")
+    return bucket.select(indices)
 
 
 def _arguments_of(arguments: tuple, indices: Sequence[int]) -> tuple:

@@ -233,6 +233,16 @@ class Part:
     # eigenbases: 1, so that a param's first step initialises them).
     every: str | None = None
     start: int = 0
+    # The hyper-parameter of a part that runs on a tensor at some of its steps only, as
+    # ``due_at(group[due], t)`` says for the step ``t`` the tensor takes (PSGD Kron's factor
+    # fit, on a schedule of update probabilities). Unlike ``every``, the part stays in the body
+    # of the step, in order: the executor decides on the host, from the CPU step counters,
+    # which tensors of a bucket it is due on before running the body, and runs the body with
+    # the part on those and without it on the others (a compiled step: two graphs, each
+    # compiled once). Such a part writes only state (it provides no field) and implies
+    # ``shaped`` (its tensors are picked one by one); it may be ``whole`` (Kron's fit).
+    due: str | None = None
+    due_at: Callable[[Any, int], bool] | None = None
     # state name -> how a precision policy may store it, where declared (see the module doc)
     storage: Mapping[str, Storage] = dataclasses.field(default_factory=dict)
     # Needs each full tensor, not a shard (see the module doc); implies ``shaped``.
@@ -275,6 +285,11 @@ class Part:
                 raise ValueError(f"{self.name}: whole=True is for stats (a stepper writes "
                                  "each rank's own shard of the params)")
             object.__setattr__(self, "shaped", True)  # a full tensor has a shape to read
+        if self.due is not None:
+            if self.every is not None or self.provides or self.contributes or self.due_at is None:
+                raise ValueError(f"{self.name}: due= is for a part of the step's body that "
+                                 "provides no field, with a due_at test")
+            object.__setattr__(self, "shaped", True)  # its tensors are picked one by one
         # the hyper-parameters handed to ``fn`` from the group, computed once
         object.__setattr__(self, "passed", tuple(k for k in self.hypers if k not in self.gates)
                            + tuple(self.group_values))
@@ -414,13 +429,18 @@ def implied_storage(init: Init) -> Storage:
 
 def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped, every,
              hypers, storage=None, contributes=(), group_values=(), whole=False,
-             batch=None, start=0):
+             batch=None, start=0, due=None):
     def wrap(fn: Callable[..., None]) -> Part:
         gates = ()
         if every is not None:
             if every not in hypers:
                 raise ValueError(f"{fn.__name__}: every={every!r} names no declared hyper")
             gates = (every,)
+        due_name, due_at = due if due is not None else (None, None)
+        if due_name is not None:
+            if due_name not in hypers:
+                raise ValueError(f"{fn.__name__}: due={due_name!r} names no declared hyper")
+            gates = (*gates, due_name)
         if not isinstance(start, int) or isinstance(start, bool) or start < 0:
             raise ValueError(f"{fn.__name__}: start={start!r} is not an integer >= 0")
         if start and every is None:
@@ -431,6 +451,7 @@ def _declare(kind: str, state, reads, provides, overrides, rules, checks, shaped
             rules=dict(rules or {}), checks=tuple(checks), shaped=shaped, every=every,
             gates=gates, storage=dict(storage or {}), contributes=tuple(contributes),
             group_values=tuple(group_values), whole=whole, batch=batch, start=start,
+            due=due_name, due_at=due_at,
         )
 
     return wrap
@@ -441,7 +462,7 @@ def stat(
     rules: Mapping[str, Rule] | None = None, checks=(), shaped: bool = False,
     every: str | None = None, start: int = 0, storage: Mapping[str, str] | None = None,
     contributes=(), group_values=(), whole: bool = False, batch: str | None = None,
-    **hypers: Any,
+    due: tuple[str, Callable[[Any, int], bool]] | None = None, **hypers: Any,
 ):
     """Declare a stat: ``@stat(state={"grad_avg": zeros}, storage={"grad_avg": "signed"},
     provides=("first_moment",), rules=dict(betas=betas), betas=(0.9, 0.999))``.
@@ -468,9 +489,17 @@ def stat(
     (``start=0``: after steps k, 2k...). It comes last in the recipe and reads state only
     (``reads=`` may name states of earlier parts, which it may write in place: a precision
     policy hands it working copies of them, as of its own ``state``).
+
+    ``due=("h", due_at)`` makes a scheduled part of the body: it runs, in its place among the
+    parts, on the tensors for which ``due_at(group["h"], t)`` holds, ``t`` the step count the
+    tensor takes at this step (its count before the step plus one; the recipe counts its steps
+    with ``step_stat``). The executor decides on the host, from the CPU step counters, before
+    the body runs; compiled, the body with the part and the body without it are two graphs.
+    ``due_at`` must be a pure function of the hyper's value and ``t`` (no state of its own),
+    so that a checkpoint resumes on the same schedule. Such a part provides no field.
     """
     return _declare("stat", state, reads, provides, overrides, rules, checks, shaped, every,
-                    hypers, storage, contributes, group_values, whole, batch, start)
+                    hypers, storage, contributes, group_values, whole, batch, start, due)
 
 
 def same_shapes(tensors) -> list[tuple[tuple[int, ...], list[int]]]:
@@ -522,6 +551,7 @@ class Barrier:
     storage: Mapping[str, Storage] = dataclasses.field(default_factory=dict)
     gates: tuple[str, ...] = ()
     every: str | None = None
+    due: str | None = None
     shaped: bool = False
     start: int = 0
     when: Callable[[Mapping[str, Any]], bool] | None = None

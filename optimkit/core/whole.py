@@ -34,6 +34,12 @@ orthogonalization of the momentum (``I = O = 1``): twice the params' bytes over 
 once each way. Per-tensor states of other layouts that the part writes are sent whole from
 the owner to every other rank.
 
+**Consecutive whole parts** of a step's body (no other part between them, the same bucket:
+PSGD Kron's fit, then its direction) share what they gathered: a field read by a later one
+whose shards are still the same tensors (no part rebound it) is taken from the owner's full
+tensors of the earlier one, not sent again. Every rank runs the same parts, so all agree.
+So a whole part must not write a field it reads in place (checked in the test suite).
+
 **Host-gated whole parts** (``every="k"``: SOAP's eigenbases refresh) run here too, after
 the step's other parts, on the tensors due this step: the step counters are on the CPU and
 the same on every rank, so every rank selects the same sub-bucket (a
@@ -193,9 +199,16 @@ class _Reader:
         return piece.view(dtype).reshape(tuple(shape))
 
 
-def run_whole(bucket, part, group: Mapping[str, Any], layouts: Mapping[str, Layout]) -> None:
+def run_whole(bucket, part, group: Mapping[str, Any], layouts: Mapping[str, Layout],
+              gathered: dict[str, tuple[list, list]] | None = None) -> None:
     """Run the whole part ``part`` on the full tensors of the sharded ``bucket``: gathered to
-    one owner per tensor, computed there, handed back as shards (see the module doc)."""
+    one owner per tensor, computed there, handed back as shards (see the module doc).
+
+    ``gathered`` (kept by the caller over a run of whole parts with no other part between
+    them, on the same bucket) holds the full fields an earlier one gathered: ``{name: (the
+    local shards it gathered, the owner's full tensors)}``. A field whose shards are still the
+    same tensors is not sent again (Kron's direction reads the momentum its fit gathered).
+    Every rank runs the same parts in the same order, so all agree on what is reused."""
     plan = shard_plan(bucket, part.name)
     if plan is None:  # replicated params: each local tensor is the full one
         part(bucket, group)
@@ -223,12 +236,19 @@ def run_whole(bucket, part, group: Mapping[str, Any], layouts: Mapping[str, Layo
     if missing:
         raise ValueError(f"part {part.name}: state {missing} is not in the bucket")
     inputs: list[tuple[str, list]] = []  # (name, local tensors) of what is gathered
+    reused: dict[str, list[Tensor]] = {}  # the owner's full tensors of fields gathered before
     for name in field_names:
         value = getattr(bucket, name)
         if value is None:
             raise ValueError(f"part {part.name} reads {name!r}, which no earlier part provided")
-        if name not in _PER_TENSOR:
-            inputs.append((name, list(value)))
+        if name in _PER_TENSOR:
+            continue
+        earlier = gathered.get(name) if gathered is not None else None
+        if earlier is not None and len(earlier[0]) == len(value) and all(
+                a is b for a, b in zip(earlier[0], value, strict=True)):
+            reused[name] = earlier[1]
+            continue
+        inputs.append((name, list(value)))
     sharded_states = [name for name in state_names if layout(name) is Layout.PARAM]
     inputs += [(name, list(bucket.state[name])) for name in sharded_states]
     for name, tensors in inputs:
@@ -264,6 +284,11 @@ def run_whole(bucket, part, group: Mapping[str, Any], layouts: Mapping[str, Layo
                 for peer in range(world)
             ]
             full[name].append(torch.cat(pieces) if world > 1 else pieces[0])
+    if gathered is not None:
+        for name, tensors in inputs:
+            if name in FIELDS:
+                gathered[name] = (tensors, full[name])
+    full.update(reused)
 
     # 2. the owner runs the part on its full tensors
     provided = [name for name in dict.fromkeys((*part.provides, *part.overrides))
@@ -290,7 +315,18 @@ def run_whole(bucket, part, group: Mapping[str, Any], layouts: Mapping[str, Layo
         read_only = [name for name in state_names if name not in written]
         if contract.ENFORCED and read_only:  # the test suite: a write to them would be lost
             before = {name: [t.clone() for t in whole.state[name]] for name in read_only}
+        kept = [name for name in full if name in FIELDS] if gathered is not None else []
+        if contract.ENFORCED and kept:  # a later whole part may read them again
+            kept_before = {name: [t.clone() for t in full[name]] for name in kept}
         part(whole, group)
+        if contract.ENFORCED and kept:
+            for name in kept:
+                if not all(torch.equal(a, b) for a, b in zip(kept_before[name], full[name],
+                                                              strict=True)):
+                    raise contract.ContractViolation(
+                        f"part {part.name} (whole=True) wrote the gathered field {name!r} in "
+                        "place: a whole part after it would read the changed values"
+                    )
         if contract.ENFORCED and read_only:
             for name in read_only:
                 if not all(torch.equal(a, b) for a, b in zip(before[name], whole.state[name],
@@ -374,4 +410,6 @@ def run_whole(bucket, part, group: Mapping[str, Any], layouts: Mapping[str, Layo
                     local.copy_(value)
     for name in provided:
         setattr(bucket, name, new_fields[name])
+        if gathered is not None:
+            gathered.pop(name, None)
 

@@ -18,14 +18,24 @@ random bits (:func:`optimkit.precision.rounding.random_words`, then Box-Muller).
 reproduces whatever the execution mode (eager, flat, compiled), the order of the buckets, or
 how the params are split into them; :func:`probes` gives the same vectors to a reference.
 
-**FSDP2.** ``kron_direction`` needs each full tensor (``whole=True``): it runs on one owner
-rank per param over the gathered momentum (:mod:`optimkit.core.whole`; the gradient too for
-``kron_direction_on_grads``), and reads no param value, so that the weight decay, which
-does, is a part of its own on the shards (``kron_l2`` before the momentum, ``kron_decay``
-after the direction). ``precond`` and ``probe_key`` are replicated on every rank, made by
-``kron_factors``; ``kron_direction`` overrides ``precond``, which its owner then sends whole
-to the others at every step. ``kron_balance`` reads only ``precond`` and the full shapes, so
-each rank balances its own copy.
+**Update schedule.** The factors are fitted (:data:`kron_fit`) at the steps that
+``precondition_update_probability`` picks, by the references' deterministic counter
+(:func:`fit_due`; default :class:`UpdateProbabilitySchedule`); the momentum
+(:data:`kron_momentum`) and the direction ``P m^`` (:data:`kron_direction`) run at every
+step. ``kron_fit`` is a scheduled part (``due=``, :func:`optimkit.core.parts.stat`): the
+executor picks the params it is due on from the CPU step counters, before the step.
+
+**FSDP2.** ``kron_fit`` and ``kron_direction`` need each full tensor (``whole=True``): each
+runs on one owner rank per param over the gathered momentum (:mod:`optimkit.core.whole`; the
+fit over the gradient instead as ``kron_fit_on_grads``), and neither reads a param value, so
+that the weight decay, which does, is a part of its own on the shards (``kron_l2`` before the
+momentum, ``kron_decay`` after the direction). ``precond`` and ``probe_key`` are replicated
+on every rank, made by ``kron_factors``. ``kron_fit`` overrides ``precond``, which its owner
+then sends whole to the others, at the due steps only; ``kron_direction`` only reads it, and
+reuses the momentum the fit gathered just before (:func:`optimkit.core.whole.run_whole`), so
+the momentum is gathered once a step.
+``kron_balance`` reads only ``precond`` and the full shapes, so each rank balances its own
+copy.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -283,6 +294,133 @@ def _update_factors(factors: list[Tensor], dense: Sequence[bool], exprs, g: Tens
         q.sub_(step)
 
 
+@dataclasses.dataclass(frozen=True)
+class UpdateProbabilitySchedule:
+    """The reference's default schedule of PSGD Kron's preconditioner update probability, a
+    function of ``n``, the number of steps taken before the current one:
+    ``clamp(max_prob * exp(-decay * (n - flat_start)), min_prob, max_prob)``, computed in
+    float32 (a 0-d tensor) as ``pytorch_optimizer.optimizer.psgd.precondition_update_prob_schedule``
+    and ``kron_torch.precond_update_prob_schedule`` compute it: 1 for the first 500 steps,
+    then annealed to 0.03 (reached after step ~4000). A frozen dataclass, so that a param
+    group holding it pickles (``state_dict()``) and compares equal after loading; importing
+    optimkit allows it in ``torch.load(..., weights_only=True)`` (torch's default)."""
+
+    max_prob: float = 1.0
+    min_prob: float = 0.03
+    decay: float = 0.001
+    flat_start: int = 500
+
+    def __call__(self, n: int) -> Tensor:
+        """The update probability of the step taken after ``n`` steps."""
+        prob = self.max_prob * torch.exp(
+            -self.decay * (torch.tensor(n, dtype=torch.float32) - self.flat_start))
+        return prob.clamp_(min=self.min_prob, max=self.max_prob)
+
+    def floor_from(self, n: int, prob: Tensor) -> bool:
+        """Whether ``prob`` (the probability after ``n`` steps) is ``min_prob`` for good."""
+        if self.decay <= 0 or n < self.flat_start:
+            return False
+        raw = self.max_prob * math.exp(-self.decay * (n - self.flat_start))
+        return raw <= self.min_prob and prob.item() == torch.tensor(
+            self.min_prob, dtype=torch.float32).item()
+
+
+def _probability_error(value: Any) -> str:
+    return (f"Invalid precondition_update_probability: {value!r}; it must be a probability in "
+            "(0, 1], a callable of the step count returning one, or None (the default "
+            "schedule, UpdateProbabilitySchedule())")
+
+
+def update_probability(name: str, value: Any) -> None:
+    """The rule of ``precondition_update_probability``: ``None``, a callable, or a number in
+    ``(0, 1]`` (``ValueError`` naming ``name`` otherwise)."""
+    if value is None or callable(value):
+        return
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, Tensor)):
+        raise ValueError(_probability_error(value).replace(
+            "precondition_update_probability", name))
+    try:
+        prob = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        prob = float("nan")
+    if not 0.0 < prob <= 1.0:
+        raise ValueError(_probability_error(value).replace(
+            "precondition_update_probability", name))
+
+
+def _period(prob: Any) -> int:
+    """The counter value that triggers an update at probability ``prob`` (the references'
+    ``counter >= 1 / prob``, in ``prob``'s own precision: float32 for a tensor)."""
+    if isinstance(prob, Tensor):
+        inverse = float(1 / prob)
+    else:
+        inverse = 1.0 / float(prob) if float(prob) != 0 else float("inf")
+    if not 1.0 <= inverse < float("inf"):
+        raise ValueError(_probability_error(prob) + " (returned by the schedule)")
+    return math.ceil(inverse)
+
+
+class _DueTable:
+    """Which steps update the factors under one schedule, extended as steps come: the
+    references' counter (``counter += 1``; update when ``counter >= 1 / p(t - 1)``, then
+    ``counter = 0``) run once from step 1 and kept, since it is a pure function of the
+    schedule. Once an :class:`UpdateProbabilitySchedule` stays at ``min_prob`` the updates
+    are periodic, and the table stops growing."""
+
+    __slots__ = ("schedule", "flags", "counter", "settled")
+
+    def __init__(self, schedule: Any):
+        self.schedule = schedule
+        self.flags = bytearray(1)  # flags[t]: whether step t updates (t >= 1)
+        self.counter = 0
+        self.settled: tuple[int, int, int] | None = None  # (first step, counter before, period)
+
+    def __call__(self, t: int) -> bool:
+        while self.settled is None and len(self.flags) <= t:
+            step = len(self.flags)
+            prob = self.schedule(step - 1)
+            period = _period(prob)
+            floor = getattr(self.schedule, "floor_from", None)
+            if floor is not None and floor(step - 1, prob):
+                self.settled = (step, self.counter, period)
+                break
+            self.counter += 1
+            due = self.counter >= period
+            if due:
+                self.counter = 0
+            self.flags.append(due)
+        if t < len(self.flags):
+            return bool(self.flags[t])
+        first, before, period = self.settled
+        return (before + t - first + 1) % period == 0
+
+
+# torch.load's default (weights_only=True) loads a state_dict holding a schedule: a frozen
+# dataclass of four numbers, whose unpickling runs no code of its own
+torch.serialization.add_safe_globals([UpdateProbabilitySchedule])
+
+_TABLES: dict[int, _DueTable] = {}
+_DEFAULT_SCHEDULE = UpdateProbabilitySchedule()
+
+
+def fit_due(probability: Any, t: int) -> bool:
+    """Whether the factors are fitted at a param's step ``t`` (1 at its first step) under
+    ``precondition_update_probability``: a number ``p`` fits them at every ``ceil(1 / p)``-th
+    step; a schedule (a callable of the steps taken before, ``None`` for
+    :class:`UpdateProbabilitySchedule`) by the references' counter, run from step 1 (see
+    :class:`_DueTable`). A pure function of the step count: nothing to checkpoint."""
+    if probability is None:
+        probability = _DEFAULT_SCHEDULE
+    if not callable(probability):
+        return t % _period(probability) == 0
+    table = _TABLES.get(id(probability))
+    if table is None or table.schedule is not probability:
+        if len(_TABLES) >= 64:  # schedules made afresh again and again: keep a few
+            _TABLES.clear()
+        table = _TABLES[id(probability)] = _DueTable(probability)
+    return table(t)
+
+
 @stat(provides=("grads",), rules=dict(weight_decay=nonnegative), weight_decay=0.0)
 def kron_l2(b, weight_decay):
     """PSGD Kron's L2 weight decay (``decoupled_weight_decay=False``), on params of 2 dims or
@@ -315,77 +453,110 @@ def kron_momentum(b, momentum):
 def kron_factors(b, precondition_init_scale, probe_seed):
     """Creates PSGD Kron's ``precond`` (from ``precondition_init_scale``, see
     :func:`initial_precond`) and ``probe_key`` (from ``probe_seed``) at a param's first step;
-    nothing to do at a step. A part of its own so that ``kron_direction``, which never writes
-    ``probe_key``, does not create it: under FSDP2 a whole part's owner sends each state of
-    its own shape that it creates or overrides whole to every rank at each step."""
+    nothing to do at a step. A part of its own, not ``kron_fit``'s state: under FSDP2 a whole
+    part's owner sends each state of its own shape that it creates or overrides whole to every
+    rank (``kron_fit`` would then send ``probe_key`` too), and ``kron_fit`` runs at the due
+    steps only, which a param's first step need not be."""
 
 
-# whole=True: under FSDP2 each param's full tensors are gathered to its owner rank; the
-# factors it writes (overrides) go back whole to every rank
-@stat(reads=("step", "update", "precond", "probe_key"), overrides=("precond",),
-      provides=("update",), whole=True,
+def _debiased(b, momentum, precondition_dtype) -> list[Tensor]:
+    """``m^ = m / (1 - momentum**t)`` of each tensor, from the momentum in ``update``, cast to
+    ``precondition_dtype``."""
+    corrections = scalars(1 - momentum**b.steps)
+    if not isinstance(corrections, list):
+        corrections = [corrections] * len(b.params)
+    return [(m / c).to(precondition_dtype)
+            for m, c in zip(b.update, corrections, strict=True)]
+
+
+# whole=True: under FSDP2 each param's full momentum is gathered to its owner rank, and the
+# factors it overrides go back whole to every rank (at the due steps only); due=: the executor
+# runs it only on the params the schedule picks (see the module doc)
+@stat(reads=("step", "update", "precond", "probe_key"), overrides=("precond",), whole=True,
+      due=("precondition_update_probability", fit_due),
       rules=dict(momentum=unit_interval, max_size_triangular=positive_integer,
                  min_ndim_triangular=nonnegative,
                  memory_save_mode=one_of(*MEMORY_SAVE_MODES),
                  precondition_lr=nonnegative,
-                 precondition_dtype=one_of(*PRECONDITION_DTYPES)),
+                 precondition_dtype=one_of(*PRECONDITION_DTYPES),
+                 precondition_update_probability=update_probability),
       momentum=0.9, max_size_triangular=8192, min_ndim_triangular=2, memory_save_mode=None,
       momentum_into_precondition_update=True, precondition_lr=0.1,
-      precondition_dtype=torch.float32)
-def kron_direction(b, momentum, max_size_triangular, min_ndim_triangular, memory_save_mode,
-                   momentum_into_precondition_update, precondition_lr, precondition_dtype):
-    """PSGD Kron's direction, per param (see the module doc), from the momentum ``m`` in
-    ``update`` (``kron_momentum``):
+      precondition_dtype=torch.float32, precondition_update_probability=None)
+def kron_fit(b, momentum, max_size_triangular, min_ndim_triangular, memory_save_mode,
+             momentum_into_precondition_update, precondition_lr, precondition_dtype):
+    """One PSGD step of each param's factors (``precond``, see the module doc) on the pair
+    (probe ``V``, ``m^``), ``m^ = m / (1 - momentum**t)`` from the momentum in ``update``
+    (``kron_momentum``) in ``precondition_dtype``; on (``V``, ``g``) with
+    ``momentum_into_precondition_update=False`` (``g`` cast to ``precondition_dtype``, with
+    ``kron_l2``'s term where it runs: then as ``kron_fit_on_grads``, which declares ``grads``
+    instead of ``update``). At the steps ``precondition_update_probability`` schedules
+    (:func:`fit_due`; ``due=``: the executor picks the due params on the host). The dims'
+    kinds are read at a param's first step.
 
-    ``m^ = m / (1 - momentum**t)`` (in ``precondition_dtype``); one PSGD step of the factors
-    (``precond``) on (probe ``V``, ``m^``) (on ``g`` with
-    ``momentum_into_precondition_update=False``: then as ``kron_direction_on_grads``, which
-    declares ``grads`` too); ``u = Q^T Q m^``, cast to the param's dtype and scaled to an RMS
-    of at most 1.1: ``u = u * min(1.1 / (rms(u) + 1e-6), 1)``. Weight decay is ``kron_l2``'s
-    (before the momentum) or ``kron_decay``'s (after this). The dims' kinds are read at a
-    param's first step.
-
-    ``whole=True``: under FSDP2 each param's owner rank gets the full ``m`` (and ``g`` where
-    the factors are fitted on it) and computes its factors and ``u`` (the params stand for
-    their shapes there: their values are never read here).
+    ``whole=True``: under FSDP2 each param's owner rank gets the full ``m`` (or ``g``) and
+    fits the factors, which it sends whole to every other rank (the params stand for their
+    shapes there: their values are never read here).
     """
     steps = b.steps
-    params = b.params
-    buffers = b.update
-    corrections = scalars(1 - momentum**steps)
-    if not isinstance(corrections, list):
-        corrections = [corrections] * len(params)
+    if momentum_into_precondition_update:
+        fits = _debiased(b, momentum, precondition_dtype)
+    else:  # the grads read only here: only kron_fit_on_grads gathers them
+        fits = [g.to(precondition_dtype) for g in b.grads]
     # every tensor's key of this step, in one go on the host (the keys live on the CPU)
     keys = b.state["probe_key"]
     if all(k.is_cpu for k in keys) and steps.is_cpu:
         step_keys = list(rounding.stream_key(torch.stack(keys), steps).unbind())
     else:
         step_keys = [rounding.stream_key(k, t) for k, t in zip(keys, steps.unbind(), strict=True)]
+    for i, p in enumerate(b.params):
+        dense, exprs = _plan(tuple(p.shape), max_size_triangular, min_ndim_triangular,
+                             memory_save_mode)
+        factors = _factors(b.state["precond"][i], p.shape, dense)
+        v = _gaussian(p.shape, step_keys[i], precondition_dtype, fits[i].device)
+        _update_factors(factors, dense, exprs, fits[i], v, precondition_lr)
+
+
+# momentum_into_precondition_update=False: the factors fitted on the gradient, which this one
+# declares instead of the momentum (so that under FSDP2 each fit gathers one of them only)
+kron_fit_on_grads = dataclasses.replace(
+    kron_fit, reads=("step", "grads", "precond", "probe_key"), label="kron_fit_on_grads")
+
+
+@stat(reads=("step", "update", "precond"), provides=("update",), whole=True,
+      rules=dict(momentum=unit_interval, max_size_triangular=positive_integer,
+                 min_ndim_triangular=nonnegative,
+                 memory_save_mode=one_of(*MEMORY_SAVE_MODES),
+                 precondition_dtype=one_of(*PRECONDITION_DTYPES)),
+      momentum=0.9, max_size_triangular=8192, min_ndim_triangular=2, memory_save_mode=None,
+      precondition_dtype=torch.float32)
+def kron_direction(b, momentum, max_size_triangular, min_ndim_triangular, memory_save_mode,
+                   precondition_dtype):
+    """PSGD Kron's direction, per param, from the momentum ``m`` in ``update``
+    (``kron_momentum``) and the factors as ``kron_fit`` left them: ``m^ = m / (1 -
+    momentum**t)`` (in ``precondition_dtype``); ``u = Q^T Q m^``, cast to the param's dtype
+    and scaled to an RMS of at most 1.1: ``u = u * min(1.1 / (rms(u) + 1e-6), 1)``. Weight
+    decay is ``kron_l2``'s (before the momentum) or ``kron_decay``'s (after this).
+
+    ``whole=True``: under FSDP2 each param's owner rank gets the full ``m`` and sends each
+    rank its shard of ``u``; it only reads ``precond`` (the same on every rank), so nothing of
+    the factors is sent.
+    """
+    params = b.params
+    debiased = _debiased(b, momentum, precondition_dtype)
     update = []
     for i, p in enumerate(params):
         dense, exprs = _plan(tuple(p.shape), max_size_triangular, min_ndim_triangular,
                              memory_save_mode)
         factors = _factors(b.state["precond"][i], p.shape, dense)
-        debiased = (buffers[i] / corrections[i]).to(precondition_dtype)
-        v = _gaussian(p.shape, step_keys[i], precondition_dtype, buffers[i].device)
-        # the grads read only here: under FSDP2 only kron_direction_on_grads gathers them
-        fit = debiased if momentum_into_precondition_update else b.grads[i].to(
-            precondition_dtype)
-        _update_factors(factors, dense, exprs, fit, v, precondition_lr)
         if p.dim() == 0:
-            u = factors[0] * factors[0] * debiased
+            u = factors[0] * factors[0] * debiased[i]
         else:
-            u = _einsum(exprs[2], *factors, *factors, debiased)
+            u = _einsum(exprs[2], *factors, *factors, debiased[i])
         u = u.to(p.dtype)
         u = u * torch.clamp(1.1 / (u.square().mean().sqrt() + 1e-6), max=1.0)
         update.append(u)
     b.update = update
-
-
-# momentum_into_precondition_update=False: the factors fitted on the gradient, which this
-# one declares (kron_direction does not, so that the default gathers no gradient)
-kron_direction_on_grads = dataclasses.replace(
-    kron_direction, reads=(*kron_direction.reads, "grads"), label="kron_direction_on_grads")
 
 
 @stat(reads=("update",), provides=("update",), rules=dict(weight_decay=nonnegative),

@@ -8,10 +8,13 @@ The reference draws each preconditioner update's probe ``V`` from torch's global
 (with that param's step count, as ``per_group_steps`` does), with those two draws replaced:
 ``torch.randn_like`` returns optimkit's probe of that param and step, and numpy's draw is 1
 (never balance); the reference's own ``balance_q`` then runs after every ``balance_every``-th
-step of a param of 2 dims or more, where optimkit balances. The preconditioner
-is updated at every step (``pre_conditioner_update_probability=1``). Everything else is the
-reference's code; ``precondition_lr`` and ``precondition_init_scale``, which its constructor
-does not take, are set in its param groups.
+step of a param of 2 dims or more, where optimkit balances. The preconditioner update
+schedule is the reference's own: ``precondition_update_probability`` (a number, a callable of
+the steps taken, or None for its default annealing schedule) is its
+``pre_conditioner_update_probability``, and its update counter, which it keeps in its first
+param group, is kept per param here (each param steps as a group of its own, with its own step
+count, as optimkit counts). Everything else is the reference's code; ``precondition_lr`` and
+``precondition_init_scale``, which its constructor does not take, are set in its param groups.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ class Kron(pytorch_optimizer.Kron):
 
     def __init__(self, params, *, balance_every: int = 100, probe_seed: int = 0,
                  precondition_lr: float = 0.1, precondition_init_scale: float = 1.0,
-                 **kwargs):
-        super().__init__(params, pre_conditioner_update_probability=1.0, **kwargs)
+                 precondition_update_probability=None, **kwargs):
+        super().__init__(params, pre_conditioner_update_probability=precondition_update_probability,
+                         **kwargs)
         for group in self.param_groups:
             group.update(balance_every=balance_every, probe_seed=probe_seed,
                          precondition_lr=precondition_lr,
@@ -48,7 +52,8 @@ class Kron(pytorch_optimizer.Kron):
             t = state.get("step", 0) + 1
             key = probe_key(group["probe_seed"], index)
             v = probes(p.shape, key, t, group["precondition_dtype"], p.device)
-            one = {**group, "params": [p], "step": t - 1}
+            one = {**group, "params": [p], "step": t - 1,
+                   "update_counter": state.get("update_counter", 0)}
             self.param_groups = [one]
             with mock.patch.object(torch, "randn_like", lambda *a, v=v, **k: v.clone()), \
                     mock.patch.object(np.random, "random", lambda: 1.0):
@@ -56,6 +61,7 @@ class Kron(pytorch_optimizer.Kron):
             if p.dim() > 1 and t % group["balance_every"] == 0:
                 balance_q(state["Q"])
             state["step"] = one["step"]
+            state["update_counter"] = one["update_counter"]
             state["probe_key"] = key
 
         return step_each_param(self, closure, step_one)
