@@ -80,6 +80,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         compiled = "compiled" in item.name or item.name.endswith("_compiled")
         if compiled or item.name.startswith(_SLOW_TESTS):
             item.add_marker(SLOW)
+    # Longest first, so that under -n 2 no worker is left with a long test while the other
+    # idles at the end: the distributed launch (minutes, on 2 rank processes), then the
+    # slow tests, then the rest, each in collection order.
+    def rank(item: pytest.Item) -> int:
+        if item.module.__name__ == "test_distributed":
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)
 
 
 def optims(
