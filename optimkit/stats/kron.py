@@ -421,6 +421,13 @@ def fit_due(probability: Any, t: int) -> bool:
     return table(t)
 
 
+def _plus_matrix_decay(values, params, weight_decay):
+    """``values`` with ``weight_decay * p`` added where the param has 2 dims or more (Kron
+    decays matrices only), as new tensors: the caller's (the user's grads) are left alone."""
+    return [torch.add(v, p, alpha=weight_decay) if p.dim() >= 2 else v
+            for v, p in zip(values, params, strict=True)]
+
+
 @stat(provides=("grads",), rules=dict(weight_decay=nonnegative), weight_decay=0.0)
 def kron_l2(b, weight_decay):
     """PSGD Kron's L2 weight decay (``decoupled_weight_decay=False``), on params of 2 dims or
@@ -428,11 +435,7 @@ def kron_l2(b, weight_decay):
     runs on each rank's shards."""
     if is_zero(weight_decay):
         return
-    grads = list(b.grads)
-    for i, p in enumerate(b.params):
-        if p.dim() >= 2:
-            grads[i] = torch.add(grads[i], p, alpha=weight_decay)
-    b.grads = grads
+    b.grads = _plus_matrix_decay(b.grads, b.params, weight_decay)
 
 
 @stat(state={"momentum_buffer": zeros}, storage={"momentum_buffer": "signed"},
@@ -567,11 +570,7 @@ def kron_decay(b, weight_decay):
     each rank's shards."""
     if is_zero(weight_decay):
         return
-    update = list(b.update)
-    for i, p in enumerate(b.params):
-        if p.dim() >= 2:
-            update[i] = torch.add(update[i], p, alpha=weight_decay)
-    b.update = update
+    b.update = _plus_matrix_decay(b.update, b.params, weight_decay)
 
 
 @stat(reads=("precond",), every="balance_every", rules=dict(balance_every=positive_integer),
